@@ -1,0 +1,87 @@
+"""Dependencies for the routes: the settings and each service, as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, UploadFile
+
+from backend.app.core.config import Settings
+from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
+from backend.app.services.chat import ChatService
+from backend.app.services.container import Services
+from backend.app.services.conversation import ConversationService
+from backend.app.services.outputs import OutputStore
+from backend.app.services.stt import STTService
+from backend.app.services.tts import TTSService
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise NotReadyError("the models are still loading; retry shortly")
+    return services
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_stt(services: ServicesDep) -> STTService:
+    return services.stt
+
+
+def get_chat(services: ServicesDep) -> ChatService:
+    return services.chat
+
+
+def get_tts(services: ServicesDep) -> TTSService:
+    return services.tts
+
+
+def get_conversation(services: ServicesDep) -> ConversationService:
+    return services.conversation
+
+
+def get_outputs(services: ServicesDep) -> OutputStore:
+    return services.outputs
+
+
+STTServiceDep = Annotated[STTService, Depends(get_stt)]
+ChatServiceDep = Annotated[ChatService, Depends(get_chat)]
+TTSServiceDep = Annotated[TTSService, Depends(get_tts)]
+ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation)]
+OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
+
+
+def _require_content_type(request: Request, *accepted: str) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in accepted:
+        raise UnsupportedMediaTypeError(
+            f"expected {' or '.join(accepted)}, got {content_type or 'no content type'}"
+        )
+
+
+def require_multipart(request: Request) -> None:
+    """Routes that take an upload accept multipart/form-data only (415 otherwise)."""
+    _require_content_type(request, "multipart/form-data")
+
+
+def require_json(request: Request) -> None:
+    _require_content_type(request, "application/json")
+
+
+async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:
+    """The uploaded file's bytes, refusing more than MAX_UPLOAD_MB with 413."""
+    limit = settings.max_upload_bytes
+    if upload.size is not None and upload.size > limit:
+        raise PayloadTooLargeError(f"{field} is larger than the {settings.max_upload_mb:g} MB limit")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"{field} is larger than the {settings.max_upload_mb:g} MB limit")
+    return data

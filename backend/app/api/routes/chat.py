@@ -1,0 +1,66 @@
+"""POST /chat: one message in a conversation, as a form or as JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from backend.app.api.deps import ChatServiceDep
+from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
+from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
+
+router = APIRouter(tags=["chat"])
+
+_BODY_SCHEMA = {"$ref": "#/components/schemas/ChatRequest"}
+
+
+async def _parse_chat_request(request: Request) -> ChatRequest:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/json":
+            try:
+                payload = json.loads(await request.body())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InvalidInputError(f"the body is not valid JSON ({e})") from e
+            if not isinstance(payload, dict):
+                raise InvalidInputError("the JSON body must be an object")
+            return ChatRequest.model_validate(payload)
+        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.form()
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            return ChatRequest.model_validate(fields)
+    except ValidationError as e:
+        message = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise InvalidInputError(message) from e
+    raise UnsupportedMediaTypeError(
+        "send application/json or a form (application/x-www-form-urlencoded, multipart/form-data)"
+    )
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _BODY_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": _BODY_SCHEMA},
+            },
+        }
+    },
+)
+async def chat(request: Request, chat: ChatServiceDep) -> ChatResponse:
+    """Reply to `text`. Without `conversation_id` a new conversation starts; its id is returned."""
+    body = await _parse_chat_request(request)
+    started = time.perf_counter()
+    answer = await chat.reply(body.text, body.conversation_id)
+    return ChatResponse(
+        reply=answer.reply,
+        conversation_id=answer.conversation_id,
+        timings={"llm_ms": round((time.perf_counter() - started) * 1000, 1)},
+    )

@@ -1,0 +1,48 @@
+"""POST /tts: text to speech."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Response
+
+from backend.app.api.deps import TTSServiceDep, require_json
+from backend.app.api.schemas import ERROR_RESPONSES, TTSRequest
+from backend.app.audio.encode import CONTENT_TYPES, encode_audio
+
+router = APIRouter(tags=["tts"])
+
+
+@router.post(
+    "/tts",
+    responses={
+        **ERROR_RESPONSES,
+        200: {"content": {t: {} for t in CONTENT_TYPES.values()}, "description": "The audio."},
+    },
+    response_class=Response,
+    dependencies=[Depends(require_json)],
+)
+async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
+    """Speak `text`. Long text is synthesised in segments joined by short silences.
+
+    Headers: `X-Segments` (segment count), `X-Sample-Rate`, `X-Voice` (the reference voice applied,
+    or `builtin` when the engine has a fixed voice and does not clone).
+    """
+    result = await tts.synthesize(
+        body.text,
+        voice=body.voice,
+        speaker_voice_path=body.speaker_voice_path,
+        cfg_scale=body.cfg_scale,
+        speed=body.speed,
+    )
+    data = await asyncio.to_thread(encode_audio, result.audio, body.format)
+    return Response(
+        content=data,
+        media_type=CONTENT_TYPES[body.format],
+        headers={
+            "X-Segments": str(result.segments),
+            "X-Sample-Rate": str(result.audio.sample_rate),
+            "X-Voice": result.voice.file if result.voice else "builtin",
+            "Content-Disposition": f'inline; filename="speech.{body.format}"',
+        },
+    )

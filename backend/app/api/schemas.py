@@ -1,0 +1,113 @@
+"""Request and response models at the HTTP boundary."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from backend.app.audio.encode import AudioFormat
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModuleHealth(BaseModel):
+    ready: bool
+    model: str | None
+    device: str | None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "degraded"]
+    modules: dict[str, ModuleHealth]
+
+
+class WordOut(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class SegmentOut(BaseModel):
+    start: float
+    end: float
+    text: str
+    words: list[WordOut] | None = None
+
+
+class STTResponse(BaseModel):
+    text: str
+    language: str
+    duration: float
+    segments: list[SegmentOut]
+    timings: dict[str, float]
+    optimized_text: str | None = None
+
+
+class ChatRequest(BaseModel):
+    text: str = Field(..., description="The user's message.")
+    conversation_id: str | None = Field(
+        None, description="Continue this conversation; omit to start a new one."
+    )
+
+
+class ChatResponse(BaseModel):
+    reply: str
+    conversation_id: str
+    timings: dict[str, float]
+
+
+class TTSRequest(BaseModel):
+    text: str = Field(..., description="Text to speak.")
+    voice: str | None = Field(None, description="A voice name from /speaker_info.")
+    speaker_voice_path: str | None = Field(
+        None, description="A voice file name in VOICES_DIR, or a path resolving inside it."
+    )
+    cfg_scale: float | None = Field(
+        None, ge=0.5, le=2.0, description="Guidance for voice-cloning engines (default DEFAULT_CFG_SCALE)."
+    )
+    format: AudioFormat = Field("wav", description="wav, flac, mp3, ogg (Opus) or pcm (s16le mono).")
+    speed: float = Field(1.0, ge=0.5, le=2.0, description="Speaking rate; 1 is normal.")
+
+
+class ConversationResponse(BaseModel):
+    transcript: str
+    reply: str
+    conversation_id: str | None
+    audio_url: str | None
+    timings: dict[str, float]
+
+
+class VoiceOut(BaseModel):
+    file: str
+    name: str
+    language: str | None
+    gender: str | None
+
+
+class CacheOut(BaseModel):
+    size: int
+    capacity: int
+    hits: int
+    misses: int
+    evictions: int
+
+
+class SpeakerInfoResponse(BaseModel):
+    voices: list[VoiceOut]
+    default_voice: str | None
+    supports_cloning: bool
+    cache: CacheOut
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 422, 503)
+}

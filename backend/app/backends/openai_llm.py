@@ -1,0 +1,43 @@
+"""Chat through any OpenAI-compatible server (Ollama, vLLM, LocalAI, OpenAI) with the `openai` client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import openai
+
+from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
+from backend.app.core.errors import ModelLoadError, UpstreamError
+
+
+class OpenAIChatBackend:
+    """Chat completions against `base_url`; the server does the work, we only wait for it."""
+
+    def __init__(self, model: str, base_url: str, api_key: str, timeout_s: float) -> None:
+        if not model:
+            raise ModelLoadError("LLM_BACKEND=openai needs LLM_MODEL (the model name the server knows)")
+        self._client = openai.OpenAI(
+            base_url=base_url or None,
+            # Local servers accept any key; the client refuses an empty one.
+            api_key=api_key or "not-needed",
+            timeout=timeout_s,
+            max_retries=1,
+        )
+        self._model = model
+        self.info = ModelInfo(model=model, device=f"remote ({base_url or 'api.openai.com'})")
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        try:
+            response = self._client.chat.completions.create(
+                model=self._model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+            )
+        except openai.APIStatusError as e:
+            raise UpstreamError(f"the LLM server answered {e.status_code}: {e.message}") from e
+        except openai.APIError as e:
+            raise UpstreamError(f"the LLM server could not be reached: {e}") from e
+        if not response.choices:
+            raise UpstreamError("the LLM server returned no choices")
+        return (response.choices[0].message.content or "").strip()

@@ -1,0 +1,48 @@
+"""Text to speech with Piper (VITS voices on ONNX Runtime). One fixed voice; no cloning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from backend.app.audio.types import Audio
+from backend.app.backends import embedded
+from backend.app.backends.protocols import ModelInfo, SynthesisRequest
+from backend.app.core.errors import ModelLoadError
+
+
+class PiperBackend:
+    """A Piper `.onnx` voice (with its `.onnx.json` beside it)."""
+
+    supports_cloning = False
+
+    def __init__(self, model_name: str, device: str = "auto") -> None:
+        from piper import PiperVoice
+
+        if model_name == "embedded":
+            path, label = embedded.piper_voice_file(), "piper en_US-joe-medium (embedded)"
+        else:
+            path = embedded.require_file(Path(model_name), "the Piper voice file")
+            embedded.require_file(path.with_suffix(".onnx.json"), "the Piper voice config")
+            label = f"piper {path.stem}"
+        use_cuda = device == "cuda"
+        try:
+            self._voice = PiperVoice.load(path, use_cuda=use_cuda)
+        except Exception as e:  # onnxruntime / json errors for a corrupt voice
+            raise ModelLoadError(
+                f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}"
+            ) from e
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu")
+
+    def synthesize(self, request: SynthesisRequest) -> Audio:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=1.0 / request.speed)
+        chunks = [
+            chunk.audio_float_array.astype(np.float32, copy=False)
+            for chunk in self._voice.synthesize(request.text, syn_config=config)
+        ]
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return Audio(samples, self.sample_rate)

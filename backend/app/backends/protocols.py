@@ -1,0 +1,103 @@
+"""One small Protocol per capability. Services depend on these, never on an engine.
+
+A second engine is a new module implementing the Protocol, chosen in `backends/factory.py`.
+All methods here block; services call them on the model's worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from backend.app.audio.types import Audio
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /health reports about a loaded model."""
+
+    model: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
+
+
+class SpeechToText(Protocol):
+    info: ModelInfo
+    sample_rate: int
+    """The rate `transcribe` expects its audio at."""
+    multilingual: bool
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription: ...
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_tokens: int
+    temperature: float
+
+
+class ChatModel(Protocol):
+    info: ModelInfo
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str: ...
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One piece of text to speak. `reference` is the decoded voice to clone, when the engine can."""
+
+    text: str
+    reference: Audio | None = None
+    cfg_scale: float = 1.0
+    speed: float = 1.0
+
+
+class TextToSpeech(Protocol):
+    info: ModelInfo
+    sample_rate: int
+    supports_cloning: bool
+    """True when `SynthesisRequest.reference` is used to imitate a voice."""
+
+    def synthesize(self, request: SynthesisRequest) -> Audio: ...

@@ -1,0 +1,68 @@
+"""Chat with a local transformers causal LM (the embedded SmolLM2 by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from backend.app.backends import embedded
+from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
+from backend.app.core.errors import ModelLoadError
+
+
+class TransformersChatBackend:
+    """A chat-templated causal LM; greedy at temperature 0, sampled above."""
+
+    def __init__(self, model: str, models_dir: Path, device: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if model:
+            source, label = model, model
+        else:
+            source, label = str(embedded.smollm2_dir(models_dir)), "SmolLM2-135M-Instruct (embedded)"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+        except Exception as e:  # missing files, corrupt safetensors, unknown hub id offline
+            hint = (
+                f"delete {source} and {embedded.SETUP_HINT}" if not model
+                else "LLM_MODEL must be a local model dir (or a hub id already cached) when offline"
+            )
+            raise ModelLoadError(f"could not load the LLM {label!r} from {source}: {e}; {hint}") from e
+        self._model.eval()
+        self._device = device
+        self.info = ModelInfo(model=label, device=device)
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        import torch
+
+        inputs = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        ).to(self._device)
+        sampling = options.temperature > 0
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                max_new_tokens=options.max_tokens,
+                do_sample=sampling,
+                temperature=options.temperature if sampling else None,
+                top_p=0.9 if sampling else None,
+                top_k=None,
+                pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+            )
+        prompt_length = inputs["input_ids"].shape[1]
+        return str(self._tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)).strip()
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """How many tokens `messages` take once templated (for tests and context management)."""
+        ids = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True
+        )
+        return len(ids["input_ids"] if isinstance(ids, dict) else ids)

@@ -1,0 +1,108 @@
+"""Speech to text with faster-whisper (CTranslate2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from backend.app.audio.types import Audio
+from backend.app.backends import embedded
+from backend.app.backends.protocols import (
+    ModelInfo,
+    TranscribeOptions,
+    Transcription,
+    TranscriptSegment,
+    Word,
+)
+from backend.app.core.errors import ModelLoadError
+from backend.app.text.segment import join_pieces
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+class WhisperBackend:
+    """faster-whisper on a local CTranslate2 dir or a named size (downloaded into MODELS_DIR)."""
+
+    sample_rate = 16_000
+
+    def __init__(
+        self,
+        model_name: str,
+        models_dir: Path,
+        device: str = "auto",
+        compute_type: str = "auto",
+        beam_size: int = 5,
+        vad_filter: bool = True,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        if model_name == "embedded":
+            source, label = str(embedded.whisper_tiny_en_dir()), "whisper-tiny.en (embedded)"
+        elif model_name == "base-multilingual":
+            source = str(embedded.whisper_base_dir(models_dir))
+            label = "whisper-base (embedded, multilingual)"
+        else:
+            source, label = model_name, model_name
+            if Path(model_name).is_dir():
+                embedded.require_file(Path(model_name) / "model.bin", "the Whisper model file")
+        device = resolve_device(device)
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "int8"
+        try:
+            self._model = WhisperModel(
+                source,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=os.cpu_count() or 0,
+                download_root=str(models_dir),
+            )
+        except Exception as e:  # ctranslate2/hub raise a variety of types
+            raise ModelLoadError(
+                f"could not load the STT model {model_name!r} from {source}: {e}. For the embedded "
+                f"models, {embedded.SETUP_HINT}; a named size must already be in MODELS_DIR "
+                "when the machine is offline"
+            ) from e
+        self._beam_size = beam_size
+        self._vad_filter = vad_filter
+        self.multilingual = bool(self._model.model.is_multilingual)
+        self.info = ModelInfo(model=label, device=f"{device} ({compute_type})")
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        if audio.sample_rate != self.sample_rate:
+            raise ValueError(f"audio must be at {self.sample_rate} Hz")
+        segments, info = self._model.transcribe(
+            audio.samples,
+            language=options.language,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            word_timestamps=options.word_timestamps,
+            beam_size=self._beam_size,
+            vad_filter=self._vad_filter,
+        )
+        # The segments are a lazy generator: consume it here, on the worker thread.
+        collected = tuple(
+            TranscriptSegment(
+                start=round(s.start, 3),
+                end=round(s.end, 3),
+                text=s.text.strip(),
+                words=tuple(
+                    Word(round(w.start, 3), round(w.end, 3), w.word.strip(), round(w.probability, 4))
+                    for w in (s.words or ())
+                ),
+            )
+            for s in segments
+        )
+        return Transcription(
+            text=join_pieces([s.text for s in collected if s.text]),
+            language=info.language,
+            language_probability=round(info.language_probability, 4),
+            duration=round(audio.duration, 3),
+            segments=collected,
+        )
+

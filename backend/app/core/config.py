@@ -1,0 +1,124 @@
+"""All configuration, from the environment or a `.env` file (pydantic-settings).
+
+Every setting is an upper-case environment variable of the same name (`STT_MODEL_NAME`, `PORT`, ...).
+Settings are built once by the entry point and injected; nothing reads them from a module global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one to three "
+    "short sentences of plain text, without lists, markdown or emoji."
+)
+
+
+class Settings(BaseSettings):
+    """The server's configuration. See the README for the table of variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    host: str = "127.0.0.1"
+    """Listen address."""
+    port: int = Field(8000, ge=1, le=65535)
+    """Listen port."""
+
+    stt_model_name: str = "embedded"
+    """`embedded` (bundled Whisper tiny.en), `base-multilingual` (bundled Whisper base, 99 languages),
+    a faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
+    stt_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for faster-whisper; `auto` picks CUDA when available."""
+    stt_compute_type: str = "auto"
+    """CTranslate2 compute type; `auto` = float16 on CUDA, int8 on CPU."""
+    stt_beam_size: int = Field(5, ge=1, le=10)
+    """Beam size for decoding; 1 is greedy and fastest."""
+
+    llm_backend: Literal["local", "openai"] = "local"
+    """`local` = a transformers model in-process; `openai` = any OpenAI-compatible server."""
+    llm_model: str = ""
+    """Model id. Local: empty = the embedded SmolLM2-135M-Instruct, else a local dir or hub id.
+    OpenAI: the model name the server knows (required)."""
+    llm_base_url: str = ""
+    """Base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1 (empty = OpenAI)."""
+    llm_api_key: SecretStr = SecretStr("")
+    """API key for the OpenAI-compatible server (many local servers accept any value)."""
+    llm_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for the local transformers model."""
+    llm_timeout_s: float = Field(60.0, gt=0)
+    """Timeout for one request to the OpenAI-compatible server."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """System prompt; replies are spoken, so it asks for short plain answers."""
+    llm_max_tokens: int = Field(256, ge=1, le=8192)
+    """Upper bound on generated tokens per reply."""
+    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0 = greedy (deterministic)."""
+    max_history_messages: int = Field(20, ge=0, le=1000)
+    """Past messages (user + assistant) of a conversation sent back to the model."""
+    max_conversations: int = Field(1000, ge=1)
+    """Conversations kept in memory; the least recently used is dropped beyond this."""
+
+    tts_model_name: str = "embedded"
+    """`embedded` (bundled Piper en_US-joe-medium) or a local Piper `.onnx` voice file."""
+    tts_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for TTS inference."""
+    default_cfg_scale: float = Field(1.0, ge=0.5, le=2.0)
+    """Guidance scale used when a request gives none (voice-cloning backends)."""
+
+    voices_dir: Path = Path("./voices")
+    """Reference voices, `{lang}-{name}_{gender}.wav`."""
+    models_dir: Path = Path("./models")
+    """Converted and assembled model copies, and downloads."""
+    outputs_dir: Path = Path("./outputs")
+    """Synthesised audio kept for download at /outputs/{name}."""
+    data_dir: Path = Path("./data")
+    """Persistent data (conversation database)."""
+    outputs_keep: int = Field(500, ge=1)
+    """Most files kept in OUTPUTS_DIR; the oldest are removed beyond this."""
+
+    default_voice: str = ""
+    """File name in VOICES_DIR; empty = the first voice found."""
+    speaker_cache_size: int = Field(50, ge=0, le=10_000)
+    """Entries in the reference-voice cache."""
+    segment_threshold_chars: int = Field(150, ge=20, le=10_000)
+    """Text longer than this is synthesised segment by segment."""
+    segment_silence_ms: int = Field(200, ge=0, le=5_000)
+    """Silence inserted between synthesised segments."""
+
+    max_upload_mb: float = Field(25, gt=0)
+    """Largest accepted upload (413 beyond)."""
+    max_audio_seconds: float = Field(600, gt=0)
+    """Longest accepted audio (413 beyond)."""
+    max_tts_chars: int = Field(5000, ge=1)
+    """Longest accepted text for synthesis or chat (422 beyond)."""
+    queue_size: int = Field(4, ge=0, le=1000)
+    """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
+
+    api_key: SecretStr | None = None
+    """When set, every route except /health* needs `Authorization: Bearer <key>`."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated allowed origins for CORS; `*` allows any."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the server."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

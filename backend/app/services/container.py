@@ -1,0 +1,78 @@
+"""Build every service once, from the settings: the app's lifespan owns the result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from backend.app.audio.types import Audio
+from backend.app.backends import factory
+from backend.app.core.config import Settings
+from backend.app.core.worker import ModelWorker
+from backend.app.services.chat import ChatService, ChatSettings
+from backend.app.services.conversation import ConversationService
+from backend.app.services.outputs import OutputStore
+from backend.app.services.stt import STTLimits, STTService
+from backend.app.services.tts import TTSService, TTSSettings
+from backend.app.voices.cache import SpeakerCache
+from backend.app.voices.library import VoiceLibrary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    stt: STTService
+    chat: ChatService
+    tts: TTSService
+    conversation: ConversationService
+    outputs: OutputStore
+
+    def shutdown(self) -> None:
+        for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
+            worker.shutdown()
+
+
+def build_services(settings: Settings) -> Services:
+    """Load the three models and wire the services. Raises ModelLoadError with a clear message."""
+    started = time.perf_counter()
+    stt_backend = factory.load_stt(settings)
+    logger.info("STT ready: %s on %s", stt_backend.info.model, stt_backend.info.device)
+    chat_backend = factory.load_chat(settings)
+    logger.info("chat ready: %s on %s", chat_backend.info.model, chat_backend.info.device)
+    tts_backend = factory.load_tts(settings)
+    logger.info("TTS ready: %s on %s", tts_backend.info.model, tts_backend.info.device)
+
+    stt = STTService(
+        stt_backend,
+        ModelWorker("stt", settings.queue_size),
+        STTLimits(max_audio_seconds=settings.max_audio_seconds),
+    )
+    chat = ChatService(
+        chat_backend,
+        ModelWorker("chat", settings.queue_size),
+        ChatSettings(
+            system_prompt=settings.system_prompt,
+            max_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            max_history_messages=settings.max_history_messages,
+            max_conversations=settings.max_conversations,
+            max_chars=settings.max_tts_chars,
+        ),
+    )
+    tts = TTSService(
+        tts_backend,
+        ModelWorker("tts", settings.queue_size),
+        VoiceLibrary(settings.voices_dir, settings.default_voice),
+        SpeakerCache[Audio](settings.speaker_cache_size),
+        TTSSettings(
+            max_chars=settings.max_tts_chars,
+            segment_threshold_chars=settings.segment_threshold_chars,
+            segment_silence_ms=settings.segment_silence_ms,
+            default_cfg_scale=settings.default_cfg_scale,
+        ),
+    )
+    outputs = OutputStore(settings.outputs_dir, settings.outputs_keep)
+    logger.info("models loaded in %.1f s", time.perf_counter() - started)
+    return Services(stt, chat, tts, ConversationService(stt, chat, tts, outputs), outputs)

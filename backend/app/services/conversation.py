@@ -1,0 +1,72 @@
+"""One spoken turn: transcribe the user's audio, reply, speak the reply and keep it for download."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from backend.app.audio.encode import AudioFormat, encode_audio
+from backend.app.backends.protocols import TranscribeOptions
+from backend.app.services.chat import ChatService
+from backend.app.services.outputs import OutputStore
+from backend.app.services.stt import STTService
+from backend.app.services.tts import TTSService
+from backend.app.text.normalize import clean_for_speech, has_speakable_content
+
+
+@dataclass(frozen=True)
+class Turn:
+    transcript: str
+    reply: str
+    conversation_id: str | None
+    audio_name: str | None
+    timings: dict[str, float]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
+class ConversationService:
+    """STT -> chat -> TTS, calling the three services directly."""
+
+    def __init__(
+        self, stt: STTService, chat: ChatService, tts: TTSService, outputs: OutputStore
+    ) -> None:
+        self.stt = stt
+        self.chat = chat
+        self.tts = tts
+        self.outputs = outputs
+
+    async def turn(
+        self,
+        audio: bytes,
+        conversation_id: str | None = None,
+        voice: str | None = None,
+        language: str | None = None,
+        audio_format: AudioFormat = "wav",
+    ) -> Turn:
+        """Run one turn. Silence gives an empty transcript and reply, and no audio."""
+        if voice:
+            self.tts.choose_voice(voice, None)  # fail fast on an unknown voice, before any work
+        started = time.perf_counter()
+        transcription = await self.stt.transcribe(audio, TranscribeOptions(language=language))
+        timings = {"stt_ms": _ms(started)}
+        if not transcription.text:
+            timings.update(llm_ms=0.0, tts_ms=0.0, total_ms=_ms(started))
+            return Turn("", "", conversation_id or None, None, timings)
+
+        step = time.perf_counter()
+        answer = await self.chat.reply(transcription.text, conversation_id)
+        timings["llm_ms"] = _ms(step)
+
+        step = time.perf_counter()
+        name = None
+        if has_speakable_content(clean_for_speech(answer.reply)):
+            speech = await self.tts.synthesize(answer.reply, voice=voice)
+            data = await asyncio.to_thread(encode_audio, speech.audio, audio_format)
+            name = await asyncio.to_thread(self.outputs.save, data, audio_format)
+        timings["tts_ms"] = _ms(step)
+        timings["total_ms"] = _ms(started)
+        return Turn(transcription.text, answer.reply, answer.conversation_id, name, timings)

@@ -1,0 +1,52 @@
+"""The STT service: validate, decode and transcribe an upload on the STT model's worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.app.audio.decode import decode_audio
+from backend.app.backends.protocols import SpeechToText, TranscribeOptions, Transcription
+from backend.app.core.errors import InvalidInputError
+from backend.app.core.worker import ModelWorker
+
+
+def _whisper_languages() -> frozenset[str]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
+
+
+@dataclass(frozen=True)
+class STTLimits:
+    max_audio_seconds: float
+
+
+class STTService:
+    """Speech to text. Decoding and inference both run on the model's worker thread."""
+
+    def __init__(self, backend: SpeechToText, worker: ModelWorker, limits: STTLimits) -> None:
+        self.backend = backend
+        self.worker = worker
+        self.limits = limits
+        self._languages = _whisper_languages()
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        language = options.language
+        if language is None:
+            return
+        if language not in self._languages:
+            raise InvalidInputError(f"unknown language code {language!r} (use ISO 639-1, e.g. en, zh)")
+        if language != "en" and not self.backend.multilingual:
+            raise InvalidInputError(
+                f"the STT model {self.backend.info.model} is English-only; "
+                "set STT_MODEL_NAME=base-multilingual (or a multilingual model) for other languages"
+            )
+
+    async def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
+        """Transcribe an encoded audio file (any format PyAV reads)."""
+        self.check_options(options)
+        return await self.worker.run(self._decode_and_transcribe, data, options)
+
+    def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
+        audio = decode_audio(data, self.backend.sample_rate, self.limits.max_audio_seconds)
+        return self.backend.transcribe(audio, options)

@@ -1,0 +1,122 @@
+"""The TTS service: choose the voice, segment long text, synthesise and join the segments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.app.audio.decode import decode_audio
+from backend.app.audio.types import Audio
+from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
+from backend.app.core.errors import InvalidInputError
+from backend.app.core.worker import ModelWorker
+from backend.app.text.normalize import clean_for_speech, has_speakable_content
+from backend.app.text.segment import segment_text
+from backend.app.voices.cache import SpeakerCache
+from backend.app.voices.library import VoiceInfo, VoiceLibrary
+
+_FADE_MS = 5
+
+
+@dataclass(frozen=True)
+class TTSSettings:
+    max_chars: int
+    segment_threshold_chars: int
+    segment_silence_ms: int
+    default_cfg_scale: float
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    audio: Audio
+    segments: int
+    voice: VoiceInfo | None
+    """The reference voice applied (None when the engine has a fixed voice)."""
+
+
+def _fade_edges(audio: Audio) -> Audio:
+    """Short linear fades at both ends so that joins do not click."""
+    samples = audio.samples.copy()
+    n = min(len(samples) // 2, int(audio.sample_rate * _FADE_MS / 1000))
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        samples[:n] *= ramp
+        samples[-n:] *= ramp[::-1]
+    return Audio(samples, audio.sample_rate)
+
+
+class TTSService:
+    """Text to speech over one engine, with the speaker library and its cache."""
+
+    def __init__(
+        self,
+        backend: TextToSpeech,
+        worker: ModelWorker,
+        voices: VoiceLibrary,
+        cache: SpeakerCache[Audio],
+        settings: TTSSettings,
+    ) -> None:
+        self.backend = backend
+        self.worker = worker
+        self.voices = voices
+        self.cache = cache
+        self.settings = settings
+
+    def prepare_text(self, text: str) -> list[str]:
+        """Validate and clean `text`, and split it into segments."""
+        if len(text) > self.settings.max_chars:
+            raise InvalidInputError(
+                f"text is {len(text)} characters; the limit is {self.settings.max_chars}"
+            )
+        cleaned = clean_for_speech(text)
+        if not has_speakable_content(cleaned):
+            raise InvalidInputError("text has nothing to speak (no letters or digits)")
+        return segment_text(cleaned, self.settings.segment_threshold_chars)
+
+    def choose_voice(self, voice: str | None, speaker_voice_path: str | None) -> VoiceInfo | None:
+        """The named voice (validated even when the engine cannot clone), else the default."""
+        if voice:
+            return self.voices.by_name(voice)
+        if speaker_voice_path:
+            return self.voices.by_path(speaker_voice_path)
+        return self.voices.default if self.backend.supports_cloning else None
+
+    def _reference(self, voice: VoiceInfo) -> Audio:
+        data = voice.path.read_bytes()
+        return self.cache.get_or_create(
+            data, lambda raw: decode_audio(raw, self.backend.sample_rate)
+        )
+
+    async def synthesize(
+        self,
+        text: str,
+        voice: str | None = None,
+        speaker_voice_path: str | None = None,
+        cfg_scale: float | None = None,
+        speed: float = 1.0,
+    ) -> Synthesis:
+        segments = self.prepare_text(text)
+        chosen = self.choose_voice(voice, speaker_voice_path)
+        cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
+        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed)
+
+    def _synthesize_segments(
+        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
+    ) -> Synthesis:
+        cloning = voice is not None and self.backend.supports_cloning
+        reference = self._reference(voice) if cloning and voice else None
+        rate = self.backend.sample_rate
+        gap = Audio.silence(self.settings.segment_silence_ms / 1000, rate).samples
+        parts: list[np.ndarray] = []
+        for i, segment in enumerate(segments):
+            audio = self.backend.synthesize(
+                SynthesisRequest(segment, reference=reference, cfg_scale=cfg_scale, speed=speed)
+            )
+            if len(segments) > 1:
+                audio = _fade_edges(audio)
+            if i:
+                parts.append(gap)
+            parts.append(audio.samples)
+        samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return Synthesis(Audio(samples, rate), len(segments), voice if cloning else None)

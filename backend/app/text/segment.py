@@ -1,0 +1,158 @@
+"""Split text into speakable segments, for CJK as well as Latin scripts.
+
+Text is cut at sentence ends first (。！？!?.;； and newlines), then, for sentences still over the
+limit, at clause marks (，、：,:), then by a hard split at the limit — at a space for Latin scripts,
+so words are not cut unless a single word is longer than the limit. Short neighbouring sentences are
+packed together up to the limit, which keeps the number of synthesis calls low and prosody natural.
+
+Not sentence ends: abbreviations ("Dr.", "e.g."), decimals ("3.5"), dots inside URLs and file
+names, and ellipses ("...", "…").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+# Closing quotes and brackets that stay with the sentence they end.
+_CLOSERS = "\"'”’」』）)]》"
+_CJK_ENDS = "。！？；"
+_LATIN_ENDS = "!?;"
+_CLAUSE_MARKS = "，、：,:"
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co no fig approx dept est misc mt".split()
+)
+
+_CLAUSE_RE = re.compile(f"(?<=[{re.escape(_CLAUSE_MARKS)}])[{re.escape(_CLOSERS)}]*\\s*")
+
+
+def _is_sentence_end(text: str, i: int) -> bool:
+    """Whether the punctuation mark at `text[i]` ends a sentence."""
+    ch = text[i]
+    if ch in _CJK_ENDS:
+        return True
+    nxt = i + 1
+    while nxt < len(text) and text[nxt] in _CLOSERS:
+        nxt += 1
+    followed_by_break = nxt >= len(text) or text[nxt].isspace()
+    if ch in _LATIN_ENDS:
+        return followed_by_break
+    if ch != ".":
+        return False
+    if not followed_by_break:
+        return False  # decimals, URLs, file names, "e.g" inside a word
+    if i > 0 and text[i - 1] in ".…":
+        return False  # an ellipsis trails off; it does not end the sentence here
+    word = re.search(r"([\w.]+)$", text[:i])
+    if word:
+        token = word.group(1).lower()
+        if token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
+            return False  # "Dr.", "e.g.", initials such as "J."
+    return True
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at sentence ends and newlines; pieces keep their punctuation, stripped of spaces."""
+    sentences: list[str] = []
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\n":
+            sentences.append(text[start:i])
+            start = i + 1
+        elif ch in _CJK_ENDS or ch in _LATIN_ENDS or ch == ".":
+            if _is_sentence_end(text, i):
+                # Take repeated marks ("?!", "！！") and closing quotes with the sentence.
+                end = i + 1
+                while end < len(text) and (text[end] in _CLOSERS or text[end] in _CJK_ENDS + _LATIN_ENDS):
+                    end += 1
+                sentences.append(text[start:end])
+                start = i = end
+                continue
+        i += 1
+    sentences.append(text[start:])
+    return [s.strip() for s in sentences if s.strip()]
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0x3040 <= code <= 0x30FF  # kana
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF  # hangul
+        or 0xF900 <= code <= 0xFAFF
+        or 0xFF00 <= code <= 0xFFEF  # full-width forms
+    )
+
+
+def _joiner(left: str, right: str) -> str:
+    """No space between CJK pieces; one space between Latin ones."""
+    if left and right and (_is_cjk(left[-1]) or _is_cjk(right[0])):
+        return ""
+    return " "
+
+
+def join_pieces(pieces: list[str]) -> str:
+    """Join text pieces the way the script expects: CJK without spaces, Latin with one."""
+    joined = ""
+    for piece in pieces:
+        joined = joined + _joiner(joined, piece) + piece if joined else piece
+    return joined
+
+
+def _hard_split(text: str, max_chars: int) -> Iterator[str]:
+    """Cut a run with no usable punctuation, at the last space before the limit when there is one."""
+    rest = text.strip()
+    while len(rest) > max_chars:
+        cut = rest.rfind(" ", 0, max_chars + 1)
+        if cut <= 0 or _is_cjk(rest[max_chars - 1]):
+            cut = max_chars  # CJK run or one very long word: cut at the limit
+        yield rest[:cut].strip()
+        rest = rest[cut:].strip()
+    if rest:
+        yield rest
+
+
+def _pack(pieces: Iterator[str] | list[str], max_chars: int) -> list[str]:
+    """Greedily join consecutive pieces while the result stays within `max_chars`."""
+    packed: list[str] = []
+    for piece in pieces:
+        if packed:
+            joined = join_pieces([packed[-1], piece])
+            if len(joined) <= max_chars:
+                packed[-1] = joined
+                continue
+        packed.append(piece)
+    return packed
+
+
+def _split_long_sentence(sentence: str, max_chars: int) -> Iterator[str]:
+    clauses = [c for c in _CLAUSE_RE.split(sentence) if c.strip()]
+    for clause in _pack([c.strip() for c in clauses], max_chars):
+        if len(clause) <= max_chars:
+            yield clause
+        else:
+            yield from _hard_split(clause, max_chars)
+
+
+def segment_text(text: str, max_chars: int) -> list[str]:
+    """Split `text` into segments of at most `max_chars` characters.
+
+    Text within the limit is returned whole (stripped). Empty or blank text gives an empty list.
+    """
+    if max_chars < 1:
+        raise ValueError("max_chars must be positive")
+    text = text.strip()
+    if not text:
+        return []
+    if len(text) <= max_chars and "\n" not in text:
+        return [text]
+    pieces: list[str] = []
+    for sentence in split_sentences(text):
+        if len(sentence) <= max_chars:
+            pieces.append(sentence)
+        else:
+            pieces.extend(_split_long_sentence(sentence, max_chars))
+    return _pack(pieces, max_chars)
