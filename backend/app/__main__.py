@@ -35,7 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items()
+        if v is not None
+    }
     try:
         settings = Settings(**overrides)
     except Exception as e:  # pydantic ValidationError: show the bad variable, not a traceback

@@ -24,9 +24,7 @@ def resample(audio: Audio, sample_rate: int) -> Audio:
     return Audio(np.ascontiguousarray(samples, dtype=np.float32), sample_rate)
 
 
-def decode_audio(
-    data: bytes, sample_rate: int | None = None, max_seconds: float | None = None
-) -> Audio:
+def decode_audio(data: bytes, sample_rate: int | None = None, max_seconds: float | None = None) -> Audio:
     """Decode a whole audio file held in memory to mono float32.
 
     `sample_rate`: resample to this rate (None keeps the file's). `max_seconds`: refuse longer audio
@@ -46,8 +44,9 @@ def decode_audio(
         native_rate = stream.rate or stream.codec_context.sample_rate
         if not native_rate:
             raise InvalidAudioError("the audio stream has no sample rate")
-        # Downmix and convert to packed float in FFmpeg; keep the native rate, soxr resamples after.
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=native_rate)
+        # Planar float at the native rate and layout; channels are averaged here (FFmpeg's own
+        # downmix adds +3 dB for identical channels and can clip), soxr resamples after.
+        resampler = av.AudioResampler(format="fltp", rate=native_rate)
         chunks: list[np.ndarray] = []
         total = 0
         limit = int(max_seconds * native_rate) if max_seconds else None
@@ -55,15 +54,13 @@ def decode_audio(
             for frame in container.decode(stream):
                 frame.pts = None
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
+                    chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
                     chunks.append(chunk)
                     total += len(chunk)
                 if limit is not None and total > limit:
-                    raise PayloadTooLargeError(
-                        f"the audio is longer than the {max_seconds:g} s limit"
-                    )
+                    raise PayloadTooLargeError(f"the audio is longer than the {max_seconds:g} s limit")
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
         except av.FFmpegError as e:
             if not chunks:
                 raise InvalidAudioError(f"the audio could not be decoded ({e})") from e
@@ -73,5 +70,8 @@ def decode_audio(
     samples = np.concatenate(chunks).astype(np.float32, copy=False)
     if not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
-    audio = Audio(np.clip(samples, -1.0, 1.0), native_rate)
-    return resample(audio, sample_rate) if sample_rate else audio
+    audio = Audio(samples, native_rate)
+    if sample_rate:
+        audio = resample(audio, sample_rate)
+    # Lossy codecs and resampling overshoot a little; models expect [-1, 1].
+    return Audio(np.clip(audio.samples, -1.0, 1.0), audio.sample_rate)

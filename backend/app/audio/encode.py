@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
 import soundfile as sf
+from av.audio.stream import AudioStream
 
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
@@ -42,7 +43,7 @@ def _encode_soundfile(audio: Audio, container: str) -> bytes:
 def _encode_av(audio: Audio, container: str, codec: str, bit_rate: int) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=audio.sample_rate, layout="mono")
+        stream = cast(AudioStream, out.add_stream(codec, rate=audio.sample_rate, layout="mono"))
         stream.bit_rate = bit_rate
         samples = np.clip(audio.samples, -1.0, 1.0).astype(np.float32).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")

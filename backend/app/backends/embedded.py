@@ -37,9 +37,7 @@ def package_dir(package: str) -> Path:
     """Directory of an installed package, without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"the embedded model package `{package}` is not installed: {SETUP_HINT}"
-        )
+        raise ModelLoadError(f"the embedded model package `{package}` is not installed: {SETUP_HINT}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -112,7 +110,7 @@ def smollm2_dir(models_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         # save_pretrained refuses a model still marked as quantised; the weights are plain now.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

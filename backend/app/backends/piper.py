@@ -30,9 +30,7 @@ class PiperBackend:
         try:
             self._voice = PiperVoice.load(path, use_cuda=use_cuda)
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
-            raise ModelLoadError(
-                f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}"
-            ) from e
+            raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)
         self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu")
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.app.backends import embedded
 from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding
 
 
 class TransformersChatBackend:
@@ -26,10 +30,11 @@ class TransformersChatBackend:
         dtype = torch.float16 if device == "cuda" else torch.float32
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
-            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)  # type: ignore[arg-type]
         except Exception as e:  # missing files, corrupt safetensors, unknown hub id offline
             hint = (
-                f"delete {source} and {embedded.SETUP_HINT}" if not model
+                f"delete {source} and {embedded.SETUP_HINT}"
+                if not model
                 else "LLM_MODEL must be a local model dir (or a hub id already cached) when offline"
             )
             raise ModelLoadError(f"could not load the LLM {label!r} from {source}: {e}; {hint}") from e
@@ -40,12 +45,13 @@ class TransformersChatBackend:
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
         import torch
 
-        inputs = self._tokenizer.apply_chat_template(
+        inputs: BatchEncoding = self._tokenizer.apply_chat_template(  # type: ignore[assignment]
             [{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
-        ).to(self._device)
+        )
+        inputs = inputs.to(self._device)
         sampling = options.temperature > 0
         with torch.inference_mode():
             output = self._model.generate(

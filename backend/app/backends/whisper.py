@@ -105,4 +105,3 @@ class WhisperBackend:
             duration=round(audio.duration, 3),
             segments=collected,
         )
-

@@ -41,7 +41,10 @@ class BearerAuthMiddleware:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await _send_error(
-                send, 401, "unauthorized", "missing or wrong API key (Authorization: Bearer <key>)",
+                send,
+                401,
+                "unauthorized",
+                "missing or wrong API key (Authorization: Bearer <key>)",
                 {"www-authenticate": "Bearer"},
             )
             return
@@ -67,8 +70,11 @@ class BodySizeLimitMiddleware:
                 if length > self.max_bytes:
                     limit_mb = (self.max_bytes - _MULTIPART_SLACK) / 1024 / 1024
                     await _send_error(
-                        send, 413, "payload_too_large",
-                        f"the request body is larger than the {limit_mb:g} MB limit", {"connection": "close"},
+                        send,
+                        413,
+                        "payload_too_large",
+                        f"the request body is larger than the {limit_mb:g} MB limit",
+                        {"connection": "close"},
                     )
                     return
         await self.app(scope, receive, send)

@@ -39,8 +39,7 @@ class ModelWorker:
         with self._lock:
             if self._admitted >= self.capacity:
                 raise OverloadedError(
-                    f"the {self.name} model is busy ({self._admitted} requests in progress); "
-                    "retry shortly",
+                    f"the {self.name} model is busy ({self._admitted} requests in progress); retry shortly",
                     retry_after_s=2,
                 )
             self._admitted += 1

@@ -54,9 +54,7 @@ class ConversationMemory:
 class ChatService:
     """Replies to a user message in the context of its conversation."""
 
-    def __init__(
-        self, backend: ChatModel, worker: ModelWorker, settings: ChatSettings
-    ) -> None:
+    def __init__(self, backend: ChatModel, worker: ModelWorker, settings: ChatSettings) -> None:
         self.backend = backend
         self.worker = worker
         self.settings = settings
@@ -70,9 +68,7 @@ class ChatService:
         if conversation_id is None or conversation_id == "":
             return uuid.uuid4().hex
         if not _ID_RE.match(conversation_id):
-            raise InvalidInputError(
-                "conversation_id must be 1-64 characters of letters, digits, '-' or '_'"
-            )
+            raise InvalidInputError("conversation_id must be 1-64 characters of letters, digits, '-' or '_'")
         return conversation_id
 
     def build_messages(self, conversation_id: str, text: str) -> list[ChatMessage]:

@@ -31,9 +31,7 @@ def _ms(start: float) -> float:
 class ConversationService:
     """STT -> chat -> TTS, calling the three services directly."""
 
-    def __init__(
-        self, stt: STTService, chat: ChatService, tts: TTSService, outputs: OutputStore
-    ) -> None:
+    def __init__(self, stt: STTService, chat: ChatService, tts: TTSService, outputs: OutputStore) -> None:
         self.stt = stt
         self.chat = chat
         self.tts = tts

@@ -66,9 +66,7 @@ class TTSService:
     def prepare_text(self, text: str) -> list[str]:
         """Validate and clean `text`, and split it into segments."""
         if len(text) > self.settings.max_chars:
-            raise InvalidInputError(
-                f"text is {len(text)} characters; the limit is {self.settings.max_chars}"
-            )
+            raise InvalidInputError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
         cleaned = clean_for_speech(text)
         if not has_speakable_content(cleaned):
             raise InvalidInputError("text has nothing to speak (no letters or digits)")
@@ -84,9 +82,7 @@ class TTSService:
 
     def _reference(self, voice: VoiceInfo) -> Audio:
         data = voice.path.read_bytes()
-        return self.cache.get_or_create(
-            data, lambda raw: decode_audio(raw, self.backend.sample_rate)
-        )
+        return self.cache.get_or_create(data, lambda raw: decode_audio(raw, self.backend.sample_rate))
 
     async def synthesize(
         self,

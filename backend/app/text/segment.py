@@ -19,8 +19,33 @@ _CLOSERS = "\"'”’」』）)]》"
 _CJK_ENDS = "。！？；"
 _LATIN_ENDS = "!?;"
 _CLAUSE_MARKS = "，、：,:"
+_SENTENCE_MARKS = _CJK_ENDS + _LATIN_ENDS + "."
+_TRAILERS = _CLOSERS + _CJK_ENDS + _LATIN_ENDS
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co no fig approx dept est misc mt".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "inc",
+        "ltd",
+        "co",
+        "no",
+        "fig",
+        "approx",
+        "dept",
+        "est",
+        "misc",
+        "mt",
+    ]
 )
 
 _CLAUSE_RE = re.compile(f"(?<=[{re.escape(_CLAUSE_MARKS)}])[{re.escape(_CLOSERS)}]*\\s*")
@@ -61,15 +86,14 @@ def split_sentences(text: str) -> list[str]:
         if ch == "\n":
             sentences.append(text[start:i])
             start = i + 1
-        elif ch in _CJK_ENDS or ch in _LATIN_ENDS or ch == ".":
-            if _is_sentence_end(text, i):
-                # Take repeated marks ("?!", "！！") and closing quotes with the sentence.
-                end = i + 1
-                while end < len(text) and (text[end] in _CLOSERS or text[end] in _CJK_ENDS + _LATIN_ENDS):
-                    end += 1
-                sentences.append(text[start:end])
-                start = i = end
-                continue
+        elif ch in _SENTENCE_MARKS and _is_sentence_end(text, i):
+            # Take repeated marks ("?!", "！！") and closing quotes with the sentence.
+            end = i + 1
+            while end < len(text) and text[end] in _TRAILERS:
+                end += 1
+            sentences.append(text[start:end])
+            start = i = end
+            continue
         i += 1
     sentences.append(text[start:])
     return [s.strip() for s in sentences if s.strip()]

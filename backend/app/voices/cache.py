@@ -55,6 +55,4 @@ class SpeakerCache(Generic[V]):
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(
-                len(self._entries), self.capacity, self._hits, self._misses, self._evictions
-            )
+            return CacheStats(len(self._entries), self.capacity, self._hits, self._misses, self._evictions)

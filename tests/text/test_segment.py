@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import pytest
+
+from backend.app.text.segment import join_pieces, segment_text, split_sentences
+
+
+def test_short_text_is_one_segment() -> None:
+    assert segment_text("  Hello there.  ", 150) == ["Hello there."]
+
+
+def test_blank_text_has_no_segments() -> None:
+    assert segment_text("   \n ", 150) == []
+
+
+def test_english_splits_at_sentence_ends_and_packs_within_limit() -> None:
+    text = "The first sentence is here. The second one follows! Is this the third? Yes; the fourth."
+    segments = segment_text(text, 40)
+    assert all(len(s) <= 40 for s in segments)
+    assert " ".join(segments) == text
+    assert segments[0] == "The first sentence is here."
+
+
+def test_chinese_splits_at_full_width_marks_without_spaces() -> None:
+    text = "今天天气很好。我们去公园散步吧！你觉得怎么样？好的，我同意。" * 3
+    segments = segment_text(text, 30)
+    assert all(len(s) <= 30 for s in segments)
+    assert "".join(segments) == text
+    assert all(s[-1] in "。！？" for s in segments)
+
+
+def test_mixed_chinese_and_english() -> None:
+    text = "我今天用 Python 写了一个程序。It works very well! 然后我们测试了 API 的性能。" * 2
+    segments = segment_text(text, 40)
+    assert all(len(s) <= 40 for s in segments)
+    assert join_pieces(segments).replace(" ", "") == text.replace(" ", "")
+
+
+def test_clause_marks_split_long_sentences() -> None:
+    text = (
+        "When the rain stops, and the wind calms down, we will walk to the harbour, "
+        "buy some fish, and cook dinner"
+    )
+    segments = segment_text(text, 40)
+    assert all(len(s) <= 40 for s in segments)
+    assert segments[0].endswith(",")
+
+
+def test_chinese_clause_marks() -> None:
+    text = "虽然今天下雨了，但是我们还是去了博物馆，看了很多展览，学到了不少东西，大家都很开心"
+    segments = segment_text(text, 20)
+    assert all(len(s) <= 20 for s in segments)
+    assert "".join(segments) == text
+
+
+def test_no_punctuation_is_hard_split_between_words() -> None:
+    text = " ".join(["word"] * 100)
+    segments = segment_text(text, 50)
+    assert all(len(s) <= 50 for s in segments)
+    assert all(set(s.split()) == {"word"} for s in segments)  # no word was cut
+    assert sum(len(s.split()) for s in segments) == 100
+
+
+def test_cjk_without_punctuation_is_cut_at_the_limit() -> None:
+    text = "字" * 95
+    segments = segment_text(text, 30)
+    assert [len(s) for s in segments] == [30, 30, 30, 5]
+
+
+def test_a_word_longer_than_the_limit_is_cut() -> None:
+    segments = segment_text("a " + "x" * 120 + " b", 50)
+    assert all(len(s) <= 50 for s in segments)
+    assert "".join(segments).replace(" ", "") == "a" + "x" * 120 + "b"
+
+
+def test_only_punctuation_is_kept_as_text() -> None:
+    assert segment_text("...!!!???", 150) == ["...!!!???"]
+    assert all(len(s) <= 5 for s in segment_text("。" * 12, 5))
+
+
+def test_emoji_are_counted_and_not_split_inside() -> None:
+    text = "Great news 🎉! " * 20
+    segments = segment_text(text, 40)
+    assert all(len(s) <= 40 for s in segments)
+    assert all(s.count("🎉") == s.count("!") for s in segments)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dr. Smith arrived at 3.5 hours past noon.",
+        "Visit www.example.com/page.html for details.",
+        "Well... I am not sure about that one.",
+        "Use tools, e.g. a hammer, for this job.",
+        "J. R. R. Tolkien wrote it.",
+        "Wait… what happened here?",
+    ],
+)
+def test_not_sentence_ends(text: str) -> None:
+    assert split_sentences(text) == [text]
+
+
+def test_newlines_are_boundaries() -> None:
+    assert split_sentences("first line\nsecond line") == ["first line", "second line"]
+
+
+def test_closing_quotes_stay_with_their_sentence() -> None:
+    assert split_sentences('He said "stop." Then he left.') == ['He said "stop."', "Then he left."]
+    assert split_sentences("他说：“好的。”然后走了。") == ["他说：“好的。”", "然后走了。"]
+
+
+def test_segments_never_exceed_the_limit_on_long_mixed_input() -> None:
+    text = (
+        "This is a fairly long English sentence without much punctuation that goes on "
+        "这是一个很长的中文句子没有任何标点符号一直写下去直到超过限制为止 "
+    ) * 10
+    for limit in (20, 37, 150):
+        assert all(0 < len(s) <= limit for s in segment_text(text, limit))
