@@ -5,11 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.protocols import ModelInfo, SynthesisRequest
 from backend.app.core.errors import ModelLoadError
+
+
+def _quiet_session(path: Path, use_cuda: bool) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session whose idle worker threads sleep instead of spinning.
+
+    By default ONNX Runtime keeps its threads busy-waiting after each run; in a server that also
+    holds Whisper and an LLM on the same cores, that spinning steals CPU from the other models.
+    """
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 class PiperBackend:
@@ -29,6 +43,7 @@ class PiperBackend:
         use_cuda = device == "cuda"
         try:
             self._voice = PiperVoice.load(path, use_cuda=use_cuda)
+            self._voice.session = _quiet_session(path, use_cuda)
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
             raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     tts_model_name: str = "embedded"
     """`embedded` (bundled Piper en_US-joe-medium) or a local Piper `.onnx` voice file."""
     tts_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Device for TTS inference."""
+    """Device for TTS inference (`auto` runs Piper on the CPU)."""
     default_cfg_scale: float = Field(1.0, ge=0.5, le=2.0)
     """Guidance scale used when a request gives none (voice-cloning backends)."""
 
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     outputs_dir: Path = Path("./outputs")
     """Synthesised audio kept for download at /outputs/{name}."""
     data_dir: Path = Path("./data")
-    """Persistent data (conversation database)."""
+    """Persistent data; created at start-up (conversations are held in memory for now)."""
     outputs_keep: int = Field(500, ge=1)
     """Most files kept in OUTPUTS_DIR; the oldest are removed beyond this."""
 

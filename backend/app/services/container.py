@@ -6,8 +6,19 @@ import logging
 import time
 from dataclasses import dataclass
 
+from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 from backend.app.backends import factory
+from backend.app.backends.openai_llm import OpenAIChatBackend
+from backend.app.backends.protocols import (
+    ChatMessage,
+    ChatModel,
+    GenerationOptions,
+    SpeechToText,
+    SynthesisRequest,
+    TextToSpeech,
+    TranscribeOptions,
+)
 from backend.app.core.config import Settings
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatService, ChatSettings
@@ -32,6 +43,14 @@ class Services:
     def shutdown(self) -> None:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
             worker.shutdown()
+
+
+def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
+    """One tiny inference per model, so that the first request does not pay for lazy set-up."""
+    speech = tts.synthesize(SynthesisRequest("Ready."))
+    stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
+    if not isinstance(chat, OpenAIChatBackend):  # a remote server may be slow or not up yet
+        chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
 
 
 def build_services(settings: Settings) -> Services:
@@ -74,5 +93,6 @@ def build_services(settings: Settings) -> Services:
         ),
     )
     outputs = OutputStore(settings.outputs_dir, settings.outputs_keep)
-    logger.info("models loaded in %.1f s", time.perf_counter() - started)
+    warm_up(stt_backend, chat_backend, tts_backend)
+    logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
     return Services(stt, chat, tts, ConversationService(stt, chat, tts, outputs), outputs)
