@@ -76,9 +76,16 @@ class NotReadyError(AppError):
 
 
 class UpstreamError(AppError):
-    """The configured OpenAI-compatible server failed or could not be reached."""
+    """The configured OpenAI-compatible server failed or could not be reached.
 
-    status_code, code = 502, "upstream_error"
+    Answered as 503 (the contract's "service unavailable") with Retry-After: the fault is not the
+    client's, and the LLM server may be back shortly.
+    """
+
+    status_code, code = 503, "upstream_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
 
 
 class ModelLoadError(Exception):
