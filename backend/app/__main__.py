@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {info.model} on {info.device}")
         return 0
     app = create_app(settings, services)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        services.shutdown()
     return 0
 
 

@@ -24,20 +24,22 @@ logger = logging.getLogger("backend.app")
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """Build the app. Pass `services` already built to skip loading in the lifespan."""
+    """Build the app. Pass `services` already built (and owned by the caller) to skip loading."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for directory in (settings.outputs_dir, settings.data_dir, settings.models_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        if app.state.services is None:
-            try:
-                app.state.services = await anyio.to_thread.run_sync(build_services, settings)
-            except ModelLoadError as e:
-                app.state.load_error = str(e)
-                logger.error("cannot start: %s", e)
-                raise
+        if app.state.services is not None:
+            yield  # built by the caller, who owns them and shuts them down
+            return
+        try:
+            app.state.services = await anyio.to_thread.run_sync(build_services, settings)
+        except ModelLoadError as e:
+            app.state.load_error = str(e)
+            logger.error("cannot start: %s", e)
+            raise
         try:
             yield
         finally:

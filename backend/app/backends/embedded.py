@@ -110,7 +110,7 @@ def smollm2_dir(models_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         # save_pretrained refuses a model still marked as quantised; the weights are plain now.
-        model.hf_quantizer = None  # type: ignore[assignment]
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

@@ -33,7 +33,22 @@ def load_chat(settings: Settings) -> ChatModel:
     return TransformersChatBackend(settings.llm_model, settings.models_dir, settings.llm_device)
 
 
-def load_tts(settings: Settings) -> TextToSpeech:
-    from backend.app.backends.piper import PiperBackend
+def is_piper(model_name: str) -> bool:
+    """`embedded` and `.onnx` voice files are Piper; anything else is a VibeVoice checkpoint."""
+    return model_name == "embedded" or model_name.endswith(".onnx")
 
-    return PiperBackend(settings.tts_model_name, settings.tts_device)
+
+def load_tts(settings: Settings) -> TextToSpeech:
+    if is_piper(settings.tts_model_name):
+        from backend.app.backends.piper import PiperBackend
+
+        return PiperBackend(settings.tts_model_name, settings.tts_device)
+    from backend.app.backends.vibevoice import VibeVoiceBackend
+
+    return VibeVoiceBackend(
+        settings.tts_model_name,
+        settings.models_dir,
+        device=settings.tts_device,
+        dtype=settings.tts_dtype,
+        diffusion_steps=settings.tts_diffusion_steps,
+    )

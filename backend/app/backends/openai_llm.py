@@ -30,7 +30,7 @@ class OpenAIChatBackend:
         try:
             response = self._client.chat.completions.create(
                 model=self._model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+                messages=[{"role": m.role, "content": m.content} for m in messages],
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
             )

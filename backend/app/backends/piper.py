@@ -49,6 +49,9 @@ class PiperBackend:
         self.sample_rate = int(self._voice.config.sample_rate)
         self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu")
 
+    def prepare_voice(self, audio: Audio) -> object:
+        raise NotImplementedError("Piper voices are fixed; they cannot clone a reference clip")
+
     def synthesize(self, request: SynthesisRequest) -> Audio:
         from piper import SynthesisConfig
 

@@ -86,10 +86,13 @@ class ChatModel(Protocol):
 
 @dataclass(frozen=True)
 class SynthesisRequest:
-    """One piece of text to speak. `reference` is the decoded voice to clone, when the engine can."""
+    """One piece of text to speak.
+
+    `voice` is a reference voice prepared by the same engine's `prepare_voice` (engines that clone).
+    """
 
     text: str
-    reference: Audio | None = None
+    voice: object | None = None
     cfg_scale: float = 1.0
     speed: float = 1.0
 
@@ -98,6 +101,10 @@ class TextToSpeech(Protocol):
     info: ModelInfo
     sample_rate: int
     supports_cloning: bool
-    """True when `SynthesisRequest.reference` is used to imitate a voice."""
+    """True when the engine imitates a reference voice (`prepare_voice` + `SynthesisRequest.voice`)."""
+
+    def prepare_voice(self, audio: Audio) -> object:
+        """Turn a reference clip at `sample_rate` into the engine's speaker prompt (cached by callers)."""
+        ...
 
     def synthesize(self, request: SynthesisRequest) -> Audio: ...

@@ -30,7 +30,7 @@ class TransformersChatBackend:
         dtype = torch.float16 if device == "cuda" else torch.float32
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
-            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)  # type: ignore[arg-type]
+            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
         except Exception as e:  # missing files, corrupt safetensors, unknown hub id offline
             hint = (
                 f"delete {source} and {embedded.SETUP_HINT}"
@@ -45,7 +45,7 @@ class TransformersChatBackend:
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
         import torch
 
-        inputs: BatchEncoding = self._tokenizer.apply_chat_template(  # type: ignore[assignment]
+        inputs: BatchEncoding = self._tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True,
             return_tensors="pt",

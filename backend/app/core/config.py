@@ -65,9 +65,14 @@ class Settings(BaseSettings):
     """Conversations kept in memory; the least recently used is dropped beyond this."""
 
     tts_model_name: str = "embedded"
-    """`embedded` (bundled Piper en_US-joe-medium) or a local Piper `.onnx` voice file."""
+    """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
+    checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR) or a local directory."""
     tts_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Device for TTS inference (`auto` runs Piper on the CPU)."""
+    """Device for TTS inference (`auto`: CUDA for VibeVoice when available; Piper runs on the CPU)."""
+    tts_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """VibeVoice weights' dtype; `auto` = bfloat16 on CUDA, float32 on CPU."""
+    tts_diffusion_steps: int = Field(10, ge=1, le=100)
+    """VibeVoice diffusion steps per audio token; fewer is faster, more is cleaner."""
     default_cfg_scale: float = Field(1.0, ge=0.5, le=2.0)
     """Guidance scale used when a request gives none (voice-cloning backends)."""
 
@@ -86,6 +91,8 @@ class Settings(BaseSettings):
     """File name in VOICES_DIR; empty = the first voice found."""
     speaker_cache_size: int = Field(50, ge=0, le=10_000)
     """Entries in the reference-voice cache."""
+    preload_voices: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated voice names prepared at start-up (the default voice always is)."""
     segment_threshold_chars: int = Field(150, ge=20, le=10_000)
     """Text longer than this is synthesised segment by segment."""
     segment_silence_ms: int = Field(200, ge=0, le=5_000)
@@ -107,7 +114,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the server."""
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "preload_voices", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

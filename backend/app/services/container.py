@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 
 from backend.app.audio.decode import resample
-from backend.app.audio.types import Audio
 from backend.app.backends import factory
 from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import (
@@ -84,7 +83,7 @@ def build_services(settings: Settings) -> Services:
         tts_backend,
         ModelWorker("tts", settings.queue_size),
         VoiceLibrary(settings.voices_dir, settings.default_voice),
-        SpeakerCache[Audio](settings.speaker_cache_size),
+        SpeakerCache[object](settings.speaker_cache_size),
         TTSSettings(
             max_chars=settings.max_tts_chars,
             segment_threshold_chars=settings.segment_threshold_chars,

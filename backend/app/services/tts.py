@@ -54,7 +54,7 @@ class TTSService:
         backend: TextToSpeech,
         worker: ModelWorker,
         voices: VoiceLibrary,
-        cache: SpeakerCache[Audio],
+        cache: SpeakerCache[object],
         settings: TTSSettings,
     ) -> None:
         self.backend = backend
@@ -80,9 +80,12 @@ class TTSService:
             return self.voices.by_path(speaker_voice_path)
         return self.voices.default if self.backend.supports_cloning else None
 
-    def _reference(self, voice: VoiceInfo) -> Audio:
+    def speaker_prompt(self, voice: VoiceInfo) -> object:
+        """The engine's prepared prompt for `voice`, from the cache (keyed by the file's content)."""
         data = voice.path.read_bytes()
-        return self.cache.get_or_create(data, lambda raw: decode_audio(raw, self.backend.sample_rate))
+        return self.cache.get_or_create(
+            data, lambda raw: self.backend.prepare_voice(decode_audio(raw, self.backend.sample_rate))
+        )
 
     async def synthesize(
         self,
@@ -101,13 +104,13 @@ class TTSService:
         self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
     ) -> Synthesis:
         cloning = voice is not None and self.backend.supports_cloning
-        reference = self._reference(voice) if cloning and voice else None
+        prompt = self.speaker_prompt(voice) if cloning and voice else None
         rate = self.backend.sample_rate
         gap = Audio.silence(self.settings.segment_silence_ms / 1000, rate).samples
         parts: list[np.ndarray] = []
         for i, segment in enumerate(segments):
             audio = self.backend.synthesize(
-                SynthesisRequest(segment, reference=reference, cfg_scale=cfg_scale, speed=speed)
+                SynthesisRequest(segment, voice=prompt, cfg_scale=cfg_scale, speed=speed)
             )
             if len(segments) > 1:
                 audio = _fade_edges(audio)

@@ -1,0 +1,147 @@
+"""Text to speech with Microsoft VibeVoice (transformers-native), with zero-shot voice cloning.
+
+Loads `VibeVoiceForConditionalGeneration` + its processor from a hub id (`vibevoice/VibeVoice-1.5B-hf`,
+cached under MODELS_DIR) or a local directory. The reference clip is the speaker prompt: it goes into
+the chat template as an audio item of speaker "0", and the processor turns it into `input_values`
+plus one audio placeholder token per 3,200 samples. That prepared prompt is what the speaker cache
+keeps, so a voice is decoded, resampled and feature-extracted once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.app.audio.types import Audio
+from backend.app.backends.protocols import ModelInfo, SynthesisRequest
+from backend.app.core.errors import InvalidInputError, ModelLoadError
+
+SAMPLE_RATE = 24_000
+# Speech runs at roughly 15 characters a second and each audio token is 3,200 samples (0.133 s), so a
+# character needs about half a token; the margin covers slow speakers and pauses.
+_TOKENS_PER_CHAR = 0.75
+_MIN_NEW_TOKENS = 40
+_SPEAKER = "0"
+
+
+@dataclass(frozen=True)
+class VibeVoicePrompt:
+    """A reference voice as the processor prepares it: normalised, padded samples and their mask."""
+
+    input_values: Any  # torch.Tensor (1, 1, samples)
+    padding_mask: Any  # torch.Tensor (1, samples)
+    audio_tokens: int
+
+
+def _resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+class VibeVoiceBackend:
+    """VibeVoice on CUDA (bfloat16) in production; any device and dtype for tests."""
+
+    supports_cloning = True
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model_name: str,
+        models_dir: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        diffusion_steps: int = 10,
+    ) -> None:
+        import torch
+        from transformers import AutoProcessor, VibeVoiceForConditionalGeneration
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = _resolve_dtype(dtype, device)
+        cache_dir = str(models_dir)
+        try:
+            self._processor = AutoProcessor.from_pretrained(model_name, cache_dir=cache_dir)
+            self._model = VibeVoiceForConditionalGeneration.from_pretrained(
+                model_name, dtype=torch_dtype, cache_dir=cache_dir
+            ).to(device)
+        except Exception as e:  # missing/corrupt files, or a hub id not cached while offline
+            raise ModelLoadError(
+                f"could not load the VibeVoice model {model_name!r}: {e}. TTS_MODEL_NAME must be a "
+                "local model directory, or a hub id already downloaded into MODELS_DIR when offline"
+            ) from e
+        self._model.eval()
+        self._device = device
+        self._diffusion_steps = diffusion_steps
+        extractor = self._processor.feature_extractor
+        if extractor.sampling_rate != SAMPLE_RATE:
+            raise ModelLoadError(
+                f"{model_name}: the processor expects {extractor.sampling_rate} Hz, not {SAMPLE_RATE}"
+            )
+        self._hop = int(extractor.pad_to_multiple_of)
+        self._audio_token = self._processor.audio_token
+        cap = getattr(self._model.generation_config, "max_new_tokens", None)
+        self._max_new_tokens_cap = int(cap) if cap else 4096
+        label = Path(model_name).name if Path(model_name).is_dir() else model_name
+        self.info = ModelInfo(model=f"vibevoice {label}", device=f"{device} ({str(torch_dtype)[6:]})")
+
+    def prepare_voice(self, audio: Audio) -> VibeVoicePrompt:
+        """Feature-extract a reference clip once (the result is cached by the TTS service)."""
+        if audio.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"reference audio must be at {SAMPLE_RATE} Hz")
+        features = self._processor.feature_extractor(
+            [audio.samples], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        )
+        samples = int(features["padding_mask"].sum())
+        return VibeVoicePrompt(
+            input_values=features["input_values"],
+            padding_mask=features["padding_mask"],
+            audio_tokens=math.ceil(samples / self._hop),
+        )
+
+    def build_inputs(self, text: str, voice: VibeVoicePrompt | None) -> dict[str, Any]:
+        """Tokenised prompt (+ the speaker prompt tensors) for one segment of text."""
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if voice is not None:
+            # The template only needs to know that speaker 0 has audio; the tensors are attached below.
+            content.append({"type": "audio", "audio": "cached"})
+        prompt = self._processor.apply_chat_template([{"role": _SPEAKER, "content": content}], tokenize=False)
+        if voice is not None:
+            prompt = prompt.replace(self._audio_token, self._audio_token * voice.audio_tokens, 1)
+        inputs = dict(self._processor.tokenizer(prompt, return_tensors="pt", add_special_tokens=False))
+        if voice is not None:
+            inputs["input_values"] = voice.input_values
+            inputs["padding_mask"] = voice.padding_mask
+        return {k: v.to(self._device) for k, v in inputs.items()}
+
+    def max_new_tokens(self, text: str) -> int:
+        return min(self._max_new_tokens_cap, _MIN_NEW_TOKENS + math.ceil(len(text) * _TOKENS_PER_CHAR))
+
+    def synthesize(self, request: SynthesisRequest) -> Audio:
+        import torch
+
+        if request.speed != 1.0:
+            # VibeVoice has no rate control; resampling would shift the pitch of the cloned voice.
+            raise InvalidInputError("speed is not supported by the VibeVoice engine; omit it or use 1.0")
+        voice = request.voice
+        if voice is not None and not isinstance(voice, VibeVoicePrompt):
+            raise TypeError("VibeVoice needs a voice prepared by its own prepare_voice")
+        inputs = self.build_inputs(request.text, voice)
+        with torch.inference_mode():
+            outputs = self._model.generate(
+                **inputs,
+                guidance_scale=request.cfg_scale,
+                num_diffusion_steps=self._diffusion_steps,
+                max_new_tokens=self.max_new_tokens(request.text),
+            )
+        audio = outputs[0] if outputs else None
+        if audio is None:  # the model ended without speaking
+            return Audio(np.zeros(0, dtype=np.float32), SAMPLE_RATE)
+        samples = audio.detach().to(torch.float32).cpu().numpy().reshape(-1)
+        return Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), SAMPLE_RATE)
