@@ -148,11 +148,80 @@ def test_health_reports_every_module(http: httpx.Client) -> None:
 
 def test_speaker_info_lists_parsed_voices(http: httpx.Client) -> None:
     body = http.get("/speaker_info").json()
-    assert body["voices"] == [{"file": "en-Joe_man.wav", "name": "Joe", "language": "en", "gender": "man"}]
+    assert body["voices"] == [
+        {
+            "file": "en-Joe_man.wav",
+            "name": "Joe",
+            "language": "en",
+            "gender": "man",
+            "duration": 5.85,
+            "sample_rate": 22_050,
+            "deletable": True,
+        }
+    ]
     assert body["default_voice"] == "en-Joe_man.wav"
     assert body["supports_cloning"] is False
     assert set(body["cache"]) == {"size", "capacity", "hits", "misses", "evictions"}
     assert body["cache"]["capacity"] == 50
+
+
+def test_voice_library_add_list_delete(http: httpx.Client) -> None:
+    clip_bytes = clip("speech.m4a")  # 3.3 s of speech
+    created = http.post(
+        "/voices",
+        files={"file": ("mine.m4a", clip_bytes, "audio/mp4")},
+        data={"name": "Mei", "language": "zh", "gender": "woman"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["file"] == "zh-Mei_woman.wav" and created.json()["sample_rate"] == 44_100
+    listed = http.get("/voices").json()
+    assert [v["file"] for v in listed["voices"]] == ["en-Joe_man.wav", "zh-Mei_woman.wav"]
+    assert listed["default_voice"] == "en-Joe_man.wav"
+    assert http.post("/tts", json={"text": "Hi.", "voice": "Mei"}).status_code == 200
+    again = http.post(
+        "/voices",
+        files={"file": ("mine.m4a", clip_bytes, "audio/mp4")},
+        data={"name": "mei", "language": "zh", "gender": "woman"},
+    )
+    assert_error(again, 409, "conflict")
+    removed = http.delete("/voices/Mei")
+    assert removed.status_code == 200 and removed.json()["file"] == "zh-Mei_woman.wav"
+    assert_error(http.delete("/voices/Mei"), 404)
+    assert [v["file"] for v in http.get("/voices").json()["voices"]] == ["en-Joe_man.wav"]
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status"),
+    [
+        (
+            {"file": ("s.wav", clip("silence.wav"), "audio/wav")},
+            {"name": "Al", "language": "en", "gender": "man"},
+            422,
+        ),
+        (
+            {"file": ("x.wav", b"garbage", "audio/wav")},
+            {"name": "Al", "language": "en", "gender": "man"},
+            422,
+        ),
+        (
+            {"file": ("s.m4a", clip("speech.m4a"), "audio/mp4")},
+            {"name": "../../x", "language": "en", "gender": "man"},
+            422,
+        ),
+        ({"file": ("s.m4a", clip("speech.m4a"), "audio/mp4")}, {"name": "Al", "language": "en"}, 422),
+        (
+            {"other": ("s.m4a", clip("speech.m4a"), "audio/mp4")},
+            {"name": "Al", "language": "en", "gender": "man"},
+            422,
+        ),
+    ],
+    ids=["too-short", "undecodable", "unsafe-name", "missing-gender", "missing-file"],
+)
+def test_voice_upload_bad_input(
+    http: httpx.Client, files: dict[str, object], data: dict[str, str], status: int, tmp: Path
+) -> None:
+    assert_error(http.post("/voices", files=files, data=data), status)  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp / "voices").iterdir()) == ["en-Joe_man.wav", "en-Link_man.wav"]
 
 
 # --- STT ---------------------------------------------------------------------------------------
@@ -356,7 +425,7 @@ def test_tts_voice_selection(http: httpx.Client) -> None:
         assert response.status_code == 200
         assert response.headers["x-voice"] == "builtin"  # Piper has one fixed voice; documented
     error = assert_error(http.post("/tts", json={"text": "Hello.", "voice": "Nobody"}), 404)
-    assert "/speaker_info" in error["message"]
+    assert "/voices" in error["message"]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService, TTSSettings
+from backend.app.services.voices import VoiceService
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
 from tests.conftest import REPO, make_settings
@@ -162,10 +163,11 @@ def test_long_text_is_synthesised_in_segments(vibevoice: VibeVoiceBackend, voice
 def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Services) -> Iterator[TestClient]:
     settings = make_settings(tmp_path, tts_model_name=str(tiny_dir), tts_device="cpu", voices_dir=voices_dir)
     tts_backend = load_tts(settings)
-    tts = TTSService(
-        tts_backend, ModelWorker("tts", 2), VoiceLibrary(voices_dir), SpeakerCache(50), services.tts.settings
+    library = VoiceLibrary(voices_dir)
+    tts = TTSService(tts_backend, ModelWorker("tts", 2), library, SpeakerCache(50), services.tts.settings)
+    vv_services = Services(
+        services.stt, services.chat, tts, services.conversation, services.outputs, VoiceService(library)
     )
-    vv_services = Services(services.stt, services.chat, tts, services.conversation, services.outputs)
     with TestClient(create_app(settings, vv_services), raise_server_exceptions=False) as client:
         yield client
     tts.worker.shutdown()

@@ -44,7 +44,7 @@ def test_default_is_first_or_configured(library: VoiceLibrary) -> None:
 def test_by_name_matches_file_stem_or_name(library: VoiceLibrary) -> None:
     for query in ("xinran", "zh-Xinran_woman", "zh-Xinran_woman.wav"):
         assert library.by_name(query).file == "zh-Xinran_woman.wav"
-    with pytest.raises(NotFoundError, match="/speaker_info"):
+    with pytest.raises(NotFoundError, match="/voices"):
         library.by_name("nobody")
 
 

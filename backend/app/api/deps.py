@@ -14,6 +14,7 @@ from backend.app.services.conversation import ConversationService
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
+from backend.app.services.voices import VoiceService
 
 
 def get_settings(request: Request) -> Settings:
@@ -52,11 +53,16 @@ def get_outputs(services: ServicesDep) -> OutputStore:
     return services.outputs
 
 
+def get_voices(services: ServicesDep) -> VoiceService:
+    return services.voices
+
+
 STTServiceDep = Annotated[STTService, Depends(get_stt)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat)]
 TTSServiceDep = Annotated[TTSService, Depends(get_tts)]
 ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation)]
 OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
+VoiceServiceDep = Annotated[VoiceService, Depends(get_voices)]
 
 
 def _require_content_type(request: Request, *accepted: str) -> None:

@@ -91,6 +91,14 @@ class VoiceOut(BaseModel):
     name: str
     language: str | None
     gender: str | None
+    duration: float | None = Field(None, description="Seconds, from the file header.")
+    sample_rate: int | None = None
+    deletable: bool = Field(False, description="In a writable directory: DELETE /voices/{name} removes it.")
+
+
+class VoiceListResponse(BaseModel):
+    voices: list[VoiceOut]
+    default_voice: str | None
 
 
 class CacheOut(BaseModel):

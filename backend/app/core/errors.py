@@ -37,8 +37,16 @@ class UnauthorizedError(AppError):
     status_code, code = 401, "unauthorized"
 
 
+class ForbiddenError(AppError):
+    status_code, code = 403, "forbidden"
+
+
 class NotFoundError(AppError):
     status_code, code = 404, "not_found"
+
+
+class ConflictError(AppError):
+    status_code, code = 409, "conflict"
 
 
 class PayloadTooLargeError(AppError):
@@ -103,6 +111,7 @@ def _status_code_name(status: int) -> str:
         403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
+        409: "conflict",
         413: "payload_too_large",
         415: "unsupported_media_type",
         422: "invalid_input",

@@ -25,6 +25,7 @@ from backend.app.services.conversation import ConversationService
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTLimits, STTService
 from backend.app.services.tts import TTSService, TTSSettings
+from backend.app.services.voices import VoiceService
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
 
@@ -38,6 +39,7 @@ class Services:
     tts: TTSService
     conversation: ConversationService
     outputs: OutputStore
+    voices: VoiceService
 
     def shutdown(self) -> None:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
@@ -79,10 +81,11 @@ def build_services(settings: Settings) -> Services:
             max_chars=settings.max_tts_chars,
         ),
     )
+    library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(
         tts_backend,
         ModelWorker("tts", settings.queue_size),
-        VoiceLibrary(settings.voices_dir, settings.default_voice),
+        library,
         SpeakerCache[object](settings.speaker_cache_size),
         TTSSettings(
             max_chars=settings.max_tts_chars,
@@ -93,5 +96,7 @@ def build_services(settings: Settings) -> Services:
     )
     outputs = OutputStore(settings.outputs_dir, settings.outputs_keep)
     warm_up(stt_backend, chat_backend, tts_backend)
+    tts.preload(settings.preload_voices)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
-    return Services(stt, chat, tts, ConversationService(stt, chat, tts, outputs), outputs)
+    conversation = ConversationService(stt, chat, tts, outputs)
+    return Services(stt, chat, tts, conversation, outputs, VoiceService(library))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,12 +10,14 @@ import numpy as np
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import InvalidInputError, NotFoundError
 from backend.app.core.worker import ModelWorker
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
 from backend.app.text.segment import segment_text
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
+
+logger = logging.getLogger(__name__)
 
 _FADE_MS = 5
 
@@ -86,6 +89,21 @@ class TTSService:
         return self.cache.get_or_create(
             data, lambda raw: self.backend.prepare_voice(decode_audio(raw, self.backend.sample_rate))
         )
+
+    def preload(self, names: list[str]) -> None:
+        """Prepare the default voice and `names` now, so first requests find them cached."""
+        if not self.backend.supports_cloning:
+            return
+        default = self.voices.default
+        chosen = [default] if default else []
+        for name in names:
+            try:
+                chosen.append(self.voices.by_name(name))
+            except NotFoundError:
+                logger.warning("PRELOAD_VOICES names an unknown voice %r; skipped", name)
+        for voice in chosen:
+            self.speaker_prompt(voice)
+            logger.info("voice %s prepared", voice.file)
 
     async def synthesize(
         self,

@@ -1,16 +1,23 @@
-"""The speaker library: reference clips in VOICES_DIR, their names, and safe path resolution.
+"""The speaker library: reference clips, their names, safe path resolution, uploads and deletion.
 
-A client names a voice; it never gets the server to open a file of its choosing. Every path is
-resolved (symlinks followed, without opening anything) and must land inside VOICES_DIR.
+Voices live in VOICES_DIR and, for uploads when VOICES_DIR is read-only (a container mounts it
+`:ro`), in DATA_DIR/voices; both are listed. A client names a voice; it never gets the server to
+open a file of its choosing. Every path is resolved (symlinks followed, without opening anything)
+and must land inside one of the voice directories.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.app.core.errors import BadRequestError, NotFoundError
+import soundfile as sf
+
+from backend.app.core.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac")
 _NAME_RE = re.compile(
@@ -27,6 +34,17 @@ class VoiceInfo:
     language: str | None
     gender: str | None
     path: Path
+    deletable: bool = False
+    """True when the clip's directory is writable (DELETE /voices/{name} can remove it)."""
+
+    @property
+    def header(self) -> tuple[float | None, int | None]:
+        """Duration (s) and sample rate read from the file header; None when unreadable."""
+        try:
+            info = sf.info(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            return None, None
+        return round(float(info.duration), 2), int(info.samplerate)
 
 
 def parse_voice_name(file_name: str) -> tuple[str, str | None, str | None]:
@@ -38,22 +56,53 @@ def parse_voice_name(file_name: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["language"].lower(), match["gender"].lower()
 
 
-class VoiceLibrary:
-    """Lists and resolves the voices in one directory."""
+def _writable(directory: Path) -> bool:
+    return directory.is_dir() and os.access(directory, os.W_OK)
 
-    def __init__(self, voices_dir: Path, default_voice: str = "") -> None:
+
+class VoiceLibrary:
+    """Lists, resolves, adds and removes the voices of VOICES_DIR (+ an upload dir)."""
+
+    def __init__(self, voices_dir: Path, default_voice: str = "", upload_dir: Path | None = None) -> None:
         self.root = voices_dir.resolve()
         self._default = default_voice
+        self._upload_fallback = upload_dir.resolve() if upload_dir else None
+        self._lock = threading.Lock()
+
+    @property
+    def roots(self) -> list[Path]:
+        """The directories voices are read from: VOICES_DIR first."""
+        roots = [self.root]
+        if self._upload_fallback and self._upload_fallback != self.root:
+            roots.append(self._upload_fallback)
+        return roots
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where new voices go: VOICES_DIR when writable, else the upload directory (created)."""
+        if _writable(self.root) or self._upload_fallback is None:
+            return self.root
+        self._upload_fallback.mkdir(parents=True, exist_ok=True)
+        return self._upload_fallback
+
+    def _info(self, path: Path, root: Path) -> VoiceInfo:
+        name, language, gender = parse_voice_name(path.name)
+        return VoiceInfo(path.name, name, language, gender, path, _writable(root))
 
     def voices(self) -> list[VoiceInfo]:
-        if not self.root.is_dir():
-            return []
-        voices = []
-        for path in sorted(self.root.iterdir()):
-            if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and self._inside(path):
-                name, language, gender = parse_voice_name(path.name)
-                voices.append(VoiceInfo(path.name, name, language, gender, path))
-        return voices
+        found: dict[str, VoiceInfo] = {}
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for path in sorted(root.iterdir()):
+                if (
+                    path.suffix.lower() in AUDIO_EXTENSIONS
+                    and path.name not in found
+                    and path.is_file()
+                    and path.resolve().is_relative_to(root)
+                ):
+                    found[path.name] = self._info(path, root)
+        return list(found.values())
 
     @property
     def default(self) -> VoiceInfo | None:
@@ -65,30 +114,62 @@ class VoiceLibrary:
                 return chosen
         return voices[0] if voices else None
 
-    def _inside(self, path: Path) -> bool:
-        return path.resolve().is_relative_to(self.root)
-
     def by_name(self, voice: str) -> VoiceInfo:
         """A voice by file name, stem, or parsed name (case-insensitive)."""
         wanted = voice.strip().lower()
         for info in self.voices():
             if wanted in (info.file.lower(), Path(info.file).stem.lower(), info.name.lower()):
                 return info
-        raise NotFoundError(f"unknown voice {voice!r}; GET /speaker_info lists the voices")
+        raise NotFoundError(f"unknown voice {voice!r}; GET /voices lists the voices")
 
     def by_path(self, speaker_voice_path: str) -> VoiceInfo:
-        """A voice by file name or by a path that resolves inside VOICES_DIR; 400 otherwise."""
+        """A voice by file name or by a path that resolves inside a voices dir; 400 otherwise."""
         if not speaker_voice_path or "\x00" in speaker_voice_path:
             raise BadRequestError("speaker_voice_path is empty or invalid")
         candidate = Path(speaker_voice_path)
         if not candidate.is_absolute():
-            candidate = self.root / candidate
+            # A bare file name may live in any voices dir; a relative path is taken from VOICES_DIR.
+            base = self.root
+            if candidate.name == speaker_voice_path:
+                base = next((r for r in self.roots if (r / candidate).resolve().is_file()), self.root)
+            candidate = base / candidate
         resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.root):
+        root = next((r for r in self.roots if resolved.is_relative_to(r)), None)
+        if root is None:
             raise BadRequestError("speaker_voice_path must name a voice inside the voices directory")
         if resolved.suffix.lower() not in AUDIO_EXTENSIONS:
             raise BadRequestError(f"speaker_voice_path must be an audio file ({', '.join(AUDIO_EXTENSIONS)})")
         if not resolved.is_file():
-            raise NotFoundError(f"no voice file {resolved.name!r}; GET /speaker_info lists the voices")
-        name, language, gender = parse_voice_name(resolved.name)
-        return VoiceInfo(resolved.name, name, language, gender, resolved)
+            raise NotFoundError(f"no voice file {resolved.name!r}; GET /voices lists the voices")
+        return self._info(resolved, root)
+
+    def add(self, language: str, name: str, gender: str, wav: bytes) -> VoiceInfo:
+        """Store a WAV clip as `{language}-{name}_{gender}.wav`; 409 when the name is taken.
+
+        The caller validates the fields (they become a file name) and the audio.
+        """
+        file_name = f"{language}-{name}_{gender}.wav"
+        with self._lock:
+            for existing in self.voices():
+                if existing.name.lower() == name.lower() or existing.file == file_name:
+                    raise ConflictError(
+                        f"a voice named {existing.name!r} exists ({existing.file}); delete it first"
+                    )
+            directory = self.upload_dir
+            if not _writable(directory):
+                raise ForbiddenError(
+                    "no writable voices directory (VOICES_DIR is read-only and DATA_DIR is not set)"
+                )
+            tmp = directory / f".{uuid.uuid4().hex}.part"
+            tmp.write_bytes(wav)
+            os.replace(tmp, directory / file_name)
+        return self._info(directory / file_name, directory)
+
+    def remove(self, voice: str) -> VoiceInfo:
+        """Delete a voice by name; voices in a read-only directory cannot be deleted (403)."""
+        info = self.by_name(voice)
+        if not info.deletable or not _writable(info.path.parent):
+            raise ForbiddenError(f"{info.file} is in a read-only voices directory and cannot be deleted")
+        with self._lock:
+            info.path.unlink(missing_ok=True)
+        return info
