@@ -8,6 +8,10 @@ def test_markdown_and_emoji_are_removed() -> None:
     assert clean_for_speech(text) == "Title\nBold and italic with code and a link."
 
 
+def test_underscore_emphasis_is_removed_but_snake_case_kept() -> None:
+    assert clean_for_speech("_really_ use my_var and __init__") == "really use my_var and init"
+
+
 def test_list_markers_are_removed() -> None:
     assert clean_for_speech("- first\n* second\n+ third") == "first\nsecond\nthird"
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.app.audio.decode import decode_audio
+from backend.app.audio.edit import fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
 from backend.app.core.errors import InvalidInputError, NotFoundError
@@ -18,8 +19,6 @@ from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 logger = logging.getLogger(__name__)
-
-_FADE_MS = 5
 
 
 @dataclass(frozen=True)
@@ -36,17 +35,6 @@ class Synthesis:
     segments: int
     voice: VoiceInfo | None
     """The reference voice applied (None when the engine has a fixed voice)."""
-
-
-def _fade_edges(audio: Audio) -> Audio:
-    """Short linear fades at both ends so that joins do not click."""
-    samples = audio.samples.copy()
-    n = min(len(samples) // 2, int(audio.sample_rate * _FADE_MS / 1000))
-    if n > 0:
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        samples[:n] *= ramp
-        samples[-n:] *= ramp[::-1]
-    return Audio(samples, audio.sample_rate)
 
 
 class TTSService:
@@ -131,7 +119,8 @@ class TTSService:
                 SynthesisRequest(segment, voice=prompt, cfg_scale=cfg_scale, speed=speed)
             )
             if len(segments) > 1:
-                audio = _fade_edges(audio)
+                # Each segment's own leading/trailing silence would add to the configured gap.
+                audio = fade_edges(trim_silence(audio))
             if i:
                 parts.append(gap)
             parts.append(audio.samples)

@@ -7,6 +7,8 @@ import unicodedata
 
 _MARKDOWN = re.compile(r"(\*\*|__|\*|`{1,3}|^#{1,6}\s*|^\s*[-*+]\s+|^\s*>\s*)", re.MULTILINE)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+# _emphasis_ (not snake_case words: the underscores must sit at word edges)
+_UNDERSCORE_EMPHASIS = re.compile(r"(?<!\w)_(\S(?:[^_]*\S)?)_(?!\w)")
 _SPACES = re.compile(r"[ \t\f\v]+")
 
 
@@ -24,6 +26,7 @@ def clean_for_speech(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = _LINK.sub(r"\1", text)
     text = _MARKDOWN.sub("", text)
+    text = _UNDERSCORE_EMPHASIS.sub(r"\1", text)
     text = "".join(ch for ch in text if _speakable(ch))
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
     return "\n".join(line for line in lines if line)

@@ -1,0 +1,55 @@
+"""The TTS service on the real Piper voice: segmentation, joins and text validation."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from backend.app.core.errors import InvalidInputError
+from backend.app.services.container import Services
+from backend.app.services.tts import TTSService
+
+
+def longest_run(mask: np.ndarray) -> int:
+    best = run = 0
+    for value in mask:
+        run = run + 1 if value else 0
+        best = max(best, run)
+    return best
+
+
+def test_segments_are_joined_by_the_configured_silence_only(services: Services) -> None:
+    settings = replace(services.tts.settings, segment_threshold_chars=40, segment_silence_ms=300)
+    tts = TTSService(
+        services.tts.backend, services.tts.worker, services.tts.voices, services.tts.cache, settings
+    )
+    result = asyncio.run(tts.synthesize("The kettle is boiling now. Please bring two cups to the table."))
+    assert result.segments == 2
+    samples, rate = result.audio.samples, result.audio.sample_rate
+    gap = int(0.3 * rate)
+    assert longest_run(samples == 0) >= gap  # the inserted silence is there
+    # ...and Piper's own leading/trailing silence was trimmed: the quiet stretch between the two
+    # segments is the gap plus at most the kept margins and the fades.
+    assert longest_run(np.abs(samples) < 0.01) <= gap + int(0.1 * rate)
+    # No click: nothing jumps at the joins.
+    assert np.max(np.abs(np.diff(samples))) < 0.5
+
+
+def test_speed_changes_duration_through_the_service(services: Services) -> None:
+    text = "Speaking at a different speed."
+    normal = asyncio.run(services.tts.synthesize(text)).audio.duration
+    fast = asyncio.run(services.tts.synthesize(text, speed=1.5)).audio.duration
+    assert fast < normal * 0.8
+
+
+@pytest.mark.parametrize("text", ["", "  ", "🎉 *** 🎉", "x" * 5001])
+def test_unspeakable_or_oversize_text_is_refused(services: Services, text: str) -> None:
+    with pytest.raises(InvalidInputError):
+        services.tts.prepare_text(text)
+
+
+def test_markdown_is_not_spoken(services: Services) -> None:
+    assert services.tts.prepare_text("**Hello** _there_ 🎉") == ["Hello there"]
