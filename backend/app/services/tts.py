@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,14 +107,19 @@ class TTSService:
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
         return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed)
 
-    def _synthesize_segments(
-        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
-    ) -> Synthesis:
-        cloning = voice is not None and self.backend.supports_cloning
-        prompt = self.speaker_prompt(voice) if cloning and voice else None
+    def applied_voice(self, voice: VoiceInfo | None) -> VoiceInfo | None:
+        """The voice actually imitated: None when the engine has a fixed voice."""
+        return voice if self.backend.supports_cloning else None
+
+    def iter_audio(
+        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float = 1.0
+    ) -> Iterator[Audio]:
+        """Synthesise segment by segment (blocking; run it on the worker). From the second segment
+        on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate."""
+        applied = self.applied_voice(voice)
+        prompt = self.speaker_prompt(applied) if applied else None
         rate = self.backend.sample_rate
         gap = Audio.silence(self.settings.segment_silence_ms / 1000, rate).samples
-        parts: list[np.ndarray] = []
         for i, segment in enumerate(segments):
             audio = self.backend.synthesize(
                 SynthesisRequest(segment, voice=prompt, cfg_scale=cfg_scale, speed=speed)
@@ -121,8 +127,12 @@ class TTSService:
             if len(segments) > 1:
                 # Each segment's own leading/trailing silence would add to the configured gap.
                 audio = fade_edges(trim_silence(audio))
-            if i:
-                parts.append(gap)
-            parts.append(audio.samples)
-        samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return Synthesis(Audio(samples, rate), len(segments), voice if cloning else None)
+            yield Audio(np.concatenate([gap, audio.samples]), rate) if i else audio
+
+    def _synthesize_segments(
+        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
+    ) -> Synthesis:
+        chunks = [chunk.samples for chunk in self.iter_audio(segments, voice, cfg_scale, speed)]
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        rate = self.backend.sample_rate
+        return Synthesis(Audio(samples, rate), len(segments), self.applied_voice(voice))
