@@ -47,6 +47,7 @@ test: setup lint
 
 bench: setup
 	$(PY) -m bench.stages
+	$(PY) -m bench.long_text
 
 clean:
 	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures

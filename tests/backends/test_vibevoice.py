@@ -189,3 +189,24 @@ def test_http_tts_with_a_cloned_voice(vv_client: TestClient) -> None:
     assert refused.status_code == 400
     slow = vv_client.post("/tts", json={"text": "Hi.", "speed": 1.5})
     assert slow.status_code == 422 and "speed" in slow.json()["error"]["message"]
+
+
+def test_default_and_preload_voices_are_prepared_at_start(
+    vibevoice: VibeVoiceBackend, voices_dir: Path
+) -> None:
+    shutil.copy(REPO / "voices" / "en-Eve_woman.wav", voices_dir)
+    cache: SpeakerCache[object] = SpeakerCache(4)
+    library = VoiceLibrary(voices_dir, default_voice="en-Joe_man.wav")
+    service = TTSService(vibevoice, ModelWorker("tts", 1), library, cache, TTSSettings(5000, 150, 200, 1.0))
+    service.preload(["Eve", "Nobody"])  # an unknown name is skipped with a warning, not fatal
+    assert (cache.stats().size, cache.stats().misses) == (2, 2)
+    asyncio.run(service.synthesize("Hi.", voice="Eve"))
+    asyncio.run(service.synthesize("Hi."))  # the default voice, Joe
+    assert (cache.stats().hits, cache.stats().misses) == (2, 2)
+    service.worker.shutdown()
+
+
+def test_piper_does_not_preload(services: Services) -> None:
+    before = services.tts.cache.stats()
+    services.tts.preload(["Joe"])
+    assert services.tts.cache.stats() == before
