@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pytest
 import soundfile as sf
 
 from backend.app.audio.decode import decode_audio
+from tests.ports import free_port
 from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
@@ -38,12 +38,6 @@ FORMATS = {
     "speech.mp4": "video/mp4",
 }
 STARTUP_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:

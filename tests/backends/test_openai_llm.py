@@ -3,7 +3,6 @@ embedded LLM (no network, no canned answers): the request shape, the reply, and 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +17,7 @@ from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import ChatMessage, GenerationOptions
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.core.errors import ModelLoadError, UpstreamError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def compatible_server(llm: TransformersChatBackend) -> Iterator[tuple[str, list[
             }
         )
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -92,7 +86,7 @@ def test_server_error_is_an_upstream_error(compatible_server: tuple[str, list[di
 
 
 def test_unreachable_server_is_an_upstream_error() -> None:
-    backend = OpenAIChatBackend("any", f"http://127.0.0.1:{_free_port()}/v1", "", timeout_s=5)
+    backend = OpenAIChatBackend("any", f"http://127.0.0.1:{free_port()}/v1", "", timeout_s=5)
     with pytest.raises(UpstreamError, match="could not be reached"):
         backend.chat([ChatMessage("user", "hi")], GenerationOptions(max_tokens=4, temperature=0.0))
 

@@ -65,8 +65,13 @@ OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
 VoiceServiceDep = Annotated[VoiceService, Depends(get_voices)]
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower-cased ("" when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _require_content_type(request: Request, *accepted: str) -> None:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     if content_type not in accepted:
         raise UnsupportedMediaTypeError(
             f"expected {' or '.join(accepted)}, got {content_type or 'no content type'}"

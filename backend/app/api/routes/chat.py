@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from backend.app.api.deps import ChatServiceDep
+from backend.app.api.deps import ChatServiceDep, media_type
 from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
 from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
 
@@ -18,7 +18,7 @@ _BODY_SCHEMA = {"$ref": "#/components/schemas/ChatRequest"}
 
 
 async def _parse_chat_request(request: Request) -> ChatRequest:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     try:
         if content_type == "application/json":
             try:
