@@ -100,6 +100,8 @@ def test_generation_budget_grows_with_text_and_respects_the_checkpoint_cap(
     vibevoice_uncapped = object.__new__(VibeVoiceBackend)
     vibevoice_uncapped._max_new_tokens_cap = 4096
     assert vibevoice_uncapped.max_new_tokens("x" * 100) < vibevoice_uncapped.max_new_tokens("x" * 200)
+    # Chinese is spoken at ~4-5 characters a second: ~1.7 audio tokens per character at least.
+    assert vibevoice_uncapped.max_new_tokens("你" * 100) >= 170 + 40
 
 
 def test_a_broken_checkpoint_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:

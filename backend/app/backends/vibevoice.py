@@ -19,11 +19,14 @@ import numpy as np
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import ModelInfo, SynthesisRequest
 from backend.app.core.errors import InvalidInputError, ModelLoadError
+from backend.app.text.segment import is_cjk
 
 SAMPLE_RATE = 24_000
-# Speech runs at roughly 15 characters a second and each audio token is 3,200 samples (0.133 s), so a
-# character needs about half a token; the margin covers slow speakers and pauses.
+# Each audio token is 3,200 samples (0.133 s). English is spoken at roughly 15 characters a second
+# (half a token per character), Chinese at 4-5 characters a second (about 1.7 tokens per character);
+# the budgets below add a margin for slow speakers and pauses.
 _TOKENS_PER_CHAR = 0.75
+_TOKENS_PER_CJK_CHAR = 2.5
 _MIN_NEW_TOKENS = 40
 _SPEAKER = "0"
 
@@ -121,7 +124,9 @@ class VibeVoiceBackend:
         return {k: v.to(self._device) for k, v in inputs.items()}
 
     def max_new_tokens(self, text: str) -> int:
-        return min(self._max_new_tokens_cap, _MIN_NEW_TOKENS + math.ceil(len(text) * _TOKENS_PER_CHAR))
+        cjk = sum(1 for ch in text if is_cjk(ch))
+        budget = (len(text) - cjk) * _TOKENS_PER_CHAR + cjk * _TOKENS_PER_CJK_CHAR
+        return min(self._max_new_tokens_cap, _MIN_NEW_TOKENS + math.ceil(budget))
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         import torch

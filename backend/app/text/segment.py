@@ -99,7 +99,8 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in sentences if s.strip()]
 
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
+    """Whether `ch` is a Chinese, Japanese or Korean character (written without spaces)."""
     code = ord(ch)
     return (
         0x3040 <= code <= 0x30FF  # kana
@@ -113,7 +114,7 @@ def _is_cjk(ch: str) -> bool:
 
 def _joiner(left: str, right: str) -> str:
     """No space between CJK pieces; one space between Latin ones."""
-    if left and right and (_is_cjk(left[-1]) or _is_cjk(right[0])):
+    if left and right and (is_cjk(left[-1]) or is_cjk(right[0])):
         return ""
     return " "
 
@@ -131,7 +132,7 @@ def _hard_split(text: str, max_chars: int) -> Iterator[str]:
     rest = text.strip()
     while len(rest) > max_chars:
         cut = rest.rfind(" ", 0, max_chars + 1)
-        if cut <= 0 or _is_cjk(rest[max_chars - 1]):
+        if cut <= 0 or is_cjk(rest[max_chars - 1]):
             cut = max_chars  # CJK run or one very long word: cut at the limit
         yield rest[:cut].strip()
         rest = rest[cut:].strip()
