@@ -107,7 +107,10 @@ class VoiceLibrary:
     @property
     def default(self) -> VoiceInfo | None:
         """DEFAULT_VOICE when it exists, else the first voice found."""
-        voices = self.voices()
+        return self.default_among(self.voices())
+
+    def default_among(self, voices: list[VoiceInfo]) -> VoiceInfo | None:
+        """The default voice of an already listed set (saves listing the directories twice)."""
         if self._default:
             chosen = next((v for v in voices if v.file == self._default), None)
             if chosen:

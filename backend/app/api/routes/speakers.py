@@ -40,8 +40,9 @@ def voice_out(voice: VoiceInfo) -> VoiceOut:
 
 
 def _listing(library: VoiceLibrary) -> tuple[list[VoiceOut], str | None]:
-    default = library.default
-    return [voice_out(v) for v in library.voices()], default.file if default else None
+    voices = library.voices()
+    default = library.default_among(voices)
+    return [voice_out(v) for v in voices], default.file if default else None
 
 
 @router.get("/speaker_info", response_model=SpeakerInfoResponse)
