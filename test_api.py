@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -70,31 +71,38 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(tmp: Path) -> Iterator[str]:
+def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m backend.app` on a free port and wait until it is ready."""
     port = free_port()
-    log = (tmp / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.app"],
-        cwd=REPO,
-        env=server_env(tmp, port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = tmp / log_name
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend.app"],
+            cwd=REPO,
+            env=server_env(tmp, port, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited at start-up:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("server did not become ready in time")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp: Path) -> Iterator[str]:
+    process, base = start_server(tmp)
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited at start-up:\n{(tmp / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not become ready in time")
-            time.sleep(0.5)
         yield base
         # Whatever the tests sent, the server is still up and healthy.
         assert process.poll() is None, "the server died during the tests"
@@ -105,7 +113,6 @@ def server(tmp: Path) -> Iterator[str]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -552,6 +559,79 @@ def test_conversation_bad_input(http: httpx.Client) -> None:
     assert_error(http.post("/conversation", files={"audio_file": wav}, data={"voice": "Nobody"}), 404)
     assert_error(http.post("/conversation", files={"audio_file": wav}, data={"conversation_id": "a b"}), 422)
     assert_error(http.post("/conversation", json={"audio_file": "x"}), 415)
+
+
+def test_conversations_are_stored_listed_patched_and_deleted(http: httpx.Client) -> None:
+    body = http.post(
+        "/conversation", files={"audio_file": ("speech.flac", clip("speech.flac"), "audio/flac")}
+    ).json()
+    cid = body["conversation_id"]
+    listed = http.get("/conversations", params={"limit": 5}).json()
+    assert listed["conversations"][0]["id"] == cid and listed["total"] >= 1
+    detail = http.get(f"/conversations/{cid}").json()
+    user, assistant = detail["turns"]
+    assert user["role"] == "user" and user["text"] == body["transcript"] and user["language"] == "en"
+    assert user["timings"]["stt_ms"] > 0
+    assert assistant["text"] == body["reply"] and assistant["audio_url"] == body["audio_url"]
+    assert set(assistant["timings"]) == {"stt_ms", "llm_ms", "tts_ms", "total_ms"}
+    assert detail["title"] == body["transcript"][:60] and detail["turn_count"] == 2
+
+    patched = http.patch(
+        f"/conversations/{cid}",
+        json={"title": "Kitchen", "system_prompt": "Answer in one word.", "voice": "Joe"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["title"], patched.json()["voice"]) == ("Kitchen", "en-Joe_man.wav")
+    assert http.patch(f"/conversations/{cid}", json={"system_prompt": ""}).json()["system_prompt"] is None
+    assert_error(http.patch(f"/conversations/{cid}", json={"voice": "Nobody"}), 404)
+    assert_error(http.patch(f"/conversations/{cid}", data={"title": "x"}), 415)
+
+    assert http.get(body["audio_url"]).status_code == 200
+    deleted = http.delete(f"/conversations/{cid}")
+    assert deleted.status_code == 200 and deleted.json()["audio_files_removed"] == 1
+    assert http.get(body["audio_url"]).status_code == 404
+    assert_error(http.get(f"/conversations/{cid}"), 404)
+    assert_error(http.delete(f"/conversations/{cid}"), 404)
+    assert_error(http.get("/conversations/not%20valid"), 422)
+    assert_error(http.get("/conversations", params={"limit": 0}), 422)
+
+
+def test_parallel_chats_on_one_conversation_are_serialised(server: str, http: httpx.Client) -> None:
+    statuses: list[int] = []
+
+    def ask(i: int) -> None:
+        with httpx.Client(base_url=server, timeout=120) as c:
+            statuses.append(
+                c.post("/chat", json={"text": f"Say {i}.", "conversation_id": "parallel"}).status_code
+            )
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200, 200, 200]
+    turns = http.get("/conversations/parallel").json()["turns"]
+    assert [t["role"] for t in turns] == ["user", "assistant"] * 3
+
+
+def test_acknowledged_turns_survive_sigkill(tmp: Path) -> None:
+    process, base = start_server(tmp, "kill.log", DATA_DIR=str(tmp / "kill-data"))
+    try:
+        reply = httpx.post(f"{base}/chat", json={"text": "Remember the number seven."}, timeout=120).json()
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush: only what was committed survives
+        process.wait(timeout=20)
+    process, base = start_server(tmp, "restart.log", DATA_DIR=str(tmp / "kill-data"))
+    try:
+        turns = httpx.get(f"{base}/conversations/{reply['conversation_id']}", timeout=10).json()["turns"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("user", "Remember the number seven."),
+        ("assistant", reply["reply"]),
+    ]
 
 
 @pytest.mark.parametrize(

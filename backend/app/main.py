@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
-from backend.app.api.routes import chat, conversation, health, speakers, stt, tts
+from backend.app.api.routes import chat, conversation, conversations, health, speakers, stt, tts
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, install_error_handlers
 from backend.app.core.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.load_error = None
     install_error_handlers(app)
-    for router in (health.router, stt.router, chat.router, tts.router, conversation.router, speakers.router):
+    routers = (health, stt, chat, tts, conversation, conversations, speakers)
+    for router in (module.router for module in routers):
         app.include_router(router)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -1,19 +1,27 @@
-"""The chat service on the real embedded LLM: history per conversation, ids, bounds."""
+"""The chat service on the real embedded LLM: stored history, the token budget, serialisation."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from backend.app.backends.protocols import ChatMessage
 from backend.app.core.errors import InvalidInputError
-from backend.app.services.chat import ChatService, ConversationMemory
+from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
+from backend.app.storage.conversations import ConversationStore, Turn
 
 
-def test_history_reaches_the_model_and_changes_the_reply(services: Services) -> None:
-    chat = services.chat
+@pytest.fixture
+def chat(services: Services, tmp_path: Path) -> ChatService:
+    """The shared model and worker over a store of this test's own."""
+    base = services.chat
+    return ChatService(base.backend, base.worker, base.settings, ConversationStore(tmp_path / "c.db"))
+
+
+def test_history_reaches_the_model_and_changes_the_reply(chat: ChatService) -> None:
     question = "What did I just tell you?"
 
     async def scenario() -> tuple[str, str, str]:
@@ -23,49 +31,66 @@ def test_history_reaches_the_model_and_changes_the_reply(services: Services) -> 
         return first.conversation_id, followup.reply, fresh.reply
 
     conversation_id, followup, fresh = asyncio.run(scenario())
-    history = chat.memory.history(conversation_id)
-    assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
-    assert "giraffe" in history[0].content
+    turns = chat.store.turns(conversation_id)
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert "giraffe" in turns[0].text and turns[1].timings["llm_ms"] > 0
     # Greedy decoding: the same question gives the same reply unless the history differs.
     assert followup != fresh
 
 
-def test_prompt_holds_system_history_and_new_message(services: Services) -> None:
-    chat = services.chat
-    chat.memory.append("abc", ChatMessage("user", "hi"), ChatMessage("assistant", "hello"))
-    messages = chat.build_messages("abc", " next ")
+def test_prompt_holds_system_history_and_new_message(chat: ChatService) -> None:
+    chat.store.add_turns("abc", [Turn("user", "hi"), Turn("assistant", "hello")])
+    messages = chat.build_messages("abc", "next")
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0].content == chat.settings.system_prompt
-    assert messages[-1].content == "next"
+    chat.store.update("abc", system_prompt="Speak like a pirate.")
+    assert chat.build_messages("abc", "next")[0].content == "Speak like a pirate."
 
 
-def test_history_window_never_starts_on_an_assistant_turn(services: Services) -> None:
-    chat = ChatService(services.chat.backend, services.chat.worker, services.chat.settings)
-    for i in range(30):
-        chat.memory.append("long", ChatMessage("user", f"q{i}"), ChatMessage("assistant", f"a{i}"))
+def test_context_keeps_the_newest_turns_that_fit_the_token_budget(chat: ChatService) -> None:
+    filler = "This sentence is here to take up room in the context window. " * 6
+    chat.store.add_turns(
+        "long", [Turn(role, f"{role} {i}: {filler}") for i in range(20) for role in ("user", "assistant")]
+    )
     messages = chat.build_messages("long", "now")
+    budget = chat.settings.context_tokens - chat.settings.max_tokens
+    assert chat.backend.count_tokens(messages) <= budget
     kept = messages[1:-1]
-    assert len(kept) <= chat.settings.max_history_messages
-    assert kept[0].role == "user" and kept[-1].content == "a29"
+    assert 0 < len(kept) < 40
+    assert kept[0].role == "user" and kept[-1].content.startswith("assistant 19:")  # newest kept
+    # The next older exchange would not have fitted.
+    older = chat.store.turns("long")[-len(kept) - 2 :][:2]
+    grown = [messages[0], *[ChatMessage(t.role, t.text) for t in older], *messages[1:]]  # type: ignore[arg-type]
+    assert chat.backend.count_tokens(grown) > budget
+
+
+def test_a_message_that_cannot_fit_is_refused(chat: ChatService) -> None:
+    with pytest.raises(InvalidInputError, match="context"):
+        chat.build_messages("x", "word " * 4000)
+
+
+def test_parallel_requests_on_one_conversation_are_serialised(chat: ChatService) -> None:
+    async def scenario() -> None:
+        await asyncio.gather(*(chat.reply(f"Say the number {i}.", "same") for i in range(3)))
+
+    asyncio.run(scenario())
+    turns = chat.store.turns("same")
+    assert [t.role for t in turns] == ["user", "assistant"] * 3  # never interleaved
+    assert sorted(t.text for t in turns if t.role == "user") == [f"Say the number {i}." for i in range(3)]
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 65, "../../etc", "é"])
-def test_bad_conversation_ids_are_refused(services: Services, bad: str) -> None:
+def test_bad_conversation_ids_are_refused(chat: ChatService, bad: str) -> None:
     with pytest.raises(InvalidInputError):
-        asyncio.run(services.chat.reply("hello", bad))
+        asyncio.run(chat.reply("hello", bad))
 
 
 @pytest.mark.parametrize("text", ["", "   ", "x" * 5001])
-def test_empty_or_oversize_text_is_refused(services: Services, text: str) -> None:
+def test_empty_or_oversize_text_is_refused(chat: ChatService, text: str) -> None:
     with pytest.raises(InvalidInputError):
-        asyncio.run(services.chat.reply(text))
+        asyncio.run(chat.reply(text))
 
 
-def test_memory_drops_the_least_recently_used_conversation() -> None:
-    memory = ConversationMemory(max_conversations=2)
-    memory.append("a", ChatMessage("user", "1"))
-    memory.append("b", ChatMessage("user", "2"))
-    memory.append("a", ChatMessage("user", "3"))
-    memory.append("c", ChatMessage("user", "4"))
-    assert memory.history("b") == []
-    assert [m.content for m in memory.history("a")] == ["1", "3"]
+def test_locks_are_dropped_after_use(chat: ChatService) -> None:
+    asyncio.run(chat.reply("Hello.", "tidy"))
+    assert chat._locks == {}

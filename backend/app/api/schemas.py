@@ -119,3 +119,42 @@ class SpeakerInfoResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 422, 503)
 }
+
+
+class TurnOut(BaseModel):
+    role: Literal["user", "assistant"]
+    text: str
+    created_at: float = Field(description="Unix time, seconds.")
+    language: str | None = None
+    voice: str | None = None
+    audio_url: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    system_prompt: str | None
+    voice: str | None
+    created_at: float
+    updated_at: float
+    turn_count: int
+
+
+class ConversationDetail(ConversationOut):
+    turns: list[TurnOut]
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConversationPatch(BaseModel):
+    """Fields to change; omit a field to keep it, send "" for system_prompt or voice to clear it."""
+
+    title: str | None = Field(None, max_length=200)
+    system_prompt: str | None = Field(None, max_length=4000)
+    voice: str | None = Field(None, max_length=200)

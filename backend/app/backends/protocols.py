@@ -83,6 +83,10 @@ class ChatModel(Protocol):
 
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str: ...
 
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens these messages take (exact with a local tokenizer, an estimate otherwise)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SynthesisRequest:

@@ -66,9 +66,11 @@ class TransformersChatBackend:
         prompt_length = inputs["input_ids"].shape[1]
         return str(self._tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)).strip()
 
-    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        """How many tokens `messages` take once templated (for tests and context management)."""
-        ids = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """How many tokens `messages` take once templated, with the model's own tokenizer."""
+        encoded = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            return_dict=True,
         )
-        return len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        return len(encoded["input_ids"])

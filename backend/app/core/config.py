@@ -59,10 +59,11 @@ class Settings(BaseSettings):
     """Upper bound on generated tokens per reply."""
     llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Sampling temperature; 0 = greedy (deterministic)."""
-    max_history_messages: int = Field(20, ge=0, le=1000)
-    """Past messages (user + assistant) of a conversation sent back to the model."""
-    max_conversations: int = Field(1000, ge=1)
-    """Conversations kept in memory; the least recently used is dropped beyond this."""
+    max_history_messages: int = Field(40, ge=0, le=1000)
+    """At most this many past messages (user + assistant) are considered for the context."""
+    llm_context_tokens: int = Field(2048, ge=64, le=1_000_000)
+    """Token budget of a request: system prompt + recent turns + new message + LLM_MAX_TOKENS for the
+    reply. Older turns are dropped to fit."""
 
     tts_model_name: str = "embedded"
     """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
@@ -83,7 +84,7 @@ class Settings(BaseSettings):
     outputs_dir: Path = Path("./outputs")
     """Synthesised audio kept for download at /outputs/{name}."""
     data_dir: Path = Path("./data")
-    """Persistent data; created at start-up (conversations are held in memory for now)."""
+    """Persistent data: the conversation database (conversations.db) and uploaded voices."""
     outputs_keep: int = Field(500, ge=1)
     """Most files kept in OUTPUTS_DIR; the oldest are removed beyond this."""
 

@@ -1,16 +1,23 @@
-"""The chat service: conversation history per id, and replies from the chat model."""
+"""The chat service: persisted conversations, a token-budgeted context, and replies.
+
+Requests on one conversation are serialised (history read, generation, storage), so turns never
+interleave or get lost; different conversations proceed independently (up to the model's queue).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
-import threading
+import time
 import uuid
-from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
 from backend.app.core.errors import InvalidInputError
 from backend.app.core.worker import ModelWorker
+from backend.app.storage.conversations import ConversationStore, Turn
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -21,7 +28,7 @@ class ChatSettings:
     max_tokens: int
     temperature: float
     max_history_messages: int
-    max_conversations: int
+    context_tokens: int
     max_chars: int
 
 
@@ -29,67 +36,102 @@ class ChatSettings:
 class ChatReply:
     reply: str
     conversation_id: str
+    llm_ms: float = 0.0
 
 
-class ConversationMemory:
-    """In-memory history per conversation id, least recently used dropped beyond a bound."""
-
-    def __init__(self, max_conversations: int) -> None:
-        self._max = max_conversations
-        self._histories: OrderedDict[str, list[ChatMessage]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def history(self, conversation_id: str) -> list[ChatMessage]:
-        with self._lock:
-            return list(self._histories.get(conversation_id, ()))
-
-    def append(self, conversation_id: str, *messages: ChatMessage) -> None:
-        with self._lock:
-            self._histories.setdefault(conversation_id, []).extend(messages)
-            self._histories.move_to_end(conversation_id)
-            while len(self._histories) > self._max:
-                self._histories.popitem(last=False)
+def check_conversation_id(conversation_id: str | None) -> str:
+    """A new id when none is given; 422 for an id that is not 1-64 letters, digits, '-' or '_'."""
+    if not conversation_id:
+        return uuid.uuid4().hex
+    if not _ID_RE.match(conversation_id):
+        raise InvalidInputError("conversation_id must be 1-64 characters of letters, digits, '-' or '_'")
+    return conversation_id
 
 
 class ChatService:
-    """Replies to a user message in the context of its conversation."""
+    """Replies to a user message in the context of its stored conversation."""
 
-    def __init__(self, backend: ChatModel, worker: ModelWorker, settings: ChatSettings) -> None:
+    def __init__(
+        self, backend: ChatModel, worker: ModelWorker, settings: ChatSettings, store: ConversationStore
+    ) -> None:
         self.backend = backend
         self.worker = worker
         self.settings = settings
-        self.memory = ConversationMemory(settings.max_conversations)
+        self.store = store
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    def _check(self, text: str, conversation_id: str | None) -> str:
+    @asynccontextmanager
+    async def serialised(self, conversation_id: str) -> AsyncIterator[None]:
+        """Hold the conversation's lock; the lock is dropped when nobody holds or awaits it."""
+        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
+        self._locks[conversation_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[conversation_id]
+            if users == 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)
+
+    def check_text(self, text: str) -> str:
         if not text.strip():
             raise InvalidInputError("text is empty")
         if len(text) > self.settings.max_chars:
             raise InvalidInputError(f"text is longer than {self.settings.max_chars} characters")
-        if conversation_id is None or conversation_id == "":
-            return uuid.uuid4().hex
-        if not _ID_RE.match(conversation_id):
-            raise InvalidInputError("conversation_id must be 1-64 characters of letters, digits, '-' or '_'")
-        return conversation_id
+        return text.strip()
 
     def build_messages(self, conversation_id: str, text: str) -> list[ChatMessage]:
-        """System prompt + the last MAX_HISTORY_MESSAGES of the conversation + the new message."""
+        """The system prompt, then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
+        reply), then the new message. Older turns are dropped; the request is never over-long."""
+        conversation = self.store.get(conversation_id)
+        system = ChatMessage(
+            "system", (conversation and conversation.system_prompt) or self.settings.system_prompt
+        )
+        user = ChatMessage("user", text)
+        budget = self.settings.context_tokens - self.settings.max_tokens
+        if self.backend.count_tokens([system, user]) > budget:
+            raise InvalidInputError(
+                "the message does not fit the model's context (LLM_CONTEXT_TOKENS minus LLM_MAX_TOKENS); "
+                "send a shorter text"
+            )
         keep = self.settings.max_history_messages
-        history = self.memory.history(conversation_id)[-keep:] if keep else []
+        turns = self.store.turns(conversation_id, limit=keep) if keep else []
+        history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns]
+        # Take whole exchanges from the newest back while they fit.
+        kept: list[ChatMessage] = []
+        for start in range(len(history) - 1, -1, -1):
+            candidate = history[start:]
+            if self.backend.count_tokens([system, *candidate, user]) > budget:
+                break
+            kept = candidate
         # Never start the window on an assistant turn: the model should see the question it answered.
-        while history and history[0].role == "assistant":
-            history = history[1:]
-        return [
-            ChatMessage("system", self.settings.system_prompt),
-            *history,
-            ChatMessage("user", text.strip()),
-        ]
+        while kept and kept[0].role == "assistant":
+            kept = kept[1:]
+        return [system, *kept, user]
+
+    async def generate(self, conversation_id: str, text: str) -> str:
+        """A reply to `text` in the conversation's context (not stored; see `reply`)."""
+        messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
+        options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
+        return await self.worker.run(self.backend.chat, messages, options)
+
+    async def store_turns(self, conversation_id: str, *turns: Turn) -> None:
+        """Persist turns durably (they are on disk when this returns)."""
+        await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
 
     async def reply(self, text: str, conversation_id: str | None = None) -> ChatReply:
-        conversation_id = self._check(text, conversation_id)
-        messages = self.build_messages(conversation_id, text)
-        options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
-        answer = await self.worker.run(self.backend.chat, messages, options)
-        self.memory.append(
-            conversation_id, ChatMessage("user", text.strip()), ChatMessage("assistant", answer)
-        )
-        return ChatReply(answer, conversation_id)
+        text = self.check_text(text)
+        conversation_id = check_conversation_id(conversation_id)
+        async with self.serialised(conversation_id):
+            asked = time.time()
+            started = time.perf_counter()
+            answer = await self.generate(conversation_id, text)
+            llm_ms = round((time.perf_counter() - started) * 1000, 1)
+            await self.store_turns(
+                conversation_id,
+                Turn("user", text, created_at=asked),
+                Turn("assistant", answer, timings={"llm_ms": llm_ms}),
+            )
+        return ChatReply(answer, conversation_id, llm_ms)

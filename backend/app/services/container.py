@@ -26,6 +26,7 @@ from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTLimits, STTService
 from backend.app.services.tts import TTSService, TTSSettings
 from backend.app.services.voices import VoiceService
+from backend.app.storage.conversations import ConversationStore
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
 
@@ -44,6 +45,7 @@ class Services:
     def shutdown(self) -> None:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
             worker.shutdown()
+        self.chat.store.close()
 
 
 def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
@@ -77,9 +79,10 @@ def build_services(settings: Settings) -> Services:
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
             max_history_messages=settings.max_history_messages,
-            max_conversations=settings.max_conversations,
+            context_tokens=settings.llm_context_tokens,
             max_chars=settings.max_tts_chars,
         ),
+        ConversationStore(settings.data_dir / "conversations.db"),
     )
     library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.backends.protocols import TranscribeOptions
-from backend.app.services.chat import ChatService
+from backend.app.services.chat import ChatService, check_conversation_id
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
+from backend.app.storage.conversations import Turn as StoredTurn
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
 
 
@@ -45,26 +46,47 @@ class ConversationService:
         language: str | None = None,
         audio_format: AudioFormat = "wav",
     ) -> Turn:
-        """Run one turn. Silence gives an empty transcript and reply, and no audio."""
+        """Run one turn and store it (user turn with its language and STT time; assistant turn with
+        the voice, audio file and timings). Silence gives an empty transcript and reply, no audio,
+        and stores nothing."""
         if voice:
             self.tts.choose_voice(voice, None)  # fail fast on an unknown voice, before any work
+        cid = check_conversation_id(conversation_id) if conversation_id else None
         started = time.perf_counter()
+        asked = time.time()
         transcription = await self.stt.transcribe(audio, TranscribeOptions(language=language))
         timings = {"stt_ms": _ms(started)}
         if not transcription.text:
             timings.update(llm_ms=0.0, tts_ms=0.0, total_ms=_ms(started))
-            return Turn("", "", conversation_id or None, None, timings)
+            return Turn("", "", cid, None, timings)
 
-        step = time.perf_counter()
-        answer = await self.chat.reply(transcription.text, conversation_id)
-        timings["llm_ms"] = _ms(step)
+        text = self.chat.check_text(transcription.text)
+        cid = cid or check_conversation_id(None)
+        async with self.chat.serialised(cid):
+            step = time.perf_counter()
+            reply = await self.chat.generate(cid, text)
+            timings["llm_ms"] = _ms(step)
 
-        step = time.perf_counter()
-        name = None
-        if has_speakable_content(clean_for_speech(answer.reply)):
-            speech = await self.tts.synthesize(answer.reply, voice=voice)
-            data = await asyncio.to_thread(encode_audio, speech.audio, audio_format)
-            name = await asyncio.to_thread(self.outputs.save, data, audio_format)
-        timings["tts_ms"] = _ms(step)
-        timings["total_ms"] = _ms(started)
-        return Turn(transcription.text, answer.reply, answer.conversation_id, name, timings)
+            step = time.perf_counter()
+            stored = await asyncio.to_thread(self.chat.store.get, cid)
+            voice = voice or (stored.voice if stored else None)
+            name, used_voice = None, None
+            if has_speakable_content(clean_for_speech(reply)):
+                speech = await self.tts.synthesize(reply, voice=voice)
+                used_voice = speech.voice.file if speech.voice else None
+                data = await asyncio.to_thread(encode_audio, speech.audio, audio_format)
+                name = await asyncio.to_thread(self.outputs.save, data, audio_format)
+            timings["tts_ms"] = _ms(step)
+            timings["total_ms"] = _ms(started)
+            await self.chat.store_turns(
+                cid,
+                StoredTurn(
+                    "user",
+                    text,
+                    created_at=asked,
+                    language=transcription.language,
+                    timings={"stt_ms": timings["stt_ms"]},
+                ),
+                StoredTurn("assistant", reply, voice=used_voice, audio_file=name, timings=dict(timings)),
+            )
+        return Turn(transcription.text, reply, cid, name, timings)

@@ -39,6 +39,16 @@ class OutputStore:
             raise NotFoundError(f"output {name!r} does not exist (it may have been pruned)")
         return path
 
+    def remove(self, names: list[str]) -> int:
+        """Delete generated files by name (others are ignored); returns how many were removed."""
+        removed = 0
+        for name in names:
+            path = self.directory / name
+            if _NAME_RE.match(name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def _prune(self) -> None:
         with self._lock:
             files = [p for p in self.directory.iterdir() if _NAME_RE.match(p.name)]

@@ -1,0 +1,240 @@
+"""Conversations and their turns, persisted in SQLite under DATA_DIR.
+
+One connection, one writer (a lock serialises every statement), WAL journal with synchronous=FULL: a
+turn is on disk when `add_turns` returns, so a reply acknowledged to a client survives a crash or a
+SIGKILL. The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` takes version i to i+1.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT '',
+        system_prompt TEXT,
+        voice TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        language TEXT,
+        voice TEXT,
+        audio_file TEXT,
+        timings TEXT
+    );
+    CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
+    CREATE INDEX conversations_by_update ON conversations (updated_at DESC);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    text: str
+    created_at: float = 0.0
+    language: str | None = None
+    voice: str | None = None
+    audio_file: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    title: str
+    system_prompt: str | None
+    voice: str | None
+    created_at: float
+    updated_at: float
+    turn_count: int = 0
+
+
+class ConversationStore:
+    """The conversation database. Every method is blocking; async callers use a thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path} has schema version {version}, newer than this server knows")
+            for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {target}; COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
+        """Append turns (creating the conversation on its first turn), durably, in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+                    (conversation_id, _title(turns), now, now),
+                )
+                self._db.executemany(
+                    "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
+                    " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            conversation_id,
+                            t.role,
+                            t.text,
+                            t.created_at or now,
+                            t.language,
+                            t.voice,
+                            t.audio_file,
+                            json.dumps(t.timings) if t.timings else None,
+                        )
+                        for t in turns
+                    ],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]:
+        """The conversation's turns, oldest first (the newest `limit` when given)."""
+        query = "SELECT * FROM turns WHERE conversation_id = ? ORDER BY id DESC"
+        params: tuple[object, ...] = (conversation_id,)
+        if limit is not None:
+            query += " LIMIT ?"
+            params += (limit,)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [_turn(row) for row in reversed(rows)]
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turn_count "
+                "FROM conversations c WHERE c.id = ?",
+                (conversation_id,),
+            ).fetchone()
+        return _conversation(row) if row else None
+
+    def page(self, limit: int, offset: int) -> tuple[list[Conversation], int]:
+        """A page of conversations, most recently updated first, and the total count."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turn_count "
+                "FROM conversations c ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+            total = int(self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+        return [_conversation(r) for r in rows], total
+
+    def update(
+        self,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        system_prompt: str | None = None,
+        voice: str | None = None,
+        clear: Sequence[str] = (),
+    ) -> Conversation | None:
+        """Set the given fields (None leaves a field as it is; names in `clear` are set to NULL)."""
+        values = {"title": title, "system_prompt": system_prompt, "voice": voice}
+        sets = [f"{name} = ?" for name, value in values.items() if value is not None]
+        params: list[object] = [value for value in values.values() if value is not None]
+        sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
+        if sets:
+            with self._lock:
+                self._db.execute(
+                    f"UPDATE conversations SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                    (*params, time.time(), conversation_id),
+                )
+        return self.get(conversation_id)
+
+    def delete(self, conversation_id: str) -> list[str] | None:
+        """Remove a conversation; returns the audio file names of its turns (None if unknown)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                files = [
+                    str(row[0])
+                    for row in self._db.execute(
+                        "SELECT audio_file FROM turns WHERE conversation_id = ? AND audio_file IS NOT NULL",
+                        (conversation_id,),
+                    )
+                ]
+                deleted = self._db.execute(
+                    "DELETE FROM conversations WHERE id = ?", (conversation_id,)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return files if deleted else None
+
+    def referenced_audio(self, newer_than: float) -> set[str]:
+        """Audio file names referenced by turns created after `newer_than` (epoch seconds)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT audio_file FROM turns WHERE audio_file IS NOT NULL AND created_at > ?", (newer_than,)
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+
+def _title(turns: Sequence[Turn]) -> str:
+    first = next((t.text for t in turns if t.role == "user"), "")
+    return first[:60] + ("…" if len(first) > 60 else "")
+
+
+def _turn(row: sqlite3.Row) -> Turn:
+    return Turn(
+        role=row["role"],
+        text=row["text"],
+        created_at=row["created_at"],
+        language=row["language"],
+        voice=row["voice"],
+        audio_file=row["audio_file"],
+        timings=json.loads(row["timings"]) if row["timings"] else {},
+    )
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        voice=row["voice"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        turn_count=int(row["turn_count"]),
+    )
