@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,18 @@ from backend.app.services.container import Services, build_services
 logger = logging.getLogger("backend.app")
 
 
+async def _sweep_outputs(services: Services, every_s: float) -> None:
+    """Apply the OUTPUTS_DIR retention now and then, for as long as the app runs."""
+    while True:
+        try:
+            removed = await anyio.to_thread.run_sync(services.sweep_outputs)
+            if removed:
+                logger.info("removed %d expired reply audio files", removed)
+        except Exception:  # a failed sweep must not end the loop; the next one retries
+            logger.exception("output sweep failed")
+        await asyncio.sleep(every_s)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app. Pass `services` already built (and owned by the caller) to skip loading."""
     settings = settings or Settings()
@@ -31,19 +44,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for directory in (settings.outputs_dir, settings.data_dir, settings.models_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        if app.state.services is not None:
-            yield  # built by the caller, who owns them and shuts them down
-            return
-        try:
-            app.state.services = await anyio.to_thread.run_sync(build_services, settings)
-        except ModelLoadError as e:
-            app.state.load_error = str(e)
-            logger.error("cannot start: %s", e)
-            raise
+        owned = app.state.services is None  # services passed in are shut down by their owner
+        if owned:
+            try:
+                app.state.services = await anyio.to_thread.run_sync(build_services, settings)
+            except ModelLoadError as e:
+                app.state.load_error = str(e)
+                logger.error("cannot start: %s", e)
+                raise
+        sweeper = asyncio.create_task(_sweep_outputs(app.state.services, settings.outputs_sweep_s))
         try:
             yield
         finally:
-            app.state.services.shutdown()
+            sweeper.cancel()
+            if owned:
+                app.state.services.shutdown()
 
     app = FastAPI(
         title="Voice dialogue server",

@@ -85,8 +85,12 @@ class Settings(BaseSettings):
     """Synthesised audio kept for download at /outputs/{name}."""
     data_dir: Path = Path("./data")
     """Persistent data: the conversation database (conversations.db) and uploaded voices."""
-    outputs_keep: int = Field(500, ge=1)
-    """Most files kept in OUTPUTS_DIR; the oldest are removed beyond this."""
+    outputs_ttl_hours: float = Field(168, gt=0)
+    """Synthesised audio older than this is removed (unless a younger stored turn refers to it)."""
+    outputs_max_mb: float = Field(1024, gt=0)
+    """Beyond this total size, the oldest synthesised audio is removed first."""
+    outputs_sweep_s: float = Field(300, gt=0)
+    """How often the retention sweep runs."""
 
     default_voice: str = ""
     """File name in VOICES_DIR; empty = the first voice found."""

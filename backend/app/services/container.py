@@ -42,6 +42,11 @@ class Services:
     outputs: OutputStore
     voices: VoiceService
 
+    def sweep_outputs(self) -> int:
+        """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
+        protected = self.chat.store.referenced_audio(newer_than=time.time() - self.outputs.ttl_s)
+        return self.outputs.sweep(protected)
+
     def shutdown(self) -> None:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
             worker.shutdown()
@@ -97,7 +102,7 @@ def build_services(settings: Settings) -> Services:
             default_cfg_scale=settings.default_cfg_scale,
         ),
     )
-    outputs = OutputStore(settings.outputs_dir, settings.outputs_keep)
+    outputs = OutputStore(settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb)
     warm_up(stt_backend, chat_backend, tts_backend)
     tts.preload(settings.preload_voices)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)

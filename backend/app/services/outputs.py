@@ -1,11 +1,17 @@
-"""Synthesised audio kept for download at /outputs/{name}, with a bound on how many files stay."""
+"""Synthesised audio kept for download at /outputs/{name}, and its retention.
+
+Files older than OUTPUTS_TTL_HOURS, then the oldest beyond OUTPUTS_MAX_MB, are removed by a periodic
+sweep, except files that a stored turn younger than the TTL still refers to.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import threading
+import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from backend.app.core.errors import NotFoundError
@@ -14,11 +20,12 @@ _NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|flac|mp3|ogg|pcm)$")
 
 
 class OutputStore:
-    """Writes files under server-generated names; reads only names of that exact form."""
+    """Writes files under server-generated names; reads and removes only names of that exact form."""
 
-    def __init__(self, directory: Path, keep: int) -> None:
+    def __init__(self, directory: Path, ttl_hours: float, max_mb: float) -> None:
         self.directory = directory
-        self.keep = keep
+        self.ttl_s = ttl_hours * 3600
+        self.max_bytes = int(max_mb * 1024 * 1024)
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -27,7 +34,6 @@ class OutputStore:
         tmp = self.directory / f".{name}.part"
         tmp.write_bytes(data)
         os.replace(tmp, self.directory / name)
-        self._prune()
         return name
 
     def path(self, name: str) -> Path:
@@ -36,10 +42,10 @@ class OutputStore:
             raise NotFoundError(f"no output named {name!r}")
         path = self.directory / name
         if not path.is_file():
-            raise NotFoundError(f"output {name!r} does not exist (it may have been pruned)")
+            raise NotFoundError(f"output {name!r} does not exist (it may have expired)")
         return path
 
-    def remove(self, names: list[str]) -> int:
+    def remove(self, names: Iterable[str]) -> int:
         """Delete generated files by name (others are ignored); returns how many were removed."""
         removed = 0
         for name in names:
@@ -49,11 +55,27 @@ class OutputStore:
                 removed += 1
         return removed
 
-    def _prune(self) -> None:
+    def sweep(self, protected: set[str], now: float | None = None) -> int:
+        """Remove expired files, then the oldest until under the size cap; never `protected` ones."""
+        now = time.time() if now is None else now
         with self._lock:
-            files = [p for p in self.directory.iterdir() if _NAME_RE.match(p.name)]
-            if len(files) <= self.keep:
-                return
-            files.sort(key=lambda p: p.stat().st_mtime)
-            for old in files[: len(files) - self.keep]:
-                old.unlink(missing_ok=True)
+            files = []
+            for path in self.directory.iterdir():
+                if _NAME_RE.match(path.name):
+                    try:
+                        stat = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    files.append((stat.st_mtime, stat.st_size, path))
+            files.sort()
+            doomed = {p for mtime, _, p in files if now - mtime > self.ttl_s and p.name not in protected}
+            total = sum(size for _, size, p in files if p not in doomed)
+            for _, size, path in files:
+                if total <= self.max_bytes:
+                    break
+                if path not in doomed and path.name not in protected:
+                    doomed.add(path)
+                    total -= size
+            for path in doomed:
+                path.unlink(missing_ok=True)
+            return len(doomed)

@@ -1,0 +1,62 @@
+"""Reply audio retention: TTL, size cap, and files still referenced by young stored turns."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.app.core.errors import NotFoundError
+from backend.app.services.container import Services
+from backend.app.services.outputs import OutputStore
+from backend.app.storage.conversations import ConversationStore, Turn
+
+
+def aged(store: OutputStore, size: int, age_hours: float) -> str:
+    name = store.save(b"\x00" * size, "wav")
+    stamp = time.time() - age_hours * 3600
+    os.utime(store.directory / name, (stamp, stamp))
+    return name
+
+
+def test_expired_files_go_unless_protected(tmp_path: Path) -> None:
+    store = OutputStore(tmp_path, ttl_hours=24, max_mb=100)
+    old, kept_old, fresh = aged(store, 10, 48), aged(store, 10, 48), aged(store, 10, 1)
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert store.sweep(protected={kept_old}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept_old, fresh, "notes.txt"])
+    with pytest.raises(NotFoundError):
+        store.path(old)
+
+
+def test_size_cap_removes_the_oldest_first(tmp_path: Path) -> None:
+    store = OutputStore(tmp_path, ttl_hours=24, max_mb=0.25)  # 262,144 bytes
+    names = [aged(store, 100_000, hours) for hours in (5, 4, 3, 2, 1)]
+    # 500 kB > 256 kB: the oldest unprotected files go, oldest first, until the rest fits.
+    assert store.sweep(protected={names[0]}) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[4]])
+
+
+def test_remove_touches_only_generated_names(tmp_path: Path) -> None:
+    store = OutputStore(tmp_path, ttl_hours=1, max_mb=1)
+    name = store.save(b"x", "mp3")
+    (tmp_path / "keep.wav").write_bytes(b"x")
+    assert store.remove([name, "keep.wav", "../keep.wav"]) == 1
+    assert (tmp_path / "keep.wav").exists()
+
+
+def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path: Path) -> None:
+    outputs = OutputStore(tmp_path / "out", ttl_hours=24, max_mb=100)
+    store = ConversationStore(tmp_path / "c.db")
+    referenced, orphan = aged(outputs, 10, 30), aged(outputs, 10, 30)
+    store.add_turns("c", [Turn("assistant", "hi", audio_file=referenced)])  # a turn made just now
+    swept = Services(
+        services.stt, services.chat, services.tts, services.conversation, outputs, services.voices
+    )
+    swept.chat = type(services.chat)(
+        services.chat.backend, services.chat.worker, services.chat.settings, store
+    )
+    assert swept.sweep_outputs() == 1
+    assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()
