@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.app.core.errors import NotFoundError
+from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
 from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import ConversationStore, Turn
@@ -52,11 +53,8 @@ def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path:
     store = ConversationStore(tmp_path / "c.db")
     referenced, orphan = aged(outputs, 10, 30), aged(outputs, 10, 30)
     store.add_turns("c", [Turn("assistant", "hi", audio_file=referenced)])  # a turn made just now
-    swept = Services(
-        services.stt, services.chat, services.tts, services.conversation, outputs, services.voices
-    )
-    swept.chat = type(services.chat)(
-        services.chat.backend, services.chat.worker, services.chat.settings, store
-    )
+    base = services.chat
+    chat = ChatService(base.backend, base.worker, base.settings, store)
+    swept = Services(services.stt, chat, services.tts, services.conversation, outputs, services.voices)
     assert swept.sweep_outputs() == 1
     assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()
