@@ -684,3 +684,24 @@ def test_help_describes_the_command() -> None:
         [sys.executable, "-m", "backend.app", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--port" in result.stdout
+
+
+@pytest.mark.parametrize("text", ["um so we should uh meet on friday", "嗯那个我们周五见面吧"])
+def test_optimize_route(http: httpx.Client, text: str) -> None:
+    for mode in ("optimize", "format", "punctuate"):
+        response = http.post("/optimize", json={"text": text, "mode": mode})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["text"] == text and body["mode"] == mode and body["optimized_text"].strip()
+        assert body["timings"]["llm_ms"] > 0
+    punctuated = http.post("/optimize", json={"text": text, "mode": "punctuate"}).json()["optimized_text"]
+    assert "".join(ch for ch in punctuated.lower() if ch.isalnum()) == "".join(
+        ch for ch in text.lower() if ch.isalnum()
+    )
+
+
+def test_optimize_bad_input(http: httpx.Client) -> None:
+    assert_error(http.post("/optimize", json={"text": "hi", "mode": "custom"}), 422)
+    assert_error(http.post("/optimize", json={"text": "hi", "mode": "poem"}), 422)
+    assert_error(http.post("/optimize", json={"text": "x" * 5001}), 422)
+    assert_error(http.post("/optimize", data={"text": "hi"}), 415)

@@ -1,40 +1,77 @@
-"""Transcript optimisation with the chat model: fix recognition slips, punctuation or layout."""
+"""Transcript optimisation with the chat model: clean up, formalise, punctuate, or a custom edit.
+
+Runs one stateless request (no conversation history) on the chat model's worker. `punctuate` is
+checked after the fact: if the model changed, added or dropped any word, its output is discarded and
+the original text is returned with a warning, so that mode can never alter what was said.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Literal
 
 from backend.app.backends.protocols import ChatMessage, GenerationOptions
+from backend.app.core.errors import InvalidInputError
 from backend.app.services.chat import ChatService
 
-OptimizeMode = Literal["optimize", "format", "punctuate"]
+OptimizeMode = Literal["optimize", "format", "punctuate", "custom"]
 
+_KEEP_LANGUAGE = " Keep the text in its original language. Reply with the resulting text only."
 _INSTRUCTIONS: dict[str, str] = {
     "optimize": (
-        "You correct speech-recognition transcripts. Fix misheard words, grammar and punctuation "
-        "while keeping the speaker's meaning and language. Reply with the corrected text only."
+        "You clean up speech-recognition transcripts: remove filler words (um, uh, like, 嗯, 那个), "
+        "false starts and repetitions, and fix obvious recognition errors, keeping the speaker's "
+        "meaning and wording otherwise." + _KEEP_LANGUAGE
     ),
     "format": (
-        "You format speech-recognition transcripts for reading: add punctuation, capital letters "
-        "and paragraph breaks; do not change the words. Reply with the formatted text only."
+        "You turn speech-recognition transcripts into formal written text: complete sentences, "
+        "proper punctuation and capitalisation, paragraphs where the topic changes." + _KEEP_LANGUAGE
     ),
     "punctuate": (
-        "Add punctuation and capitalisation to this transcript without changing, adding or "
-        "removing any word. Reply with the punctuated text only."
+        "Add punctuation and capitalisation to this transcript. Do not change, add, remove or reorder "
+        "any word." + _KEEP_LANGUAGE
     ),
 }
+MAX_CUSTOM_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Optimized:
+    text: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def word_sequence(text: str) -> str:
+    """The letters and digits of `text` in order, lower-cased: what punctuation must not change."""
+    return "".join(re.findall(r"\w", text)).replace("_", "").lower()
 
 
 class TranscriptOptimizer:
-    """Runs one stateless request on the chat model (no conversation history)."""
-
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
 
-    async def optimize(self, text: str, mode: OptimizeMode) -> str:
+    async def optimize(self, text: str, mode: OptimizeMode, custom_prompt: str | None = None) -> Optimized:
         if not text.strip():
-            return ""
-        messages = [ChatMessage("system", _INSTRUCTIONS[mode]), ChatMessage("user", text)]
-        # Room for the rewritten text: roughly its own length in tokens, plus slack.
-        options = GenerationOptions(max_tokens=min(2048, len(text) // 2 + 64), temperature=0.0)
-        return await self.chat.worker.run(self.chat.backend.chat, messages, options)
+            return Optimized("")
+        if len(text) > self.chat.settings.max_chars:
+            raise InvalidInputError(f"text is longer than {self.chat.settings.max_chars} characters")
+        if mode == "custom":
+            if not custom_prompt or not custom_prompt.strip():
+                raise InvalidInputError("mode 'custom' needs custom_prompt (the instruction to apply)")
+            if len(custom_prompt) > MAX_CUSTOM_PROMPT_CHARS:
+                raise InvalidInputError(f"custom_prompt is longer than {MAX_CUSTOM_PROMPT_CHARS} characters")
+            instruction = custom_prompt.strip() + _KEEP_LANGUAGE
+        else:
+            instruction = _INSTRUCTIONS[mode]
+        messages = [ChatMessage("system", instruction), ChatMessage("user", text)]
+        # Room for the rewritten text: about its own length in tokens, plus slack.
+        options = GenerationOptions(max_tokens=min(2048, len(text) + 64), temperature=0.0)
+        result = (await self.chat.worker.run(self.chat.backend.chat, messages, options)).strip()
+        if mode == "punctuate" and word_sequence(result) != word_sequence(text):
+            return Optimized(
+                text, ["the model changed words while punctuating; the original text is returned"]
+            )
+        if not result:
+            return Optimized(text, ["the model returned nothing; the original text is returned"])
+        return Optimized(result)

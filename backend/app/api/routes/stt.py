@@ -44,6 +44,9 @@ async def transcribe(
     optimize_mode: Annotated[
         OptimizeMode | None, Form(description="Also return `optimized_text`, rewritten by the LLM.")
     ] = None,
+    custom_prompt: Annotated[
+        str | None, Form(description="The instruction for optimize_mode=custom.")
+    ] = None,
 ) -> STTResponse:
     """Transcribe one audio file. Silence gives an empty text."""
     data = await read_upload(file, settings, "file")
@@ -59,7 +62,7 @@ async def transcribe(
     optimized = None
     if optimize_mode:
         started = time.perf_counter()
-        optimized = await TranscriptOptimizer(chat).optimize(result.text, optimize_mode)
+        optimized = (await TranscriptOptimizer(chat).optimize(result.text, optimize_mode, custom_prompt)).text
         timings["llm_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return STTResponse(
         text=result.text,
