@@ -586,9 +586,25 @@ def test_conversations_are_stored_listed_patched_and_deleted(http: httpx.Client)
     assert_error(http.patch(f"/conversations/{cid}", json={"voice": "Nobody"}), 404)
     assert_error(http.patch(f"/conversations/{cid}", data={"title": "x"}), 415)
 
+    # The conversation's own voice is used for its replies; once that voice is gone, the default.
+    created = http.post(
+        "/voices",
+        files={"file": ("v.m4a", clip("speech.m4a"), "audio/mp4")},
+        data={"name": "Temp", "language": "en", "gender": "man"},
+    )
+    assert created.status_code == 201
+    assert http.patch(f"/conversations/{cid}", json={"voice": "Temp"}).json()["voice"] == "en-Temp_man.wav"
+    assert http.delete("/voices/Temp").status_code == 200
+    again = http.post(
+        "/conversation",
+        files={"audio_file": ("speech.flac", clip("speech.flac"), "audio/flac")},
+        data={"conversation_id": cid},
+    )
+    assert again.status_code == 200, again.text
+
     assert http.get(body["audio_url"]).status_code == 200
     deleted = http.delete(f"/conversations/{cid}")
-    assert deleted.status_code == 200 and deleted.json()["audio_files_removed"] == 1
+    assert deleted.status_code == 200 and deleted.json()["audio_files_removed"] == 2
     assert http.get(body["audio_url"]).status_code == 404
     assert_error(http.get(f"/conversations/{cid}"), 404)
     assert_error(http.delete(f"/conversations/{cid}"), 404)

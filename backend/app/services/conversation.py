@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.backends.protocols import TranscribeOptions
+from backend.app.core.errors import NotFoundError
 from backend.app.services.chat import ChatService, check_conversation_id
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.storage.conversations import Turn as StoredTurn
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,19 @@ class ConversationService:
         self.chat = chat
         self.tts = tts
         self.outputs = outputs
+
+    def _stored_voice(self, conversation_id: str) -> str | None:
+        """The conversation's own reply voice, if it still exists in the library."""
+        stored = self.chat.store.get(conversation_id)
+        if not stored or not stored.voice:
+            return None
+        try:
+            return self.tts.voices.by_name(stored.voice).file
+        except NotFoundError:
+            logger.warning(
+                "voice %s of conversation %s is gone; using the default", stored.voice, conversation_id
+            )
+            return None
 
     async def turn(
         self,
@@ -68,8 +85,8 @@ class ConversationService:
             timings["llm_ms"] = _ms(step)
 
             step = time.perf_counter()
-            stored = await asyncio.to_thread(self.chat.store.get, cid)
-            voice = voice or (stored.voice if stored else None)
+            if not voice:
+                voice = await asyncio.to_thread(self._stored_voice, cid)
             name, used_voice = None, None
             if has_speakable_content(clean_for_speech(reply)):
                 speech = await self.tts.synthesize(reply, voice=voice)
