@@ -11,7 +11,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,38 +96,44 @@ class ConversationStore:
         with self._lock:
             self._db.close()
 
-    def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
-        """Append turns (creating the conversation on its first turn), durably, in one transaction."""
-        now = time.time()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The single writer's transaction: committed (durably) on exit, rolled back on error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                    (conversation_id, _title(turns), now, now),
-                )
-                self._db.executemany(
-                    "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
-                    " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            conversation_id,
-                            t.role,
-                            t.text,
-                            t.created_at or now,
-                            t.language,
-                            t.voice,
-                            t.audio_file,
-                            json.dumps(t.timings) if t.timings else None,
-                        )
-                        for t in turns
-                    ],
-                )
-                self._db.execute("COMMIT")
+                yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+
+    def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
+        """Append turns (creating the conversation on its first turn), durably, in one transaction."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+                (conversation_id, _title(turns), now, now),
+            )
+            db.executemany(
+                "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
+                " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        conversation_id,
+                        t.role,
+                        t.text,
+                        t.created_at or now,
+                        t.language,
+                        t.voice,
+                        t.audio_file,
+                        json.dumps(t.timings) if t.timings else None,
+                    )
+                    for t in turns
+                ],
+            )
 
     def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]:
         """The conversation's turns, oldest first (the newest `limit` when given)."""
@@ -183,23 +190,15 @@ class ConversationStore:
 
     def delete(self, conversation_id: str) -> list[str] | None:
         """Remove a conversation; returns the audio file names of its turns (None if unknown)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                files = [
-                    str(row[0])
-                    for row in self._db.execute(
-                        "SELECT audio_file FROM turns WHERE conversation_id = ? AND audio_file IS NOT NULL",
-                        (conversation_id,),
-                    )
-                ]
-                deleted = self._db.execute(
-                    "DELETE FROM conversations WHERE id = ?", (conversation_id,)
-                ).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            files = [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT audio_file FROM turns WHERE conversation_id = ? AND audio_file IS NOT NULL",
+                    (conversation_id,),
+                )
+            ]
+            deleted = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
         return files if deleted else None
 
     def referenced_audio(self, newer_than: float) -> set[str]:
