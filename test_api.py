@@ -538,7 +538,14 @@ def test_conversation_round_trip(http: httpx.Client) -> None:
     follow = http.post(
         "/conversation",
         files={"audio_file": ("speech.ogg", clip("speech.ogg"), "audio/ogg")},
-        data={"conversation_id": body["conversation_id"], "voice": "Joe", "format": "mp3"},
+        data={
+            "conversation_id": body["conversation_id"],
+            "voice": "Joe",
+            "format": "mp3",
+            "language": "en",
+            "initial_prompt": "A smart home.",
+            "hotwords": "kitchen",
+        },
     ).json()
     assert follow["conversation_id"] == body["conversation_id"]
     assert follow["audio_url"].endswith(".mp3")

@@ -60,7 +60,7 @@ class ConversationService:
         audio: bytes,
         conversation_id: str | None = None,
         voice: str | None = None,
-        language: str | None = None,
+        options: TranscribeOptions | None = None,
         audio_format: AudioFormat = "wav",
     ) -> Turn:
         """Run one turn and store it (user turn with its language and STT time; assistant turn with
@@ -71,7 +71,7 @@ class ConversationService:
         cid = check_conversation_id(conversation_id) if conversation_id else None
         started = time.perf_counter()
         asked = time.time()
-        transcription = await self.stt.transcribe(audio, TranscribeOptions(language=language))
+        transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
         timings = {"stt_ms": _ms(started)}
         if not transcription.text:
             timings.update(llm_ms=0.0, tts_ms=0.0, total_ms=_ms(started))

@@ -16,6 +16,7 @@ from backend.app.api.deps import (
 )
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat
+from backend.app.backends.protocols import TranscribeOptions
 
 router = APIRouter(tags=["conversation"])
 
@@ -33,6 +34,8 @@ async def conversation(
     conversation_id: Annotated[str | None, Form()] = None,
     voice: Annotated[str | None, Form(description="A voice name from /speaker_info.")] = None,
     language: Annotated[str | None, Form(description="ISO 639-1 code; omit to detect.")] = None,
+    initial_prompt: Annotated[str | None, Form(max_length=2000, description="STT context.")] = None,
+    hotwords: Annotated[str | None, Form(max_length=1000, description="Words STT should favour.")] = None,
     format: Annotated[AudioFormat, Form(description="Format of the reply audio.")] = "wav",
 ) -> ConversationResponse:
     """Transcribe, reply and speak. The reply audio is fetched from `audio_url`.
@@ -44,7 +47,9 @@ async def conversation(
         data,
         conversation_id=conversation_id or None,
         voice=voice or None,
-        language=language or None,
+        options=TranscribeOptions(
+            language=language or None, initial_prompt=initial_prompt or None, hotwords=hotwords or None
+        ),
         audio_format=format,
     )
     return ConversationResponse(
