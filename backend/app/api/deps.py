@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
 
+from backend.app.backends.protocols import TranscribeOptions
 from backend.app.core.config import Settings
 from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
 from backend.app.services.chat import ChatService
@@ -85,6 +86,25 @@ def require_multipart(request: Request) -> None:
 
 def require_json(request: Request) -> None:
     _require_content_type(request, "application/json")
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    return (value.strip() or None) if value is not None else None
+
+
+def transcribe_options(
+    language: str | None,
+    initial_prompt: str | None = None,
+    hotwords: str | None = None,
+    word_timestamps: bool = False,
+) -> TranscribeOptions:
+    """STT options from form fields; blank fields count as absent."""
+    return TranscribeOptions(
+        language=_blank_to_none(language),
+        initial_prompt=_blank_to_none(initial_prompt),
+        hotwords=_blank_to_none(hotwords),
+        word_timestamps=word_timestamps,
+    )
 
 
 async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:

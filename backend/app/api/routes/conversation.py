@@ -13,10 +13,10 @@ from backend.app.api.deps import (
     SettingsDep,
     read_upload,
     require_multipart,
+    transcribe_options,
 )
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat
-from backend.app.backends.protocols import TranscribeOptions
 
 router = APIRouter(tags=["conversation"])
 
@@ -47,9 +47,7 @@ async def conversation(
         data,
         conversation_id=conversation_id or None,
         voice=voice or None,
-        options=TranscribeOptions(
-            language=language or None, initial_prompt=initial_prompt or None, hotwords=hotwords or None
-        ),
+        options=transcribe_options(language, initial_prompt, hotwords),
         audio_format=format,
     )
     return ConversationResponse(

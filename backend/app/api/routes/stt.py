@@ -13,16 +13,12 @@ from backend.app.api.deps import (
     STTServiceDep,
     read_upload,
     require_multipart,
+    transcribe_options,
 )
 from backend.app.api.schemas import ERROR_RESPONSES, SegmentOut, STTResponse, WordOut
-from backend.app.backends.protocols import TranscribeOptions
 from backend.app.services.optimize import OptimizeMode, TranscriptOptimizer
 
 router = APIRouter(tags=["stt"])
-
-
-def _blank_to_none(value: str | None) -> str | None:
-    return value.strip() or None if value is not None else None
 
 
 @router.post(
@@ -50,12 +46,7 @@ async def transcribe(
 ) -> STTResponse:
     """Transcribe one audio file. Silence gives an empty text."""
     data = await read_upload(file, settings, "file")
-    options = TranscribeOptions(
-        language=_blank_to_none(language),
-        initial_prompt=_blank_to_none(initial_prompt),
-        hotwords=_blank_to_none(hotwords),
-        word_timestamps=word_timestamps,
-    )
+    options = transcribe_options(language, initial_prompt, hotwords, word_timestamps)
     started = time.perf_counter()
     result = await stt.transcribe(data, options)
     timings = {"stt_ms": round((time.perf_counter() - started) * 1000, 1)}
