@@ -15,7 +15,17 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
-from backend.app.api.routes import chat, conversation, conversations, health, optimize, speakers, stt, tts
+from backend.app.api.routes import (
+    chat,
+    conversation,
+    conversations,
+    health,
+    optimize,
+    realtime,
+    speakers,
+    stt,
+    tts,
+)
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, install_error_handlers
 from backend.app.core.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
@@ -70,7 +80,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.load_error = None
     install_error_handlers(app)
-    routers = (health, stt, optimize, chat, tts, conversation, conversations, speakers)
+    routers = (health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
     for router in (module.router for module in routers):
         app.include_router(router)
 

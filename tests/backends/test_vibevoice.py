@@ -168,7 +168,13 @@ def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Servic
     library = VoiceLibrary(voices_dir)
     tts = TTSService(tts_backend, ModelWorker("tts", 2), library, SpeakerCache(50), services.tts.settings)
     vv_services = Services(
-        services.stt, services.chat, tts, services.conversation, services.outputs, VoiceService(library)
+        services.stt,
+        services.chat,
+        tts,
+        services.conversation,
+        services.outputs,
+        VoiceService(library),
+        services.realtime,
     )
     with TestClient(create_app(settings, vv_services), raise_server_exceptions=False) as client:
         yield client

@@ -55,6 +55,8 @@ def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path:
     store.add_turns("c", [Turn("assistant", "hi", audio_file=referenced)])  # a turn made just now
     base = services.chat
     chat = ChatService(base.backend, base.worker, base.settings, store)
-    swept = Services(services.stt, chat, services.tts, services.conversation, outputs, services.voices)
+    swept = Services(
+        services.stt, chat, services.tts, services.conversation, outputs, services.voices, services.realtime
+    )
     assert swept.sweep_outputs() == 1
     assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()

@@ -57,6 +57,7 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = Field(
         None, description="Continue this conversation; omit to start a new one."
     )
+    stream: bool = Field(False, description="Answer Server-Sent Events as the reply is generated.")
 
 
 class ChatResponse(BaseModel):
@@ -76,6 +77,7 @@ class TTSRequest(BaseModel):
     )
     format: AudioFormat = Field("wav", description="wav, flac, mp3, ogg (Opus) or pcm (s16le mono).")
     speed: float = Field(1.0, ge=0.5, le=2.0, description="Speaking rate; 1 is normal.")
+    stream: bool = Field(False, description="Send the audio segment by segment as it is synthesised.")
 
 
 class ConversationResponse(BaseModel):
@@ -129,6 +131,9 @@ class TurnOut(BaseModel):
     voice: str | None = None
     audio_url: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    interrupted: bool = Field(
+        False, description="A reply cut short (barge-in or client gone): `text` is what was delivered."
+    )
 
 
 class ConversationOut(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import openai
 
@@ -52,3 +52,27 @@ class OpenAIChatBackend:
         if not response.choices:
             raise UpstreamError("the LLM server returned no choices")
         return (response.choices[0].message.content or "").strip()
+
+    def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
+        """Streamed chat completions; closing early closes the HTTP response, which OpenAI-style
+        servers (vLLM, Ollama, llama.cpp) take as the signal to abort the generation."""
+        try:
+            stream = self._client.chat.completions.create(
+                model=self._model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                stream=True,
+            )
+        except openai.APIStatusError as e:
+            raise UpstreamError(f"the LLM server answered {e.status_code}: {e.message}") from e
+        except openai.APIError as e:
+            raise UpstreamError(f"the LLM server could not be reached: {e}") from e
+        try:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except openai.APIError as e:
+            raise UpstreamError(f"the LLM stream broke off: {e}") from e
+        finally:
+            stream.close()

@@ -6,7 +6,7 @@ All methods here block; services call them on the model's worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -82,6 +82,11 @@ class ChatModel(Protocol):
     info: ModelInfo
 
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str: ...
+
+    def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
+        """The reply as text deltas while it is generated. Closing the iterator early stops the
+        generation itself (no tokens are produced for a reply nobody will hear)."""
+        ...
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Prompt tokens these messages take (exact with a local tokenizer, an estimate otherwise)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend.app.backends import embedded
 from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import BatchEncoding
 
 
@@ -42,19 +44,21 @@ class TransformersChatBackend:
         self._device = device
         self.info = ModelInfo(model=label, device=device)
 
-    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
-        import torch
-
+    def _prompt(self, messages: Sequence[ChatMessage]) -> BatchEncoding:
         inputs: BatchEncoding = self._tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
         )
-        inputs = inputs.to(self._device)
+        return inputs.to(self._device)
+
+    def _generate(self, inputs: BatchEncoding, options: GenerationOptions, **extra: Any) -> torch.Tensor:
+        import torch
+
         sampling = options.temperature > 0
         with torch.inference_mode():
-            output = self._model.generate(
+            output: torch.Tensor = self._model.generate(
                 **inputs,
                 max_new_tokens=options.max_tokens,
                 do_sample=sampling,
@@ -62,9 +66,56 @@ class TransformersChatBackend:
                 top_p=0.9 if sampling else None,
                 top_k=None,
                 pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+                **extra,
             )
+        return output
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        inputs = self._prompt(messages)
+        output = self._generate(inputs, options)
         prompt_length = inputs["input_ids"].shape[1]
         return str(self._tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)).strip()
+
+    def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
+        """Deltas from a streamer fed by `generate` on a helper thread. This generator waits for that
+        thread, so the model's worker stays busy exactly as long as the model is; closing it sets a
+        stopping criterion that ends `generate` at the next token."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = threading.Event()
+
+        class _StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = self._prompt(messages)
+        failures: list[Exception] = []
+
+        def generate() -> None:
+            try:
+                self._generate(
+                    inputs,
+                    options,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
+                )
+            except Exception as e:  # surfaced to the consumer below
+                failures.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=generate, name="llm-generate", daemon=True)
+        thread.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:
+            stop.set()
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """How many tokens `messages` take once templated, with the model's own tokenizer."""

@@ -112,6 +112,25 @@ class Settings(BaseSettings):
     queue_size: int = Field(4, ge=0, le=1000)
     """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
 
+    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Realtime mode: silero-vad speech probability above which a 32 ms window counts as speech."""
+    vad_min_speech_ms: int = Field(200, ge=32, le=5_000)
+    """Realtime mode: speech this long starts a turn (and interrupts a reply being spoken)."""
+    vad_min_silence_ms: int = Field(500, ge=64, le=10_000)
+    """Realtime mode: silence this long ends the user's turn."""
+    vad_speech_pad_ms: int = Field(300, ge=0, le=2_000)
+    """Realtime mode: audio kept before speech starts and after it ends."""
+    ws_max_utterance_s: float = Field(30, gt=0, le=600)
+    """Realtime mode: a turn longer than this is ended and answered."""
+    ws_idle_timeout_s: float = Field(60, gt=0)
+    """Realtime mode: a session that sends nothing for this long, with no reply under way, is closed."""
+    ws_max_session_s: float = Field(1800, gt=0)
+    """Realtime mode: the longest a session may last."""
+    ws_max_frame_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+    """Realtime mode: the largest message a client may send (64 KiB is 2 s of 16 kHz PCM16)."""
+    ws_max_sessions: int = Field(8, ge=1, le=10_000)
+    """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
+
     api_key: SecretStr | None = None
     """When set, every route except /health* needs `Authorization: Bearer <key>`."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -10,9 +10,11 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
 from backend.app.core.errors import InvalidInputError
@@ -36,7 +38,20 @@ class ChatSettings:
 class ChatReply:
     reply: str
     conversation_id: str
-    llm_ms: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """llm_first_token_ms and llm_ms."""
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """A piece of a reply being generated."""
+
+    text: str
+
+
+def elapsed_ms(start: float) -> float:
+    """Milliseconds since `start` (a `time.perf_counter()` value), to 0.1 ms."""
+    return round((time.perf_counter() - start) * 1000, 1)
 
 
 def check_conversation_id(conversation_id: str | None) -> str:
@@ -61,7 +76,7 @@ class ChatService:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def serialised(self, conversation_id: str) -> AsyncIterator[None]:
+    async def serialised(self, conversation_id: str) -> AsyncGenerator[None, None]:
         """Hold the conversation's lock; the lock is dropped when nobody holds or awaits it."""
         lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
         self._locks[conversation_id] = (lock, users + 1)
@@ -82,20 +97,34 @@ class ChatService:
             raise InvalidInputError(f"text is longer than {self.settings.max_chars} characters")
         return text.strip()
 
-    def build_messages(self, conversation_id: str, text: str) -> list[ChatMessage]:
-        """The system prompt, then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
-        reply), then the new message. Older turns are dropped; the request is never over-long."""
-        conversation = self.store.get(conversation_id)
-        system = ChatMessage(
-            "system", (conversation and conversation.system_prompt) or self.settings.system_prompt
-        )
-        user = ChatMessage("user", text)
+    async def prepare(self, text: str, conversation_id: str | None) -> None:
+        """Every check a reply makes before generating, so a streamed route can fail with a 4xx or
+        503 before its response starts: the text, the id, the context fit, the model's queue."""
+        text = self.check_text(text)
+        check_conversation_id(conversation_id)
+        await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
+        self.worker.check()
+
+    def _system_message(self, conversation_id: str | None) -> ChatMessage:
+        conversation = self.store.get(conversation_id) if conversation_id else None
+        prompt = (conversation and conversation.system_prompt) or self.settings.system_prompt
+        return ChatMessage("system", prompt)
+
+    def _check_fit(self, system: ChatMessage, text: str) -> None:
         budget = self.settings.context_tokens - self.settings.max_tokens
-        if self.backend.count_tokens([system, user]) > budget:
+        if self.backend.count_tokens([system, ChatMessage("user", text)]) > budget:
             raise InvalidInputError(
                 "the message does not fit the model's context (LLM_CONTEXT_TOKENS minus LLM_MAX_TOKENS); "
                 "send a shorter text"
             )
+
+    def build_messages(self, conversation_id: str, text: str) -> list[ChatMessage]:
+        """The system prompt, then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
+        reply), then the new message. Older turns are dropped; the request is never over-long."""
+        system = self._system_message(conversation_id)
+        user = ChatMessage("user", text)
+        budget = self.settings.context_tokens - self.settings.max_tokens
+        self._check_fit(system, text)
         keep = self.settings.max_history_messages
         turns = self.store.turns(conversation_id, limit=keep) if keep else []
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns]
@@ -111,27 +140,64 @@ class ChatService:
             kept = kept[1:]
         return [system, *kept, user]
 
-    async def generate(self, conversation_id: str, text: str) -> str:
-        """A reply to `text` in the conversation's context (not stored; see `reply`)."""
+    async def generate(self, conversation_id: str, text: str) -> AsyncGenerator[str, None]:
+        """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
+
+        Closing this iterator early stops the generation on the model's worker."""
         messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
         options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
-        return await self.worker.run(self.backend.chat, messages, options)
+        leading = True
+        async with aclosing(self.worker.stream(self.backend.chat_stream, messages, options)) as deltas:
+            async for delta in deltas:
+                if leading:
+                    delta = delta.lstrip()
+                    if not delta:
+                        continue
+                    leading = False
+                yield delta
 
     async def store_turns(self, conversation_id: str, *turns: Turn) -> None:
-        """Persist turns durably (they are on disk when this returns)."""
-        await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
+        """Persist turns durably (they are on disk when this returns). Shielded from cancellation:
+        a reply cut short by a vanished client is still recorded."""
+        with anyio.CancelScope(shield=True):
+            await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
 
-    async def reply(self, text: str, conversation_id: str | None = None) -> ChatReply:
+    async def reply_stream(
+        self, text: str, conversation_id: str | None = None
+    ) -> AsyncGenerator[ChatDelta | ChatReply, None]:
+        """Deltas of the reply, then the whole `ChatReply`. Both turns are stored at the end; if the
+        stream stops early, what was delivered is stored as an interrupted reply."""
         text = self.check_text(text)
         conversation_id = check_conversation_id(conversation_id)
         async with self.serialised(conversation_id):
             asked = time.time()
             started = time.perf_counter()
-            answer = await self.generate(conversation_id, text)
-            llm_ms = round((time.perf_counter() - started) * 1000, 1)
-            await self.store_turns(
-                conversation_id,
-                Turn("user", text, created_at=asked),
-                Turn("assistant", answer, timings={"llm_ms": llm_ms}),
-            )
-        return ChatReply(answer, conversation_id, llm_ms)
+            timings: dict[str, float] = {}
+            parts: list[str] = []
+            finished = False
+            try:
+                async with aclosing(self.generate(conversation_id, text)) as deltas:
+                    async for delta in deltas:
+                        timings.setdefault("llm_first_token_ms", elapsed_ms(started))
+                        parts.append(delta)
+                        yield ChatDelta(delta)
+                finished = True
+            finally:
+                timings["llm_ms"] = elapsed_ms(started)
+                timings.setdefault("llm_first_token_ms", timings["llm_ms"])
+                answer = "".join(parts).strip()
+                if finished or answer:
+                    await self.store_turns(
+                        conversation_id,
+                        Turn("user", text, created_at=asked),
+                        Turn("assistant", answer, timings=dict(timings), interrupted=not finished),
+                    )
+        yield ChatReply(answer, conversation_id, timings)
+
+    async def reply(self, text: str, conversation_id: str | None = None) -> ChatReply:
+        """The whole reply at once: the stream, collected."""
+        async with aclosing(self.reply_stream(text, conversation_id)) as events:
+            async for event in events:
+                if isinstance(event, ChatReply):
+                    return event
+        raise AssertionError("reply_stream ends with a ChatReply")

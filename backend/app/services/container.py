@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from backend.app.audio.decode import resample
+from backend.app.audio.vad import SileroVAD, VADSettings
 from backend.app.backends import factory
 from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import (
@@ -23,6 +24,7 @@ from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatService, ChatSettings
 from backend.app.services.conversation import ConversationService
 from backend.app.services.outputs import OutputStore
+from backend.app.services.realtime import RealtimeService, RealtimeSettings
 from backend.app.services.stt import STTLimits, STTService
 from backend.app.services.tts import TTSService, TTSSettings
 from backend.app.services.voices import VoiceService
@@ -41,6 +43,7 @@ class Services:
     conversation: ConversationService
     outputs: OutputStore
     voices: VoiceService
+    realtime: RealtimeService
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
@@ -107,4 +110,21 @@ def build_services(settings: Settings) -> Services:
     tts.preload(settings.preload_voices)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
     conversation = ConversationService(stt, chat, tts, outputs)
-    return Services(stt, chat, tts, conversation, outputs, VoiceService(library))
+    realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
+    return Services(stt, chat, tts, conversation, outputs, VoiceService(library), realtime)
+
+
+def realtime_settings(settings: Settings) -> RealtimeSettings:
+    return RealtimeSettings(
+        vad=VADSettings(
+            threshold=settings.vad_threshold,
+            min_speech_ms=settings.vad_min_speech_ms,
+            min_silence_ms=settings.vad_min_silence_ms,
+            speech_pad_ms=settings.vad_speech_pad_ms,
+            max_utterance_s=settings.ws_max_utterance_s,
+        ),
+        idle_timeout_s=settings.ws_idle_timeout_s,
+        max_session_s=settings.ws_max_session_s,
+        max_frame_bytes=settings.ws_max_frame_bytes,
+        max_sessions=settings.ws_max_sessions,
+    )

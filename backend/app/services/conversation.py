@@ -1,21 +1,32 @@
-"""One spoken turn: transcribe the user's audio, reply, speak the reply and keep it for download."""
+"""One spoken turn: transcribe the user's audio, reply, speak the reply and keep it for download.
+
+The reply streams: the LLM's deltas go through a sentence chunker, and each complete piece is
+spoken while the LLM goes on generating, so the first audio is ready long before the reply is.
+The non-streamed turn is the streamed one collected.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import anyio
+import numpy as np
 
 from backend.app.audio.encode import AudioFormat, encode_audio
-from backend.app.backends.protocols import TranscribeOptions
+from backend.app.audio.types import Audio
+from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import NotFoundError
-from backend.app.services.chat import ChatService, check_conversation_id
+from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.storage.conversations import Turn as StoredTurn
-from backend.app.text.normalize import clean_for_speech, has_speakable_content
+from backend.app.text.segment import SentenceChunker, join_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +38,52 @@ class Turn:
     conversation_id: str | None
     audio_name: str | None
     timings: dict[str, float]
+    interrupted: bool = False
 
 
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 1)
+@dataclass(frozen=True)
+class ReplyText:
+    """A delta of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyAudio:
+    """The audio of one piece of the reply (from the second piece on, it starts with the gap)."""
+
+    audio: Audio
+    index: int
+    text: str
+
+
+TurnEvent = ReplyText | ReplyAudio | Turn
+
+PlayedSeconds = Callable[[], float]
+"""How many seconds of the reply's audio the listener has heard so far."""
+
+
+@dataclass
+class TurnStream:
+    """A turn whose transcript is known and whose reply is still to come (`events`)."""
+
+    transcription: Transcription
+    conversation_id: str | None
+    events: AsyncGenerator[TurnEvent, None]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[ReplyAudio]:
+    """The pieces the listener heard at least the start of (all of them when `played_s` is None)."""
+    if played_s is None:
+        return spoken
+    heard, offset = [], 0.0
+    for piece in spoken:
+        if offset >= played_s:
+            break
+        heard.append(piece)
+        offset += piece.audio.duration
+    return heard
 
 
 class ConversationService:
@@ -55,6 +108,45 @@ class ConversationService:
             )
             return None
 
+    def check_ready(self, voice: str | None) -> None:
+        """Fail fast, before any work: an unknown voice (404), a busy LLM or TTS (503)."""
+        if voice:
+            self.tts.choose_voice(voice, None)
+        self.chat.worker.check()
+        self.tts.worker.check()
+
+    async def begin_turn(
+        self,
+        audio: bytes,
+        conversation_id: str | None = None,
+        voice: str | None = None,
+        options: TranscribeOptions | None = None,
+        audio_format: AudioFormat = "wav",
+    ) -> TurnStream:
+        """Validate and transcribe now (so errors come before any streaming); the reply follows in
+        the returned stream's `events`. Silence gives an empty transcript and no reply."""
+        self.check_ready(voice)
+        cid = check_conversation_id(conversation_id) if conversation_id else None
+        started = time.perf_counter()
+        asked = time.time()
+        transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
+        timings = {"stt_ms": elapsed_ms(started)}
+        if not transcription.text:
+            return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started), timings)
+        text = self.chat.check_text(transcription.text)
+        cid = cid or check_conversation_id(None)
+        events = self.respond(
+            text,
+            cid,
+            voice=voice,
+            language=transcription.language,
+            asked=asked,
+            started=started,
+            timings=timings,
+            audio_format=audio_format,
+        )
+        return TurnStream(transcription, cid, events, timings)
+
     async def turn(
         self,
         audio: bytes,
@@ -63,47 +155,141 @@ class ConversationService:
         options: TranscribeOptions | None = None,
         audio_format: AudioFormat = "wav",
     ) -> Turn:
-        """Run one turn and store it (user turn with its language and STT time; assistant turn with
-        the voice, audio file and timings). Silence gives an empty transcript and reply, no audio,
-        and stores nothing."""
-        if voice:
-            self.tts.choose_voice(voice, None)  # fail fast on an unknown voice, before any work
-        cid = check_conversation_id(conversation_id) if conversation_id else None
-        started = time.perf_counter()
-        asked = time.time()
-        transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
-        timings = {"stt_ms": _ms(started)}
-        if not transcription.text:
-            timings.update(llm_ms=0.0, tts_ms=0.0, total_ms=_ms(started))
-            return Turn("", "", cid, None, timings)
+        """Run one turn and store it: the streamed turn, collected."""
+        return await collect(await self.begin_turn(audio, conversation_id, voice, options, audio_format))
 
-        text = self.chat.check_text(transcription.text)
-        cid = cid or check_conversation_id(None)
-        async with self.chat.serialised(cid):
-            step = time.perf_counter()
-            reply = await self.chat.generate(cid, text)
-            timings["llm_ms"] = _ms(step)
+    async def respond(
+        self,
+        text: str,
+        conversation_id: str,
+        *,
+        voice: str | None,
+        language: str | None,
+        asked: float,
+        started: float,
+        timings: dict[str, float],
+        audio_format: AudioFormat = "wav",
+        played: PlayedSeconds | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Reply to `text` (already transcribed) as a stream: `ReplyText` deltas and `ReplyAudio`
+        pieces as they are ready, then the stored `Turn`.
 
-            step = time.perf_counter()
+        Closing the stream early (barge-in, a client gone) cancels the LLM and TTS work and stores
+        the reply as far as the listener heard it (`played`; by default every piece handed out),
+        marked interrupted. `started` is when the user finished speaking: `first_audio_ms` counts
+        from it.
+        """
+        async with self.chat.serialised(conversation_id):
             if not voice:
-                voice = await asyncio.to_thread(self._stored_voice, cid)
-            name, used_voice = None, None
-            if has_speakable_content(clean_for_speech(reply)):
-                speech = await self.tts.synthesize(reply, voice=voice)
-                used_voice = speech.voice.file if speech.voice else None
-                data = await asyncio.to_thread(encode_audio, speech.audio, audio_format)
-                name = await asyncio.to_thread(self.outputs.save, data, audio_format)
-            timings["tts_ms"] = _ms(step)
-            timings["total_ms"] = _ms(started)
-            await self.chat.store_turns(
-                cid,
-                StoredTurn(
-                    "user",
-                    text,
-                    created_at=asked,
-                    language=transcription.language,
-                    timings={"stt_ms": timings["stt_ms"]},
-                ),
-                StoredTurn("assistant", reply, voice=used_voice, audio_file=name, timings=dict(timings)),
-            )
-        return Turn(transcription.text, reply, cid, name, timings)
+                voice = await asyncio.to_thread(self._stored_voice, conversation_id)
+            speaker = self.tts.sentence_speaker(voice)
+            queue: asyncio.Queue[ReplyText | ReplyAudio | Exception | None] = asyncio.Queue()
+            pieces: asyncio.Queue[str | None] = asyncio.Queue()
+            reply_parts: list[str] = []
+            spoken: list[ReplyAudio] = []
+
+            async def think() -> None:
+                began = time.perf_counter()
+                chunker = SentenceChunker(max_chars=self.tts.settings.segment_threshold_chars)
+                try:
+                    async with aclosing(self.chat.generate(conversation_id, text)) as deltas:
+                        async for delta in deltas:
+                            timings.setdefault("llm_first_token_ms", elapsed_ms(began))
+                            reply_parts.append(delta)
+                            queue.put_nowait(ReplyText(delta))
+                            for piece in chunker.feed(delta):
+                                pieces.put_nowait(piece)
+                    timings["llm_ms"] = elapsed_ms(began)
+                    timings.setdefault("llm_first_token_ms", timings["llm_ms"])
+                    for piece in chunker.flush():
+                        pieces.put_nowait(piece)
+                    pieces.put_nowait(None)
+                except Exception as e:
+                    queue.put_nowait(e)
+
+            async def speak() -> None:
+                busy = 0.0
+                try:
+                    while (piece := await pieces.get()) is not None:
+                        began = time.perf_counter()
+                        audio = await speaker.speak(piece)
+                        busy += time.perf_counter() - began
+                        if audio is None:
+                            continue
+                        if not spoken and "first_audio_ms" not in timings:
+                            timings["tts_first_audio_ms"] = elapsed_ms(began)
+                            timings["first_audio_ms"] = elapsed_ms(started)
+                        queue.put_nowait(ReplyAudio(audio, len(spoken), piece))
+                    timings["tts_ms"] = round(busy * 1000, 1)
+                    queue.put_nowait(None)
+                except Exception as e:
+                    queue.put_nowait(e)
+
+            tasks = [asyncio.create_task(think()), asyncio.create_task(speak())]
+            finished = False
+            try:
+                while (event := await queue.get()) is not None:
+                    if isinstance(event, Exception):
+                        raise event
+                    if isinstance(event, ReplyAudio):
+                        spoken.append(event)
+                    yield event
+                finished = True
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    heard = heard_pieces(spoken, None if finished or played is None else played())
+                    if finished:
+                        reply = "".join(reply_parts).strip()
+                    else:
+                        reply = join_pieces([piece.text for piece in heard])
+                    timings.setdefault("tts_first_audio_ms", 0.0)
+                    timings.setdefault("first_audio_ms", 0.0)
+                    timings["total_ms"] = elapsed_ms(started)
+                    name = await self._save_audio([p.audio for p in heard], speaker.sample_rate, audio_format)
+                    await self.chat.store_turns(
+                        conversation_id,
+                        StoredTurn(
+                            "user",
+                            text,
+                            created_at=asked,
+                            language=language,
+                            timings={"stt_ms": timings.get("stt_ms", 0.0)},
+                        ),
+                        StoredTurn(
+                            "assistant",
+                            reply,
+                            voice=speaker.voice.file if speaker.voice else None,
+                            audio_file=name,
+                            timings=dict(timings),
+                            interrupted=not finished,
+                        ),
+                    )
+        yield Turn(text, reply, conversation_id, name, dict(timings))
+
+    async def _save_audio(self, chunks: list[Audio], rate: int, audio_format: AudioFormat) -> str | None:
+        if not chunks:
+            return None
+        audio = Audio(np.concatenate([c.samples for c in chunks]), rate)
+        data = await asyncio.to_thread(encode_audio, audio, audio_format)
+        return await asyncio.to_thread(self.outputs.save, data, audio_format)
+
+
+async def collect(stream: TurnStream) -> Turn:
+    """Run a streamed turn to its end; its last event is the Turn."""
+    async with aclosing(stream.events) as events:
+        async for event in events:
+            if isinstance(event, Turn):
+                return event
+    raise AssertionError("a turn's events end with the Turn")
+
+
+async def _nothing_to_say(
+    conversation_id: str | None, timings: dict[str, float], started: float
+) -> AsyncGenerator[TurnEvent, None]:
+    """The events of a silent turn: no reply, nothing stored."""
+    timings.update(llm_first_token_ms=0.0, llm_ms=0.0, tts_first_audio_ms=0.0, tts_ms=0.0)
+    timings.update(first_audio_ms=0.0, total_ms=elapsed_ms(started))
+    yield Turn("", "", conversation_id, None, dict(timings))

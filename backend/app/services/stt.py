@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.app.audio.decode import decode_audio
+from backend.app.audio.decode import decode_audio, resample
+from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText, TranscribeOptions, Transcription
 from backend.app.core.errors import InvalidInputError
 from backend.app.core.worker import ModelWorker
@@ -46,6 +47,16 @@ class STTService:
         """Transcribe an encoded audio file (any format PyAV reads)."""
         self.check_options(options)
         return await self.worker.run(self._decode_and_transcribe, data, options)
+
+    async def transcribe_audio(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        """Transcribe audio already decoded (the realtime stream's utterances)."""
+        self.check_options(options)
+        if audio.duration > self.limits.max_audio_seconds:
+            raise InvalidInputError(f"the audio is longer than {self.limits.max_audio_seconds:g} s")
+        return await self.worker.run(self._transcribe, audio, options)
+
+    def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)
 
     def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
         audio = decode_audio(data, self.backend.sample_rate, self.limits.max_audio_seconds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,18 +116,29 @@ class TTSService:
     ) -> Iterator[Audio]:
         """Synthesise segment by segment (blocking; run it on the worker). From the second segment
         on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate."""
-        applied = self.applied_voice(voice)
-        prompt = self.speaker_prompt(applied) if applied else None
-        rate = self.backend.sample_rate
-        gap = Audio.silence(self.settings.segment_silence_ms / 1000, rate).samples
+        prompt = self.prompt_for(voice)
         for i, segment in enumerate(segments):
-            audio = self.backend.synthesize(
-                SynthesisRequest(segment, voice=prompt, cfg_scale=cfg_scale, speed=speed)
-            )
-            if len(segments) > 1:
-                # Each segment's own leading/trailing silence would add to the configured gap.
-                audio = fade_edges(trim_silence(audio))
-            yield Audio(np.concatenate([gap, audio.samples]), rate) if i else audio
+            yield self.render(segment, prompt, cfg_scale, speed, first=i == 0, joined=len(segments) > 1)
+
+    def prompt_for(self, voice: VoiceInfo | None) -> object | None:
+        """The engine's prompt for `voice` (blocking on a cache miss), or None for fixed-voice engines."""
+        applied = self.applied_voice(voice)
+        return self.speaker_prompt(applied) if applied else None
+
+    def render(
+        self, text: str, prompt: object | None, cfg_scale: float, speed: float, *, first: bool, joined: bool
+    ) -> Audio:
+        """One segment's audio (blocking). A segment that is joined to others has its own silent
+        edges trimmed and faded (they would add to the gap), and all but the first get the gap."""
+        request = SynthesisRequest(text, voice=prompt, cfg_scale=cfg_scale, speed=speed)
+        audio = self.backend.synthesize(request)
+        if not joined:
+            return audio
+        audio = fade_edges(trim_silence(audio))
+        if first:
+            return audio
+        gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
+        return Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
 
     def _synthesize_segments(
         self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
@@ -136,3 +147,66 @@ class TTSService:
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         rate = self.backend.sample_rate
         return Synthesis(Audio(samples, rate), len(segments), self.applied_voice(voice))
+
+    async def stream(
+        self,
+        text: str,
+        voice: str | None = None,
+        speaker_voice_path: str | None = None,
+        cfg_scale: float | None = None,
+        speed: float = 1.0,
+    ) -> tuple[StreamedSpeech, AsyncGenerator[Audio, None]]:
+        """Validate now (errors before any audio), then the chunks one segment at a time."""
+        segments = self.prepare_text(text)
+        chosen = self.choose_voice(voice, speaker_voice_path)
+        cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
+        info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
+        self.worker.check()  # the stream admits itself when it starts; refuse before the 200 if full
+        return info, self.worker.stream(self.iter_audio, segments, chosen, cfg, speed)
+
+    def sentence_speaker(self, voice: str | None) -> SentenceSpeaker:
+        """A speaker for a reply that arrives sentence by sentence (see SentenceSpeaker)."""
+        return SentenceSpeaker(self, self.choose_voice(voice, None))
+
+
+@dataclass(frozen=True)
+class StreamedSpeech:
+    segments: int
+    sample_rate: int
+    voice: VoiceInfo | None
+
+
+class SentenceSpeaker:
+    """Speaks a streamed reply piece by piece, each piece joined to the previous by the usual gap.
+
+    Each piece is one call on the TTS worker, so pieces of concurrent replies interleave fairly.
+    The caller admits the whole reply up front (`TTSService.worker.check`); pieces are follow-ups
+    and are never refused half-way through a reply.
+    """
+
+    def __init__(self, service: TTSService, voice: VoiceInfo | None) -> None:
+        self.service = service
+        self.voice = service.applied_voice(voice)
+        self.sample_rate = service.backend.sample_rate
+        self._prompt: object | None = None
+        self._spoken = 0
+
+    def _speak(self, segments: list[str], cfg_scale: float) -> Audio:
+        if self.voice is not None and self._prompt is None:
+            self._prompt = self.service.prompt_for(self.voice)
+        chunks = []
+        for segment in segments:
+            first = self._spoken == 0
+            audio = self.service.render(segment, self._prompt, cfg_scale, 1.0, first=first, joined=True)
+            chunks.append(audio)
+            self._spoken += 1
+        return Audio(np.concatenate([c.samples for c in chunks]), self.sample_rate)
+
+    async def speak(self, text: str) -> Audio | None:
+        """The audio of one more piece of the reply; None when it has nothing speakable."""
+        cleaned = clean_for_speech(text)
+        if not has_speakable_content(cleaned):
+            return None
+        segments = segment_text(cleaned, self.service.settings.segment_threshold_chars)
+        cfg = self.service.settings.default_cfg_scale
+        return await self.service.worker.follow_up(self._speak, segments, cfg)

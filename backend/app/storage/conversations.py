@@ -40,6 +40,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
     CREATE INDEX conversations_by_update ON conversations (updated_at DESC);
     """,
+    # A reply cut short by the user speaking over it (barge-in) or by the client going away.
+    "ALTER TABLE turns ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;",
 )
 
 
@@ -52,6 +54,8 @@ class Turn:
     voice: str | None = None
     audio_file: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    """An assistant turn cut short: `text` is what was delivered (spoken) before the cut."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ class ConversationStore:
             )
             db.executemany(
                 "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
-                " timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " timings, interrupted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         conversation_id,
@@ -130,6 +134,7 @@ class ConversationStore:
                         t.voice,
                         t.audio_file,
                         json.dumps(t.timings) if t.timings else None,
+                        int(t.interrupted),
                     )
                     for t in turns
                 ],
@@ -224,6 +229,7 @@ def _turn(row: sqlite3.Row) -> Turn:
         voice=row["voice"],
         audio_file=row["audio_file"],
         timings=json.loads(row["timings"]) if row["timings"] else {},
+        interrupted=bool(row["interrupted"]),
     )
 
 

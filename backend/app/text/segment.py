@@ -76,25 +76,31 @@ def _is_sentence_end(text: str, i: int) -> bool:
     return True
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split at sentence ends and newlines; pieces keep their punctuation, stripped of spaces."""
-    sentences: list[str] = []
-    start = 0
+def _sentence_ends(text: str) -> Iterator[int]:
+    """The index just past each sentence end (its marks and closing quotes) and each newline."""
     i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\n":
-            sentences.append(text[start:i])
-            start = i + 1
+            yield i + 1
         elif ch in _SENTENCE_MARKS and _is_sentence_end(text, i):
             # Take repeated marks ("?!", "！！") and closing quotes with the sentence.
             end = i + 1
             while end < len(text) and text[end] in _TRAILERS:
                 end += 1
-            sentences.append(text[start:end])
-            start = i = end
+            yield end
+            i = end
             continue
         i += 1
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at sentence ends and newlines; pieces keep their punctuation, stripped of spaces."""
+    sentences: list[str] = []
+    start = 0
+    for end in _sentence_ends(text):
+        sentences.append(text[start:end])
+        start = end
     sentences.append(text[start:])
     return [s.strip() for s in sentences if s.strip()]
 
@@ -181,3 +187,81 @@ def segment_text(text: str, max_chars: int) -> list[str]:
         else:
             pieces.extend(_split_long_sentence(sentence, max_chars))
     return _pack(pieces, max_chars)
+
+
+def _weight(text: str) -> int:
+    """Length for the minimum-piece rule: a CJK character says about as much as two Latin ones."""
+    return len(text) + sum(1 for ch in text if is_cjk(ch))
+
+
+class SentenceChunker:
+    """Turns a stream of text deltas (an LLM reply) into pieces to speak, as early as is safe.
+
+    A piece is handed out once its sentence is certainly complete: a Latin "." "!" "?" counts only
+    when something follows it ("3." may become "3.5"), a CJK end mark or a newline at once. Pieces
+    shorter than `min_chars` wait for the next sentence, so "Hi." is not a synthesis call of its
+    own. Text that runs past `max_chars` without a sentence end is cut at its last clause mark or
+    space, so a run-on reply cannot hold back the audio. The first piece may be cut at a clause mark
+    once it has `first_clause_chars`: it is what the listener waits for.
+    """
+
+    def __init__(self, min_chars: int = 12, max_chars: int = 150, first_clause_chars: int = 40) -> None:
+        if not 0 < min_chars <= max_chars:
+            raise ValueError("need 0 < min_chars <= max_chars")
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+        self.first_clause_chars = first_clause_chars
+        self._buffer = ""
+        self._pending: list[str] = []  # complete sentences waiting to reach min_chars
+        self._emitted = 0
+
+    def _take(self, pieces: list[str]) -> list[str]:
+        """Add complete sentences; return those ready (merged up to min_chars)."""
+        ready: list[str] = []
+        for piece in pieces:
+            self._pending.append(piece)
+            if _weight(join_pieces(self._pending)) >= self.min_chars:
+                ready.append(join_pieces(self._pending))
+                self._pending = []
+        self._emitted += len(ready)
+        return ready
+
+    def feed(self, delta: str) -> list[str]:
+        """Add a delta; return the pieces now complete (often none)."""
+        self._buffer += delta
+        certain = 0
+        for end in _sentence_ends(self._buffer):
+            mark = self._buffer[end - 1]
+            if end < len(self._buffer) or mark == "\n" or mark in _CJK_ENDS or is_cjk(mark):
+                certain = end
+        pieces = split_sentences(self._buffer[:certain])
+        self._buffer = self._buffer[certain:]
+        ready = self._take(pieces)
+        ready += self._cut_long_run()
+        return ready
+
+    def _cut_long_run(self) -> list[str]:
+        """Cut an unfinished sentence that is too long to wait for, at a clause mark or a space."""
+        first = self._emitted == 0 and not self._pending
+        limit = self.first_clause_chars if first else self.max_chars
+        text = self._buffer
+        if len(text.strip()) < limit:
+            return []
+        marks = [m.end() for m in _CLAUSE_RE.finditer(text) if m.start() > 0 and m.end() < len(text)]
+        if marks:
+            cut = marks[-1]
+        elif len(text) >= self.max_chars:
+            space = text.rfind(" ", 0, len(text) - 1)
+            cut = space if space > 0 else len(text)
+        else:
+            return []
+        piece, self._buffer = text[:cut].strip(), text[cut:]
+        return self._take([piece]) if piece else []
+
+    def flush(self) -> list[str]:
+        """The end of the stream: whatever is left, as one last piece (or none)."""
+        rest = split_sentences(self._buffer)
+        self._buffer = ""
+        tail = join_pieces([*self._pending, *rest])
+        self._pending = []
+        return [tail] if tail else []

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from backend.app.api.deps import ChatServiceDep, media_type
 from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
+from backend.app.api.sse import sse_event, sse_response
 from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
+from backend.app.services.chat import ChatDelta, ChatService
 
 router = APIRouter(tags=["chat"])
 
@@ -42,7 +47,10 @@ async def _parse_chat_request(request: Request) -> ChatRequest:
 @router.post(
     "/chat",
     response_model=ChatResponse,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        200: {"content": {"text/event-stream": {}}, "description": "The reply (JSON, or SSE with stream)."},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -53,10 +61,25 @@ async def _parse_chat_request(request: Request) -> ChatRequest:
         }
     },
 )
-async def chat(request: Request, chat: ChatServiceDep) -> ChatResponse:
-    """Reply to `text`. Without `conversation_id` a new conversation starts; its id is returned."""
+async def chat(request: Request, chat: ChatServiceDep) -> ChatResponse | Response:
+    """Reply to `text`. Without `conversation_id` a new conversation starts; its id is returned.
+
+    With `stream=true` the answer is Server-Sent Events: `reply_delta` events (`{"text"}`) as the
+    reply is generated, then `done` (`{"reply", "conversation_id", "timings"}`), or `error`.
+    """
     body = await _parse_chat_request(request)
+    if body.stream:
+        await chat.prepare(body.text, body.conversation_id)  # 4xx/503 before the stream starts
+        return sse_response(_chat_events(chat, body))
     answer = await chat.reply(body.text, body.conversation_id)
-    return ChatResponse(
-        reply=answer.reply, conversation_id=answer.conversation_id, timings={"llm_ms": answer.llm_ms}
-    )
+    return ChatResponse(reply=answer.reply, conversation_id=answer.conversation_id, timings=answer.timings)
+
+
+async def _chat_events(chat: ChatService, body: ChatRequest) -> AsyncGenerator[bytes, None]:
+    async with aclosing(chat.reply_stream(body.text, body.conversation_id)) as events:
+        async for event in events:
+            if isinstance(event, ChatDelta):
+                yield sse_event("reply_delta", {"text": event.text})
+            else:
+                done = {"reply": event.reply, "conversation_id": event.conversation_id}
+                yield sse_event("done", {**done, "timings": event.timings})

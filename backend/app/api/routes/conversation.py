@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from backend.app.api.deps import (
     ConversationServiceDep,
@@ -16,7 +20,9 @@ from backend.app.api.deps import (
     transcribe_options,
 )
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
-from backend.app.audio.encode import CONTENT_TYPES, AudioFormat
+from backend.app.api.sse import sse_event, sse_response
+from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
+from backend.app.services.conversation import ReplyAudio, ReplyText, TurnStream, collect
 
 router = APIRouter(tags=["conversation"])
 
@@ -24,7 +30,10 @@ router = APIRouter(tags=["conversation"])
 @router.post(
     "/conversation",
     response_model=ConversationResponse,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        200: {"content": {"text/event-stream": {}}, "description": "The turn (JSON, or SSE with stream)."},
+    },
     dependencies=[Depends(require_multipart)],
 )
 async def conversation(
@@ -37,19 +46,29 @@ async def conversation(
     initial_prompt: Annotated[str | None, Form(max_length=2000, description="STT context.")] = None,
     hotwords: Annotated[str | None, Form(max_length=1000, description="Words STT should favour.")] = None,
     format: Annotated[AudioFormat, Form(description="Format of the reply audio.")] = "wav",
-) -> ConversationResponse:
+    stream: Annotated[bool, Form(description="Answer Server-Sent Events as the reply is made.")] = False,
+) -> ConversationResponse | Response:
     """Transcribe, reply and speak. The reply audio is fetched from `audio_url`.
 
     Silence gives an empty transcript and reply and `audio_url: null`.
+
+    With `stream=true` the answer is Server-Sent Events, in order: `transcript` (`{"text",
+    "language"}`), `reply_delta` (`{"text"}`) and `audio` (`{"index", "text", "format",
+    "sample_rate", "audio"}`: one base64 file in `format` per piece of the reply, spoken while the
+    rest is still being generated) interleaved, then `done` (the non-streamed response's fields,
+    with `timings` incl. `first_audio_ms`), or `error`.
     """
     data = await read_upload(audio_file, settings, "audio_file")
-    turn = await service.turn(
+    turn_stream = await service.begin_turn(
         data,
         conversation_id=conversation_id or None,
         voice=voice or None,
         options=transcribe_options(language, initial_prompt, hotwords),
         audio_format=format,
     )
+    if stream:
+        return sse_response(_turn_events(turn_stream, format))
+    turn = await collect(turn_stream)
     return ConversationResponse(
         transcript=turn.transcript,
         reply=turn.reply,
@@ -57,6 +76,38 @@ async def conversation(
         audio_url=f"/outputs/{turn.audio_name}" if turn.audio_name else None,
         timings=turn.timings,
     )
+
+
+async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGenerator[bytes, None]:
+    transcription = turn.transcription
+    yield sse_event("transcript", {"text": transcription.text, "language": transcription.language})
+    async with aclosing(turn.events) as events:
+        async for event in events:
+            if isinstance(event, ReplyText):
+                yield sse_event("reply_delta", {"text": event.text})
+            elif isinstance(event, ReplyAudio):
+                data = await asyncio.to_thread(encode_audio, event.audio, audio_format)
+                yield sse_event(
+                    "audio",
+                    {
+                        "index": event.index,
+                        "text": event.text,
+                        "format": audio_format,
+                        "sample_rate": event.audio.sample_rate,
+                        "audio": base64.b64encode(data).decode("ascii"),
+                    },
+                )
+            else:
+                yield sse_event(
+                    "done",
+                    {
+                        "transcript": event.transcript,
+                        "reply": event.reply,
+                        "conversation_id": event.conversation_id,
+                        "audio_url": f"/outputs/{event.audio_name}" if event.audio_name else None,
+                        "timings": event.timings,
+                    },
+                )
 
 
 @router.get("/outputs/{name}", responses=ERROR_RESPONSES, response_class=FileResponse)

@@ -61,6 +61,7 @@ async def get_conversation(conversation_id: str, chat: ChatServiceDep) -> Conver
                 voice=t.voice,
                 audio_url=f"/outputs/{t.audio_file}" if t.audio_file else None,
                 timings=t.timings,
+                interrupted=t.interrupted,
             )
             for t in turns
         ],

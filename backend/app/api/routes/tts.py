@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
 
 from backend.app.api.deps import TTSServiceDep, require_json
 from backend.app.api.schemas import ERROR_RESPONSES, TTSRequest
-from backend.app.audio.encode import CONTENT_TYPES, encode_audio
+from backend.app.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
+from backend.app.audio.types import Audio
 
 router = APIRouter(tags=["tts"])
 
@@ -27,7 +31,29 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
 
     Headers: `X-Segments` (segment count), `X-Sample-Rate`, `X-Voice` (the reference voice applied,
     or `builtin` when the engine has a fixed voice and does not clone).
+
+    With `stream=true` the audio is sent segment by segment as each is synthesised (chunked
+    transfer): wav as an open-ended WAV stream, pcm as bare PCM16, ogg/mp3/flac as one continuous
+    stream. Playback can start after the first segment.
     """
+    if body.stream:
+        info, chunks = await tts.stream(
+            body.text,
+            voice=body.voice,
+            speaker_voice_path=body.speaker_voice_path,
+            cfg_scale=body.cfg_scale,
+            speed=body.speed,
+        )
+        return StreamingResponse(
+            _encoded(chunks, StreamEncoder(body.format, info.sample_rate)),
+            media_type=CONTENT_TYPES[body.format],
+            headers={
+                "X-Segments": str(info.segments),
+                "X-Sample-Rate": str(info.sample_rate),
+                "X-Voice": info.voice.file if info.voice else "builtin",
+                "Cache-Control": "no-cache",
+            },
+        )
     result = await tts.synthesize(
         body.text,
         voice=body.voice,
@@ -46,3 +72,12 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
             "Content-Disposition": f'inline; filename="speech.{body.format}"',
         },
     )
+
+
+async def _encoded(
+    chunks: AsyncGenerator[Audio, None], encoder: StreamEncoder
+) -> AsyncGenerator[bytes, None]:
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            yield await asyncio.to_thread(encoder.encode, chunk)
+    yield await asyncio.to_thread(encoder.finish)

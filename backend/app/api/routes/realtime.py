@@ -1,0 +1,114 @@
+"""WebSocket /ws/conversation: the realtime voice session (protocol in docs/realtime.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from backend.app.core.errors import AppError
+from backend.app.services.container import Services
+from backend.app.services.realtime import Outbox, ProtocolError, RealtimeSession
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["realtime"])
+
+
+async def _close_with_error(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
+    """Tell the client why, then close; a client already gone is fine."""
+    try:
+        await websocket.send_text(json.dumps({"type": "error", "code": code, "message": message}))
+        await websocket.close(close_code, reason=message[:120])
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"a text message must be a JSON object ({e.msg})") from e
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError('a text message must be a JSON object with a "type"')
+    return message
+
+
+async def _serve(websocket: WebSocket, session: RealtimeSession) -> None:
+    """The receive loop: limits, then each message to the session. Returns on a clean end."""
+    limits = session.settings
+    opened = time.monotonic()
+    while True:
+        left = limits.max_session_s - (time.monotonic() - opened)
+        if left <= 0:
+            raise ProtocolError(
+                f"the session reached its {limits.max_session_s:g} s limit", "session_limit", 1000
+            )
+        try:
+            message = await asyncio.wait_for(websocket.receive(), min(limits.idle_timeout_s, left))
+        except TimeoutError:
+            if session.busy or time.monotonic() - opened >= limits.max_session_s:
+                continue  # a reply is being spoken: the client may well be silent
+            raise ProtocolError(
+                f"nothing received for {limits.idle_timeout_s:g} s", "idle_timeout", 1000
+            ) from None
+        if message["type"] == "websocket.disconnect":
+            return
+        data, text = message.get("bytes"), message.get("text")
+        size = len(data) if data is not None else len((text or "").encode())
+        if size > limits.max_frame_bytes:
+            raise ProtocolError(
+                f"a message may be at most {limits.max_frame_bytes} bytes; this one was {size}",
+                "frame_too_large",
+                1009,
+            )
+        if data is not None:
+            await session.audio(data)
+            continue
+        request = _parse(text or "")
+        kind = request["type"]
+        if kind == "start":
+            await session.start(request)
+        elif kind == "interrupt":
+            await session.interrupt()
+        elif kind == "stop":
+            await session.stop()
+            await websocket.send_text(json.dumps({"type": "session_end"}))
+            await websocket.close(1000)
+            return
+        else:
+            raise ProtocolError(f"unknown message type {kind!r} (start, stop, interrupt)")
+
+
+@router.websocket("/ws/conversation")
+async def realtime_conversation(websocket: WebSocket) -> None:
+    """Realtime voice conversation: PCM16 in, VAD turn-taking, streamed replies, barge-in."""
+    await websocket.accept()
+    services: Services | None = getattr(websocket.app.state, "services", None)
+    if services is None:
+        await _close_with_error(websocket, "not_ready", "the models are still loading; retry shortly", 1013)
+        return
+    lock = asyncio.Lock()  # the reply task and the receive loop both send
+
+    async def send_event(event: dict[str, Any]) -> None:
+        async with lock:
+            await websocket.send_text(json.dumps(event, ensure_ascii=False))
+
+    async def send_audio(data: bytes) -> None:
+        async with lock:
+            await websocket.send_bytes(data)
+
+    try:
+        async with services.realtime.session(Outbox(send_event, send_audio)) as session:
+            try:
+                await _serve(websocket, session)
+            except ProtocolError as e:
+                await _close_with_error(websocket, e.code, e.message, e.close_code)
+            except WebSocketDisconnect:
+                pass  # the client went away: the session's work is cancelled on the way out
+    except AppError as e:  # too many sessions
+        await _close_with_error(websocket, e.code, e.message, 1013)

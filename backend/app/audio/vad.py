@@ -1,0 +1,166 @@
+"""Voice activity detection on a live stream, with silero-vad's model (its ONNX weights ship in the
+`silero-vad` wheel).
+
+The model gives a speech probability per 32 ms window (512 samples at 16 kHz); the turn-taking rules
+on top are ours: speech starts after `min_speech_ms` of windows over the threshold (so a click or a
+cough does not barge in), and ends after `min_silence_ms` under it (with hysteresis, as silero's own
+iterator does). The first silent window after speech is reported as a `pause`, so that a caller can
+start transcribing before the silence is long enough to end the turn.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from backend.app.audio.types import Audio
+from backend.app.core.errors import ModelLoadError
+
+SAMPLE_RATE = 16000
+WINDOW = 512
+_WINDOW_MS = WINDOW * 1000 / SAMPLE_RATE
+
+
+class SpeechProbability(Protocol):
+    def __call__(self, window: np.ndarray) -> float: ...
+
+
+class _SileroStream:
+    """One stream's view of the shared silero model: its own recurrent state and context."""
+
+    def __init__(self, base: object) -> None:
+        self._model = copy.copy(base)  # shares the ONNX session (thread-safe), not the state
+        self._model.reset_states()  # type: ignore[attr-defined]
+
+    def __call__(self, window: np.ndarray) -> float:
+        import torch
+
+        return float(self._model(torch.from_numpy(window), SAMPLE_RATE).item())  # type: ignore[operator]
+
+
+class SileroVAD:
+    """The loaded model; `stream()` gives an independent probability function per session."""
+
+    def __init__(self) -> None:
+        try:
+            from silero_vad import load_silero_vad
+
+            self._base = load_silero_vad(onnx=True)
+        except Exception as e:  # not installed, or its ONNX file unreadable
+            raise ModelLoadError(f"could not load silero-vad: {e}; reinstall with `make setup`") from e
+        from importlib.metadata import version
+
+        self.model = f"silero-vad {version('silero-vad')}"
+
+    def stream(self) -> SpeechProbability:
+        return _SileroStream(self._base)
+
+
+@dataclass(frozen=True)
+class VADSettings:
+    threshold: float = 0.5
+    min_speech_ms: int = 200
+    min_silence_ms: int = 500
+    speech_pad_ms: int = 300
+    max_utterance_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class VADEvent:
+    """`speech_start`; `pause` (first silence: `audio` is the utterance so far); `resume` (speech
+    again before the turn ended); `speech_end` (`audio` is the utterance, padded)."""
+
+    kind: Literal["speech_start", "pause", "resume", "speech_end"]
+    audio: Audio | None = None
+
+
+class VoiceActivityDetector:
+    """Feed 16 kHz mono float32 samples in any chunk sizes; get turn events back."""
+
+    def __init__(self, probability: SpeechProbability, settings: VADSettings) -> None:
+        self.settings = settings
+        self._probability = probability
+        self._pending = np.zeros(0, dtype=np.float32)
+        pad_windows = max(1, round(settings.speech_pad_ms / _WINDOW_MS))
+        self._preroll: deque[np.ndarray] = deque(maxlen=pad_windows)
+        self._candidate: list[np.ndarray] = []  # windows over the threshold, not yet long enough
+        self._utterance: list[np.ndarray] = []
+        self._speaking = False
+        self._silent_windows = 0
+        self._min_speech = max(1, round(settings.min_speech_ms / _WINDOW_MS))
+        self._min_silence = max(1, round(settings.min_silence_ms / _WINDOW_MS))
+        self._pad = pad_windows
+        self._max_windows = int(settings.max_utterance_s * 1000 / _WINDOW_MS)
+
+    @property
+    def speaking(self) -> bool:
+        return self._speaking
+
+    def feed(self, samples: np.ndarray) -> list[VADEvent]:
+        """Process new audio; the events it completes, in order."""
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        events: list[VADEvent] = []
+        usable = len(self._pending) // WINDOW * WINDOW
+        for start in range(0, usable, WINDOW):
+            events += self._window(self._pending[start : start + WINDOW].copy())
+        self._pending = self._pending[usable:]
+        return events
+
+    def flush(self) -> list[VADEvent]:
+        """The end of the stream: an utterance in progress ends here."""
+        if not self._speaking:
+            return []
+        return [self._end()]
+
+    def _audio(self) -> Audio:
+        return Audio(np.concatenate(self._utterance), SAMPLE_RATE)
+
+    def _end(self) -> VADEvent:
+        # Keep at most the pad of trailing silence.
+        drop = max(0, self._silent_windows - self._pad)
+        if drop:
+            del self._utterance[-drop:]
+        event = VADEvent("speech_end", self._audio())
+        self._utterance, self._candidate = [], []
+        self._speaking, self._silent_windows = False, 0
+        self._preroll.clear()
+        return event
+
+    def _window(self, window: np.ndarray) -> list[VADEvent]:
+        probability = self._probability(window)
+        speech = probability >= self.settings.threshold
+        if not self._speaking:
+            if not speech:
+                self._preroll.extend(self._candidate)
+                self._candidate = []
+                self._preroll.append(window)
+                return []
+            self._candidate.append(window)
+            if len(self._candidate) < self._min_speech:
+                return []
+            self._utterance = [*self._preroll, *self._candidate]
+            self._preroll.clear()
+            self._candidate = []
+            self._speaking = True
+            return [VADEvent("speech_start")]
+
+        self._utterance.append(window)
+        # Hysteresis, as in silero's iterator: only clearly non-speech windows count as silence.
+        silent = probability < self.settings.threshold - 0.15
+        events: list[VADEvent] = []
+        if silent:
+            self._silent_windows += 1
+            if self._silent_windows == 1:
+                events.append(VADEvent("pause", self._audio()))
+            if self._silent_windows >= self._min_silence:
+                events.append(self._end())
+        elif speech and self._silent_windows:
+            self._silent_windows = 0
+            events.append(VADEvent("resume"))
+        if self._speaking and len(self._utterance) >= self._max_windows:
+            events.append(self._end())  # a turn cannot grow without bound
+        return events

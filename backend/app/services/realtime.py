@@ -1,0 +1,324 @@
+"""A realtime voice session: PCM in, VAD turn-taking, streamed replies out, barge-in.
+
+The transport (the WebSocket route) hands messages in and sends what `Outbox` is given; everything
+about turns lives here. The protocol is documented in docs/realtime.md.
+
+One turn at a time: when the VAD ends an utterance, a turn task transcribes it (or takes the
+transcript already made during the trailing silence), then streams the reply's text and audio.
+Speech that starts while a turn is under way cancels it — the LLM stops generating and no further
+TTS is done — and the reply is stored as far as the listener heard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from backend.app.audio.encode import to_pcm16
+from backend.app.audio.types import Audio
+from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings, VoiceActivityDetector
+from backend.app.backends.protocols import TranscribeOptions, Transcription
+from backend.app.core.errors import AppError, OverloadedError
+from backend.app.services.chat import check_conversation_id, elapsed_ms
+from backend.app.services.conversation import ConversationService, ReplyAudio, ReplyText, heard_pieces
+
+logger = logging.getLogger(__name__)
+
+INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+AUDIO_FRAME_S = 0.2
+"""Reply audio goes out in binary messages of this much PCM16."""
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol: the session ends with an error event and this close code."""
+
+    def __init__(self, message: str, code: str = "protocol_error", close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.close_code = close_code
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    vad: VADSettings
+    idle_timeout_s: float
+    max_session_s: float
+    max_frame_bytes: int
+    max_sessions: int
+
+
+@dataclass
+class Outbox:
+    """How the session talks back: JSON events and binary audio (the route serialises them)."""
+
+    event: Callable[[dict[str, Any]], Awaitable[None]]
+    audio: Callable[[bytes], Awaitable[None]]
+
+
+class RealtimeSession:
+    """One client's session. Call `start`, then `audio` per binary frame; `stop` ends the input
+    (the turn under way finishes); `close` is the end, however it came (cancels what is running)."""
+
+    def __init__(
+        self,
+        conversation: ConversationService,
+        vad: SileroVAD,
+        settings: RealtimeSettings,
+        outbox: Outbox,
+    ) -> None:
+        self.conversation = conversation
+        self.settings = settings
+        self._vad_model = vad
+        self._out = outbox
+        self._detector: VoiceActivityDetector | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self._input_rate = SAMPLE_RATE
+        self.conversation_id = ""
+        self._voice: str | None = None
+        self._options = TranscribeOptions()
+        self._turn: asyncio.Task[None] | None = None
+        self._speculative: asyncio.Task[Transcription] | None = None
+        # What the listener has been sent of the current reply, for the barge-in bookkeeping.
+        self._sent: list[ReplyAudio] = []
+        self._audio_started_at: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._detector is not None
+
+    @property
+    def busy(self) -> bool:
+        """A turn is being answered."""
+        return self._turn is not None and not self._turn.done()
+
+    # --- messages from the client -----------------------------------------------------------------
+
+    async def start(self, message: dict[str, Any]) -> None:
+        if self.started:
+            raise ProtocolError("the session has already started")
+        rate = message.get("sample_rate", SAMPLE_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in INPUT_RATES:
+            rates = ", ".join(map(str, INPUT_RATES))
+            raise ProtocolError(f"sample_rate must be one of {rates} (PCM16 mono)", "invalid_sample_rate")
+        try:
+            cid = message.get("conversation_id")
+            if cid is not None and not isinstance(cid, str):
+                raise ProtocolError("conversation_id must be a string")
+            self.conversation_id = check_conversation_id(cid or None)
+            voice = message.get("voice")
+            if voice is not None and not isinstance(voice, str):
+                raise ProtocolError("voice must be a string")
+            self._voice = voice or None
+            if self._voice:
+                self.conversation.tts.choose_voice(self._voice, None)
+            language = message.get("language")
+            if language is not None and not isinstance(language, str):
+                raise ProtocolError("language must be a string")
+            self._options = TranscribeOptions(language=language or None)
+            self.conversation.stt.check_options(self._options)
+        except AppError as e:
+            raise ProtocolError(e.message, e.code) from e
+        self._input_rate = rate
+        if rate != SAMPLE_RATE:
+            self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        self._detector = VoiceActivityDetector(self._vad_model.stream(), self.settings.vad)
+        await self._out.event(
+            {
+                "type": "ready",
+                "conversation_id": self.conversation_id,
+                "sample_rate": rate,
+                "output_sample_rate": self.conversation.tts.backend.sample_rate,
+            }
+        )
+
+    async def audio(self, data: bytes) -> None:
+        if self._detector is None:
+            raise ProtocolError('send {"type": "start"} before audio')
+        if len(data) % 2:
+            raise ProtocolError("audio frames are PCM16: an even number of bytes", "invalid_audio")
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        detector = self._detector
+        for event in await asyncio.to_thread(detector.feed, samples):
+            await self._on_vad(event)
+
+    async def interrupt(self) -> None:
+        """The client asks the reply under way to stop (a button, not speech)."""
+        if self._detector is None:
+            raise ProtocolError('send {"type": "start"} first')
+        await self._barge_in()
+
+    async def stop(self) -> None:
+        """End of input: an utterance in progress is answered, and the turn under way finishes."""
+        if self._detector is not None:
+            for event in self._detector.flush():
+                await self._on_vad(event)
+        if self._turn is not None:
+            await asyncio.wait([self._turn])
+
+    async def close(self) -> None:
+        """Cancel whatever is running (a reply is stored as far as it was heard)."""
+        for task in (self._speculative, self._turn):
+            if task is not None and not task.done():
+                task.cancel()
+        tasks = [t for t in (self._speculative, self._turn) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # --- turn-taking ------------------------------------------------------------------------------
+
+    async def _on_vad(self, event: VADEvent) -> None:
+        if event.kind == "speech_start":
+            await self._out.event({"type": "speech_start"})
+            await self._barge_in()
+        elif event.kind == "pause" and event.audio is not None:
+            self._cancel_speculative()
+            # Transcribe during the trailing silence; used if the turn ends without more speech.
+            self._speculative = asyncio.create_task(
+                self.conversation.stt.transcribe_audio(event.audio, self._options)
+            )
+            self._speculative.add_done_callback(_retrieve)
+        elif event.kind == "resume":
+            self._cancel_speculative()
+        elif event.kind == "speech_end" and event.audio is not None:
+            ended_at = time.perf_counter()
+            await self._out.event({"type": "speech_end", "duration": round(event.audio.duration, 3)})
+            speculative, self._speculative = self._speculative, None
+            self._turn = asyncio.create_task(self._run_turn(event.audio, speculative, ended_at))
+
+    def _cancel_speculative(self) -> None:
+        if self._speculative is not None:
+            self._speculative.cancel()
+            self._speculative = None
+
+    def _played_s(self) -> float:
+        """Seconds of reply audio the client has had time to play (it plays as it receives)."""
+        if self._audio_started_at is None:
+            return 0.0
+        sent = sum(piece.audio.duration for piece in self._sent)
+        return min(sent, time.perf_counter() - self._audio_started_at)
+
+    async def _barge_in(self) -> None:
+        if not self.busy:
+            return
+        assert self._turn is not None
+        said = heard_pieces(self._sent, self._played_s())
+        self._turn.cancel()
+        await asyncio.wait([self._turn])
+        await self._out.event({"type": "interrupted", "said": " ".join(piece.text for piece in said).strip()})
+
+    async def _transcribe(
+        self, utterance: Audio, speculative: asyncio.Task[Transcription] | None
+    ) -> Transcription:
+        if speculative is not None:
+            try:
+                return await speculative
+            except AppError:
+                pass  # e.g. the STT queue was full then; try once more now
+        return await self.conversation.stt.transcribe_audio(utterance, self._options)
+
+    async def _run_turn(
+        self, utterance: Audio, speculative: asyncio.Task[Transcription] | None, ended_at: float
+    ) -> None:
+        self._sent, self._audio_started_at = [], None
+        asked = time.time()
+        try:
+            began = time.perf_counter()
+            transcription = await self._transcribe(utterance, speculative)
+            timings = {"stt_ms": elapsed_ms(began)}
+            await self._out.event(
+                {"type": "transcript", "text": transcription.text, "language": transcription.language}
+            )
+            if not transcription.text:
+                timings["total_ms"] = elapsed_ms(ended_at)
+                await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
+                return
+            text = self.conversation.chat.check_text(transcription.text)
+            self.conversation.check_ready(None)
+            events = self.conversation.respond(
+                text,
+                self.conversation_id,
+                voice=self._voice,
+                language=transcription.language,
+                asked=asked,
+                started=ended_at,
+                timings=timings,
+                played=self._played_s,
+            )
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    if isinstance(event, ReplyText):
+                        await self._out.event({"type": "reply_delta", "text": event.text})
+                    elif isinstance(event, ReplyAudio):
+                        await self._send_audio(event)
+                    else:
+                        await self._out.event(
+                            {
+                                "type": "turn_end",
+                                "reply": event.reply,
+                                "audio_url": f"/outputs/{event.audio_name}" if event.audio_name else None,
+                                "timings": event.timings,
+                            }
+                        )
+        except AppError as e:
+            # The turn fails (a busy model, an over-long text); the session goes on.
+            await self._out.event({"type": "error", "code": e.code, "message": e.message})
+        except Exception:
+            # A send to a client that has gone, or a fault of ours: the transport notices the
+            # former and closes the session; the latter must not pass silently.
+            logger.exception("realtime turn failed in conversation %s", self.conversation_id)
+
+    async def _send_audio(self, piece: ReplyAudio) -> None:
+        if self._audio_started_at is None:
+            await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
+            self._audio_started_at = time.perf_counter()
+        self._sent.append(piece)
+        pcm = to_pcm16(piece.audio)
+        step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
+        for offset in range(0, len(pcm), step):
+            await self._out.audio(pcm[offset : offset + step])
+
+
+def _retrieve(task: asyncio.Task[Transcription]) -> None:
+    """Mark a discarded task's failure as seen (it is retried or irrelevant)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class RealtimeService:
+    """Opens sessions, at most `max_sessions` at once; owns the VAD model they share."""
+
+    def __init__(self, conversation: ConversationService, vad: SileroVAD, settings: RealtimeSettings) -> None:
+        self.conversation = conversation
+        self.vad = vad
+        self.settings = settings
+        self.active = 0
+
+    @contextlib.asynccontextmanager
+    async def session(self, outbox: Outbox) -> AsyncGenerator[RealtimeSession, None]:
+        """A session for the length of the block; closed (its work cancelled) on the way out."""
+        if self.active >= self.settings.max_sessions:
+            raise OverloadedError(
+                f"{self.active} realtime sessions are open, the most this server allows; retry later",
+                retry_after_s=5,
+            )
+        self.active += 1
+        session = RealtimeSession(self.conversation, self.vad, self.settings, outbox)
+        try:
+            yield session
+        finally:
+            try:
+                await session.close()
+            finally:
+                self.active -= 1
