@@ -11,6 +11,7 @@ start transcribing before the silence is long enough to end the turn.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -49,7 +50,9 @@ class SileroVAD:
         try:
             from silero_vad import load_silero_vad
 
-            self._base = load_silero_vad(onnx=True)
+            with warnings.catch_warnings():  # its loader uses a deprecated importlib API
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._base = load_silero_vad(onnx=True)
         except Exception as e:  # not installed, or its ONNX file unreadable
             raise ModelLoadError(f"could not load silero-vad: {e}; reinstall with `make setup`") from e
         from importlib.metadata import version

@@ -30,7 +30,9 @@ def load_chat(settings: Settings) -> ChatModel:
         )
     from backend.app.backends.transformers_llm import TransformersChatBackend
 
-    return TransformersChatBackend(settings.llm_model, settings.models_dir, settings.llm_device)
+    return TransformersChatBackend(
+        settings.llm_model, settings.models_dir, settings.llm_device, settings.llm_dtype
+    )
 
 
 def is_piper(model_name: str) -> bool:

@@ -43,6 +43,8 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     hotwords: str | None = None
     word_timestamps: bool = False
+    beam_size: int | None = None
+    """None: the backend's configured beam size (STT_BEAM_SIZE)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class TransformersChatBackend:
     """A chat-templated causal LM; greedy at temperature 0, sampled above."""
 
-    def __init__(self, model: str, models_dir: Path, device: str = "auto") -> None:
+    def __init__(self, model: str, models_dir: Path, device: str = "auto", dtype: str = "auto") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,10 +29,12 @@ class TransformersChatBackend:
             source, label = str(embedded.smollm2_dir(models_dir)), "SmolLM2-135M-Instruct (embedded)"
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device == "cuda" else torch.float32
+        if dtype == "auto":
+            dtype = "float16" if device == "cuda" else "float32"
+        torch_dtype = getattr(torch, dtype)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
-            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+            self._model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(device)
         except Exception as e:  # missing files, corrupt safetensors, unknown hub id offline
             hint = (
                 f"delete {source} and {embedded.SETUP_HINT}"
@@ -42,7 +44,7 @@ class TransformersChatBackend:
             raise ModelLoadError(f"could not load the LLM {label!r} from {source}: {e}; {hint}") from e
         self._model.eval()
         self._device = device
-        self.info = ModelInfo(model=label, device=device)
+        self.info = ModelInfo(model=label, device=f"{device} ({dtype})")
 
     def _prompt(self, messages: Sequence[ChatMessage]) -> BatchEncoding:
         inputs: BatchEncoding = self._tokenizer.apply_chat_template(

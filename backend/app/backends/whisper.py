@@ -82,7 +82,7 @@ class WhisperBackend:
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
-            beam_size=self._beam_size,
+            beam_size=options.beam_size or self._beam_size,
             vad_filter=self._vad_filter,
         )
         # The segments are a lazy generator: consume it here, on the worker thread.

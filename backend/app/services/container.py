@@ -127,4 +127,5 @@ def realtime_settings(settings: Settings) -> RealtimeSettings:
         max_session_s=settings.ws_max_session_s,
         max_frame_bytes=settings.ws_max_frame_bytes,
         max_sessions=settings.ws_max_sessions,
+        stt_beam_size=settings.ws_stt_beam_size,
     )

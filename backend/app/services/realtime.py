@@ -55,6 +55,7 @@ class RealtimeSettings:
     max_session_s: float
     max_frame_bytes: int
     max_sessions: int
+    stt_beam_size: int = 1
 
 
 @dataclass
@@ -124,7 +125,9 @@ class RealtimeSession:
             language = message.get("language")
             if language is not None and not isinstance(language, str):
                 raise ProtocolError("language must be a string")
-            self._options = TranscribeOptions(language=language or None)
+            self._options = TranscribeOptions(
+                language=language or None, beam_size=self.settings.stt_beam_size
+            )
             self.conversation.stt.check_options(self._options)
         except AppError as e:
             raise ProtocolError(e.message, e.code) from e

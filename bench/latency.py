@@ -1,0 +1,264 @@
+"""Voice-to-voice latency: streamed vs non-streamed /conversation, and the realtime WebSocket.
+
+Run with `make bench` (or `.venv/bin/python -m bench.latency [--runs N]`). In one run it starts the
+real server (`python -m backend.app`, embedded models, default settings) on a free localhost port
+and, for a 3-second spoken request (tests/data/speech.wav, "Please turn on the kitchen lights and
+play some quiet music."), measures, interleaved run by run:
+
+1. **non-streamed /conversation**: request sent -> whole JSON answer (its audio fetched too);
+2. **streamed /conversation** (`stream=true`): request sent -> first `audio` event (time to first
+   audio), and -> `done`;
+3. **WebSocket /ws/conversation**: the clip streamed in 20 ms PCM16 frames at real-time pace, then
+   silence, as a microphone would. From the server's `speech_end` event to the first binary audio
+   frame, and from the end of the speech in the clip (the last loud sample was sent) to it.
+
+Each run starts a new conversation, so the context is the same every time. Medians (and p90) of
+`--runs` runs go to bench/results/latency.md and bench/results/latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import connect
+
+from backend.app.audio.decode import decode_audio
+from bench.stages import free_port, start_server
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+CLIP = REPO / "tests" / "data" / "speech.wav"
+FRAME_S = 0.02
+
+# The goals from the realtime issue, for the report.
+GOAL_FIRST_AUDIO_RATIO = 0.5
+GOAL_FIRST_AUDIO_S = 1.2
+GOAL_WS_S = 0.8
+
+
+def sse_events(response: httpx.Response) -> list[tuple[float, str, dict[str, object]]]:
+    """(arrival time, name, data) for each event of a streamed response, as it arrives."""
+    events: list[tuple[float, str, dict[str, object]]] = []
+    name = ""
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((time.perf_counter(), name, json.loads(line.split(":", 1)[1])))
+    return events
+
+
+def conversation_plain(client: httpx.Client, clip: bytes) -> dict[str, float]:
+    started = time.perf_counter()
+    response = client.post("/conversation", files={"audio_file": ("speech.wav", clip, "audio/wav")})
+    response.raise_for_status()
+    body = response.json()
+    client.get(body["audio_url"]).raise_for_status()
+    return {"total_s": time.perf_counter() - started, "server_total_ms": body["timings"]["total_ms"]}
+
+
+def conversation_streamed(client: httpx.Client, clip: bytes) -> dict[str, float]:
+    started = time.perf_counter()
+    with client.stream(
+        "POST",
+        "/conversation",
+        files={"audio_file": ("speech.wav", clip, "audio/wav")},
+        data={"stream": "true"},
+    ) as response:
+        response.raise_for_status()
+        events = sse_events(response)
+    first_audio = next(t for t, name, _ in events if name == "audio")
+    done = next(data for _, name, data in events if name == "done")
+    timings = done["timings"]
+    assert isinstance(timings, dict)
+    return {
+        "first_audio_s": first_audio - started,
+        "total_s": events[-1][0] - started,
+        "stt_ms": float(timings["stt_ms"]),
+        "llm_first_token_ms": float(timings["llm_first_token_ms"]),
+        "tts_first_audio_ms": float(timings["tts_first_audio_ms"]),
+    }
+
+
+async def websocket_turn(url: str, pcm: bytes, speech_end_offset_s: float) -> dict[str, float]:
+    """Stream the clip at real-time pace, then silence, until the first reply audio arrives."""
+    frame = int(16000 * FRAME_S) * 2
+    silence = bytes(frame)
+    marks: dict[str, float] = {}
+    async with connect(url, max_size=2**24) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        json.loads(await ws.recv())  # ready
+
+        async def send_audio() -> None:
+            started = time.perf_counter()
+            marks["speech_over"] = started + speech_end_offset_s
+            sent = 0
+            while "first_audio" not in marks and sent < 600:  # at most 12 s
+                chunk = pcm[sent * frame : (sent + 1) * frame] or silence
+                await ws.send(chunk)
+                sent += 1
+                await asyncio.sleep(max(0.0, started + sent * FRAME_S - time.perf_counter()))
+
+        async def receive() -> None:
+            while True:
+                message = await ws.recv()
+                now = time.perf_counter()
+                if isinstance(message, bytes):
+                    marks.setdefault("first_audio", now)
+                    return
+                event = json.loads(message)
+                if event["type"] == "speech_end":
+                    marks["speech_end"] = now
+                elif event["type"] == "error":
+                    raise RuntimeError(event["message"])
+
+        sender = asyncio.create_task(send_audio())
+        await asyncio.wait_for(receive(), 60)
+        await sender
+        await ws.send(json.dumps({"type": "interrupt"}))
+    return {
+        "ws_from_speech_end_s": marks["first_audio"] - marks["speech_end"],
+        "ws_from_speech_over_s": marks["first_audio"] - marks["speech_over"],
+    }
+
+
+def speech_end_offset(samples: np.ndarray, rate: int) -> float:
+    loud = np.flatnonzero(np.abs(samples) >= 0.02)
+    return float(loud[-1] + 1) / rate if loud.size else 0.0
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return statistics.median(values), p90
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10, help="runs of each measurement (default 10)")
+    args = parser.parse_args()
+
+    clip = CLIP.read_bytes()
+    audio = decode_audio(clip, 16000)
+    pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
+    offset = speech_end_offset(audio.samples, 16000)
+    port = free_port()
+    server = start_server(port)
+    rows: list[dict[str, float]] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            conversation_plain(client, clip)  # warm-up: first-request costs are not latency
+            conversation_streamed(client, clip)
+            asyncio.run(websocket_turn(f"ws://127.0.0.1:{port}/ws/conversation", pcm, offset))
+            for run in range(args.runs):
+                row = conversation_plain(client, clip)
+                row |= {f"streamed_{k}": v for k, v in conversation_streamed(client, clip).items()}
+                time.sleep(1)  # the previous WebSocket reply may still be winding down
+                row |= asyncio.run(websocket_turn(f"ws://127.0.0.1:{port}/ws/conversation", pcm, offset))
+                rows.append(row)
+                print(
+                    f"run {run + 1}: non-streamed {row['total_s']:.2f} s, first audio "
+                    f"{row['streamed_first_audio_s']:.2f} s, WebSocket {row['ws_from_speech_end_s']:.2f} s",
+                    flush=True,
+                )
+    finally:
+        server.terminate()
+        server.wait(30)
+    write_report(rows, audio.duration, offset)
+    return 0
+
+
+def write_report(rows: list[dict[str, float]], clip_s: float, speech_s: float) -> None:
+    def col(key: str) -> tuple[float, float]:
+        return summary([r[key] for r in rows])
+
+    plain, _ = col("total_s")
+    first, _ = col("streamed_first_audio_s")
+    ws, _ = col("ws_from_speech_end_s")
+    lines = [
+        "# Voice-to-voice latency",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, "
+        f"Python {platform.python_version()}, torch {version('torch')}, faster-whisper "
+        f"{version('faster-whisper')}, piper-tts {version('piper-tts')}. Embedded models, default "
+        f"settings. Input: a {clip_s:.1f} s spoken request (speech ends at {speech_s:.2f} s). "
+        f"Median and p90 of {len(rows)} runs, interleaved; written by `bench/latency.py`.",
+        "",
+        "| measurement | median s | p90 s |",
+        "|---|---|---|",
+    ]
+    labels = [
+        ("total_s", "non-streamed /conversation: request -> whole answer (+ audio fetched)"),
+        ("streamed_first_audio_s", "streamed /conversation: request -> first audio"),
+        ("streamed_total_s", "streamed /conversation: request -> done"),
+        ("ws_from_speech_end_s", "WebSocket: `speech_end` event -> first audio frame"),
+        ("ws_from_speech_over_s", "WebSocket: last speech sample sent -> first audio frame"),
+    ]
+    for key, label in labels:
+        median, p90 = col(key)
+        lines.append(f"| {label} | {median:.2f} | {p90:.2f} |")
+    lines += [
+        "",
+        "Inside the streamed turn (server timings, median ms): "
+        + ", ".join(
+            f"{name} {statistics.median(r[f'streamed_{name}'] for r in rows):.0f}"
+            for name in ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms")
+        )
+        + ".",
+        "",
+        "## Against the goals",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+        f"| streamed first audio <= {GOAL_FIRST_AUDIO_RATIO} x non-streamed total | "
+        f"{first / plain:.2f} x | {'yes' if first / plain <= GOAL_FIRST_AUDIO_RATIO else 'no'} |",
+        f"| streamed first audio <= {GOAL_FIRST_AUDIO_S} s | {first:.2f} s | "
+        f"{'yes' if first <= GOAL_FIRST_AUDIO_S else 'no'} |",
+        f"| WebSocket end of speech -> first audio <= {GOAL_WS_S} s | {ws:.2f} s | "
+        f"{'yes' if ws <= GOAL_WS_S else 'no'} |",
+        "",
+        "The WebSocket's `speech_end` comes VAD_MIN_SILENCE_MS (500 ms) after the speech stops; the "
+        "server transcribes during that silence, so the second WebSocket row is what a user waits.",
+        "",
+        "![latency](latency.png)",
+        "",
+    ]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latency.md").write_text("\n".join(lines))
+    plot(rows, labels)
+    print("\n".join(lines))
+
+
+def plot(rows: list[dict[str, float]], labels: list[tuple[str, str]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    medians = [statistics.median(r[key] for r in rows) for key, _ in labels]
+    p90s = [summary([r[key] for r in rows])[1] for key, _ in labels]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    y = range(len(labels))
+    ax.barh(y, medians, xerr=[[0] * len(medians), [p - m for p, m in zip(p90s, medians, strict=True)]])
+    ax.set_yticks(list(y), [label.split(":")[0] + ":\n" + label.split(":", 1)[1] for _, label in labels])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median; whisker to p90)")
+    ax.set_title("Time to the answer's first sound vs the whole answer")
+    for i, m in enumerate(medians):
+        ax.text(m, i, f" {m:.2f}", va="center")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "latency.png", dpi=120)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
