@@ -6,7 +6,9 @@ Run with `make test` (or `.venv/bin/python -m pytest test_api.py`).
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import shutil
 import signal
@@ -21,9 +23,12 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
 from tests.ports import free_port
+from tests.sse import parse_sse
 from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
@@ -576,6 +581,76 @@ def test_conversation_bad_input(http: httpx.Client) -> None:
     assert_error(http.post("/conversation", files={"audio_file": wav}, data={"voice": "Nobody"}), 404)
     assert_error(http.post("/conversation", files={"audio_file": wav}, data={"conversation_id": "a b"}), 422)
     assert_error(http.post("/conversation", json={"audio_file": "x"}), 415)
+
+
+def test_streamed_chat_tts_and_conversation_over_http(http: httpx.Client) -> None:
+    with http.stream("POST", "/chat", json={"text": "Say hello.", "stream": True}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        chat = parse_sse(response.iter_lines())
+    assert chat[-1][0] == "done" and chat[0][0] == "reply_delta"
+
+    with http.stream("POST", "/tts", json={"text": SENTENCE, "format": "ogg", "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "audio/ogg"
+        speech = response.read()
+    heard = http.post("/stt", files={"file": ("s.ogg", speech, "audio/ogg")}).json()["text"]
+    assert word_error_rate(SENTENCE, heard) <= 0.2, heard
+
+    with http.stream(
+        "POST",
+        "/conversation",
+        files={"audio_file": ("speech.webm", clip("speech.webm"), "audio/webm")},
+        data={"stream": "true", "format": "mp3"},
+    ) as response:
+        events = parse_sse(response.iter_lines())
+    names = [name for name, _ in events]
+    assert names[0] == "transcript" and names[-1] == "done" and "audio" in names
+    assert word_error_rate(SENTENCE, str(events[0][1]["text"])) <= 0.2
+    first_audio = next(data for name, data in events if name == "audio")
+    assert decode_audio(base64.b64decode(str(first_audio["audio"]))).duration > 0.2
+    assert set(events[-1][1]["timings"]) == TURN_TIMINGS  # type: ignore[arg-type]
+
+
+def test_realtime_websocket_turn(server: str) -> None:
+    """A microphone-like client: real speech then silence as 20 ms PCM16 frames, paced in real time."""
+    speech = decode_audio(clip("speech.wav"), 16000).samples
+    pcm = (np.concatenate([np.zeros(8000), speech, np.zeros(16000)]) * 32767).astype("<i2").tobytes()
+    url = server.replace("http://", "ws://") + "/ws/conversation"
+    types: list[str] = []
+    audio = 0
+    with ws_connect(url, max_size=2**22) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        assert json.loads(ws.recv())["type"] == "ready"
+        began = time.perf_counter()
+        for i, start in enumerate(range(0, len(pcm), 640)):
+            ws.send(pcm[start : start + 640])
+            time.sleep(max(0.0, began + (i + 1) * 0.02 - time.perf_counter()))
+        while True:
+            message = ws.recv(timeout=60)
+            if isinstance(message, bytes):
+                audio += len(message)
+                continue
+            event = json.loads(message)
+            types.append(event["type"])
+            if event["type"] == "transcript":
+                assert word_error_rate(SENTENCE, event["text"]) <= 0.2, event["text"]
+            if event["type"] in ("turn_end", "error"):
+                break
+        ws.send(json.dumps({"type": "stop"}))
+        assert json.loads(ws.recv())["type"] == "session_end"
+    assert types[:3] == ["speech_start", "speech_end", "transcript"] and types[-1] == "turn_end", types
+    assert "audio_start" in types and audio > 22050  # over half a second of PCM16 at 22.05 kHz
+
+
+def test_realtime_websocket_refuses_protocol_errors(server: str) -> None:
+    url = server.replace("http://", "ws://") + "/ws/conversation"
+    with ws_connect(url) as ws:
+        ws.send(b"\x00\x00")  # audio before start
+        error = json.loads(ws.recv())
+        assert error["type"] == "error" and error["code"] == "protocol_error"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert httpx.get(server + "/health").status_code == 200
 
 
 def test_conversations_are_stored_listed_patched_and_deleted(http: httpx.Client) -> None:

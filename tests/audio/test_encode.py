@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend.app.audio.decode import decode_audio
-from backend.app.audio.encode import encode_audio, to_pcm16
+from backend.app.audio.encode import AudioFormat, StreamEncoder, encode_audio, to_pcm16
 from backend.app.audio.types import Audio
 
 
@@ -36,3 +36,25 @@ def test_pcm_is_raw_s16le() -> None:
     pcm = to_pcm16(audio)
     assert encode_audio(audio, "pcm") == pcm
     assert np.frombuffer(pcm, "<i2").tolist() == [0, 32767, -32767, 32767]
+
+
+@pytest.mark.parametrize("fmt", ["wav", "ogg", "mp3", "flac"])
+def test_stream_encoder_chunks_concatenate_to_one_playable_file(fmt: AudioFormat) -> None:
+    encoder = StreamEncoder(fmt, 22050)
+    parts = [encoder.encode(tone()) for _ in range(3)]
+    parts.append(encoder.finish())
+    assert all(parts[:3]), "every chunk yields bytes at once (nothing held until the end)"
+    decoded = decode_audio(b"".join(parts), 16000)
+    assert decoded.duration == pytest.approx(3.0, abs=0.08)
+
+
+def test_stream_encoder_pcm_is_bare_samples() -> None:
+    encoder = StreamEncoder("pcm", 16000)
+    assert encoder.encode(Audio(np.zeros(160, np.float32), 16000)) == bytes(320)
+    assert encoder.finish() == b""
+
+
+def test_stream_encoder_refuses_a_changed_rate() -> None:
+    encoder = StreamEncoder("wav", 16000)
+    with pytest.raises(ValueError):
+        encoder.encode(Audio(np.zeros(10, np.float32), 22050))

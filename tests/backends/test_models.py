@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,39 @@ def test_llm_respects_max_tokens(llm: TransformersChatBackend) -> None:
         GenerationOptions(max_tokens=5, temperature=0.0),
     )
     assert 0 < len(reply.split()) <= 6
+
+
+def test_llm_stream_is_the_same_reply_in_pieces(llm: TransformersChatBackend) -> None:
+    messages = [ChatMessage("user", "What is the capital of France?")]
+    options = GenerationOptions(max_tokens=24, temperature=0.0)
+    deltas = list(llm.chat_stream(messages, options))
+    assert len(deltas) > 1
+    assert "".join(deltas).strip() == llm.chat(messages, options)
+
+
+def test_closing_the_llm_stream_stops_generation(
+    llm: TransformersChatBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted at the model itself: after the stream is closed, no more forward passes run."""
+    forward = llm._model.forward
+    calls = 0
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(llm._model, "forward", counted)
+    stream = llm.chat_stream(
+        [ChatMessage("user", "Tell me a very long story about a dragon and a knight.")],
+        GenerationOptions(max_tokens=200, temperature=0.0),
+    )
+    taken = [next(stream), next(stream)]
+    stream.close()  # returns once the generation thread has ended
+    assert taken and calls < 10, f"{calls} forward passes for 2 deltas: generation did not stop"
+    after = calls
+    time.sleep(0.3)
+    assert calls == after
 
 
 def test_missing_stt_model_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ embedded LLM (no network, no canned answers): the request shape, the reply, and 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,13 +12,35 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import ChatMessage, GenerationOptions
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from tests.ports import free_port
+
+
+def _chunks(
+    llm: TransformersChatBackend,
+    messages: list[ChatMessage],
+    options: GenerationOptions,
+    record: dict[str, Any],
+) -> Iterator[str]:
+    """OpenAI's streamed chunks, one per delta of the real model; records how far it got."""
+    record["deltas"] = 0
+    record["finished"] = False
+    stream = llm.chat_stream(messages, options)
+    try:
+        for delta in stream:
+            record["deltas"] += 1
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+            chunk["choices"] = [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]
+            yield f"data: {json.dumps(chunk)}\n\n"
+        record["finished"] = True  # generation ran to its end
+        yield "data: [DONE]\n\n"
+    finally:
+        stream.close()
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +50,16 @@ def compatible_server(llm: TransformersChatBackend) -> Iterator[tuple[str, list[
     seen: list[dict[str, Any]] = []
 
     @app.post("/v1/chat/completions")
-    async def completions(request: Request) -> JSONResponse:
+    async def completions(request: Request) -> Response:
         body = await request.json()
-        seen.append({"body": body, "auth": request.headers.get("authorization")})
+        record: dict[str, Any] = {"body": body, "auth": request.headers.get("authorization")}
+        seen.append(record)
         if body["model"] == "broken":
             return JSONResponse({"error": {"message": "model exploded"}}, status_code=500)
         messages = [ChatMessage(m["role"], m["content"]) for m in body["messages"]]
+        options = GenerationOptions(body["max_tokens"], body["temperature"])
+        if body.get("stream"):
+            return StreamingResponse(_chunks(llm, messages, options, record), media_type="text/event-stream")
         reply = llm.chat(messages, GenerationOptions(body["max_tokens"], body["temperature"]))
         return JSONResponse(
             {
@@ -94,3 +121,45 @@ def test_unreachable_server_is_an_upstream_error() -> None:
 def test_model_name_is_required() -> None:
     with pytest.raises(ModelLoadError, match="LLM_MODEL"):
         OpenAIChatBackend("", "http://127.0.0.1:1/v1", "", timeout_s=5)
+
+
+def test_streamed_chat_through_an_openai_compatible_server(
+    compatible_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    base_url, seen = compatible_server
+    backend = OpenAIChatBackend("smollm2", base_url, "", timeout_s=60)
+    messages = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
+    deltas = list(backend.chat_stream(messages, GenerationOptions(max_tokens=16, temperature=0.0)))
+    assert len(deltas) >= 1 and "paris" in "".join(deltas).lower()
+    assert seen[-1]["body"]["stream"] is True and seen[-1]["finished"] is True
+
+
+def test_closing_the_stream_ends_the_upstream_generation(
+    compatible_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Closing our iterator closes the HTTP response; the server sees the disconnect and stops."""
+    base_url, seen = compatible_server
+    backend = OpenAIChatBackend("smollm2", base_url, "", timeout_s=60)
+    stream = backend.chat_stream(
+        [ChatMessage("user", "Tell me a very long story about a dragon and a knight.")],
+        GenerationOptions(max_tokens=200, temperature=0.0),
+    )
+    next(stream)
+    stream.close()
+    record = seen[-1]
+    deadline = time.monotonic() + 10
+    while "deltas" in record and not record["finished"] and time.monotonic() < deadline:
+        before = record["deltas"]
+        time.sleep(1.0)
+        if record["deltas"] == before:
+            break
+    assert record["finished"] is False and record["deltas"] < 100
+
+
+def test_a_broken_stream_is_an_upstream_error(compatible_server: tuple[str, list[dict[str, Any]]]) -> None:
+    base_url, _ = compatible_server
+    backend = OpenAIChatBackend("broken", base_url, "", timeout_s=10)
+    with pytest.raises(UpstreamError, match="500"):
+        list(
+            backend.chat_stream([ChatMessage("user", "hi")], GenerationOptions(max_tokens=4, temperature=0.0))
+        )

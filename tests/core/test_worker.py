@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
 
 import pytest
 
@@ -83,4 +85,93 @@ def test_errors_propagate_and_release_the_slot() -> None:
         assert worker.pending == 0
 
     asyncio.run(main())
+    worker.shutdown()
+
+
+def test_stream_yields_items_as_they_are_made_on_the_worker_thread() -> None:
+    worker = ModelWorker("test", queue_size=1)
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def count(n: int) -> Iterator[int]:
+        for i in range(n):
+            threads.add(threading.get_ident())
+            yield i
+
+    async def main() -> list[int]:
+        return [i async for i in worker.stream(count, 5)]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    assert len(threads) == 1 and loop_thread not in threads
+    assert worker.pending == 0
+    worker.shutdown()
+
+
+def test_stopping_a_stream_early_closes_the_generator_on_its_thread() -> None:
+    worker = ModelWorker("test", queue_size=1)
+    produced: list[int] = []
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+                time.sleep(0.01)
+        finally:
+            closed.set()
+
+    async def main() -> None:
+        async with aclosing(worker.stream(endless)) as items:
+            async for i in items:
+                if i == 2:
+                    break
+
+    asyncio.run(main())
+    assert closed.wait(2), "the generator's finally did not run"
+    assert len(produced) <= 4  # stopped after the item in flight, not run on
+    deadline = time.monotonic() + 2
+    while worker.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.pending == 0
+    worker.shutdown()
+
+
+def test_stream_errors_reach_the_consumer() -> None:
+    worker = ModelWorker("test", queue_size=1)
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise ValueError("model broke")
+
+    def not_even_started() -> Iterator[int]:
+        raise RuntimeError("could not start")
+
+    async def collect(fn: Callable[[], Iterator[int]]) -> list[int]:
+        return [i async for i in worker.stream(fn)]
+
+    with pytest.raises(ValueError, match="model broke"):
+        asyncio.run(collect(failing))
+    with pytest.raises(RuntimeError, match="could not start"):
+        asyncio.run(collect(not_even_started))
+    worker.shutdown()
+
+
+def test_follow_up_work_is_never_refused() -> None:
+    worker = ModelWorker("test", queue_size=0)
+    release = threading.Event()
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(worker.run(release.wait))
+        await asyncio.sleep(0.05)
+        with pytest.raises(OverloadedError):
+            worker.check()
+        follow = asyncio.ensure_future(worker.follow_up(lambda: 3))
+        release.set()
+        await first
+        return [await follow]
+
+    assert asyncio.run(main()) == [3]
     worker.shutdown()

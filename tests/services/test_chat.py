@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 
 from backend.app.backends.protocols import ChatMessage
 from backend.app.core.errors import InvalidInputError
-from backend.app.services.chat import ChatService
+from backend.app.services.chat import ChatDelta, ChatService
 from backend.app.services.container import Services
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -94,3 +96,34 @@ def test_empty_or_oversize_text_is_refused(chat: ChatService, text: str) -> None
 def test_locks_are_dropped_after_use(chat: ChatService) -> None:
     asyncio.run(chat.reply("Hello.", "tidy"))
     assert chat._locks == {}
+
+
+def test_a_stream_stopped_early_stores_what_was_delivered(chat: ChatService) -> None:
+    async def scenario() -> list[str]:
+        delivered: list[str] = []
+        async with aclosing(chat.reply_stream("Tell me a long story about a dragon.", "cut")) as events:
+            async for event in events:
+                assert isinstance(event, ChatDelta)
+                delivered.append(event.text)
+                if len(delivered) == 3:
+                    break
+        return delivered
+
+    delivered = asyncio.run(scenario())
+    user, assistant = chat.store.turns("cut")
+    assert user.text == "Tell me a long story about a dragon." and not user.interrupted
+    assert assistant.interrupted and assistant.text == "".join(delivered).strip()
+    assert _idle_soon(chat)
+
+
+def _idle_soon(chat: ChatService) -> bool:
+    deadline = time.monotonic() + 2
+    while chat.worker.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return chat.worker.pending == 0
+
+
+def test_an_interrupted_empty_reply_is_not_shown_to_the_model(chat: ChatService) -> None:
+    chat.store.add_turns("gap", [Turn("user", "Hello?"), Turn("assistant", "", interrupted=True)])
+    messages = chat.build_messages("gap", "Are you there?")
+    assert [m.role for m in messages] == ["system", "user", "user"]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from backend.app.text.segment import join_pieces, segment_text, split_sentences
+from backend.app.text.segment import SentenceChunker, join_pieces, segment_text, split_sentences
 
 
 def test_short_text_is_one_segment() -> None:
@@ -116,3 +118,61 @@ def test_segments_never_exceed_the_limit_on_long_mixed_input() -> None:
     ) * 10
     for limit in (20, 37, 150):
         assert all(0 < len(s) <= limit for s in segment_text(text, limit))
+
+
+def chunk_stream(text: str, **kwargs: int) -> list[str]:
+    """Feed `text` word by word (as an LLM streams it) and collect the pieces."""
+    chunker = SentenceChunker(**kwargs)
+    pieces: list[str] = []
+    for delta in re.findall(r"\S+\s*", text):
+        pieces += chunker.feed(delta)
+    return pieces + chunker.flush()
+
+
+def test_chunker_hands_out_whole_sentences_and_merges_short_ones() -> None:
+    pieces = chunk_stream("Hi. The capital of France is Paris. It is lovely in spring!")
+    assert pieces == ["Hi. The capital of France is Paris.", "It is lovely in spring!"]
+
+
+def test_chunker_waits_until_a_full_stop_is_certain() -> None:
+    chunker = SentenceChunker(min_chars=5)
+    assert chunker.feed("It costs 3.") == []  # "3." may become "3.5"
+    assert chunker.feed("5 euros. Then") == ["It costs 3.5 euros."]
+    assert chunker.feed(" Dr.") == [] and chunker.feed(" Smith came.") == []
+    assert chunker.flush() == ["Then Dr. Smith came."]
+
+
+def test_chunker_cjk_ends_are_certain_at_once() -> None:
+    chunker = SentenceChunker(min_chars=8)
+    assert chunker.feed("你好。") == []  # too short alone (a CJK character weighs two)
+    assert chunker.feed("今天天气很好。明天") == ["你好。今天天气很好。"]  # no space needed after 。
+    assert chunker.flush() == ["明天"]
+
+
+def test_chunker_cuts_a_run_on_reply_so_audio_is_not_held_back() -> None:
+    run_on = "Well, " + "this goes on and on without a stop " * 8
+    pieces = chunk_stream(run_on, max_chars=60, first_clause_chars=40)
+    assert len(pieces) > 3 and all(len(p) <= 60 for p in pieces)
+    assert " ".join(pieces).split() == run_on.split()  # nothing lost, nothing added
+
+
+def test_chunker_first_piece_may_end_at_a_clause() -> None:
+    text = "Sure thing, turning on the kitchen lights now, and some quiet music too. Enjoy!"
+    pieces = chunk_stream(text, first_clause_chars=20)
+    assert pieces[0] == "Sure thing, turning on the kitchen lights now,"
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_chunker_keeps_every_word_of_real_text() -> None:
+    text = (
+        "Mr. Brown arrived at 9.30 a.m., didn't he? He said: \"It's fine.\" Then he left... "
+        "quietly; nobody noticed. Visit example.com/docs for more (it's free)! Done"
+    )
+    pieces = chunk_stream(text)
+    assert " ".join(pieces).split() == text.split()
+    assert all(len(p) >= 12 for p in pieces[:-1])
+
+
+def test_chunker_rejects_a_bad_configuration() -> None:
+    with pytest.raises(ValueError):
+        SentenceChunker(min_chars=0)

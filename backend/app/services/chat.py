@@ -127,7 +127,8 @@ class ChatService:
         self._check_fit(system, text)
         keep = self.settings.max_history_messages
         turns = self.store.turns(conversation_id, limit=keep) if keep else []
-        history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns]
+        # A reply cut off before any of it was heard is kept in the record, not shown to the model.
+        history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns if t.text]
         # Take whole exchanges from the newest back while they fit.
         kept: list[ChatMessage] = []
         for start in range(len(history) - 1, -1, -1):

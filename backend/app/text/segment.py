@@ -242,18 +242,19 @@ class SentenceChunker:
 
     def _cut_long_run(self) -> list[str]:
         """Cut an unfinished sentence that is too long to wait for, at a clause mark or a space."""
-        first = self._emitted == 0 and not self._pending
-        limit = self.first_clause_chars if first else self.max_chars
+        limit = self.first_clause_chars if self._emitted == 0 else self.max_chars
         text = self._buffer
         if len(text.strip()) < limit:
             return []
-        marks = [m.end() for m in _CLAUSE_RE.finditer(text) if m.start() > 0 and m.end() < len(text)]
-        if marks:
-            cut = marks[-1]
-        elif len(text) >= self.max_chars:
+        # The last clause mark that leaves a piece long enough to stand alone.
+        cut = 0
+        for match in _CLAUSE_RE.finditer(text):
+            if 0 < match.end() < len(text) and _weight(text[: match.end()].strip()) >= self.min_chars:
+                cut = match.end()
+        if not cut and len(text) >= self.max_chars:
             space = text.rfind(" ", 0, len(text) - 1)
             cut = space if space > 0 else len(text)
-        else:
+        if not cut:
             return []
         piece, self._buffer = text[:cut].strip(), text[cut:]
         return self._take([piece]) if piece else []

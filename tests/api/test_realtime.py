@@ -1,0 +1,274 @@
+"""The realtime WebSocket, driven by a client that streams real speech (the embedded Piper voice) and
+silence as PCM16 frames: event order, transcript, reply audio, barge-in, and protocol errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from backend.app.audio.decode import decode_audio, resample
+from backend.app.backends.protocols import SynthesisRequest
+from backend.app.main import create_app
+from backend.app.services.chat import ChatService
+from backend.app.services.container import Services, realtime_settings
+from backend.app.services.conversation import ConversationService
+from backend.app.services.realtime import RealtimeService
+from tests.conftest import DATA, SENTENCE, make_settings
+from tests.wer import word_error_rate
+
+FRAME = 640  # 20 ms of 16 kHz PCM16
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(int(16000 * seconds) * 2)
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    return pcm16(decode_audio((DATA / "speech.wav").read_bytes(), 16000).samples)
+
+
+def send_audio(ws: WebSocketTestSession, pcm: bytes) -> None:
+    for start in range(0, len(pcm), FRAME):
+        ws.send_bytes(pcm[start : start + FRAME])
+
+
+@dataclasses.dataclass
+class Received:
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    audio_bytes: int = 0
+
+    @property
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+
+def receive_until(ws: WebSocketTestSession, done: Callable[[dict[str, Any]], bool], got: Received) -> None:
+    """Read events (and count binary audio) until `done(event)`; an audio frame is {"type": "<audio>"}."""
+    while True:
+        message = ws.receive()
+        if message["type"] == "websocket.close":
+            raise AssertionError(f"closed: {message}")
+        if message.get("bytes") is not None:
+            got.audio_bytes += len(message["bytes"])
+            got.events.append({"type": "<audio>"})
+            if done(got.events[-1]):
+                return
+            continue
+        event = json.loads(message["text"])
+        got.events.append(event)
+        if event["type"] == "error" and not done(event):
+            raise AssertionError(f"error event: {event}")
+        if done(event):
+            return
+
+
+def close_of(ws: WebSocketTestSession) -> tuple[dict[str, Any] | None, int]:
+    """The error event the server sent, and its close code."""
+    error = None
+    while True:
+        try:
+            message = ws.receive()
+        except WebSocketDisconnect as e:
+            return error, e.code
+        if message["type"] == "websocket.close":
+            return error, int(message.get("code", 1000))
+        if message.get("text"):
+            event = json.loads(message["text"])
+            if event["type"] == "error":
+                error = event
+
+
+def realtime_client(services: Services, tmp: Path, chat_tokens: int = 24, **limits: Any) -> TestClient:
+    """An app whose realtime service has its own limits (and LLM reply length)."""
+    settings = make_settings(tmp, **limits)
+    base = services.chat
+    chat = ChatService(
+        base.backend, base.worker, dataclasses.replace(base.settings, max_tokens=chat_tokens), base.store
+    )
+    conversation = ConversationService(services.stt, chat, services.tts, services.outputs)
+    realtime = RealtimeService(conversation, services.realtime.vad, realtime_settings(settings))
+    custom = dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
+    return TestClient(create_app(settings, custom), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def rt(services: Services, tmp_path: Path) -> Iterator[TestClient]:
+    with realtime_client(services, tmp_path) as client:
+        yield client
+
+
+def start(ws: WebSocketTestSession, **fields: Any) -> dict[str, Any]:
+    ws.send_text(json.dumps({"type": "start", "sample_rate": 16000, **fields}))
+    ready = ws.receive_json()
+    assert ready["type"] == "ready", ready
+    return ready
+
+
+def test_a_spoken_turn_gets_a_transcript_a_reply_and_audio(
+    rt: TestClient, services: Services, speech: bytes
+) -> None:
+    with rt.websocket_connect("/ws/conversation") as ws:
+        ready = start(ws)
+        assert ready["output_sample_rate"] == 22050
+        send_audio(ws, silence(0.5) + speech + silence(1.0))
+        got = Received()
+        receive_until(ws, lambda e: e["type"] == "turn_end", got)
+        ws.send_text(json.dumps({"type": "stop"}))
+        assert ws.receive_json()["type"] == "session_end"
+
+    types = [t for i, t in enumerate(got.types) if t != "<audio>" or got.types[i - 1] != "<audio>"]
+    assert types[:3] == ["speech_start", "speech_end", "transcript"], types
+    assert types[-1] == "turn_end" and "reply_delta" in types
+    first_audio = types.index("<audio>")
+    assert types[first_audio - 1] == "audio_start" or "audio_start" in types[:first_audio]
+    transcript = next(e for e in got.events if e["type"] == "transcript")
+    assert word_error_rate(SENTENCE, transcript["text"]) <= 0.2, transcript["text"]
+    audio_start = next(e for e in got.events if e["type"] == "audio_start")
+    assert got.audio_bytes / 2 / audio_start["sample_rate"] > 0.5  # over half a second of reply
+    end = got.events[-1]
+    deltas = "".join(e["text"] for e in got.events if e["type"] == "reply_delta")
+    assert deltas.strip() == end["reply"]
+    assert {"stt_ms", "llm_first_token_ms", "first_audio_ms", "tts_ms", "total_ms"} <= set(end["timings"])
+    turns = services.chat.store.turns(ready["conversation_id"])
+    assert [t.role for t in turns] == ["user", "assistant"] and turns[1].text == end["reply"]
+
+
+def test_barge_in_stops_the_reply_and_keeps_what_was_said(services: Services, tmp_path: Path) -> None:
+    """A long reply (up to 300 tokens, tens of seconds to generate here) is cut by new speech: the
+    LLM worker goes idle at once, the reply is stored as interrupted, and the new speech is answered."""
+    request = services.tts.backend.synthesize(
+        SynthesisRequest("Tell me a very long story about a brave knight and a dragon.")
+    )
+    ask = pcm16(resample(request, 16000).samples)
+    cut_in = pcm16(decode_audio((DATA / "speech.wav").read_bytes(), 16000).samples)
+    with (
+        realtime_client(services, tmp_path, chat_tokens=300) as client,
+        client.websocket_connect("/ws/conversation") as ws,
+    ):
+        ready = start(ws)
+        send_audio(ws, silence(0.3) + ask + silence(0.8))
+        got = Received()
+        receive_until(ws, lambda e: e["type"] == "<audio>", got)  # the reply is being spoken
+        assert services.chat.worker.pending == 1  # ... and still being generated
+
+        send_audio(ws, cut_in)
+        receive_until(ws, lambda e: e["type"] == "interrupted", got)
+        deadline = time.monotonic() + 3
+        while services.chat.worker.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert services.chat.worker.pending == 0, "the LLM kept generating after the barge-in"
+        assert "turn_end" not in got.types
+
+        send_audio(ws, silence(1.0))
+        receive_until(ws, lambda e: e["type"] == "turn_end", got)
+
+    transcripts = [e["text"] for e in got.events if e["type"] == "transcript"]
+    assert len(transcripts) == 2 and word_error_rate(SENTENCE, transcripts[1]) <= 0.2
+    turns = services.chat.store.turns(ready["conversation_id"])
+    assert [(t.role, t.interrupted) for t in turns] == [
+        ("user", False),
+        ("assistant", True),
+        ("user", False),
+        ("assistant", False),
+    ]
+    interrupted = next(e for e in got.events if e["type"] == "interrupted")
+    assert turns[1].text == interrupted["said"]
+    assert len(turns[1].text) < 600  # a piece or two, not 300 tokens' worth
+
+
+def test_a_client_that_vanishes_mid_turn_frees_the_models(
+    rt: TestClient, services: Services, speech: bytes
+) -> None:
+    with rt.websocket_connect("/ws/conversation") as ws:
+        ready = start(ws)
+        send_audio(ws, speech + silence(0.8))
+        receive_until(ws, lambda e: e["type"] == "transcript", Received())
+    deadline = time.monotonic() + 5
+    workers = (services.stt.worker, services.chat.worker, services.tts.worker)
+    while any(w.pending for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [w.pending for w in workers] == [0, 0, 0]
+    turns = services.chat.store.turns(ready["conversation_id"])
+    assert turns and turns[0].role == "user"  # what the user said is kept
+    # The server is unaffected: a new session works.
+    with rt.websocket_connect("/ws/conversation") as ws:
+        start(ws)
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "close_code"),
+    [
+        (b"\x00\x01", "protocol_error", 1008),  # audio before start
+        ("not json", "protocol_error", 1008),
+        ('{"no": "type"}', "protocol_error", 1008),
+        ('{"type": "dance"}', "protocol_error", 1008),
+        ('{"type": "start", "sample_rate": 12345}', "invalid_sample_rate", 1008),
+        ('{"type": "start", "sample_rate": "16000"}', "invalid_sample_rate", 1008),
+        ('{"type": "start", "voice": "Nobody"}', "not_found", 1008),
+        ('{"type": "start", "conversation_id": "../../etc"}', "invalid_input", 1008),
+        ('{"type": "start", "language": "xx"}', "invalid_input", 1008),
+    ],
+)
+def test_protocol_errors_end_the_session_with_an_error_event(
+    rt: TestClient, first: str | bytes, code: str, close_code: int
+) -> None:
+    with rt.websocket_connect("/ws/conversation") as ws:
+        if isinstance(first, bytes):
+            ws.send_bytes(first)
+        else:
+            ws.send_text(first)
+        error, closed = close_of(ws)
+    assert error is not None and error["code"] == code and error["message"]
+    assert closed == close_code
+
+
+def test_bad_frames_after_start_end_the_session(rt: TestClient) -> None:
+    with rt.websocket_connect("/ws/conversation") as ws:
+        start(ws)
+        ws.send_bytes(b"\x00\x01\x02")  # half a sample
+        error, closed = close_of(ws)
+    assert error is not None and error["code"] == "invalid_audio" and closed == 1008
+    with rt.websocket_connect("/ws/conversation") as ws:
+        start(ws)
+        ws.send_text(json.dumps({"type": "start"}))
+        error, closed = close_of(ws)
+    assert error is not None and "already" in error["message"] and closed == 1008
+
+
+def test_limits_frame_size_idle_and_sessions(services: Services, tmp_path: Path) -> None:
+    with realtime_client(
+        services, tmp_path, ws_max_frame_bytes=4096, ws_idle_timeout_s=0.5, ws_max_sessions=1
+    ) as client:
+        with client.websocket_connect("/ws/conversation") as ws:
+            start(ws)
+            ws.send_bytes(bytes(4098))
+            error, closed = close_of(ws)
+        assert error is not None and error["code"] == "frame_too_large" and closed == 1009
+
+        with client.websocket_connect("/ws/conversation") as ws:
+            start(ws)
+            error, closed = close_of(ws)  # sends nothing more
+        assert error is not None and error["code"] == "idle_timeout" and closed == 1000
+
+        with client.websocket_connect("/ws/conversation") as first:
+            start(first)
+            with client.websocket_connect("/ws/conversation") as second:
+                error, closed = close_of(second)
+            assert error is not None and error["code"] == "overloaded" and closed == 1013
+            first.send_text(json.dumps({"type": "stop"}))
+            assert first.receive_json()["type"] == "session_end"
