@@ -48,6 +48,7 @@ test: setup lint
 bench: setup
 	$(PY) -m bench.stages
 	$(PY) -m bench.long_text
+	$(PY) -m bench.latency
 
 clean:
 	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures

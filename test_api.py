@@ -146,7 +146,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 def test_health_reports_every_module(http: httpx.Client) -> None:
     body = http.get("/health").json()
     assert body["status"] == "ok"
-    assert set(body["modules"]) == {"stt", "chat", "tts"}
+    assert set(body["modules"]) == {"stt", "chat", "tts", "vad"}
     for module in body["modules"].values():
         assert module["ready"] is True and module["model"] and module["device"]
     assert http.get("/health/ready").status_code == 200

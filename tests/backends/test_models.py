@@ -93,8 +93,9 @@ def test_llm_stream_is_the_same_reply_in_pieces(llm: TransformersChatBackend) ->
 def test_closing_the_llm_stream_stops_generation(
     llm: TransformersChatBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Counted at the model itself: after the stream is closed, no more forward passes run."""
-    forward = llm._model.forward
+    """Counted at the model generating the tokens: once the stream is closed, no more passes run."""
+    decoder = llm._decoder
+    forward = decoder.forward
     calls = 0
 
     def counted(*args: object, **kwargs: object) -> object:
@@ -102,12 +103,13 @@ def test_closing_the_llm_stream_stops_generation(
         calls += 1
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(llm._model, "forward", counted)
+    monkeypatch.setattr(decoder, "forward", counted)
     stream = llm.chat_stream(
         [ChatMessage("user", "Tell me a very long story about a dragon and a knight.")],
         GenerationOptions(max_tokens=200, temperature=0.0),
     )
     taken = [next(stream), next(stream)]
+    assert calls >= 2  # the spy sees the generation
     stream.close()  # returns once the generation thread has ended
     assert taken and calls < 10, f"{calls} forward passes for 2 deltas: generation did not stop"
     after = calls

@@ -51,10 +51,12 @@ class Settings(BaseSettings):
     """API key for the OpenAI-compatible server (many local servers accept any value)."""
     llm_device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the transformers LLM runs; auto = CUDA when available."""
-    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights of the transformers LLM; auto = float16 on CUDA, float32 on CPU. On a CPU without
-    native bfloat16 (no AVX512-BF16/AMX), bfloat16 halves the time per generated token but makes
-    the prompt 3-4x slower to read: a later first word for short replies."""
+    llm_dtype: Literal["auto", "mixed", "float32", "bfloat16", "float16"] = "auto"
+    """Weights of the transformers LLM; auto = float16 on CUDA, mixed on CPU. mixed reads the
+    prompt with float32 weights and generates with a bfloat16 copy: on a CPU, generation is bound
+    by memory bandwidth (bfloat16 is about 2x faster per token) while bfloat16 reads a prompt 3-4x
+    slower than float32 without native support (AVX512-BF16/AMX). It holds both copies (1.5x the
+    memory of float32)."""
     llm_timeout_s: float = Field(60.0, gt=0)
     """Timeout for one request to the OpenAI-compatible server."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

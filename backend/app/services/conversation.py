@@ -42,6 +42,13 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Heard:
+    """The user's turn is stored; the reply follows. (First event of `respond`.)"""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ReplyText:
     """A delta of the reply's text."""
 
@@ -57,7 +64,7 @@ class ReplyAudio:
     text: str
 
 
-TurnEvent = ReplyText | ReplyAudio | Turn
+TurnEvent = Heard | ReplyText | ReplyAudio | Turn
 
 PlayedSeconds = Callable[[], float]
 """How many seconds of the reply's audio the listener has heard so far."""
@@ -171,8 +178,8 @@ class ConversationService:
         audio_format: AudioFormat = "wav",
         played: PlayedSeconds | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """Reply to `text` (already transcribed) as a stream: `ReplyText` deltas and `ReplyAudio`
-        pieces as they are ready, then the stored `Turn`.
+        """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
+        stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
 
         Closing the stream early (barge-in, a client gone) cancels the LLM and TTS work and stores
         the reply as far as the listener heard it (`played`; by default every piece handed out),
@@ -180,6 +187,18 @@ class ConversationService:
         from it.
         """
         async with self.chat.serialised(conversation_id):
+            # The user's words are kept whatever becomes of the reply.
+            await self.chat.store_turns(
+                conversation_id,
+                StoredTurn(
+                    "user",
+                    text,
+                    created_at=asked,
+                    language=language,
+                    timings={"stt_ms": timings.get("stt_ms", 0.0)},
+                ),
+            )
+            yield Heard(text)
             if not voice:
                 voice = await asyncio.to_thread(self._stored_voice, conversation_id)
             speaker = self.tts.sentence_speaker(voice)
@@ -251,13 +270,6 @@ class ConversationService:
                     name = await self._save_audio([p.audio for p in heard], speaker.sample_rate, audio_format)
                     await self.chat.store_turns(
                         conversation_id,
-                        StoredTurn(
-                            "user",
-                            text,
-                            created_at=asked,
-                            language=language,
-                            timings={"stt_ms": timings.get("stt_ms", 0.0)},
-                        ),
                         StoredTurn(
                             "assistant",
                             reply,

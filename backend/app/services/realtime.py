@@ -29,7 +29,14 @@ from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings,
 from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import AppError, OverloadedError
 from backend.app.services.chat import check_conversation_id, elapsed_ms
-from backend.app.services.conversation import ConversationService, ReplyAudio, ReplyText, heard_pieces
+from backend.app.services.conversation import (
+    ConversationService,
+    Heard,
+    ReplyAudio,
+    ReplyText,
+    heard_pieces,
+)
+from backend.app.text.segment import join_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class RealtimeSession:
         # What the listener has been sent of the current reply, for the barge-in bookkeeping.
         self._sent: list[ReplyAudio] = []
         self._audio_started_at: float | None = None
+        self._played_at_cut: float | None = None
 
     @property
     def started(self) -> bool:
@@ -206,7 +214,10 @@ class RealtimeSession:
             self._speculative = None
 
     def _played_s(self) -> float:
-        """Seconds of reply audio the client has had time to play (it plays as it receives)."""
+        """Seconds of reply audio the client has had time to play (it plays as it receives);
+        frozen at the moment of a barge-in, so the event and the stored reply agree."""
+        if self._played_at_cut is not None:
+            return self._played_at_cut
         if self._audio_started_at is None:
             return 0.0
         sent = sum(piece.audio.duration for piece in self._sent)
@@ -216,10 +227,11 @@ class RealtimeSession:
         if not self.busy:
             return
         assert self._turn is not None
-        said = heard_pieces(self._sent, self._played_s())
+        self._played_at_cut = self._played_s()
+        said = heard_pieces(self._sent, self._played_at_cut)
         self._turn.cancel()
         await asyncio.wait([self._turn])
-        await self._out.event({"type": "interrupted", "said": " ".join(piece.text for piece in said).strip()})
+        await self._out.event({"type": "interrupted", "said": join_pieces([piece.text for piece in said])})
 
     async def _transcribe(
         self, utterance: Audio, speculative: asyncio.Task[Transcription] | None
@@ -234,16 +246,19 @@ class RealtimeSession:
     async def _run_turn(
         self, utterance: Audio, speculative: asyncio.Task[Transcription] | None, ended_at: float
     ) -> None:
-        self._sent, self._audio_started_at = [], None
+        self._sent, self._audio_started_at, self._played_at_cut = [], None, None
         asked = time.time()
         try:
             began = time.perf_counter()
             transcription = await self._transcribe(utterance, speculative)
             timings = {"stt_ms": elapsed_ms(began)}
-            await self._out.event(
-                {"type": "transcript", "text": transcription.text, "language": transcription.language}
-            )
+            transcript = {
+                "type": "transcript",
+                "text": transcription.text,
+                "language": transcription.language,
+            }
             if not transcription.text:
+                await self._out.event(transcript)
                 timings["total_ms"] = elapsed_ms(ended_at)
                 await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
                 return
@@ -261,7 +276,9 @@ class RealtimeSession:
             )
             async with aclosing(events) as stream:
                 async for event in stream:
-                    if isinstance(event, ReplyText):
+                    if isinstance(event, Heard):
+                        await self._out.event(transcript)  # sent once the user's turn is stored
+                    elif isinstance(event, ReplyText):
                         await self._out.event({"type": "reply_delta", "text": event.text})
                     elif isinstance(event, ReplyAudio):
                         await self._send_audio(event)

@@ -22,7 +22,7 @@ from backend.app.api.deps import (
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
-from backend.app.services.conversation import ReplyAudio, ReplyText, TurnStream, collect
+from backend.app.services.conversation import Heard, ReplyAudio, ReplyText, TurnStream, collect
 
 router = APIRouter(tags=["conversation"])
 
@@ -83,6 +83,8 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
     yield sse_event("transcript", {"text": transcription.text, "language": transcription.language})
     async with aclosing(turn.events) as events:
         async for event in events:
+            if isinstance(event, Heard):
+                continue  # the transcript went out first
             if isinstance(event, ReplyText):
                 yield sse_event("reply_delta", {"text": event.text})
             elif isinstance(event, ReplyAudio):

@@ -24,6 +24,8 @@ def _health(request: Request) -> HealthResponse:
             model=info.model if info else None,
             device=info.device if info else None,
         )
+    vad = services.realtime.vad if services else None
+    modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
     status: Literal["ok", "loading", "degraded"]
     if all(m.ready for m in modules.values()):
         status = "ok"
