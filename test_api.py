@@ -28,7 +28,7 @@ from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
 from tests.ports import free_port
-from tests.sse import parse_sse
+from tests.sse import TURN_TIMINGS, parse_sse
 from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
@@ -524,16 +524,6 @@ def test_a_full_queue_answers_503_with_retry_after(server: str) -> None:
 
 
 # --- conversation ------------------------------------------------------------------------------
-
-TURN_TIMINGS = {
-    "stt_ms",
-    "llm_first_token_ms",
-    "llm_ms",
-    "tts_first_audio_ms",
-    "tts_ms",
-    "first_audio_ms",
-    "total_ms",
-}
 
 
 def test_conversation_round_trip(http: httpx.Client) -> None:

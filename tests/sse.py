@@ -1,10 +1,22 @@
-"""Read a text/event-stream body into (event, data) pairs, as a browser's EventSource would."""
+"""Helpers for the streamed routes: read a text/event-stream body into (event, data) pairs, as a
+browser's EventSource would; the timing keys of a turn."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from typing import Any
+
+TURN_TIMINGS = {
+    "stt_ms",
+    "llm_first_token_ms",
+    "llm_ms",
+    "tts_first_audio_ms",
+    "tts_ms",
+    "first_audio_ms",
+    "total_ms",
+}
+"""The timings of a spoken turn, streamed or not."""
 
 
 def parse_sse(lines: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -11,18 +11,8 @@ from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
 from tests.conftest import SENTENCE, clip
-from tests.sse import parse_sse
+from tests.sse import TURN_TIMINGS, parse_sse
 from tests.wer import word_error_rate
-
-TURN_TIMINGS = {
-    "stt_ms",
-    "llm_first_token_ms",
-    "llm_ms",
-    "tts_first_audio_ms",
-    "tts_ms",
-    "first_audio_ms",
-    "total_ms",
-}
 
 
 def sse(client: TestClient, path: str, **kwargs: object) -> list[tuple[str, dict[str, object]]]:

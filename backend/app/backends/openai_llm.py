@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import openai
 
@@ -37,18 +38,23 @@ class OpenAIChatBackend:
             total += 4 + math.ceil((len(message.content) - cjk) / 4 + cjk * 1.5)
         return total + 2
 
-    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+    def _create(self, messages: Sequence[ChatMessage], options: GenerationOptions, stream: bool) -> Any:
+        """One chat.completions call, its failures as UpstreamError (503)."""
         try:
-            response = self._client.chat.completions.create(
+            return self._client.chat.completions.create(
                 model=self._model,
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
+                stream=stream,
             )
         except openai.APIStatusError as e:
             raise UpstreamError(f"the LLM server answered {e.status_code}: {e.message}") from e
         except openai.APIError as e:
             raise UpstreamError(f"the LLM server could not be reached: {e}") from e
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        response = self._create(messages, options, stream=False)
         if not response.choices:
             raise UpstreamError("the LLM server returned no choices")
         return (response.choices[0].message.content or "").strip()
@@ -56,18 +62,7 @@ class OpenAIChatBackend:
     def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
         """Streamed chat completions; closing early closes the HTTP response, which OpenAI-style
         servers (vLLM, Ollama, llama.cpp) take as the signal to abort the generation."""
-        try:
-            stream = self._client.chat.completions.create(
-                model=self._model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                max_tokens=options.max_tokens,
-                temperature=options.temperature,
-                stream=True,
-            )
-        except openai.APIStatusError as e:
-            raise UpstreamError(f"the LLM server answered {e.status_code}: {e.message}") from e
-        except openai.APIError as e:
-            raise UpstreamError(f"the LLM server could not be reached: {e}") from e
+        stream = self._create(messages, options, stream=True)
         try:
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
