@@ -600,6 +600,33 @@ def test_streamed_chat_tts_and_conversation_over_http(http: httpx.Client) -> Non
     assert set(events[-1][1]["timings"]) == TURN_TIMINGS  # type: ignore[arg-type]
 
 
+def test_a_streamed_turn_abandoned_by_its_client_is_stopped_and_kept(http: httpx.Client) -> None:
+    """The client hangs up at the first words of the reply: the turn is stored, the reply marked
+    interrupted, and the server goes on serving."""
+    cid = ""
+    with http.stream(
+        "POST",
+        "/conversation",
+        files={"audio_file": ("speech.wav", clip("speech.wav"), "audio/wav")},
+        data={"stream": "true"},
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and not cid:
+                cid = json.loads(line[5:])["conversation_id"]
+            if line == "event: reply_delta":
+                break
+    assert cid
+    deadline = time.monotonic() + 20
+    turns: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(turns) < 2:
+        time.sleep(0.2)
+        turns = http.get(f"/conversations/{cid}").json()["turns"]
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert word_error_rate(SENTENCE, str(turns[0]["text"])) <= 0.2
+    assert turns[1]["interrupted"] is True
+    assert http.post("/chat", json={"text": "Hello"}).status_code == 200
+
+
 def test_realtime_websocket_turn(server: str) -> None:
     """A microphone-like client: real speech then silence as 20 ms PCM16 frames, paced in real time."""
     speech = decode_audio(clip("speech.wav"), 16000).samples

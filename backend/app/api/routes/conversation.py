@@ -53,7 +53,7 @@ async def conversation(
     Silence gives an empty transcript and reply and `audio_url: null`.
 
     With `stream=true` the answer is Server-Sent Events, in order: `transcript` (`{"text",
-    "language"}`), `reply_delta` (`{"text"}`) and `audio` (`{"index", "text", "format",
+    "language", "conversation_id"}`), `reply_delta` (`{"text"}`) and `audio` (`{"index", "text", "format",
     "sample_rate", "audio"}`: one base64 file in `format` per piece of the reply, spoken while the
     rest is still being generated) interleaved, then `done` (the non-streamed response's fields,
     with `timings` incl. `first_audio_ms`), or `error`.
@@ -80,7 +80,8 @@ async def conversation(
 
 async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGenerator[bytes, None]:
     transcription = turn.transcription
-    yield sse_event("transcript", {"text": transcription.text, "language": transcription.language})
+    transcript = {"text": transcription.text, "language": transcription.language}
+    yield sse_event("transcript", {**transcript, "conversation_id": turn.conversation_id})
     async with aclosing(turn.events) as events:
         async for event in events:
             if isinstance(event, Heard):
