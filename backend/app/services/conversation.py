@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import numpy as np
@@ -77,7 +77,6 @@ class TurnStream:
     transcription: Transcription
     conversation_id: str | None
     events: AsyncGenerator[TurnEvent, None]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[ReplyAudio]:
@@ -139,7 +138,7 @@ class ConversationService:
         transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
         timings = {"stt_ms": elapsed_ms(started)}
         if not transcription.text:
-            return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started), timings)
+            return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
         text = self.chat.check_text(transcription.text)
         cid = cid or check_conversation_id(None)
         events = self.respond(
@@ -152,7 +151,7 @@ class ConversationService:
             timings=timings,
             audio_format=audio_format,
         )
-        return TurnStream(transcription, cid, events, timings)
+        return TurnStream(transcription, cid, events)
 
     async def turn(
         self,
@@ -235,7 +234,7 @@ class ConversationService:
                         busy += time.perf_counter() - began
                         if audio is None:
                             continue
-                        if not spoken and "first_audio_ms" not in timings:
+                        if "first_audio_ms" not in timings:
                             timings["tts_first_audio_ms"] = elapsed_ms(began)
                             timings["first_audio_ms"] = elapsed_ms(started)
                         queue.put_nowait(ReplyAudio(audio, len(spoken), piece))

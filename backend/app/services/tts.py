@@ -102,10 +102,17 @@ class TTSService:
         cfg_scale: float | None = None,
         speed: float = 1.0,
     ) -> Synthesis:
+        segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
+        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed)
+
+    def _plan(
+        self, text: str, voice: str | None, speaker_voice_path: str | None, cfg_scale: float | None
+    ) -> tuple[list[str], VoiceInfo | None, float]:
+        """A request's segments, voice and guidance, validated before any synthesis."""
         segments = self.prepare_text(text)
         chosen = self.choose_voice(voice, speaker_voice_path)
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
-        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed)
+        return segments, chosen, cfg
 
     def applied_voice(self, voice: VoiceInfo | None) -> VoiceInfo | None:
         """The voice actually imitated: None when the engine has a fixed voice."""
@@ -157,9 +164,7 @@ class TTSService:
         speed: float = 1.0,
     ) -> tuple[StreamedSpeech, AsyncGenerator[Audio, None]]:
         """Validate now (errors before any audio), then the chunks one segment at a time."""
-        segments = self.prepare_text(text)
-        chosen = self.choose_voice(voice, speaker_voice_path)
-        cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
+        segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
         info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
         self.worker.check()  # the stream admits itself when it starts; refuse before the 200 if full
         return info, self.worker.stream(self.iter_audio, segments, chosen, cfg, speed)
