@@ -32,18 +32,18 @@ run: setup
 	$(PY) -m backend.app
 
 lint: $(STAMP)
-	$(PY) -m ruff check backend tests bench scripts test_api.py
-	$(PY) -m ruff format --check backend tests bench scripts test_api.py
+	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
+	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
 
 unit: setup
 	$(PY) -m pytest tests -q
 
 e2e: setup
-	$(PY) -m pytest test_api.py -q
+	$(PY) -m pytest test_api.py test_openai_api.py -q
 
 test: setup lint
-	$(PY) -m pytest tests test_api.py -q -ra
+	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra
 
 bench: setup
 	$(PY) -m bench.stages

@@ -28,6 +28,7 @@ from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
 from tests.ports import free_port
+from tests.server import server_env, start_server, stop_server
 from tests.sse import TURN_TIMINGS, parse_sse
 from tests.wer import word_error_rate
 
@@ -43,26 +44,6 @@ FORMATS = {
     "speech.m4a": "audio/mp4",
     "speech.mp4": "video/mp4",
 }
-STARTUP_TIMEOUT_S = 240
-
-
-def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "CORS_ORIGINS")}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        MODELS_DIR=str(REPO / "models"),
-        VOICES_DIR=str(tmp / "voices"),
-        OUTPUTS_DIR=str(tmp / "outputs"),
-        DATA_DIR=str(tmp / "data"),
-        LLM_MAX_TOKENS="32",
-        QUEUE_SIZE="1",
-        MAX_AUDIO_SECONDS="60",
-        PYTHONUNBUFFERED="1",
-        HF_HUB_OFFLINE="1",
-    )
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -76,34 +57,6 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m backend.app` on a free port and wait until it is ready."""
-    port = free_port()
-    log_path = tmp / log_name
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend.app"],
-            cwd=REPO,
-            env=server_env(tmp, port, **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited at start-up:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("server did not become ready in time")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp: Path) -> Iterator[str]:
     process, base = start_server(tmp)
@@ -113,11 +66,7 @@ def server(tmp: Path) -> Iterator[str]:
         assert process.poll() is None, "the server died during the tests"
         assert httpx.get(f"{base}/health", timeout=5).json()["status"] == "ok"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
+from backend.app.api import v1
 from backend.app.api.routes import (
     chat,
     conversation,
@@ -79,10 +81,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.services = services
     app.state.load_error = None
+    app.state.started_at = int(time.time())
     install_error_handlers(app)
     routers = (health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(v1.router)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:

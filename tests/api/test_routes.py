@@ -81,6 +81,7 @@ def test_a_failing_backend_gives_json_500_and_the_server_keeps_serving(
         info = services.tts.backend.info
         sample_rate = 22_050
         supports_cloning = False
+        supports_speed = True
 
         def synthesize(self, request: object) -> object:
             raise RuntimeError("engine crashed")

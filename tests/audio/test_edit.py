@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from backend.app.audio.edit import fade_edges, trim_silence
+from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 
 
@@ -27,3 +28,25 @@ def test_fades_start_and_end_at_zero() -> None:
 
 def test_fade_on_a_tiny_clip_does_not_fail() -> None:
     assert len(fade_edges(Audio(np.ones(3, dtype=np.float32), 1000)).samples) == 3
+
+
+def _dominant_hz(audio: Audio) -> float:
+    spectrum = np.abs(np.fft.rfft(audio.samples))
+    return float(np.fft.rfftfreq(len(audio.samples), 1 / audio.sample_rate)[int(np.argmax(spectrum))])
+
+
+@pytest.mark.parametrize("factor", [0.25, 0.5, 1.5, 4.0])
+def test_tempo_changes_duration_and_keeps_pitch(factor: float) -> None:
+    rate = 16_000
+    tone = Audio((0.5 * np.sin(2 * np.pi * 440 * np.arange(rate * 2) / rate)).astype(np.float32), rate)
+    changed = change_tempo(tone, factor)
+    assert changed.sample_rate == rate and changed.samples.dtype == np.float32
+    assert changed.duration == pytest.approx(2 / factor, rel=0.05)
+    assert _dominant_hz(changed) == pytest.approx(440, abs=5)
+
+
+def test_tempo_of_nothing_or_unchanged_is_the_same_audio() -> None:
+    empty = Audio(np.zeros(0, dtype=np.float32), 16_000)
+    assert change_tempo(empty, 2.0) is empty
+    tone = Audio(np.ones(100, dtype=np.float32), 16_000)
+    assert change_tempo(tone, 1.0) is tone

@@ -195,8 +195,9 @@ def test_http_tts_with_a_cloned_voice(vv_client: TestClient) -> None:
     assert cache["hits"] >= 1 and cache["misses"] == 1
     refused = vv_client.post("/tts", json={"text": "Hi.", "speaker_voice_path": "../../etc/passwd"})
     assert refused.status_code == 400
-    slow = vv_client.post("/tts", json={"text": "Hi.", "speed": 1.5})
-    assert slow.status_code == 422 and "speed" in slow.json()["error"]["message"]
+    # VibeVoice has no rate control: the service changes the tempo of what it synthesised.
+    fast = vv_client.post("/tts", json={"text": "Hi.", "speed": 1.5})
+    assert fast.status_code == 200, fast.text
 
 
 def test_default_and_preload_voices_are_prepared_at_start(

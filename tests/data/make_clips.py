@@ -1,12 +1,15 @@
 """Regenerate the checked-in test clips: `python -m tests.data.make_clips`.
 
 One sentence spoken by the embedded Piper voice, written with PyAV (FFmpeg) in each container a
-browser or phone records, at the rates and channel counts those devices use. Also a silent clip.
+browser or phone records, at the rates and channel counts those devices use. Also a silent clip,
+and a German sentence spoken by espeak-ng (for translation; needs the `espeak-ng` command).
 The clips are our own synthesis, so the repository may ship them.
 """
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from pathlib import Path
 
 import av
@@ -17,6 +20,7 @@ from backend.app.backends.piper import PiperBackend
 from backend.app.backends.protocols import SynthesisRequest
 
 SENTENCE = "Please turn on the kitchen lights and play some quiet music."
+GERMAN = "Guten Morgen. Das Wetter ist heute sehr schön, und ich gehe mit meinem Hund im Park spazieren."
 HERE = Path(__file__).parent
 
 # name: (container format, codec, sample rate, channels)
@@ -54,6 +58,14 @@ def main() -> None:
         write(HERE / name, samples, rate, fmt, codec, channels)
     write(HERE / "silence.wav", np.zeros(16_000 * 2, dtype=np.float32), 16_000, "wav", "pcm_s16le", 1)
     (HERE / "SENTENCE.txt").write_text(SENTENCE + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        spoken = Path(tmp) / "german.wav"
+        subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(spoken), GERMAN], check=True)
+        with av.open(str(spoken)) as source:
+            frames = [f.to_ndarray().reshape(-1) for f in source.decode(audio=0)]
+            rate = source.streams.audio[0].rate
+        german = np.concatenate(frames).astype(np.float32) / (32768.0 if frames[0].dtype == np.int16 else 1.0)
+    write(HERE / "german.flac", soxr.resample(german, rate, 16_000).astype(np.float32), 16_000, "flac", "flac", 1)
 
 
 if __name__ == "__main__":

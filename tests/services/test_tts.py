@@ -8,9 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from backend.app.audio.decode import resample
+from backend.app.audio.types import Audio
+from backend.app.backends.protocols import SynthesisRequest, TranscribeOptions
 from backend.app.core.errors import InvalidInputError
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
+from tests.wer import word_error_rate
 
 
 def longest_run(mask: np.ndarray) -> int:
@@ -43,6 +47,37 @@ def test_speed_changes_duration_through_the_service(services: Services) -> None:
     normal = asyncio.run(services.tts.synthesize(text)).audio.duration
     fast = asyncio.run(services.tts.synthesize(text, speed=1.5)).audio.duration
     assert fast < normal * 0.8
+
+
+def test_engines_without_a_rate_control_are_sped_up_by_the_service(services: Services) -> None:
+    class FixedRate:
+        """The embedded Piper voice, as an engine that cannot change its speed (like VibeVoice)."""
+
+        supports_speed = False
+
+        def __init__(self, engine: object) -> None:
+            self.engine = engine
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.engine, name)
+
+        def synthesize(self, request: SynthesisRequest) -> Audio:
+            assert request.speed == 1.0, "the engine must never be asked for another speed"
+            return services.tts.backend.synthesize(request)
+
+    tts = TTSService(
+        FixedRate(services.tts.backend),  # type: ignore[arg-type]
+        services.tts.worker,
+        services.tts.voices,
+        services.tts.cache,
+        services.tts.settings,
+    )
+    text = "The quick brown fox jumps over the lazy dog."
+    normal = asyncio.run(tts.synthesize(text)).audio
+    fast = asyncio.run(tts.synthesize(text, speed=1.5)).audio
+    assert fast.duration == pytest.approx(normal.duration / 1.5, rel=0.05)
+    heard = services.stt.backend.transcribe(resample(fast, 16_000), TranscribeOptions(language="en"))
+    assert word_error_rate(text, heard.text) <= 0.2
 
 
 @pytest.mark.parametrize("text", ["", "  ", "🎉 *** 🎉", "x" * 5001])

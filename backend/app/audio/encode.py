@@ -1,4 +1,4 @@
-"""Encode synthesised audio for a response: wav, flac, mp3, ogg (Opus) or raw pcm."""
+"""Encode synthesised audio for a response: wav, flac, mp3, ogg (Opus), aac (ADTS) or raw pcm."""
 
 from __future__ import annotations
 
@@ -14,14 +14,23 @@ from av.audio.stream import AudioStream
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 
-AudioFormat = Literal["wav", "flac", "mp3", "ogg", "pcm"]
+AudioFormat = Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
 
 CONTENT_TYPES: dict[str, str] = {
     "wav": "audio/wav",
     "flac": "audio/flac",
     "mp3": "audio/mpeg",
     "ogg": "audio/ogg",
+    "aac": "audio/aac",
     "pcm": "audio/pcm",
+}
+
+# The muxer, codec and bit rate (None: lossless) of each format PyAV encodes.
+_AV_FORMATS: dict[str, tuple[str, str, int | None]] = {
+    "flac": ("flac", "flac", None),
+    "mp3": ("mp3", "libmp3lame", 128_000),
+    "ogg": ("ogg", "libopus", 64_000),
+    "aac": ("adts", "aac", 128_000),
 }
 
 # Opus accepts only these rates; anything else is resampled to the next one up.
@@ -68,6 +77,8 @@ def encode_audio(audio: Audio, fmt: AudioFormat) -> bytes:
         return _encode_av(audio, "mp3", "libmp3lame", 128_000)
     if fmt == "ogg":
         return _encode_av(resample(audio, _opus_rate(audio.sample_rate)), "ogg", "libopus", 64_000)
+    if fmt == "aac":
+        return _encode_av(audio, "adts", "aac", 128_000)
     raise ValueError(f"unknown audio format {fmt!r}")
 
 
@@ -115,39 +126,40 @@ def wav_stream_header(sample_rate: int) -> bytes:
 class StreamEncoder:
     """Encodes audio chunk by chunk for a streamed response; `encode` returns the bytes ready now.
 
-    wav is a header for an open-ended stream followed by PCM16; pcm is bare PCM16; flac, mp3 and
-    ogg (Opus, resampled to an Opus rate with a streaming resampler) go through PyAV's muxer.
+    wav is a header for an open-ended stream followed by PCM16; pcm is bare PCM16; flac, mp3, ogg
+    (Opus, at an Opus rate) and aac (ADTS) go through PyAV's muxer. Chunks come at `sample_rate`;
+    `out_rate` (default: the same) resamples them with a streaming resampler.
     """
 
-    def __init__(self, fmt: AudioFormat, sample_rate: int) -> None:
+    def __init__(self, fmt: AudioFormat, sample_rate: int, out_rate: int | None = None) -> None:
         self.format = fmt
         self.sample_rate = sample_rate
         self._started = False
         self._container: av.container.OutputContainer | None = None
+        rate = out_rate or sample_rate
+        if fmt == "ogg":
+            rate = _opus_rate(rate)
+        self.out_rate = rate
         self._resampler: soxr.ResampleStream | None = None
-        if fmt in ("wav", "pcm"):
-            return
-        codec, options, rate = {
-            "flac": ("flac", {}, sample_rate),
-            "mp3": ("libmp3lame", {}, sample_rate),
-            # Short pages, so each chunk reaches the client with the chunk, not a second later.
-            "ogg": ("libopus", {"page_duration": "100000"}, _opus_rate(sample_rate)),
-        }[fmt]
         if rate != sample_rate:
             self._resampler = soxr.ResampleStream(sample_rate, rate, 1, dtype="float32")
-        self._rate = rate
+        if fmt in ("wav", "pcm"):
+            return
+        muxer, codec, bit_rate = _AV_FORMATS[fmt]
+        # Short Ogg pages, so each chunk reaches the client with the chunk, not a second later.
+        options = {"page_duration": "100000"} if fmt == "ogg" else {}
         self._sink = _Sink()
-        self._container = av.open(self._sink, mode="w", format=fmt, options=options)
+        self._container = av.open(self._sink, mode="w", format=muxer, options=options)
         self._stream = cast(AudioStream, self._container.add_stream(codec, rate=rate, layout="mono"))
-        if fmt != "flac":
-            self._stream.bit_rate = 64_000 if fmt == "ogg" else 128_000
+        if bit_rate is not None:
+            self._stream.bit_rate = bit_rate
 
     def _mux(self, samples: np.ndarray | None) -> bytes:
         assert self._container is not None
         frame = None
         if samples is not None and samples.size:
             frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
-            frame.sample_rate = self._rate
+            frame.sample_rate = self.out_rate
         elif samples is not None:
             return b""
         for packet in self._stream.encode(frame):
@@ -158,21 +170,27 @@ class StreamEncoder:
         if audio.sample_rate != self.sample_rate:
             raise ValueError("a stream's chunks must share one sample rate")
         samples = np.clip(audio.samples, -1.0, 1.0).astype(np.float32)
-        if self._container is None:
-            header = b"" if self._started or self.format == "pcm" else wav_stream_header(self.sample_rate)
-            self._started = True
-            return header + to_pcm16(Audio(samples, self.sample_rate))
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
+        if self._container is None:
+            return self._header() + to_pcm16(Audio(samples, self.out_rate))
         return self._mux(samples)
+
+    def _header(self) -> bytes:
+        """The open-ended WAV header, before the first bytes of a wav stream."""
+        if self._started or self.format == "pcm":
+            return b""
+        self._started = True
+        return wav_stream_header(self.out_rate)
 
     def finish(self) -> bytes:
         """The bytes that close the stream (codec delay, trailer); the encoder is done after."""
-        if self._container is None:
-            return b"" if self._started or self.format == "pcm" else wav_stream_header(self.sample_rate)
-        tail = b""
+        rest = np.zeros(0, np.float32)
         if self._resampler is not None:
-            tail = self._mux(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            rest = self._resampler.resample_chunk(rest, last=True)
+        if self._container is None:
+            return self._header() + to_pcm16(Audio(rest, self.out_rate))
+        tail = self._mux(rest)
         tail += self._mux(None)
         self._container.close()
         return tail + self._sink.take()

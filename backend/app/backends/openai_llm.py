@@ -27,16 +27,17 @@ class OpenAIChatBackend:
             max_retries=1,
         )
         self._model = model
-        self.info = ModelInfo(model=model, device=f"remote ({base_url or 'api.openai.com'})")
+        self.info = ModelInfo(model=model, device=f"remote ({base_url or 'api.openai.com'})", id=model)
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """An estimate, as the remote tokenizer is unknown: ~4 characters a token for Latin scripts,
         1.5 tokens per CJK character, and 4 tokens of framing per message. It errs on the high side."""
-        total = 0
-        for message in messages:
-            cjk = sum(1 for ch in message.content if is_cjk(ch))
-            total += 4 + math.ceil((len(message.content) - cjk) / 4 + cjk * 1.5)
-        return total + 2
+        return sum(4 + self.count_text_tokens(m.content) for m in messages) + 2
+
+    def count_text_tokens(self, text: str) -> int:
+        """The same estimate for plain text."""
+        cjk = sum(1 for ch in text if is_cjk(ch))
+        return math.ceil((len(text) - cjk) / 4 + cjk * 1.5)
 
     def _create(self, messages: Sequence[ChatMessage], options: GenerationOptions, stream: bool) -> Any:
         """One chat.completions call, its failures as UpstreamError (503)."""

@@ -30,16 +30,18 @@ class PiperBackend:
     """A Piper `.onnx` voice (with its `.onnx.json` beside it)."""
 
     supports_cloning = False
+    supports_speed = True  # VITS length_scale
 
     def __init__(self, model_name: str, device: str = "auto") -> None:
         from piper import PiperVoice
 
         if model_name == "embedded":
             path, label = embedded.piper_voice_file(), "piper en_US-joe-medium (embedded)"
+            model_id = "piper-en_US-joe-medium"
         else:
             path = embedded.require_file(Path(model_name), "the Piper voice file")
             embedded.require_file(path.with_suffix(".onnx.json"), "the Piper voice config")
-            label = f"piper {path.stem}"
+            label, model_id = f"piper {path.stem}", f"piper-{path.stem}"
         use_cuda = device == "cuda"
         try:
             self._voice = PiperVoice.load(path, use_cuda=use_cuda)
@@ -47,7 +49,7 @@ class PiperBackend:
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
             raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)
-        self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu")
+        self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu", id=model_id)
 
     def prepare_voice(self, audio: Audio) -> object:
         raise NotImplementedError("Piper voices are fixed; they cannot clone a reference clip")

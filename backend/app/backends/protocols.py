@@ -15,10 +15,13 @@ from backend.app.audio.types import Audio
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What /health reports about a loaded model."""
+    """What /health reports about a loaded model, and the id /v1/models lists it under."""
 
     model: str
     device: str
+    id: str = ""
+    """A short, stable model id (`whisper-tiny.en`, `Qwen/Qwen2.5-1.5B-Instruct`); the OpenAI-compatible
+    routes accept it as `model`."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,14 @@ class TranscriptSegment:
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    id: int = 0
+    seek: int = 0
+    """Decoder details, as Whisper reports them (OpenAI's verbose_json carries them)."""
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,12 @@ class TranscribeOptions:
     word_timestamps: bool = False
     beam_size: int | None = None
     """None: the backend's configured beam size (STT_BEAM_SIZE)."""
+    temperature: float | None = None
+    """None or 0: greedy/beam decoding, with Whisper's fallback to higher temperatures when a
+    segment looks like a failure; above 0: sample at that temperature only."""
+    task: Literal["transcribe", "translate"] = "transcribe"
+    """translate: English text from speech in any language (needs a multilingual model; an
+    English-only model transcribes)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,10 @@ class ChatModel(Protocol):
         """Prompt tokens these messages take (exact with a local tokenizer, an estimate otherwise)."""
         ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of generated text (exact with a local tokenizer, an estimate otherwise)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SynthesisRequest:
@@ -113,6 +134,9 @@ class TextToSpeech(Protocol):
     sample_rate: int
     supports_cloning: bool
     """True when the engine imitates a reference voice (`prepare_voice` + `SynthesisRequest.voice`)."""
+    supports_speed: bool
+    """True when the engine speaks at `SynthesisRequest.speed` itself; otherwise the TTS service
+    synthesises at 1.0 and changes the tempo afterwards."""
 
     def prepare_voice(self, audio: Audio) -> object:
         """Turn a reference clip at `sample_rate` into the engine's speaker prompt (cached by callers)."""

@@ -26,8 +26,10 @@ class TransformersChatBackend:
 
         if model:
             source, label = model, model
+            model_id = Path(model).name if Path(model).is_dir() else model
         else:
             source, label = str(embedded.smollm2_dir(models_dir)), "SmolLM2-135M-Instruct (embedded)"
+            model_id = "SmolLM2-135M-Instruct"
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
@@ -49,7 +51,7 @@ class TransformersChatBackend:
         # per token, so about twice as fast). Costs a second, half-size copy of the weights.
         self._decoder = copy.deepcopy(self._model).to(torch.bfloat16) if dtype == "mixed" else self._model
         self._device = device
-        self.info = ModelInfo(model=label, device=f"{device} ({dtype})")
+        self.info = ModelInfo(model=label, device=f"{device} ({dtype})", id=model_id)
 
     def _prompt(self, messages: Sequence[ChatMessage]) -> BatchEncoding:
         inputs: BatchEncoding = self._tokenizer.apply_chat_template(
@@ -146,6 +148,9 @@ class TransformersChatBackend:
                 thread.join()
         if failures:
             raise failures[0]
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """How many tokens `messages` take once templated, with the model's own tokenizer."""

@@ -52,6 +52,7 @@ class VibeVoiceBackend:
     """VibeVoice on CUDA (bfloat16) in production; any device and dtype for tests."""
 
     supports_cloning = True
+    supports_speed = False
     sample_rate = SAMPLE_RATE
 
     def __init__(
@@ -92,7 +93,9 @@ class VibeVoiceBackend:
         cap = getattr(self._model.generation_config, "max_new_tokens", None)
         self._max_new_tokens_cap = int(cap) if cap else 4096
         label = Path(model_name).name if Path(model_name).is_dir() else model_name
-        self.info = ModelInfo(model=f"vibevoice {label}", device=f"{device} ({str(torch_dtype)[6:]})")
+        self.info = ModelInfo(
+            model=f"vibevoice {label}", device=f"{device} ({str(torch_dtype)[6:]})", id=label
+        )
 
     def prepare_voice(self, audio: Audio) -> VibeVoicePrompt:
         """Feature-extract a reference clip once (the result is cached by the TTS service)."""

@@ -44,11 +44,13 @@ class WhisperBackend:
 
         if model_name == "embedded":
             source, label = str(embedded.whisper_tiny_en_dir()), "whisper-tiny.en (embedded)"
+            model_id = "whisper-tiny.en"
         elif model_name == "base-multilingual":
             source = str(embedded.whisper_base_dir(models_dir))
-            label = "whisper-base (embedded, multilingual)"
+            label, model_id = "whisper-base (embedded, multilingual)", "whisper-base"
         else:
             source, label = model_name, model_name
+            model_id = Path(model_name).name if Path(model_name).is_dir() else model_name
             if Path(model_name).is_dir():
                 embedded.require_file(Path(model_name) / "model.bin", "the Whisper model file")
         device = resolve_device(device)
@@ -71,7 +73,7 @@ class WhisperBackend:
         self._beam_size = beam_size
         self._vad_filter = vad_filter
         self.multilingual = bool(self._model.model.is_multilingual)
-        self.info = ModelInfo(model=label, device=f"{device} ({compute_type})")
+        self.info = ModelInfo(model=label, device=f"{device} ({compute_type})", id=model_id)
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         if audio.sample_rate != self.sample_rate:
@@ -84,6 +86,8 @@ class WhisperBackend:
             word_timestamps=options.word_timestamps,
             beam_size=options.beam_size or self._beam_size,
             vad_filter=self._vad_filter,
+            task=options.task,
+            **({"temperature": options.temperature} if options.temperature else {}),
         )
         # The segments are a lazy generator: consume it here, on the worker thread.
         collected = tuple(
@@ -95,6 +99,13 @@ class WhisperBackend:
                     Word(round(w.start, 3), round(w.end, 3), w.word.strip(), round(w.probability, 4))
                     for w in (s.words or ())
                 ),
+                id=s.id,
+                seek=s.seek,
+                tokens=tuple(s.tokens),
+                temperature=float(s.temperature or 0.0),
+                avg_logprob=round(s.avg_logprob, 4),
+                compression_ratio=round(s.compression_ratio, 4),
+                no_speech_prob=round(s.no_speech_prob, 4),
             )
             for s in segments
         )

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     ws_max_sessions: int = Field(8, ge=1, le=10_000)
     """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
 
+    openai_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """/v1/audio/speech: comma-separated `openai_name=library_voice` pairs (`alloy=en-Eve_woman.wav,
+    onyx=Joe`) that override the built-in table mapping OpenAI's stock voice names to library voices."""
+    openai_model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """/v1 routes: extra model names to accept, comma-separated `name=stage` pairs (stage = stt, tts
+    or chat), on top of each stage's own model id and OpenAI's stock names (whisper-1, tts-1, ...)."""
+
     api_key: SecretStr | None = None
     """When set, every route except /health* needs `Authorization: Bearer <key>`."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -151,6 +158,29 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("openai_voices", "openai_model_aliases", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, target = (piece.strip() for piece in item.partition("="))
+            if not sep or not name or not target:
+                raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
+            pairs[name.lower()] = target
+        return pairs
+
+    @field_validator("openai_model_aliases")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, stage in value.items():
+            if stage not in ("stt", "tts", "chat"):
+                raise ValueError(f"the alias {name!r} names the stage {stage!r}; use stt, tts or chat")
         return value
 
     @field_validator("api_key", mode="before")

@@ -1,7 +1,9 @@
 """Domain exceptions and the one place that maps them to HTTP.
 
 Services raise these; they know nothing of HTTP. `install_error_handlers` turns every error that can
-reach a client, ours or the framework's, into `{"error": {"code", "message"}}`.
+reach a client, ours or the framework's, into `{"error": {"code", "message"}}`; under /v1 (the
+OpenAI-compatible routes) into OpenAI's `{"error": {"message", "type", "param", "code"}}`, with the
+status codes OpenAI uses (a malformed request is a 400 there, never a 422).
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.param = param
+        """The request field at fault, when there is one (reported by the OpenAI-compatible routes)."""
 
 
 class BadRequestError(AppError):
@@ -45,6 +51,10 @@ class NotFoundError(AppError):
     status_code, code = 404, "not_found"
 
 
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
 class ConflictError(AppError):
     status_code, code = 409, "conflict"
 
@@ -59,6 +69,12 @@ class UnsupportedMediaTypeError(AppError):
 
 class InvalidInputError(AppError):
     status_code, code = 422, "invalid_input"
+
+
+class ContextLengthError(AppError):
+    """The messages plus the requested completion do not fit the model's context."""
+
+    status_code, code = 400, "context_length_exceeded"
 
 
 class InvalidAudioError(AppError):
@@ -104,6 +120,51 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def is_openai_path(path: str) -> bool:
+    """The OpenAI-compatible routes, whose errors take OpenAI's shape."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _openai_status(status: int) -> int:
+    # OpenAI answers 400 for every malformed request: a wrong type, a bad value, an unreadable file.
+    return 400 if status in (415, 422) else status
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_response_parts(
+    path: str, status: int, code: str | None, message: str, param: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The status and body of an error on `path`: our shape, or OpenAI's under /v1."""
+    if not is_openai_path(path):
+        return status, error_body(code or _status_code_name(status), message)
+    status = _openai_status(status)
+    if code == "unauthorized":
+        code = "invalid_api_key"
+    body = {"message": message, "type": _openai_type(status), "param": param, "code": code}
+    return status, {"error": body}
+
+
+def _error_response(
+    request: Request,
+    status: int,
+    code: str | None,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    status, body = error_response_parts(request.url.path, status, code, message, param)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _status_code_name(status: int) -> str:
     return {
         400: "bad_request",
@@ -119,10 +180,14 @@ def _status_code_name(status: int) -> str:
     }.get(status, "http_error")
 
 
+def _location(err: Any) -> str:
+    return ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "form"))
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        location = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "form"))
+        location = _location(err)
         parts.append(f"{location}: {err.get('msg', 'invalid')}" if location else err.get("msg", ""))
     return "; ".join(parts) or "invalid request"
 
@@ -131,24 +196,31 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, validation errors and HTTP errors to the JSON error shape."""
 
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return _error_response(
+            request, exc.status_code, exc.code, exc.message, exc.param, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_input", _describe_validation(exc)), status_code=422)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = next(iter(exc.errors()), None)
+        param = (_location(first) or None) if first else None
+        return _error_response(request, 422, "invalid_input", _describe_validation(exc), param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(_status_code_name(exc.status_code), str(exc.detail)),
-            status_code=exc.status_code,
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404 and is_openai_path(request.url.path):
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        return _error_response(
+            request,
+            exc.status_code,
+            _status_code_name(exc.status_code),
+            message,
             headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+        return _error_response(request, 500, "internal_error", "internal server error")

@@ -7,14 +7,17 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.app.core.errors import error_body
+from backend.app.core.errors import error_response_parts
 
 # Multipart framing and form fields around the file itself.
 _MULTIPART_SLACK = 64 * 1024
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, headers: dict[str, str]) -> None:
-    body = json.dumps(error_body(code, message)).encode()
+async def _send_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: dict[str, str]
+) -> None:
+    status, payload = error_response_parts(scope["path"], status, code, message)
+    body = json.dumps(payload).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -41,6 +44,7 @@ class BearerAuthMiddleware:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await _send_error(
+                scope,
                 send,
                 401,
                 "unauthorized",
@@ -65,11 +69,12 @@ class BodySizeLimitMiddleware:
                 try:
                     length = int(declared)
                 except ValueError:
-                    await _send_error(send, 400, "bad_request", "invalid Content-Length", {})
+                    await _send_error(scope, send, 400, "bad_request", "invalid Content-Length", {})
                     return
                 if length > self.max_bytes:
                     limit_mb = (self.max_bytes - _MULTIPART_SLACK) / 1024 / 1024
                     await _send_error(
+                        scope,
                         send,
                         413,
                         "payload_too_large",

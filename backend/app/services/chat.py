@@ -10,14 +10,15 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import ContextLengthError, InvalidInputError
 from backend.app.core.worker import ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -47,6 +48,48 @@ class ChatDelta:
     """A piece of a reply being generated."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of a stateless completion (the OpenAI-compatible route): the whole text, why it
+    ended, and token counts (exact with a local tokenizer, estimated for a remote server)."""
+
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class StopScanner:
+    """Cuts a streamed text at the first of some stop strings, which may span deltas: text that
+    could be the start of a stop string is held back until the next delta settles it."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        """The part of `delta` (with what was held) that is certainly before any stop string."""
+        if not self.stops:
+            return delta
+        text = self._held + delta
+        hits = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if hits:
+            self.stopped, self._held = True, ""
+            return text[: min(hits)]
+        keep = 0
+        for size in range(min(len(text), max(map(len, self.stops)) - 1), 0, -1):
+            if any(stop.startswith(text[-size:]) for stop in self.stops):
+                keep = size
+                break
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
 
 
 def elapsed_ms(start: float) -> float:
@@ -156,6 +199,64 @@ class ChatService:
                         continue
                     leading = False
                 yield delta
+
+    async def check_completion(self, messages: Sequence[ChatMessage], max_tokens: int) -> int:
+        """The prompt's token count, after every check a stateless completion makes before it
+        starts: the context fit (400 context_length_exceeded, as OpenAI) and the model's queue."""
+        if not messages:
+            raise InvalidInputError("messages must not be empty", param="messages")
+        context = self.settings.context_tokens
+        # No token is longer than a few dozen characters: refuse huge inputs without tokenising.
+        if sum(len(m.content) for m in messages) > context * 32:
+            raise ContextLengthError(
+                f"This model's maximum context length is {context} tokens; the messages are far "
+                "longer. Please reduce the length of the messages.",
+                param="messages",
+            )
+        prompt_tokens = await asyncio.to_thread(self.backend.count_tokens, messages)
+        if prompt_tokens + max_tokens > context:
+            raise ContextLengthError(
+                f"This model's maximum context length is {context} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
+                "in the completion). Please reduce the length of the messages or completion.",
+                param="messages",
+            )
+        self.worker.check()
+        return prompt_tokens
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        stop: Sequence[str] = (),
+        prompt_tokens: int | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        """A stateless completion of `messages` (nothing is stored): text deltas, then a
+        `Completion`. Generation stops at the first stop string, which is not part of the text."""
+        if prompt_tokens is None:
+            prompt_tokens = await self.check_completion(messages, options.max_tokens)
+        scanner = StopScanner(stop)
+        parts: list[str] = []
+        leading = True
+        async with aclosing(self.worker.stream(self.backend.chat_stream, messages, options)) as deltas:
+            async for delta in deltas:
+                if leading:
+                    delta = delta.lstrip()
+                    leading = not delta
+                text = scanner.feed(delta)
+                if text:
+                    parts.append(text)
+                    yield text
+                if scanner.stopped:
+                    break
+        tail = "" if scanner.stopped else scanner.flush()
+        if tail:
+            parts.append(tail)
+            yield tail
+        answer = "".join(parts)
+        completion_tokens = await asyncio.to_thread(self.backend.count_text_tokens, answer)
+        ran_out = not scanner.stopped and completion_tokens >= options.max_tokens
+        yield Completion(answer, "length" if ran_out else "stop", prompt_tokens, completion_tokens)
 
     async def store_turns(self, conversation_id: str, *turns: Turn) -> None:
         """Persist turns durably (they are on disk when this returns). Shielded from cancellation:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.app.audio.decode import decode_audio
-from backend.app.audio.edit import fade_edges, trim_silence
+from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
 from backend.app.core.errors import InvalidInputError, NotFoundError
@@ -137,8 +137,11 @@ class TTSService:
     ) -> Audio:
         """One segment's audio (blocking). A segment that is joined to others has its own silent
         edges trimmed and faded (they would add to the gap), and all but the first get the gap."""
-        request = SynthesisRequest(text, voice=prompt, cfg_scale=cfg_scale, speed=speed)
+        native = self.backend.supports_speed
+        request = SynthesisRequest(text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0)
         audio = self.backend.synthesize(request)
+        if not native:
+            audio = change_tempo(audio, speed)
         if not joined:
             return audio
         audio = fade_edges(trim_silence(audio))

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 
+from backend.app.api.audio_stream import encoded
 from backend.app.api.deps import TTSServiceDep, require_json
 from backend.app.api.schemas import ERROR_RESPONSES, TTSRequest
 from backend.app.audio.encode import CONTENT_TYPES, StreamEncoder, encode_audio
-from backend.app.audio.types import Audio
 
 router = APIRouter(tags=["tts"])
 
@@ -45,7 +43,7 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
             speed=body.speed,
         )
         return StreamingResponse(
-            _encoded(chunks, StreamEncoder(body.format, info.sample_rate)),
+            encoded(chunks, StreamEncoder(body.format, info.sample_rate)),
             media_type=CONTENT_TYPES[body.format],
             headers={
                 "X-Segments": str(info.segments),
@@ -72,12 +70,3 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
             "Content-Disposition": f'inline; filename="speech.{body.format}"',
         },
     )
-
-
-async def _encoded(
-    chunks: AsyncGenerator[Audio, None], encoder: StreamEncoder
-) -> AsyncGenerator[bytes, None]:
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            yield await asyncio.to_thread(encoder.encode, chunk)
-    yield await asyncio.to_thread(encoder.finish)

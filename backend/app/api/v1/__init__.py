@@ -1,0 +1,12 @@
+"""The OpenAI-compatible API under /v1: audio (transcriptions, translations, speech), chat
+completions and the model list. Errors here take OpenAI's shape (see core/errors.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.app.api.v1 import audio, chat, models
+
+router = APIRouter(prefix="/v1")
+for module in (models, audio, chat):
+    router.include_router(module.router)

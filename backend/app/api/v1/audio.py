@@ -1,0 +1,312 @@
+"""POST /v1/audio/transcriptions, /v1/audio/translations and /v1/audio/speech, as OpenAI's."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import replace
+from functools import cache
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from backend.app.api.audio_stream import encoded
+from backend.app.api.deps import (
+    SettingsDep,
+    STTServiceDep,
+    TTSServiceDep,
+    read_upload,
+    require_json,
+    require_multipart,
+    transcribe_options,
+)
+from backend.app.api.v1.deps import CatalogDep, VoiceMapDep
+from backend.app.api.v1.schemas import (
+    OPENAI_ERRORS,
+    DurationUsage,
+    SpeechFormat,
+    SpeechRequest,
+    TranscriptFormat,
+    TranscriptionOut,
+    TranscriptionVerboseOut,
+    TranscriptSegmentOut,
+    TranscriptWord,
+    VoiceList,
+)
+from backend.app.api.v1.streaming import openai_sse_response, sse_data
+from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
+from backend.app.backends.protocols import Transcription
+from backend.app.core.config import Settings
+from backend.app.core.errors import InvalidAudioError, InvalidInputError, PayloadTooLargeError
+from backend.app.services.compat import ModelCatalog
+from backend.app.services.stt import STTService
+from backend.app.text.subtitles import to_srt, to_vtt
+
+router = APIRouter(tags=["openai"])
+
+PCM_RATE = 24_000
+"""OpenAI's `pcm` is 24 kHz 16-bit mono; other formats keep the engine's rate (in their header)."""
+
+_SPEECH_FORMATS: dict[SpeechFormat, AudioFormat] = {
+    "mp3": "mp3",
+    "opus": "ogg",  # Ogg/Opus, as OpenAI sends
+    "aac": "aac",
+    "flac": "flac",
+    "wav": "wav",
+    "pcm": "pcm",
+}
+
+_TRANSCRIPT_RESPONSES: dict[int | str, dict[str, object]] = {
+    **OPENAI_ERRORS,
+    200: {
+        "content": {"application/json": {}, "text/plain": {}, "text/vtt": {}},
+        "description": "json / verbose_json as JSON; text and srt as text/plain; vtt as text/vtt.",
+    },
+}
+
+Granularity = Literal["word", "segment"]
+
+
+@cache
+def _language_names() -> dict[str, str]:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return dict(LANGUAGES)
+
+
+def _transcript_response(
+    result: Transcription,
+    task: Literal["transcribe", "translate"],
+    response_format: TranscriptFormat,
+    granularities: list[Granularity],
+) -> Response:
+    usage = DurationUsage(seconds=math.ceil(result.duration))
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.segments))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
+    if response_format == "json":
+        body = TranscriptionOut(text=result.text, usage=usage)
+        return JSONResponse(body.model_dump(exclude_none=True))
+    segments = words = None
+    if "segment" in granularities or not granularities:
+        segments = [
+            TranscriptSegmentOut(
+                id=index,  # 0-based, as OpenAI's (Whisper's own ids start at 1)
+                seek=s.seek,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                tokens=list(s.tokens),
+                temperature=s.temperature,
+                avg_logprob=s.avg_logprob,
+                compression_ratio=s.compression_ratio,
+                no_speech_prob=s.no_speech_prob,
+            )
+            for index, s in enumerate(result.segments)
+        ]
+    if "word" in granularities:
+        words = [
+            TranscriptWord(word=w.word, start=w.start, end=w.end) for s in result.segments for w in s.words
+        ]
+    verbose = TranscriptionVerboseOut(
+        task=task,
+        language=_language_names().get(result.language, result.language),
+        duration=result.duration,
+        text=result.text,
+        segments=segments,
+        words=words,
+        usage=usage,
+    )
+    return JSONResponse(verbose.model_dump(exclude_none=True))
+
+
+async def _transcribe(
+    stt: STTService,
+    settings: Settings,
+    catalog: ModelCatalog,
+    *,
+    task: Literal["transcribe", "translate"],
+    file: UploadFile,
+    model: str,
+    language: str | None,
+    prompt: str | None,
+    temperature: float,
+    response_format: TranscriptFormat,
+    granularities: list[Granularity],
+) -> Response:
+    catalog.resolve(model, "stt")
+    if granularities and response_format != "verbose_json":
+        raise InvalidInputError(
+            "timestamp_granularities is only supported with response_format=verbose_json",
+            param="timestamp_granularities",
+        )
+    options = transcribe_options(language, prompt, word_timestamps="word" in granularities)
+    options = replace(options, task=task, temperature=temperature or None)
+    try:
+        stt.check_options(options)
+    except InvalidInputError as e:
+        raise InvalidInputError(e.message, param="language") from e
+    data = await read_upload(file, settings, "file")
+    try:
+        result = await stt.transcribe(data, options)
+    except (InvalidAudioError, PayloadTooLargeError) as e:
+        e.param = "file"
+        raise
+    return _transcript_response(result, task, response_format, granularities)
+
+
+File_ = Annotated[UploadFile, File(description="The audio: wav, mp3, flac, ogg, webm, mp4, m4a, ...")]
+Model = Annotated[str, Form(description="whisper-1 (or any stock name) or the STT model's id.")]
+Prompt = Annotated[str | None, Form(max_length=2000, description="Text to guide the style or vocabulary.")]
+Temperature = Annotated[
+    float, Form(ge=0.0, le=1.0, description="0: decode with fallback to higher temperatures as needed.")
+]
+Format = Annotated[TranscriptFormat, Form()]
+
+
+@router.post(
+    "/audio/transcriptions",
+    responses=_TRANSCRIPT_RESPONSES,
+    response_class=Response,
+    dependencies=[Depends(require_multipart)],
+)
+async def create_transcription(
+    stt: STTServiceDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    file: File_,
+    model: Model,
+    language: Annotated[str | None, Form(description="ISO 639-1 code; omit to detect.")] = None,
+    prompt: Prompt = None,
+    temperature: Temperature = 0.0,
+    response_format: Format = "json",
+    timestamp_granularities: Annotated[
+        list[Granularity] | None,
+        Form(alias="timestamp_granularities[]", description="segment and/or word (verbose_json)."),
+    ] = None,
+) -> Response:
+    """Transcribe audio, as OpenAI's `audio.transcriptions.create`."""
+    return await _transcribe(
+        stt,
+        settings,
+        catalog,
+        task="transcribe",
+        file=file,
+        model=model,
+        language=language,
+        prompt=prompt,
+        temperature=temperature,
+        response_format=response_format,
+        granularities=timestamp_granularities or [],
+    )
+
+
+@router.post(
+    "/audio/translations",
+    responses=_TRANSCRIPT_RESPONSES,
+    response_class=Response,
+    dependencies=[Depends(require_multipart)],
+)
+async def create_translation(
+    stt: STTServiceDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    file: File_,
+    model: Model,
+    prompt: Prompt = None,
+    temperature: Temperature = 0.0,
+    response_format: Format = "json",
+) -> Response:
+    """Speech in any language to English text, as OpenAI's `audio.translations.create`. Needs a
+    multilingual STT model (STT_MODEL_NAME=base-multilingual, large-v3, ...); the English-only
+    embedded model transcribes English and cannot translate."""
+    return await _transcribe(
+        stt,
+        settings,
+        catalog,
+        task="translate",
+        file=file,
+        model=model,
+        language=None,
+        prompt=prompt,
+        temperature=temperature,
+        response_format=response_format,
+        granularities=[],
+    )
+
+
+@router.post(
+    "/audio/speech",
+    responses={
+        **OPENAI_ERRORS,
+        200: {
+            "content": {**{t: {} for t in CONTENT_TYPES.values()}, "text/event-stream": {}},
+            "description": "The audio bytes (or speech.audio.* events with stream_format=sse).",
+        },
+    },
+    response_class=Response,
+    dependencies=[Depends(require_json)],
+)
+async def create_speech(
+    body: SpeechRequest, tts: TTSServiceDep, catalog: CatalogDep, voices: VoiceMapDep
+) -> Response:
+    """Speak `input`, as OpenAI's `audio.speech.create`.
+
+    The audio is sent as it is synthesised, segment by segment (wav is sent whole, so that its
+    header gives the length). `pcm` is 24 kHz 16-bit mono, as OpenAI's. With `stream_format=sse`,
+    `speech.audio.delta` events carry base64 chunks of the encoded stream, then `speech.audio.done`.
+    `instructions` is accepted and has no effect on the embedded engines.
+    """
+    catalog.resolve(body.model, "tts")
+    voice = voices.resolve(body.voice if isinstance(body.voice, str) else body.voice.id)
+    try:
+        tts.prepare_text(body.input)
+    except InvalidInputError as e:
+        raise InvalidInputError(e.message, param="input") from e
+    fmt = _SPEECH_FORMATS[body.response_format]
+    out_rate = PCM_RATE if fmt == "pcm" else None
+    if fmt == "wav" and body.stream_format == "audio":
+        result = await tts.synthesize(body.input, voice=voice, speed=body.speed)
+        data = await asyncio.to_thread(encode_audio, result.audio, fmt)
+        headers = _speech_headers(result.audio.sample_rate)
+        return Response(data, media_type=CONTENT_TYPES[fmt], headers=headers)
+    info, chunks = await tts.stream(body.input, voice=voice, speed=body.speed)
+    encoder = StreamEncoder(fmt, info.sample_rate, out_rate)
+    if body.stream_format == "sse":
+        events = _speech_events(encoded(chunks, encoder), math.ceil(len(body.input) / 4))
+        return openai_sse_response(events)
+    return StreamingResponse(
+        encoded(chunks, encoder), media_type=CONTENT_TYPES[fmt], headers=_speech_headers(encoder.out_rate)
+    )
+
+
+def _speech_headers(sample_rate: int) -> dict[str, str]:
+    return {"X-Sample-Rate": str(sample_rate), "Cache-Control": "no-cache"}
+
+
+async def _speech_events(
+    audio: AsyncGenerator[bytes, None], input_tokens: int
+) -> AsyncGenerator[bytes, None]:
+    """OpenAI's speech SSE: `speech.audio.delta` events, then `speech.audio.done` with a usage
+    estimate (input tokens ~ characters / 4; no output tokens)."""
+    async with aclosing(audio):
+        async for data in audio:
+            yield sse_data({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    usage = {"input_tokens": input_tokens, "output_tokens": 0, "total_tokens": input_tokens}
+    yield sse_data({"type": "speech.audio.done", "usage": usage})
+
+
+@router.get("/audio/voices", response_model=VoiceList, responses=OPENAI_ERRORS)
+def list_voices(voices: VoiceMapDep) -> VoiceList:
+    """The names /v1/audio/speech accepts as `voice`: the library's voices, and OpenAI's stock
+    names with the library voice each stands for now (null: the engine's own voice)."""
+    library = [v.name for v in voices.library.voices()]
+    table = voices.table()
+    return VoiceList(voices=[*library, *table], openai_voices=table)

@@ -1,0 +1,27 @@
+"""Dependencies of the OpenAI-compatible routes: the model catalog and the voice-name map."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from backend.app.api.deps import ServicesDep, SettingsDep
+from backend.app.services.compat import ModelCatalog, Stage, VoiceMap
+
+
+def get_catalog(services: ServicesDep, settings: SettingsDep) -> ModelCatalog:
+    ids: dict[Stage, str] = {
+        "stt": services.stt.backend.info.id,
+        "tts": services.tts.backend.info.id,
+        "chat": services.chat.backend.info.id,
+    }
+    return ModelCatalog(ids, settings.openai_model_aliases)
+
+
+def get_voice_map(services: ServicesDep, settings: SettingsDep) -> VoiceMap:
+    return VoiceMap(services.tts.voices, settings.openai_voices)
+
+
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+VoiceMapDep = Annotated[VoiceMap, Depends(get_voice_map)]

@@ -1,0 +1,72 @@
+"""Start and stop the real server (`python -m backend.app`) for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ports import free_port
+
+REPO = Path(__file__).parent.parent
+STARTUP_TIMEOUT_S = 240
+
+
+def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "CORS_ORIGINS")}
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        MODELS_DIR=str(REPO / "models"),
+        VOICES_DIR=str(tmp / "voices"),
+        OUTPUTS_DIR=str(tmp / "outputs"),
+        DATA_DIR=str(tmp / "data"),
+        LLM_MAX_TOKENS="32",
+        QUEUE_SIZE="1",
+        MAX_AUDIO_SECONDS="60",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m backend.app` on a free port and wait until it is ready."""
+    port = free_port()
+    log_path = tmp / log_name
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend.app"],
+            cwd=REPO,
+            env=server_env(tmp, port, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited at start-up:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("server did not become ready in time")
+        time.sleep(0.5)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
