@@ -67,6 +67,11 @@ def test_full_tts_queue_answers_503_and_health_still_answers(services: Services,
         assert response.headers["retry-after"]
         assert response.json()["error"]["code"] == "overloaded"
         assert client.get("/health").status_code == 200
+        speech = {"model": "tts-1", "voice": "alloy", "input": "hello"}
+        openai_style = client.post("/v1/audio/speech", json=speech)
+        assert openai_style.status_code == 503 and openai_style.headers["retry-after"]
+        assert openai_style.json()["error"]["type"] == "server_error"
+        assert openai_style.json()["error"]["code"] == "overloaded"
     finally:
         release.set()
         blocker.join()
@@ -113,6 +118,28 @@ def test_api_key_guards_every_route_but_health(app_with) -> None:  # type: ignor
     assert c.get("/speaker_info", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert c.get("/speaker_info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert c.post("/chat", json={"text": "hi"}).status_code == 401
+
+
+def test_openai_routes_answer_auth_and_size_errors_in_openais_shape(app_with) -> None:  # type: ignore[no-untyped-def]
+    c = app_with(api_key="s3cret", max_upload_mb=0.01)
+    denied = c.get("/v1/models")
+    assert denied.status_code == 401
+    assert denied.json() == {
+        "error": {
+            "message": "missing or wrong API key (Authorization: Bearer <key>)",
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    auth = {"Authorization": "Bearer s3cret"}
+    assert c.get("/v1/models", headers=auth).status_code == 200
+    big = c.post("/v1/audio/transcriptions", headers=auth, files={"file": ("a.wav", b"0" * 200_000)})
+    assert big.status_code == 413 and big.json()["error"]["type"] == "invalid_request_error"
+    # The rest of the API keeps its own shape.
+    assert c.get("/speaker_info").json() == {
+        "error": {"code": "unauthorized", "message": "missing or wrong API key (Authorization: Bearer <key>)"}
+    }
 
 
 def test_cors_preflight_and_headers(app_with) -> None:  # type: ignore[no-untyped-def]

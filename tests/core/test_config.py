@@ -63,3 +63,21 @@ def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: 
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.lower()):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_openai_voice_and_model_tables_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_VOICES", "Alloy=en-Eve_woman.wav, onyx = Joe ,")
+    monkeypatch.setenv("OPENAI_MODEL_ALIASES", "llama3=chat,whisper-large=stt")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.openai_voices == {"alloy": "en-Eve_woman.wav", "onyx": "Joe"}
+    assert settings.openai_model_aliases == {"llama3": "chat", "whisper-large": "stt"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OPENAI_VOICES", "alloy"), ("OPENAI_VOICES", "=Joe"), ("OPENAI_MODEL_ALIASES", "llama3=llm")],
+)
+def test_malformed_openai_tables_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -65,7 +65,8 @@ def main() -> None:
             frames = [f.to_ndarray().reshape(-1) for f in source.decode(audio=0)]
             rate = source.streams.audio[0].rate
         german = np.concatenate(frames).astype(np.float32) / (32768.0 if frames[0].dtype == np.int16 else 1.0)
-    write(HERE / "german.flac", soxr.resample(german, rate, 16_000).astype(np.float32), 16_000, "flac", "flac", 1)
+    german = soxr.resample(german, rate, 16_000).astype(np.float32)
+    write(HERE / "german.flac", german, 16_000, "flac", "flac", 1)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.app.backends.protocols import ChatMessage
-from backend.app.core.errors import InvalidInputError
-from backend.app.services.chat import ChatDelta, ChatService
+from backend.app.backends.protocols import ChatMessage, GenerationOptions
+from backend.app.core.errors import ContextLengthError, InvalidInputError
+from backend.app.services.chat import ChatDelta, ChatService, Completion, StopScanner
 from backend.app.services.container import Services
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -127,3 +127,71 @@ def test_an_interrupted_empty_reply_is_not_shown_to_the_model(chat: ChatService)
     chat.store.add_turns("gap", [Turn("user", "Hello?"), Turn("assistant", "", interrupted=True)])
     messages = chat.build_messages("gap", "Are you there?")
     assert [m.role for m in messages] == ["system", "user", "user"]
+
+
+@pytest.mark.parametrize(
+    ("deltas", "stops", "expected"),
+    [
+        (["Hello", " world"], [], "Hello world"),
+        (["One. Two"], ["."], "One"),
+        (["Hel", "lo EN", "D here"], ["END"], "Hello "),
+        (["ab", "c", "d"], ["cx"], "abcd"),  # a partial match that never completes is released
+        (["x<|", "im_end|>y"], ["<|im_end|>", "zz"], "x"),
+    ],
+)
+def test_stop_scanner_cuts_across_deltas(deltas: list[str], stops: list[str], expected: str) -> None:
+    scanner = StopScanner(stops)
+    out = ""
+    for delta in deltas:
+        out += scanner.feed(delta)
+        if scanner.stopped:
+            break
+    if not scanner.stopped:
+        out += scanner.flush()
+    assert out == expected
+
+
+def _complete(chat: ChatService, messages: list[ChatMessage], **kwargs: object) -> tuple[str, Completion]:
+    async def run() -> tuple[str, Completion]:
+        deltas: list[str] = []
+        max_tokens = int(kwargs.pop("max_tokens", 24))  # type: ignore[call-overload]
+        options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+        async with aclosing(chat.complete(messages, options, **kwargs)) as events:  # type: ignore[arg-type]
+            async for event in events:
+                if isinstance(event, Completion):
+                    return "".join(deltas), event
+                deltas.append(event)
+        raise AssertionError("no Completion")
+
+    return asyncio.run(run())
+
+
+QUESTION = [ChatMessage("user", "What is the capital of France?")]
+
+
+def test_a_completion_reports_text_reason_and_usage(chat: ChatService) -> None:
+    text, end = _complete(chat, QUESTION)
+    assert text == end.text and "Paris" in text
+    assert end.finish_reason == "stop"
+    assert end.prompt_tokens == chat.backend.count_tokens(QUESTION)
+    assert end.completion_tokens == chat.backend.count_text_tokens(text)
+    assert chat.store.page(limit=10, offset=0)[1] == 0  # nothing stored
+
+
+def test_a_completion_ends_at_max_tokens_or_a_stop(chat: ChatService) -> None:
+    text, end = _complete(chat, QUESTION, max_tokens=3)
+    assert end.finish_reason == "length" and 1 <= end.completion_tokens <= 4
+    text, end = _complete(chat, QUESTION, stop=["France"])
+    full, _ = _complete(chat, QUESTION)
+    assert "France" in full and text == full[: full.index("France")]
+    assert end.finish_reason == "stop"
+    assert chat.worker.pending == 0
+
+
+def test_a_completion_that_cannot_fit_is_refused_before_it_starts(chat: ChatService) -> None:
+    with pytest.raises(ContextLengthError, match="maximum context length"):
+        asyncio.run(chat.check_completion(QUESTION, max_tokens=chat.settings.context_tokens))
+    with pytest.raises(ContextLengthError):
+        asyncio.run(chat.check_completion([ChatMessage("user", "x" * 10_000_000)], max_tokens=1))
+    with pytest.raises(InvalidInputError):
+        asyncio.run(chat.check_completion([], max_tokens=1))
