@@ -75,7 +75,9 @@ class TTSRequest(BaseModel):
     cfg_scale: float | None = Field(
         None, ge=0.5, le=2.0, description="Guidance for voice-cloning engines (default DEFAULT_CFG_SCALE)."
     )
-    format: AudioFormat = Field("wav", description="wav, flac, mp3, ogg (Opus) or pcm (s16le mono).")
+    format: AudioFormat = Field(
+        "wav", description="wav, flac, mp3, ogg (Opus), aac (ADTS) or pcm (s16le mono)."
+    )
     speed: float = Field(1.0, ge=0.5, le=2.0, description="Speaking rate; 1 is normal.")
     stream: bool = Field(False, description="Send the audio segment by segment as it is synthesised.")
 

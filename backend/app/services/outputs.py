@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backend.app.core.errors import NotFoundError
 
-_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|flac|mp3|ogg|pcm)$")
+_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)$")
 
 
 class OutputStore:
