@@ -337,6 +337,8 @@ def test_errors_surface_as_the_sdks_exceptions(client: OpenAI) -> None:
         lambda: transcriptions(model="whisper-1", file=wav, timestamp_granularities=["word"]),
     )
     assert body["param"] == "timestamp_granularities"
+    body = error_of(openai.BadRequestError, lambda: transcriptions(model="whisper-1", file=wav, stream=True))
+    assert body["param"] == "stream"
     body = error_of(openai.NotFoundError, lambda: transcriptions(model="tts-2", file=wav))
     assert body["code"] == "model_not_found"
     too_big = ("big.wav", b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 200_000))

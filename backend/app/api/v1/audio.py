@@ -191,8 +191,11 @@ async def create_transcription(
         list[Granularity] | None,
         Form(alias="timestamp_granularities[]", description="segment and/or word (verbose_json)."),
     ] = None,
+    stream: Annotated[bool, Form(description="Not supported: must be false (as for whisper-1).")] = False,
 ) -> Response:
     """Transcribe audio, as OpenAI's `audio.transcriptions.create`."""
+    if stream:
+        raise InvalidInputError("streamed transcription is not supported; omit stream", param="stream")
     return await _transcribe(
         stt,
         settings,
