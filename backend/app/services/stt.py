@@ -36,11 +36,14 @@ class STTService:
         if language is None:
             return
         if language not in self._languages:
-            raise InvalidInputError(f"unknown language code {language!r} (use ISO 639-1, e.g. en, zh)")
+            raise InvalidInputError(
+                f"unknown language code {language!r} (use ISO 639-1, e.g. en, zh)", param="language"
+            )
         if language != "en" and not self.backend.multilingual:
             raise InvalidInputError(
                 f"the STT model {self.backend.info.model} is English-only; "
-                "set STT_MODEL_NAME=base-multilingual (or a multilingual model) for other languages"
+                "set STT_MODEL_NAME=base-multilingual (or a multilingual model) for other languages",
+                param="language",
             )
 
     async def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:

@@ -149,10 +149,6 @@ async def _transcribe(
         )
     options = transcribe_options(language, prompt, word_timestamps="word" in granularities)
     options = replace(options, task=task, temperature=temperature or None)
-    try:
-        stt.check_options(options)
-    except InvalidInputError as e:
-        raise InvalidInputError(e.message, param="language") from e
     data = await read_upload(file, settings, "file")
     try:
         result = await stt.transcribe(data, options)
@@ -310,6 +306,6 @@ async def _speech_events(
 def list_voices(voices: VoiceMapDep) -> VoiceList:
     """The names /v1/audio/speech accepts as `voice`: the library's voices, and OpenAI's stock
     names with the library voice each stands for now (null: the engine's own voice)."""
-    library = [v.name for v in voices.library.voices()]
-    table = voices.table()
-    return VoiceList(voices=[*library, *table], openai_voices=table)
+    listed = voices.library.voices()
+    table = voices.table(listed)
+    return VoiceList(voices=[*(v.name for v in listed), *table], openai_voices=table)
