@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
@@ -26,17 +26,27 @@ def sse_event(name: str, data: dict[str, object]) -> bytes:
     return format_sse_event(event=name, data_str=json.dumps(data, ensure_ascii=False))
 
 
-async def _guarded(events: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+ErrorEvent = Callable[[str, str, str | None], bytes]
+"""Formats the last event of a failed stream from the error's code, message and param."""
+
+
+def _error_event(code: str, message: str, param: str | None) -> bytes:
+    return sse_event("error", {"code": code, "message": message})
+
+
+async def _guarded(events: AsyncIterator[bytes], error_event: ErrorEvent) -> AsyncGenerator[bytes, None]:
     try:
         async for event in events:
             yield event
     except AppError as e:
-        yield sse_event("error", {"code": e.code, "message": e.message})
+        yield error_event(e.code, e.message, e.param)
     except Exception:
         logger.exception("a streamed response failed")
-        yield sse_event("error", {"code": "internal_error", "message": "the server failed; see its log"})
+        yield error_event("internal_error", "the server failed; see its log", None)
 
 
-def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
-    """Stream `events` (already formatted by `sse_event`) as text/event-stream."""
-    return StreamingResponse(_guarded(events), media_type="text/event-stream", headers=SSE_HEADERS)
+def sse_response(events: AsyncIterator[bytes], error_event: ErrorEvent = _error_event) -> StreamingResponse:
+    """Stream `events` (already formatted) as text/event-stream; an error ends it with `error_event`."""
+    return StreamingResponse(
+        _guarded(events, error_event), media_type="text/event-stream", headers=SSE_HEADERS
+    )
