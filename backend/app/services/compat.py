@@ -121,25 +121,26 @@ class VoiceMap:
         self.library = library
         self.overrides = {name.lower(): target for name, target in (overrides or {}).items()}
 
-    def resolve(self, voice: str) -> str | None:
+    def resolve(self, voice: str, voices: list[VoiceInfo] | None = None) -> str | None:
+        """The library voice file `voice` stands for, among `voices` when already listed."""
         wanted = voice.strip().lower()
         if not wanted:
             raise InvalidInputError("voice is empty", param="voice")
+        voices = self.library.voices() if voices is None else voices
         if wanted in self.overrides:
-            return self._known(self.overrides[wanted]).file
+            return self._known(self.overrides[wanted], voices).file
         try:
-            return self.library.by_name(wanted).file
+            return self.library.by_name(wanted, voices).file
         except NotFoundError:
             pass
         if wanted not in STOCK_VOICES:
-            known = ", ".join([*STOCK_VOICES, *(v.name for v in self.library.voices())])
+            known = ", ".join([*STOCK_VOICES, *(v.name for v in voices)])
             raise InvalidInputError(f"unknown voice {voice!r}; use one of: {known}", param="voice")
-        chosen = self.stock_voice(wanted)
+        chosen = self.stock_voice(wanted, voices)
         return chosen.file if chosen else None
 
-    def stock_voice(self, name: str) -> VoiceInfo | None:
+    def stock_voice(self, name: str, voices: list[VoiceInfo]) -> VoiceInfo | None:
         """The library voice a stock OpenAI voice name stands for (before overrides)."""
-        voices = self.library.voices()
         gender = STOCK_VOICES[name]
         if gender is not None:
             match = next((v for v in voices if (v.gender or "") in _GENDERS[gender]), None)
@@ -147,19 +148,21 @@ class VoiceMap:
                 return match
         return self.library.default_among(voices)
 
-    def table(self) -> dict[str, str | None]:
-        """Every stock name (and override) with the library voice it stands for now."""
+    def table(self, voices: list[VoiceInfo] | None = None) -> dict[str, str | None]:
+        """Every stock name (and override) with the library voice it stands for now; None for the
+        engine's own voice or an override naming a voice that is not in the library."""
+        voices = self.library.voices() if voices is None else voices
         table: dict[str, str | None] = {}
         for name in [*STOCK_VOICES, *self.overrides]:
             try:
-                table[name] = self.resolve(name)
-            except (InvalidInputError, NotFoundError):
+                table[name] = self.resolve(name, voices)
+            except InvalidInputError:
                 table[name] = None
         return table
 
-    def _known(self, target: str) -> VoiceInfo:
+    def _known(self, target: str, voices: list[VoiceInfo]) -> VoiceInfo:
         try:
-            return self.library.by_name(target)
+            return self.library.by_name(target, voices)
         except NotFoundError as e:
             raise InvalidInputError(
                 f"OPENAI_VOICES maps this voice to {target!r}, which is not in the voice library",

@@ -117,10 +117,11 @@ class VoiceLibrary:
                 return chosen
         return voices[0] if voices else None
 
-    def by_name(self, voice: str) -> VoiceInfo:
-        """A voice by file name, stem, or parsed name (case-insensitive)."""
+    def by_name(self, voice: str, voices: list[VoiceInfo] | None = None) -> VoiceInfo:
+        """A voice by file name, stem, or parsed name (case-insensitive), among `voices` when
+        already listed (else the directories are listed now)."""
         wanted = voice.strip().lower()
-        for info in self.voices():
+        for info in self.voices() if voices is None else voices:
             if wanted in (info.file.lower(), Path(info.file).stem.lower(), info.name.lower()):
                 return info
         raise NotFoundError(f"unknown voice {voice!r}; GET /voices lists the voices")
