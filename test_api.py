@@ -270,7 +270,7 @@ def test_stt_refuses_audio_over_the_duration_limit(http: httpx.Client) -> None:
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(16_000 * 70, dtype=np.float32), 16_000, format="FLAC")  # 70 s > 60 s
     response = http.post("/stt", files={"file": ("long.flac", buffer.getvalue(), "audio/flac")})
-    assert_error(response, 413, "payload_too_large")
+    assert_error(response, 422, "audio_too_long")
 
 
 def test_uploads_over_the_size_limit_are_refused(http: httpx.Client) -> None:
@@ -319,7 +319,7 @@ def test_chat_accepts_a_client_chosen_id(http: httpx.Client) -> None:
         ({"json": {}}, 422),
         ({"json": {"text": 42}}, 422),
         ({"json": ["text"]}, 422),
-        ({"json": {"text": "x" * 5001}}, 422),
+        ({"json": {"text": "x" * 5001}}, 413),
         ({"json": {"text": "hi", "conversation_id": "../../etc/passwd"}}, 422),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
@@ -406,7 +406,7 @@ def test_tts_refuses_voice_paths_outside_the_voices_dir(http: httpx.Client, path
     [
         ({"text": ""}, 422),
         ({"text": "🎉🎉!!"}, 422),
-        ({"text": "x" * 5001}, 422),
+        ({"text": "x" * 5001}, 413),
         ({"text": "Hi", "cfg_scale": 2.5}, 422),
         ({"text": "Hi", "cfg_scale": 0.4}, 422),
         ({"text": "Hi", "cfg_scale": "loud"}, 422),
@@ -777,5 +777,5 @@ def test_optimize_route(http: httpx.Client, text: str) -> None:
 def test_optimize_bad_input(http: httpx.Client) -> None:
     assert_error(http.post("/optimize", json={"text": "hi", "mode": "custom"}), 422)
     assert_error(http.post("/optimize", json={"text": "hi", "mode": "poem"}), 422)
-    assert_error(http.post("/optimize", json={"text": "x" * 5001}), 422)
+    assert_error(http.post("/optimize", json={"text": "x" * 5001}), 413, "text_too_long")
     assert_error(http.post("/optimize", data={"text": "hi"}), 415)

@@ -1,7 +1,12 @@
-"""`python -m backend.app`: load the models, then serve with uvicorn.
+"""`python -m backend.app`: check the model files, then serve with uvicorn while the models load.
 
-Models load before the port opens, so a missing or corrupt model file ends start-up with one clear
-message and exit status 2, instead of a traceback or a server that answers 503 forever.
+The pre-flight runs before the port opens: a missing or corrupt model file (checked against the
+SHA-256 manifest written at install) ends start-up at once with one clear message and exit status 2,
+not a traceback or a server restarting in a loop. The models then load in the background: /health
+reports `loading` and /health/ready answers 503 until every model is up.
+
+SIGTERM or SIGINT stops the server gracefully: new connections are refused, requests in flight get
+SHUTDOWN_GRACE_S to finish, then the models are released and the conversation store is closed.
 """
 
 from __future__ import annotations
@@ -15,57 +20,75 @@ import uvicorn
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 
+EXIT_BAD_CONFIG = 2
+"""Invalid settings or model files: restarting will not help, so orchestrators should not retry."""
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m backend.app",
         description=(
             "Voice-dialogue server (STT -> LLM -> TTS). Every setting is an environment variable "
-            "(also read from .env); the flags below override HOST, PORT and LOG_LEVEL."
+            "(also read from .env); the flags below override HOST, PORT, LOG_LEVEL and LOG_FORMAT. "
+            "Exit status 2: invalid settings or model files (the message says which)."
         ),
     )
     parser.add_argument("--host", help="listen address (HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (PORT, default 8000)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="LOG_LEVEL")
+    parser.add_argument("--log-format", choices=["json", "text"], help="LOG_FORMAT (default json)")
     parser.add_argument(
-        "--check", action="store_true", help="load the models, report, and exit without serving"
+        "--check",
+        action="store_true",
+        help="check the model files, load the models, report, and exit without serving",
     )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {
-        k: v
-        for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items()
-        if v is not None
-    }
+    flags = {"host": args.host, "port": args.port, "log_level": args.log_level, "log_format": args.log_format}
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except Exception as e:  # pydantic ValidationError: show the bad variable, not a traceback
         print(f"error: invalid configuration: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from backend.app.main import create_app
-    from backend.app.services.container import build_services
+        return EXIT_BAD_CONFIG
+    from backend.app.core.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    logger = logging.getLogger("backend.app")
+    from backend.app.backends import manifest
 
     try:
-        services = build_services(settings)
+        manifest.preflight(settings)
     except ModelLoadError as e:
+        logger.error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     if args.check:
+        from backend.app.services.container import build_services
+
+        try:
+            services = build_services(settings)
+        except ModelLoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
         for name in ("stt", "chat", "tts"):
             info = getattr(services, name).backend.info
             print(f"{name}: {info.model} on {info.device}")
-        return 0
-    app = create_app(settings, services)
-    try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    finally:
         services.shutdown()
+        return 0
+    from backend.app.main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # configure_logging above: one format for our lines and uvicorn's
+        access_log=False,  # the request middleware writes the access lines (with request ids)
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,28 +29,59 @@ from backend.app.api.routes import (
     stt,
     tts,
 )
+from backend.app.backends import manifest
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, install_error_handlers
-from backend.app.core.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
+from backend.app.core.middleware import (
+    BearerAuthMiddleware,
+    BodySizeLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    RequestContextMiddleware,
+)
 from backend.app.services.container import Services, build_services
 
 logger = logging.getLogger("backend.app")
 
 
-async def _sweep_outputs(services: Services, every_s: float) -> None:
+async def _sweep_outputs(app: FastAPI, every_s: float) -> None:
     """Apply the OUTPUTS_DIR retention now and then, for as long as the app runs."""
     while True:
+        services: Services | None = app.state.services
         try:
-            removed = await anyio.to_thread.run_sync(services.sweep_outputs)
-            if removed:
-                logger.info("removed %d expired reply audio files", removed)
+            if services is not None:
+                removed = await anyio.to_thread.run_sync(services.sweep_outputs)
+                if removed:
+                    logger.info("removed %d expired reply audio files", removed)
         except Exception:  # a failed sweep must not end the loop; the next one retries
             logger.exception("output sweep failed")
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(every_s if services is not None else 1.0)
+
+
+def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
+    """Load the models on a daemon thread while the server already answers /health (`loading`,
+    then `ok`; `degraded` with the reason when loading fails). Routes answer 503 until then."""
+
+    def load() -> None:
+        try:
+            services = build_services(settings, app.state.loaded)
+        except Exception as e:  # ModelLoadError, or an engine's own error (CUDA out of memory, ...)
+            app.state.load_error = str(e) or type(e).__name__
+            logger.error("the models failed to load: %s", app.state.load_error)
+            return
+        try:
+            manifest.record(settings.models_dir, manifest.configured_models(settings))
+        except (OSError, ModelLoadError) as e:
+            logger.warning("could not record the models in the manifest: %s", e)
+        app.state.services = services
+
+    thread = threading.Thread(target=load, name="model-loader", daemon=True)
+    thread.start()
+    return thread
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """Build the app. Pass `services` already built (and owned by the caller) to skip loading."""
+    """Build the app. Pass `services` already built (and owned by the caller) to skip loading;
+    otherwise the lifespan loads them in the background and owns them."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -58,19 +90,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             directory.mkdir(parents=True, exist_ok=True)
         owned = app.state.services is None  # services passed in are shut down by their owner
         if owned:
-            try:
-                app.state.services = await anyio.to_thread.run_sync(build_services, settings)
-            except ModelLoadError as e:
-                app.state.load_error = str(e)
-                logger.error("cannot start: %s", e)
-                raise
-        sweeper = asyncio.create_task(_sweep_outputs(app.state.services, settings.outputs_sweep_s))
+            _load_in_background(app, settings)
+        sweeper = asyncio.create_task(_sweep_outputs(app, settings.outputs_sweep_s))
         try:
             yield
         finally:
+            # Runs after the server has stopped accepting and in-flight requests have finished
+            # (or SHUTDOWN_GRACE_S ran out): the conversation store is flushed and closed here.
             sweeper.cancel()
-            if owned:
+            if owned and app.state.services is not None:
                 app.state.services.shutdown()
+                logger.info("shut down: models released, conversation store closed")
 
     app = FastAPI(
         title="Voice dialogue server",
@@ -81,6 +111,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.services = services
     app.state.load_error = None
+    app.state.loaded = {}
     app.state.started_at = int(time.time())
     install_error_handlers(app)
     routers = (health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
@@ -88,6 +119,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(router)
     app.include_router(v1.router)
 
+    # Added innermost first: a request meets RequestContext, CORS, auth, the body limit, then the
+    # disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(BearerAuthMiddleware, api_key=settings.api_key.get_secret_value())
@@ -97,8 +131,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After"],
+            expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After", "X-Request-ID"],
         )
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
-from backend.app.core.errors import InvalidAudioError, PayloadTooLargeError
+from backend.app.core.errors import AudioTooLongError, InvalidAudioError
 from tests.conftest import clip
 
 FORMATS = ["speech.wav", "speech.mp3", "speech.flac", "speech.ogg", "speech.webm", "speech.m4a", "speech.mp4"]
@@ -61,8 +61,9 @@ def test_truncated_file_keeps_what_decodes(name: str) -> None:
 
 
 def test_duration_limit_refuses_long_audio() -> None:
-    with pytest.raises(PayloadTooLargeError):
+    with pytest.raises(AudioTooLongError) as refused:
         decode_audio(clip("speech.flac"), 16_000, max_seconds=1.0)
+    assert refused.value.status_code == 422
     assert decode_audio(clip("speech.flac"), 16_000, max_seconds=10.0).duration > 3
 
 

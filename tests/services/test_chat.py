@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.app.backends.protocols import ChatMessage, GenerationOptions
-from backend.app.core.errors import ContextLengthError, InvalidInputError
+from backend.app.core.errors import AppError, ContextLengthError, InvalidInputError
 from backend.app.services.chat import ChatDelta, ChatService, Completion, StopScanner
 from backend.app.services.container import Services
 from backend.app.storage.conversations import ConversationStore, Turn
@@ -87,10 +87,11 @@ def test_bad_conversation_ids_are_refused(chat: ChatService, bad: str) -> None:
         asyncio.run(chat.reply("hello", bad))
 
 
-@pytest.mark.parametrize("text", ["", "   ", "x" * 5001])
-def test_empty_or_oversize_text_is_refused(chat: ChatService, text: str) -> None:
-    with pytest.raises(InvalidInputError):
+@pytest.mark.parametrize(("text", "status"), [("", 422), ("   ", 422), ("x" * 5001, 413)])
+def test_empty_or_oversize_text_is_refused(chat: ChatService, text: str, status: int) -> None:
+    with pytest.raises(AppError) as refused:
         asyncio.run(chat.reply(text))
+    assert refused.value.status_code == status
 
 
 def test_locks_are_dropped_after_use(chat: ChatService) -> None:

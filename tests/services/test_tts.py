@@ -11,7 +11,7 @@ import pytest
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TranscribeOptions
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import AppError
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from tests.wer import word_error_rate
@@ -80,10 +80,13 @@ def test_engines_without_a_rate_control_are_sped_up_by_the_service(services: Ser
     assert word_error_rate(text, heard.text) <= 0.2
 
 
-@pytest.mark.parametrize("text", ["", "  ", "🎉 *** 🎉", "x" * 5001])
-def test_unspeakable_or_oversize_text_is_refused(services: Services, text: str) -> None:
-    with pytest.raises(InvalidInputError):
+@pytest.mark.parametrize(
+    ("text", "status"), [("", 422), ("  ", 422), ("🎉 *** 🎉", 422), ("x" * 5001, 413)]
+)
+def test_unspeakable_or_oversize_text_is_refused(services: Services, text: str, status: int) -> None:
+    with pytest.raises(AppError) as refused:
         services.tts.prepare_text(text)
+    assert refused.value.status_code == status
 
 
 def test_markdown_is_not_spoken(services: Services) -> None:

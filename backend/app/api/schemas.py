@@ -22,11 +22,18 @@ class ModuleHealth(BaseModel):
     ready: bool
     model: str | None
     device: str | None
+    in_progress: int | None = Field(
+        None, description="Requests admitted to this model: the one running plus those waiting."
+    )
+    capacity: int | None = Field(
+        None, description="Most requests admitted at once (1 + QUEUE_SIZE); beyond, 503."
+    )
 
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "degraded"]
     modules: dict[str, ModuleHealth]
+    error: str | None = Field(None, description="Why loading failed, when status is degraded.")
 
 
 class WordOut(BaseModel):

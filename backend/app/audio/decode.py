@@ -13,7 +13,7 @@ import numpy as np
 import soxr
 
 from backend.app.audio.types import Audio
-from backend.app.core.errors import InvalidAudioError, PayloadTooLargeError
+from backend.app.core.errors import AudioTooLongError, InvalidAudioError
 
 
 def resample(audio: Audio, sample_rate: int) -> Audio:
@@ -55,7 +55,8 @@ def decode_audio(data: bytes, sample_rate: int | None = None, max_seconds: float
     """Decode a whole audio file held in memory to mono float32.
 
     `sample_rate`: resample to this rate (None keeps the file's). `max_seconds`: refuse longer audio
-    with a 413 as soon as decoding passes the limit, before the rest is decoded.
+    (`AudioTooLongError`, 422) as soon as decoding passes the limit, before the rest is decoded and
+    before any inference.
     Raises `InvalidAudioError` for anything that is not decodable audio.
     """
     if not data:
@@ -80,7 +81,9 @@ def decode_audio(data: bytes, sample_rate: int | None = None, max_seconds: float
                 chunks.append(chunk)
                 total += len(chunk)
                 if limit is not None and total > limit:
-                    raise PayloadTooLargeError(f"the audio is longer than the {max_seconds:g} s limit")
+                    raise AudioTooLongError(
+                        f"the audio is longer than the {max_seconds:g} s limit (MAX_AUDIO_SECONDS)"
+                    )
         except av.FFmpegError as e:
             if not chunks:
                 raise InvalidAudioError(f"the audio could not be decoded ({e})") from e

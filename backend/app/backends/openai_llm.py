@@ -10,6 +10,7 @@ import openai
 
 from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError, UpstreamError
+from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import is_cjk
 
 
@@ -66,6 +67,7 @@ class OpenAIChatBackend:
         stream = self._create(messages, options, stream=True)
         try:
             for chunk in stream:
+                raise_if_cancelled()
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         except openai.APIError as e:

@@ -11,6 +11,7 @@ from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.protocols import ModelInfo, SynthesisRequest
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.worker import raise_if_cancelled
 
 
 def _quiet_session(path: Path, use_cuda: bool) -> onnxruntime.InferenceSession:
@@ -58,9 +59,9 @@ class PiperBackend:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=1.0 / request.speed)
-        chunks = [
-            chunk.audio_float_array.astype(np.float32, copy=False)
-            for chunk in self._voice.synthesize(request.text, syn_config=config)
-        ]
+        chunks = []
+        for chunk in self._voice.synthesize(request.text, syn_config=config):  # one per sentence
+            chunks.append(chunk.audio_float_array.astype(np.float32, copy=False))
+            raise_if_cancelled()
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return Audio(samples, self.sample_rate)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from backend.app.backends import embedded
 from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +63,24 @@ class TransformersChatBackend:
         )
         return inputs.to(self._device)
 
-    def _generate(self, inputs: BatchEncoding, options: GenerationOptions, **extra: Any) -> torch.Tensor:
+    def _generate(
+        self,
+        inputs: BatchEncoding,
+        options: GenerationOptions,
+        stops: tuple[threading.Event | None, ...] = (),
+        **extra: Any,
+    ) -> torch.Tensor:
+        """`generate`, ended at the next token once any of `stops` is set (the worker's
+        cancellation flag, a closed stream)."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        events = [event for event in stops if event is not None]
+
+        class _StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+                asked = any(event.is_set() for event in events)
+                return torch.full((input_ids.shape[0],), asked, dtype=torch.bool)
 
         sampling = options.temperature > 0
         with torch.inference_mode():
@@ -77,6 +94,7 @@ class TransformersChatBackend:
                 top_p=0.9 if sampling else None,
                 top_k=None,
                 pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+                stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
                 **extra,
             )
         return output
@@ -101,7 +119,8 @@ class TransformersChatBackend:
 
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
         inputs = self._prompt(messages)
-        output = self._generate(inputs, options)
+        output = self._generate(inputs, options, (cancel_event(),))
+        raise_if_cancelled()  # a generation stopped early is not an answer
         prompt_length = inputs["input_ids"].shape[1]
         return str(self._tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)).strip()
 
@@ -109,27 +128,17 @@ class TransformersChatBackend:
         """Deltas from a streamer fed by `generate` on a helper thread. This generator waits for that
         thread, so the model's worker stays busy exactly as long as the model is; closing it sets a
         stopping criterion that ends `generate` at the next token."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         stop = threading.Event()
-
-        class _StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
-
+        cancelled = cancel_event()  # read here, on the worker thread
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = self._prompt(messages)
         failures: list[Exception] = []
 
         def generate() -> None:
             try:
-                self._generate(
-                    inputs,
-                    options,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
-                )
+                self._generate(inputs, options, (stop, cancelled), streamer=streamer)
             except Exception as e:  # surfaced to the consumer below
                 failures.append(e)
                 streamer.end()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
@@ -15,7 +17,17 @@ from backend.app.backends.protocols import (
     Word,
 )
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import join_pieces
+
+T = TypeVar("T")
+
+
+def _cancellable(segments: Iterable[T]) -> Iterator[T]:
+    """faster-whisper decodes one 30 s window per segment batch: stop between them when asked."""
+    for segment in segments:
+        raise_if_cancelled()
+        yield segment
 
 
 def resolve_device(device: str) -> str:
@@ -107,7 +119,7 @@ class WhisperBackend:
                 compression_ratio=round(s.compression_ratio, 4),
                 no_speech_prob=round(s.no_speech_prob, 4),
             )
-            for s in segments
+            for s in _cancellable(segments)
         )
         return Transcription(
             text=join_pieces([s.text for s in collected if s.text]),

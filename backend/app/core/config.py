@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     by memory bandwidth (bfloat16 is about 2x faster per token) while bfloat16 reads a prompt 3-4x
     slower than float32 without native support (AVX512-BF16/AMX). It holds both copies (1.5x the
     memory of float32)."""
-    llm_timeout_s: float = Field(60.0, gt=0)
-    """Timeout for one request to the OpenAI-compatible server."""
+    llm_timeout_s: float = Field(120.0, gt=0)
+    """The longest one LLM call may take, queue wait included, on either backend (504 beyond; the
+    generation is stopped). Also the HTTP timeout towards the OpenAI-compatible server."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """System prompt; replies are spoken, so it asks for short plain answers."""
     llm_max_tokens: int = Field(256, ge=1, le=8192)
@@ -110,13 +111,21 @@ class Settings(BaseSettings):
     """Silence inserted between synthesised segments."""
 
     max_upload_mb: float = Field(25, gt=0)
-    """Largest accepted upload (413 beyond)."""
+    """Largest accepted request body (413 beyond), counted as it arrives: a larger body is refused
+    without being read, whether or not it declares its length."""
     max_audio_seconds: float = Field(600, gt=0)
-    """Longest accepted audio (413 beyond)."""
+    """Longest accepted audio, from its decoded duration, before any inference (422 beyond)."""
     max_tts_chars: int = Field(5000, ge=1)
-    """Longest accepted text for synthesis or chat (422 beyond)."""
+    """Longest accepted text for synthesis, chat or optimisation (413 beyond)."""
     queue_size: int = Field(4, ge=0, le=1000)
     """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
+    stt_timeout_s: float = Field(300.0, gt=0)
+    """The longest one transcription may take, queue wait included (504 beyond; decoding stops)."""
+    tts_timeout_s: float = Field(300.0, gt=0)
+    """The longest one synthesis may take, queue wait included (504 beyond; synthesis stops)."""
+    shutdown_grace_s: int = Field(30, ge=0, le=3600)
+    """On SIGTERM/SIGINT: new connections are refused and requests in flight get this long to
+    finish before they are cancelled; then the conversation store is flushed and closed."""
 
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """Realtime mode: silero-vad speech probability above which a 32 ms window counts as speech."""
@@ -152,6 +161,12 @@ class Settings(BaseSettings):
     """Comma-separated allowed origins for CORS; `*` allows any."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the server."""
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object a line (request id, route, status, per-stage ms on access lines);
+    `text`: plain lines for reading in a terminal."""
+    model_verify: Literal["sha256", "size", "off"] = "sha256"
+    """Start-up pre-flight of the model files against MODELS_DIR/manifest.json (written when the
+    models were installed): `sha256` hashes every file, `size` checks sizes only, `off` skips it."""
 
     @field_validator("cors_origins", "preload_voices", mode="before")
     @classmethod

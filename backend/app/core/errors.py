@@ -71,6 +71,18 @@ class InvalidInputError(AppError):
     status_code, code = 422, "invalid_input"
 
 
+class TextTooLongError(PayloadTooLargeError):
+    """Text over MAX_TTS_CHARS (synthesis, chat, optimisation)."""
+
+    code = "text_too_long"
+
+
+class AudioTooLongError(InvalidInputError):
+    """Decoded audio longer than MAX_AUDIO_SECONDS: checked before any inference."""
+
+    code = "audio_too_long"
+
+
 class ContextLengthError(AppError):
     """The messages plus the requested completion do not fit the model's context."""
 
@@ -90,6 +102,16 @@ class OverloadedError(AppError):
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class StageTimeoutError(AppError):
+    """A model stage did not finish within its timeout (STT_TIMEOUT_S, LLM_TIMEOUT_S, TTS_TIMEOUT_S)."""
+
+    status_code, code = 504, "timeout"
+
+    def __init__(self, stage: str, timeout_s: float) -> None:
+        super().__init__(f"the {stage} stage did not finish within {timeout_s:g} s")
+        self.stage = stage
 
 
 class NotReadyError(AppError):
@@ -177,6 +199,7 @@ def _status_code_name(status: int) -> str:
         415: "unsupported_media_type",
         422: "invalid_input",
         429: "too_many_requests",
+        504: "timeout",
     }.get(status, "http_error")
 
 

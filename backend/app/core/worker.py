@@ -3,30 +3,75 @@
 Model inference blocks. Each model gets a single worker thread, so the event loop stays free and one
 model never runs two inferences at once; at most `queue_size` further calls may wait. One more is
 refused at once with `OverloadedError` (503 + Retry-After) instead of piling up.
+
+Work is cancellable. When the awaiting request goes away (its client disconnected, or the stage ran
+past its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a call already
+running is asked to stop: backends call `raise_if_cancelled()` between units of work (a Whisper
+window, a generated token, a synthesised sentence), so the slot is freed within one unit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar, cast
 
-from backend.app.core.errors import OverloadedError
+from backend.app.core.errors import OverloadedError, StageTimeoutError
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _END = object()
 
+_cancel_event: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "cancel_event", default=None
+)
+
+stage_times: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "stage_times", default=None
+)
+"""Per request (set by the request middleware): milliseconds each model worker spent on it."""
+
+
+class WorkCancelled(Exception):
+    """Raised on a worker thread when the request that admitted the work has gone."""
+
+
+def cancel_event() -> threading.Event | None:
+    """The current work's cancellation flag (None outside a worker call), for helper threads."""
+    return _cancel_event.get()
+
+
+def raise_if_cancelled() -> None:
+    """Backends call this between units of work; it raises `WorkCancelled` once asked to stop."""
+    event = _cancel_event.get()
+    if event is not None and event.is_set():
+        raise WorkCancelled
+
+
+class _Job:
+    """One admitted call: its future, and the flag that asks it to stop."""
+
+    def __init__(self, future: Future[object], cancel: threading.Event) -> None:
+        self.future = future
+        self.cancel = cancel
+
+    def stop(self) -> None:
+        self.cancel.set()
+        self.future.cancel()  # succeeds only while still queued
+
 
 class ModelWorker:
     """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size."""
 
-    def __init__(self, name: str, queue_size: int) -> None:
+    def __init__(self, name: str, queue_size: int, timeout_s: float | None = None) -> None:
         self.name = name
         self.capacity = queue_size + 1
+        self.timeout_s = timeout_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
         self._lock = threading.Lock()
         self._admitted = 0
@@ -50,31 +95,59 @@ class ModelWorker:
                 self.check()
             self._admitted += 1
 
-    def _submit(self, check: bool, fn: Callable[[], T]) -> Future[T]:
+    def _submit(self, check: bool, fn: Callable[[], T]) -> _Job:
         self._admit(check)
-        # The slot is released when the thread is done, not when the awaiting request goes away:
-        # a cancelled request whose inference already started still occupies the model.
-        future = self._executor.submit(fn)
+        cancel = threading.Event()
+        timings = stage_times.get()
+
+        def call() -> T:
+            token = _cancel_event.set(cancel)
+            started = time.perf_counter()
+            try:
+                raise_if_cancelled()
+                return fn()
+            finally:
+                _cancel_event.reset(token)
+                if timings is not None:
+                    elapsed = (time.perf_counter() - started) * 1000
+                    timings[self.name] = timings.get(self.name, 0.0) + elapsed
+
+        # The slot is released when the call is done or dropped from the queue, not when the
+        # awaiting request goes away: a running call holds the model until it notices `cancel`.
+        future = self._executor.submit(call)
         future.add_done_callback(self._release)
-        return future
+        return _Job(cast("Future[object]", future), cancel)
+
+    async def _await(self, job: _Job) -> object:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await asyncio.wrap_future(job.future)
+        except TimeoutError:
+            job.stop()
+            raise StageTimeoutError(self.name, self.timeout_s or 0) from None
+        except asyncio.CancelledError:
+            job.stop()
+            raise
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn(*args, **kwargs)` on this model's thread; 503 when the queue is full."""
-        return await asyncio.wrap_future(self._submit(True, lambda: fn(*args, **kwargs)))
+        """Run `fn(*args, **kwargs)` on this model's thread; 503 when the queue is full, 504 past
+        the stage's timeout."""
+        return cast(T, await self._await(self._submit(True, lambda: fn(*args, **kwargs))))
 
     async def follow_up(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a further step of work that was already admitted (the next sentence of a streamed
         reply). Never refused: a stream that has started is not cut off by later arrivals."""
-        return await asyncio.wrap_future(self._submit(False, lambda: fn(*args, **kwargs)))
+        return cast(T, await self._await(self._submit(False, lambda: fn(*args, **kwargs))))
 
     async def stream(
         self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
     ) -> AsyncGenerator[T, None]:
         """Iterate `fn(*args, **kwargs)` on this model's thread, yielding its items as they come.
 
-        Admission is as for `run`. When the consumer stops early (break, cancellation, a client
-        gone), the iterator is closed on the worker thread after its current item, so a generator
-        backend can stop its inference in its `finally`; the slot is held until then.
+        Admission is as for `run`; the stage's timeout bounds the whole iteration. When the
+        consumer stops early (break, cancellation, a client gone), the iterator is closed on the
+        worker thread after its current item, so a generator backend can stop its inference in its
+        `finally`; the slot is held until then.
         """
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
@@ -105,10 +178,15 @@ class ModelWorker:
                     close()
             deliver(_END)
 
-        self._submit(True, produce)
+        job = self._submit(True, produce)
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
             while True:
-                item, error = await items.get()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item, error = await items.get()
+                except TimeoutError:
+                    raise StageTimeoutError(self.name, self.timeout_s or 0) from None
                 if item is _END:
                     if error is not None:
                         raise error
@@ -116,6 +194,7 @@ class ModelWorker:
                 yield cast(T, item)
         finally:
             stop.set()
+            job.stop()
 
     def _release(self, _: object) -> None:
         with self._lock:

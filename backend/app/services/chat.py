@@ -18,7 +18,7 @@ from typing import Literal
 import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
-from backend.app.core.errors import ContextLengthError, InvalidInputError
+from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
 from backend.app.core.worker import ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -137,7 +137,7 @@ class ChatService:
         if not text.strip():
             raise InvalidInputError("text is empty")
         if len(text) > self.settings.max_chars:
-            raise InvalidInputError(f"text is longer than {self.settings.max_chars} characters")
+            raise TextTooLongError(f"text is longer than {self.settings.max_chars} characters")
         return text.strip()
 
     async def prepare(self, text: str, conversation_id: str | None) -> None:

@@ -14,6 +14,7 @@ from backend.app.backends.protocols import (
     ChatMessage,
     ChatModel,
     GenerationOptions,
+    ModelInfo,
     SpeechToText,
     SynthesisRequest,
     TextToSpeech,
@@ -64,24 +65,31 @@ def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
         chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
 
 
-def build_services(settings: Settings) -> Services:
-    """Load the three models and wire the services. Raises ModelLoadError with a clear message."""
+def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = None) -> Services:
+    """Load the three models and wire the services. Raises ModelLoadError with a clear message.
+
+    `loaded` (when given) receives each stage's model info as soon as that model is up, for
+    /health to report progress while the rest load."""
     started = time.perf_counter()
+    loaded = {} if loaded is None else loaded
     stt_backend = factory.load_stt(settings)
+    loaded["stt"] = stt_backend.info
     logger.info("STT ready: %s on %s", stt_backend.info.model, stt_backend.info.device)
     chat_backend = factory.load_chat(settings)
+    loaded["chat"] = chat_backend.info
     logger.info("chat ready: %s on %s", chat_backend.info.model, chat_backend.info.device)
     tts_backend = factory.load_tts(settings)
+    loaded["tts"] = tts_backend.info
     logger.info("TTS ready: %s on %s", tts_backend.info.model, tts_backend.info.device)
 
     stt = STTService(
         stt_backend,
-        ModelWorker("stt", settings.queue_size),
+        ModelWorker("stt", settings.queue_size, settings.stt_timeout_s),
         STTLimits(max_audio_seconds=settings.max_audio_seconds),
     )
     chat = ChatService(
         chat_backend,
-        ModelWorker("chat", settings.queue_size),
+        ModelWorker("chat", settings.queue_size, settings.llm_timeout_s),
         ChatSettings(
             system_prompt=settings.system_prompt,
             max_tokens=settings.llm_max_tokens,
@@ -95,7 +103,7 @@ def build_services(settings: Settings) -> Services:
     library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(
         tts_backend,
-        ModelWorker("tts", settings.queue_size),
+        ModelWorker("tts", settings.queue_size, settings.tts_timeout_s),
         library,
         SpeakerCache[object](settings.speaker_cache_size),
         TTSSettings(

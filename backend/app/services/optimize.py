@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from backend.app.backends.protocols import ChatMessage, GenerationOptions
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import InvalidInputError, TextTooLongError
 from backend.app.services.chat import ChatService
 
 OptimizeMode = Literal["optimize", "format", "punctuate", "custom"]
@@ -55,7 +55,7 @@ class TranscriptOptimizer:
         if not text.strip():
             return Optimized("")
         if len(text) > self.chat.settings.max_chars:
-            raise InvalidInputError(f"text is longer than {self.chat.settings.max_chars} characters")
+            raise TextTooLongError(f"text is longer than {self.chat.settings.max_chars} characters")
         if mode == "custom":
             if not custom_prompt or not custom_prompt.strip():
                 raise InvalidInputError("mode 'custom' needs custom_prompt (the instruction to apply)")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText, TranscribeOptions, Transcription
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.worker import ModelWorker
 
 
@@ -55,7 +55,7 @@ class STTService:
         """Transcribe audio already decoded (the realtime stream's utterances)."""
         self.check_options(options)
         if audio.duration > self.limits.max_audio_seconds:
-            raise InvalidInputError(f"the audio is longer than {self.limits.max_audio_seconds:g} s")
+            raise AudioTooLongError(f"the audio is longer than {self.limits.max_audio_seconds:g} s")
         return await self.worker.run(self._transcribe, audio, options)
 
     def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:

@@ -12,8 +12,8 @@ from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
-from backend.app.core.errors import InvalidInputError, NotFoundError
-from backend.app.core.worker import ModelWorker
+from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
+from backend.app.core.worker import ModelWorker, raise_if_cancelled
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
 from backend.app.text.segment import segment_text
 from backend.app.voices.cache import SpeakerCache
@@ -58,7 +58,7 @@ class TTSService:
     def prepare_text(self, text: str) -> list[str]:
         """Validate and clean `text`, and split it into segments."""
         if len(text) > self.settings.max_chars:
-            raise InvalidInputError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
+            raise TextTooLongError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
         cleaned = clean_for_speech(text)
         if not has_speakable_content(cleaned):
             raise InvalidInputError("text has nothing to speak (no letters or digits)")
@@ -125,6 +125,7 @@ class TTSService:
         on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate."""
         prompt = self.prompt_for(voice)
         for i, segment in enumerate(segments):
+            raise_if_cancelled()
             yield self.render(segment, prompt, cfg_scale, speed, first=i == 0, joined=len(segments) > 1)
 
     def prompt_for(self, voice: VoiceInfo | None) -> object | None:

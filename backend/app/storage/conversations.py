@@ -97,7 +97,12 @@ class ConversationStore:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
+        """Flush the write-ahead log into the database file, then close (at shutdown)."""
         with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:  # closing matters more than the checkpoint (SQLite redoes it)
+                pass
             self._db.close()
 
     @contextmanager

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness and readiness, and each module's state: its model, device and load."""
 
 from __future__ import annotations
 
@@ -8,42 +8,60 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.schemas import HealthResponse, ModuleHealth
+from backend.app.backends.protocols import ModelInfo
+from backend.app.core.worker import ModelWorker
 
 router = APIRouter(tags=["health"])
 
 
+def _module(info: ModelInfo | None, worker: ModelWorker | None) -> ModuleHealth:
+    return ModuleHealth(
+        ready=info is not None and worker is not None,
+        model=info.model if info else None,
+        device=info.device if info else None,
+        in_progress=worker.pending if worker else None,
+        capacity=worker.capacity if worker else None,
+    )
+
+
 def _health(request: Request) -> HealthResponse:
-    services = getattr(request.app.state, "services", None)
-    failed = getattr(request.app.state, "load_error", None)
+    state = request.app.state
+    services = getattr(state, "services", None)
+    failed = getattr(state, "load_error", None)
+    # While the models load, a module whose model is up reports it (not yet ready for requests).
+    loaded: dict[str, ModelInfo] = getattr(state, "loaded", {})
     modules: dict[str, ModuleHealth] = {}
     for name in ("stt", "chat", "tts"):
         service = getattr(services, name, None) if services else None
-        info = service.backend.info if service else None
-        modules[name] = ModuleHealth(
-            ready=info is not None,
-            model=info.model if info else None,
-            device=info.device if info else None,
-        )
+        if service is not None:
+            modules[name] = _module(service.backend.info, service.worker)
+        else:
+            modules[name] = _module(loaded.get(name), None)
     vad = services.realtime.vad if services else None
     modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
     status: Literal["ok", "loading", "degraded"]
-    if all(m.ready for m in modules.values()):
+    if services is not None and all(m.ready for m in modules.values()):
         status = "ok"
     elif failed:
         status = "degraded"
     else:
         status = "loading"
-    return HealthResponse(status=status, modules=modules)
+    return HealthResponse(status=status, modules=modules, error=failed)
 
 
 @router.get("/health", response_model=HealthResponse)
-def health(request: Request) -> HealthResponse:
-    """Always 200 while the process serves; `status` tells whether every model is ready."""
+async def health(request: Request) -> HealthResponse:
+    """Always 200 while the process serves; `status` tells whether every model is ready
+    (`loading` while they load, `degraded` with `error` when loading failed)."""
     return _health(request)
 
 
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-def ready(request: Request) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """200 when every module is ready, else 503 (for load balancers and orchestrators)."""
     body = _health(request)
-    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
+    return JSONResponse(
+        body.model_dump(),
+        status_code=200 if body.status == "ok" else 503,
+        headers=None if body.status == "ok" else {"Retry-After": "5"},
+    )

@@ -41,7 +41,12 @@ from backend.app.api.v1.streaming import openai_sse_response, sse_data
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
 from backend.app.backends.protocols import Transcription
 from backend.app.core.config import Settings
-from backend.app.core.errors import InvalidAudioError, InvalidInputError, PayloadTooLargeError
+from backend.app.core.errors import (
+    AudioTooLongError,
+    InvalidAudioError,
+    InvalidInputError,
+    PayloadTooLargeError,
+)
 from backend.app.services.compat import ModelCatalog
 from backend.app.services.stt import STTService
 from backend.app.text.subtitles import to_srt, to_vtt
@@ -152,7 +157,7 @@ async def _transcribe(
     data = await read_upload(file, settings, "file")
     try:
         result = await stt.transcribe(data, options)
-    except (InvalidAudioError, PayloadTooLargeError) as e:
+    except (InvalidAudioError, AudioTooLongError, PayloadTooLargeError) as e:
         e.param = "file"
         raise
     return _transcript_response(result, task, response_format, granularities)

@@ -1,0 +1,95 @@
+"""Logging set-up: one JSON object a line (LOG_FORMAT=json, the default) or plain text.
+
+Every record logged while a request is handled carries its request id (`request_id`). Access lines
+(logger `backend.app.access`, one per request, written by `RequestContextMiddleware`) add the route,
+status, duration and the milliseconds each model stage spent on the request. Secrets never reach a
+log line: no header or query string is logged, and the settings hold keys as `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.config
+import time
+from typing import Any
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# Attributes every LogRecord has; anything else was passed in `extra=` and is logged as a field.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "color_message"}
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "message", "request_id"?, ...extra fields, "exc"?}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["request_id"] = rid
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines; access lines and request ids are appended as `key=value`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        rid = getattr(record, "request_id", None)
+        if rid:
+            fields = {"request_id": rid, **fields}
+        if fields:
+            line += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
+        return line
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Route our records and uvicorn's through one handler on stderr, in `fmt` (json|text)."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": _RequestIdFilter}},
+            "formatters": {"main": {"()": JsonFormatter if fmt == "json" else TextFormatter}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "main",
+                    "filters": ["request_id"],
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"level": level.upper(), "handlers": ["stderr"]},
+            "loggers": {
+                # uvicorn's own handlers are replaced by ours; its access log by our access lines.
+                "uvicorn": {"level": level.upper(), "handlers": [], "propagate": True},
+                "uvicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+                "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+                # faster-whisper logs every file's duration at INFO: that is the access line's job.
+                "faster_whisper": {"level": "WARNING" if level.lower() != "debug" else "DEBUG"},
+            },
+        }
+    )
