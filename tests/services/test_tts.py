@@ -80,9 +80,7 @@ def test_engines_without_a_rate_control_are_sped_up_by_the_service(services: Ser
     assert word_error_rate(text, heard.text) <= 0.2
 
 
-@pytest.mark.parametrize(
-    ("text", "status"), [("", 422), ("  ", 422), ("🎉 *** 🎉", 422), ("x" * 5001, 413)]
-)
+@pytest.mark.parametrize(("text", "status"), [("", 422), ("  ", 422), ("🎉 *** 🎉", 422), ("x" * 5001, 413)])
 def test_unspeakable_or_oversize_text_is_refused(services: Services, text: str, status: int) -> None:
     with pytest.raises(AppError) as refused:
         services.tts.prepare_text(text)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from backend.app.core.errors import NotFoundError
+from backend.app.core.paths import PathOutsideError, resolve_inside
 
 _NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)$")
 
@@ -37,10 +38,14 @@ class OutputStore:
         return name
 
     def path(self, name: str) -> Path:
-        """The file for a name this store generated; 404 for anything else."""
+        """The file for a name this store generated; 404 for anything else (a symlink planted
+        under such a name that leads out of OUTPUTS_DIR included)."""
         if not _NAME_RE.match(name):
             raise NotFoundError(f"no output named {name!r}")
-        path = self.directory / name
+        try:
+            path, _ = resolve_inside([self.directory], name, "output name")
+        except PathOutsideError:
+            raise NotFoundError(f"no output named {name!r}") from None
         if not path.is_file():
             raise NotFoundError(f"output {name!r} does not exist (it may have expired)")
         return path

@@ -7,6 +7,7 @@ SIGKILL. The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` tak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -99,10 +100,9 @@ class ConversationStore:
     def close(self) -> None:
         """Flush the write-ahead log into the database file, then close (at shutdown)."""
         with self._lock:
-            try:
+            # Closing matters more than the checkpoint (SQLite redoes it at the next open).
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # closing matters more than the checkpoint (SQLite redoes it)
-                pass
             self._db.close()
 
     @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 import soundfile as sf
 
 from backend.app.core.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from backend.app.core.paths import PathOutsideError, is_inside, resolve_inside
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac")
 _NAME_RE = re.compile(
@@ -99,7 +100,7 @@ class VoiceLibrary:
                     path.suffix.lower() in AUDIO_EXTENSIONS
                     and path.name not in found
                     and path.is_file()
-                    and path.resolve().is_relative_to(root)
+                    and is_inside(path, root)
                 ):
                     found[path.name] = self._info(path, root)
         return list(found.values())
@@ -128,19 +129,11 @@ class VoiceLibrary:
 
     def by_path(self, speaker_voice_path: str) -> VoiceInfo:
         """A voice by file name or by a path that resolves inside a voices dir; 400 otherwise."""
-        if not speaker_voice_path or "\x00" in speaker_voice_path:
-            raise BadRequestError("speaker_voice_path is empty or invalid")
-        candidate = Path(speaker_voice_path)
-        if not candidate.is_absolute():
-            # A bare file name may live in any voices dir; a relative path is taken from VOICES_DIR.
-            base = self.root
-            if candidate.name == speaker_voice_path:
-                base = next((r for r in self.roots if (r / candidate).resolve().is_file()), self.root)
-            candidate = base / candidate
-        resolved = candidate.resolve()
-        root = next((r for r in self.roots if resolved.is_relative_to(r)), None)
-        if root is None:
-            raise BadRequestError("speaker_voice_path must name a voice inside the voices directory")
+        try:
+            resolved, root = resolve_inside(self.roots, speaker_voice_path, "speaker_voice_path")
+        except PathOutsideError as e:
+            e.message = f"{e.message}: it must name a voice inside the voices directory"
+            raise
         if resolved.suffix.lower() not in AUDIO_EXTENSIONS:
             raise BadRequestError(f"speaker_voice_path must be an audio file ({', '.join(AUDIO_EXTENSIONS)})")
         if not resolved.is_file():

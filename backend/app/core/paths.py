@@ -1,0 +1,59 @@
+"""The one way a client-supplied value becomes a file path.
+
+`resolve_inside` joins a name or path to allowed directories, resolves it (following every
+symlink, without opening anything) and returns it only when the result is inside one of them.
+A `..` that climbs out, an absolute path elsewhere, a NUL byte, or a symlink whose target lies
+outside is refused with `PathOutsideError` (400). Nothing else in the server turns request data
+into a path (a test checks the route and service modules for other file access).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from backend.app.core.errors import BadRequestError
+
+
+class PathOutsideError(BadRequestError):
+    code = "path_not_allowed"
+
+
+def resolve_inside(roots: Sequence[Path], value: str, what: str = "path") -> tuple[Path, Path]:
+    """`value` (a bare name, a relative path taken from the first root, or an absolute path)
+    resolved, with the root it lies in. A bare name is looked up in each root in turn."""
+    if not value or "\x00" in value or len(value) > 4096:
+        raise PathOutsideError(f"{what} is empty or invalid")
+    resolved_roots = [root.resolve() for root in roots]
+    candidate = Path(value)
+    if candidate.is_absolute():
+        candidates = [candidate]
+    elif candidate.name == value:  # a bare file name: any root that has it, else the first
+        candidates = [root / candidate for root in resolved_roots]
+    else:
+        candidates = [resolved_roots[0] / candidate]
+    fallback: tuple[Path, Path] | None = None
+    for path in candidates:
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as e:  # a symlink loop, a name too long for the OS
+            raise PathOutsideError(f"{what} cannot be resolved") from e
+        root = next((r for r in resolved_roots if resolved.is_relative_to(r)), None)
+        if root is None:
+            if path.is_symlink():  # a link planted in an allowed directory that leads out
+                raise PathOutsideError(f"{what} points outside the allowed directory")
+            continue
+        if resolved.exists():
+            return resolved, root
+        fallback = fallback or (resolved, root)
+    if fallback is None:
+        raise PathOutsideError(f"{what} points outside the allowed directory")
+    return fallback
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks followed, lies inside `root` (for listings of a directory)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
