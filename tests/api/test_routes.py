@@ -19,11 +19,14 @@ from backend.app.api.deps import get_tts
 from backend.app.core.config import Settings
 from backend.app.core.errors import (
     AppError,
+    AudioTooLongError,
     BadRequestError,
     InvalidAudioError,
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    StageTimeoutError,
+    TextTooLongError,
     UnsupportedMediaTypeError,
 )
 from backend.app.core.worker import ModelWorker
@@ -187,6 +190,9 @@ def test_while_loading_routes_answer_503_and_health_says_loading(tmp_path: Path)
         (UnsupportedMediaTypeError("x"), 415),
         (InvalidAudioError("x"), 422),
         (OverloadedError("x"), 503),
+        (StageTimeoutError("tts", 30), 504),
+        (TextTooLongError("x"), 413),
+        (AudioTooLongError("x"), 422),
     ],
 )
 def test_domain_errors_map_to_status_and_shape(tmp_path: Path, error: AppError, status: int) -> None:
@@ -198,7 +204,7 @@ def test_domain_errors_map_to_status_and_shape(tmp_path: Path, error: AppError, 
 
     response = TestClient(app).get("/boom")
     assert response.status_code == status
-    assert response.json() == {"error": {"code": error.code, "message": "x"}}
+    assert response.json() == {"error": {"code": error.code, "message": error.message}}
 
 
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:

@@ -8,8 +8,8 @@ from contextlib import aclosing
 
 import pytest
 
-from backend.app.core.errors import OverloadedError
-from backend.app.core.worker import ModelWorker
+from backend.app.core.errors import OverloadedError, StageTimeoutError
+from backend.app.core.worker import ModelWorker, raise_if_cancelled, stage_times
 
 
 def test_calls_run_off_the_event_loop_one_at_a_time() -> None:
@@ -174,4 +174,88 @@ def test_follow_up_work_is_never_refused() -> None:
         return [await follow]
 
     assert asyncio.run(main()) == [3]
+    worker.shutdown()
+
+
+def _cancellable_loop(steps: list[int], stopped: threading.Event) -> None:
+    """A long call that checks for cancellation between units, as the backends do."""
+    try:
+        for i in range(1000):
+            raise_if_cancelled()
+            steps.append(i)
+            time.sleep(0.01)
+    finally:
+        stopped.set()
+
+
+def test_a_call_past_its_timeout_is_a_504_and_stops_running() -> None:
+    worker = ModelWorker("tts", queue_size=1, timeout_s=0.2)
+    steps: list[int] = []
+    stopped = threading.Event()
+    with pytest.raises(StageTimeoutError) as timed_out:
+        asyncio.run(worker.run(_cancellable_loop, steps, stopped))
+    assert timed_out.value.status_code == 504 and "tts" in timed_out.value.message
+    assert stopped.wait(1.0)  # stopped at the next unit, long before its 10 s
+    assert len(steps) < 100
+    time.sleep(0.05)
+    assert worker.pending == 0
+    worker.shutdown()
+
+
+def test_cancelling_the_caller_stops_running_work_and_drops_queued_work() -> None:
+    worker = ModelWorker("stt", queue_size=2)
+    first_steps: list[int] = []
+    first_stopped = threading.Event()
+    second_ran = threading.Event()
+
+    async def main() -> None:
+        running = asyncio.create_task(worker.run(_cancellable_loop, first_steps, first_stopped))
+        queued = asyncio.create_task(worker.run(second_ran.set))
+        await asyncio.sleep(0.1)
+        assert worker.pending == 2
+        running.cancel()
+        queued.cancel()
+        await asyncio.gather(running, queued, return_exceptions=True)
+
+    asyncio.run(main())
+    assert first_stopped.wait(1.0) and len(first_steps) < 100
+    time.sleep(0.05)
+    assert worker.pending == 0 and not second_ran.is_set()
+    worker.shutdown()
+
+
+def test_a_stream_past_its_timeout_is_a_504() -> None:
+    worker = ModelWorker("chat", queue_size=1, timeout_s=0.2)
+
+    def slow() -> Iterator[int]:
+        for i in range(100):
+            time.sleep(0.05)
+            yield i
+
+    async def main() -> list[int]:
+        seen = []
+        async with aclosing(worker.stream(slow)) as items:
+            async for item in items:
+                seen.append(item)
+        return seen
+
+    with pytest.raises(StageTimeoutError):
+        asyncio.run(main())
+    time.sleep(0.2)
+    assert worker.pending == 0
+    worker.shutdown()
+
+
+def test_time_spent_per_stage_is_recorded_for_the_request() -> None:
+    worker = ModelWorker("stt", queue_size=1)
+
+    async def main() -> dict[str, float]:
+        timings: dict[str, float] = {}
+        stage_times.set(timings)
+        await worker.run(time.sleep, 0.05)
+        await worker.run(time.sleep, 0.05)
+        return timings
+
+    timings = asyncio.run(main())
+    assert set(timings) == {"stt"} and 90 <= timings["stt"] < 1000
     worker.shutdown()
