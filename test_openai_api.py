@@ -266,6 +266,9 @@ def test_chat_completion_streamed_and_not(client: OpenAI) -> None:
 def test_chat_completion_limits_and_stops(client: OpenAI) -> None:
     short = client.chat.completions.create(model="gpt-4o", messages=QUESTION, max_tokens=2)  # type: ignore[arg-type]
     assert short.choices[0].finish_reason == "length" and short.usage and short.usage.completion_tokens <= 3
+    story = [{"role": "user", "content": "Tell me a very long story about the sea."}]
+    capped = client.chat.completions.create(model="gpt-4o", messages=story, max_tokens=1500)  # type: ignore[arg-type]
+    assert capped.usage and capped.usage.completion_tokens <= 33  # LLM_MAX_TOKENS=32 is the ceiling
     sentence = [{"role": "user", "content": "Write two sentences about the sea."}]
     stopped = client.chat.completions.create(model="gpt-4o", messages=sentence, stop=["."])  # type: ignore[arg-type]
     assert "." not in (stopped.choices[0].message.content or "")

@@ -48,6 +48,8 @@ def test_names_and_paths_inside_resolve(roots: tuple[Path, Path, Path]) -> None:
         "",
         "a.wav\x00.txt",
         "x" * 5000,
+        "\x80" * 300,  # one name longer than the file system allows
+        "d/" + "é" * 200,
     ],
 )
 def test_everything_leading_out_is_refused(roots: tuple[Path, Path, Path], value: str) -> None:

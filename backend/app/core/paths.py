@@ -24,6 +24,8 @@ def resolve_inside(roots: Sequence[Path], value: str, what: str = "path") -> tup
     resolved, with the root it lies in. A bare name is looked up in each root in turn."""
     if not value or "\x00" in value or len(value) > 4096:
         raise PathOutsideError(f"{what} is empty or invalid")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in Path(value).parts):
+        raise PathOutsideError(f"{what} has a name longer than 255 bytes")
     resolved_roots = [root.resolve() for root in roots]
     candidate = Path(value)
     if candidate.is_absolute():
@@ -43,7 +45,11 @@ def resolve_inside(roots: Sequence[Path], value: str, what: str = "path") -> tup
             if path.is_symlink():  # a link planted in an allowed directory that leads out
                 raise PathOutsideError(f"{what} points outside the allowed directory")
             continue
-        if resolved.exists():
+        try:
+            exists = resolved.exists()
+        except (OSError, ValueError) as e:  # a name the file system cannot hold
+            raise PathOutsideError(f"{what} cannot be resolved") from e
+        if exists:
             return resolved, root
         fallback = fallback or (resolved, root)
     if fallback is None:

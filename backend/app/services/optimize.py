@@ -7,6 +7,7 @@ the original text is returned with a warning, so that mode can never alter what 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -65,8 +66,10 @@ class TranscriptOptimizer:
         else:
             instruction = _INSTRUCTIONS[mode]
         messages = [ChatMessage("system", instruction), ChatMessage("user", text)]
-        # Room for the rewritten text: about its own length in tokens, plus slack.
-        options = GenerationOptions(max_tokens=min(2048, len(text) + 64), temperature=0.0)
+        # Room for the rewritten text: half as many tokens again as the text itself, plus slack.
+        # Bounded by the input, so garbage in cannot keep the model writing for long.
+        tokens = await asyncio.to_thread(self.chat.backend.count_text_tokens, text)
+        options = GenerationOptions(max_tokens=min(2048, tokens * 3 // 2 + 16), temperature=0.0)
         result = (await self.chat.worker.run(self.chat.backend.chat, messages, options)).strip()
         if mode == "punctuate" and word_sequence(result) != word_sequence(text):
             return Optimized(

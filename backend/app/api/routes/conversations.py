@@ -36,7 +36,7 @@ async def _existing(store: ConversationStore, conversation_id: str) -> Conversat
 async def list_conversations(
     chat: ChatServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ConversationPage:
     """Conversations, most recently active first."""
     page, total = await asyncio.to_thread(chat.store.page, limit, offset)

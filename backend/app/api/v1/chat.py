@@ -75,7 +75,8 @@ async def create_chat_completion(
 ) -> ChatCompletion | Response:
     """A reply to `messages` from the configured LLM, as OpenAI's `chat.completions.create`.
 
-    Honoured: `max_tokens` / `max_completion_tokens` (default LLM_MAX_TOKENS), `temperature`
+    Honoured: `max_tokens` / `max_completion_tokens` (default and ceiling LLM_MAX_TOKENS, the
+    operator's bound on one reply: a larger request ends with finish_reason "length"), `temperature`
     (default LLM_TEMPERATURE), `stop`, `stream` and `stream_options.include_usage`. Other fields
     are accepted and ignored; `n` must be 1. Nothing is stored: use /chat for kept conversations.
     """
@@ -83,7 +84,8 @@ async def create_chat_completion(
     messages = [_message(i, m) for i, m in enumerate(body.messages)]
     stops = _stops(body.stop)
     settings = chat.settings
-    max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens
+    asked = body.max_completion_tokens or body.max_tokens or settings.max_tokens
+    max_tokens = min(asked, settings.max_tokens)
     temperature = settings.temperature if body.temperature is None else body.temperature
     options = GenerationOptions(max_tokens=max_tokens, temperature=temperature)
     prompt_tokens = await chat.check_completion(messages, max_tokens)  # 400 / 503 before any stream
