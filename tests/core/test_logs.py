@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.config
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,12 +39,22 @@ def test_text_lines_append_fields() -> None:
 
 
 def test_configure_logging_routes_uvicorn_through_one_handler(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("info", "json")
-    logging.getLogger("uvicorn.error").info("started")
-    logging.getLogger("faster_whisper").info("too chatty")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert [json.loads(line)["message"] for line in err] == ["started"]
-    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "faster_whisper")
+    saved_loggers = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level) for n in names}
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("uvicorn.error").info("started")
+        logging.getLogger("faster_whisper").info("too chatty")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert [json.loads(line)["message"] for line in err] == ["started"]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, (handlers, level) in saved_loggers.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
