@@ -21,7 +21,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,44 +32,13 @@ import psutil
 import soundfile as sf
 from websockets.sync.client import connect as ws_connect
 
-from bench.stages import free_port
+from bench.stages import free_port, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CLIP = REPO / "tests" / "data" / "speech.wav"
 MAX_MINUTES = 120
 GROWTH_LIMIT = 0.10
-
-
-def start(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        PORT=str(port),
-        HOST="127.0.0.1",
-        OUTPUTS_DIR=str(workdir / "outputs"),
-        DATA_DIR=str(workdir / "data"),
-        LOG_LEVEL="warning",
-        LLM_MAX_TOKENS="24",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.app"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server failed to start; run `make run` to see why")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become ready")
 
 
 class Traffic:
@@ -197,7 +165,9 @@ def main() -> int:
     workdir = RESULTS / ".soak"
     port = free_port()
     print("starting the server ...", flush=True)
-    server = start(port, workdir)
+    server = start_server(
+        port, OUTPUTS_DIR=str(workdir / "outputs"), DATA_DIR=str(workdir / "data"), LLM_MAX_TOKENS="24"
+    )
     process = psutil.Process(server.pid)
     base = f"http://127.0.0.1:{port}"
     clients = [Traffic(base, seed) for seed in range(args.clients)]

@@ -78,8 +78,10 @@ def median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples), 1)
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, **overrides: str) -> subprocess.Popen[bytes]:
+    """Start `python -m backend.app` on `port` (extra settings as `overrides`) and wait until ready."""
     env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", OUTPUTS_DIR=str(RESULTS / ".outputs"))
+    env.update(overrides)
     process = subprocess.Popen(
         [sys.executable, "-m", "backend.app", "--log-level", "warning"],
         cwd=REPO,
