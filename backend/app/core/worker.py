@@ -119,10 +119,13 @@ class ModelWorker:
         return _Job(cast("Future[object]", future), cancel)
 
     async def _await(self, job: _Job) -> object:
+        deadline = asyncio.timeout(self.timeout_s)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline:
                 return await asyncio.wrap_future(job.future)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # the work's own TimeoutError (a socket, say), not the stage's deadline
             job.stop()
             raise StageTimeoutError(self.name, self.timeout_s or 0) from None
         except asyncio.CancelledError:
