@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
 from tests.ports import free_port
-from tests.server import server_env, start_server, stop_server
+from tests.server import server_dir, server_env, start_server, stop_server
 from tests.sse import TURN_TIMINGS, parse_sse
 from tests.wer import word_error_rate
 
@@ -48,10 +47,8 @@ FORMATS = {
 
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
+    root = server_dir(tmp_path_factory, "e2e")
     voices = root / "voices"
-    voices.mkdir()
-    shutil.copy(REPO / "voices" / "en-Joe_man.wav", voices)
     (root / "secret.wav").write_bytes((REPO / "voices" / "en-Joe_man.wav").read_bytes())
     os.symlink(root / "secret.wav", voices / "en-Link_man.wav")  # points outside VOICES_DIR
     return root

@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import soundfile as sf
 from openai import OpenAI
 
 from backend.app.audio.decode import decode_audio
-from tests.server import start_server, stop_server
+from tests.server import server_dir, start_server, stop_server
 from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
@@ -38,11 +37,7 @@ PROXY_KEY = "proxy-secret"
 
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("openai-e2e")
-    (root / "voices").mkdir()
-    for name in ("en-Joe_man.wav", "en-Eve_woman.wav"):
-        shutil.copy(REPO / "voices" / name, root / "voices")
-    return root
+    return server_dir(tmp_path_factory, "openai-e2e", ("en-Joe_man.wav", "en-Eve_woman.wav"))
 
 
 @pytest.fixture(scope="module")

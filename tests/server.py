@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,17 @@ from tests.ports import free_port
 
 REPO = Path(__file__).parent.parent
 STARTUP_TIMEOUT_S = 240
+
+
+def server_dir(
+    factory: pytest.TempPathFactory, name: str, voices: tuple[str, ...] = ("en-Joe_man.wav",)
+) -> Path:
+    """A fresh directory for one test server, with a VOICES_DIR holding copies of `voices`."""
+    root = factory.mktemp(name)
+    (root / "voices").mkdir()
+    for voice in voices:
+        shutil.copy(REPO / "voices" / voice, root / "voices")
+    return root
 
 
 def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.server import REPO, start_server, stop_server
+from tests.server import REPO, server_dir, start_server, stop_server
 
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
 DATA = REPO / "tests" / "data"
@@ -53,10 +52,7 @@ FUZZ_SETTINGS = settings(
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    (tmp / "voices").mkdir()
-    shutil.copy(REPO / "voices" / "en-Joe_man.wav", tmp / "voices")
-    process, base = start_server(tmp, "fuzz.log", **FUZZ_ENV)
+    process, base = start_server(server_dir(tmp_path_factory, "fuzz"), "fuzz.log", **FUZZ_ENV)
     yield process, base
     stop_server(process)
 

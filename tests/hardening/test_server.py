@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -25,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.ports import free_port
-from tests.server import REPO, server_env, start_server, stop_server
+from tests.server import REPO, server_dir, server_env, start_server, stop_server
 
 DATA = REPO / "tests" / "data"
 KEY = "hardening-secret-4f1c9a"
@@ -37,10 +36,7 @@ LONG_TEXT = " ".join(
 
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hardening")
-    (root / "voices").mkdir()
-    shutil.copy(REPO / "voices" / "en-Joe_man.wav", root / "voices")
-    return root
+    return server_dir(tmp_path_factory, "hardening")
 
 
 @pytest.fixture(scope="module")
