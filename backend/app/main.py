@@ -24,6 +24,7 @@ from backend.app.api.routes import (
     conversations,
     health,
     optimize,
+    page,
     realtime,
     speakers,
     stt,
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.loaded = {}
     app.state.started_at = int(time.time())
     install_error_handlers(app)
-    routers = (health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
+    routers = (page, health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.include_router(v1.router)

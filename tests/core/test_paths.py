@@ -93,6 +93,7 @@ _ALLOWED = {
     "services/outputs.py": "generated names only (regex), then resolve_inside",
     "services/tts.py": "reads a VoiceInfo's path, which only the library makes",
     "api/routes/conversation.py": "serves the path OutputStore.path returned",
+    "api/routes/page.py": "reads the page's own files once at start-up; requests look names up in memory",
     "audio/decode.py": "av.open on an in-memory buffer",
     "audio/encode.py": "av.open on an in-memory buffer",
     "storage/conversations.py": "DATA_DIR from the settings",

@@ -8,6 +8,8 @@ Outermost first: RequestContext -> CORS -> BearerAuth -> BodySizeLimit -> Cancel
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -46,22 +48,49 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+# A browser cannot set headers on a WebSocket handshake, so it may send the key as a subprotocol:
+# `bearer.<the key, base64url without padding>`, next to `voice-dialogue` for the server to answer.
+WS_KEY_PROTOCOL_PREFIX = "bearer."
+
+
+def _public(path: str) -> bool:
+    """The health checks and the browser page (which asks for the key itself) need no key."""
+    return path.startswith("/health") or path == "/" or path.startswith("/static/")
+
+
+def _websocket_key(scope: Scope) -> bytes | None:
+    for protocol in scope.get("subprotocols", ()):
+        if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
+            encoded = protocol[len(WS_KEY_PROTOCOL_PREFIX) :]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            except (ValueError, binascii.Error):
+                return None
+    return None
+
+
 class BearerAuthMiddleware:
-    """When a key is set, every route except /health* needs `Authorization: Bearer <key>`."""
+    """When a key is set, every route except /health* and the page needs `Authorization: Bearer
+    <key>`; a WebSocket may carry the key as a `bearer.<base64url key>` subprotocol instead."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._key = api_key.encode()
+        self._expected = b"Bearer " + self._key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"].startswith("/health"):
+        if scope["type"] not in ("http", "websocket") or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
         supplied = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(supplied, self._expected):
+        authorized = hmac.compare_digest(supplied, self._expected)
+        if not authorized and scope["type"] == "websocket":
+            key = _websocket_key(scope)
+            authorized = key is not None and hmac.compare_digest(key, self._key)
+        if not authorized:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["realtime"])
 
+SUBPROTOCOL = "voice-dialogue"
+
 
 async def _close_with_error(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
     """Tell the client why, then close; a client already gone is fine."""
@@ -87,7 +89,9 @@ async def _serve(websocket: WebSocket, session: RealtimeSession) -> None:
 @router.websocket("/ws/conversation")
 async def realtime_conversation(websocket: WebSocket) -> None:
     """Realtime voice conversation: PCM16 in, VAD turn-taking, streamed replies, barge-in."""
-    await websocket.accept()
+    # A browser that sends its key as a subprotocol also offers ours, and gets it back.
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     services: Services | None = getattr(websocket.app.state, "services", None)
     if services is None:
         await _close_with_error(websocket, "not_ready", "the models are still loading; retry shortly", 1013)
