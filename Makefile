@@ -8,11 +8,11 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e fuzz soak bench models clean help
+.PHONY: setup run test lint unit e2e browser fuzz soak bench models clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
-	@echo "make test   set up and run lint, unit tests and the end-to-end test"
+	@echo "make test   set up and run lint, unit tests, the end-to-end tests and the browser tests"
 	@echo "make fuzz   set up and run the fuzzers ten times longer than make test does"
 	@echo "make soak   set up and run the 10-minute soak test (bench/results/soak.md)"
 	@echo "make bench  set up and run the benchmarks (results in bench/results/)"
@@ -46,7 +46,23 @@ unit: setup
 e2e: setup
 	$(PY) -m pytest test_api.py test_openai_api.py -q
 
-test: setup lint
+# The page's tests drive Debian's Chromium; installed here when it is missing and apt can (as root
+# or with password-less sudo). Anywhere else those tests are skipped, and pytest's summary says so.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Chromium for the browser tests (apt-get install chromium)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "Chromium could not be installed: the browser tests will be skipped"; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo "Installing Chromium for the browser tests (sudo apt-get install chromium)"; \
+	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "Chromium could not be installed: the browser tests will be skipped"; \
+	else \
+	  echo "Chromium is not installed (and apt-get cannot install it here): the browser tests will be skipped"; \
+	fi
+
+test: setup lint browser
 	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra
 
 fuzz: setup

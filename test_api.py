@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,21 @@ def test_health_reports_every_module(http: httpx.Client) -> None:
     for module in body["modules"].values():
         assert module["ready"] is True and module["model"] and module["device"]
     assert http.get("/health/ready").status_code == 200
+
+
+def test_page_and_its_files_are_served(http: httpx.Client) -> None:
+    page = http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-cache"
+    links = re.findall(r'"(/static/[a-z0-9.-]+\?v=[0-9a-f]{16})"', page.text)
+    assert len(links) >= 3
+    for link in links:
+        asset = http.get(link)
+        assert asset.status_code == 200, link
+        assert "immutable" in asset.headers["cache-control"]
+    assert http.get("/static/pcm-worklet.js").status_code == 200  # loaded by URL from app.js
+    assert_error(http.get("/static/..%2Fmain.py"), 404)
 
 
 def test_speaker_info_lists_parsed_voices(http: httpx.Client) -> None:

@@ -71,3 +71,32 @@ def test_resample_changes_rate_and_length() -> None:
     audio = Audio(np.zeros(22_050, dtype=np.float32), 22_050)
     out = resample(audio, 16_000)
     assert out.sample_rate == 16_000 and len(out.samples) == 16_000
+
+
+def test_fragmented_mp4_as_safari_records_it() -> None:
+    # Safari's MediaRecorder (the page's push to talk) writes AAC in a fragmented MP4: an empty
+    # moov and one moof per fragment, with no duration up front. Chromium's WebM/Opus is covered by
+    # the browser tests, which record through Chromium itself.
+    import av
+
+    speech = decode_audio(clip("speech.wav"), 48_000)
+    buffer = io.BytesIO()
+    with av.open(
+        buffer, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    ) as container:
+        stream = container.add_stream("aac", rate=48_000, layout="mono")
+        samples = (speech.samples * 32767).astype(np.int16)
+        for start in range(0, len(samples), 4800):
+            frame = av.AudioFrame.from_ndarray(
+                samples[None, start : start + 4800], format="s16", layout="mono"
+            )
+            frame.sample_rate = 48_000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = buffer.getvalue()
+    assert b"moof" in data  # really fragmented
+    audio = decode_audio(data, 16_000)
+    assert 3.1 < audio.duration < 3.5
+    assert np.sqrt(np.mean(audio.samples**2)) > 0.02

@@ -63,7 +63,7 @@ def _websocket_key(scope: Scope) -> bytes | None:
         if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
             encoded = protocol[len(WS_KEY_PROTOCOL_PREFIX) :]
             try:
-                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                return base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
             except (ValueError, binascii.Error):
                 return None
     return None

@@ -81,6 +81,7 @@ async function api(path, { method = "GET", json, form, signal, raw = false } = {
     response = await fetch(path, { method, headers, body, signal });
   } catch (error) {
     if (error.name === "AbortError") throw error;
+    checkHealth(); // shows "Offline" and keeps asking until it is back
     throw new ApiError(0, "network", "The server cannot be reached. Is it running?");
   }
   if (!response.ok) throw await errorFrom(response);
@@ -307,6 +308,7 @@ class MessageView {
 
   setTimings(timings) {
     if (!timings || !Object.keys(timings).length) return;
+    this.timings = timings;
     this.el.querySelector(".timings")?.remove();
     const list = document.createElement("ul");
     list.className = "timings";
@@ -511,7 +513,7 @@ async function spokenTurn(blob) {
   updatePlaybackControls();
   const user = new MessageView("user", "", { pending: true });
   let assistant = null;
-  setTalkState("busy");
+  setTalkState("answering"); // holding the button again interrupts the answer
   setActivity("Transcribing…");
   try {
     const response = await api("/conversation", { method: "POST", form, raw: true, signal: turn.abort.signal });
@@ -572,6 +574,7 @@ async function typedTurn(text) {
   new MessageView("user", text);
   const assistant = new MessageView("assistant", "", { pending: true });
   setActivity("Thinking…");
+  const sent = performance.now();
   try {
     const body = { text, stream: true };
     if (state.conversationId) body.conversation_id = state.conversationId;
@@ -586,7 +589,7 @@ async function typedTurn(text) {
       } else if (event === "error") throw new ApiError(200, data.code, data.message);
     }
     assistant.pending = false;
-    if (reply.trim()) await speak(reply, assistant, turn);
+    if (reply.trim()) await speak(reply, assistant, turn, sent);
     if (state.turn === turn) setActivity(player.playing ? "Speaking…" : "");
   } catch (error) {
     if (error.name === "AbortError") {
@@ -603,7 +606,9 @@ async function typedTurn(text) {
   }
 }
 
-async function speak(text, view, turn) {
+// The timings of a typed turn are the chat's; `first_audio_ms` is measured here, from sending the
+// message to the first audio arriving.
+async function speak(text, view, turn, sent) {
   setActivity("Speaking…");
   const body = { text, format: "pcm", stream: true };
   if (state.voice) body.voice = state.voice;
@@ -619,7 +624,11 @@ async function speak(text, view, turn) {
     bytes.set(value, carry.length);
     const even = bytes.length & ~1;
     carry = bytes.slice(even);
-    if (even) player.enqueuePcm16(bytes.slice(0, even).buffer, rate, (seconds) => view.addPlayed(seconds));
+    if (!even) continue;
+    if (view.timings && view.timings.first_audio_ms === undefined) {
+      view.setTimings({ ...view.timings, first_audio_ms: performance.now() - sent });
+    }
+    player.enqueuePcm16(bytes.slice(0, even).buffer, rate, (seconds) => view.addPlayed(seconds));
   }
 }
 
@@ -637,8 +646,19 @@ const live = {
   outputRate: 24000,
   opened: false,
   closing: false,
+  starting: false,
 
   async start() {
+    if (this.starting) return;
+    this.starting = true;
+    try {
+      await this.open();
+    } finally {
+      this.starting = false;
+    }
+  },
+
+  async open() {
     hideNotice();
     const ctx = player.context();
     let stream;
@@ -830,7 +850,7 @@ function setTalkState(talkState, label) {
   const button = $("talk");
   button.dataset.state = talkState;
   const idle = state.mode === "ptt" ? "Hold to talk" : "Start";
-  button.querySelector(".talk-label").textContent = label ?? (talkState === "busy" ? "Wait…" : idle);
+  button.querySelector(".talk-label").textContent = label ?? idle;
   button.setAttribute("aria-pressed", String(talkState === "recording" || talkState === "listening"));
 }
 
@@ -846,6 +866,7 @@ function setMode(mode) {
 }
 
 function toggleHandsFree() {
+  if (live.starting) return;
   if (live.ws) live.stop();
   else live.start();
 }
@@ -883,7 +904,12 @@ function setUpTalkControls() {
 
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("settings").open) {
-      stopSpeaking();
+      if ($("sidebar").classList.contains("open")) {
+        closeSidebar();
+        $("toggle-sidebar").focus();
+      } else {
+        stopSpeaking();
+      }
       return;
     }
     if (event.code !== "Space" || isTyping(event.target)) return;
@@ -967,7 +993,7 @@ async function loadConversations(more) {
   try {
     page = await api(`/conversations?limit=${PAGE_SIZE}&offset=${offset}`);
   } catch (error) {
-    if (error.status === 404) $("sidebar").hidden = true; // a server without stored conversations
+    if (error.status === 404) $("conversations").hidden = true; // a server without stored conversations
     return;
   }
   const list = $("conversation-list");

@@ -1,0 +1,132 @@
+"""The browser page's HTTP side: caching, security headers, and access with an API key set.
+
+The page itself is driven in a real browser by tests/browser; these tests need no models (the app
+is built without its lifespan, so nothing loads).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from backend.app.api.routes import page
+from backend.app.main import create_app
+from tests.conftest import make_settings
+
+KEY = "s3cret/key+with=odd chars"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    settings = make_settings(tmp_path_factory.mktemp("page"), api_key=KEY)
+    return TestClient(create_app(settings))
+
+
+def _asset_links(html: str) -> dict[str, str]:
+    return dict(re.findall(r'"/static/([a-z0-9.-]+)\?v=([0-9a-f]{16})"', html))
+
+
+def test_page_is_public_and_revalidated(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    etag = response.headers["etag"]
+    assert client.get("/", headers={"If-None-Match": etag}).status_code == 304
+    assert client.head("/").headers["content-length"] == str(len(response.content))
+
+
+def test_security_headers(client: TestClient) -> None:
+    headers = client.get("/").headers
+    policy = dict(part.split(" ", 1) for part in headers["content-security-policy"].split("; "))
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"  # no inline script, no eval
+    assert policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "microphone=(self)" in headers["permissions-policy"]
+    html = client.get("/").text
+    assert "<script>" not in html and " style=" not in html and "onclick" not in html  # the CSP allows none
+
+
+def test_every_linked_asset_is_served_versioned_and_immutable(client: TestClient) -> None:
+    links = _asset_links(client.get("/").text)
+    assert {"app.js", "style.css", "icon.svg"} <= set(links)
+    for name, version in links.items():
+        response = client.get(f"/static/{name}?v={version}")
+        assert response.status_code == 200, name
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["content-security-policy"]
+        assert page.ASSETS[name].version == version
+    script = client.get(f"/static/app.js?v={links['app.js']}")
+    assert script.headers["content-type"].startswith("text/javascript")
+
+
+def test_unversioned_or_stale_asset_is_revalidated(client: TestClient) -> None:
+    # The worklet is loaded by URL from the script, without a version: it must not stick in caches.
+    for url in ("/static/pcm-worklet.js", "/static/app.js?v=0000000000000000"):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-cache"
+        again = client.get(url, headers={"If-None-Match": response.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+
+
+@pytest.mark.parametrize(
+    "name", ["nope.js", "..%2Fmain.py", "..%2F..%2Fmain.py", "index.html", "%2Fetc%2Fpasswd", "app.js%00"]
+)
+def test_only_the_page_files_are_served(client: TestClient, name: str) -> None:
+    response = client.get(f"/static/{name}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_page_files_are_read_once_into_memory(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text('<script src="/static/a.js"></script>')
+    (tmp_path / "a.js").write_text("1;")
+    (tmp_path / "notes.txt").write_text("not served")
+    index, assets = page.load_site(tmp_path)
+    assert set(assets) == {"a.js"}
+    assert f'"/static/a.js?v={assets["a.js"].version}"' in index.body.decode()
+    (tmp_path / "a.js").write_text("2;")  # a change on disk is not seen until the app is rebuilt
+    assert assets["a.js"].body == b"1;"
+
+
+def test_api_key_still_guards_the_api(client: TestClient) -> None:
+    assert client.get("/voices").status_code == 401
+    assert client.get("/voices", headers={"Authorization": f"Bearer {KEY}"}).status_code == 503  # no models
+    assert client.get("/static/app.js").status_code == 200
+
+
+def _key_protocol(key: str) -> str:
+    return "bearer." + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def test_websocket_key_as_subprotocol(client: TestClient) -> None:
+    protocols = ["voice-dialogue", _key_protocol(KEY)]
+    with client.websocket_connect("/ws/conversation", subprotocols=protocols) as ws:
+        assert ws.accepted_subprotocol == "voice-dialogue"  # never the one carrying the key
+        assert ws.receive_json()["code"] == "not_ready"  # past auth: the models are not loaded here
+
+
+@pytest.mark.parametrize(
+    "protocols",
+    [
+        ["voice-dialogue"],
+        ["voice-dialogue", _key_protocol("wrong")],
+        ["voice-dialogue", "bearer.%%%"],
+        [f"bearer.{KEY}"],
+    ],
+)
+def test_websocket_refuses_a_missing_or_wrong_key(client: TestClient, protocols: list[str]) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws/conversation", subprotocols=protocols),
+    ):
+        pass
+    assert refused.value.code == 1008
