@@ -284,6 +284,28 @@ def test_busy_server_is_explained(server: str, browser: Any) -> None:
         page.context.close()
 
 
+def test_a_refused_recording_is_kept_and_sent_again(server: str, browser: Any) -> None:
+    # The first upload meets a full queue (the server's own 503 answer, replayed by the browser's
+    # network layer so that it happens on cue); the recording stays on the page and is sent again.
+    page = _new_page(browser, server)
+    _ready(page)
+    busy = {"error": {"code": "overloaded", "message": "the stt queue is full (1 waiting)"}}
+    page.route(
+        "**/conversation",
+        lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "3"}, content_type="application/json", body=json.dumps(busy)
+        ),
+    )
+    _hold_talk(page)
+    page.wait_for_selector("#notice:not([hidden])", timeout=20_000)
+    assert "busy" in page.inner_text("#notice-text") and "3 s" in page.inner_text("#notice-text")
+    page.unroute("**/conversation")
+    page.click(".message.user .retry")
+    _assert_whole_turn(page)
+    assert page.locator(".message.user").count() == 1  # the failed attempt was replaced
+    page.context.close()
+
+
 def test_denied_microphone_is_explained(server: str, playwright: Any) -> None:
     # A browser without the auto-grant flag, whose context grants nothing: getUserMedia is refused.
     browser = playwright.chromium.launch(

@@ -336,6 +336,19 @@ class MessageView {
     this.el.classList.add("error");
     if (!this.text) this.text = message;
   }
+
+  // A turn that failed keeps what the user said: one press sends it again.
+  offerRetry(send) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "retry";
+    button.textContent = "Send again";
+    button.addEventListener("click", () => {
+      this.el.remove();
+      send();
+    });
+    this.metaEl.append(button);
+  }
 }
 
 function clearMessages() {
@@ -552,7 +565,10 @@ async function spokenTurn(blob) {
     }
     const message = explain(error);
     showNotice(message);
-    if (!user.text) user.fail("(not sent)");
+    if (!user.text) {
+      user.fail("(your recording was not answered)");
+      user.offerRetry(() => spokenTurn(blob));
+    }
     assistant?.fail(message);
     setActivity("");
   } finally {
@@ -571,10 +587,11 @@ async function typedTurn(text) {
   const turn = { abort: new AbortController() };
   state.turn = turn;
   updatePlaybackControls();
-  new MessageView("user", text);
+  const user = new MessageView("user", text);
   const assistant = new MessageView("assistant", "", { pending: true });
   setActivity("Thinking…");
   const sent = performance.now();
+  let replied = false;
   try {
     const body = { text, stream: true };
     if (state.conversationId) body.conversation_id = state.conversationId;
@@ -584,6 +601,7 @@ async function typedTurn(text) {
       if (event === "reply_delta") assistant.append(data.text);
       else if (event === "done") {
         reply = data.reply;
+        replied = true;
         setConversation(data.conversation_id);
         assistant.setTimings(data.timings);
       } else if (event === "error") throw new ApiError(200, data.code, data.message);
@@ -597,7 +615,15 @@ async function typedTurn(text) {
       return;
     }
     showNotice(explain(error));
-    assistant.fail(explain(error));
+    if (replied) {
+      assistant.note("not spoken"); // the reply is stored; only its speech failed
+    } else {
+      assistant.fail(explain(error));
+      user.offerRetry(() => {
+        assistant.el.remove();
+        typedTurn(text);
+      });
+    }
     setActivity("");
   } finally {
     if (state.turn === turn) state.turn = null;
