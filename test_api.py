@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
+from backend.app.storage.conversations import ConversationStore
 from tests.ports import free_port
 from tests.server import server_dir, server_env, start_server, stop_server
 from tests.sse import TURN_TIMINGS, parse_sse
@@ -709,13 +710,13 @@ def test_acknowledged_turns_survive_sigkill(tmp: Path) -> None:
     finally:
         os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush: only what was committed survives
         process.wait(timeout=20)
-    process, base = start_server(tmp, "restart.log", DATA_DIR=str(tmp / "kill-data"))
+    # What a restarted server would read: the database as the killed one left it (WAL included).
+    store = ConversationStore(tmp / "kill-data" / "conversations.db")
     try:
-        turns = httpx.get(f"{base}/conversations/{reply['conversation_id']}", timeout=10).json()["turns"]
+        turns = store.turns(reply["conversation_id"])
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-    assert [(t["role"], t["text"]) for t in turns] == [
+        store.close()
+    assert [(t.role, t.text) for t in turns] == [
         ("user", "Remember the number seven."),
         ("assistant", reply["reply"]),
     ]

@@ -245,9 +245,7 @@ def test_voice_upload_pick_and_delete(server: str, browser: Any) -> None:
     page.set_input_files("#voice-file", str(DATA / "SENTENCE.txt"))
     page.fill("#voice-form input[name='name']", "Broken")
     page.click("#voice-form button[type='submit']")
-    page.wait_for_function(
-        "!/Uploading|Added/.test(document.getElementById('voice-form-status').textContent)"
-    )
+    _wait_for(lambda: page.inner_text("#voice-form-status") not in ("Uploading…", ""))
     assert "audio" in page.inner_text("#voice-form-status").lower()
     page.click("#delete-voice")
     _wait_for(lambda: page.locator("#voice-select option[value='Tester']").count() == 0)
