@@ -215,7 +215,9 @@ class Player {
 const player = new Player();
 
 function updatePlaybackControls() {
-  $("stop-audio").hidden = !(player.playing || state.turn || live.answering);
+  const active = player.playing || state.turn || live.answering;
+  $("stop-audio").hidden = !active;
+  if (!active && !live.ws && $("activity").textContent.startsWith("Speaking")) setActivity("");
 }
 
 async function playUrl(url, view) {
