@@ -152,12 +152,14 @@ def _wait_for(condition: Any, timeout_s: float = 20) -> None:
         time.sleep(0.1)
 
 
-def _hold_talk(page: Any) -> None:
+def _hold_talk(page: Any, seconds: float = HOLD_S, recording: bool = True) -> None:
+    """Hold the talk button with the mouse; `recording`: wait until the page records first."""
     box = page.locator("#talk").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.wait_for_selector('#talk[data-state="recording"]', timeout=10_000)
-    time.sleep(HOLD_S)
+    if recording:
+        page.wait_for_selector('#talk[data-state="recording"]', timeout=10_000)
+    time.sleep(seconds)
     page.mouse.up()
 
 
@@ -312,7 +314,7 @@ def test_denied_microphone_is_explained(server: str, playwright: Any) -> None:
     try:
         page = _new_page(browser, server, permissions=[])
         _ready(page)
-        _hold_talk_without_recording(page)
+        _hold_talk(page, seconds=0.5, recording=False)  # the microphone is refused: no recording
         page.wait_for_selector("#notice:not([hidden])", timeout=10_000)
         assert "Microphone access was denied" in page.inner_text("#notice-text")
         _screenshot(page, "microphone-denied")
@@ -324,14 +326,6 @@ def test_denied_microphone_is_explained(server: str, playwright: Any) -> None:
         assert page.errors == []
     finally:
         browser.close()
-
-
-def _hold_talk_without_recording(page: Any) -> None:
-    box = page.locator("#talk").bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    time.sleep(0.5)
-    page.mouse.up()
 
 
 def test_key_travels_only_as_configured(server: str) -> None:

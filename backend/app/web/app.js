@@ -510,6 +510,20 @@ function extensionFor(type) {
   return "webm";
 }
 
+// A push-to-talk or typed turn in flight: one at a time, cancelled by the next.
+function beginTurn() {
+  const turn = { abort: new AbortController() };
+  state.turn = turn;
+  updatePlaybackControls();
+  return turn;
+}
+
+function finishTurn(turn) {
+  if (state.turn === turn) state.turn = null;
+  updatePlaybackControls();
+  refreshConversations();
+}
+
 function cancelTurn() {
   state.turn?.abort.abort();
   state.turn = null;
@@ -523,9 +537,7 @@ async function spokenTurn(blob) {
   form.append("format", "wav");
   if (state.conversationId) form.append("conversation_id", state.conversationId);
   if (state.voice) form.append("voice", state.voice);
-  const turn = { abort: new AbortController() };
-  state.turn = turn;
-  updatePlaybackControls();
+  const turn = beginTurn();
   const user = new MessageView("user", "", { pending: true });
   let assistant = null;
   setTalkState("answering"); // holding the button again interrupts the answer
@@ -574,10 +586,8 @@ async function spokenTurn(blob) {
     assistant?.fail(message);
     setActivity("");
   } finally {
-    if (state.turn === turn) state.turn = null;
     if (!ptt.recorder) setTalkState("idle");
-    updatePlaybackControls();
-    refreshConversations();
+    finishTurn(turn);
   }
 }
 
@@ -586,9 +596,7 @@ async function typedTurn(text) {
   cancelTurn();
   hideNotice();
   player.context();
-  const turn = { abort: new AbortController() };
-  state.turn = turn;
-  updatePlaybackControls();
+  const turn = beginTurn();
   const user = new MessageView("user", text);
   const assistant = new MessageView("assistant", "", { pending: true });
   setActivity("Thinking…");
@@ -628,9 +636,7 @@ async function typedTurn(text) {
     }
     setActivity("");
   } finally {
-    if (state.turn === turn) state.turn = null;
-    updatePlaybackControls();
-    refreshConversations();
+    finishTurn(turn);
   }
 }
 
@@ -665,7 +671,6 @@ async function speak(text, view, turn, sent) {
 
 const live = {
   ws: null,
-  ctx: null,
   source: null,
   node: null,
   user: null,
@@ -689,9 +694,8 @@ const live = {
   async open() {
     hideNotice();
     const ctx = player.context();
-    let stream;
     try {
-      stream = await microphone();
+      await microphone(); // kept in mic.stream; captured once the server is ready
     } catch (error) {
       showNotice(explain(error));
       return;
@@ -728,13 +732,11 @@ const live = {
       else this.audio(message.data);
     };
     ws.onclose = (event) => this.closed(event);
-    this.ctx = ctx;
-    this.stream = stream;
   },
 
   capture() {
-    const ctx = this.ctx;
-    this.source = ctx.createMediaStreamSource(this.stream);
+    const ctx = player.context();
+    this.source = ctx.createMediaStreamSource(mic.stream);
     this.node = new AudioWorkletNode(ctx, "pcm-capture", {
       processorOptions: { frameSamples: Math.round(ctx.sampleRate * 0.04) },
     });

@@ -1,6 +1,6 @@
 """GET / (the browser page) and GET /static/{name} (its scripts and styles).
 
-The page's files ship in `backend/app/web/` and are read once, when the app is built; a request only
+The page's files ship in `backend/app/web/` and are read once, when this module is imported; a request only
 looks a name up in that table, so no client value ever becomes a path. No build step: the files
 are plain HTML, CSS and JavaScript modules.
 
@@ -96,9 +96,6 @@ def _respond(request: Request, asset: Asset, cache_control: str) -> Response:
     headers = {"Cache-Control": cache_control, "ETag": asset.etag, **SECURITY_HEADERS}
     if asset.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(asset.body))
-        return Response(status_code=200, headers=headers, media_type=asset.media_type)
     return Response(asset.body, headers=headers, media_type=asset.media_type)
 
 
