@@ -1148,10 +1148,11 @@ async function uploadVoice(event) {
   status.classList.remove("error-text");
   try {
     const voice = await api("/voices", { method: "POST", form: new FormData(form) });
-    status.textContent = `Added ${voice.name} (${voice.duration?.toFixed(1) ?? "?"} s).`;
     form.reset();
     await loadVoices(voice.name);
     savePrefs();
+    // Said last, once the new voice is listed and picked.
+    status.textContent = `Added ${voice.name} (${voice.duration?.toFixed(1) ?? "?"} s).`;
   } catch (error) {
     status.textContent = explain(error);
   }
