@@ -259,3 +259,41 @@ def test_time_spent_per_stage_is_recorded_for_the_request() -> None:
     timings = asyncio.run(main())
     assert set(timings) == {"stt"} and 90 <= timings["stt"] < 1000
     worker.shutdown()
+
+
+def test_an_admission_keeps_its_slot_for_the_stream_it_starts_later() -> None:
+    worker = ModelWorker("test", queue_size=0)
+
+    async def main() -> list[int]:
+        admission = worker.admit()
+        assert worker.pending == 1
+        with pytest.raises(OverloadedError):
+            worker.admit()
+        with pytest.raises(OverloadedError):
+            await worker.run(time.sleep, 0)
+        items = [i async for i in admission.stream(lambda: iter(range(3)))]
+        with pytest.raises(RuntimeError, match="already used"):
+            await admission.run(time.sleep, 0)
+        return items
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert worker.pending == 0
+    worker.shutdown()
+
+
+def test_an_unused_admission_gives_its_slot_back() -> None:
+    worker = ModelWorker("test", queue_size=0)
+    admission = worker.admit()
+    admission.release()
+    admission.release()  # idempotent
+    assert worker.pending == 0
+    admission = worker.admit()
+    del admission  # dropped: a response that never started
+    assert worker.pending == 0
+    stream = worker.admit().stream(lambda: iter(range(3)))
+    assert worker.pending == 1
+    del stream  # never iterated
+    assert worker.pending == 0
+    assert asyncio.run(worker.admit().run(lambda: 5)) == 5
+    assert worker.pending == 0
+    worker.shutdown()

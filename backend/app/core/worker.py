@@ -8,6 +8,10 @@ Work is cancellable. When the awaiting request goes away (its client disconnecte
 past its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a call already
 running is asked to stop: backends call `raise_if_cancelled()` between units of work (a Whisper
 window, a generated token, a synthesised sentence), so the slot is freed within one unit.
+
+A streamed response must be refused before its 200 is sent, yet its work starts only when the
+body is sent. `admit()` takes the slot at once and hands it to that later work (`Admission.stream`),
+so no request arriving in between can take it and cut the stream off.
 """
 
 from __future__ import annotations
@@ -65,6 +69,44 @@ class _Job:
         self.future.cancel()  # succeeds only while still queued
 
 
+class Admission:
+    """A slot taken now for work that starts later; the work it runs keeps the slot until it is
+    done. Released by `release()`, or when dropped unused (a response that never started)."""
+
+    def __init__(self, worker: ModelWorker) -> None:
+        self.worker = worker
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def _take(self) -> None:
+        if not self._held:
+            raise RuntimeError(f"this {self.worker.name} admission was already used or released")
+        self._held = False
+
+    def release(self) -> None:
+        """Give the slot back if no work has taken it (idempotent)."""
+        if self._held:
+            self._held = False
+            self.worker._release(None)
+
+    def __del__(self) -> None:
+        self.release()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """As `ModelWorker.run`, in this slot."""
+        self._take()
+        return cast(T, await self.worker._await(self.worker._start(lambda: fn(*args, **kwargs))))
+
+    def stream(
+        self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncGenerator[T, None]:
+        """As `ModelWorker.stream`, in this slot (taken when the iteration starts, kept until then)."""
+        return self.worker._iterate(self, fn, *args, **kwargs)
+
+
 class ModelWorker:
     """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size."""
 
@@ -73,7 +115,9 @@ class ModelWorker:
         self.capacity = queue_size + 1
         self.timeout_s = timeout_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
-        self._lock = threading.Lock()
+        # Re-entrant: an unused `Admission` gives its slot back when it is collected, which can
+        # happen on any thread, at any allocation, including one made while the lock is held.
+        self._lock = threading.RLock()
         self._admitted = 0
 
     @property
@@ -89,6 +133,13 @@ class ModelWorker:
                 retry_after_s=2,
             )
 
+    def admit(self) -> Admission:
+        """Take a slot now (503 if there is none) for work that starts later."""
+        with self._lock:
+            self.check()
+            self._admitted += 1
+        return Admission(self)
+
     def _admit(self, check: bool) -> None:
         with self._lock:
             if check:
@@ -97,6 +148,10 @@ class ModelWorker:
 
     def _submit(self, check: bool, fn: Callable[[], T]) -> _Job:
         self._admit(check)
+        return self._start(fn)
+
+    def _start(self, fn: Callable[[], T]) -> _Job:
+        """Run `fn` in a slot already counted; the slot is released when it is done."""
         cancel = threading.Event()
         timings = stage_times.get()
 
@@ -142,16 +197,22 @@ class ModelWorker:
         reply). Never refused: a stream that has started is not cut off by later arrivals."""
         return cast(T, await self._await(self._submit(False, lambda: fn(*args, **kwargs))))
 
-    async def stream(
+    def stream(
         self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
     ) -> AsyncGenerator[T, None]:
         """Iterate `fn(*args, **kwargs)` on this model's thread, yielding its items as they come.
 
-        Admission is as for `run`; the stage's timeout bounds the whole iteration. When the
-        consumer stops early (break, cancellation, a client gone), the iterator is closed on the
-        worker thread after its current item, so a generator backend can stop its inference in its
-        `finally`; the slot is held until then.
+        Admission is as for `run`, when the iteration starts (use `admit().stream(...)` to be
+        refused before that, e.g. ahead of a streamed response's 200); the stage's timeout bounds
+        the whole iteration. When the consumer stops early (break, cancellation, a client gone),
+        the iterator is closed on the worker thread after its current item, so a generator backend
+        can stop its inference in its `finally`; the slot is held until then.
         """
+        return self._iterate(None, fn, *args, **kwargs)
+
+    async def _iterate(
+        self, admission: Admission | None, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncGenerator[T, None]:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
         stop = threading.Event()
@@ -181,7 +242,11 @@ class ModelWorker:
                     close()
             deliver(_END)
 
-        job = self._submit(True, produce)
+        if admission is None:
+            job = self._submit(True, produce)
+        else:
+            admission._take()
+            job = self._start(produce)
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
             while True:

@@ -19,7 +19,7 @@ import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
 from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
-from backend.app.core.worker import ModelWorker
+from backend.app.core.worker import Admission, ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -140,13 +140,14 @@ class ChatService:
             raise TextTooLongError(f"text is longer than {self.settings.max_chars} characters")
         return text.strip()
 
-    async def prepare(self, text: str, conversation_id: str | None) -> None:
+    async def prepare(self, text: str, conversation_id: str | None) -> Admission:
         """Every check a reply makes before generating, so a streamed route can fail with a 4xx or
-        503 before its response starts: the text, the id, the context fit, the model's queue."""
+        503 before its response starts: the text, the id, the context fit; then the model's slot,
+        taken now and kept for `reply_stream(..., admission=)`."""
         text = self.check_text(text)
         check_conversation_id(conversation_id)
         await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
-        self.worker.check()
+        return self.worker.admit()
 
     def _system_message(self, conversation_id: str | None) -> ChatMessage:
         conversation = self.store.get(conversation_id) if conversation_id else None
@@ -184,25 +185,43 @@ class ChatService:
             kept = kept[1:]
         return [system, *kept, user]
 
-    async def generate(self, conversation_id: str, text: str) -> AsyncGenerator[str, None]:
+    def _stream(
+        self, admission: Admission | None, messages: Sequence[ChatMessage], options: GenerationOptions
+    ) -> AsyncGenerator[str, None]:
+        """The model's deltas, in `admission`'s slot when the caller took one up front."""
+        if admission is None:
+            return self.worker.stream(self.backend.chat_stream, messages, options)
+        return admission.stream(self.backend.chat_stream, messages, options)
+
+    async def generate(
+        self, conversation_id: str, text: str, admission: Admission | None = None
+    ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
+        Runs in `admission`'s slot if given (see `prepare`), else is admitted when it starts.
         Closing this iterator early stops the generation on the model's worker."""
-        messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
-        options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
-        leading = True
-        async with aclosing(self.worker.stream(self.backend.chat_stream, messages, options)) as deltas:
-            async for delta in deltas:
-                if leading:
-                    delta = delta.lstrip()
-                    if not delta:
-                        continue
-                    leading = False
-                yield delta
+        try:
+            messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
+            options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
+            leading = True
+            async with aclosing(self._stream(admission, messages, options)) as deltas:
+                async for delta in deltas:
+                    if leading:
+                        delta = delta.lstrip()
+                        if not delta:
+                            continue
+                        leading = False
+                    yield delta
+        finally:
+            if admission is not None:
+                admission.release()  # unused if the generation never started
 
-    async def check_completion(self, messages: Sequence[ChatMessage], max_tokens: int) -> int:
-        """The prompt's token count, after every check a stateless completion makes before it
-        starts: the context fit (400 context_length_exceeded, as OpenAI) and the model's queue."""
+    async def check_completion(
+        self, messages: Sequence[ChatMessage], max_tokens: int
+    ) -> tuple[int, Admission]:
+        """The prompt's token count and the model's slot, after every check a stateless completion
+        makes before it starts: the context fit (400 context_length_exceeded, as OpenAI), then the
+        model's queue (503), whose slot is taken now for `complete(..., admission=)`."""
         if not messages:
             raise InvalidInputError("messages must not be empty", param="messages")
         context = self.settings.context_tokens
@@ -221,24 +240,25 @@ class ChatService:
                 "in the completion). Please reduce the length of the messages or completion.",
                 param="messages",
             )
-        self.worker.check()
-        return prompt_tokens
+        return prompt_tokens, self.worker.admit()
 
     async def complete(
         self,
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
         stop: Sequence[str] = (),
-        prompt_tokens: int | None = None,
+        checked: tuple[int, Admission] | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
         """A stateless completion of `messages` (nothing is stored): text deltas, then a
-        `Completion`. Generation stops at the first stop string, which is not part of the text."""
-        if prompt_tokens is None:
-            prompt_tokens = await self.check_completion(messages, options.max_tokens)
+        `Completion`. Generation stops at the first stop string, which is not part of the text.
+        `checked` is what `check_completion` returned, when the caller checked up front."""
+        if checked is None:
+            checked = await self.check_completion(messages, options.max_tokens)
+        prompt_tokens, admission = checked
         scanner = StopScanner(stop)
         parts: list[str] = []
         leading = True
-        async with aclosing(self.worker.stream(self.backend.chat_stream, messages, options)) as deltas:
+        async with aclosing(admission.stream(self.backend.chat_stream, messages, options)) as deltas:
             async for delta in deltas:
                 if leading:
                     delta = delta.lstrip()
@@ -265,10 +285,11 @@ class ChatService:
             await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
 
     async def reply_stream(
-        self, text: str, conversation_id: str | None = None
+        self, text: str, conversation_id: str | None = None, admission: Admission | None = None
     ) -> AsyncGenerator[ChatDelta | ChatReply, None]:
         """Deltas of the reply, then the whole `ChatReply`. Both turns are stored at the end; if the
-        stream stops early, what was delivered is stored as an interrupted reply."""
+        stream stops early, what was delivered is stored as an interrupted reply. `admission` is
+        the slot `prepare` took, for a reply whose response has already started."""
         text = self.check_text(text)
         conversation_id = check_conversation_id(conversation_id)
         async with self.serialised(conversation_id):
@@ -278,7 +299,7 @@ class ChatService:
             parts: list[str] = []
             finished = False
             try:
-                async with aclosing(self.generate(conversation_id, text)) as deltas:
+                async with aclosing(self.generate(conversation_id, text, admission)) as deltas:
                     async for delta in deltas:
                         timings.setdefault("llm_first_token_ms", elapsed_ms(started))
                         parts.append(delta)

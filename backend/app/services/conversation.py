@@ -21,6 +21,7 @@ from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import NotFoundError
+from backend.app.core.worker import Admission
 from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
@@ -114,12 +115,14 @@ class ConversationService:
             )
             return None
 
-    def check_ready(self, voice: str | None) -> None:
-        """Fail fast, before any work: an unknown voice (404), a busy LLM or TTS (503)."""
+    def check_ready(self, voice: str | None) -> Admission:
+        """Fail fast, before any work: an unknown voice (404), a busy LLM or TTS (503). The LLM's
+        slot is taken now and kept for the reply (`respond(..., admission=)`), so a turn that has
+        begun is not refused half-way; TTS work for a reply is never refused once it has begun."""
         if voice:
             self.tts.choose_voice(voice, None)
-        self.chat.worker.check()
         self.tts.worker.check()
+        return self.chat.worker.admit()
 
     async def begin_turn(
         self,
@@ -131,16 +134,21 @@ class ConversationService:
     ) -> TurnStream:
         """Validate and transcribe now (so errors come before any streaming); the reply follows in
         the returned stream's `events`. Silence gives an empty transcript and no reply."""
-        self.check_ready(voice)
         cid = check_conversation_id(conversation_id) if conversation_id else None
-        started = time.perf_counter()
-        asked = time.time()
-        transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
-        timings = {"stt_ms": elapsed_ms(started)}
-        if not transcription.text:
-            return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
-        text = self.chat.check_text(transcription.text)
-        cid = cid or check_conversation_id(None)
+        admission = self.check_ready(voice)
+        try:
+            started = time.perf_counter()
+            asked = time.time()
+            transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
+            timings = {"stt_ms": elapsed_ms(started)}
+            if not transcription.text:
+                admission.release()
+                return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
+            text = self.chat.check_text(transcription.text)
+            cid = cid or check_conversation_id(None)
+        except BaseException:
+            admission.release()
+            raise
         events = self.respond(
             text,
             cid,
@@ -150,6 +158,7 @@ class ConversationService:
             started=started,
             timings=timings,
             audio_format=audio_format,
+            admission=admission,
         )
         return TurnStream(transcription, cid, events)
 
@@ -176,6 +185,7 @@ class ConversationService:
         timings: dict[str, float],
         audio_format: AudioFormat = "wav",
         played: PlayedSeconds | None = None,
+        admission: Admission | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
         stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
@@ -183,102 +193,107 @@ class ConversationService:
         Closing the stream early (barge-in, a client gone) cancels the LLM and TTS work and stores
         the reply as far as the listener heard it (`played`; by default every piece handed out),
         marked interrupted. `started` is when the user finished speaking: `first_audio_ms` counts
-        from it.
+        from it. `admission` is the LLM slot `check_ready` took for this reply.
         """
-        async with self.chat.serialised(conversation_id):
-            # The user's words are kept whatever becomes of the reply.
-            await self.chat.store_turns(
-                conversation_id,
-                StoredTurn(
-                    "user",
-                    text,
-                    created_at=asked,
-                    language=language,
-                    timings={"stt_ms": timings.get("stt_ms", 0.0)},
-                ),
-            )
-            yield Heard(text)
-            if not voice:
-                voice = await asyncio.to_thread(self._stored_voice, conversation_id)
-            speaker = self.tts.sentence_speaker(voice)
-            queue: asyncio.Queue[ReplyText | ReplyAudio | Exception | None] = asyncio.Queue()
-            pieces: asyncio.Queue[str | None] = asyncio.Queue()
-            reply_parts: list[str] = []
-            spoken: list[ReplyAudio] = []
+        try:
+            async with self.chat.serialised(conversation_id):
+                # The user's words are kept whatever becomes of the reply.
+                await self.chat.store_turns(
+                    conversation_id,
+                    StoredTurn(
+                        "user",
+                        text,
+                        created_at=asked,
+                        language=language,
+                        timings={"stt_ms": timings.get("stt_ms", 0.0)},
+                    ),
+                )
+                yield Heard(text)
+                if not voice:
+                    voice = await asyncio.to_thread(self._stored_voice, conversation_id)
+                speaker = self.tts.sentence_speaker(voice)
+                queue: asyncio.Queue[ReplyText | ReplyAudio | Exception | None] = asyncio.Queue()
+                pieces: asyncio.Queue[str | None] = asyncio.Queue()
+                reply_parts: list[str] = []
+                spoken: list[ReplyAudio] = []
 
-            async def think() -> None:
-                began = time.perf_counter()
-                chunker = SentenceChunker(max_chars=self.tts.settings.segment_threshold_chars)
+                async def think() -> None:
+                    began = time.perf_counter()
+                    chunker = SentenceChunker(max_chars=self.tts.settings.segment_threshold_chars)
+                    try:
+                        async with aclosing(self.chat.generate(conversation_id, text, admission)) as deltas:
+                            async for delta in deltas:
+                                timings.setdefault("llm_first_token_ms", elapsed_ms(began))
+                                reply_parts.append(delta)
+                                queue.put_nowait(ReplyText(delta))
+                                for piece in chunker.feed(delta):
+                                    pieces.put_nowait(piece)
+                        timings["llm_ms"] = elapsed_ms(began)
+                        timings.setdefault("llm_first_token_ms", timings["llm_ms"])
+                        for piece in chunker.flush():
+                            pieces.put_nowait(piece)
+                        pieces.put_nowait(None)
+                    except Exception as e:
+                        queue.put_nowait(e)
+
+                async def speak() -> None:
+                    busy = 0.0
+                    try:
+                        while (piece := await pieces.get()) is not None:
+                            began = time.perf_counter()
+                            audio = await speaker.speak(piece)
+                            busy += time.perf_counter() - began
+                            if audio is None:
+                                continue
+                            if "first_audio_ms" not in timings:
+                                timings["tts_first_audio_ms"] = elapsed_ms(began)
+                                timings["first_audio_ms"] = elapsed_ms(started)
+                            queue.put_nowait(ReplyAudio(audio, len(spoken), piece))
+                        timings["tts_ms"] = round(busy * 1000, 1)
+                        queue.put_nowait(None)
+                    except Exception as e:
+                        queue.put_nowait(e)
+
+                tasks = [asyncio.create_task(think()), asyncio.create_task(speak())]
+                finished = False
                 try:
-                    async with aclosing(self.chat.generate(conversation_id, text)) as deltas:
-                        async for delta in deltas:
-                            timings.setdefault("llm_first_token_ms", elapsed_ms(began))
-                            reply_parts.append(delta)
-                            queue.put_nowait(ReplyText(delta))
-                            for piece in chunker.feed(delta):
-                                pieces.put_nowait(piece)
-                    timings["llm_ms"] = elapsed_ms(began)
-                    timings.setdefault("llm_first_token_ms", timings["llm_ms"])
-                    for piece in chunker.flush():
-                        pieces.put_nowait(piece)
-                    pieces.put_nowait(None)
-                except Exception as e:
-                    queue.put_nowait(e)
-
-            async def speak() -> None:
-                busy = 0.0
-                try:
-                    while (piece := await pieces.get()) is not None:
-                        began = time.perf_counter()
-                        audio = await speaker.speak(piece)
-                        busy += time.perf_counter() - began
-                        if audio is None:
-                            continue
-                        if "first_audio_ms" not in timings:
-                            timings["tts_first_audio_ms"] = elapsed_ms(began)
-                            timings["first_audio_ms"] = elapsed_ms(started)
-                        queue.put_nowait(ReplyAudio(audio, len(spoken), piece))
-                    timings["tts_ms"] = round(busy * 1000, 1)
-                    queue.put_nowait(None)
-                except Exception as e:
-                    queue.put_nowait(e)
-
-            tasks = [asyncio.create_task(think()), asyncio.create_task(speak())]
-            finished = False
-            try:
-                while (event := await queue.get()) is not None:
-                    if isinstance(event, Exception):
-                        raise event
-                    if isinstance(event, ReplyAudio):
-                        spoken.append(event)
-                    yield event
-                finished = True
-            finally:
-                with anyio.CancelScope(shield=True):
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    heard = heard_pieces(spoken, None if finished or played is None else played())
-                    if finished:
-                        reply = "".join(reply_parts).strip()
-                    else:
-                        reply = join_pieces([piece.text for piece in heard])
-                    timings.setdefault("tts_first_audio_ms", 0.0)
-                    timings.setdefault("first_audio_ms", 0.0)
-                    timings["total_ms"] = elapsed_ms(started)
-                    name = await self._save_audio([p.audio for p in heard], speaker.sample_rate, audio_format)
-                    await self.chat.store_turns(
-                        conversation_id,
-                        StoredTurn(
-                            "assistant",
-                            reply,
-                            voice=speaker.voice.file if speaker.voice else None,
-                            audio_file=name,
-                            timings=dict(timings),
-                            interrupted=not finished,
-                        ),
-                    )
-        yield Turn(text, reply, conversation_id, name, dict(timings))
+                    while (event := await queue.get()) is not None:
+                        if isinstance(event, Exception):
+                            raise event
+                        if isinstance(event, ReplyAudio):
+                            spoken.append(event)
+                        yield event
+                    finished = True
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        for task in tasks:
+                            task.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                        heard = heard_pieces(spoken, None if finished or played is None else played())
+                        if finished:
+                            reply = "".join(reply_parts).strip()
+                        else:
+                            reply = join_pieces([piece.text for piece in heard])
+                        timings.setdefault("tts_first_audio_ms", 0.0)
+                        timings.setdefault("first_audio_ms", 0.0)
+                        timings["total_ms"] = elapsed_ms(started)
+                        audio = [p.audio for p in heard]
+                        name = await self._save_audio(audio, speaker.sample_rate, audio_format)
+                        await self.chat.store_turns(
+                            conversation_id,
+                            StoredTurn(
+                                "assistant",
+                                reply,
+                                voice=speaker.voice.file if speaker.voice else None,
+                                audio_file=name,
+                                timings=dict(timings),
+                                interrupted=not finished,
+                            ),
+                        )
+            yield Turn(text, reply, conversation_id, name, dict(timings))
+        finally:
+            if admission is not None:
+                admission.release()  # unused if the reply never reached the LLM
 
     async def _save_audio(self, chunks: list[Audio], rate: int, audio_format: AudioFormat) -> str | None:
         if not chunks:

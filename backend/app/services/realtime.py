@@ -263,7 +263,7 @@ class RealtimeSession:
                 await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
                 return
             text = self.conversation.chat.check_text(transcription.text)
-            self.conversation.check_ready(None)
+            admission = self.conversation.check_ready(None)
             events = self.conversation.respond(
                 text,
                 self.conversation_id,
@@ -273,6 +273,7 @@ class RealtimeSession:
                 started=ended_at,
                 timings=timings,
                 played=self._played_s,
+                admission=admission,
             )
             async with aclosing(events) as stream:
                 async for event in stream:

@@ -170,8 +170,8 @@ class TTSService:
         """Validate now (errors before any audio), then the chunks one segment at a time."""
         segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
         info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
-        self.worker.check()  # the stream admits itself when it starts; refuse before the 200 if full
-        return info, self.worker.stream(self.iter_audio, segments, chosen, cfg, speed)
+        admission = self.worker.admit()  # 503 now, before the 200; the slot is kept for the stream
+        return info, admission.stream(self.iter_audio, segments, chosen, cfg, speed)
 
     def sentence_speaker(self, voice: str | None) -> SentenceSpeaker:
         """A speaker for a reply that arrives sentence by sentence (see SentenceSpeaker)."""

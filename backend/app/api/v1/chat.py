@@ -88,9 +88,9 @@ async def create_chat_completion(
     max_tokens = min(asked, settings.max_tokens)
     temperature = settings.temperature if body.temperature is None else body.temperature
     options = GenerationOptions(max_tokens=max_tokens, temperature=temperature)
-    prompt_tokens = await chat.check_completion(messages, max_tokens)  # 400 / 503 before any stream
+    checked = await chat.check_completion(messages, max_tokens)  # 400 / 503 before any stream
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    events = chat.complete(messages, options, stops, prompt_tokens)
+    events = chat.complete(messages, options, stops, checked)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = _chunks(events, completion_id, created, model, include_usage)

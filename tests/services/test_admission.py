@@ -1,0 +1,120 @@
+"""A streamed response is refused (503) before its 200 or not at all: the model slot it was
+admitted with is kept for it until its work starts, so a request arriving in between is the one
+refused. Runs the real embedded models, each behind a worker with room for one call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import aclosing
+
+import pytest
+
+from backend.app.backends.protocols import ChatMessage, GenerationOptions
+from backend.app.core.errors import InvalidAudioError, OverloadedError
+from backend.app.core.worker import ModelWorker
+from backend.app.services.chat import ChatReply
+from backend.app.services.container import Services
+from backend.app.services.conversation import Turn, collect
+from tests.conftest import clip
+
+
+@pytest.fixture
+def one_slot(services: Services) -> Iterator[Services]:
+    """The shared services, with the chat and TTS models behind workers that admit one call."""
+    saved = services.chat.worker, services.tts.worker
+    services.chat.worker = ModelWorker("chat", queue_size=0)
+    services.tts.worker = ModelWorker("tts", queue_size=0)
+    try:
+        yield services
+    finally:
+        for worker in (services.chat.worker, services.tts.worker):
+            worker.shutdown()
+        services.chat.worker, services.tts.worker = saved
+
+
+def test_a_tts_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> None:
+    tts = one_slot.tts
+
+    async def main() -> None:
+        info, chunks = await tts.stream("The first sentence. And the second one.")
+        # The 200 goes out here. A request arriving now is refused, not the stream.
+        with pytest.raises(OverloadedError):
+            await tts.synthesize("Someone else's request.")
+        got = [chunk async for chunk in chunks]
+        assert len(got) == info.segments >= 1
+        assert sum(chunk.duration for chunk in got) > 1.5
+
+    asyncio.run(main())
+    assert tts.worker.pending == 0
+
+
+def test_a_chat_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> None:
+    chat = one_slot.chat
+
+    async def main() -> ChatReply:
+        admission = await chat.prepare("What is the capital of France?", None)
+        with pytest.raises(OverloadedError):
+            await chat.check_completion([ChatMessage("user", "hi")], max_tokens=4)
+        async with aclosing(chat.reply_stream("What is the capital of France?", None, admission)) as events:
+            async for event in events:
+                if isinstance(event, ChatReply):
+                    return event
+        raise AssertionError("no reply")
+
+    assert "paris" in asyncio.run(main()).reply.lower()
+    assert chat.worker.pending == 0
+
+
+def test_a_completion_checked_up_front_runs_in_its_slot(one_slot: Services) -> None:
+    chat = one_slot.chat
+    messages = [ChatMessage("user", "What is the capital of France?")]
+
+    async def main() -> str:
+        checked = await chat.check_completion(messages, max_tokens=8)
+        with pytest.raises(OverloadedError):
+            await chat.prepare("hello", None)
+        parts = []
+        async with aclosing(chat.complete(messages, GenerationOptions(8, 0.0), (), checked)) as events:
+            async for event in events:
+                if isinstance(event, str):
+                    parts.append(event)
+        return "".join(parts)
+
+    assert "Paris" in asyncio.run(main())
+    assert chat.worker.pending == 0
+
+
+def test_a_turn_holds_the_llm_slot_from_its_start_to_its_reply(one_slot: Services) -> None:
+    conversation = one_slot.conversation
+    chat = one_slot.chat
+
+    async def main() -> Turn:
+        stream = await conversation.begin_turn(clip("speech.flac"))  # transcribed: the 200 goes now
+        assert chat.worker.pending == 1
+        with pytest.raises(OverloadedError):
+            await chat.prepare("A later request.", None)
+        return await collect(stream)
+
+    turn = asyncio.run(main())
+    assert turn.reply and turn.timings["llm_ms"] > 0
+    assert chat.worker.pending == 0 and one_slot.tts.worker.pending == 0
+
+
+def test_a_turn_that_ends_early_gives_the_llm_slot_back(one_slot: Services) -> None:
+    conversation = one_slot.conversation
+    chat = one_slot.chat
+    silence = clip("silence.wav")
+
+    async def main() -> None:
+        with pytest.raises(InvalidAudioError):
+            await conversation.begin_turn(b"not audio at all")
+        assert chat.worker.pending == 0
+        stream = await conversation.begin_turn(silence)  # nothing said: no reply, no slot
+        assert stream.transcription.text == "" and chat.worker.pending == 0
+        await collect(stream)
+        stream = await conversation.begin_turn(clip("speech.flac"))
+        del stream  # the client went away before the reply was sent
+        assert chat.worker.pending == 0
+
+    asyncio.run(main())
