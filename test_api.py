@@ -793,3 +793,19 @@ def test_optimize_bad_input(http: httpx.Client) -> None:
     assert_error(http.post("/optimize", json={"text": "hi", "mode": "poem"}), 422)
     assert_error(http.post("/optimize", json={"text": "x" * 5001}), 413, "text_too_long")
     assert_error(http.post("/optimize", data={"text": "hi"}), 415)
+
+
+def test_metrics_in_prometheus_format(http: httpx.Client) -> None:
+    def count(text: str, line_start: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+    stt_ok = 'voice_dialogue_http_requests_total{method="POST",route="/stt",status="200"}'
+    before = http.get("/metrics").text
+    assert http.post("/stt", files={"file": ("s.flac", clip("speech.flac"), "audio/flac")}).status_code == 200
+    response = http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert count(response.text, stt_ok) == count(before, stt_ok) + 1
+    stt_stage = 'voice_dialogue_stage_duration_seconds_count{stage="stt"}'
+    assert count(response.text, stt_stage) == count(before, stt_stage) + 1
+    for name in ("model_queue_depth", "model_busy", "model_load_seconds", "audio_synthesized_seconds_total"):
+        assert f"\nvoice_dialogue_{name}" in response.text, name

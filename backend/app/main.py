@@ -23,6 +23,7 @@ from backend.app.api.routes import (
     conversation,
     conversations,
     health,
+    metrics,
     optimize,
     page,
     realtime,
@@ -33,6 +34,7 @@ from backend.app.api.routes import (
 from backend.app.backends import manifest
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, install_error_handlers
+from backend.app.core.metrics import HttpMetrics
 from backend.app.core.middleware import (
     BearerAuthMiddleware,
     BodySizeLimitMiddleware,
@@ -114,8 +116,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.load_error = None
     app.state.loaded = {}
     app.state.started_at = int(time.time())
+    app.state.metrics = HttpMetrics()
+    app.state.metrics.include(lambda: app.state.services.metrics.registry if app.state.services else None)
     install_error_handlers(app)
-    routers = (page, health, stt, optimize, chat, tts, conversation, conversations, speakers, realtime)
+    routers = (
+        page,
+        health,
+        metrics,
+        stt,
+        optimize,
+        chat,
+        tts,
+        conversation,
+        conversations,
+        speakers,
+        realtime,
+    )
     for router in (module.router for module in routers):
         app.include_router(router)
     app.include_router(v1.router)
@@ -134,7 +150,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_headers=["*"],
             expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 
 

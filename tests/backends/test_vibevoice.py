@@ -175,6 +175,7 @@ def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Servic
         services.outputs,
         VoiceService(library),
         services.realtime,
+        services.metrics,
     )
     with TestClient(create_app(settings, vv_services), raise_server_exceptions=False) as client:
         yield client

@@ -56,7 +56,14 @@ def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path:
     base = services.chat
     chat = ChatService(base.backend, base.worker, base.settings, store)
     swept = Services(
-        services.stt, chat, services.tts, services.conversation, outputs, services.voices, services.realtime
+        services.stt,
+        chat,
+        services.tts,
+        services.conversation,
+        outputs,
+        services.voices,
+        services.realtime,
+        services.metrics,
     )
     assert swept.sweep_outputs() == 1
     assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()

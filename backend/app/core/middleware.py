@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.core.errors import error_response_parts
 from backend.app.core.logs import request_id
+from backend.app.core.metrics import HttpMetrics
 from backend.app.core.worker import stage_times
 
 access_log = logging.getLogger("backend.app.access")
@@ -111,8 +112,9 @@ class RequestContextMiddleware:
     it in the response's `X-Request-ID`, and writes one access line when the request ends: method,
     route, status, duration and per-stage milliseconds (`stages`: time each model spent on it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -133,6 +135,8 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
             elif message["type"] == "websocket.accept":
                 status = 101
+                if self.metrics is not None:
+                    self.metrics.sessions.inc()
             elif message["type"] == "websocket.close" and status is None:
                 status = 403  # refused before the handshake completed
             await send(message)
@@ -143,13 +147,18 @@ class RequestContextMiddleware:
             status = status or 500
             raise
         finally:
-            route = scope.get("route")
+            route: str | None = getattr(scope.get("route"), "path", None)
+            seconds = time.perf_counter() - started
             fields: dict[str, Any] = {
                 "method": scope.get("method", "WS"),
-                "route": getattr(route, "path", None) or scope["path"],
+                "route": route or scope["path"],
                 "status": status or CLIENT_CLOSED,
-                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "ms": round(seconds * 1000, 1),
             }
+            if self.metrics is not None:
+                if status == 101:
+                    self.metrics.sessions.dec()
+                self.metrics.observe_request(fields["method"], route, fields["status"], seconds)
             if timings:
                 fields["stages"] = {f"{name}_ms": round(ms, 1) for name, ms in timings.items()}
             client = scope.get("client")

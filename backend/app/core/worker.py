@@ -119,11 +119,18 @@ class ModelWorker:
         # happen on any thread, at any allocation, including one made while the lock is held.
         self._lock = threading.RLock()
         self._admitted = 0
+        self._running = 0
 
     @property
     def pending(self) -> int:
         """Calls admitted and not yet finished (running + waiting)."""
         return self._admitted
+
+    def load(self) -> tuple[int, int]:
+        """(running, waiting): calls on the model now, and admitted calls (or slots held for
+        streams not yet started) waiting for it."""
+        with self._lock:
+            return self._running, self._admitted - self._running
 
     def check(self) -> None:
         """Refuse now (503) if a new request would be refused: for work admitted up front."""
@@ -158,10 +165,14 @@ class ModelWorker:
         def call() -> T:
             token = _cancel_event.set(cancel)
             started = time.perf_counter()
+            with self._lock:
+                self._running += 1
             try:
                 raise_if_cancelled()
                 return fn()
             finally:
+                with self._lock:
+                    self._running -= 1
                 _cancel_event.reset(token)
                 if timings is not None:
                     elapsed = (time.perf_counter() - started) * 1000

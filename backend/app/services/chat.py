@@ -19,6 +19,7 @@ import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
 from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
+from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -110,12 +111,18 @@ class ChatService:
     """Replies to a user message in the context of its stored conversation."""
 
     def __init__(
-        self, backend: ChatModel, worker: ModelWorker, settings: ChatSettings, store: ConversationStore
+        self,
+        backend: ChatModel,
+        worker: ModelWorker,
+        settings: ChatSettings,
+        store: ConversationStore,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.backend = backend
         self.worker = worker
         self.settings = settings
         self.store = store
+        self.metrics = metrics or ServiceMetrics()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
@@ -200,6 +207,7 @@ class ChatService:
 
         Runs in `admission`'s slot if given (see `prepare`), else is admitted when it starts.
         Closing this iterator early stops the generation on the model's worker."""
+        timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
             options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
@@ -211,7 +219,9 @@ class ChatService:
                         if not delta:
                             continue
                         leading = False
+                    timer.first()
                     yield delta
+            timer.done()
         finally:
             if admission is not None:
                 admission.release()  # unused if the generation never started
@@ -255,6 +265,7 @@ class ChatService:
         if checked is None:
             checked = await self.check_completion(messages, options.max_tokens)
         prompt_tokens, admission = checked
+        timer = StageTimer(self.metrics, "llm_first_token", "llm")
         scanner = StopScanner(stop)
         parts: list[str] = []
         leading = True
@@ -265,10 +276,12 @@ class ChatService:
                     leading = not delta
                 text = scanner.feed(delta)
                 if text:
+                    timer.first()
                     parts.append(text)
                     yield text
                 if scanner.stopped:
                     break
+        timer.done()
         tail = "" if scanner.stopped else scanner.flush()
         if tail:
             parts.append(tail)

@@ -21,6 +21,7 @@ from backend.app.backends.protocols import (
     TranscribeOptions,
 )
 from backend.app.core.config import Settings
+from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatService, ChatSettings
 from backend.app.services.conversation import ConversationService
@@ -45,6 +46,7 @@ class Services:
     outputs: OutputStore
     voices: VoiceService
     realtime: RealtimeService
+    metrics: ServiceMetrics
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
@@ -72,20 +74,29 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
     /health to report progress while the rest load."""
     started = time.perf_counter()
     loaded = {} if loaded is None else loaded
+    metrics = ServiceMetrics()
+
+    def ready(stage: str, info: ModelInfo, since: float) -> None:
+        seconds = time.perf_counter() - since
+        loaded[stage] = info
+        metrics.load_seconds.labels(stage, info.model).set(seconds)
+        logger.info("%s ready: %s on %s (%.1f s)", stage, info.model, info.device, seconds)
+
+    began = time.perf_counter()
     stt_backend = factory.load_stt(settings)
-    loaded["stt"] = stt_backend.info
-    logger.info("STT ready: %s on %s", stt_backend.info.model, stt_backend.info.device)
+    ready("stt", stt_backend.info, began)
+    began = time.perf_counter()
     chat_backend = factory.load_chat(settings)
-    loaded["chat"] = chat_backend.info
-    logger.info("chat ready: %s on %s", chat_backend.info.model, chat_backend.info.device)
+    ready("chat", chat_backend.info, began)
+    began = time.perf_counter()
     tts_backend = factory.load_tts(settings)
-    loaded["tts"] = tts_backend.info
-    logger.info("TTS ready: %s on %s", tts_backend.info.model, tts_backend.info.device)
+    ready("tts", tts_backend.info, began)
 
     stt = STTService(
         stt_backend,
         ModelWorker("stt", settings.queue_size, settings.stt_timeout_s),
         STTLimits(max_audio_seconds=settings.max_audio_seconds),
+        metrics,
     )
     chat = ChatService(
         chat_backend,
@@ -99,6 +110,7 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
             max_chars=settings.max_tts_chars,
         ),
         ConversationStore(settings.data_dir / "conversations.db"),
+        metrics,
     )
     library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(
@@ -112,14 +124,16 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
             segment_silence_ms=settings.segment_silence_ms,
             default_cfg_scale=settings.default_cfg_scale,
         ),
+        metrics,
     )
     outputs = OutputStore(settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb)
     warm_up(stt_backend, chat_backend, tts_backend)
     tts.preload(settings.preload_voices)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
-    conversation = ConversationService(stt, chat, tts, outputs)
+    conversation = ConversationService(stt, chat, tts, outputs, metrics)
     realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
-    return Services(stt, chat, tts, conversation, outputs, VoiceService(library), realtime)
+    metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
+    return Services(stt, chat, tts, conversation, outputs, VoiceService(library), realtime, metrics)
 
 
 def realtime_settings(settings: Settings) -> RealtimeSettings:

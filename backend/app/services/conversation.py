@@ -21,6 +21,7 @@ from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import NotFoundError
+from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.worker import Admission
 from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
 from backend.app.services.outputs import OutputStore
@@ -96,11 +97,19 @@ def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[Reply
 class ConversationService:
     """STT -> chat -> TTS, calling the three services directly."""
 
-    def __init__(self, stt: STTService, chat: ChatService, tts: TTSService, outputs: OutputStore) -> None:
+    def __init__(
+        self,
+        stt: STTService,
+        chat: ChatService,
+        tts: TTSService,
+        outputs: OutputStore,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self.stt = stt
         self.chat = chat
         self.tts = tts
         self.outputs = outputs
+        self.metrics = metrics or ServiceMetrics()
 
     def _stored_voice(self, conversation_id: str) -> str | None:
         """The conversation's own reply voice, if it still exists in the library."""
@@ -248,8 +257,13 @@ class ConversationService:
                             if "first_audio_ms" not in timings:
                                 timings["tts_first_audio_ms"] = elapsed_ms(began)
                                 timings["first_audio_ms"] = elapsed_ms(started)
+                                self.metrics.observe_stage(
+                                    "tts_first_audio", timings["tts_first_audio_ms"] / 1000
+                                )
+                                self.metrics.observe_stage("first_audio", timings["first_audio_ms"] / 1000)
                             queue.put_nowait(ReplyAudio(audio, len(spoken), piece))
                         timings["tts_ms"] = round(busy * 1000, 1)
+                        self.metrics.observe_stage("tts", busy)
                         queue.put_nowait(None)
                     except Exception as e:
                         queue.put_nowait(e)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText, TranscribeOptions, Transcription
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
+from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.worker import ModelWorker
 
 
@@ -25,10 +27,17 @@ class STTLimits:
 class STTService:
     """Speech to text. Decoding and inference both run on the model's worker thread."""
 
-    def __init__(self, backend: SpeechToText, worker: ModelWorker, limits: STTLimits) -> None:
+    def __init__(
+        self,
+        backend: SpeechToText,
+        worker: ModelWorker,
+        limits: STTLimits,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self.backend = backend
         self.worker = worker
         self.limits = limits
+        self.metrics = metrics or ServiceMetrics()
         self._languages = _whisper_languages()
 
     def check_options(self, options: TranscribeOptions) -> None:
@@ -49,14 +58,22 @@ class STTService:
     async def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
         """Transcribe an encoded audio file (any format PyAV reads)."""
         self.check_options(options)
-        return await self.worker.run(self._decode_and_transcribe, data, options)
+        started = time.perf_counter()
+        return self._observed(started, await self.worker.run(self._decode_and_transcribe, data, options))
 
     async def transcribe_audio(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         """Transcribe audio already decoded (the realtime stream's utterances)."""
         self.check_options(options)
         if audio.duration > self.limits.max_audio_seconds:
             raise AudioTooLongError(f"the audio is longer than {self.limits.max_audio_seconds:g} s")
-        return await self.worker.run(self._transcribe, audio, options)
+        started = time.perf_counter()
+        return self._observed(started, await self.worker.run(self._transcribe, audio, options))
+
+    def _observed(self, started: float, transcription: Transcription) -> Transcription:
+        """Count a finished transcription: its time (queue wait included) and its audio."""
+        self.metrics.observe_stage("stt", time.perf_counter() - started)
+        self.metrics.transcribed.inc(transcription.duration)
+        return transcription
 
     def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)

@@ -13,6 +13,7 @@ from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
+from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.worker import ModelWorker, raise_if_cancelled
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
 from backend.app.text.segment import segment_text
@@ -48,12 +49,14 @@ class TTSService:
         voices: VoiceLibrary,
         cache: SpeakerCache[object],
         settings: TTSSettings,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.backend = backend
         self.worker = worker
         self.voices = voices
         self.cache = cache
         self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
 
     def prepare_text(self, text: str) -> list[str]:
         """Validate and clean `text`, and split it into segments."""
@@ -103,7 +106,8 @@ class TTSService:
         speed: float = 1.0,
     ) -> Synthesis:
         segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
-        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed)
+        timer = StageTimer(self.metrics, "tts_first_audio", "tts")
+        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed, timer)
 
     def _plan(
         self, text: str, voice: str | None, speaker_voice_path: str | None, cfg_scale: float | None
@@ -119,14 +123,25 @@ class TTSService:
         return voice if self.backend.supports_cloning else None
 
     def iter_audio(
-        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float = 1.0
+        self,
+        segments: list[str],
+        voice: VoiceInfo | None,
+        cfg_scale: float,
+        speed: float = 1.0,
+        timer: StageTimer | None = None,
     ) -> Iterator[Audio]:
         """Synthesise segment by segment (blocking; run it on the worker). From the second segment
-        on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate."""
+        on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate.
+        `timer` (started when the request was admitted) is told of the first chunk and the end."""
         prompt = self.prompt_for(voice)
         for i, segment in enumerate(segments):
             raise_if_cancelled()
-            yield self.render(segment, prompt, cfg_scale, speed, first=i == 0, joined=len(segments) > 1)
+            audio = self.render(segment, prompt, cfg_scale, speed, first=i == 0, joined=len(segments) > 1)
+            if timer is not None:
+                timer.first()
+            yield audio
+        if timer is not None:
+            timer.done()
 
     def prompt_for(self, voice: VoiceInfo | None) -> object | None:
         """The engine's prompt for `voice` (blocking on a cache miss), or None for fixed-voice engines."""
@@ -143,18 +158,23 @@ class TTSService:
         audio = self.backend.synthesize(request)
         if not native:
             audio = change_tempo(audio, speed)
-        if not joined:
-            return audio
-        audio = fade_edges(trim_silence(audio))
-        if first:
-            return audio
-        gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
-        return Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
+        if joined:
+            audio = fade_edges(trim_silence(audio))
+            if not first:
+                gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
+                audio = Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
+        self.metrics.synthesized.inc(audio.duration)
+        return audio
 
     def _synthesize_segments(
-        self, segments: list[str], voice: VoiceInfo | None, cfg_scale: float, speed: float
+        self,
+        segments: list[str],
+        voice: VoiceInfo | None,
+        cfg_scale: float,
+        speed: float,
+        timer: StageTimer | None = None,
     ) -> Synthesis:
-        chunks = [chunk.samples for chunk in self.iter_audio(segments, voice, cfg_scale, speed)]
+        chunks = [chunk.samples for chunk in self.iter_audio(segments, voice, cfg_scale, speed, timer)]
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         rate = self.backend.sample_rate
         return Synthesis(Audio(samples, rate), len(segments), self.applied_voice(voice))
@@ -171,7 +191,8 @@ class TTSService:
         segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
         info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
         admission = self.worker.admit()  # 503 now, before the 200; the slot is kept for the stream
-        return info, admission.stream(self.iter_audio, segments, chosen, cfg, speed)
+        timer = StageTimer(self.metrics, "tts_first_audio", "tts")
+        return info, admission.stream(self.iter_audio, segments, chosen, cfg, speed, timer)
 
     def sentence_speaker(self, voice: str | None) -> SentenceSpeaker:
         """A speaker for a reply that arrives sentence by sentence (see SentenceSpeaker)."""
