@@ -8,14 +8,15 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser fuzz soak bench models clean help
+.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu models clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
 	@echo "make test   set up and run lint, unit tests, the end-to-end tests and the browser tests"
 	@echo "make fuzz   set up and run the fuzzers ten times longer than make test does"
 	@echo "make soak   set up and run the 10-minute soak test (bench/results/soak.md)"
-	@echo "make bench  set up and run the benchmarks (results in bench/results/)"
+	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
+	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,10 +72,19 @@ fuzz: setup
 soak: setup
 	$(PY) -m bench.soak
 
-bench: setup
-	$(PY) -m bench.stages
+# The Wyoming servers the suite compares against, in a virtual environment of their own.
+WYOMING_VENV := bench/.venv-wyoming
+$(WYOMING_VENV)/.installed: bench/requirements-wyoming.txt
+	$(PYTHON) -m venv $(WYOMING_VENV)
+	$(WYOMING_VENV)/bin/python -m pip install $(PIP_FLAGS) -r bench/requirements-wyoming.txt
+	touch $@
+
+bench: setup $(WYOMING_VENV)/.installed
+	$(PY) -m bench
 	$(PY) -m bench.long_text
-	$(PY) -m bench.latency
+
+bench-gpu: setup $(WYOMING_VENV)/.installed
+	$(PY) -m bench --gpu
 
 clean:
 	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures

@@ -1,9 +1,7 @@
-"""Voice-to-voice latency: streamed vs non-streamed /conversation, and the realtime WebSocket.
+"""Time to first audio: streamed vs non-streamed /conversation, and the realtime WebSocket.
 
-Run with `make bench` (or `.venv/bin/python -m bench.latency [--runs N]`). In one run it starts the
-real server (`python -m backend.app`, embedded models, default settings) on a free localhost port
-and, for a 3-second spoken request (tests/data/speech.wav, "Please turn on the kitchen lights and
-play some quiet music."), measures, interleaved run by run:
+For a 3-second spoken request (tests/data/speech.wav, "Please turn on the kitchen lights and play
+some quiet music."), interleaved run by run:
 
 1. **non-streamed /conversation**: request sent -> whole JSON answer (its audio fetched too);
 2. **streamed /conversation** (`stream=true`): request sent -> first `audio` event (time to first
@@ -12,20 +10,15 @@ play some quiet music."), measures, interleaved run by run:
    silence, as a microphone would. From the server's `speech_end` event to the first binary audio
    frame, and from the end of the speech in the clip (the last loud sample was sent) to it.
 
-Each run starts a new conversation, so the context is the same every time. Medians (and p90) of
-`--runs` runs go to bench/results/latency.md and bench/results/latency.png.
+Each run starts a new conversation, so the context is the same every time.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -33,10 +26,9 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from backend.app.audio.decode import decode_audio
-from bench.stages import free_port, start_server
+from bench import machine
+from bench.common import REPO, pyplot, table
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 CLIP = REPO / "tests" / "data" / "speech.wav"
 FRAME_S = 0.02
 
@@ -143,42 +135,42 @@ def summary(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), p90
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10, help="runs of each measurement (default 10)")
-    args = parser.parse_args()
-
+def measure(port: int, runs: int) -> tuple[list[dict[str, float]], float, float]:
+    """The runs' rows, the clip's length and where its speech ends (seconds)."""
     clip = CLIP.read_bytes()
     audio = decode_audio(clip, 16000)
     pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
     offset = speech_end_offset(audio.samples, 16000)
-    port = free_port()
-    server = start_server(port)
+    url = f"ws://127.0.0.1:{port}/ws/conversation"
     rows: list[dict[str, float]] = []
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            conversation_plain(client, clip)  # warm-up: first-request costs are not latency
-            conversation_streamed(client, clip)
-            asyncio.run(websocket_turn(f"ws://127.0.0.1:{port}/ws/conversation", pcm, offset))
-            for run in range(args.runs):
-                row = conversation_plain(client, clip)
-                row |= {f"streamed_{k}": v for k, v in conversation_streamed(client, clip).items()}
-                time.sleep(1)  # the previous WebSocket reply may still be winding down
-                row |= asyncio.run(websocket_turn(f"ws://127.0.0.1:{port}/ws/conversation", pcm, offset))
-                rows.append(row)
-                print(
-                    f"run {run + 1}: non-streamed {row['total_s']:.2f} s, first audio "
-                    f"{row['streamed_first_audio_s']:.2f} s, WebSocket {row['ws_from_speech_end_s']:.2f} s",
-                    flush=True,
-                )
-    finally:
-        server.terminate()
-        server.wait(30)
-    write_report(rows, audio.duration, offset)
-    return 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+        conversation_plain(client, clip)  # warm-up: first-request costs are not latency
+        conversation_streamed(client, clip)
+        asyncio.run(websocket_turn(url, pcm, offset))
+        for run in range(runs):
+            row = conversation_plain(client, clip)
+            row |= {f"streamed_{k}": v for k, v in conversation_streamed(client, clip).items()}
+            time.sleep(1)  # the previous WebSocket reply may still be winding down
+            row |= asyncio.run(websocket_turn(url, pcm, offset))
+            rows.append(row)
+            print(
+                f"latency run {run + 1}: non-streamed {row['total_s']:.2f} s, first audio "
+                f"{row['streamed_first_audio_s']:.2f} s, WebSocket {row['ws_from_speech_end_s']:.2f} s",
+                flush=True,
+            )
+    return rows, audio.duration, offset
 
 
-def write_report(rows: list[dict[str, float]], clip_s: float, speech_s: float) -> None:
+LABELS = [
+    ("total_s", "non-streamed /conversation: request -> whole answer (+ audio fetched)"),
+    ("streamed_first_audio_s", "streamed /conversation: request -> first audio"),
+    ("streamed_total_s", "streamed /conversation: request -> done"),
+    ("ws_from_speech_end_s", "WebSocket: `speech_end` event -> first audio frame"),
+    ("ws_from_speech_over_s", "WebSocket: last speech sample sent -> first audio frame"),
+]
+
+
+def section(rows: list[dict[str, float]], clip_s: float, speech_s: float, out: Path) -> list[str]:
     def col(key: str) -> tuple[float, float]:
         return summary([r[key] for r in rows])
 
@@ -186,37 +178,25 @@ def write_report(rows: list[dict[str, float]], clip_s: float, speech_s: float) -
     first, _ = col("streamed_first_audio_s")
     ws, _ = col("ws_from_speech_end_s")
     lines = [
-        "# Voice-to-voice latency",
+        "## Streamed vs non-streamed: time to first audio",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, "
-        f"Python {platform.python_version()}, torch {version('torch')}, faster-whisper "
-        f"{version('faster-whisper')}, piper-tts {version('piper-tts')}. Embedded models, default "
-        f"settings. Input: a {clip_s:.1f} s spoken request (speech ends at {speech_s:.2f} s). "
-        f"Median and p90 of {len(rows)} runs, interleaved; written by `bench/latency.py`.",
+        f"Input: a {clip_s:.1f} s spoken request (speech ends at {speech_s:.2f} s). Median and p90 "
+        f"of {len(rows)} runs, interleaved.",
         "",
-        "| measurement | median s | p90 s |",
-        "|---|---|---|",
     ]
-    labels = [
-        ("total_s", "non-streamed /conversation: request -> whole answer (+ audio fetched)"),
-        ("streamed_first_audio_s", "streamed /conversation: request -> first audio"),
-        ("streamed_total_s", "streamed /conversation: request -> done"),
-        ("ws_from_speech_end_s", "WebSocket: `speech_end` event -> first audio frame"),
-        ("ws_from_speech_over_s", "WebSocket: last speech sample sent -> first audio frame"),
-    ]
-    for key, label in labels:
-        median, p90 = col(key)
-        lines.append(f"| {label} | {median:.2f} | {p90:.2f} |")
+    lines += table(
+        ["measurement", "median s", "p90 s"],
+        [[label, *(f"{v:.2f}" for v in col(key))] for key, label in LABELS],
+    )
     lines += [
         "",
-        "Inside the streamed turn (server timings, median ms): "
+        f"Streamed first audio is **{first / plain:.2f} x** the non-streamed whole answer. Inside the "
+        "streamed turn (server timings, median ms): "
         + ", ".join(
             f"{name} {statistics.median(r[f'streamed_{name}'] for r in rows):.0f}"
             for name in ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms")
         )
         + ".",
-        "",
-        "## Against the goals",
         "",
         "| goal | measured | met |",
         "|---|---|---|",
@@ -230,35 +210,28 @@ def write_report(rows: list[dict[str, float]], clip_s: float, speech_s: float) -
         "The WebSocket's `speech_end` comes VAD_MIN_SILENCE_MS (500 ms) after the speech stops; the "
         "server transcribes during that silence, so the second WebSocket row is what a user waits.",
         "",
+        f"*Machine: {machine.summary()}.*",
+        "",
         "![latency](latency.png)",
         "",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latency.md").write_text("\n".join(lines))
-    plot(rows, labels)
-    print("\n".join(lines))
+    plot(rows, out / "latency.png")
+    return lines
 
 
-def plot(rows: list[dict[str, float]], labels: list[tuple[str, str]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    medians = [statistics.median(r[key] for r in rows) for key, _ in labels]
-    p90s = [summary([r[key] for r in rows])[1] for key, _ in labels]
+def plot(rows: list[dict[str, float]], path: Path) -> None:
+    plt = pyplot()
+    medians = [statistics.median(r[key] for r in rows) for key, _ in LABELS]
+    p90s = [summary([r[key] for r in rows])[1] for key, _ in LABELS]
     fig, ax = plt.subplots(figsize=(9, 4))
-    y = range(len(labels))
+    y = range(len(LABELS))
     ax.barh(y, medians, xerr=[[0] * len(medians), [p - m for p, m in zip(p90s, medians, strict=True)]])
-    ax.set_yticks(list(y), [label.split(":")[0] + ":\n" + label.split(":", 1)[1] for _, label in labels])
+    ax.set_yticks(list(y), [label.split(":")[0] + ":\n" + label.split(":", 1)[1] for _, label in LABELS])
     ax.invert_yaxis()
     ax.set_xlabel("seconds (median; whisker to p90)")
     ax.set_title("Time to the answer's first sound vs the whole answer")
     for i, m in enumerate(medians):
         ax.text(m, i, f" {m:.2f}", va="center")
     fig.tight_layout()
-    fig.savefig(RESULTS / "latency.png", dpi=120)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

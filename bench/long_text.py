@@ -28,7 +28,7 @@ from backend.app.core.worker import ModelWorker
 from backend.app.services.tts import TTSService, TTSSettings
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
-from bench.stages import free_port, start_server
+from bench.common import free_port, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

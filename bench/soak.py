@@ -32,7 +32,7 @@ import psutil
 import soundfile as sf
 from websockets.sync.client import connect as ws_connect
 
-from bench.stages import free_port, start_server
+from bench.common import free_port, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

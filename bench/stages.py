@@ -1,48 +1,34 @@
 """Per-stage latency (STT, LLM, TTS x short/medium/long) and server-over-raw-library ratios.
 
-Run with `make bench` (or `.venv/bin/python -m bench.stages`). In one run it:
-1. loads the embedded models in this process (the "raw library" side) and starts the real server
-   (`python -m backend.app`) on a free localhost port;
-2. for /stt and /tts, times the raw library call and the same work through the server, interleaved
-   (raw, server, raw, server, ...) so that both sides see the same machine state;
-3. times each stage on short (< 20 words), medium (20-100) and long (> 100) inputs;
-4. writes bench/results/stages.md and bench/results/stages.png.
-
-Raw STT is `WhisperModel.transcribe` on an already decoded 16 kHz array (the least the library must
-do); faster-whisper's own file path (`transcribe(file)`, with its decode) is shown for reference.
-Raw TTS is `PiperVoice.synthesize` to a float array. Server times are whole HTTP round trips.
+For each input size it times, interleaved (raw, server, raw, server, ...) so that both sides see the
+same machine state:
+- STT: faster-whisper's `transcribe` on a decoded 16 kHz array (the least the library must do; its
+  own file path, with its decode, is shown too) vs POST /stt with the WAV;
+- LLM: the same model generating the same greedy reply in this process (the engine call the
+  server makes; plain transformers `generate` on the same weights is shown too; for
+  LLM_BACKEND=openai, the `openai` client calling the same server) vs POST /v1/chat/completions
+  with the same messages;
+- TTS: `PiperVoice.synthesize` (or the engine's own call for other engines) vs POST /tts.
+STT input is the TTS rendering of the same text.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.encode import encode_audio
-from backend.app.backends import embedded
-from backend.app.backends.piper import PiperBackend
-from backend.app.backends.protocols import (
-    ChatMessage,
-    GenerationOptions,
-    SynthesisRequest,
-)
-from backend.app.backends.transformers_llm import TransformersChatBackend
-from backend.app.backends.whisper import WhisperBackend
+from backend.app.backends import embedded, factory
+from backend.app.backends.protocols import ChatMessage, GenerationOptions, SynthesisRequest
 from backend.app.core.config import Settings
-
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
+from bench import machine
+from bench.common import median, pyplot, table, timed
 
 TEXTS = {
     "short": "Turn off the lights in the living room, please.",
@@ -65,246 +51,235 @@ TEXTS = {
 }
 
 
-def timed(fn: Callable[[], object]) -> float:
-    # Let the other side's idle worker threads stop spinning (OpenMP keeps them busy ~200 ms after a
-    # parallel region) so that each measured call starts on a quiet machine.
-    time.sleep(0.3)
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+SEED_RTX_4090_S = {
+    "short": {"stt": 0.5, "llm": 0.8, "tts": 3.0},
+    "medium": {"stt": 1.0, "llm": 1.2, "tts": 8.0},
+    "long": {"stt": 2.0, "llm": 2.5, "tts": 15.0},
+}
+"""The seed's published stage times on an RTX 4090 (production models), for --gpu runs."""
 
 
-def median_ms(samples: list[float]) -> float:
-    return round(statistics.median(samples), 1)
+@dataclass
+class Raw:
+    """The libraries called directly, on the models the server is configured with."""
+
+    settings: Settings
+    transcribe: Callable[[Any, str], object] = field(init=False)
+    synthesize: Callable[[str], object] = field(init=False)
+    chat: Callable[[list[ChatMessage]], str] = field(init=False)
+    library_chat: Callable[[list[ChatMessage]], object] | None = field(init=False, default=None)
+    labels: dict[str, str] = field(init=False, default_factory=dict)
+    chat_model_id: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        whisper = factory.load_stt(settings)
+        library_model = whisper._model  # type: ignore[attr-defined]  # faster_whisper.WhisperModel
+        beam = settings.stt_beam_size
+
+        def transcribe(audio: Any, language: str) -> object:
+            segments, _ = library_model.transcribe(audio, language=language, beam_size=beam, vad_filter=True)
+            return list(segments)
+
+        self.transcribe = transcribe
+        self.labels["stt"] = "faster-whisper `WhisperModel.transcribe`"
+        if factory.is_piper(settings.tts_model_name):
+            from piper import PiperVoice
+
+            name = settings.tts_model_name
+            voice = PiperVoice.load(embedded.piper_voice_file() if name == "embedded" else name)
+            self.synthesize = lambda text: [c.audio_float_array for c in voice.synthesize(text)]
+            self.labels["tts"] = "piper-tts `PiperVoice.synthesize`"
+        else:
+            engine = factory.load_tts(settings)
+            self.synthesize = lambda text: engine.synthesize(SynthesisRequest(text))
+            self.labels["tts"] = f"the engine's call in-process ({engine.info.model})"
+        llm = factory.load_chat(settings)
+        options = GenerationOptions(settings.llm_max_tokens, 0.0)
+        self.chat = lambda messages: llm.chat(messages, options)
+        self.chat_model_id = llm.info.id
+        self.labels["llm"] = f"the same generation in-process ({llm.info.model})"
+        model = getattr(llm, "_model", None)
+        tokenizer = getattr(llm, "_tokenizer", None)
+        if model is not None and tokenizer is not None:
+            import torch
+
+            def generate(messages: list[ChatMessage]) -> object:
+                inputs = tokenizer.apply_chat_template(
+                    [{"role": m.role, "content": m.content} for m in messages],
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                ).to(model.device)
+                with torch.inference_mode():
+                    return model.generate(
+                        **inputs, max_new_tokens=settings.llm_max_tokens, do_sample=False, top_k=None
+                    )
+
+            self.library_chat = generate
+            self.labels["llm_library"] = "transformers `generate`, the model's own dtype"
 
 
-def start_server(port: int, **overrides: str) -> subprocess.Popen[bytes]:
-    """Start `python -m backend.app` on `port` (extra settings as `overrides`) and wait until ready."""
-    env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", OUTPUTS_DIR=str(RESULTS / ".outputs"))
-    env.update(overrides)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.app", "--log-level", "warning"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server failed to start; run `make run` to see why")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become ready")
+def measure(http: httpx.Client, raw: Raw, repeats: int) -> list[dict[str, Any]]:
+    settings = raw.settings
+    rows: list[dict[str, Any]] = []
+    for size, text in TEXTS.items():
+        speech = decode_audio(http_tts(http, text), 16_000)
+        wav = encode_audio(speech, "wav")
+        audio16 = resample(decode_audio(wav), 16_000).samples
+        messages = [ChatMessage("system", settings.system_prompt), ChatMessage("user", text)]
+        body = {
+            "model": raw.chat_model_id,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": settings.llm_max_tokens,
+            "temperature": 0,
+        }
+        reply: dict[str, Any] = {}
 
+        def server_stt(wav: bytes = wav) -> None:
+            files = {"file": ("a.wav", wav, "audio/wav")}
+            http.post("/stt", files=files, data={"language": "en"}).raise_for_status()
 
-def free_port() -> int:
-    import socket
+        def server_llm(body: dict[str, Any] = body, reply: dict[str, Any] = reply) -> None:
+            response = http.post("/v1/chat/completions", json=body)
+            response.raise_for_status()
+            reply.update(response.json())
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        def server_tts(text: str = text) -> None:
+            http.post("/tts", json={"text": text}).raise_for_status()
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median)")
-    args = parser.parse_args()
-    repeats = args.repeats
-    settings = Settings()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-
-    print("loading the raw models ...", flush=True)
-    whisper = WhisperBackend(settings.stt_model_name, settings.models_dir, beam_size=settings.stt_beam_size)
-    piper = PiperBackend(settings.tts_model_name)
-    llm = TransformersChatBackend(settings.llm_model, settings.models_dir)
-    # The raw side calls the libraries themselves, as a user of them would.
-    from faster_whisper import WhisperModel
-    from piper import PiperVoice
-
-    library_model: WhisperModel = whisper._model
-    raw_voice = PiperVoice.load(
-        embedded.piper_voice_file() if settings.tts_model_name == "embedded" else settings.tts_model_name
-    )
-
-    print("starting the server ...", flush=True)
-    port = free_port()
-    server = start_server(port)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
-
-    rows: list[dict[str, object]] = []
-    ratios: list[dict[str, object]] = []
-    try:
-        for size, text in TEXTS.items():
-            words = len(text.split())
-            speech = piper.synthesize(SynthesisRequest(text))
-            wav = encode_audio(speech, "wav")
-            audio16 = resample(decode_audio(wav), 16_000)
-            messages = [ChatMessage("system", settings.system_prompt), ChatMessage("user", text)]
-            gen = GenerationOptions(settings.llm_max_tokens, 0.0)
-
-            def raw_stt(samples: object = audio16.samples) -> object:
-                segments, _ = library_model.transcribe(
-                    samples, language="en", beam_size=settings.stt_beam_size, vad_filter=True
-                )
-                return list(segments)
-
-            def library_stt(wav: bytes = wav) -> object:
-                segments, _ = library_model.transcribe(
-                    io.BytesIO(wav), language="en", beam_size=settings.stt_beam_size, vad_filter=True
-                )
-                return list(segments)
-
-            def server_stt(wav: bytes = wav) -> object:
-                response = http.post(
-                    "/stt", files={"file": ("a.wav", wav, "audio/wav")}, data={"language": "en"}
-                )
-                response.raise_for_status()
-                return response
-
-            def raw_tts(text: str = text) -> object:
-                return [chunk.audio_float_array for chunk in raw_voice.synthesize(text)]
-
-            def server_tts(text: str = text) -> object:
-                response = http.post("/tts", json={"text": text})
-                response.raise_for_status()
-                return response
-
-            for warm in (raw_stt, server_stt, raw_tts, server_tts):
-                warm()
-            times: dict[str, list[float]] = {
-                k: [] for k in ("raw_stt", "lib_stt", "srv_stt", "raw_tts", "srv_tts")
+        sides: dict[str, Callable[[], object]] = {
+            "raw_stt": lambda a=audio16: raw.transcribe(a, "en"),
+            "lib_stt": lambda w=wav: raw.transcribe(io.BytesIO(w), "en"),
+            "srv_stt": server_stt,
+            "raw_llm": lambda m=messages: raw.chat(m),
+            "srv_llm": server_llm,
+            "raw_tts": lambda t=text: raw.synthesize(t),
+            "srv_tts": server_tts,
+        }
+        if raw.library_chat is not None:
+            sides["lib_llm"] = lambda m=messages: raw.library_chat(m)  # type: ignore[misc]
+        for fn in sides.values():
+            fn()  # warm-up: first-call costs are not latency
+        times: dict[str, list[float]] = {key: [] for key in sides}
+        for i in range(repeats):
+            for stage in ("stt", "llm", "tts"):
+                keys = [k for k in sides if k.endswith(stage)]
+                for key in keys if i % 2 == 0 else keys[::-1]:  # alternate who goes first
+                    times[key].append(timed(sides[key]))
+        med = {key: round(median(values), 1) for key, values in times.items()}
+        usage = reply.get("usage", {})
+        rows.append(
+            {
+                "size": size,
+                "words": len(text.split()),
+                "audio_s": round(speech.duration, 1),
+                "reply_tokens": usage.get("completion_tokens", "?"),
+                **med,
+                "stt_ratio": round(med["srv_stt"] / med["raw_stt"], 3),
+                "llm_ratio": round(med["srv_llm"] / med["raw_llm"], 3),
+                "tts_ratio": round(med["srv_tts"] / med["raw_tts"], 3),
             }
-            for i in range(repeats):
-                # Alternate which side goes first, so neither always follows the other.
-                stt_order = [("raw_stt", raw_stt), ("srv_stt", server_stt), ("lib_stt", library_stt)]
-                tts_order = [("raw_tts", raw_tts), ("srv_tts", server_tts)]
-                for key, fn in stt_order if i % 2 == 0 else stt_order[::-1]:
-                    times[key].append(timed(fn))
-                for key, fn in tts_order if i % 2 == 0 else tts_order[::-1]:
-                    times[key].append(timed(fn))
-            llm_times = [timed(lambda m=messages, g=gen: llm.chat(m, g)) for _ in range(max(1, repeats // 2))]
-            reply_tokens = len(llm._tokenizer.encode(llm.chat(messages, gen)))
-            med = {k: median_ms(v) for k, v in times.items()}
-            rows.append(
-                {
-                    "size": size,
-                    "words": words,
-                    "audio_s": round(speech.duration, 1),
-                    "stt_ms": med["srv_stt"],
-                    "stt_rtf": round(med["srv_stt"] / 1000 / speech.duration, 3),
-                    "llm_ms": median_ms(llm_times),
-                    "llm_tokens": reply_tokens,
-                    "tts_ms": med["srv_tts"],
-                    "tts_rtf": round(med["srv_tts"] / 1000 / speech.duration, 3),
-                }
-            )
-            ratios.append(
-                {
-                    "size": size,
-                    "raw_stt": med["raw_stt"],
-                    "lib_stt": med["lib_stt"],
-                    "srv_stt": med["srv_stt"],
-                    "stt_ratio": round(med["srv_stt"] / med["raw_stt"], 3),
-                    "raw_tts": med["raw_tts"],
-                    "srv_tts": med["srv_tts"],
-                    "tts_ratio": round(med["srv_tts"] / med["raw_tts"], 3),
-                }
-            )
-            print(rows[-1], ratios[-1], flush=True)
-    finally:
-        http.close()
-        server.terminate()
-        server.wait(timeout=30)
-
-    write_report(rows, ratios, repeats, settings)
-    return 0
+        )
+        print(f"stages {size}: {rows[-1]}", flush=True)
+    return rows
 
 
-def write_report(
-    rows: list[dict[str, object]], ratios: list[dict[str, object]], repeats: int, settings: Settings
-) -> None:
+def http_tts(http: httpx.Client, text: str) -> bytes:
+    response = http.post("/tts", json={"text": text})
+    response.raise_for_status()
+    return response.content
+
+
+def section(rows: list[dict[str, Any]], raw: Raw, repeats: int, out: Path, gpu: bool) -> list[str]:
+    settings = raw.settings
     lines = [
-        "# Per-stage latency and server overhead",
+        "## Per-stage latency by input length",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
-        f"Models: STT `{settings.stt_model_name}` (beam {settings.stt_beam_size}), "
-        f"LLM `{settings.llm_backend}` (max {settings.llm_max_tokens} tokens, greedy), "
-        f"TTS `{settings.tts_model_name}`. Median of {repeats} runs; written by `bench/stages.py`.",
+        f"Models: STT `{settings.stt_model_name}` (beam {settings.stt_beam_size}), LLM "
+        f"`{settings.llm_backend}` {settings.llm_model or '(embedded)'} (at most {settings.llm_max_tokens} "
+        f"tokens, greedy), TTS `{settings.tts_model_name}`. Whole HTTP round trips, median of {repeats}.",
         "",
-        "## Stage latency through the server (HTTP round trip)",
-        "",
-        "| input | words | speech (s) | STT ms | STT RTF | LLM ms | LLM reply tokens | TTS ms | TTS RTF |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['size']} | {r['words']} | {r['audio_s']} | {r['stt_ms']} | {r['stt_rtf']} | "
-            f"{r['llm_ms']} | {r['llm_tokens']} | {r['tts_ms']} | {r['tts_rtf']} |"
-        )
+    headers = ["input", "words", "speech s", "STT s", "STT RTF", "LLM s", "reply tokens", "TTS s", "TTS RTF"]
+    cells = [
+        [
+            r["size"], r["words"], r["audio_s"], f"{r['srv_stt'] / 1000:.2f}",
+            f"{r['srv_stt'] / 1000 / r['audio_s']:.3f}", f"{r['srv_llm'] / 1000:.2f}", r["reply_tokens"],
+            f"{r['srv_tts'] / 1000:.2f}", f"{r['srv_tts'] / 1000 / r['audio_s']:.3f}",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    lines += table(headers, cells)
+    if gpu:
+        lines += ["", "Row for row against the seed's RTX 4090 table (seconds; production models):", ""]
+        seed_cells = []
+        for r in rows:
+            seed = SEED_RTX_4090_S[r["size"]]
+            seed_cells.append(
+                [r["size"]] + [f"{r[f'srv_{s}'] / 1000:.2f} / {seed[s]:.1f}" for s in ("stt", "llm", "tts")]
+            )
+        lines += table(["input", "STT ours / seed", "LLM ours / seed", "TTS ours / seed"], seed_cells)
+    lines += ["", f"*Machine: {machine.summary()}.*", "", "## Server over raw library", ""]
+    headers = [
+        "input", "raw STT ms", "faster-whisper file path ms", "/stt ms", "/stt ratio",
+        "raw LLM ms", "plain `generate` ms", "/v1/chat/completions ms", "LLM ratio",
+        "raw TTS ms", "/tts ms", "/tts ratio",
+    ]  # fmt: skip
+    cells = [
+        [
+            r["size"], r["raw_stt"], r["lib_stt"], r["srv_stt"], f"**{r['stt_ratio']}**",
+            r["raw_llm"], r.get("lib_llm", "n/a"), r["srv_llm"], f"**{r['llm_ratio']}**",
+            r["raw_tts"], r["srv_tts"], f"**{r['tts_ratio']}**",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    lines += table(headers, cells)
     lines += [
         "",
-        "STT input is the TTS rendering of the same text. LLM time is the in-process model "
-        "(the server adds the same HTTP overhead as for the other stages).",
+        f"Raw STT: {raw.labels['stt']} on a decoded 16 kHz array; /stt adds the upload, decoding "
+        f"(PyAV), resampling (soxr) and JSON. Raw LLM: {raw.labels['llm']}, the call the server "
+        "makes; the plain `generate` column is "
+        + (raw.labels.get("llm_library", "not available for this backend"))
+        + " (the server's CPU default reads the prompt in float32 and generates with a bfloat16 copy). "
+        f"Raw TTS: {raw.labels['tts']}; /tts adds text cleaning, segmentation (the medium and long "
+        "texts are over SEGMENT_THRESHOLD_CHARS, so the server makes several calls and inserts "
+        "silences) and WAV encoding. Each timed call starts after a 0.3 s pause; the sides alternate "
+        "order. **Goal: ratio <= 1.05.**",
         "",
-        "## Server over raw library (same run, interleaved)",
+        f"*Machine: {machine.summary()}.*",
         "",
-        "| input | raw STT ms | faster-whisper file path ms | server /stt ms | /stt ratio | "
-        "raw TTS ms | server /tts ms | /tts ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in ratios:
-        lines.append(
-            f"| {r['size']} | {r['raw_stt']} | {r['lib_stt']} | {r['srv_stt']} | **{r['stt_ratio']}** | "
-            f"{r['raw_tts']} | {r['srv_tts']} | **{r['tts_ratio']}** |"
-        )
-    lines += [
-        "",
-        "Raw STT: `transcribe` on a decoded 16 kHz array. Server /stt: upload of the WAV, decode "
-        "(PyAV), resample (soxr), transcribe, JSON. Raw TTS: `PiperVoice.synthesize` to float arrays. Server "
-        "/tts: text cleaning, segmentation (medium and long texts are over SEGMENT_THRESHOLD_CHARS, "
-        "so the server makes several synthesis calls and inserts silences), synthesis, WAV encoding "
-        "and the HTTP response. Each timed call starts after a 0.3 s pause; sides alternate order. "
-        "Goal: ratio <= 1.05.",
+        "![stages](stages.png)",
         "",
     ]
-    (RESULTS / "stages.md").write_text("\n".join(lines))
-    plot(rows, ratios)
-    print("\n".join(lines))
+    plot(rows, out / "stages.png")
+    return lines
 
 
-def plot(rows: list[dict[str, object]], ratios: list[dict[str, object]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
     sizes = [str(r["size"]) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.27
     xs = range(len(sizes))
-    for offset, key, label in ((-width, "stt_ms", "STT"), (0, "llm_ms", "LLM"), (width, "tts_ms", "TTS")):
-        left.bar([x + offset for x in xs], [float(r[key]) for r in rows], width, label=label)  # type: ignore[arg-type]
+    for offset, stage in ((-width, "stt"), (0, "llm"), (width, "tts")):
+        left.bar(
+            [x + offset for x in xs], [r[f"srv_{stage}"] / 1000 for r in rows], width, label=stage.upper()
+        )
     left.set_xticks(list(xs), sizes)
-    left.set_ylabel("ms (median)")
+    left.set_ylabel("seconds (median)")
     left.set_title("Stage latency through the server")
     left.legend()
-    right.bar([x - width / 2 for x in xs], [float(r["stt_ratio"]) for r in ratios], width, label="/stt")  # type: ignore[arg-type]
-    right.bar([x + width / 2 for x in xs], [float(r["tts_ratio"]) for r in ratios], width, label="/tts")  # type: ignore[arg-type]
+    for offset, stage in ((-width, "stt"), (0, "llm"), (width, "tts")):
+        right.bar(
+            [x + offset for x in xs], [r[f"{stage}_ratio"] for r in rows], width, label=f"{stage.upper()}"
+        )
     right.axhline(1.05, color="red", linestyle="--", linewidth=1, label="goal 1.05")
     right.axhline(1.0, color="grey", linewidth=0.8)
     right.set_xticks(list(xs), sizes)
-    right.set_ylim(0.8, max(1.3, *(float(r["stt_ratio"]) for r in ratios)) + 0.05)  # type: ignore[arg-type]
+    right.set_ylim(0.5, max(1.3, *(r[f"{s}_ratio"] for r in rows for s in ("stt", "llm", "tts"))) + 0.05)
     right.set_title("Server time / raw library time")
     right.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "stages.png", dpi=110)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

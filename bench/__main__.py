@@ -1,0 +1,177 @@
+"""The benchmark suite: `make bench` (embedded models, CPU) or `make bench-gpu` (production models).
+
+Runs every section against the real server (`python -m backend.app`) and writes
+bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG charts for
+- per-stage latency by input length, and server-over-raw-library ratios (STT, LLM, TTS);
+- streamed vs non-streamed time to first audio (and the realtime WebSocket);
+- a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
+- cold start to ready, and resident memory with every model loaded;
+- wyoming-faster-whisper and wyoming-piper side by side on the same audio and models.
+Every table names the machine (CPU, cores, GPU) and the README lists the library versions.
+
+--gpu needs CUDA. It runs the production models unless the environment (or .env) names others:
+STT_MODEL_NAME=large-v3, TTS_MODEL_NAME=vibevoice/VibeVoice-1.5B-hf, and the LLM as configured
+(LLM_BACKEND=openai + LLM_BASE_URL for a vLLM/Ollama server, or a local LLM_MODEL on CUDA); the
+models must already be in MODELS_DIR (or the hub cache) when the machine is offline. Its stage
+table is set row for row beside the seed's RTX 4090 figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import machine
+from bench.common import RESULTS, free_port, start_server, stop_server
+
+SECTIONS = ("stages", "latency", "concurrency", "startup", "wyoming")
+GPU_DEFAULTS = {
+    "STT_MODEL_NAME": "large-v3",
+    "STT_DEVICE": "cuda",
+    "TTS_MODEL_NAME": "vibevoice/VibeVoice-1.5B-hf",
+    "TTS_DEVICE": "cuda",
+    "LLM_DEVICE": "cuda",
+}
+QUEUE_SIZE = 8  # >= the sweep's largest level: it measures queueing, not refusals
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gpu", action="store_true", help="run the production models on CUDA")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections (default: all of {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per measurement (median; default 5)"
+    )
+    parser.add_argument("--quick", action="store_true", help="one or two runs of everything: a smoke test")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    out = RESULTS / "gpu" if args.gpu else RESULTS
+    if args.gpu:
+        if machine.gpu() is None:
+            print(
+                "--gpu needs a CUDA GPU (torch.cuda.is_available() is False here); `make bench` runs on CPU"
+            )
+            return 2
+        for name, value in GPU_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    else:
+        for name in GPU_DEFAULTS:  # the CPU suite is the embedded default, whatever the shell says
+            os.environ.pop(name, None)
+    os.environ["QUEUE_SIZE"] = str(QUEUE_SIZE)
+    out.mkdir(parents=True, exist_ok=True)
+    repeats = 1 if args.quick else args.repeats
+    from backend.app.core.config import Settings
+
+    settings = Settings()
+    device = "cuda" if args.gpu else "cpu"
+    started = time.perf_counter()
+
+    if "startup" in args.sections:
+        from bench import startup
+
+        rows = startup.measure(1 if args.quick else 3)
+        write(out, "startup", startup.section(rows))
+
+    needs_server = [s for s in args.sections if s != "startup"]
+    if needs_server:
+        port = free_port()
+        print(f"starting the server ({settings.stt_model_name} / {settings.llm_backend} / "
+              f"{settings.tts_model_name}) ...", flush=True)  # fmt: skip
+        server = start_server(port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(base_url=base, timeout=600) as http:
+                if "stages" in args.sections:
+                    from bench import stages
+
+                    raw = stages.Raw(settings)
+                    rows = stages.measure(http, raw, repeats)
+                    write(out, "stages", stages.section(rows, raw, repeats, out, args.gpu))
+                    del raw
+                if "latency" in args.sections:
+                    from bench import latency
+
+                    runs, clip_s, speech_s = latency.measure(port, 2 if args.quick else 2 * repeats)
+                    write(out, "latency", latency.section(runs, clip_s, speech_s, out))
+                if "concurrency" in args.sections:
+                    from bench import concurrency
+
+                    turns = 1 if args.quick else 3
+                    rows = concurrency.measure(base, turns)
+                    write(out, "concurrency", concurrency.section(rows, turns, QUEUE_SIZE, out))
+                if "wyoming" in args.sections:
+                    from bench import wyoming
+
+                    missing = wyoming.available()
+                    if missing:
+                        print(f"wyoming comparison skipped: {missing}", flush=True)
+                    else:
+                        rows = wyoming.measure(http, settings, repeats, device)
+                        write(out, "wyoming", wyoming.section(rows, settings, repeats, out))
+        finally:
+            stop_server(server)
+    readme = assemble(out, args.gpu)
+    print(f"\nwrote {readme.relative_to(Path.cwd()) if readme.is_relative_to(Path.cwd()) else readme} "
+          f"in {(time.perf_counter() - started) / 60:.1f} min")  # fmt: skip
+    return 0
+
+
+def write(out: Path, name: str, lines: list[str]) -> None:
+    (out / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines), flush=True)
+
+
+def assemble(out: Path, gpu: bool) -> Path:
+    """README.md from the sections' files (those of earlier runs stay until measured again)."""
+    extra: dict[str, str] = {}
+    try:
+        from bench import wyoming
+
+        if wyoming.available() is None:
+            extra = wyoming.wyoming_versions()
+    except Exception:  # the versions line is informative; never fail the report for it
+        extra = {}
+    lines = [
+        "# Benchmarks" + (" (GPU, production models)" if gpu else " (CPU, embedded models)"),
+        "",
+        f"Written by `python -m bench{' --gpu' if gpu else ''}` (`make bench{'-gpu' if gpu else ''}`) "
+        f"on {time.strftime('%Y-%m-%d')}. Each section's numbers come from one run, measured side by "
+        "side; re-run it on your machine to compare.",
+        "",
+        f"- **Machine:** {machine.summary()}",
+        f"- **Libraries:** {machine.versions_line(extra)}",
+        "",
+    ]
+    for name in SECTIONS:
+        part = out / f"{name}.md"
+        if part.exists():
+            lines += [part.read_text().rstrip(), ""]
+    for name, title in (("long_text.md", "Long text"), ("soak.md", "Soak test")):
+        if not gpu and (out / name).exists():
+            lines += [f"See also: [{title}]({name})."]
+    readme = out / "README.md"
+    readme.write_text("\n".join(lines).rstrip() + "\n")
+    return readme
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Side by side with wyoming-faster-whisper and wyoming-piper, on the same audio and models.
+
+Both Wyoming servers run from their own virtual environment (bench/.venv-wyoming, made by
+`make bench` from bench/requirements-wyoming.txt) on the model files our server loads: the same
+CTranslate2 Whisper directory (same compute type, beam size, threads and Silero VAD filter) and the
+same Piper voice. Each is driven over its own protocol (Wyoming events over TCP, with the `wyoming`
+client library), ours over HTTP. For each input size, interleaved:
+- STT: the same 16 kHz speech, as /stt (a WAV upload) vs Transcribe + audio chunks -> Transcript;
+- TTS, whole: /tts (WAV) vs Synthesize -> AudioStop;
+- TTS, first audio: /tts with stream=true (pcm) vs Synthesize -> the first AudioChunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from backend.app.audio.decode import decode_audio
+from backend.app.backends import embedded, factory
+from backend.app.core.config import Settings
+from bench import machine
+from bench.common import REPO, free_port, median, pyplot, table, timed
+from bench.stages import TEXTS
+
+VENV = REPO / "bench" / ".venv-wyoming"
+RATE = 16_000
+
+
+def available() -> str | None:
+    """Why the comparison cannot run, or None."""
+    if not (VENV / "bin" / "wyoming-faster-whisper").exists():
+        return f"{VENV.relative_to(REPO)} is missing: `make bench` creates it"
+    return None
+
+
+def wyoming_versions() -> dict[str, str]:
+    pip = VENV / "bin" / "python"
+    code = (
+        "from importlib.metadata import version as v; print(v('wyoming-faster-whisper'), v('wyoming-piper'))"
+    )
+    out = subprocess.run([str(pip), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"wyoming-faster-whisper": out[0], "wyoming-piper": out[1], "wyoming": version("wyoming")}
+
+
+def whisper_source(settings: Settings) -> str:
+    name = settings.stt_model_name
+    if name == "embedded":
+        return str(embedded.whisper_tiny_en_dir())
+    if name == "base-multilingual":
+        return str(embedded.whisper_base_dir(settings.models_dir))
+    return name
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited at start-up (code {process.returncode})")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not start listening")
+
+
+def start_servers(settings: Settings, device: str) -> tuple[dict[str, int], list[subprocess.Popen[bytes]]]:
+    data = REPO / "bench" / "results" / ".wyoming"
+    data.mkdir(parents=True, exist_ok=True)
+    ports: dict[str, int] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    stt_port = free_port()
+    compute = "float16" if device == "cuda" else "int8"
+    command = [
+        str(VENV / "bin" / "wyoming-faster-whisper"),
+        "--uri", f"tcp://127.0.0.1:{stt_port}",
+        "--model", whisper_source(settings),
+        "--data-dir", str(settings.models_dir), "--download-dir", str(settings.models_dir),
+        "--stt-library", "faster-whisper", "--device", device, "--compute-type", compute,
+        "--beam-size", str(settings.stt_beam_size), "--cpu-threads", str(os.cpu_count() or 1),
+        "--language", "en", "--vad-filter", "--local-files-only",
+    ]  # fmt: skip
+    processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    _wait_port(stt_port, processes[-1], "wyoming-faster-whisper")
+    ports["stt"] = stt_port
+    if factory.is_piper(settings.tts_model_name):
+        tts_port = free_port()
+        name = settings.tts_model_name
+        voice = embedded.piper_voice_file() if name == "embedded" else Path(name)
+        command = [
+            str(VENV / "bin" / "wyoming-piper"),
+            "--uri", f"tcp://127.0.0.1:{tts_port}", "--voice", str(voice),
+            "--data-dir", str(data), "--local-files-only",
+        ]  # fmt: skip
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_port(tts_port, processes[-1], "wyoming-piper")
+        ports["tts"] = tts_port
+    return ports, processes
+
+
+async def _wyoming_stt(port: int, pcm: bytes) -> str:
+    from wyoming.asr import Transcribe, Transcript
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+        for i in range(0, len(pcm), 8192):
+            await client.write_event(
+                AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[i : i + 8192]).event()
+            )
+        await client.write_event(AudioStop().event())
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise RuntimeError("wyoming-faster-whisper closed the connection")
+            if Transcript.is_type(event.type):
+                return str(Transcript.from_event(event).text)
+
+
+async def _wyoming_tts(port: int, text: str, first_only: bool) -> float:
+    """Seconds of audio received (or, with `first_only`, stop at the first chunk)."""
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize
+
+    received = 0.0
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text=text).event())
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise RuntimeError("wyoming-piper closed the connection")
+            if AudioChunk.is_type(event.type):
+                chunk = AudioChunk.from_event(event)
+                received += len(chunk.audio) / (chunk.width * chunk.channels * chunk.rate)
+                if first_only:
+                    return received
+            elif AudioStop.is_type(event.type):
+                return received
+
+
+def measure(http: httpx.Client, settings: Settings, repeats: int, device: str) -> list[dict[str, Any]]:
+    ports, processes = start_servers(settings, device)
+    rows: list[dict[str, Any]] = []
+    try:
+        for size, text in TEXTS.items():
+            wav = http.post("/tts", json={"text": text, "format": "wav"}).content
+            speech = decode_audio(wav, RATE)
+            pcm = (np.clip(speech.samples, -1, 1) * 32767).astype("<i2").tobytes()
+            upload = _wav16(speech.samples)
+
+            def ours_stt(upload: bytes = upload) -> None:
+                files = {"file": ("a.wav", upload, "audio/wav")}
+                http.post("/stt", files=files, data={"language": "en"}).raise_for_status()
+
+            def ours_tts(text: str = text) -> None:
+                http.post("/tts", json={"text": text}).raise_for_status()
+
+            def ours_first(text: str = text) -> None:
+                body = {"text": text, "stream": True, "format": "pcm"}
+                with http.stream("POST", "/tts", json=body) as response:
+                    response.raise_for_status()
+                    next(response.iter_raw())
+
+            sides: dict[str, Any] = {
+                "ours_stt": ours_stt,
+                "theirs_stt": lambda p=pcm: asyncio.run(_wyoming_stt(ports["stt"], p)),
+            }
+            if "tts" in ports:
+                sides |= {
+                    "ours_tts": ours_tts,
+                    "theirs_tts": lambda t=text: asyncio.run(_wyoming_tts(ports["tts"], t, False)),
+                    "ours_first": ours_first,
+                    "theirs_first": lambda t=text: asyncio.run(_wyoming_tts(ports["tts"], t, True)),
+                }
+            for fn in sides.values():
+                fn()  # warm-up (the Wyoming STT server loads its model on the first request)
+            times: dict[str, list[float]] = {key: [] for key in sides}
+            for i in range(repeats):
+                for what in ("stt", "tts", "first"):
+                    keys = [k for k in sides if k.endswith(what)]
+                    for key in keys if i % 2 == 0 else keys[::-1]:
+                        times[key].append(timed(sides[key]))
+            row: dict[str, Any] = {"size": size, "audio_s": round(speech.duration, 1)}
+            row |= {key: round(median(values), 1) for key, values in times.items()}
+            rows.append(row)
+            print(f"wyoming {size}: {row}", flush=True)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+    return rows
+
+
+def _wav16(samples: np.ndarray) -> bytes:
+    from backend.app.audio.encode import encode_audio
+    from backend.app.audio.types import Audio
+
+    return encode_audio(Audio(samples.astype(np.float32), RATE), "wav")
+
+
+def section(rows: list[dict[str, Any]], settings: Settings, repeats: int, out: Path) -> list[str]:
+    versions = wyoming_versions()
+    lines = [
+        "## Against wyoming-faster-whisper and wyoming-piper",
+        "",
+        f"Same machine, same audio, same model files, run side by side (interleaved, median of {repeats}): "
+        f"wyoming-faster-whisper {versions['wyoming-faster-whisper']} and wyoming-piper "
+        f"{versions['wyoming-piper']} (over the Wyoming protocol, TCP) vs this server (HTTP). STT model "
+        f"`{settings.stt_model_name}`, beam {settings.stt_beam_size}, Silero VAD filter on both sides. "
+        "**Goal: ratio (ours / theirs) <= 1.0.**",
+        "",
+    ]
+    headers = ["input", "speech s", "/stt ms", "Wyoming STT ms", "STT ratio"]
+    has_tts = "ours_tts" in rows[0]
+    if has_tts:
+        headers += [
+            "/tts ms",
+            "Wyoming TTS ms",
+            "TTS ratio",
+            "/tts first audio ms",
+            "Wyoming first audio ms",
+            "ratio",
+        ]
+    cells = []
+    for r in rows:
+        cell = [
+            r["size"],
+            r["audio_s"],
+            r["ours_stt"],
+            r["theirs_stt"],
+            f"**{r['ours_stt'] / r['theirs_stt']:.3f}**",
+        ]
+        if has_tts:
+            cell += [
+                r["ours_tts"], r["theirs_tts"], f"**{r['ours_tts'] / r['theirs_tts']:.3f}**",
+                r["ours_first"], r["theirs_first"], f"**{r['ours_first'] / r['theirs_first']:.3f}**",
+            ]  # fmt: skip
+        cells.append(cell)
+    lines += table(headers, cells)
+    if not has_tts:
+        lines += ["", "TTS: no Wyoming server runs this engine (wyoming-piper is Piper only); not compared."]
+    lines += [
+        "",
+        "Our /stt time includes the WAV upload and its decoding; Wyoming's includes sending the PCM "
+        "chunks and its writing them to a WAV file that faster-whisper then reads. Our /tts returns "
+        "one WAV; wyoming-piper streams raw PCM chunks.",
+        "",
+        f"*Machine: {machine.summary()}.*",
+        "",
+        "![wyoming](wyoming.png)",
+        "",
+    ]
+    plot(rows, out / "wyoming.png")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    sizes = [r["size"] for r in rows]
+    pairs = [("stt", "STT")] + (
+        [("tts", "TTS whole"), ("first", "TTS first audio")] if "ours_tts" in rows[0] else []
+    )
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], pairs, strict=True):
+        xs = range(len(sizes))
+        ax.bar([x - 0.2 for x in xs], [r[f"ours_{key}"] for r in rows], 0.4, label="this server")
+        ax.bar([x + 0.2 for x in xs], [r[f"theirs_{key}"] for r in rows], 0.4, label="Wyoming")
+        ax.set_xticks(list(xs), sizes)
+        ax.set_ylabel("ms (median)")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
