@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 
 from backend.app.audio.decode import decode_audio
 from bench import machine
-from bench.common import REPO, pyplot, table
+from bench.common import REPO, median, percentile, pyplot, table
 
 CLIP = REPO / "tests" / "data" / "speech.wav"
 FRAME_S = 0.02
@@ -130,9 +130,8 @@ def speech_end_offset(samples: np.ndarray, rate: int) -> float:
 
 
 def summary(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return statistics.median(values), p90
+    """Median and p90."""
+    return median(values), percentile(values, 90)
 
 
 def measure(port: int, runs: int) -> tuple[list[dict[str, float]], float, float]:

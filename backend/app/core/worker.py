@@ -142,9 +142,7 @@ class ModelWorker:
 
     def admit(self) -> Admission:
         """Take a slot now (503 if there is none) for work that starts later."""
-        with self._lock:
-            self.check()
-            self._admitted += 1
+        self._admit(True)
         return Admission(self)
 
     def _admit(self, check: bool) -> None:
