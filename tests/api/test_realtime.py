@@ -125,7 +125,11 @@ def test_a_spoken_turn_gets_a_transcript_a_reply_and_audio(
     with rt.websocket_connect("/ws/conversation") as ws:
         ready = start(ws)
         assert ready["output_sample_rate"] == 22050
-        send_audio(ws, silence(0.5) + speech + silence(1.0))
+        # A pause long enough for the transcription to run in the trailing silence (as it does
+        # when a person stops talking), then the rest of the silence that ends the turn.
+        send_audio(ws, silence(0.5) + speech + silence(0.1))
+        time.sleep(2.0)
+        send_audio(ws, silence(0.9))
         got = Received()
         receive_until(ws, lambda e: e["type"] == "turn_end", got)
         ws.send_text(json.dumps({"type": "stop"}))
@@ -144,6 +148,8 @@ def test_a_spoken_turn_gets_a_transcript_a_reply_and_audio(
     deltas = "".join(e["text"] for e in got.events if e["type"] == "reply_delta")
     assert deltas.strip() == end["reply"]
     assert {"stt_ms", "llm_first_token_ms", "first_audio_ms", "tts_ms", "total_ms"} <= set(end["timings"])
+    # The transcription's own time, although it was ready before the turn ended.
+    assert end["timings"]["stt_ms"] > 20, end["timings"]
     turns = services.chat.store.turns(ready["conversation_id"])
     assert [t.role for t in turns] == ["user", "assistant"] and turns[1].text == end["reply"]
 

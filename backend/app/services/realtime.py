@@ -40,6 +40,9 @@ from backend.app.text.segment import join_pieces
 
 logger = logging.getLogger(__name__)
 
+TimedTranscription = tuple[Transcription, float]
+"""A transcription and the milliseconds it took."""
+
 INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 AUDIO_FRAME_S = 0.2
 """Reply audio goes out in binary messages of this much PCM16."""
@@ -95,7 +98,7 @@ class RealtimeSession:
         self._voice: str | None = None
         self._options = TranscribeOptions()
         self._turn: asyncio.Task[None] | None = None
-        self._speculative: asyncio.Task[Transcription] | None = None
+        self._speculative: asyncio.Task[TimedTranscription] | None = None
         # What the listener has been sent of the current reply, for the barge-in bookkeeping.
         self._sent: list[ReplyAudio] = []
         self._audio_started_at: float | None = None
@@ -196,9 +199,7 @@ class RealtimeSession:
         elif event.kind == "pause" and event.audio is not None:
             self._cancel_speculative()
             # Transcribe during the trailing silence; used if the turn ends without more speech.
-            self._speculative = asyncio.create_task(
-                self.conversation.stt.transcribe_audio(event.audio, self._options)
-            )
+            self._speculative = asyncio.create_task(self._timed_transcribe(event.audio))
             self._speculative.add_done_callback(_retrieve)
         elif event.kind == "resume":
             self._cancel_speculative()
@@ -233,25 +234,32 @@ class RealtimeSession:
         await asyncio.wait([self._turn])
         await self._out.event({"type": "interrupted", "said": join_pieces([piece.text for piece in said])})
 
+    async def _timed_transcribe(self, utterance: Audio) -> TimedTranscription:
+        """The transcription and the milliseconds it took (queue wait included)."""
+        began = time.perf_counter()
+        transcription = await self.conversation.stt.transcribe_audio(utterance, self._options)
+        return transcription, elapsed_ms(began)
+
     async def _transcribe(
-        self, utterance: Audio, speculative: asyncio.Task[Transcription] | None
-    ) -> Transcription:
+        self, utterance: Audio, speculative: asyncio.Task[TimedTranscription] | None
+    ) -> TimedTranscription:
         if speculative is not None:
             try:
                 return await speculative
             except AppError:
                 pass  # e.g. the STT queue was full then; try once more now
-        return await self.conversation.stt.transcribe_audio(utterance, self._options)
+        return await self._timed_transcribe(utterance)
 
     async def _run_turn(
-        self, utterance: Audio, speculative: asyncio.Task[Transcription] | None, ended_at: float
+        self, utterance: Audio, speculative: asyncio.Task[TimedTranscription] | None, ended_at: float
     ) -> None:
         self._sent, self._audio_started_at, self._played_at_cut = [], None, None
         asked = time.time()
         try:
-            began = time.perf_counter()
-            transcription = await self._transcribe(utterance, speculative)
-            timings = {"stt_ms": elapsed_ms(began)}
+            # stt_ms is the transcription's own time, even when it ran during the trailing
+            # silence and was ready before the turn began (then it adds nothing to total_ms).
+            transcription, stt_ms = await self._transcribe(utterance, speculative)
+            timings = {"stt_ms": stt_ms}
             transcript = {
                 "type": "transcript",
                 "text": transcription.text,
@@ -311,7 +319,7 @@ class RealtimeSession:
             await self._out.audio(pcm[offset : offset + step])
 
 
-def _retrieve(task: asyncio.Task[Transcription]) -> None:
+def _retrieve(task: asyncio.Task[TimedTranscription]) -> None:
     """Mark a discarded task's failure as seen (it is retried or irrelevant)."""
     if not task.cancelled():
         task.exception()
