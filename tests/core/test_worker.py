@@ -37,6 +37,34 @@ def test_calls_run_off_the_event_loop_one_at_a_time() -> None:
     worker.shutdown()
 
 
+def test_a_worker_for_replicas_runs_that_many_calls_at_once_and_admits_the_queue_besides() -> None:
+    worker = ModelWorker("test", queue_size=1, concurrency=3)
+    assert worker.capacity == 4
+    release = threading.Event()
+    running = 0
+    lock = threading.Lock()
+
+    def job() -> None:
+        nonlocal running
+        with lock:
+            running += 1
+        release.wait(5)
+
+    async def main() -> None:
+        calls = [asyncio.ensure_future(worker.run(job)) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        assert running == 3 and worker.load() == (3, 1)
+        with pytest.raises(OverloadedError):
+            await worker.run(time.sleep, 0)
+        release.set()
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    worker.shutdown()
+    with pytest.raises(ValueError):
+        ModelWorker("test", queue_size=1, concurrency=0)
+
+
 def test_a_full_queue_is_refused_with_retry_after() -> None:
     worker = ModelWorker("test", queue_size=1)
     release = threading.Event()

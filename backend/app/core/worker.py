@@ -108,13 +108,22 @@ class Admission:
 
 
 class ModelWorker:
-    """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size."""
+    """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size.
 
-    def __init__(self, name: str, queue_size: int, timeout_s: float | None = None) -> None:
+    `concurrency` > 1 is for a model served elsewhere by that many replicas (Ray Serve): as many
+    calls then run at once, each on its own thread waiting for its replica, and
+    `concurrency + queue_size` are admitted."""
+
+    def __init__(
+        self, name: str, queue_size: int, timeout_s: float | None = None, concurrency: int = 1
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.name = name
-        self.capacity = queue_size + 1
+        self.concurrency = concurrency
+        self.capacity = queue_size + concurrency
         self.timeout_s = timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-worker")
         # Re-entrant: an unused `Admission` gives its slot back when it is collected, which can
         # happen on any thread, at any allocation, including one made while the lock is held.
         self._lock = threading.RLock()

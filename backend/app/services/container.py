@@ -67,6 +67,25 @@ def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
         chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
 
 
+@dataclass(frozen=True)
+class Backends:
+    """The three engines the services run on: loaded here, or proxies of remote ones (Ray Serve)."""
+
+    stt: SpeechToText
+    chat: ChatModel
+    tts: TextToSpeech
+
+
+@dataclass(frozen=True)
+class StageConcurrency:
+    """How many calls each stage runs at once: 1 for a model in this process, the replica count
+    for a model served by Ray Serve deployments."""
+
+    stt: int = 1
+    chat: int = 1
+    tts: int = 1
+
+
 def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = None) -> Services:
     """Load the three models and wire the services. Raises ModelLoadError with a clear message.
 
@@ -91,16 +110,30 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
     began = time.perf_counter()
     tts_backend = factory.load_tts(settings)
     ready("tts", tts_backend.info, began)
+    warm_up(stt_backend, chat_backend, tts_backend)
+    services = assemble_services(settings, Backends(stt_backend, chat_backend, tts_backend), metrics)
+    logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
+    return services
 
+
+def assemble_services(
+    settings: Settings,
+    backends: Backends,
+    metrics: ServiceMetrics | None = None,
+    concurrency: StageConcurrency | None = None,
+) -> Services:
+    """Wire the services over engines that are ready (each behind its own bounded worker)."""
+    metrics = metrics or ServiceMetrics()
+    concurrency = concurrency or StageConcurrency()
     stt = STTService(
-        stt_backend,
-        ModelWorker("stt", settings.queue_size, settings.stt_timeout_s),
+        backends.stt,
+        ModelWorker("stt", settings.queue_size, settings.stt_timeout_s, concurrency.stt),
         STTLimits(max_audio_seconds=settings.max_audio_seconds),
         metrics,
     )
     chat = ChatService(
-        chat_backend,
-        ModelWorker("chat", settings.queue_size, settings.llm_timeout_s),
+        backends.chat,
+        ModelWorker("chat", settings.queue_size, settings.llm_timeout_s, concurrency.chat),
         ChatSettings(
             system_prompt=settings.system_prompt,
             max_tokens=settings.llm_max_tokens,
@@ -114,8 +147,8 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
     )
     library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(
-        tts_backend,
-        ModelWorker("tts", settings.queue_size, settings.tts_timeout_s),
+        backends.tts,
+        ModelWorker("tts", settings.queue_size, settings.tts_timeout_s, concurrency.tts),
         library,
         SpeakerCache[object](settings.speaker_cache_size),
         TTSSettings(
@@ -127,9 +160,7 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
         metrics,
     )
     outputs = OutputStore(settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb)
-    warm_up(stt_backend, chat_backend, tts_backend)
     tts.preload(settings.preload_voices)
-    logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
     conversation = ConversationService(stt, chat, tts, outputs, metrics)
     realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
