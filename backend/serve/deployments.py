@@ -1,0 +1,133 @@
+"""One Ray Serve deployment per model. Each replica loads its engine through the server's own
+factory, from the settings in its environment (the same variables as `python -m backend.app`),
+warms it up, and answers the calls of the Protocol in `backends/protocols.py`.
+
+A replica runs one inference at a time: Serve queues the rest in front of the replicas, and the
+ingress bounds that queue (QUEUE_SIZE) as the server does. The chat replica also answers token
+counts (the ingress fits the history to the context with them) while it generates, so it takes
+several requests at once and lets one of them generate at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from ray import serve
+
+from backend.app.audio.types import Audio
+from backend.app.backends import factory
+from backend.app.backends.openai_llm import OpenAIChatBackend
+from backend.app.backends.protocols import (
+    ChatMessage,
+    GenerationOptions,
+    ModelInfo,
+    SynthesisRequest,
+    TranscribeOptions,
+    Transcription,
+)
+from backend.app.core.config import Settings
+from backend.app.core.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the ingress needs to know of a remote engine besides its calls."""
+
+    info: ModelInfo
+    sample_rate: int = 0
+    multilingual: bool = False
+    supports_cloning: bool = False
+    supports_speed: bool = False
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@serve.deployment(name="stt", max_ongoing_requests=1, ray_actor_options={"num_cpus": 1})
+class STTDeployment:
+    """Speech to text (faster-whisper): STT_MODEL_NAME, STT_DEVICE, STT_COMPUTE_TYPE."""
+
+    def __init__(self) -> None:
+        self.backend = factory.load_stt(_settings())
+        self.backend.transcribe(
+            Audio.silence(0.5, self.backend.sample_rate), TranscribeOptions(language="en")
+        )
+        logger.info("stt replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
+
+    def describe(self) -> EngineInfo:
+        b = self.backend
+        return EngineInfo(b.info, sample_rate=b.sample_rate, multilingual=b.multilingual)
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        return self.backend.transcribe(audio, options)
+
+
+@serve.deployment(name="chat", max_ongoing_requests=8, ray_actor_options={"num_cpus": 1})
+class ChatDeployment:
+    """The LLM: LLM_BACKEND=local (a transformers model in the replica) or openai (a client of an
+    OpenAI-compatible server, such as vLLM or Ollama)."""
+
+    def __init__(self) -> None:
+        self.backend = factory.load_chat(_settings())
+        self._generating = threading.Lock()  # one generation at a time; token counts need no turn
+        if not isinstance(self.backend, OpenAIChatBackend):  # a remote server may not be up yet
+            self.backend.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
+        logger.info("chat replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(self.backend.info)
+
+    def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        with self._generating:
+            return self.backend.chat(messages, options)
+
+    def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
+        """Text deltas as they are generated; a consumer that stops early ends the generation."""
+        with self._generating:
+            stream = self.backend.chat_stream(messages, options)
+            try:
+                yield from stream
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self.backend.count_tokens(messages)
+
+    def count_text_tokens(self, text: str) -> int:
+        return self.backend.count_text_tokens(text)
+
+
+@serve.deployment(name="tts", max_ongoing_requests=1, ray_actor_options={"num_cpus": 1})
+class TTSDeployment:
+    """Text to speech: TTS_MODEL_NAME (Piper on the CPU, VibeVoice on CUDA), TTS_DEVICE. A reply
+    is synthesised sentence by sentence, one call each, so replicas share a long reply's work."""
+
+    def __init__(self) -> None:
+        self.backend = factory.load_tts(_settings())
+        self.backend.synthesize(SynthesisRequest("Ready."))
+        logger.info("tts replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
+
+    def describe(self) -> EngineInfo:
+        b = self.backend
+        return EngineInfo(
+            b.info,
+            sample_rate=b.sample_rate,
+            supports_cloning=b.supports_cloning,
+            supports_speed=b.supports_speed,
+        )
+
+    def prepare_voice(self, audio: Audio) -> object:
+        return self.backend.prepare_voice(audio)
+
+    def synthesize(self, request: SynthesisRequest) -> Audio:
+        return self.backend.synthesize(request)

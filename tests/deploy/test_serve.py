@@ -1,0 +1,195 @@
+"""Ray Serve: the application of `backend/serve/config.yaml`, started as a user starts it
+(`serve run <config>`, which brings up a local Ray instance), on this CPU with the embedded models.
+Two TTS replicas, one each of STT and chat, and the ingress: a /conversation round trip through the
+deployments, a streamed turn whose deltas arrive as they are generated, the realtime WebSocket, and
+a JSON error for bad input. Only the scale and the settings of the shipped config are changed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from backend.app.audio.decode import decode_audio
+from tests.conftest import DATA, REPO, SENTENCE
+from tests.ports import free_port
+from tests.server import server_dir
+from tests.sse import TURN_TIMINGS, parse_sse
+from tests.wer import word_error_rate
+
+pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-serve.txt)")
+
+CONFIG = REPO / "backend" / "serve" / "config.yaml"
+STARTUP_TIMEOUT_S = 300
+
+
+def local_config(root: Path, port: int) -> Path:
+    """The shipped config with this machine's scale (no GPU, 2 cores) and the test's directories."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    args = config["applications"][0]["args"]
+    for stage, replicas in (("stt", 1), ("chat", 1), ("tts", 2)):
+        args[stage] = {"num_replicas": replicas, "num_gpus": 0, "num_cpus": 0.3}
+    args["ingress_cpus"] = 0.3
+    args["env"] = {
+        "MODELS_DIR": str(REPO / "models"),
+        "VOICES_DIR": str(root / "voices"),
+        "OUTPUTS_DIR": str(root / "outputs"),
+        "DATA_DIR": str(root / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "LLM_MAX_TOKENS": "32",
+        "QUEUE_SIZE": "2",
+        "LOG_FORMAT": "text",
+    }
+    path = root / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = server_dir(tmp_path_factory, "serve")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "RAY_ADDRESS")}
+    env.update(PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    log_path = root / "serve.log"
+    serve_cli = Path(sys.executable).parent / "serve"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(serve_cli), "run", str(local_config(root, port))],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its Ray processes are stopped with it, and only they
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"serve run exited:\n{log_path.read_text()[-6000:]}")
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Serve application was not ready in time:\n{log_path.read_text()[-6000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)  # serve run deletes the app and stops its local Ray
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_health_names_each_stage_on_its_replicas(serve_url: str) -> None:
+    body = httpx.get(f"{serve_url}/health", timeout=10).json()
+    assert body["status"] == "ok"
+    modules = body["modules"]
+    assert modules["stt"]["device"].endswith("Ray Serve x1")
+    assert modules["tts"]["device"].endswith("Ray Serve x2")
+    assert modules["tts"]["capacity"] == 2 + 2  # two replicas at once, QUEUE_SIZE waiting
+
+
+def test_a_conversation_round_trip_through_the_deployments(serve_url: str) -> None:
+    with httpx.Client(base_url=serve_url, timeout=120) as http:
+        response = http.post(
+            "/conversation", files={"audio_file": ("speech.wav", (DATA / "speech.wav").read_bytes())}
+        )
+        assert response.status_code == 200, response.text
+        turn = response.json()
+        assert word_error_rate(SENTENCE, turn["transcript"]) <= 0.2, turn["transcript"]
+        assert turn["reply"].strip()
+        assert set(turn["timings"]) == TURN_TIMINGS
+        audio = http.get(turn["audio_url"])
+        assert audio.status_code == 200
+        assert decode_audio(audio.content).duration > 0.3
+        # The reply was stored by the ingress: the conversation goes on from it.
+        stored = http.get(f"/conversations/{turn['conversation_id']}").json()["turns"]
+        assert [t["role"] for t in stored] == ["user", "assistant"]
+        # Several sentences: synthesised one call each, across the TTS replicas, joined in order.
+        text = "The first sentence is short. The second one is a little longer. And a third one ends it."
+        spoken = http.post("/tts", json={"text": text, "format": "wav"})
+        assert spoken.status_code == 200
+        heard = http.post("/stt", files={"file": ("tts.wav", spoken.content)}).json()["text"]
+        assert word_error_rate(text, heard) <= 0.25, heard
+
+
+def test_a_streamed_turn_stays_streamed(serve_url: str) -> None:
+    """The reply's deltas and its audio come through the proxy as they are made, not at the end."""
+    arrivals: list[tuple[float, str]] = []
+    lines: list[str] = []
+    with (
+        httpx.Client(base_url=serve_url, timeout=120) as http,
+        http.stream(
+            "POST",
+            "/conversation",
+            files={"audio_file": ("speech.wav", (DATA / "speech.wav").read_bytes())},
+            data={"stream": "true"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            lines.append(line)
+            if line.startswith("event:"):
+                arrivals.append((time.perf_counter(), line[6:].strip()))
+    events = parse_sse(lines)
+    names = [name for name, _ in events]
+    assert names[0] == "transcript" and names[-1] == "done", names
+    assert names.count("reply_delta") >= 2 and "audio" in names
+    first_audio = next(data for name, data in events if name == "audio")
+    assert decode_audio(base64.b64decode(str(first_audio["audio"]))).duration > 0.2
+    first_delta = next(at for at, name in arrivals if name == "reply_delta")
+    done = next(at for at, name in arrivals if name == "done")
+    assert done - first_delta > 0.1, "the reply arrived all at once"
+
+
+def test_the_realtime_websocket_through_the_proxy(serve_url: str) -> None:
+    from websockets.sync.client import connect
+
+    speech = decode_audio((DATA / "speech.wav").read_bytes(), 16000).samples
+    pcm = (np.concatenate([np.zeros(8000), speech, np.zeros(24000)]) * 32767).astype("<i2").tobytes()
+    got: list[dict[str, Any]] = []
+    audio = 0
+    with connect(serve_url.replace("http://", "ws://") + "/ws/conversation", max_size=2**22) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        for start in range(0, len(pcm), 640):
+            ws.send(pcm[start : start + 640])
+        while not got or got[-1]["type"] not in ("turn_end", "error"):
+            message = ws.recv(timeout=60)
+            if isinstance(message, bytes):
+                audio += len(message)
+            else:
+                got.append(json.loads(message))
+    assert got[-1]["type"] == "turn_end", got
+    transcript = next(e for e in got if e["type"] == "transcript")
+    assert word_error_rate(SENTENCE, transcript["text"]) <= 0.2
+    assert audio > 0
+
+
+def test_bad_input_is_a_json_error_not_a_500(serve_url: str) -> None:
+    response = httpx.post(
+        f"{serve_url}/stt", files={"file": ("noise.wav", os.urandom(4000), "audio/wav")}, timeout=30
+    )
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"]["code"]
+    assert httpx.get(f"{serve_url}/health/ready", timeout=10).status_code == 200
