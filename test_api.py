@@ -809,3 +809,20 @@ def test_metrics_in_prometheus_format(http: httpx.Client) -> None:
     assert count(response.text, stt_stage) == count(before, stt_stage) + 1
     for name in ("model_queue_depth", "model_busy", "model_load_seconds", "audio_synthesized_seconds_total"):
         assert f"\nvoice_dialogue_{name}" in response.text, name
+
+
+def test_the_container_health_check_against_the_running_server(server: str) -> None:
+    """The exact command of the Dockerfile's HEALTHCHECK (and the compose file's): 0 on a ready
+    server, 1 with the reason when nothing answers."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    commands = {json.dumps(json.loads(m)) for m in re.findall(r"HEALTHCHECK .* CMD (\[.*\])", dockerfile)}
+    assert len(commands) == 1
+    argv = json.loads(commands.pop())
+    assert argv[0] == "python"
+    command = [sys.executable, *argv[1:]]
+    env = {**os.environ, "PORT": server.rsplit(":", 1)[1]}
+    ready = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert ready.returncode == 0, ready.stderr
+    env["PORT"] = str(free_port())
+    down = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "not ready" in down.stderr
