@@ -103,6 +103,7 @@ _ALLOWED = {
     "backends/piper.py": "model file from the settings",
     "backends/vibevoice.py": "model directory from the settings",
     "backends/transformers_llm.py": "model directory from the settings",
+    "backends/cuda_libs.py": "library files of an installed package, found by importlib",
 }
 
 

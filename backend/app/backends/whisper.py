@@ -66,6 +66,10 @@ class WhisperBackend:
             if Path(model_name).is_dir():
                 embedded.require_file(Path(model_name) / "model.bin", "the Whisper model file")
         device = resolve_device(device)
+        if device == "cuda":
+            from backend.app.backends.cuda_libs import preload_cublas12
+
+            preload_cublas12()
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
         try:
