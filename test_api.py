@@ -28,10 +28,10 @@ from websockets.sync.client import connect as ws_connect
 
 from backend.app.audio.decode import decode_audio
 from backend.app.storage.conversations import ConversationStore
+from backend.app.text.wer import word_error_rate
 from tests.ports import free_port
 from tests.server import server_dir, server_env, start_server, stop_server
 from tests.sse import TURN_TIMINGS, parse_sse
-from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
 DATA = REPO / "tests" / "data"
@@ -826,3 +826,27 @@ def test_the_container_health_check_against_the_running_server(server: str) -> N
     env["PORT"] = str(free_port())
     down = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert down.returncode == 1 and "not ready" in down.stderr
+
+
+def test_the_gpu_check_script_against_the_running_server(server: str) -> None:
+    """`scripts.gpu_check --url` drives a running server through a whole turn (here on the CPU)."""
+    env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.gpu_check", "--url", server, "--allow-cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "POST /conversation answered 200" in result.stdout and "streamed" in result.stdout
+    dead = subprocess.run(
+        [sys.executable, "-m", "scripts.gpu_check", "--url", f"http://127.0.0.1:{free_port()}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dead.returncode == 2 and "cannot reach the server" in dead.stderr

@@ -24,8 +24,8 @@ import soundfile as sf
 from openai import OpenAI
 
 from backend.app.audio.decode import decode_audio
+from backend.app.text.wer import word_error_rate
 from tests.server import server_dir, start_server, stop_server
-from tests.wer import word_error_rate
 
 REPO = Path(__file__).parent
 DATA = REPO / "tests" / "data"

@@ -1,119 +1,283 @@
-"""End-to-end check of the production models on a GPU: `python -m scripts.gpu_check`.
+"""End-to-end check of the whole stack on a GPU: `python -m scripts.gpu_check`.
 
-Loads faster-whisper (STT_MODEL_NAME, default large-v3), the LLM (LLM_BACKEND/LLM_MODEL; the embedded
-SmolLM2 when unset) and VibeVoice (TTS_MODEL_NAME, default vibevoice/VibeVoice-1.5B-hf) through the
-server's own loading code, then: speaks a sentence in a cloned voice from VOICES_DIR, transcribes it
-back (word error rate), answers a question, and prints per-stage timings and real-time factors.
+1. CUDA: torch sees the GPU; CTranslate2 (faster-whisper) sees it and finds cuBLAS 12.
+2. The production models load through the server's own code: faster-whisper (STT_MODEL_NAME,
+   default large-v3), the LLM (LLM_BACKEND/LLM_MODEL; the embedded SmolLM2 on the GPU when unset) and
+   VibeVoice (TTS_MODEL_NAME, default vibevoice/VibeVoice-1.5B-hf), each timed.
+3. Each stage alone: a sentence spoken in a cloned voice from VOICES_DIR at two cfg scales (real-time
+   factor), transcribed back (word error rate), and a question answered.
+4. One round trip through the app's routes: a spoken question to POST /conversation (transcript,
+   reply, reply audio and the server's per-stage timings), then the same turn streamed (time to the
+   first reply audio).
+
+Inside the GPU container: `docker compose run --rm voice python -m scripts.gpu_check`. Against a
+server that is already running (the compose service, a Ray Serve deployment), without loading a
+second copy of the models: `python -m scripts.gpu_check --url http://127.0.0.1:8000` (steps 1 and 4,
+with /health showing where each model runs).
+
+`--allow-cpu` runs the same steps on the configured models and any device (the embedded ones on a
+CPU), to try the script where there is no GPU; the CUDA checks are left out.
 
 Weights must already be in MODELS_DIR (or the Hugging Face cache) unless --allow-download is given.
-When something is missing (no CUDA, no weights, no diffusers) it says exactly what and exits 2.
+Exit status: 0 all passed; 1 a check failed (the output says which); 2 something needed is missing
+(no CUDA, no weights, no diffusers), with exactly what.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+SENTENCE = "The museum opens at nine in the morning and closes at five in the afternoon."
+QUESTION = "What is the capital of France? Please answer in one short sentence."
+MAX_WER = 0.3
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
-    parser.add_argument("--voice", default="", help="voice name from VOICES_DIR (default: the default voice)")
-    args = parser.parse_args()
-    if not args.allow_download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("STT_MODEL_NAME", "large-v3")
-    os.environ.setdefault("TTS_MODEL_NAME", "vibevoice/VibeVoice-1.5B-hf")
-    os.environ.setdefault("STT_DEVICE", "cuda")
-    os.environ.setdefault("TTS_DEVICE", "cuda")
-    os.environ.setdefault("LLM_DEVICE", "cuda")
+class HTTPClient(Protocol):
+    """What the round trip needs of a client: httpx.Client, or FastAPI's TestClient in-process."""
 
+    def get(self, url: str, **kwargs: Any) -> Any: ...
+
+    def post(self, url: str, **kwargs: Any) -> Any: ...
+
+    def stream(self, method: str, url: str, **kwargs: Any) -> Any: ...
+
+
+class Report:
+    """Timings and failures, printed as they come and summed up at the end."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.failures: list[str] = []
+
+    def time(self, label: str, fn: Callable[[], T], sync: Callable[[], None] = lambda: None) -> T:
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        self.timings[label] = (time.perf_counter() - start) * 1000
+        print(f"{label}: {self.timings[label]:.0f} ms", flush=True)
+        return result
+
+    def check(self, ok: bool, what: str) -> None:
+        print(f"  {'ok' if ok else 'FAILED'}: {what}", flush=True)
+        if not ok:
+            self.failures.append(what)
+
+    def finish(self, production: bool) -> int:
+        print("\ntimings (ms): " + json.dumps({k: round(v) for k, v in self.timings.items()}))
+        if self.failures:
+            print("FAILED: " + "; ".join(self.failures), file=sys.stderr)
+            return 1
+        print("OK: the whole stack ran on the GPU" if production else "OK: the whole stack ran")
+        return 0
+
+
+def check_cuda(report: Report) -> list[str]:
+    """What is missing for a GPU run (nothing when CUDA is usable by torch and CTranslate2)."""
     missing = []
     try:
         import torch
-
-        if not torch.cuda.is_available():
-            missing.append("a CUDA GPU visible to torch (torch.cuda.is_available() is False)")
-        else:
-            print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     except ImportError:
-        missing.append("torch")
+        return ["torch"]
+    if not torch.cuda.is_available():
+        return ["a CUDA GPU visible to torch (torch.cuda.is_available() is False)"]
+    free, total = torch.cuda.mem_get_info()
+    print(
+        f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+    )
+    from backend.app.backends.cuda_libs import preload_cublas12
+
+    loaded = preload_cublas12()
+    print(
+        "cuBLAS 12 for CTranslate2: " + (str(loaded[-1]) if loaded else "the system's (no wheel installed)")
+    )
+    import ctranslate2
+
+    devices = ctranslate2.get_cuda_device_count()
+    report.check(devices > 0, f"CTranslate2 {ctranslate2.__version__} sees {devices} CUDA device(s)")
     try:
         import diffusers  # noqa: F401  (VibeVoice's default noise scheduler)
     except ImportError:
         missing.append("diffusers (pip install -r requirements.txt)")
-    if missing:
-        print("cannot run the GPU check; missing: " + "; ".join(missing), file=sys.stderr)
-        return 2
+    return missing
 
-    from backend.app.audio.decode import resample
-    from backend.app.backends import factory
+
+def check_stages(report: Report, services: Any, voice_name: str, production: bool) -> None:
+    """Each model on its own, through its backend (as the services call it)."""
+    import torch
+
+    from backend.app.audio.decode import decode_audio, resample
     from backend.app.backends.protocols import (
         ChatMessage,
         GenerationOptions,
         SynthesisRequest,
         TranscribeOptions,
     )
+    from backend.app.text.wer import word_error_rate
+
+    stt, chat, tts = services.stt.backend, services.chat.backend, services.tts.backend
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    for name, model in (("STT", stt), ("LLM", chat), ("TTS", tts)):
+        print(f"{name}: {model.info.model} on {model.info.device}")
+        if production and name != "LLM":  # the LLM may be a remote server
+            report.check("cuda" in model.info.device, f"{name} runs on CUDA")
+    voice = services.tts.voices.by_name(voice_name) if voice_name else services.tts.voices.default
+    prompt = None
+    if voice and tts.supports_cloning:
+        audio = decode_audio(voice.path.read_bytes(), tts.sample_rate)
+        prompt = report.time("prepare voice", lambda: tts.prepare_voice(audio), sync)
+        print(f"  cloning voice {voice.file}")
+    speech = None
+    for cfg in (1.0, 1.3):
+        request = SynthesisRequest(SENTENCE, voice=prompt, cfg_scale=cfg)
+        speech = report.time(f"TTS cfg={cfg}", lambda request=request: tts.synthesize(request), sync)
+        rtf = report.timings[f"TTS cfg={cfg}"] / 1000 / max(speech.duration, 1e-6)
+        print(f"  {speech.duration:.2f} s at {speech.sample_rate} Hz, real-time factor {rtf:.3f}")
+    assert speech is not None
+    clip = resample(speech, stt.sample_rate)
+    heard = report.time("STT", lambda: stt.transcribe(clip, TranscribeOptions(language="en")), sync)
+    wer = word_error_rate(SENTENCE, heard.text)
+    print(f"  heard: {heard.text!r}")
+    report.check(wer <= MAX_WER, f"TTS -> STT word error rate {wer:.2f} <= {MAX_WER}")
+    question = [ChatMessage("user", "Name three colours.")]
+    reply = report.time("LLM", lambda: chat.chat(question, GenerationOptions(64, 0.0)), sync)
+    print(f"  reply: {reply!r}")
+    report.check(bool(reply.strip()), "the LLM answered")
+
+
+def check_round_trip(report: Report, client: HTTPClient, voice: str, production: bool) -> None:
+    """A spoken question through the routes, whole and streamed, with the server's timings."""
+    from backend.app.audio.decode import decode_audio
+    from backend.app.text.wer import word_error_rate
+
+    health = client.get("/health").json()
+    for name in ("stt", "chat", "tts"):
+        module = health["modules"][name]
+        print(f"{name}: {module['model']} on {module['device']}")
+        if production and name != "chat":
+            report.check("cuda" in str(module["device"]), f"the server's {name} runs on CUDA")
+    report.check(health["status"] == "ok", f"/health status {health['status']}")
+    spoken = client.post("/tts", json={"text": QUESTION, **({"voice": voice} if voice else {})})
+    report.check(spoken.status_code == 200, f"POST /tts answered {spoken.status_code}")
+    if spoken.status_code != 200:
+        return
+    files = {"audio_file": ("question.wav", spoken.content, "audio/wav")}
+    form = {"voice": voice} if voice else {}
+    started = time.perf_counter()
+    response = client.post("/conversation", files=files, data=form)
+    report.timings["round trip (client)"] = (time.perf_counter() - started) * 1000
+    report.check(response.status_code == 200, f"POST /conversation answered {response.status_code}")
+    if response.status_code != 200:
+        print(response.text, file=sys.stderr)
+        return
+    turn = response.json()
+    wer = word_error_rate(QUESTION, turn["transcript"])
+    print(f"  transcript: {turn['transcript']!r}\n  reply: {turn['reply']!r}")
+    report.check(wer <= MAX_WER, f"transcript word error rate {wer:.2f} <= {MAX_WER}")
+    report.check(bool(turn["reply"].strip()), "a reply")
+    for key, value in turn["timings"].items():
+        report.timings[f"server {key}"] = value
+    print("  server timings (ms): " + json.dumps(turn["timings"]))
+    audio = client.get(turn["audio_url"])
+    duration = decode_audio(audio.content).duration if audio.status_code == 200 else 0.0
+    report.check(duration > 0.3, f"reply audio {duration:.2f} s at {turn['audio_url']}")
+
+    started = time.perf_counter()
+    first_audio = None
+    with client.stream("POST", "/conversation", files=files, data={**form, "stream": "true"}) as streamed:
+        for line in streamed.iter_lines():
+            if line == "event: audio" and first_audio is None:
+                first_audio = (time.perf_counter() - started) * 1000
+    report.check(first_audio is not None, "the streamed turn sent audio")
+    if first_audio is not None:
+        report.timings["streamed first audio (client)"] = first_audio
+        print(f"  streamed: first reply audio after {first_audio:.0f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.gpu_check", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--allow-download", action="store_true", help="let the hub download missing weights")
+    parser.add_argument("--voice", default="", help="voice name from VOICES_DIR (default: the default voice)")
+    parser.add_argument("--url", default="", help="check the server running at this address instead")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY", ""), help="its API_KEY, if set")
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="a dry run without a GPU: the configured models on any device, no CUDA checks",
+    )
+    args = parser.parse_args(argv)
+    report = Report()
+    production = not args.allow_cpu
+
+    if args.url:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        with httpx.Client(base_url=args.url, headers=headers, timeout=300) as client:
+            try:
+                check_round_trip(report, client, args.voice, production)
+            except httpx.TransportError as e:
+                print(f"cannot reach the server at {args.url}: {e}", file=sys.stderr)
+                return 2
+        return report.finish(production)
+
+    if not args.allow_download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if production:
+        for name, value in (
+            ("STT_MODEL_NAME", "large-v3"),
+            ("TTS_MODEL_NAME", "vibevoice/VibeVoice-1.5B-hf"),
+            ("STT_DEVICE", "cuda"),
+            ("TTS_DEVICE", "cuda"),
+            ("LLM_DEVICE", "cuda"),
+        ):
+            os.environ.setdefault(name, value)
+    missing = check_cuda(report) if production else []
+    if missing:
+        print("cannot run the GPU check; missing: " + "; ".join(missing), file=sys.stderr)
+        return 2
+
+    from fastapi.testclient import TestClient
+
     from backend.app.core.config import Settings
     from backend.app.core.errors import ModelLoadError
-    from backend.app.voices.library import VoiceLibrary
-    from tests.wer import word_error_rate
+    from backend.app.core.logs import configure_logging
+    from backend.app.main import create_app
+    from backend.app.services.container import build_services
 
     settings = Settings()
-    timings: dict[str, float] = {}
-
-    def timed(label: str, fn):  # type: ignore[no-untyped-def]
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        torch.cuda.synchronize()
-        timings[label] = (time.perf_counter() - start) * 1000
-        print(f"{label}: {timings[label]:.0f} ms", flush=True)
-        return result
-
+    configure_logging("info", "text")  # each model's load time, as the server logs it
+    for noisy in ("httpx", "httpx2", "backend.app.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        stt = timed("load STT", lambda: factory.load_stt(settings))
-        chat = timed("load LLM", lambda: factory.load_chat(settings))
-        tts = timed("load TTS", lambda: factory.load_tts(settings))
+        services = report.time("load and warm up all models", lambda: build_services(settings))
     except ModelLoadError as e:
         print(f"cannot run the GPU check: {e}", file=sys.stderr)
         print(
             "weights: run once with --allow-download on a machine with network, or copy them into MODELS_DIR"
         )
         return 2
-    for name, model in (("STT", stt), ("LLM", chat), ("TTS", tts)):
-        print(f"{name}: {model.info.model} on {model.info.device}")
-
-    library = VoiceLibrary(settings.voices_dir, settings.default_voice)
-    voice = library.by_name(args.voice) if args.voice else library.default
-    from backend.app.audio.decode import decode_audio
-
-    prompt = None
-    if voice and tts.supports_cloning:
-        prompt = timed(
-            "prepare voice", lambda: tts.prepare_voice(decode_audio(voice.path.read_bytes(), tts.sample_rate))
-        )
-        print(f"cloning voice {voice.file}")
-    text = "The museum opens at nine in the morning and closes at five in the afternoon."
-    for cfg in (1.0, 1.3):
-        speech = timed(
-            f"TTS cfg={cfg}",
-            lambda cfg=cfg: tts.synthesize(SynthesisRequest(text, voice=prompt, cfg_scale=cfg)),
-        )
-        rtf = timings[f"TTS cfg={cfg}"] / 1000 / max(speech.duration, 1e-6)
-        print(f"  {speech.duration:.2f} s at {speech.sample_rate} Hz, RTF {rtf:.3f}")
-    heard = timed(
-        "STT", lambda: stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
-    )
-    print(f"  heard: {heard.text!r}  WER {word_error_rate(text, heard.text):.2f}")
-    reply = timed(
-        "LLM", lambda: chat.chat([ChatMessage("user", "Name three colours.")], GenerationOptions(64, 0.0))
-    )
-    print(f"  reply: {reply!r}")
-    print("OK: every production stage ran on the GPU")
-    return 0
+    try:
+        check_stages(report, services, args.voice, production)
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with TestClient(create_app(settings, services), headers=headers) as client:
+            check_round_trip(report, client, args.voice, production)
+    finally:
+        services.shutdown()
+    return report.finish(production)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from backend.app.services.chat import ChatService
 from backend.app.services.container import Services, realtime_settings
 from backend.app.services.conversation import ConversationService
 from backend.app.services.realtime import RealtimeService
+from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, make_settings
-from tests.wer import word_error_rate
 
 FRAME = 640  # 20 ms of 16 kHz PCM16
 

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
+from backend.app.text.wer import word_error_rate
 from tests.conftest import SENTENCE, clip
 from tests.sse import TURN_TIMINGS, parse_sse
-from tests.wer import word_error_rate
 
 
 def sse(client: TestClient, path: str, **kwargs: object) -> list[tuple[str, dict[str, object]]]:

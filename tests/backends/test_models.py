@@ -21,8 +21,8 @@ from backend.app.backends.protocols import (
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.backends.whisper import WhisperBackend
 from backend.app.core.errors import ModelLoadError
+from backend.app.text.wer import word_error_rate
 from tests.conftest import REPO, SENTENCE, clip
-from tests.wer import word_error_rate
 
 
 def test_piper_speaks_at_its_rate(piper: PiperBackend) -> None:

@@ -9,7 +9,7 @@ import pytest
 from backend.app.audio.decode import decode_audio
 from backend.app.backends.protocols import TranscribeOptions
 from backend.app.backends.whisper import WhisperBackend
-from tests.wer import words
+from backend.app.text.wer import words
 
 DATA = Path(__file__).parent.parent / "data"
 REPO = Path(__file__).parent.parent.parent

@@ -24,9 +24,9 @@ import pytest
 import soundfile as sf
 import soxr
 
+from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, REPO, SENTENCE
 from tests.server import server_dir, start_server, stop_server
-from tests.wer import word_error_rate
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:

@@ -23,11 +23,11 @@ import pytest
 import yaml
 
 from backend.app.audio.decode import decode_audio
+from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, REPO, SENTENCE
 from tests.ports import free_port
 from tests.server import server_dir
 from tests.sse import TURN_TIMINGS, parse_sse
-from tests.wer import word_error_rate
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-serve.txt)")
 
@@ -193,3 +193,16 @@ def test_bad_input_is_a_json_error_not_a_500(serve_url: str) -> None:
     assert 400 <= response.status_code < 500
     assert response.json()["error"]["code"]
     assert httpx.get(f"{serve_url}/health/ready", timeout=10).status_code == 200
+
+
+def test_the_gpu_check_script_against_the_deployment(serve_url: str) -> None:
+    """The whole-stack check drives the Serve application as it drives a single server."""
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.gpu_check", "--url", serve_url, "--allow-cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ray Serve x2" in result.stdout  # /health: where each model runs

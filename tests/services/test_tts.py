@@ -14,7 +14,7 @@ from backend.app.backends.protocols import SynthesisRequest, TranscribeOptions
 from backend.app.core.errors import AppError
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
-from tests.wer import word_error_rate
+from backend.app.text.wer import word_error_rate
 
 
 def longest_run(mask: np.ndarray) -> int:

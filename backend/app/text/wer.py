@@ -1,4 +1,5 @@
-"""Word error rate, for asserting on speech round trips without demanding exact text."""
+"""Word error rate: how far a transcript is from the words meant, for speech round trips (the tests,
+the benchmarks and `scripts.gpu_check`) that must not demand exact text. Latin-script words only."""
 
 from __future__ import annotations
 
