@@ -5,7 +5,8 @@ services run unchanged over models in other processes or on other nodes.
 Calls block, as every engine's do: the services make them on their stage's worker threads, never
 on the event loop. A call waits in short steps and checks between them whether its request has
 gone (a client that disconnected, a stage past its timeout); then the remote call is cancelled and
-the worker's slot is freed. A stream is checked between items.
+the worker's slot is freed. A stream is checked between items. An engine's own error (an
+unreachable LLM server, say) reaches the services as it was raised, not wrapped by Ray.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from backend.app.audio.types import Audio
@@ -46,8 +48,10 @@ class RemoteEngine:
                     return response.result(timeout_s=POLL_S)
                 except TimeoutError:
                     continue
+                except RayTaskError as e:
+                    raise _unwrapped(e) from None
         except BaseException:
-            response.cancel()
+            response.cancel()  # a no-op once the call has finished
             raise
 
     def stream(self, method: str, *args: Any) -> Iterator[Any]:
@@ -57,8 +61,16 @@ class RemoteEngine:
             for item in generator:
                 raise_if_cancelled()
                 yield item
+        except RayTaskError as e:
+            raise _unwrapped(e) from None
         finally:
-            generator.cancel()  # no-op once it has finished
+            generator.cancel()  # a no-op once it has finished
+
+
+def _unwrapped(error: RayTaskError) -> BaseException:
+    """The exception the engine raised in its replica (Ray wraps it with the remote traceback)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
 
 
 class RemoteSpeechToText(RemoteEngine):

@@ -33,9 +33,16 @@ def test_piper_speaks_at_its_rate(piper: PiperBackend) -> None:
 
 
 def test_piper_speed_changes_length(piper: PiperBackend) -> None:
-    normal = piper.synthesize(SynthesisRequest("This sentence is read at two speeds.")).duration
-    fast = piper.synthesize(SynthesisRequest("This sentence is read at two speeds.", speed=1.5)).duration
-    assert fast < normal * 0.8
+    # Piper draws its phoneme durations at random (noise_w): one reading at 1.5x has measured
+    # 1.43-1.75 s against 2.03-2.61 s at 1.0, so single readings overlap the bound now and then.
+    # The median of three does not (expected ratio 1/1.5 = 0.67; measured about 0.72).
+    def median_duration(speed: float) -> float:
+        text = "This sentence is read at two speeds."
+        return float(
+            np.median([piper.synthesize(SynthesisRequest(text, speed=speed)).duration for _ in range(3)])
+        )
+
+    assert median_duration(1.5) < median_duration(1.0) * 0.8
 
 
 @pytest.mark.parametrize(
