@@ -61,18 +61,27 @@ def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[s
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    wait_ready(process, base, log_path)
+    return process, base
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], base: str, log_path: Path, timeout_s: float = STARTUP_TIMEOUT_S
+) -> None:
+    """Wait until `base` answers /health/ready with 200; fail with the log's end if the process
+    exits or the time runs out (the process is then killed)."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            pytest.fail(f"server exited at start-up:\n{log_path.read_text()}")
+            pytest.fail(f"{process.args} exited at start-up:\n{log_path.read_text()[-8000:]}")
         try:
             if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return process, base
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            pytest.fail("server did not become ready in time")
+            pytest.fail(f"not ready in {timeout_s:.0f} s:\n{log_path.read_text()[-8000:]}")
         time.sleep(0.5)
 
 

@@ -309,6 +309,21 @@ def test_an_admission_keeps_its_slot_for_the_stream_it_starts_later() -> None:
     worker.shutdown()
 
 
+def test_the_slot_is_free_as_soon_as_a_stream_has_ended() -> None:
+    """The next request right after a stream's last item is admitted (it raced the slot's release)."""
+    worker = ModelWorker("test", queue_size=0)
+
+    async def main() -> None:
+        for _ in range(300):
+            items = [i async for i in worker.stream(lambda: iter(range(2)))]
+            assert items == [0, 1]
+            assert worker.pending == 0
+            worker.admit().release()
+
+    asyncio.run(main())
+    worker.shutdown()
+
+
 def test_an_unused_admission_gives_its_slot_back() -> None:
     worker = ModelWorker("test", queue_size=0)
     admission = worker.admit()

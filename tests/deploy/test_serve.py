@@ -7,6 +7,7 @@ a JSON error for bad input. Only the scale and the settings of the shipped confi
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from backend.app.audio.decode import decode_audio
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, REPO, SENTENCE
 from tests.ports import free_port
-from tests.server import server_dir
+from tests.server import server_dir, wait_ready
 from tests.sse import TURN_TIMINGS, parse_sse
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-serve.txt)")
@@ -77,26 +78,15 @@ def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve run exited:\n{log_path.read_text()[-6000:]}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the Serve application was not ready in time:\n{log_path.read_text()[-6000:]}")
-            time.sleep(1)
+        wait_ready(process, base, log_path, STARTUP_TIMEOUT_S)
         yield base
     finally:
         process.send_signal(signal.SIGINT)  # serve run deletes the app and stops its local Ray
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # whatever of its Ray is still running
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
 
 
 def test_health_names_each_stage_on_its_replicas(serve_url: str) -> None:

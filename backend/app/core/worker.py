@@ -274,6 +274,10 @@ class ModelWorker:
                 except TimeoutError:
                     raise StageTimeoutError(self.name, self.timeout_s or 0) from None
                 if item is _END:
+                    # The slot is given back when the work's future completes, a moment after its
+                    # last item: wait for that, so that a request sent as soon as the stream ends
+                    # finds the slot free (the release callback runs before this wakes).
+                    await asyncio.wrap_future(job.future)
                     if error is not None:
                         raise error
                     return
