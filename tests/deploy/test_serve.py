@@ -96,6 +96,8 @@ def test_health_names_each_stage_on_its_replicas(serve_url: str) -> None:
     assert modules["stt"]["device"].endswith("Ray Serve x1")
     assert modules["tts"]["device"].endswith("Ray Serve x2")
     assert modules["tts"]["capacity"] == 2 + 2  # two replicas at once, QUEUE_SIZE waiting
+    page = httpx.get(f"{serve_url}/", timeout=10)  # the browser page, from the ingress
+    assert page.status_code == 200 and "content-security-policy" in page.headers
 
 
 def test_a_conversation_round_trip_through_the_deployments(serve_url: str) -> None:
