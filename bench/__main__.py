@@ -6,7 +6,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
-- wyoming-faster-whisper and wyoming-piper side by side on the same audio and models.
+- wyoming-faster-whisper and wyoming-piper side by side on the same audio and models;
+- Ray Serve (backend/serve) against one process: start-up, memory, turn latency, 2 clients.
 Every table names the machine (CPU, cores, GPU) and the README lists the library versions.
 
 --gpu needs CUDA. It runs the production models unless the environment (or .env) names others:
@@ -29,7 +30,7 @@ import httpx
 from bench import machine
 from bench.common import RESULTS, free_port, start_server, stop_server
 
-SECTIONS = ("stages", "latency", "concurrency", "startup", "wyoming")
+SECTIONS = ("stages", "latency", "concurrency", "startup", "wyoming", "serve")
 GPU_DEFAULTS = {
     "STT_MODEL_NAME": "large-v3",
     "STT_DEVICE": "cuda",
@@ -91,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = startup.measure(1 if args.quick else 3)
         write(out, "startup", startup.section(rows))
 
-    needs_server = [s for s in args.sections if s != "startup"]
+    if "serve" in args.sections and not args.gpu:  # the GPU layout is config.yaml's, on a cluster
+        from bench import serve
+
+        results = serve.measure(2 if args.quick else repeats)
+        write(out, "serve", serve.section(results, 2 if args.quick else repeats, out))
+
+    needs_server = [s for s in args.sections if s not in ("startup", "serve")]
     if needs_server:
         port = free_port()
         print(f"starting the server ({settings.stt_model_name} / {settings.llm_backend} / "

@@ -20,6 +20,7 @@ LIBRARIES = (
     "onnxruntime",
     "fastapi",
     "uvicorn",
+    "ray",
 )
 
 

@@ -7,24 +7,21 @@ a JSON error for bad input. Only the scale and the settings of the shipped confi
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from backend.app.audio.decode import decode_audio
 from backend.app.text.wer import word_error_rate
+from bench.serve import launch_serve, local_config, stop_serve
 from tests.conftest import DATA, REPO, SENTENCE
 from tests.ports import free_port
 from tests.server import server_dir, wait_ready
@@ -32,61 +29,35 @@ from tests.sse import TURN_TIMINGS, parse_sse
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-serve.txt)")
 
-CONFIG = REPO / "backend" / "serve" / "config.yaml"
 STARTUP_TIMEOUT_S = 300
-
-
-def local_config(root: Path, port: int) -> Path:
-    """The shipped config with this machine's scale (no GPU, 2 cores) and the test's directories."""
-    config = yaml.safe_load(CONFIG.read_text())
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
-    args = config["applications"][0]["args"]
-    for stage, replicas in (("stt", 1), ("chat", 1), ("tts", 2)):
-        args[stage] = {"num_replicas": replicas, "num_gpus": 0, "num_cpus": 0.3}
-    args["ingress_cpus"] = 0.3
-    args["env"] = {
-        "MODELS_DIR": str(REPO / "models"),
-        "VOICES_DIR": str(root / "voices"),
-        "OUTPUTS_DIR": str(root / "outputs"),
-        "DATA_DIR": str(root / "data"),
-        "HF_HUB_OFFLINE": "1",
-        "LLM_MAX_TOKENS": "32",
-        "QUEUE_SIZE": "2",
-        "LOG_FORMAT": "text",
-    }
-    path = root / "serve.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")
 def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shipped config at this machine's scale (no GPU, 2 cores: two TTS replicas, one of each
+    other) and the test's directories, run by `serve run` as a user runs it."""
     root = server_dir(tmp_path_factory, "serve")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "RAY_ADDRESS")}
-    env.update(PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    config = local_config(
+        root,
+        port,
+        {"tts": 2},
+        MODELS_DIR=str(REPO / "models"),
+        VOICES_DIR=str(root / "voices"),
+        OUTPUTS_DIR=str(root / "outputs"),
+        DATA_DIR=str(root / "data"),
+        HF_HUB_OFFLINE="1",
+        LLM_MAX_TOKENS="32",
+        QUEUE_SIZE="2",
+        LOG_FORMAT="text",
+    )
     log_path = root / "serve.log"
-    serve_cli = Path(sys.executable).parent / "serve"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(serve_cli), "run", str(local_config(root, port))],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its Ray processes are stopped with it, and only they
-        )
-    base = f"http://127.0.0.1:{port}"
+    process = launch_serve(config, log_path)
     try:
-        wait_ready(process, base, log_path, STARTUP_TIMEOUT_S)
-        yield base
+        wait_ready(process, f"http://127.0.0.1:{port}", log_path, STARTUP_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGINT)  # serve run deletes the app and stops its local Ray
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=60)
-        with contextlib.suppress(ProcessLookupError):  # whatever of its Ray is still running
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_serve(process)
 
 
 def test_health_names_each_stage_on_its_replicas(serve_url: str) -> None:
