@@ -169,3 +169,35 @@ def test_the_gpu_check_script_against_the_deployment(serve_url: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Ray Serve x2" in result.stdout  # /health: where each model runs
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.cpu.yaml"])
+def test_the_shipped_configs_are_valid_serve_configs(name: str) -> None:
+    """Both files pass Serve's own schema (what `serve run` / `serve deploy` check) and the
+    builder's arguments; the GPU one asks for GPU shares, the CPU one fits 2 cores."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from backend.serve.app import ServeArgs
+
+    config = yaml.safe_load((REPO / "backend" / "serve" / name).read_text())
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    assert application["import_path"] == "backend.serve.app:build_app"
+    args = ServeArgs.model_validate(application["args"])
+    stages = (args.stt, args.chat, args.tts)
+    if name == "config.yaml":
+        assert all(0 < stage.num_gpus < 1 for stage in stages)
+        assert args.env["STT_MODEL_NAME"] == "large-v3"
+    else:
+        assert all(stage.num_gpus == 0 for stage in stages)
+        assert sum(s.num_cpus * s.num_replicas for s in stages) + args.ingress_cpus <= 2
+
+
+def test_a_wrong_argument_is_refused_at_build() -> None:
+    from pydantic import ValidationError
+
+    from backend.serve.app import build_app
+
+    with pytest.raises(ValidationError, match="num_replica"):
+        build_app({"stt": {"num_replica": 2}})
