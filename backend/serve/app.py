@@ -79,12 +79,7 @@ class VoiceIngress:
             stt.describe.remote(), chat.describe.remote(), tts.describe.remote()
         )
         replicas = (concurrency.stt, concurrency.chat, concurrency.tts)
-        described = [
-            dataclasses.replace(
-                d, info=dataclasses.replace(d.info, device=f"{d.info.device}, Ray Serve x{n}")
-            )
-            for d, n in zip(described, replicas, strict=True)
-        ]
+        described = [_on_replicas(d, n) for d, n in zip(described, replicas, strict=True)]
         backends = Backends(
             RemoteSpeechToText(stt, described[0]),
             RemoteChatModel(chat, described[1]),
