@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if "serve" in args.sections and not args.gpu:  # the GPU layout is config.yaml's, on a cluster
         from bench import serve
 
-        results = serve.measure(2 if args.quick else repeats)
-        write(out, "serve", serve.section(results, 2 if args.quick else repeats, out))
+        runs = 2 if args.quick else repeats  # the median of one run would be no median
+        write(out, "serve", serve.section(serve.measure(runs), runs, out))
 
     needs_server = [s for s in args.sections if s not in ("startup", "serve")]
     if needs_server:

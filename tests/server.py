@@ -29,22 +29,25 @@ def server_dir(
     return root
 
 
+def server_settings(tmp: Path, **extra: str) -> dict[str, str]:
+    """The settings of a test server: the repo's models, `tmp`'s directories, short replies."""
+    return {
+        "MODELS_DIR": str(REPO / "models"),
+        "VOICES_DIR": str(tmp / "voices"),
+        "OUTPUTS_DIR": str(tmp / "outputs"),
+        "DATA_DIR": str(tmp / "data"),
+        "LLM_MAX_TOKENS": "32",
+        "QUEUE_SIZE": "1",
+        "MAX_AUDIO_SECONDS": "60",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
+
+
 def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "CORS_ORIGINS")}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        MODELS_DIR=str(REPO / "models"),
-        VOICES_DIR=str(tmp / "voices"),
-        OUTPUTS_DIR=str(tmp / "outputs"),
-        DATA_DIR=str(tmp / "data"),
-        LLM_MAX_TOKENS="32",
-        QUEUE_SIZE="1",
-        MAX_AUDIO_SECONDS="60",
-        PYTHONUNBUFFERED="1",
-        HF_HUB_OFFLINE="1",
-    )
-    env.update(extra)
+    env.update(HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(server_settings(tmp, **extra))
     return env
 
 

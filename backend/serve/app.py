@@ -24,11 +24,15 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from backend.app.core.config import Settings
-from backend.app.core.logs import configure_logging
 from backend.app.main import create_app
 from backend.app.services.container import Backends, StageConcurrency, assemble_services
-from backend.serve.deployments import ChatDeployment, EngineInfo, STTDeployment, TTSDeployment
+from backend.serve.deployments import (
+    ChatDeployment,
+    EngineInfo,
+    STTDeployment,
+    TTSDeployment,
+    replica_settings,
+)
 from backend.serve.remote import RemoteChatModel, RemoteSpeechToText, RemoteTextToSpeech
 
 logger = logging.getLogger(__name__)
@@ -73,8 +77,7 @@ class VoiceIngress:
         tts: DeploymentHandle,
         concurrency: StageConcurrency,
     ) -> None:
-        self.settings = Settings()
-        configure_logging(self.settings.log_level, self.settings.log_format)
+        self.settings = replica_settings()
         described: list[EngineInfo] = await asyncio.gather(
             stt.describe.remote(), chat.describe.remote(), tts.describe.remote()
         )

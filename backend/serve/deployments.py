@@ -19,7 +19,6 @@ from ray import serve
 
 from backend.app.audio.types import Audio
 from backend.app.backends import factory
-from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import (
     ChatMessage,
     GenerationOptions,
@@ -30,6 +29,7 @@ from backend.app.backends.protocols import (
 )
 from backend.app.core.config import Settings
 from backend.app.core.logs import configure_logging
+from backend.app.services.container import warm_up_chat
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class EngineInfo:
     supports_speed: bool = False
 
 
-def _settings() -> Settings:
+def replica_settings() -> Settings:
+    """The server's settings from this replica's environment, with its logging configured."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
@@ -56,7 +57,7 @@ class STTDeployment:
     """Speech to text (faster-whisper): STT_MODEL_NAME, STT_DEVICE, STT_COMPUTE_TYPE."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_stt(_settings())
+        self.backend = factory.load_stt(replica_settings())
         self.backend.transcribe(
             Audio.silence(0.5, self.backend.sample_rate), TranscribeOptions(language="en")
         )
@@ -76,10 +77,9 @@ class ChatDeployment:
     OpenAI-compatible server, such as vLLM or Ollama)."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_chat(_settings())
+        self.backend = factory.load_chat(replica_settings())
         self._generating = threading.Lock()  # one generation at a time; token counts need no turn
-        if not isinstance(self.backend, OpenAIChatBackend):  # a remote server may not be up yet
-            self.backend.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
+        warm_up_chat(self.backend)
         logger.info("chat replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 
     def describe(self) -> EngineInfo:
@@ -113,7 +113,7 @@ class TTSDeployment:
     is synthesised sentence by sentence, one call each, so replicas share a long reply's work."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_tts(_settings())
+        self.backend = factory.load_tts(replica_settings())
         self.backend.synthesize(SynthesisRequest("Ready."))
         logger.info("tts replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 

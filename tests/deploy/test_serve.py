@@ -24,7 +24,7 @@ from backend.app.text.wer import word_error_rate
 from bench.serve import launch_serve, local_config, stop_serve
 from tests.conftest import DATA, REPO, SENTENCE
 from tests.ports import free_port
-from tests.server import server_dir, wait_ready
+from tests.server import server_dir, server_settings, wait_ready
 from tests.sse import TURN_TIMINGS, parse_sse
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-serve.txt)")
@@ -38,19 +38,7 @@ def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     other) and the test's directories, run by `serve run` as a user runs it."""
     root = server_dir(tmp_path_factory, "serve")
     port = free_port()
-    config = local_config(
-        root,
-        port,
-        {"tts": 2},
-        MODELS_DIR=str(REPO / "models"),
-        VOICES_DIR=str(root / "voices"),
-        OUTPUTS_DIR=str(root / "outputs"),
-        DATA_DIR=str(root / "data"),
-        HF_HUB_OFFLINE="1",
-        LLM_MAX_TOKENS="32",
-        QUEUE_SIZE="2",
-        LOG_FORMAT="text",
-    )
+    config = local_config(root, port, {"tts": 2}, **server_settings(root, QUEUE_SIZE="2", LOG_FORMAT="text"))
     log_path = root / "serve.log"
     process = launch_serve(config, log_path)
     try:

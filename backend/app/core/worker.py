@@ -120,7 +120,6 @@ class ModelWorker:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.name = name
-        self.concurrency = concurrency
         self.capacity = queue_size + concurrency
         self.timeout_s = timeout_s
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-worker")

@@ -63,7 +63,12 @@ def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
     """One tiny inference per model, so that the first request does not pay for lazy set-up."""
     speech = tts.synthesize(SynthesisRequest("Ready."))
     stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
-    if not isinstance(chat, OpenAIChatBackend):  # a remote server may be slow or not up yet
+    warm_up_chat(chat)
+
+
+def warm_up_chat(chat: ChatModel) -> None:
+    """One generated token; none for an OpenAI-compatible server, which may be slow or not up yet."""
+    if not isinstance(chat, OpenAIChatBackend):
         chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
 
 
