@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AudioTooLongError, InvalidAudioError
 from tests.conftest import clip
+from tests.hostile_audio import CASES, flac_rate_bomb, wav
 
 FORMATS = ["speech.wav", "speech.mp3", "speech.flac", "speech.ogg", "speech.webm", "speech.m4a", "speech.mp4"]
 
@@ -100,3 +102,41 @@ def test_fragmented_mp4_as_safari_records_it() -> None:
     audio = decode_audio(data, 16_000)
     assert 3.1 < audio.duration < 3.5
     assert np.sqrt(np.mean(audio.samples**2)) > 0.02
+
+
+@pytest.mark.parametrize(("label", "data"), CASES, ids=[label for label, _ in CASES])
+def test_any_header_value_decodes_or_is_invalid_audio(label: str, data: bytes) -> None:
+    """One header field at a boundary value (tests/hostile_audio.py): usable audio or a 4xx error,
+    never another exception."""
+    try:
+        audio = decode_audio(data, 16_000, max_seconds=60)
+    except (InvalidAudioError, AudioTooLongError):
+        return
+    assert audio.sample_rate == 16_000 and audio.samples.dtype == np.float32
+    assert audio.duration <= 60 + 1
+    assert np.all(np.isfinite(audio.samples)) and np.abs(audio.samples).max(initial=0) <= 1.0
+
+
+def test_decoding_memory_follows_the_output_rate_not_the_file_rate() -> None:
+    """50 s at 384 kHz is 77 MB of float32 at the file's rate; at 16 kHz, 3.2 MB."""
+    bomb = flac_rate_bomb(384_000, 50)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        audio = decode_audio(bomb, 16_000, max_seconds=60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert abs(audio.duration - 50) < 0.01
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_without_a_target_rate_high_rates_come_down_to_48k() -> None:
+    audio = decode_audio(flac_rate_bomb(192_000, 2))
+    assert audio.sample_rate == 48_000 and abs(audio.duration - 2) < 0.01
+
+
+@pytest.mark.parametrize("rate", [1, 999, 384_001, 655_350])
+def test_rates_outside_what_audio_uses_are_refused(rate: int) -> None:
+    with pytest.raises(InvalidAudioError, match="sample rate"):
+        decode_audio(wav(rate=rate, byte_rate=rate * 2), 16_000)

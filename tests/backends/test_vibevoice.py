@@ -173,7 +173,7 @@ def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Servic
         tts,
         services.conversation,
         services.outputs,
-        VoiceService(library),
+        VoiceService(library, tts.worker, tts_backend.sample_rate),
         services.realtime,
         services.metrics,
     )

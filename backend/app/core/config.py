@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     """Entries in the reference-voice cache."""
     preload_voices: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated voice names prepared at start-up (the default voice always is)."""
+    voices_max_count: int = Field(100, ge=1, le=100_000)
+    """At most this many voices in the library; an upload beyond is refused (409)."""
+    voices_max_mb: float = Field(256, gt=0)
+    """At most this much audio in the voice library; an upload that would pass it is refused (413).
+    Uploads are stored as 16-bit WAV at the TTS engine's rate (60 s at 24 kHz is 2.9 MB)."""
     segment_threshold_chars: int = Field(150, ge=20, le=10_000)
     """Text longer than this is synthesised segment by segment."""
     segment_silence_ms: int = Field(200, ge=0, le=5_000)

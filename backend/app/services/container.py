@@ -29,7 +29,7 @@ from backend.app.services.outputs import OutputStore
 from backend.app.services.realtime import RealtimeService, RealtimeSettings
 from backend.app.services.stt import STTLimits, STTService
 from backend.app.services.tts import TTSService, TTSSettings
-from backend.app.services.voices import VoiceService
+from backend.app.services.voices import VoiceLimits, VoiceService
 from backend.app.storage.conversations import ConversationStore
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
@@ -167,9 +167,15 @@ def assemble_services(
     outputs = OutputStore(settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb)
     tts.preload(settings.preload_voices)
     conversation = ConversationService(stt, chat, tts, outputs, metrics)
+    voices = VoiceService(
+        library,
+        tts.worker,
+        backends.tts.sample_rate,
+        VoiceLimits(max_count=settings.voices_max_count, max_bytes=int(settings.voices_max_mb * 1024 * 1024)),
+    )
     realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
-    return Services(stt, chat, tts, conversation, outputs, VoiceService(library), realtime, metrics)
+    return Services(stt, chat, tts, conversation, outputs, voices, realtime, metrics)
 
 
 def realtime_settings(settings: Settings) -> RealtimeSettings:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,14 @@ class VoiceInfo:
     """True when the clip's directory is writable (DELETE /voices/{name} can remove it)."""
 
     @property
+    def size(self) -> int:
+        """The file's size in bytes (0 when it is gone)."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    @property
     def header(self) -> tuple[float | None, int | None]:
         """Duration (s) and sample rate read from the file header; None when unreadable."""
         try:
@@ -55,6 +65,18 @@ def parse_voice_name(file_name: str) -> tuple[str, str | None, str | None]:
     if not match:
         return stem, None, None
     return match["name"], match["language"].lower(), match["gender"].lower()
+
+
+def name_key(name: str) -> str:
+    """What a voice name looks like: NFKC (full-width letters are the ASCII ones), case-folded, and
+    each letter that has a Latin look-alike (Cyrillic `о`, Greek `ο`) replaced by it. Two names
+    with one key cannot be told apart by a person, so the library holds one of them only."""
+    from confusable_homoglyphs import confusables
+
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    lookalikes = confusables.is_confusable(folded, greedy=True, preferred_aliases=["latin"]) or []
+    swaps = {hit["character"]: hit["homoglyphs"][0]["c"] for hit in lookalikes if hit["homoglyphs"]}
+    return "".join(swaps.get(c, c) for c in folded).casefold()
 
 
 def _writable(directory: Path) -> bool:
@@ -140,15 +162,27 @@ class VoiceLibrary:
             raise NotFoundError(f"no voice file {resolved.name!r}; GET /voices lists the voices")
         return self._info(resolved, root)
 
-    def add(self, language: str, name: str, gender: str, wav: bytes) -> VoiceInfo:
+    def add(
+        self,
+        language: str,
+        name: str,
+        gender: str,
+        wav: bytes,
+        check: Callable[[list[VoiceInfo]], None] | None = None,
+    ) -> VoiceInfo:
         """Store a WAV clip as `{language}-{name}_{gender}.wav`; 409 when the name is taken.
 
-        The caller validates the fields (they become a file name) and the audio.
+        The caller validates the fields (they become a file name) and the audio; `check` sees the
+        voices under the library's lock (to refuse a library that is full) before anything is written.
         """
         file_name = f"{language}-{name}_{gender}.wav"
         with self._lock:
-            for existing in self.voices():
-                if existing.name.lower() == name.lower() or existing.file == file_name:
+            voices = self.voices()
+            if check is not None:
+                check(voices)
+            key = name_key(name)
+            for existing in voices:
+                if name_key(existing.name) == key or existing.file == file_name:
                     raise ConflictError(
                         f"a voice named {existing.name!r} exists ({existing.file}); delete it first"
                     )
