@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # pydantic ValidationError: show the bad variable, not a traceback
         print(f"error: invalid configuration: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    # Progress bars (model conversion, downloads) are not log lines: they would break the JSON log.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from backend.app.core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)

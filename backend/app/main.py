@@ -39,6 +39,7 @@ from backend.app.core.middleware import (
     BearerAuthMiddleware,
     BodySizeLimitMiddleware,
     CancelOnDisconnectMiddleware,
+    JSONGuardMiddleware,
     RequestContextMiddleware,
 )
 from backend.app.services.container import Services, build_services
@@ -136,9 +137,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(router)
     app.include_router(v1.router)
 
-    # Added innermost first: a request meets RequestContext, CORS, auth, the body limit, then the
-    # disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.
+    # Added innermost first: a request meets RequestContext, CORS, auth, the body limit, the JSON
+    # guard, then the disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.
     app.add_middleware(CancelOnDisconnectMiddleware)
+    app.add_middleware(JSONGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(BearerAuthMiddleware, api_key=settings.api_key.get_secret_value())

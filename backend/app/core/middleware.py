@@ -2,7 +2,8 @@
 cancellation of work whose client has gone.
 
 Pure ASGI (no BaseHTTPMiddleware), so streamed responses and WebSockets pass through untouched.
-Outermost first: RequestContext -> CORS -> BearerAuth -> BodySizeLimit -> CancelOnDisconnect -> app.
+Outermost first: RequestContext -> CORS -> BearerAuth -> BodySizeLimit -> JSONGuard ->
+CancelOnDisconnect -> app.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.app.core.errors import error_response_parts
+from backend.app.core.errors import InvalidInputError, error_response_parts
+from backend.app.core.json_guard import check_json_bytes
 from backend.app.core.logs import request_id
 from backend.app.core.metrics import HttpMetrics
 from backend.app.core.worker import stage_times
 
 access_log = logging.getLogger("backend.app.access")
+error_log = logging.getLogger("backend.app.errors")
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's own request id is kept when it is short and plain (it is logged and echoed back).
@@ -39,9 +42,15 @@ _MULTIPART_SLACK = 64 * 1024
 
 
 async def _send_error(
-    scope: Scope, send: Send, status: int, code: str, message: str, headers: dict[str, str]
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str],
+    param: str | None = None,
 ) -> None:
-    status, payload = error_response_parts(scope["path"], status, code, message)
+    status, payload = error_response_parts(scope["path"], status, code, message, param)
     body = json.dumps(payload).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
@@ -77,7 +86,6 @@ class BearerAuthMiddleware:
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self._key = api_key.encode()
-        self._expected = b"Bearer " + self._key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or _public(scope["path"]):
@@ -86,8 +94,9 @@ class BearerAuthMiddleware:
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
-        supplied = dict(scope["headers"]).get(b"authorization", b"")
-        authorized = hmac.compare_digest(supplied, self._expected)
+        scheme, _, supplied = dict(scope["headers"]).get(b"authorization", b"").strip().partition(b" ")
+        # The scheme is case-insensitive (RFC 9110): `bearer` and `BEARER` are Bearer.
+        authorized = scheme.lower() == b"bearer" and hmac.compare_digest(supplied.strip(), self._key)
         if not authorized and scope["type"] == "websocket":
             key = _websocket_key(scope)
             authorized = key is not None and hmac.compare_digest(key, self._key)
@@ -143,9 +152,22 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            status = status or 500
-            raise
+        except Exception as e:
+            # The one place an unexpected error ends: logged with the request id, answered with a
+            # plain 500 and not re-raised, so the server keeps the keep-alive connection usable. A
+            # response already under way cannot change its status: the connection is closed.
+            error_log.error(
+                "unhandled error in %s %s (request %s)",
+                scope.get("method", "WS"),
+                scope["path"],
+                rid,
+                exc_info=e,
+            )
+            if status is not None or scope["type"] != "http":
+                status = status or 500
+                raise
+            status = 500
+            await _send_error(scope, send_with_id, 500, "internal_error", "internal server error", {})
         finally:
             route: str | None = getattr(scope.get("route"), "path", None)
             seconds = time.perf_counter() - started
@@ -234,6 +256,50 @@ class BodySizeLimitMiddleware:
             if not started:
                 started = True
                 await self._refuse(scope, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or content_type.endswith(b"+json")
+
+
+class JSONGuardMiddleware:
+    """Checks every JSON request body (`check_json_bytes`) before the app reads it; a body that
+    fails is answered 422 (400 under /v1) without reaching a route. The body is then replayed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left mid-body
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            check_json_bytes(body)
+        except InvalidInputError as e:
+            await _send_error(scope, send, e.status_code, e.code, e.message, {}, param=e.param)
+            return
+        except ValueError:
+            pass  # malformed JSON: the route's own parser says so, in its own words
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class CancelOnDisconnectMiddleware:

@@ -50,6 +50,7 @@ def _health(request: Request) -> HealthResponse:
 
 
 @router.get("/health", response_model=HealthResponse)
+@router.head("/health", include_in_schema=False)
 async def health(request: Request) -> HealthResponse:
     """Always 200 while the process serves; `status` tells whether every model is ready
     (`loading` while they load, `degraded` with `error` when loading failed)."""
@@ -57,6 +58,7 @@ async def health(request: Request) -> HealthResponse:
 
 
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+@router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """200 when every module is ready, else 503 (for load balancers and orchestrators)."""
     body = _health(request)

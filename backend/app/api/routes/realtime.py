@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.app.core.errors import AppError
+from backend.app.core.errors import AppError, InvalidInputError
+from backend.app.core.json_guard import check_json_bytes
 from backend.app.services.container import Services
 from backend.app.services.realtime import Outbox, ProtocolError, RealtimeSession
 
@@ -32,9 +33,11 @@ async def _close_with_error(websocket: WebSocket, code: str, message: str, close
 
 def _parse(text: str) -> dict[str, Any]:
     try:
-        message = json.loads(text)
+        message = check_json_bytes(text)
     except json.JSONDecodeError as e:
         raise ProtocolError(f"a text message must be a JSON object ({e.msg})") from e
+    except InvalidInputError as e:
+        raise ProtocolError(f"a text message must be valid JSON text: {e.message}") from e
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError('a text message must be a JSON object with a "type"')
     return message
