@@ -259,7 +259,8 @@ class BodySizeLimitMiddleware:
 
 
 def _is_json(scope: Scope) -> bool:
-    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    header: bytes = dict(scope["headers"]).get(b"content-type", b"")
+    content_type = header.split(b";")[0].strip().lower()
     return content_type == b"application/json" or content_type.endswith(b"+json")
 
 
