@@ -131,3 +131,6 @@ class TTSDeployment:
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         return self.backend.synthesize(request)
+
+    def estimate_seconds(self, text: str) -> float:
+        return self.backend.estimate_seconds(text)

@@ -109,3 +109,6 @@ class RemoteTextToSpeech(RemoteEngine):
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         return cast(Audio, self.call("synthesize", request))
+
+    def estimate_seconds(self, text: str) -> float:
+        return cast(float, self.call("estimate_seconds", text))

@@ -91,6 +91,9 @@ def test_a_failing_backend_gives_json_500_and_the_server_keeps_serving(
         supports_cloning = False
         supports_speed = True
 
+        def estimate_seconds(self, text: str) -> float:
+            return 1.0
+
         def synthesize(self, request: object) -> object:
             raise RuntimeError("engine crashed")
 

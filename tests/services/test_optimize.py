@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import InvalidInputError, TextTooLongError
 from backend.app.services.container import Services
 from backend.app.services.optimize import Optimized, OptimizeMode, TranscriptOptimizer, word_sequence
 
@@ -50,3 +50,26 @@ def test_custom_mode_applies_the_instruction(services: Services) -> None:
 
 def test_empty_text_needs_no_model(services: Services) -> None:
     assert run(services, "   ", "optimize") == Optimized("")
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("a" + "\u0301" * 3000, None),  # 3,001 characters, about 6,000 tokens
+        ("e\u0336\u0337" * 1000, None),  # "zalgo" text
+        ("hello " * 10, "\u0489" * 1999),  # a custom instruction of combining marks
+    ],
+)
+def test_text_is_bounded_by_its_tokens_before_the_model_runs(
+    services: Services, text: str, prompt: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert len(text) <= services.chat.settings.max_chars
+    backend = services.chat.backend
+    calls: list[object] = []
+    real_chat = backend.chat
+    monkeypatch.setattr(backend, "chat", lambda *a, **k: calls.append(a) or real_chat(*a, **k))
+    with pytest.raises(TextTooLongError, match="LLM_CONTEXT_TOKENS"):
+        run(services, text, "custom" if prompt else "optimize", prompt)
+    assert calls == [] and services.chat.worker.pending == 0
+    run(services, "um hello there", "optimize")  # an ordinary text still reaches the model
+    assert len(calls) == 1

@@ -11,7 +11,7 @@ import pytest
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SynthesisRequest, TranscribeOptions
-from backend.app.core.errors import AppError
+from backend.app.core.errors import AppError, TextTooLongError
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.text.wer import word_error_rate
@@ -94,3 +94,21 @@ def test_unspeakable_or_oversize_text_is_refused(services: Services, text: str, 
 
 def test_markdown_is_not_spoken(services: Services) -> None:
     assert services.tts.prepare_text("**Hello** _there_ 🎉") == ["Hello there"]
+
+
+def test_text_is_bounded_by_the_speech_it_would_make(services: Services) -> None:
+    """3,000 CJK characters fit MAX_TTS_CHARS, and an English voice would spend minutes spelling
+    them out: refused before synthesis. 3,000 characters of English are not."""
+    tts = services.tts
+    with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
+        asyncio.run(tts.synthesize("你好" * 1500))
+    with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
+        asyncio.run(tts.stream("1234567890 " * 300))  # each number is ten words
+
+    async def opened() -> int:
+        info, chunks = await tts.stream("This is a sentence of ordinary English text. " * 66)
+        await chunks.aclose()
+        return info.segments
+
+    assert asyncio.run(opened()) > 10
+    assert tts.worker.pending == 0

@@ -126,10 +126,17 @@ class VibeVoiceBackend:
             inputs["padding_mask"] = voice.padding_mask
         return {k: v.to(self._device) for k, v in inputs.items()}
 
-    def max_new_tokens(self, text: str) -> int:
+    def _token_budget(self, text: str) -> int:
         cjk = sum(1 for ch in text if is_cjk(ch))
         budget = (len(text) - cjk) * _TOKENS_PER_CHAR + cjk * _TOKENS_PER_CJK_CHAR
-        return min(self._max_new_tokens_cap, _MIN_NEW_TOKENS + math.ceil(budget))
+        return _MIN_NEW_TOKENS + math.ceil(budget)
+
+    def max_new_tokens(self, text: str) -> int:
+        return min(self._max_new_tokens_cap, self._token_budget(text))
+
+    def estimate_seconds(self, text: str) -> float:
+        """The audio tokens `text` may generate (the same budget that caps generation), in seconds."""
+        return self._token_budget(text) * self._hop / SAMPLE_RATE
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         import torch

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     """Longest accepted audio, from its decoded duration, before any inference (422 beyond)."""
     max_tts_chars: int = Field(5000, ge=1)
     """Longest accepted text for synthesis, chat or optimisation (413 beyond)."""
+    max_tts_speech_seconds: float = Field(600, gt=0)
+    """Longest speech one synthesis request may make, estimated from the text before any synthesis
+    (413 beyond): bounds the work by what the text costs, not by its characters (an English voice
+    spells out each CJK character or digit)."""
     queue_size: int = Field(4, ge=0, le=1000)
     """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
     stt_timeout_s: float = Field(300.0, gt=0)

@@ -161,6 +161,7 @@ def assemble_services(
             segment_threshold_chars=settings.segment_threshold_chars,
             segment_silence_ms=settings.segment_silence_ms,
             default_cfg_scale=settings.default_cfg_scale,
+            max_speech_seconds=settings.max_tts_speech_seconds,
         ),
         metrics,
     )

@@ -66,10 +66,7 @@ class TranscriptOptimizer:
         else:
             instruction = _INSTRUCTIONS[mode]
         messages = [ChatMessage("system", instruction), ChatMessage("user", text)]
-        # Room for the rewritten text: half as many tokens again as the text itself, plus slack.
-        # Bounded by the input, so garbage in cannot keep the model writing for long.
-        tokens = await asyncio.to_thread(self.chat.backend.count_text_tokens, text)
-        options = GenerationOptions(max_tokens=min(2048, tokens * 3 // 2 + 16), temperature=0.0)
+        options = await asyncio.to_thread(self._budget, messages, text)
         result = (await self.chat.worker.run(self.chat.backend.chat, messages, options)).strip()
         if mode == "punctuate" and word_sequence(result) != word_sequence(text):
             return Optimized(
@@ -78,3 +75,20 @@ class TranscriptOptimizer:
         if not result:
             return Optimized(text, ["the model returned nothing; the original text is returned"])
         return Optimized(result)
+
+    def _budget(self, messages: list[ChatMessage], text: str) -> GenerationOptions:
+        """Room for the rewritten text: half as many tokens again as the text, plus slack, within
+        LLM_CONTEXT_TOKENS. The cost is counted in the model's tokens, not characters (a few
+        thousand combining marks are one character each and several tokens each): a text whose
+        prompt leaves no room for a rewrite as long as itself is refused before the model runs."""
+        backend, context = self.chat.backend, self.chat.settings.context_tokens
+        tokens = backend.count_text_tokens(text)
+        prompt = backend.count_tokens(messages)
+        if prompt + tokens + 16 > context:
+            raise TextTooLongError(
+                f"the text is {tokens} tokens for the model; with the instruction and room for the "
+                f"rewrite it does not fit the {context}-token context (LLM_CONTEXT_TOKENS): send less"
+            )
+        return GenerationOptions(
+            max_tokens=min(2048, tokens * 3 // 2 + 16, context - prompt), temperature=0.0
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class TTSSettings:
     segment_threshold_chars: int
     segment_silence_ms: int
     default_cfg_scale: float
+    max_speech_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -105,15 +107,31 @@ class TTSService:
         cfg_scale: float | None = None,
         speed: float = 1.0,
     ) -> Synthesis:
-        segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
+        segments, chosen, cfg = await asyncio.to_thread(
+            self._plan, text, voice, speaker_voice_path, cfg_scale, speed
+        )
         timer = StageTimer(self.metrics, "tts_first_audio", "tts")
         return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed, timer)
 
     def _plan(
-        self, text: str, voice: str | None, speaker_voice_path: str | None, cfg_scale: float | None
+        self,
+        text: str,
+        voice: str | None,
+        speaker_voice_path: str | None,
+        cfg_scale: float | None,
+        speed: float = 1.0,
     ) -> tuple[list[str], VoiceInfo | None, float]:
-        """A request's segments, voice and guidance, validated before any synthesis."""
+        """A request's segments, voice and guidance, validated before any synthesis (blocking:
+        run it in a thread). Text is bounded by what it will cost, the speech the engine would make
+        of it, not by its characters alone: 4,000 CJK characters are 40 minutes of speech for an
+        English voice that spells out each one."""
         segments = self.prepare_text(text)
+        seconds = sum(self.backend.estimate_seconds(segment) for segment in segments) / speed
+        if seconds > self.settings.max_speech_seconds:
+            raise TextTooLongError(
+                f"this text would be about {seconds:.0f} s of speech; the limit is "
+                f"{self.settings.max_speech_seconds:g} s (MAX_TTS_SPEECH_SECONDS)"
+            )
         chosen = self.choose_voice(voice, speaker_voice_path)
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
         return segments, chosen, cfg
@@ -188,7 +206,9 @@ class TTSService:
         speed: float = 1.0,
     ) -> tuple[StreamedSpeech, AsyncGenerator[Audio, None]]:
         """Validate now (errors before any audio), then the chunks one segment at a time."""
-        segments, chosen, cfg = self._plan(text, voice, speaker_voice_path, cfg_scale)
+        segments, chosen, cfg = await asyncio.to_thread(
+            self._plan, text, voice, speaker_voice_path, cfg_scale, speed
+        )
         info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
         admission = self.worker.admit()  # 503 now, before the 200; the slot is kept for the stream
         timer = StageTimer(self.metrics, "tts_first_audio", "tts")
