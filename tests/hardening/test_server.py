@@ -27,6 +27,7 @@ from tests.ports import free_port
 from tests.server import REPO, server_dir, server_env, start_server, stop_server
 
 DATA = REPO / "tests" / "data"
+ARTIFACTS = REPO / "tests" / "artifacts"  # git-ignored
 KEY = "hardening-secret-4f1c9a"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LONG_TEXT = " ".join(
@@ -264,6 +265,50 @@ def test_fifty_concurrent_clients_get_200_or_503_and_health_stays_up(base: str) 
         if response.status_code == 503:
             assert int(response.headers["retry-after"]) >= 1
     assert health_statuses and set(health_statuses) == {200}
+    assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
+
+
+def test_under_sustained_overload_turns_are_served_not_starved(base: str) -> None:
+    """50 clients for 40 s, each sending one kind of request again and again (0.2 s after a 503):
+    /conversation needs all three models, yet gets its share (it got none before turns were
+    admitted as a whole)."""
+    flac = (DATA / "speech.flac").read_bytes()
+    kinds = ["stt", "tts", "chat", "conversation", "speech"]
+    counts = {kind: {"ok": 0, "busy": 0} for kind in kinds}
+    lock = threading.Lock()
+    deadline = time.monotonic() + 40
+
+    def client(i: int) -> None:
+        kind = kinds[i % len(kinds)]
+        with httpx.Client(base_url=base, headers=AUTH, timeout=120) as c:
+            while time.monotonic() < deadline:
+                if kind == "stt":
+                    r = c.post("/stt", files={"file": ("s.flac", flac, "audio/flac")})
+                elif kind == "tts":
+                    r = c.post("/tts", json={"text": f"Request number {i}."})
+                elif kind == "chat":
+                    r = c.post("/chat", json={"text": f"Say the number {i}."})
+                elif kind == "conversation":
+                    r = c.post("/conversation", files={"audio_file": ("s.flac", flac, "audio/flac")})
+                else:
+                    r = c.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hi."})
+                assert r.status_code in (200, 503), (kind, r.status_code, r.text[:200])
+                with lock:
+                    counts[kind]["ok" if r.status_code == 200 else "busy"] += 1
+                if r.status_code == 503:
+                    time.sleep(0.2)
+
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(client, range(50)))
+    turns = counts["conversation"]
+    share = turns["ok"] / max(1, turns["ok"] + turns["busy"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "overload.json").write_text(json.dumps({"counts": counts, "turn_share": share}))
+    print(
+        f"turns served under overload: {turns['ok']} of {turns['ok'] + turns['busy']} ({share:.0%})", counts
+    )
+    assert turns["ok"] >= 5, counts
+    assert all(counts[kind]["ok"] > 0 for kind in kinds), counts
     assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
 
 

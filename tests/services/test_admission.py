@@ -5,12 +5,13 @@ refused. Runs the real embedded models, each behind a worker with room for one c
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from contextlib import aclosing
 
 import pytest
 
-from backend.app.backends.protocols import ChatMessage, GenerationOptions
+from backend.app.backends.protocols import ChatMessage, GenerationOptions, TranscribeOptions
 from backend.app.core.errors import InvalidAudioError, OverloadedError
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatReply
@@ -118,3 +119,78 @@ def test_a_turn_that_ends_early_gives_the_llm_slot_back(one_slot: Services) -> N
         assert chat.worker.pending == 0
 
     asyncio.run(main())
+
+
+def test_a_turn_is_not_starved_by_single_stage_requests(services: Services) -> None:
+    """Single /stt requests keep the STT queue full; a turn, admitted as a whole at the turn gate,
+    reserves its transcription instead of being refused for a full STT queue."""
+    stt = services.stt
+    saved = stt.worker
+    stt.worker = ModelWorker("stt", queue_size=0)
+    release = threading.Event()
+    try:
+
+        async def main() -> Turn:
+            hog = asyncio.ensure_future(stt.worker.run(release.wait, 30))  # the STT is busy
+            await asyncio.sleep(0.05)
+            with pytest.raises(OverloadedError):  # a single-stage request is refused
+                await stt.transcribe(clip("speech.flac"), TranscribeOptions())
+            turn = asyncio.ensure_future(services.conversation.turn(clip("speech.flac")))
+            await asyncio.sleep(0.3)
+            assert not turn.done()  # waiting for the STT, not refused
+            release.set()
+            await hog
+            return await turn
+
+        turn = asyncio.run(main())
+        assert turn.transcript and turn.reply
+    finally:
+        release.set()
+        stt.worker.shutdown()
+        stt.worker = saved
+
+
+def test_turns_beyond_the_gate_are_refused_and_the_place_comes_back(services: Services) -> None:
+    conversation = services.conversation
+    held = [conversation.check_ready(None) for _ in range(conversation.turns.capacity)]
+    try:
+        with pytest.raises(OverloadedError, match="spoken turns"):
+            asyncio.run(conversation.begin_turn(clip("speech.flac")))
+    finally:
+        for slot in held:
+            slot.release()
+    assert conversation.turns.inside == 0 and services.chat.worker.pending == 0
+    stream = asyncio.run(conversation.begin_turn(clip("silence.wav")))
+    asyncio.run(collect(stream))
+    assert conversation.turns.inside == 0
+
+
+def test_a_flood_on_one_conversation_is_bounded(services: Services) -> None:
+    """Requests waiting on one conversation's lock count: past QUEUE_SIZE + 1 they get a 503."""
+    chat = services.chat
+    limit = chat.settings.max_per_conversation
+
+    async def main() -> list[object]:
+        gate = asyncio.Event()
+
+        async def hold() -> None:
+            async with chat.serialised("flooded"):
+                await gate.wait()
+
+        holders = [asyncio.ensure_future(hold()) for _ in range(limit)]
+        await asyncio.sleep(0.05)
+        results: list[object] = []
+        for attempt in (chat.prepare("hello", "flooded"), chat.reply("hello", "flooded")):
+            try:
+                results.append(await attempt)
+            except OverloadedError as e:
+                results.append(e)
+        (await chat.prepare("hello", "another")).release()  # other conversations go on
+        gate.set()
+        await asyncio.gather(*holders)
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, OverloadedError) and r.headers["Retry-After"] for r in results), results
+    assert chat.worker.pending == 0
+    assert asyncio.run(chat.reply("Say hi.", "flooded")).reply

@@ -33,7 +33,7 @@ error_log = logging.getLogger("backend.app.errors")
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's own request id is kept when it is short and plain (it is logged and echoed back).
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Logged when the client went away before the response was complete (nginx's convention).
 CLIENT_CLOSED = 499
 
@@ -130,7 +130,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        rid = supplied if _CLIENT_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        rid = supplied if _CLIENT_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         timings: dict[str, float] = {}
         rid_token, timings_token = request_id.set(rid), stage_times.set(timings)

@@ -107,6 +107,52 @@ class Admission:
         return self.worker._iterate(self, fn, *args, **kwargs)
 
 
+class Gate:
+    """Counts requests of one kind in flight (spoken turns, say) and refuses more than `capacity`
+    at once with `OverloadedError` (503 + Retry-After). Not tied to a thread: a request that passes
+    the gate may then reserve its stages' slots in order (`ModelWorker.admit(reserved=True)`)."""
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._lock = threading.RLock()  # re-entrant for the same reason as ModelWorker's
+        self._inside = 0
+
+    @property
+    def inside(self) -> int:
+        return self._inside
+
+    def enter(self) -> Ticket:
+        with self._lock:
+            if self._inside >= self.capacity:
+                raise OverloadedError(
+                    f"{self._inside} {self.name} are in progress, the most this server takes at once; "
+                    "retry shortly",
+                    retry_after_s=2,
+                )
+            self._inside += 1
+        return Ticket(self)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._inside -= 1
+
+
+class Ticket:
+    """A place taken at a `Gate`, given back by `release()` (idempotent) or when dropped."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate: Gate | None = gate
+
+    def release(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate._leave()
+
+    def __del__(self) -> None:
+        self.release()
+
+
 class ModelWorker:
     """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size.
 
@@ -148,9 +194,10 @@ class ModelWorker:
                 retry_after_s=2,
             )
 
-    def admit(self) -> Admission:
-        """Take a slot now (503 if there is none) for work that starts later."""
-        self._admit(True)
+    def admit(self, reserved: bool = False) -> Admission:
+        """Take a slot now (503 if there is none) for work that starts later. `reserved`: never
+        refused, for a stage of work admitted as a whole elsewhere (a spoken turn, at its `Gate`)."""
+        self._admit(not reserved)
         return Admission(self)
 
     def _admit(self, check: bool) -> None:

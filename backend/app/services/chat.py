@@ -18,12 +18,12 @@ from typing import Literal
 import anyio
 
 from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
-from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
+from backend.app.core.errors import ContextLengthError, InvalidInputError, OverloadedError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class ChatSettings:
     max_history_messages: int
     context_tokens: int
     max_chars: int
+    max_per_conversation: int = 5
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def check_conversation_id(conversation_id: str | None) -> str:
     """A new id when none is given; 422 for an id that is not 1-64 letters, digits, '-' or '_'."""
     if not conversation_id:
         return uuid.uuid4().hex
-    if not _ID_RE.match(conversation_id):
+    if not _ID_RE.fullmatch(conversation_id):  # fullmatch: `$` would let a trailing newline in
         raise InvalidInputError("conversation_id must be 1-64 characters of letters, digits, '-' or '_'")
     return conversation_id
 
@@ -125,9 +126,21 @@ class ChatService:
         self.metrics = metrics or ServiceMetrics()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
+    def check_room(self, conversation_id: str) -> None:
+        """503 when the conversation already has as many requests in progress as a model admits
+        (MAX_PER_CONVERSATION = QUEUE_SIZE + 1): waiting on its lock is a queue too, and bounded."""
+        _, users = self._locks.get(conversation_id, (None, 0))
+        if users >= self.settings.max_per_conversation:
+            raise OverloadedError(
+                f"conversation {conversation_id} has {users} requests in progress; retry shortly",
+                retry_after_s=2,
+            )
+
     @asynccontextmanager
     async def serialised(self, conversation_id: str) -> AsyncGenerator[None, None]:
-        """Hold the conversation's lock; the lock is dropped when nobody holds or awaits it."""
+        """Hold the conversation's lock; the lock is dropped when nobody holds or awaits it.
+        Refused (503) when too many requests wait for it already (`check_room`)."""
+        self.check_room(conversation_id)
         lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
         self._locks[conversation_id] = (lock, users + 1)
         try:
@@ -153,6 +166,8 @@ class ChatService:
         taken now and kept for `reply_stream(..., admission=)`."""
         text = self.check_text(text)
         check_conversation_id(conversation_id)
+        if conversation_id:
+            self.check_room(conversation_id)
         await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
         return self.worker.admit()
 

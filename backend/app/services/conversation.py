@@ -22,7 +22,7 @@ from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import NotFoundError
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.worker import Admission
+from backend.app.core.worker import Admission, Gate, Ticket
 from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
@@ -94,6 +94,19 @@ def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[Reply
     return heard
 
 
+@dataclass
+class TurnSlot:
+    """A spoken turn's places: its ticket at the turn gate, and its LLM slot, reserved in order."""
+
+    ticket: Ticket
+    llm: Admission
+
+    def release(self) -> None:
+        """Give both back (idempotent); an LLM slot the reply already used is not counted twice."""
+        self.llm.release()
+        self.ticket.release()
+
+
 class ConversationService:
     """STT -> chat -> TTS, calling the three services directly."""
 
@@ -104,12 +117,15 @@ class ConversationService:
         tts: TTSService,
         outputs: OutputStore,
         metrics: ServiceMetrics | None = None,
+        max_turns: int | None = None,
     ) -> None:
         self.stt = stt
         self.chat = chat
         self.tts = tts
         self.outputs = outputs
         self.metrics = metrics or ServiceMetrics()
+        self.turns = Gate("spoken turns", max_turns or chat.worker.capacity)
+        """Turns in progress, from admission to the stored reply."""
 
     def _stored_voice(self, conversation_id: str) -> str | None:
         """The conversation's own reply voice, if it still exists in the library."""
@@ -124,14 +140,19 @@ class ConversationService:
             )
             return None
 
-    def check_ready(self, voice: str | None) -> Admission:
-        """Fail fast, before any work: an unknown voice (404), a busy LLM or TTS (503). The LLM's
-        slot is taken now and kept for the reply (`respond(..., admission=)`), so a turn that has
-        begun is not refused half-way; TTS work for a reply is never refused once it has begun."""
+    def check_ready(self, voice: str | None, conversation_id: str | None = None) -> TurnSlot:
+        """Fail fast, before any work: an unknown voice (404), too many turns in progress or on
+        this conversation (503). A turn is admitted as a whole, at the turn gate (TURN capacity =
+        QUEUE_SIZE + 1), and then reserves its stages in order: the LLM slot now (kept for the
+        reply, `respond(..., admission=)`), its transcription and each TTS piece as follow-ups. So
+        single-stage requests filling one queue cannot starve turns, which need all three: under
+        overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
             self.tts.choose_voice(voice, None)
-        self.tts.worker.check()
-        return self.chat.worker.admit()
+        if conversation_id:
+            self.chat.check_room(conversation_id)
+        ticket = self.turns.enter()
+        return TurnSlot(ticket, self.chat.worker.admit(reserved=True))
 
     async def begin_turn(
         self,
@@ -144,11 +165,11 @@ class ConversationService:
         """Validate and transcribe now (so errors come before any streaming); the reply follows in
         the returned stream's `events`. Silence gives an empty transcript and no reply."""
         cid = check_conversation_id(conversation_id) if conversation_id else None
-        admission = self.check_ready(voice)
+        admission = self.check_ready(voice, cid)
         try:
             started = time.perf_counter()
             asked = time.time()
-            transcription = await self.stt.transcribe(audio, options or TranscribeOptions())
+            transcription = await self.stt.transcribe(audio, options or TranscribeOptions(), reserved=True)
             timings = {"stt_ms": elapsed_ms(started)}
             if not transcription.text:
                 admission.release()
@@ -194,7 +215,7 @@ class ConversationService:
         timings: dict[str, float],
         audio_format: AudioFormat = "wav",
         played: PlayedSeconds | None = None,
-        admission: Admission | None = None,
+        admission: TurnSlot | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
         stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
@@ -230,7 +251,8 @@ class ConversationService:
                     began = time.perf_counter()
                     chunker = SentenceChunker(max_chars=self.tts.settings.segment_threshold_chars)
                     try:
-                        async with aclosing(self.chat.generate(conversation_id, text, admission)) as deltas:
+                        llm = admission.llm if admission else None
+                        async with aclosing(self.chat.generate(conversation_id, text, llm)) as deltas:
                             async for delta in deltas:
                                 timings.setdefault("llm_first_token_ms", elapsed_ms(began))
                                 reply_parts.append(delta)
@@ -307,7 +329,7 @@ class ConversationService:
             yield Turn(text, reply, conversation_id, name, dict(timings))
         finally:
             if admission is not None:
-                admission.release()  # unused if the reply never reached the LLM
+                admission.release()  # the LLM slot is unused if the reply never reached the LLM
 
     async def _save_audio(self, chunks: list[Audio], rate: int, audio_format: AudioFormat) -> str | None:
         if not chunks:

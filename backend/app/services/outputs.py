@@ -17,7 +17,7 @@ from pathlib import Path
 from backend.app.core.errors import NotFoundError
 from backend.app.core.paths import PathOutsideError, resolve_inside
 
-_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)$")
+_NAME_RE = re.compile(r"[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)")
 
 
 class OutputStore:
@@ -40,7 +40,7 @@ class OutputStore:
     def path(self, name: str) -> Path:
         """The file for a name this store generated; 404 for anything else (a symlink planted
         under such a name that leads out of OUTPUTS_DIR included)."""
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise NotFoundError(f"no output named {name!r}")
         try:
             path, _ = resolve_inside([self.directory], name, "output name")
@@ -55,7 +55,7 @@ class OutputStore:
         removed = 0
         for name in names:
             path = self.directory / name
-            if _NAME_RE.match(name) and path.is_file():
+            if _NAME_RE.fullmatch(name) and path.is_file():
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -66,7 +66,7 @@ class OutputStore:
         with self._lock:
             files = []
             for path in self.directory.iterdir():
-                if _NAME_RE.match(path.name):
+                if _NAME_RE.fullmatch(path.name):
                     try:
                         stat = path.stat()
                     except FileNotFoundError:

@@ -271,7 +271,7 @@ class RealtimeSession:
                 await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
                 return
             text = self.conversation.chat.check_text(transcription.text)
-            admission = self.conversation.check_ready(None)
+            admission = self.conversation.check_ready(None, self.conversation_id)
             events = self.conversation.respond(
                 text,
                 self.conversation_id,

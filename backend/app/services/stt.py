@@ -55,11 +55,15 @@ class STTService:
                 param="language",
             )
 
-    async def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
-        """Transcribe an encoded audio file (any format PyAV reads)."""
+    async def transcribe(
+        self, data: bytes, options: TranscribeOptions, reserved: bool = False
+    ) -> Transcription:
+        """Transcribe an encoded audio file (any format PyAV reads). `reserved`: the call belongs
+        to work admitted as a whole (a spoken turn), so it waits its turn and is never refused."""
         self.check_options(options)
         started = time.perf_counter()
-        return self._observed(started, await self.worker.run(self._decode_and_transcribe, data, options))
+        submit = self.worker.follow_up if reserved else self.worker.run
+        return self._observed(started, await submit(self._decode_and_transcribe, data, options))
 
     async def transcribe_audio(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         """Transcribe audio already decoded (the realtime stream's utterances)."""

@@ -23,9 +23,9 @@ from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 # The fields become a file name `{language}-{name}_{gender}.wav`: letters and digits only, so the
 # name parses back unambiguously and can never form a path.
-_NAME_RE = re.compile(r"^[^\W_]{1,40}$")
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
-_GENDER_RE = re.compile(r"^[a-z]{1,16}$")
+_NAME_RE = re.compile(r"[^\W_]{1,40}")
+_LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
+_GENDER_RE = re.compile(r"[a-z]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,11 @@ class VoiceService:
     @staticmethod
     def check_fields(name: str, language: str, gender: str) -> tuple[str, str, str]:
         name, language, gender = name.strip(), language.strip().lower(), gender.strip().lower()
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise InvalidInputError("name must be 1-40 letters or digits (any script), no spaces or symbols")
-        if not _LANGUAGE_RE.match(language):
+        if not _LANGUAGE_RE.fullmatch(language):
             raise InvalidInputError("language must be a 2-3 letter ISO 639 code, e.g. en, zh")
-        if not _GENDER_RE.match(gender):
+        if not _GENDER_RE.fullmatch(gender):
             raise InvalidInputError("gender must be 1-16 lowercase letters, e.g. woman, man")
         return name, language, gender
 

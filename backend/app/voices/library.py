@@ -23,9 +23,7 @@ from backend.app.core.errors import BadRequestError, ConflictError, ForbiddenErr
 from backend.app.core.paths import PathOutsideError, is_inside, resolve_inside
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac")
-_NAME_RE = re.compile(
-    r"^(?P<language>[A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?)-(?P<name>.+)_(?P<gender>[A-Za-z]+)$"
-)
+_NAME_RE = re.compile(r"(?P<language>[A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?)-(?P<name>.+)_(?P<gender>[A-Za-z]+)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class VoiceInfo:
 def parse_voice_name(file_name: str) -> tuple[str, str | None, str | None]:
     """`zh-Xinran_woman.wav` -> ("Xinran", "zh", "woman"); unparsable names keep their stem."""
     stem = Path(file_name).stem
-    match = _NAME_RE.match(stem)
+    match = _NAME_RE.fullmatch(stem)
     if not match:
         return stem, None, None
     return match["name"], match["language"].lower(), match["gender"].lower()

@@ -55,7 +55,7 @@ SECURITY_HEADERS = {
 REVALIDATE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
-_ASSET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(?:js|css|svg)$")
+_ASSET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*\.(?:js|css|svg)")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def load_site(web_dir: Path = WEB_DIR) -> tuple[Asset, dict[str, Asset]]:
     assets = {
         path.name: _asset(path.read_bytes(), path.name)
         for path in sorted(web_dir.iterdir())
-        if path.is_file() and _ASSET_NAME.match(path.name)
+        if path.is_file() and _ASSET_NAME.fullmatch(path.name)
     }
     page = (web_dir / PAGE).read_text(encoding="utf-8")
     for name, asset in assets.items():
