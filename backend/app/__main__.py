@@ -14,15 +14,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import uvicorn
 
 from backend.app.core.config import Settings
-from backend.app.core.errors import ModelLoadError
+from backend.app.core.errors import ModelLoadError, StorageOpenError
 
 EXIT_BAD_CONFIG = 2
 """Invalid settings or model files: restarting will not help, so orchestrators should not retry."""
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    logging.getLogger("backend.app").info("stopped by %s", signal.Signals(signum).name)
+    sys.exit(0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Voice-dialogue server (STT -> LLM -> TTS). Every setting is an environment variable "
             "(also read from .env); the flags below override HOST, PORT, LOG_LEVEL and LOG_FORMAT. "
-            "Exit status 2: invalid settings or model files (the message says which)."
+            "Exit status 2: invalid settings, model files or conversation database (the message says which)."
         ),
     )
     parser.add_argument("--host", help="listen address (HOST, default 127.0.0.1)")
@@ -62,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     logger = logging.getLogger("backend.app")
     from backend.app.backends import manifest
+    from backend.app.storage.conversations import ConversationStore
 
     try:
+        # The database first: it is quick, and a damaged or read-only one is the operator's to fix.
+        ConversationStore.check(settings.data_dir / "conversations.db")
         manifest.preflight(settings)
-    except ModelLoadError as e:
+    except (ModelLoadError, StorageOpenError) as e:
         logger.error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -84,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from backend.app.main import create_app
 
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
+    # that was there before it: this one, so a clean shutdown exits 0 (not 143 or a traceback).
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -33,7 +33,7 @@ from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
-from tests.conftest import make_settings
+from tests.conftest import REPO, make_settings
 
 
 @pytest.fixture
@@ -231,3 +231,34 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
         "/outputs/{name}",
     ):
         assert route in paths
+
+
+def test_a_full_disk_refuses_what_stores_with_507_serves_the_rest_and_health_says_so(
+    services: Services, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MIN_FREE_DISK_MB above what the disk has: as a full disk looks to the server."""
+    huge = 1 << 60
+    monkeypatch.setattr(services.chat.store, "min_free_bytes", huge)
+    monkeypatch.setattr(services.outputs, "min_free_bytes", huge)
+    flac = (REPO / "tests" / "data" / "speech.flac").read_bytes()
+    turns_before = services.chat.store.page(1, 0)[1]
+    for response in (
+        client.post("/chat", json={"text": "hello"}),
+        client.post("/chat", json={"text": "hello", "stream": True}),
+        client.post("/conversation", files={"audio_file": ("s.flac", flac, "audio/flac")}),
+        client.post(
+            "/conversation", files={"audio_file": ("s.flac", flac, "audio/flac")}, data={"stream": "true"}
+        ),
+    ):
+        assert response.status_code == 507, response.text
+        assert response.json()["error"]["code"] == "insufficient_storage"
+        assert "MIN_FREE_DISK_MB" in response.json()["error"]["message"]
+    assert services.chat.store.page(1, 0)[1] == turns_before  # nothing half-stored
+    assert client.post("/stt", files={"file": ("s.flac", flac, "audio/flac")}).status_code == 200
+    assert client.post("/tts", json={"text": "Still speaking."}).status_code == 200
+    health = client.get("/health").json()
+    assert health["status"] == "degraded" and "MB free" in health["error"], health
+    assert health["modules"]["storage"]["ready"] is False
+    assert client.get("/health/ready").status_code == 503
+    monkeypatch.undo()
+    assert client.get("/health").json()["status"] == "ok"

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from backend.app.core.errors import StorageFullError, StorageOpenError
+from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import MIGRATIONS, ConversationStore, Turn
+from tests.mounts import fill, tmpfs
 
 
 @pytest.fixture
@@ -26,7 +29,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StorageOpenError, match="newer"):
         ConversationStore(path)
 
 
@@ -107,3 +110,88 @@ def test_referenced_audio(store: ConversationStore) -> None:
     store.add_turns("c", [Turn("assistant", "old", audio_file="old.wav", created_at=100.0)])
     store.add_turns("c", [Turn("assistant", "new", audio_file="new.wav")])
     assert store.referenced_audio(newer_than=1000.0) == {"new.wav"}
+
+
+# --- a database that cannot be used, and a disk that fills up -------------------------------
+
+
+def a_database_with_turns(path: Path, turns: int = 400) -> bytes:
+    store = ConversationStore(path)
+    for i in range(turns):
+        store.add_turns(f"c{i % 7}", [Turn("user", f"question {i} " * 20), Turn("assistant", "answer " * 30)])
+    store.close()
+    return path.read_bytes()
+
+
+def _damaged(path: Path, how: str) -> None:
+    data = a_database_with_turns(path)
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+    elif how == "overwritten":
+        path.write_bytes(bytes(range(256)) * (len(data) // 256))
+    elif how == "garbage page":  # the header is fine; one page in the middle is not
+        page = 4096
+        middle = (len(data) // page // 2) * page
+        path.write_bytes(data[:middle] + b"\xa5" * page + data[middle + page :])
+    elif how == "a directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "empty text file":
+        path.write_text("not a database\n")
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "overwritten", "garbage page", "a directory", "empty text file"]
+)
+def test_a_database_that_cannot_be_used_is_refused_at_open_naming_the_file(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "conversations.db"
+    _damaged(path, how)
+    with pytest.raises(StorageOpenError) as refused:
+        ConversationStore(path)
+    assert str(path) in str(refused.value)
+    if how != "a directory":
+        assert "Move the file aside" in str(refused.value)
+
+
+def test_a_read_only_data_dir_is_refused_at_open(tmp_path: Path) -> None:
+    data = a_database_with_turns(tmp_path / "seed.db", turns=3)
+    with (
+        tmpfs(tmp_path / "ro", 4096, read_only=True, seed={"conversations.db": data}) as ro,
+        pytest.raises(StorageOpenError, match="must be writable"),
+    ):
+        ConversationStore(ro / "conversations.db")
+
+
+def test_a_full_database_is_a_507_and_reported_until_a_write_succeeds(store: ConversationStore) -> None:
+    store.add_turns("c", [Turn("user", "hello")])
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL
+    with pytest.raises(StorageFullError, match="no space left"):
+        store.add_turns("c", [Turn("user", "x" * 100_000)])
+    assert store.disk_problem() and "failed" in str(store.disk_problem())
+    assert [t.text for t in store.turns("c")] == ["hello"]  # nothing half-written
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    store.add_turns("c", [Turn("user", "again")])
+    assert store.disk_problem() is None
+
+
+def test_a_really_full_disk_is_a_507_for_turns_and_reply_audio(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", 2048) as disk:
+        store = ConversationStore(disk / "conversations.db", min_free_bytes=256 * 1024)
+        outputs = OutputStore(disk / "outputs", 1, 10, min_free_mb=0.25)
+        store.add_turns("c", [Turn("user", "before the disk filled")])
+        assert store.disk_problem() is None and outputs.disk_problem() is None
+        fill(disk)
+        with pytest.raises(StorageFullError):  # refused up front, before any work
+            store.require_room()
+        with pytest.raises(StorageFullError):
+            outputs.require_room()
+        assert store.disk_problem() and outputs.disk_problem()
+        with pytest.raises(StorageFullError):  # and if the write is tried all the same
+            store.add_turns("c", [Turn("user", "y" * 500_000)])
+        with pytest.raises(StorageFullError):
+            outputs.save(b"\0" * 500_000, "wav")
+        assert not [p for p in (disk / "outputs").iterdir()]  # no partial file left
+        (disk / "filler").unlink()
+        assert [t.text for t in store.turns("c")] == ["before the disk filled"]
+        store.close()

@@ -26,6 +26,9 @@ def get_settings(request: Request) -> Settings:
 def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
+        failed = getattr(request.app.state, "load_error", None)
+        if failed:
+            raise NotReadyError(f"the server could not start its services: {failed}")
         raise NotReadyError("the models are still loading; retry shortly")
     return services
 

@@ -28,12 +28,16 @@ class ModuleHealth(BaseModel):
     capacity: int | None = Field(
         None, description="Most requests admitted at once (1 + QUEUE_SIZE); beyond, 503."
     )
+    error: str | None = Field(None, description="What is wrong with this module, when it is not ready.")
 
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "degraded"]
     modules: dict[str, ModuleHealth]
-    error: str | None = Field(None, description="Why loading failed, when status is degraded.")
+    error: str | None = Field(
+        None,
+        description="Why the server is degraded: a model that failed to load, a full disk, a bad database.",
+    )
 
 
 class WordOut(BaseModel):

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     """Longest speech one synthesis request may make, estimated from the text before any synthesis
     (413 beyond): bounds the work by what the text costs, not by its characters (an English voice
     spells out each CJK character or digit)."""
+    min_free_disk_mb: float = Field(64, ge=0)
+    """Below this much free disk under DATA_DIR or OUTPUTS_DIR, requests that store something
+    (chat, spoken turns) are refused up front with 507, before any work, and /health says
+    `degraded`; 0 turns the check off (a full disk is still a 507, never a 500)."""
     queue_size: int = Field(4, ge=0, le=1000)
     """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
     stt_timeout_s: float = Field(300.0, gt=0)

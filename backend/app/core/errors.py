@@ -8,6 +8,7 @@ status codes OpenAI uses (a malformed request is a 400 there, never a 422).
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -134,6 +135,32 @@ class UpstreamError(AppError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class StorageFullError(AppError):
+    """No room left on the disk for the conversation database, reply audio or voices (507)."""
+
+    status_code, code = 507, "insufficient_storage"
+
+
+class StorageUnavailableError(AppError):
+    """The conversation database or a data directory cannot be used right now (503)."""
+
+    status_code, code = 503, "storage_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "30"})
+
+
+def storage_error(e: OSError, what: str) -> AppError:
+    """The client-facing error for a failed write of `what`: 507 when the disk is full."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(f"no space left on the disk for {what}; the server's operator must free some")
+    return StorageUnavailableError(f"could not write {what} ({e.strerror or e})")
+
+
+class StorageOpenError(Exception):
+    """The conversation database cannot be opened or is damaged. Raised at start-up, never to a client."""
+
+
 class ModelLoadError(Exception):
     """A model file is missing or unreadable. Raised at start-up, never to a client."""
 
@@ -200,6 +227,7 @@ def _status_code_name(status: int) -> str:
         422: "invalid_input",
         429: "too_many_requests",
         504: "timeout",
+        507: "insufficient_storage",
     }.get(status, "http_error")
 
 

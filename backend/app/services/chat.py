@@ -166,6 +166,7 @@ class ChatService:
         taken now and kept for `reply_stream(..., admission=)`."""
         text = self.check_text(text)
         check_conversation_id(conversation_id)
+        self.store.require_room()
         if conversation_id:
             self.check_room(conversation_id)
         await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
@@ -320,6 +321,7 @@ class ChatService:
         the slot `prepare` took, for a reply whose response has already started."""
         text = self.check_text(text)
         conversation_id = check_conversation_id(conversation_id)
+        self.store.require_room()  # the reply is stored: refused before any work on a full disk
         async with self.serialised(conversation_id):
             asked = time.time()
             started = time.perf_counter()

@@ -148,7 +148,9 @@ def assemble_services(
             max_chars=settings.max_tts_chars,
             max_per_conversation=settings.queue_size + 1,
         ),
-        ConversationStore(settings.data_dir / "conversations.db"),
+        ConversationStore(
+            settings.data_dir / "conversations.db", int(settings.min_free_disk_mb * 1024 * 1024)
+        ),
         metrics,
     )
     library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
@@ -166,7 +168,9 @@ def assemble_services(
         ),
         metrics,
     )
-    outputs = OutputStore(settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb)
+    outputs = OutputStore(
+        settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb, settings.min_free_disk_mb
+    )
     tts.preload(settings.preload_voices)
     conversation = ConversationService(stt, chat, tts, outputs, metrics)
     voices = VoiceService(

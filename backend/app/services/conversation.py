@@ -149,6 +149,10 @@ class ConversationService:
         overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
             self.tts.choose_voice(voice, None)
+        # The turn and its audio are stored: on a full disk, 507 before any work (not an error
+        # event after the audio went out).
+        self.chat.store.require_room()
+        self.outputs.require_room()
         if conversation_id:
             self.chat.check_room(conversation_id)
         ticket = self.turns.enter()

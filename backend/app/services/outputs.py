@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from backend.app.core.errors import NotFoundError
+from backend.app.core.errors import NotFoundError, StorageFullError, storage_error
 from backend.app.core.paths import PathOutsideError, resolve_inside
 
 _NAME_RE = re.compile(r"[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)")
@@ -23,18 +24,41 @@ _NAME_RE = re.compile(r"[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)")
 class OutputStore:
     """Writes files under server-generated names; reads and removes only names of that exact form."""
 
-    def __init__(self, directory: Path, ttl_hours: float, max_mb: float) -> None:
+    def __init__(self, directory: Path, ttl_hours: float, max_mb: float, min_free_mb: float = 0) -> None:
         self.directory = directory
         self.ttl_s = ttl_hours * 3600
         self.max_bytes = int(max_mb * 1024 * 1024)
+        self.min_free_bytes = int(min_free_mb * 1024 * 1024)
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
+
+    def disk_problem(self) -> str | None:
+        """Why reply audio could not be kept now (too little free disk), or None."""
+        if not self.min_free_bytes:
+            return None
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError as e:
+            return f"OUTPUTS_DIR {self.directory} cannot be read ({e.strerror or e})"
+        if free < self.min_free_bytes:
+            return f"the disk of {self.directory} has less than {self.min_free_bytes / 1024 / 1024:g} MB free"
+        return None
+
+    def require_room(self) -> None:
+        """507 before any work when reply audio could not be kept (MIN_FREE_DISK_MB)."""
+        problem = self.disk_problem()
+        if problem:
+            raise StorageFullError(f"{problem} (MIN_FREE_DISK_MB); the server's operator must free some")
 
     def save(self, data: bytes, extension: str) -> str:
         name = f"{uuid.uuid4().hex}.{extension}"
         tmp = self.directory / f".{name}.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.directory / name)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.directory / name)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(e, "the reply audio") from e
         return name
 
     def path(self, name: str) -> Path:

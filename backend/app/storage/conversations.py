@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -16,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from backend.app.core.errors import StorageFullError, StorageOpenError, StorageUnavailableError
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -70,25 +73,108 @@ class Conversation:
     turn_count: int = 0
 
 
-class ConversationStore:
-    """The conversation database. Every method is blocking; async callers use a thread."""
+_WHAT_TO_DO = (
+    "Move the file aside (with its -wal and -shm files) to start with an empty database, or "
+    "restore it from a backup; then start the server again"
+)
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+class ConversationStore:
+    """The conversation database. Every method is blocking; async callers use a thread.
+
+    Opening checks the file (`PRAGMA quick_check`) and that it can be written: a database that is
+    not one, is damaged or sits on a read-only DATA_DIR is refused at start-up (`StorageOpenError`,
+    naming the file and what to do), not found out request by request. At run time, a full disk is
+    a 507 (`StorageFullError`) and any other database failure a 503 (`StorageUnavailableError`);
+    `problem` says what went wrong last, for /health, until a write succeeds again. Writes are
+    refused up front, before any work, while less than `min_free_bytes` is free on its disk.
+    """
+
+    def __init__(self, path: Path, min_free_bytes: int = 0) -> None:
         self.path = path
+        self.min_free_bytes = min_free_bytes
+        self.problem: str | None = None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StorageOpenError(f"cannot open the conversation database {path}: {e}") from e
+        try:
+            self._db.row_factory = sqlite3.Row
+            checked = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if checked != "ok":
+                raise StorageOpenError(
+                    f"the conversation database {path} is damaged ({checked}). {_WHAT_TO_DO}"
+                )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            self._db.execute("BEGIN IMMEDIATE")  # can it be written (read-only file or directory)?
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            self._db.close()
+            if getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                advice = f"DATA_DIR ({path.parent}) and the file must be writable by the server"
+            else:
+                advice = _WHAT_TO_DO
+            raise StorageOpenError(f"the conversation database {path} cannot be used ({e}). {advice}") from e
+        except StorageOpenError:
+            self._db.close()
+            raise
+
+    @classmethod
+    def check(cls, path: Path) -> None:
+        """Open and close the database once: the start-up pre-flight (`StorageOpenError`)."""
+        cls(path).close()
+
+    @contextmanager
+    def _guarded(self, writing: bool = False) -> Iterator[None]:
+        """sqlite3's errors as the client-facing ones; `problem` follows the last outcome."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            self.problem = f"the conversation database failed: {e}"
+            if full:
+                raise StorageFullError(
+                    "no space left for the conversation database; the server's operator must free some"
+                ) from e
+            raise StorageUnavailableError(f"the conversation database cannot be used right now ({e})") from e
+        if writing:
+            self.problem = None
+
+    def free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return 0
+
+    def require_room(self) -> None:
+        """507 before any work when the disk has less than MIN_FREE_DISK_MB free."""
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            raise StorageFullError(
+                f"less than {self.min_free_bytes / 1024 / 1024:g} MB is free for the conversation database "
+                "(MIN_FREE_DISK_MB); the server's operator must free some"
+            )
+
+    def disk_problem(self) -> str | None:
+        """Why writes would be refused now, or None (for /health)."""
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            return (
+                f"the disk of {self.path.parent} has less than {self.min_free_bytes / 1024 / 1024:g} MB free"
+            )
+        return self.problem
 
     def _migrate(self) -> None:
         with self._lock:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} has schema version {version}, newer than this server knows")
+                raise StorageOpenError(
+                    f"{self.path} has schema version {version}, newer than this server knows: "
+                    "run the server version that wrote it"
+                )
             for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {target}; COMMIT;")
 
@@ -108,12 +194,13 @@ class ConversationStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """The single writer's transaction: committed (durably) on exit, rolled back on error."""
-        with self._lock:
+        with self._lock, self._guarded(writing=True):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -152,12 +239,12 @@ class ConversationStore:
         if limit is not None:
             query += " LIMIT ?"
             params += (limit,)
-        with self._lock:
+        with self._lock, self._guarded():
             rows = self._db.execute(query, params).fetchall()
         return [_turn(row) for row in reversed(rows)]
 
     def get(self, conversation_id: str) -> Conversation | None:
-        with self._lock:
+        with self._lock, self._guarded():
             row = self._db.execute(
                 "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turn_count "
                 "FROM conversations c WHERE c.id = ?",
@@ -167,7 +254,7 @@ class ConversationStore:
 
     def page(self, limit: int, offset: int) -> tuple[list[Conversation], int]:
         """A page of conversations, most recently updated first, and the total count."""
-        with self._lock:
+        with self._lock, self._guarded():
             rows = self._db.execute(
                 "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turn_count "
                 "FROM conversations c ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ? OFFSET ?",
@@ -191,7 +278,7 @@ class ConversationStore:
         params: list[object] = [value for value in values.values() if value is not None]
         sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
         if sets:
-            with self._lock:
+            with self._lock, self._guarded(writing=True):
                 self._db.execute(
                     f"UPDATE conversations SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
                     (*params, time.time(), conversation_id),
@@ -213,7 +300,7 @@ class ConversationStore:
 
     def referenced_audio(self, newer_than: float) -> set[str]:
         """Audio file names referenced by turns created after `newer_than` (epoch seconds)."""
-        with self._lock:
+        with self._lock, self._guarded():
             rows = self._db.execute(
                 "SELECT audio_file FROM turns WHERE audio_file IS NOT NULL AND created_at > ?", (newer_than,)
             ).fetchall()

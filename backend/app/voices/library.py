@@ -19,7 +19,13 @@ from pathlib import Path
 
 import soundfile as sf
 
-from backend.app.core.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from backend.app.core.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    storage_error,
+)
 from backend.app.core.paths import PathOutsideError, is_inside, resolve_inside
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac")
@@ -190,8 +196,12 @@ class VoiceLibrary:
                     "no writable voices directory (VOICES_DIR is read-only and DATA_DIR is not set)"
                 )
             tmp = directory / f".{uuid.uuid4().hex}.part"
-            tmp.write_bytes(wav)
-            os.replace(tmp, directory / file_name)
+            try:
+                tmp.write_bytes(wav)
+                os.replace(tmp, directory / file_name)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise storage_error(e, "the voice") from e
         return self._info(directory / file_name, directory)
 
     def remove(self, voice: str) -> VoiceInfo:

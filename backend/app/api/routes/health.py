@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from backend.app.api.schemas import HealthResponse, ModuleHealth
 from backend.app.backends.protocols import ModelInfo
 from backend.app.core.worker import ModelWorker
+from backend.app.services.container import Services
 
 router = APIRouter(tags=["health"])
 
@@ -39,14 +40,29 @@ def _health(request: Request) -> HealthResponse:
             modules[name] = _module(loaded.get(name), None)
     vad = services.realtime.vad if services else None
     modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
+    storage_problem = _storage_problem(services) if services else None
+    if services is not None:
+        store = services.chat.store
+        modules["storage"] = ModuleHealth(
+            ready=storage_problem is None,
+            model=f"sqlite {store.path.name}",
+            device=None,
+            error=storage_problem,
+        )
     status: Literal["ok", "loading", "degraded"]
     if services is not None and all(m.ready for m in modules.values()):
         status = "ok"
-    elif failed:
+    elif failed or storage_problem:
         status = "degraded"
+        failed = failed or storage_problem
     else:
         status = "loading"
     return HealthResponse(status=status, modules=modules, error=failed)
+
+
+def _storage_problem(services: Services) -> str | None:
+    """A full disk or a failing database: what the operator must fix, or None."""
+    return services.chat.store.disk_problem() or services.outputs.disk_problem()
 
 
 @router.get("/health", response_model=HealthResponse)
