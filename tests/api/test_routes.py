@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,15 @@ def test_a_full_disk_refuses_what_stores_with_507_serves_the_rest_and_health_say
     assert client.get("/health/ready").status_code == 503
     monkeypatch.undo()
     assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_recording_is_never_refused_for_the_length_of_what_was_said(
+    services: Services, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_TTS_CHARS bounds typed text; a transcript longer than it is still answered."""
+    monkeypatch.setattr(services.chat, "settings", replace(services.chat.settings, max_chars=20))
+    flac = (REPO / "tests" / "data" / "speech.flac").read_bytes()
+    response = client.post("/conversation", files={"audio_file": ("s.flac", flac, "audio/flac")})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["transcript"]) > 20 and response.json()["reply"]
+    assert client.post("/chat", json={"text": "x" * 21}).status_code == 413  # typed text is bounded

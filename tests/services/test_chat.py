@@ -196,3 +196,15 @@ def test_a_completion_that_cannot_fit_is_refused_before_it_starts(chat: ChatServ
         asyncio.run(chat.check_completion([ChatMessage("user", "x" * 10_000_000)], max_tokens=1))
     with pytest.raises(InvalidInputError):
         asyncio.run(chat.check_completion([], max_tokens=1))
+
+
+@pytest.mark.parametrize("unit", ["word ", "语"])  # spaced words, and Chinese without spaces
+def test_a_long_transcript_keeps_its_newest_part_that_fits(chat: ChatService, unit: str) -> None:
+    said = "".join(f"{unit}{i} " if unit == "word " else unit for i in range(6000)).strip()
+    assert len(said) > chat.settings.max_chars  # over MAX_TTS_CHARS, yet spoken, so not refused
+    fitted = chat.fit_spoken(said)
+    assert fitted.startswith("… ") and said.endswith(fitted[2:].strip()[-50:])
+    budget = chat.settings.context_tokens - chat.settings.max_tokens
+    messages = chat.build_messages("fits", fitted)
+    assert chat.backend.count_tokens(messages) <= budget
+    assert chat.fit_spoken("  Short enough.  ") == "Short enough."

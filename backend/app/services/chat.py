@@ -160,6 +160,34 @@ class ChatService:
             raise TextTooLongError(f"text is longer than {self.settings.max_chars} characters")
         return text.strip()
 
+    def fit_spoken(self, text: str) -> str:
+        """A transcript as the model can take it (blocking: tokenises). Speech is not bounded by
+        MAX_TTS_CHARS (a recording within MAX_AUDIO_SECONDS must never be refused for what it
+        said): one too long for the context keeps its newest words that fit, after an ellipsis."""
+        text = text.strip()
+        if not text:
+            raise InvalidInputError("text is empty")
+        system = self._system_message(None)
+        budget = self.settings.context_tokens - self.settings.max_tokens
+        if self.backend.count_tokens([system, ChatMessage("user", text)]) <= budget:
+            return text
+
+        def fits(candidate: str) -> bool:
+            return self.backend.count_tokens([system, ChatMessage("user", candidate)]) <= budget
+
+        # Words where there are spaces; characters for Chinese and Japanese, which have none.
+        words, joiner = text.split(), " "
+        if not fits("… " + words[-1]):
+            words, joiner = list(text), ""
+        low, high = 0, len(words)  # the most trailing units that fit, by bisection
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits("… " + joiner.join(words[-middle:])):
+                low = middle
+            else:
+                high = middle - 1
+        return "… " + joiner.join(words[len(words) - low :])
+
     async def prepare(self, text: str, conversation_id: str | None) -> Admission:
         """Every check a reply makes before generating, so a streamed route can fail with a 4xx or
         503 before its response starts: the text, the id, the context fit; then the model's slot,

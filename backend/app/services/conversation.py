@@ -178,7 +178,7 @@ class ConversationService:
             if not transcription.text:
                 admission.release()
                 return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
-            text = self.chat.check_text(transcription.text)
+            text = await asyncio.to_thread(self.chat.fit_spoken, transcription.text)
             cid = cid or check_conversation_id(None)
         except BaseException:
             admission.release()

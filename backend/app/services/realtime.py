@@ -270,7 +270,7 @@ class RealtimeSession:
                 timings["total_ms"] = elapsed_ms(ended_at)
                 await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
                 return
-            text = self.conversation.chat.check_text(transcription.text)
+            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
             admission = self.conversation.check_ready(None, self.conversation_id)
             events = self.conversation.respond(
                 text,
