@@ -62,7 +62,7 @@ browser:
 	fi
 
 test: setup lint browser
-	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra
+	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra --durations=30
 
 fuzz: setup
 	FUZZ_SCALE=10 $(PY) -m pytest tests/fuzz -q

@@ -14,6 +14,7 @@ import os
 import struct
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,12 +24,17 @@ import schemathesis
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.sync.client import connect as ws_connect
 
+from tests.hostile_audio import hostile_header
 from tests.server import REPO, server_dir, start_server, stop_server
 
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
 DATA = REPO / "tests" / "data"
 REQUESTS = {"sent": 0}
+STAGES_RUN: set[str] = set()
+"""The fuzz stages that ran in this session: the verdict needs them all."""
+LOG: dict[str, Path] = {"path": Path("/nonexistent")}
 ARTIFACTS = REPO / "tests" / "artifacts"  # git-ignored; fuzz.json records how many requests were sent
 MIN_REQUESTS = 5000
 FUZZ_ENV = {
@@ -52,7 +58,9 @@ FUZZ_SETTINGS = settings(
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    process, base = start_server(server_dir(tmp_path_factory, "fuzz"), "fuzz.log", **FUZZ_ENV)
+    root = server_dir(tmp_path_factory, "fuzz")
+    LOG["path"] = root / "fuzz.log"
+    process, base = start_server(root, "fuzz.log", **FUZZ_ENV)
     yield process, base
     stop_server(process)
 
@@ -68,9 +76,27 @@ def http(base: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def check(response: httpx.Response, what: str) -> None:
+def server_log_for(log_path: Path, request_id: str) -> str:
+    """The server's log lines for one request (the generic 500 handler logs there with the id)."""
+    if not request_id or not log_path.exists():
+        return ""
+    return "\n".join(line for line in log_path.read_text(errors="replace").splitlines() if request_id in line)
+
+
+def fail_on_5xx(status: int, body: bytes, request_id: str, what: str, log_path: Path | None = None) -> None:
+    """Count the request and fail on a 5xx, with what the server logged for that request."""
     REQUESTS["sent"] += 1
-    assert response.status_code < 500, f"{what}: {response.status_code} {response.text[:300]}"
+    if status >= 500:
+        logged = server_log_for(log_path or LOG["path"], request_id)
+        text = body[:300].decode(errors="replace")
+        raise AssertionError(f"{what}: {status} {text}\nserver log for this request:\n{logged}")
+
+
+def check(response: httpx.Response, what: str, log_path: Path | None = None) -> None:
+    """`fail_on_5xx`, and an error answered as JSON has our error shape."""
+    fail_on_5xx(
+        response.status_code, response.content, response.headers.get("x-request-id", ""), what, log_path
+    )
     if response.status_code >= 400 and response.headers.get("content-type", "").startswith(
         "application/json"
     ):
@@ -91,11 +117,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(FUZZ_SETTINGS, max_examples=25 * SCALE)
 def test_every_operation_of_the_schema(case: Any, base: str) -> None:
+    STAGES_RUN.add("schema")
     response = case.call(base_url=base, timeout=120)
-    REQUESTS["sent"] += 1
-    assert response.status_code < 500, (
-        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
-    )
+    request_id = (response.headers.get("x-request-id") or [""])[0]  # schemathesis: lists of values
+    fail_on_5xx(response.status_code, response.content, request_id, f"{case.method} {case.formatted_path}")
 
 
 # --- hostile audio --------------------------------------------------------------------------
@@ -192,6 +217,7 @@ AUDIO_ROUTES = [
 def test_hostile_audio_never_gets_a_5xx(
     http: httpx.Client, payload: bytes, route: tuple[str, str, dict[str, str]], filename: str
 ) -> None:
+    STAGES_RUN.add("audio")
     path, field, form = route
     response = http.post(path, files={field: (filename, payload, "application/octet-stream")}, data=form)
     check(response, f"POST {path} with {len(payload)} bytes")
@@ -241,6 +267,7 @@ TEXT_ROUTES = [
 @given(text=hostile_text, route=st.integers(0, len(TEXT_ROUTES) - 1))
 @settings(FUZZ_SETTINGS, max_examples=400 * SCALE)
 def test_hostile_text_never_gets_a_5xx(http: httpx.Client, text: str, route: int) -> None:
+    STAGES_RUN.add("text")
     path, build = TEXT_ROUTES[route]
     response = http.post(path, content=json_body(build(text)), headers={"content-type": "application/json"})
     check(response, f"POST {path} with {len(text)} characters")
@@ -250,9 +277,173 @@ def test_hostile_text_never_gets_a_5xx(http: httpx.Client, text: str, route: int
 @given(text=hostile_text, mode=st.sampled_from(["optimize", "format", "punctuate", "custom"]))
 @settings(FUZZ_SETTINGS, max_examples=8 * SCALE)
 def test_hostile_text_to_optimize_never_gets_a_5xx(http: httpx.Client, text: str, mode: str) -> None:
+    STAGES_RUN.add("optimize")
     body = {"text": text, "mode": mode, "custom_prompt": text if mode == "custom" else None}
     response = http.post("/optimize", content=json_body(body), headers={"content-type": "application/json"})
     check(response, f"POST /optimize {mode} with {len(text)} characters")
+
+
+# --- header fields at boundary values (tests/hostile_audio.py) ------------------------------
+
+
+@given(
+    case=hostile_header,
+    route=st.sampled_from(AUDIO_ROUTES),
+    field_values=st.sampled_from([{}, {"language": "en"}, {"word_timestamps": "true"}]),
+)
+@settings(FUZZ_SETTINGS, max_examples=500 * SCALE)
+def test_audio_headers_at_boundary_values_never_get_a_5xx(
+    http: httpx.Client,
+    case: tuple[str, bytes],
+    route: tuple[str, str, dict[str, str]],
+    field_values: dict[str, str],
+) -> None:
+    STAGES_RUN.add("headers")
+    label, payload = case
+    path, field, form = route
+    extra = field_values if path in ("/stt", "/v1/audio/transcriptions") else {}
+    response = http.post(
+        path, files={field: ("a.bin", payload, "application/octet-stream")}, data={**form, **extra}
+    )
+    check(response, f"POST {path} with {label}")
+    if path == "/voices" and response.status_code == 201:
+        check(http.delete("/voices/Fuzz"), "DELETE /voices/Fuzz")
+
+
+# --- nesting, invalid code points and pathological Unicode in every field ---------------------
+
+# Each JSON route with the string fields it reads; a body is built with one field set to the text.
+JSON_STRING_FIELDS: dict[str, dict[str, Any]] = {
+    "/tts": {"text": "Hello.", "voice": None, "speaker_voice_path": None, "format": "wav"},
+    "/chat": {"text": "Hi.", "conversation_id": None},
+    "/optimize": {"text": "um hi", "mode": "optimize", "custom_prompt": None},
+    "/v1/audio/speech": {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "pcm"},
+    "/v1/chat/completions": {"model": "gpt-4o-mini", "messages": "user", "stop": None, "user": None},
+    "/conversations/fuzz": {"title": "t"},
+}
+# Raw bytes that are not UTF-8 (a CESU-8 surrogate, a stray continuation byte, an overlong NUL).
+BAD_BYTES = [b"\xed\xa0\x80", b"\x80abc", b"\xc0\x80", b"\xff\xfe", b"ok\xf4\x90\x80\x80"]
+# Form fields of the multipart routes (the upload itself is fine: speech).
+FORM_FIELDS = {
+    "/stt": ("file", ["language", "initial_prompt", "hotwords", "optimize_mode", "custom_prompt"]),
+    "/conversation": ("audio_file", ["conversation_id", "voice", "language", "initial_prompt", "format"]),
+    "/voices": ("file", ["name", "language", "gender"]),
+    "/v1/audio/transcriptions": ("file", ["model", "prompt", "language", "response_format"]),
+}
+
+invalid_code_points = st.one_of(
+    st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=8),  # lone surrogates
+    st.sampled_from(["\ud800", "\udfff", "a\udc00b", "\ud83d", "\ud83d\ud83d\ude00"]),
+    st.sampled_from(["\ufffe", "\uffff", "\U0010ffff", "\U000e0001", "\x00", "\x7f\x85\u2028"]),
+)
+pathological = st.sampled_from(
+    [
+        "a" + "\u0301" * 4000,  # one letter, 4,000 combining marks
+        "\u200d" * 5000,  # zero-width joiners
+        "\u202e" * 100 + "abc" + "\u202d" * 100,  # bidi overrides
+        "你好" * 2000,  # CJK that an English voice spells out
+        "1" * 5000,  # one enormous number
+        "ﷺ" * 2000,  # a ligature that expands under NFKC
+        "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466" * 500,
+        "ǅ" * 3000,  # title-case digraphs
+    ]
+)
+
+
+def with_field(route: str, field: str, text: str) -> dict[str, Any]:
+    body = {k: v for k, v in JSON_STRING_FIELDS[route].items() if v is not None}
+    if route == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "Hi." if field != "messages" else text}]
+        if field != "messages":
+            body[field] = [text] if field == "stop" else text
+        return body
+    body[field] = text
+    return body
+
+
+@given(
+    route=st.sampled_from(sorted(JSON_STRING_FIELDS)),
+    data=st.data(),
+    text=st.one_of(
+        invalid_code_points, pathological, invalid_code_points.map(lambda bad: f"Hello {bad} there.")
+    ),
+)
+@settings(FUZZ_SETTINGS, max_examples=400 * SCALE)
+def test_every_json_string_field_with_invalid_or_pathological_text(
+    http: httpx.Client, route: str, data: st.DataObject, text: str
+) -> None:
+    STAGES_RUN.add("unicode")
+    field = data.draw(st.sampled_from(sorted(JSON_STRING_FIELDS[route])))
+    method = "PATCH" if route.startswith("/conversations/") else "POST"
+    body = json_body(with_field(route, field, text))
+    response = http.request(method, route, content=body, headers={"content-type": "application/json"})
+    check(response, f"{method} {route} with {field}={text[:20]!r}")
+
+
+@given(
+    route=st.sampled_from(sorted(FORM_FIELDS)),
+    data=st.data(),
+    value=st.one_of(
+        st.sampled_from(BAD_BYTES), invalid_code_points.map(lambda t: t.encode("utf-8", "surrogatepass"))
+    ),
+)
+@settings(FUZZ_SETTINGS, max_examples=150 * SCALE)
+def test_every_form_field_with_bytes_that_are_not_utf8(
+    http: httpx.Client, route: str, data: st.DataObject, value: bytes
+) -> None:
+    STAGES_RUN.add("forms")
+    upload, fields = FORM_FIELDS[route]
+    field = data.draw(st.sampled_from(fields))
+    boundary = "fuzzboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode() + value + b"\r\n",
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{upload}"; filename="s.flac"\r\n'.encode()
+        + b"Content-Type: audio/flac\r\n\r\n"
+        + SPEECH["speech.flac"][:20000]
+        + b"\r\n",
+    ]
+    if route == "/voices":
+        for name, default in (("name", b"Fuzz"), ("language", b"en"), ("gender", b"man")):
+            if name != field:
+                parts.append(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                    + default
+                    + b"\r\n"
+                )
+    if route == "/v1/audio/transcriptions" and field != "model":
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'.encode()
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = http.post(route, content=body, headers=headers)
+    check(response, f"POST {route} with {field}={value!r}")
+    if route == "/voices" and response.status_code == 201:
+        check(http.delete("/voices/Fuzz"), "DELETE /voices/Fuzz")
+
+
+@given(
+    route=st.sampled_from([*sorted(JSON_STRING_FIELDS), "/ws"]),
+    depth=st.sampled_from([63, 64, 65, 200, 10_000, 100_000]),
+    opener=st.sampled_from(["[", '{"a":', '{"text":']),
+)
+@settings(FUZZ_SETTINGS, max_examples=120 * SCALE)
+def test_nesting_of_any_depth_never_gets_a_5xx(
+    http: httpx.Client, base: str, route: str, depth: int, opener: str
+) -> None:
+    STAGES_RUN.add("nesting")
+    closer = "]" if opener == "[" else "}"
+    raw = opener * depth + "1" + closer * depth
+    if route == "/ws":  # the realtime WebSocket's JSON messages
+        with ws_connect(base.replace("http", "ws") + "/ws/conversation", max_size=None) as ws:
+            ws.send(raw[:60_000])
+            reply = json.loads(ws.recv(timeout=30))
+        REQUESTS["sent"] += 1
+        assert reply["type"] == "error" and reply["code"] == "protocol_error", reply
+        return
+    method = "PATCH" if route.startswith("/conversations/") else "POST"
+    response = http.request(method, route, content=raw.encode(), headers={"content-type": "application/json"})
+    check(response, f"{method} {route} nested {depth} deep")
 
 
 # --- wrong types ----------------------------------------------------------------------------
@@ -300,6 +491,7 @@ FIELDS = [
 )
 @settings(FUZZ_SETTINGS, max_examples=3500 * SCALE)
 def test_wrong_types_never_get_a_5xx(http: httpx.Client, route: str, body: Any, raw: bool) -> None:
+    STAGES_RUN.add("types")
     content = json.dumps(body, allow_nan=True).encode()
     if raw:  # not JSON at all, or JSON under the wrong content type
         content = content[: len(content) // 2]
@@ -311,9 +503,16 @@ def test_wrong_types_never_get_a_5xx(http: httpx.Client, route: str, body: Any, 
 # --- the verdict ----------------------------------------------------------------------------
 
 
+ALL_STAGES = {"schema", "audio", "headers", "text", "optimize", "unicode", "forms", "nesting", "types"}
+
+
 def test_the_server_survived_every_request(
     served: tuple[subprocess.Popen[bytes], str], http: httpx.Client
 ) -> None:
+    """The verdict over the stages that ran before it in this session (pytest runs a module's
+    tests in file order). Alone, or with none of them, it has nothing to judge and says so."""
+    if not STAGES_RUN:
+        pytest.skip("no fuzz stage ran in this session: run tests/fuzz/test_fuzz.py whole for the verdict")
     process, _ = served
     assert process.poll() is None, "the server process died"
     health = http.get("/health").json()
@@ -321,6 +520,31 @@ def test_the_server_survived_every_request(
     assert all(m["in_progress"] in (0, None) for m in health["modules"].values()), health
     spoken = http.post("/tts", json={"text": "Still here."})
     assert spoken.status_code == 200 and len(spoken.content) > 1000
+    errors = [
+        line for line in LOG["path"].read_text(errors="replace").splitlines() if "unhandled error" in line
+    ]
+    assert not errors, "the server logged unexpected errors:\n" + "\n".join(errors[:5])
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "fuzz.json").write_text(json.dumps({"requests": REQUESTS["sent"], "scale": SCALE}))
-    assert REQUESTS["sent"] >= MIN_REQUESTS * SCALE or os.environ.get("FUZZ_PARTIAL"), REQUESTS
+    record = {"requests": REQUESTS["sent"], "scale": SCALE, "stages": sorted(STAGES_RUN)}
+    (ARTIFACTS / "fuzz.json").write_text(json.dumps(record))
+    print(f"fuzz: {REQUESTS['sent']} requests over the stages {sorted(STAGES_RUN)}")
+    if STAGES_RUN == ALL_STAGES:  # a partial selection (-k) sends fewer by design
+        assert REQUESTS["sent"] >= MIN_REQUESTS * SCALE or os.environ.get("FUZZ_PARTIAL"), REQUESTS
+
+
+def test_a_5xx_fails_the_run_with_the_server_log_line(tmp_path: Path) -> None:
+    """`check` on a 500 shows what the server logged for that request id."""
+    log = tmp_path / "server.log"
+    log.write_text(
+        '{"level": "info", "message": "GET /tts 200", "request_id": "other"}\n'
+        '{"level": "error", "logger": "backend.app.errors", "message": "unhandled error in POST /tts '
+        '(request r-42)", "request_id": "r-42", "exc": "RuntimeError: boom"}\n'
+    )
+    crashed = httpx.Response(
+        500, json={"error": {"code": "internal_error"}}, headers={"x-request-id": "r-42"}
+    )
+    with pytest.raises(AssertionError) as failed:
+        check(crashed, "POST /tts", log)
+    assert "unhandled error in POST /tts (request r-42)" in str(failed.value)
+    assert "RuntimeError: boom" in str(failed.value) and "GET /tts 200" not in str(failed.value)
+    check(httpx.Response(422, json={"error": {"code": "invalid_input"}}), "POST /tts", log)  # a 4xx passes

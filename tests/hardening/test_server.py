@@ -201,6 +201,11 @@ def test_request_ids_are_echoed_and_logged_as_json_without_the_key(http: httpx.C
     assert line["stages"]["tts_ms"] > 0 and line["ms"] >= line["stages"]["tts_ms"]  # type: ignore[index,operator]
     assert any(entry.get("request_id") == "client-id-1" for entry in lines)
     assert KEY not in (tmp / "hardening.log").read_text()
+    # Every line is one JSON object, start-up included (no progress bars, no stray prints).
+    raw = [line for line in (tmp / "hardening.log").read_text().splitlines() if line.strip()]
+    assert raw and all(isinstance(json.loads(line), dict) for line in raw), [
+        entry for entry in raw if not entry.startswith("{")
+    ][:3]
 
 
 # --- 3. backpressure and cancellation ---------------------------------------------------------
@@ -309,7 +314,10 @@ def test_under_sustained_overload_turns_are_served_not_starved(base: str) -> Non
     print(
         f"turns served under overload: {turns['ok']} of {turns['ok'] + turns['busy']} ({share:.0%})", counts
     )
-    assert turns["ok"] >= 5, counts
+    # The LLM is the bottleneck (a few generations in 40 s on 2 cores): turns must get a fair part
+    # of it beside /chat, the other user of the LLM, rather than none.
+    llm_work = turns["ok"] + counts["chat"]["ok"]
+    assert turns["ok"] >= 2 and turns["ok"] * 3 >= llm_work, counts
     assert all(counts[kind]["ok"] > 0 for kind in kinds), counts
     assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
 

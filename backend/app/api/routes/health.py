@@ -46,7 +46,7 @@ def _health(request: Request) -> HealthResponse:
         modules["storage"] = ModuleHealth(
             ready=storage_problem is None,
             model=f"sqlite {store.path.name}",
-            device=None,
+            device=str(store.path.parent),
             error=storage_problem,
         )
     status: Literal["ok", "loading", "degraded"]
