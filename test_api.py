@@ -94,7 +94,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 def test_health_reports_every_module(http: httpx.Client) -> None:
     body = http.get("/health").json()
     assert body["status"] == "ok"
-    assert set(body["modules"]) == {"stt", "chat", "tts", "vad"}
+    assert set(body["modules"]) == {"stt", "chat", "tts", "vad", "storage"}
     for module in body["modules"].values():
         assert module["ready"] is True and module["model"] and module["device"]
     assert http.get("/health/ready").status_code == 200
@@ -142,7 +142,8 @@ def test_voice_library_add_list_delete(http: httpx.Client) -> None:
         data={"name": "Mei", "language": "zh", "gender": "woman"},
     )
     assert created.status_code == 201, created.text
-    assert created.json()["file"] == "zh-Mei_woman.wav" and created.json()["sample_rate"] == 44_100
+    # Stored at the TTS engine's rate (Piper's 22.05 kHz), whatever the upload's (44.1 kHz AAC).
+    assert created.json()["file"] == "zh-Mei_woman.wav" and created.json()["sample_rate"] == 22_050
     listed = http.get("/voices").json()
     assert [v["file"] for v in listed["voices"]] == ["en-Joe_man.wav", "zh-Mei_woman.wav"]
     assert listed["default_voice"] == "en-Joe_man.wav"

@@ -368,7 +368,7 @@ def with_field(route: str, field: str, text: str) -> dict[str, Any]:
         invalid_code_points, pathological, invalid_code_points.map(lambda bad: f"Hello {bad} there.")
     ),
 )
-@settings(FUZZ_SETTINGS, max_examples=400 * SCALE)
+@settings(FUZZ_SETTINGS, max_examples=300 * SCALE)
 def test_every_json_string_field_with_invalid_or_pathological_text(
     http: httpx.Client, route: str, data: st.DataObject, text: str
 ) -> None:
@@ -387,7 +387,7 @@ def test_every_json_string_field_with_invalid_or_pathological_text(
         st.sampled_from(BAD_BYTES), invalid_code_points.map(lambda t: t.encode("utf-8", "surrogatepass"))
     ),
 )
-@settings(FUZZ_SETTINGS, max_examples=150 * SCALE)
+@settings(FUZZ_SETTINGS, max_examples=80 * SCALE)
 def test_every_form_field_with_bytes_that_are_not_utf8(
     http: httpx.Client, route: str, data: st.DataObject, value: bytes
 ) -> None:

@@ -166,7 +166,7 @@ def test_turns_beyond_the_gate_are_refused_and_the_place_comes_back(services: Se
 
 
 def test_a_flood_on_one_conversation_is_bounded(services: Services) -> None:
-    """Requests waiting on one conversation's lock count: past QUEUE_SIZE + 1 they get a 503."""
+    """Requests waiting on one conversation's lock count: past CONVERSATION_QUEUE_SIZE + 1 they get a 503."""
     chat = services.chat
     limit = chat.settings.max_per_conversation
 

@@ -81,7 +81,7 @@ def test_parallel_requests_on_one_conversation_are_serialised(chat: ChatService)
     assert sorted(t.text for t in turns if t.role == "user") == [f"Say the number {i}." for i in range(3)]
 
 
-@pytest.mark.parametrize("bad", ["has space", "x" * 65, "../../etc", "é"])
+@pytest.mark.parametrize("bad", ["has space", "x" * 65, "../../etc", "é", "abc\n", "abc\r\n"])
 def test_bad_conversation_ids_are_refused(chat: ChatService, bad: str) -> None:
     with pytest.raises(InvalidInputError):
         asyncio.run(chat.reply("hello", bad))

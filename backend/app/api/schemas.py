@@ -132,7 +132,7 @@ class SpeakerInfoResponse(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 422, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 422, 503, 507)
 }
 
 

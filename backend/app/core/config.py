@@ -131,7 +131,11 @@ class Settings(BaseSettings):
     (chat, spoken turns) are refused up front with 507, before any work, and /health says
     `degraded`; 0 turns the check off (a full disk is still a 507, never a 500)."""
     queue_size: int = Field(4, ge=0, le=1000)
-    """Requests that may wait per model while one runs; beyond, 503 with Retry-After."""
+    """Requests that may wait per model while one runs; beyond, 503 with Retry-After. Spoken turns
+    in progress are bounded by the same number (QUEUE_SIZE + 1 at once)."""
+    conversation_queue_size: int = Field(4, ge=0, le=1000)
+    """Requests that may wait on one conversation while one of its requests runs (they are served
+    in order); beyond, 503 with Retry-After."""
     stt_timeout_s: float = Field(300.0, gt=0)
     """The longest one transcription may take, queue wait included (504 beyond; decoding stops)."""
     tts_timeout_s: float = Field(300.0, gt=0)

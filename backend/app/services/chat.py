@@ -127,8 +127,8 @@ class ChatService:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def check_room(self, conversation_id: str) -> None:
-        """503 when the conversation already has as many requests in progress as a model admits
-        (MAX_PER_CONVERSATION = QUEUE_SIZE + 1): waiting on its lock is a queue too, and bounded."""
+        """503 when the conversation already has CONVERSATION_QUEUE_SIZE + 1 requests in progress:
+        waiting on its lock is a queue too, and bounded."""
         _, users = self._locks.get(conversation_id, (None, 0))
         if users >= self.settings.max_per_conversation:
             raise OverloadedError(

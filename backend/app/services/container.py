@@ -146,7 +146,7 @@ def assemble_services(
             max_history_messages=settings.max_history_messages,
             context_tokens=settings.llm_context_tokens,
             max_chars=settings.max_tts_chars,
-            max_per_conversation=settings.queue_size + 1,
+            max_per_conversation=settings.conversation_queue_size + 1,
         ),
         ConversationStore(
             settings.data_dir / "conversations.db", int(settings.min_free_disk_mb * 1024 * 1024)
