@@ -117,15 +117,14 @@ class ConversationService:
         tts: TTSService,
         outputs: OutputStore,
         metrics: ServiceMetrics | None = None,
-        max_turns: int | None = None,
     ) -> None:
         self.stt = stt
         self.chat = chat
         self.tts = tts
         self.outputs = outputs
         self.metrics = metrics or ServiceMetrics()
-        self.turns = Gate("spoken turns", max_turns or chat.worker.capacity)
-        """Turns in progress, from admission to the stored reply."""
+        self.turns = Gate("spoken turns", chat.worker.capacity)
+        """Turns in progress, from admission to the stored reply: as many as the LLM admits."""
 
     def _stored_voice(self, conversation_id: str) -> str | None:
         """The conversation's own reply voice, if it still exists in the library."""
@@ -142,9 +141,10 @@ class ConversationService:
 
     def check_ready(self, voice: str | None, conversation_id: str | None = None) -> TurnSlot:
         """Fail fast, before any work: an unknown voice (404), too many turns in progress or on
-        this conversation (503). A turn is admitted as a whole, at the turn gate (TURN capacity =
-        QUEUE_SIZE + 1), and then reserves its stages in order: the LLM slot now (kept for the
-        reply, `respond(..., admission=)`), its transcription and each TTS piece as follow-ups. So
+        this conversation (503). A turn is admitted as a whole, at the turn gate (as many turns as
+        the LLM admits requests, QUEUE_SIZE + 1 in one process), and then reserves its stages in
+        order: the LLM slot now (kept for the reply, `respond(..., admission=)`), its transcription
+        and each TTS piece as follow-ups. So
         single-stage requests filling one queue cannot starve turns, which need all three: under
         overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
