@@ -144,9 +144,9 @@ class ConversationService:
         this conversation (503). A turn is admitted as a whole, at the turn gate (as many turns as
         the LLM admits requests, QUEUE_SIZE + 1 in one process), and then reserves its stages in
         order: the LLM slot now (kept for the reply, `respond(..., admission=)`), its transcription
-        and each TTS piece as follow-ups. So
-        single-stage requests filling one queue cannot starve turns, which need all three: under
-        overload turns are served at the gate's rate, and refused only when it is full."""
+        and each TTS piece as follow-ups. So single-stage requests filling one queue cannot starve
+        turns, which need all three: under overload turns are served at the gate's rate, and
+        refused only when it is full."""
         if voice:
             self.tts.choose_voice(voice, None)
         # The turn and its audio are stored: on a full disk, 507 before any work (not an error
