@@ -265,7 +265,7 @@ TEXT_ROUTES = [
 
 
 @given(text=hostile_text, route=st.integers(0, len(TEXT_ROUTES) - 1))
-@settings(FUZZ_SETTINGS, max_examples=400 * SCALE)
+@settings(FUZZ_SETTINGS, max_examples=300 * SCALE)
 def test_hostile_text_never_gets_a_5xx(http: httpx.Client, text: str, route: int) -> None:
     STAGES_RUN.add("text")
     path, build = TEXT_ROUTES[route]
@@ -399,7 +399,7 @@ def test_every_form_field_with_bytes_that_are_not_utf8(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode() + value + b"\r\n",
         f'--{boundary}\r\nContent-Disposition: form-data; name="{upload}"; filename="s.flac"\r\n'.encode()
         + b"Content-Type: audio/flac\r\n\r\n"
-        + SPEECH["speech.flac"][:20000]
+        + SPEECH["speech.flac"][:8000]  # half a second: the fields are under test, not the speech
         + b"\r\n",
     ]
     if route == "/voices":
