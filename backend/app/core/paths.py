@@ -9,10 +9,11 @@ into a path (a test checks the route and service modules for other file access).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from backend.app.core.errors import BadRequestError
+from backend.app.core.errors import BadRequestError, StorageFullError
 
 
 class PathOutsideError(BadRequestError):
@@ -63,3 +64,26 @@ def is_inside(path: Path, root: Path) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):
         return False
+
+
+def low_disk(directory: Path, min_free_bytes: int) -> str | None:
+    """Why `directory`'s disk is too full to write to (less than `min_free_bytes` free, or its
+    usage unreadable), for the operator (/health); None when it is fine or the check is off (0)."""
+    if not min_free_bytes:
+        return None
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as e:
+        return f"the disk of {directory} cannot be read ({e.strerror or e})"
+    if free < min_free_bytes:
+        return f"the disk of {directory} has less than {min_free_bytes / 1024 / 1024:g} MB free"
+    return None
+
+
+def require_free_disk(directory: Path, min_free_bytes: int, what: str) -> None:
+    """507 before any work when `low_disk`; the client is told what, not where."""
+    if low_disk(directory, min_free_bytes):
+        raise StorageFullError(
+            f"less than {min_free_bytes / 1024 / 1024:g} MB is free for {what} (MIN_FREE_DISK_MB); "
+            "the server's operator must free some"
+        )

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from backend.app.core.errors import NotFoundError, StorageFullError, storage_error
-from backend.app.core.paths import PathOutsideError, resolve_inside
+from backend.app.core.errors import NotFoundError, storage_error
+from backend.app.core.paths import PathOutsideError, low_disk, require_free_disk, resolve_inside
 
 _NAME_RE = re.compile(r"[0-9a-f]{32}\.(wav|flac|mp3|ogg|aac|pcm)")
 
@@ -34,21 +33,11 @@ class OutputStore:
 
     def disk_problem(self) -> str | None:
         """Why reply audio could not be kept now (too little free disk), or None."""
-        if not self.min_free_bytes:
-            return None
-        try:
-            free = shutil.disk_usage(self.directory).free
-        except OSError as e:
-            return f"OUTPUTS_DIR {self.directory} cannot be read ({e.strerror or e})"
-        if free < self.min_free_bytes:
-            return f"the disk of {self.directory} has less than {self.min_free_bytes / 1024 / 1024:g} MB free"
-        return None
+        return low_disk(self.directory, self.min_free_bytes)
 
     def require_room(self) -> None:
         """507 before any work when reply audio could not be kept (MIN_FREE_DISK_MB)."""
-        problem = self.disk_problem()
-        if problem:
-            raise StorageFullError(f"{problem} (MIN_FREE_DISK_MB); the server's operator must free some")
+        require_free_disk(self.directory, self.min_free_bytes, "the reply audio")
 
     def save(self, data: bytes, extension: str) -> str:
         name = f"{uuid.uuid4().hex}.{extension}"

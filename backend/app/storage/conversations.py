@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sqlite3
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.app.core.errors import StorageFullError, StorageOpenError, StorageUnavailableError
+from backend.app.core.paths import low_disk, require_free_disk
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -145,27 +145,13 @@ class ConversationStore:
         if writing:
             self.problem = None
 
-    def free_bytes(self) -> int:
-        try:
-            return shutil.disk_usage(self.path.parent).free
-        except OSError:
-            return 0
-
     def require_room(self) -> None:
         """507 before any work when the disk has less than MIN_FREE_DISK_MB free."""
-        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
-            raise StorageFullError(
-                f"less than {self.min_free_bytes / 1024 / 1024:g} MB is free for the conversation database "
-                "(MIN_FREE_DISK_MB); the server's operator must free some"
-            )
+        require_free_disk(self.path.parent, self.min_free_bytes, "the conversation database")
 
     def disk_problem(self) -> str | None:
         """Why writes would be refused now, or None (for /health)."""
-        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
-            return (
-                f"the disk of {self.path.parent} has less than {self.min_free_bytes / 1024 / 1024:g} MB free"
-            )
-        return self.problem
+        return low_disk(self.path.parent, self.min_free_bytes) or self.problem
 
     def _migrate(self) -> None:
         with self._lock:
