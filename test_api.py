@@ -29,6 +29,7 @@ from websockets.sync.client import connect as ws_connect
 from backend.app.audio.decode import decode_audio
 from backend.app.storage.conversations import ConversationStore
 from backend.app.text.wer import word_error_rate
+from tests.conftest import SYNTH_WER
 from tests.ports import free_port
 from tests.server import server_dir, server_env, start_server, stop_server
 from tests.sse import TURN_TIMINGS, parse_sse
@@ -547,7 +548,7 @@ def test_streamed_chat_tts_and_conversation_over_http(http: httpx.Client) -> Non
         assert response.status_code == 200 and response.headers["content-type"] == "audio/ogg"
         speech = response.read()
     heard = http.post("/stt", files={"file": ("s.ogg", speech, "audio/ogg")}).json()["text"]
-    assert word_error_rate(SENTENCE, heard) <= 0.2, heard
+    assert word_error_rate(SENTENCE, heard) <= SYNTH_WER, heard
 
     with http.stream(
         "POST",
