@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars (model conversion, downloads) are not log lines: they would break the JSON log.
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from backend.app.core.memory import limit_arenas
+
+    limit_arenas()  # before any worker thread exists
     from backend.app.core.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)

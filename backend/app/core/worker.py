@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar, cast
 
 from backend.app.core.errors import OverloadedError, StageTimeoutError
+from backend.app.core.memory import request_trim
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -335,6 +336,9 @@ class ModelWorker:
     def _release(self, _: object) -> None:
         with self._lock:
             self._admitted -= 1
+            idle = self._admitted == 0
+        if idle:
+            request_trim()  # on a thread of its own, at most once per 10 s
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
