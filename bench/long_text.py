@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from backend.app.backends import factory
-from backend.app.backends.protocols import SynthesisRequest
 from backend.app.core.config import Settings
+from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.services.tts import TTSService, TTSSettings
 from backend.app.voices.cache import SpeakerCache

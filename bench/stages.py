@@ -25,8 +25,8 @@ import httpx
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.encode import encode_audio
 from backend.app.backends import embedded, factory
-from backend.app.backends.protocols import ChatMessage, GenerationOptions, SynthesisRequest
 from backend.app.core.config import Settings
+from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest
 from bench import machine
 from bench.common import median, pyplot, table, timed
 

@@ -117,12 +117,7 @@ def check_stages(report: Report, services: Any, voice_name: str, production: boo
     import torch
 
     from backend.app.audio.decode import decode_audio, resample
-    from backend.app.backends.protocols import (
-        ChatMessage,
-        GenerationOptions,
-        SynthesisRequest,
-        TranscribeOptions,
-    )
+    from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest, TranscribeOptions
     from backend.app.text.wer import word_error_rate
 
     stt, chat, tts = services.stt.backend, services.chat.backend, services.tts.backend

@@ -19,7 +19,9 @@ from ray import serve
 
 from backend.app.audio.types import Audio
 from backend.app.backends import factory
-from backend.app.backends.protocols import (
+from backend.app.core.config import Settings
+from backend.app.core.logs import configure_logging
+from backend.app.core.values import (
     ChatMessage,
     GenerationOptions,
     ModelInfo,
@@ -27,8 +29,6 @@ from backend.app.backends.protocols import (
     TranscribeOptions,
     Transcription,
 )
-from backend.app.core.config import Settings
-from backend.app.core.logs import configure_logging
 from backend.app.services.container import warm_up_chat
 
 logger = logging.getLogger(__name__)

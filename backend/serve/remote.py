@@ -18,7 +18,7 @@ from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import (
+from backend.app.core.values import (
     ChatMessage,
     GenerationOptions,
     SynthesisRequest,

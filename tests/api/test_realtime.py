@@ -17,7 +17,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from backend.app.audio.decode import decode_audio, resample
-from backend.app.backends.protocols import SynthesisRequest
+from backend.app.core.values import SynthesisRequest
 from backend.app.main import create_app
 from backend.app.services.chat import ChatService
 from backend.app.services.container import Services, realtime_settings

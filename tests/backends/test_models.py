@@ -12,15 +12,10 @@ import pytest
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.backends import embedded
 from backend.app.backends.piper import PiperBackend
-from backend.app.backends.protocols import (
-    ChatMessage,
-    GenerationOptions,
-    SynthesisRequest,
-    TranscribeOptions,
-)
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.backends.whisper import WhisperBackend
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest, TranscribeOptions
 from backend.app.text.wer import word_error_rate
 from tests.conftest import REPO, SENTENCE, clip
 

@@ -15,9 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from backend.app.backends.openai_llm import OpenAIChatBackend
-from backend.app.backends.protocols import ChatMessage, GenerationOptions
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.core.errors import ModelLoadError, UpstreamError
+from backend.app.core.values import ChatMessage, GenerationOptions
 from tests.ports import free_port
 
 

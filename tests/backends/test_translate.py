@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from backend.app.audio.decode import decode_audio
-from backend.app.backends.protocols import TranscribeOptions
 from backend.app.backends.whisper import WhisperBackend
+from backend.app.core.values import TranscribeOptions
 from backend.app.text.wer import words
 
 DATA = Path(__file__).parent.parent / "data"

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
 from backend.app.backends.factory import load_tts
-from backend.app.backends.protocols import SynthesisRequest
 from backend.app.backends.vibevoice import SAMPLE_RATE, VibeVoiceBackend, VibeVoicePrompt
 from backend.app.core.errors import InvalidInputError, ModelLoadError
+from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.container import Services

@@ -17,7 +17,7 @@ import numpy as np
 import soxr
 
 from backend.app.backends.piper import PiperBackend
-from backend.app.backends.protocols import SynthesisRequest
+from backend.app.core.values import SynthesisRequest
 
 SENTENCE = "Please turn on the kitchen lights and play some quiet music."
 GERMAN = "Guten Morgen. Das Wetter ist heute sehr schön, und ich gehe mit meinem Hund im Park spazieren."

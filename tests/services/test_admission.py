@@ -11,8 +11,8 @@ from contextlib import aclosing
 
 import pytest
 
-from backend.app.backends.protocols import ChatMessage, GenerationOptions, TranscribeOptions
 from backend.app.core.errors import InvalidAudioError, OverloadedError
+from backend.app.core.values import ChatMessage, GenerationOptions, TranscribeOptions
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatReply
 from backend.app.services.container import Services

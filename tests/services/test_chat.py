@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.app.backends.protocols import ChatMessage, GenerationOptions
 from backend.app.core.errors import AppError, ContextLengthError, InvalidInputError
+from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.services.chat import ChatDelta, ChatService, Completion, StopScanner
 from backend.app.services.container import Services
 from backend.app.storage.conversations import ConversationStore, Turn

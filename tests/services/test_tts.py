@@ -10,8 +10,8 @@ import pytest
 
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import SynthesisRequest, TranscribeOptions
 from backend.app.core.errors import AppError, TextTooLongError
+from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.text.wer import word_error_rate

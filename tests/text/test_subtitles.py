@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from backend.app.backends.protocols import TranscriptSegment
+from backend.app.core.values import TranscriptSegment
 from backend.app.text.subtitles import to_srt, to_vtt
 
 SEGMENTS = (

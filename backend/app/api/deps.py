@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
 
-from backend.app.backends.protocols import TranscribeOptions
 from backend.app.core.config import Settings
 from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
+from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService

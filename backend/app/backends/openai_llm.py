@@ -8,8 +8,8 @@ from typing import Any
 
 import openai
 
-from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError, UpstreamError
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import is_cjk
 

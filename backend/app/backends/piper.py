@@ -9,8 +9,8 @@ import onnxruntime
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
-from backend.app.backends.protocols import ModelInfo, SynthesisRequest
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.app.backends import embedded
-from backend.app.backends.protocols import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 if TYPE_CHECKING:

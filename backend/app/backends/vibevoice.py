@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import ModelInfo, SynthesisRequest
 from backend.app.core.errors import InvalidInputError, ModelLoadError
+from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.text.segment import is_cjk
 
 SAMPLE_RATE = 24_000

@@ -9,14 +9,8 @@ from typing import TypeVar
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
-from backend.app.backends.protocols import (
-    ModelInfo,
-    TranscribeOptions,
-    Transcription,
-    TranscriptSegment,
-    Word,
-)
 from backend.app.core.errors import ModelLoadError
+from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
 from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import join_pieces
 

@@ -17,9 +17,10 @@ from typing import Literal
 
 import anyio
 
-from backend.app.backends.protocols import ChatMessage, ChatModel, GenerationOptions
+from backend.app.backends.protocols import ChatModel
 from backend.app.core.errors import ContextLengthError, InvalidInputError, OverloadedError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
+from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.storage.conversations import ConversationStore, Turn
 

@@ -10,18 +10,16 @@ from backend.app.audio.decode import resample
 from backend.app.audio.vad import SileroVAD, VADSettings
 from backend.app.backends import factory
 from backend.app.backends.openai_llm import OpenAIChatBackend
-from backend.app.backends.protocols import (
-    ChatMessage,
-    ChatModel,
-    GenerationOptions,
-    ModelInfo,
-    SpeechToText,
-    SynthesisRequest,
-    TextToSpeech,
-    TranscribeOptions,
-)
+from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
 from backend.app.core.config import Settings
 from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.values import (
+    ChatMessage,
+    GenerationOptions,
+    ModelInfo,
+    SynthesisRequest,
+    TranscribeOptions,
+)
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatService, ChatSettings
 from backend.app.services.conversation import ConversationService

@@ -19,9 +19,9 @@ import numpy as np
 
 from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import NotFoundError
 from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.core.worker import Admission, Gate, Ticket
 from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
 from backend.app.services.outputs import OutputStore

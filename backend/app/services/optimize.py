@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from backend.app.backends.protocols import ChatMessage, GenerationOptions
 from backend.app.core.errors import InvalidInputError, TextTooLongError
+from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.services.chat import ChatService
 
 OptimizeMode = Literal["optimize", "format", "punctuate", "custom"]

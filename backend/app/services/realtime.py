@@ -26,8 +26,8 @@ import soxr
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings, VoiceActivityDetector
-from backend.app.backends.protocols import TranscribeOptions, Transcription
 from backend.app.core.errors import AppError, OverloadedError
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.chat import check_conversation_id, elapsed_ms
 from backend.app.services.conversation import (
     ConversationService,

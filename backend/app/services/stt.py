@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import SpeechToText, TranscribeOptions, Transcription
+from backend.app.backends.protocols import SpeechToText
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.core.worker import ModelWorker
 
 

@@ -12,9 +12,10 @@ import numpy as np
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import SynthesisRequest, TextToSpeech
+from backend.app.backends.protocols import TextToSpeech
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
+from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker, raise_if_cancelled
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
 from backend.app.text.segment import segment_text

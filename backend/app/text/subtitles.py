@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from backend.app.backends.protocols import TranscriptSegment
+from backend.app.core.values import TranscriptSegment
 
 
 def _timestamp(seconds: float, separator: str) -> str:

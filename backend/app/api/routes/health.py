@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.schemas import HealthResponse, ModuleHealth
-from backend.app.backends.protocols import ModelInfo
+from backend.app.core.values import ModelInfo
 from backend.app.core.worker import ModelWorker
 from backend.app.services.container import Services
 

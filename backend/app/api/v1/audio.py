@@ -39,7 +39,6 @@ from backend.app.api.v1.schemas import (
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
-from backend.app.backends.protocols import Transcription
 from backend.app.core.config import Settings
 from backend.app.core.errors import (
     AudioTooLongError,
@@ -47,6 +46,7 @@ from backend.app.core.errors import (
     InvalidInputError,
     PayloadTooLargeError,
 )
+from backend.app.core.values import Transcription
 from backend.app.services.compat import ModelCatalog
 from backend.app.services.stt import STTService
 from backend.app.text.subtitles import to_srt, to_vtt

@@ -22,8 +22,8 @@ from backend.app.api.v1.schemas import (
     Usage,
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
-from backend.app.backends.protocols import ChatMessage, GenerationOptions, Role
 from backend.app.core.errors import InvalidInputError
+from backend.app.core.values import ChatMessage, GenerationOptions, Role
 from backend.app.services.chat import Completion
 
 router = APIRouter(tags=["openai"])

@@ -1,0 +1,98 @@
+"""The value types that cross layers: what a model is asked and what it answers.
+
+Services, the API and `text/` build and read these; engines in `backends/` take and return them
+through the Protocols in `backends/protocols.py`. They hold data only: no engine, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /health reports about a loaded model, and the id /v1/models lists it under."""
+
+    model: str
+    device: str
+    id: str = ""
+    """A short, stable model id (`whisper-tiny.en`, `Qwen/Qwen2.5-1.5B-Instruct`); the OpenAI-compatible
+    routes accept it as `model`."""
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    id: int = 0
+    seek: int = 0
+    """Decoder details, as Whisper reports them (OpenAI's verbose_json carries them)."""
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    word_timestamps: bool = False
+    beam_size: int | None = None
+    """None: the backend's configured beam size (STT_BEAM_SIZE)."""
+    temperature: float | None = None
+    """None or 0: greedy/beam decoding, with Whisper's fallback to higher temperatures when a
+    segment looks like a failure; above 0: sample at that temperature only."""
+    task: Literal["transcribe", "translate"] = "transcribe"
+    """translate: English text from speech in any language (needs a multilingual model; an
+    English-only model transcribes)."""
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_tokens: int
+    temperature: float
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One piece of text to speak.
+
+    `voice` is a reference voice prepared by the same engine's `prepare_voice` (engines that clone).
+    """
+
+    text: str
+    voice: object | None = None
+    cfg_scale: float = 1.0
+    speed: float = 1.0
