@@ -12,12 +12,7 @@ from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.core.worker import ModelWorker
-
-
-def _whisper_languages() -> frozenset[str]:
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-    return frozenset(_LANGUAGE_CODES)
+from backend.app.text.languages import WHISPER_LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -39,13 +34,12 @@ class STTService:
         self.worker = worker
         self.limits = limits
         self.metrics = metrics or ServiceMetrics()
-        self._languages = _whisper_languages()
 
     def check_options(self, options: TranscribeOptions) -> None:
         language = options.language
         if language is None:
             return
-        if language not in self._languages:
+        if language not in WHISPER_LANGUAGES:
             raise InvalidInputError(
                 f"unknown language code {language!r} (use ISO 639-1, e.g. en, zh)", param="language"
             )

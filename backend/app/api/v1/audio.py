@@ -8,7 +8,6 @@ import math
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
-from functools import cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -49,6 +48,7 @@ from backend.app.core.errors import (
 from backend.app.core.values import Transcription
 from backend.app.services.compat import ModelCatalog
 from backend.app.services.stt import STTService
+from backend.app.text.languages import language_name
 from backend.app.text.subtitles import to_srt, to_vtt
 
 router = APIRouter(tags=["openai"])
@@ -74,13 +74,6 @@ _TRANSCRIPT_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 Granularity = Literal["word", "segment"]
-
-
-@cache
-def _language_names() -> dict[str, str]:
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    return dict(LANGUAGES)
 
 
 def _transcript_response(
@@ -122,7 +115,7 @@ def _transcript_response(
         ]
     verbose = TranscriptionVerboseOut(
         task=task,
-        language=_language_names().get(result.language, result.language),
+        language=language_name(result.language),
         duration=result.duration,
         text=result.text,
         segments=segments,
