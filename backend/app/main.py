@@ -17,20 +17,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
-from backend.app.api import v1
-from backend.app.api.routes import (
-    chat,
-    conversation,
-    conversations,
-    health,
-    metrics,
-    optimize,
-    page,
-    realtime,
-    speakers,
-    stt,
-    tts,
-)
+from backend.app.api.router import router
+from backend.app.api.routes.page import load_site
 from backend.app.backends import manifest
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, install_error_handlers
@@ -120,22 +108,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.metrics = HttpMetrics()
     app.state.metrics.include(lambda: app.state.services.metrics.registry if app.state.services else None)
     install_error_handlers(app)
-    routers = (
-        page,
-        health,
-        metrics,
-        stt,
-        optimize,
-        chat,
-        tts,
-        conversation,
-        conversations,
-        speakers,
-        realtime,
-    )
-    for router in (module.router for module in routers):
-        app.include_router(router)
-    app.include_router(v1.router)
+    app.state.site = load_site()  # the browser page's files, read once
+    app.include_router(router)
 
     # Added innermost first: a request meets RequestContext, CORS, auth, the body limit, the JSON
     # guard, then the disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.

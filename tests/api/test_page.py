@@ -62,7 +62,7 @@ def test_every_linked_asset_is_served_versioned_and_immutable(client: TestClient
         assert response.status_code == 200, name
         assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
         assert response.headers["content-security-policy"]
-        assert page.ASSETS[name].version == version
+        assert client.app.state.site.assets[name].version == version
     script = client.get(f"/static/app.js?v={links['app.js']}")
     assert script.headers["content-type"].startswith("text/javascript")
 

@@ -1,7 +1,8 @@
 """GET / (the browser page) and GET /static/{name} (its scripts and styles).
 
-The page's files ship in `backend/app/web/` and are read once, when this module is imported; a request only
-looks a name up in that table, so no client value ever becomes a path. No build step: the files
+The page's files ship in `backend/app/web/` and are read once, by the app factory (`load_site`, kept
+in `app.state.site`); a request only looks a name up in that table, so no client value ever becomes
+a path. No build step: the files
 are plain HTML, CSS and JavaScript modules.
 
 Caching: the page itself is `no-cache` (revalidated with its ETag on every load), and it links each
@@ -17,6 +18,7 @@ import mimetypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fastapi import APIRouter, Request, Response
 
@@ -76,7 +78,12 @@ def _asset(body: bytes, name: str) -> Asset:
     return Asset(body, media_type, hashlib.sha256(body).hexdigest()[:16])
 
 
-def load_site(web_dir: Path = WEB_DIR) -> tuple[Asset, dict[str, Asset]]:
+class Site(NamedTuple):
+    page: Asset
+    assets: dict[str, Asset]
+
+
+def load_site(web_dir: Path = WEB_DIR) -> Site:
     """Read the page and its assets; the page's `/static/{name}` links get `?v={hash}`."""
     assets = {
         path.name: _asset(path.read_bytes(), path.name)
@@ -86,10 +93,7 @@ def load_site(web_dir: Path = WEB_DIR) -> tuple[Asset, dict[str, Asset]]:
     page = (web_dir / PAGE).read_text(encoding="utf-8")
     for name, asset in assets.items():
         page = page.replace(f'"/static/{name}"', f'"/static/{name}?v={asset.version}"')
-    return _asset(page.encode(), PAGE), assets
-
-
-PAGE_ASSET, ASSETS = load_site()
+    return Site(_asset(page.encode(), PAGE), assets)
 
 
 def _respond(request: Request, asset: Asset, cache_control: str) -> Response:
@@ -102,13 +106,15 @@ def _respond(request: Request, asset: Asset, cache_control: str) -> Response:
 @router.api_route("/", methods=["GET", "HEAD"])
 async def page(request: Request) -> Response:
     """The voice chat page."""
-    return _respond(request, PAGE_ASSET, REVALIDATE)
+    site: Site = request.app.state.site
+    return _respond(request, site.page, REVALIDATE)
 
 
 @router.api_route("/static/{name}", methods=["GET", "HEAD"])
 async def static_asset(name: str, request: Request, v: str | None = None) -> Response:
     """One of the page's files, by name only."""
-    asset = ASSETS.get(name)
+    site: Site = request.app.state.site
+    asset = site.assets.get(name)
     if asset is None:
         raise NotFoundError(f"no such file: {name[:100]}")
     return _respond(request, asset, IMMUTABLE if v == asset.version else REVALIDATE)

@@ -1,0 +1,41 @@
+"""Every route of the server, in one place: the app factory includes `router`.
+
+The seed API (page, health, metrics, STT, optimize, chat, TTS, spoken turns, conversations, voices,
+the realtime WebSocket), then the OpenAI-compatible routes under /v1.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.app.api import v1
+from backend.app.api.routes import (
+    chat,
+    conversation,
+    conversations,
+    health,
+    metrics,
+    optimize,
+    page,
+    realtime,
+    speakers,
+    stt,
+    tts,
+)
+
+router = APIRouter()
+for module in (
+    page,
+    health,
+    metrics,
+    stt,
+    optimize,
+    chat,
+    tts,
+    conversation,
+    conversations,
+    speakers,
+    realtime,
+):
+    router.include_router(module.router)
+router.include_router(v1.router)
