@@ -98,9 +98,9 @@ def realtime_client(services: Services, tmp: Path, chat_tokens: int = 24, **limi
     settings = make_settings(tmp, **limits)
     base = services.chat
     chat = ChatService(
-        base.backend, base.worker, dataclasses.replace(base.settings, max_tokens=chat_tokens), base.store
+        base.backend, base.worker, dataclasses.replace(base.settings, max_tokens=chat_tokens), base.history
     )
-    conversation = ConversationService(services.stt, chat, services.tts, services.outputs)
+    conversation = ConversationService(services.stt, chat, services.tts, services.history)
     realtime = RealtimeService(conversation, services.realtime.vad, realtime_settings(settings))
     custom = dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
     return TestClient(create_app(settings, custom), raise_server_exceptions=False)
@@ -150,7 +150,7 @@ def test_a_spoken_turn_gets_a_transcript_a_reply_and_audio(
     assert {"stt_ms", "llm_first_token_ms", "first_audio_ms", "tts_ms", "total_ms"} <= set(end["timings"])
     # The transcription's own time, although it was ready before the turn ended.
     assert end["timings"]["stt_ms"] > 20, end["timings"]
-    turns = services.chat.store.turns(ready["conversation_id"])
+    turns = services.history.store.turns(ready["conversation_id"])
     assert [t.role for t in turns] == ["user", "assistant"] and turns[1].text == end["reply"]
 
 
@@ -185,7 +185,7 @@ def test_barge_in_stops_the_reply_and_keeps_what_was_said(services: Services, tm
 
     transcripts = [e["text"] for e in got.events if e["type"] == "transcript"]
     assert len(transcripts) == 2 and word_error_rate(SENTENCE, transcripts[1]) <= 0.2
-    turns = services.chat.store.turns(ready["conversation_id"])
+    turns = services.history.store.turns(ready["conversation_id"])
     assert [(t.role, t.interrupted) for t in turns] == [
         ("user", False),
         ("assistant", True),
@@ -209,7 +209,7 @@ def test_a_client_that_vanishes_mid_turn_frees_the_models(
     while any(w.pending for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [w.pending for w in workers] == [0, 0, 0]
-    turns = services.chat.store.turns(ready["conversation_id"])
+    turns = services.history.store.turns(ready["conversation_id"])
     assert turns and turns[0].role == "user"  # what the user said is kept
     # The server is unaffected: a new session works.
     with rt.websocket_connect("/ws/conversation") as ws:

@@ -239,10 +239,10 @@ def test_a_full_disk_refuses_what_stores_with_507_serves_the_rest_and_health_say
 ) -> None:
     """MIN_FREE_DISK_MB above what the disk has: as a full disk looks to the server."""
     huge = 1 << 60
-    monkeypatch.setattr(services.chat.store, "min_free_bytes", huge)
-    monkeypatch.setattr(services.outputs, "min_free_bytes", huge)
+    monkeypatch.setattr(services.history.store, "min_free_bytes", huge)
+    monkeypatch.setattr(services.history.outputs, "min_free_bytes", huge)
     flac = (REPO / "tests" / "data" / "speech.flac").read_bytes()
-    turns_before = services.chat.store.page(1, 0)[1]
+    turns_before = services.history.store.page(1, 0)[1]
     for response in (
         client.post("/chat", json={"text": "hello"}),
         client.post("/chat", json={"text": "hello", "stream": True}),
@@ -254,7 +254,7 @@ def test_a_full_disk_refuses_what_stores_with_507_serves_the_rest_and_health_say
         assert response.status_code == 507, response.text
         assert response.json()["error"]["code"] == "insufficient_storage"
         assert "MIN_FREE_DISK_MB" in response.json()["error"]["message"]
-    assert services.chat.store.page(1, 0)[1] == turns_before  # nothing half-stored
+    assert services.history.store.page(1, 0)[1] == turns_before  # nothing half-stored
     assert client.post("/stt", files={"file": ("s.flac", flac, "audio/flac")}).status_code == 200
     assert client.post("/tts", json={"text": "Still speaking."}).status_code == 200
     health = client.get("/health").json()

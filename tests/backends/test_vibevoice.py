@@ -4,6 +4,7 @@ tests/tiny_vibevoice.py) and loaded exactly as the real one is. Checks plumbing,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,15 +168,8 @@ def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Servic
     tts_backend = load_tts(settings)
     library = VoiceLibrary(voices_dir)
     tts = TTSService(tts_backend, ModelWorker("tts", 2), library, SpeakerCache(50), services.tts.settings)
-    vv_services = Services(
-        services.stt,
-        services.chat,
-        tts,
-        services.conversation,
-        services.outputs,
-        VoiceService(library, tts.worker, tts_backend.sample_rate),
-        services.realtime,
-        services.metrics,
+    vv_services = dataclasses.replace(
+        services, tts=tts, voices=VoiceService(library, tts.worker, tts_backend.sample_rate)
     )
     with TestClient(create_app(settings, vv_services), raise_server_exceptions=False) as client:
         yield client

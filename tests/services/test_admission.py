@@ -38,12 +38,12 @@ def test_a_tts_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> Non
     tts = one_slot.tts
 
     async def main() -> None:
-        info, chunks = await tts.stream("The first sentence. And the second one.")
+        speech = await tts.speak("The first sentence. And the second one.")
         # The 200 goes out here. A request arriving now is refused, not the stream.
         with pytest.raises(OverloadedError):
             await tts.synthesize("Someone else's request.")
-        got = [chunk async for chunk in chunks]
-        assert len(got) == info.segments >= 1
+        got = [chunk async for chunk in speech.audio()]
+        assert len(got) == speech.segments >= 1
         assert sum(chunk.duration for chunk in got) > 1.5
 
     asyncio.run(main())
@@ -54,10 +54,10 @@ def test_a_chat_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> No
     chat = one_slot.chat
 
     async def main() -> ChatReply:
-        admission = await chat.prepare("What is the capital of France?", None)
+        stream = await chat.open_reply("What is the capital of France?", None)
         with pytest.raises(OverloadedError):
-            await chat.check_completion([ChatMessage("user", "hi")], max_tokens=4)
-        async with aclosing(chat.reply_stream("What is the capital of France?", None, admission)) as events:
+            await chat.open_completion([ChatMessage("user", "hi")], GenerationOptions(4, 0.0))
+        async with aclosing(stream.events) as events:
             async for event in events:
                 if isinstance(event, ChatReply):
                     return event
@@ -72,11 +72,11 @@ def test_a_completion_checked_up_front_runs_in_its_slot(one_slot: Services) -> N
     messages = [ChatMessage("user", "What is the capital of France?")]
 
     async def main() -> str:
-        checked = await chat.check_completion(messages, max_tokens=8)
+        completion = await chat.open_completion(messages, GenerationOptions(8, 0.0))
         with pytest.raises(OverloadedError):
-            await chat.prepare("hello", None)
+            await chat.open_reply("hello", None)
         parts = []
-        async with aclosing(chat.complete(messages, GenerationOptions(8, 0.0), (), checked)) as events:
+        async with aclosing(completion.events) as events:
             async for event in events:
                 if isinstance(event, str):
                     parts.append(event)
@@ -94,7 +94,7 @@ def test_a_turn_holds_the_llm_slot_from_its_start_to_its_reply(one_slot: Service
         stream = await conversation.begin_turn(clip("speech.flac"))  # transcribed: the 200 goes now
         assert chat.worker.pending == 1
         with pytest.raises(OverloadedError):
-            await chat.prepare("A later request.", None)
+            await chat.open_reply("A later request.", None)
         return await collect(stream)
 
     turn = asyncio.run(main())
@@ -168,24 +168,25 @@ def test_turns_beyond_the_gate_are_refused_and_the_place_comes_back(services: Se
 def test_a_flood_on_one_conversation_is_bounded(services: Services) -> None:
     """Requests waiting on one conversation's lock count: past CONVERSATION_QUEUE_SIZE + 1 they get a 503."""
     chat = services.chat
-    limit = chat.settings.max_per_conversation
+    history = services.history
+    limit = history.max_per_conversation
 
     async def main() -> list[object]:
         gate = asyncio.Event()
 
         async def hold() -> None:
-            async with chat.serialised("flooded"):
+            async with history.serialised("flooded"):
                 await gate.wait()
 
         holders = [asyncio.ensure_future(hold()) for _ in range(limit)]
         await asyncio.sleep(0.05)
         results: list[object] = []
-        for attempt in (chat.prepare("hello", "flooded"), chat.reply("hello", "flooded")):
+        for attempt in (chat.open_reply("hello", "flooded"), chat.reply("hello", "flooded")):
             try:
                 results.append(await attempt)
             except OverloadedError as e:
                 results.append(e)
-        (await chat.prepare("hello", "another")).release()  # other conversations go on
+        await (await chat.open_reply("hello", "another")).aclose()  # other conversations go on
         gate.set()
         await asyncio.gather(*holders)
         return results

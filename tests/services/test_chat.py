@@ -13,6 +13,8 @@ from backend.app.core.errors import AppError, ContextLengthError, InvalidInputEr
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.services.chat import ChatDelta, ChatService, Completion, StopScanner
 from backend.app.services.container import Services
+from backend.app.services.history import ConversationHistory
+from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import ConversationStore, Turn
 
 
@@ -20,7 +22,9 @@ from backend.app.storage.conversations import ConversationStore, Turn
 def chat(services: Services, tmp_path: Path) -> ChatService:
     """The shared model and worker over a store of this test's own."""
     base = services.chat
-    return ChatService(base.backend, base.worker, base.settings, ConversationStore(tmp_path / "c.db"))
+    outputs = OutputStore(tmp_path / "outputs", ttl_hours=1, max_mb=10)
+    history = ConversationHistory(ConversationStore(tmp_path / "c.db"), outputs, services.tts.voices)
+    return ChatService(base.backend, base.worker, base.settings, history)
 
 
 def test_history_reaches_the_model_and_changes_the_reply(chat: ChatService) -> None:
@@ -33,7 +37,7 @@ def test_history_reaches_the_model_and_changes_the_reply(chat: ChatService) -> N
         return first.conversation_id, followup.reply, fresh.reply
 
     conversation_id, followup, fresh = asyncio.run(scenario())
-    turns = chat.store.turns(conversation_id)
+    turns = chat.history.store.turns(conversation_id)
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
     assert "giraffe" in turns[0].text and turns[1].timings["llm_ms"] > 0
     # Greedy decoding: the same question gives the same reply unless the history differs.
@@ -41,17 +45,17 @@ def test_history_reaches_the_model_and_changes_the_reply(chat: ChatService) -> N
 
 
 def test_prompt_holds_system_history_and_new_message(chat: ChatService) -> None:
-    chat.store.add_turns("abc", [Turn("user", "hi"), Turn("assistant", "hello")])
+    chat.history.store.add_turns("abc", [Turn("user", "hi"), Turn("assistant", "hello")])
     messages = chat.build_messages("abc", "next")
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0].content == chat.settings.system_prompt
-    chat.store.update("abc", system_prompt="Speak like a pirate.")
+    chat.history.store.update("abc", system_prompt="Speak like a pirate.")
     assert chat.build_messages("abc", "next")[0].content == "Speak like a pirate."
 
 
 def test_context_keeps_the_newest_turns_that_fit_the_token_budget(chat: ChatService) -> None:
     filler = "This sentence is here to take up room in the context window. " * 6
-    chat.store.add_turns(
+    chat.history.store.add_turns(
         "long", [Turn(role, f"{role} {i}: {filler}") for i in range(20) for role in ("user", "assistant")]
     )
     messages = chat.build_messages("long", "now")
@@ -61,7 +65,7 @@ def test_context_keeps_the_newest_turns_that_fit_the_token_budget(chat: ChatServ
     assert 0 < len(kept) < 40
     assert kept[0].role == "user" and kept[-1].content.startswith("assistant 19:")  # newest kept
     # The next older exchange would not have fitted.
-    older = chat.store.turns("long")[-len(kept) - 2 :][:2]
+    older = chat.history.store.turns("long")[-len(kept) - 2 :][:2]
     grown = [messages[0], *[ChatMessage(t.role, t.text) for t in older], *messages[1:]]  # type: ignore[arg-type]
     assert chat.backend.count_tokens(grown) > budget
 
@@ -76,7 +80,7 @@ def test_parallel_requests_on_one_conversation_are_serialised(chat: ChatService)
         await asyncio.gather(*(chat.reply(f"Say the number {i}.", "same") for i in range(3)))
 
     asyncio.run(scenario())
-    turns = chat.store.turns("same")
+    turns = chat.history.store.turns("same")
     assert [t.role for t in turns] == ["user", "assistant"] * 3  # never interleaved
     assert sorted(t.text for t in turns if t.role == "user") == [f"Say the number {i}." for i in range(3)]
 
@@ -96,13 +100,14 @@ def test_empty_or_oversize_text_is_refused(chat: ChatService, text: str, status:
 
 def test_locks_are_dropped_after_use(chat: ChatService) -> None:
     asyncio.run(chat.reply("Hello.", "tidy"))
-    assert chat._locks == {}
+    assert chat.history._locks == {}
 
 
 def test_a_stream_stopped_early_stores_what_was_delivered(chat: ChatService) -> None:
     async def scenario() -> list[str]:
         delivered: list[str] = []
-        async with aclosing(chat.reply_stream("Tell me a long story about a dragon.", "cut")) as events:
+        stream = await chat.open_reply("Tell me a long story about a dragon.", "cut")
+        async with aclosing(stream.events) as events:
             async for event in events:
                 assert isinstance(event, ChatDelta)
                 delivered.append(event.text)
@@ -111,7 +116,7 @@ def test_a_stream_stopped_early_stores_what_was_delivered(chat: ChatService) -> 
         return delivered
 
     delivered = asyncio.run(scenario())
-    user, assistant = chat.store.turns("cut")
+    user, assistant = chat.history.store.turns("cut")
     assert user.text == "Tell me a long story about a dragon." and not user.interrupted
     assert assistant.interrupted and assistant.text == "".join(delivered).strip()
     assert _idle_soon(chat)
@@ -125,7 +130,7 @@ def _idle_soon(chat: ChatService) -> bool:
 
 
 def test_an_interrupted_empty_reply_is_not_shown_to_the_model(chat: ChatService) -> None:
-    chat.store.add_turns("gap", [Turn("user", "Hello?"), Turn("assistant", "", interrupted=True)])
+    chat.history.store.add_turns("gap", [Turn("user", "Hello?"), Turn("assistant", "", interrupted=True)])
     messages = chat.build_messages("gap", "Are you there?")
     assert [m.role for m in messages] == ["system", "user", "user"]
 
@@ -157,7 +162,8 @@ def _complete(chat: ChatService, messages: list[ChatMessage], **kwargs: object) 
         deltas: list[str] = []
         max_tokens = int(kwargs.pop("max_tokens", 24))  # type: ignore[call-overload]
         options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
-        async with aclosing(chat.complete(messages, options, **kwargs)) as events:  # type: ignore[arg-type]
+        completion = await chat.open_completion(messages, options, **kwargs)  # type: ignore[arg-type]
+        async with aclosing(completion.events) as events:
             async for event in events:
                 if isinstance(event, Completion):
                     return "".join(deltas), event
@@ -176,7 +182,7 @@ def test_a_completion_reports_text_reason_and_usage(chat: ChatService) -> None:
     assert end.finish_reason == "stop"
     assert end.prompt_tokens == chat.backend.count_tokens(QUESTION)
     assert end.completion_tokens == chat.backend.count_text_tokens(text)
-    assert chat.store.page(limit=10, offset=0)[1] == 0  # nothing stored
+    assert chat.history.store.page(limit=10, offset=0)[1] == 0  # nothing stored
 
 
 def test_a_completion_ends_at_max_tokens_or_a_stop(chat: ChatService) -> None:
@@ -191,11 +197,11 @@ def test_a_completion_ends_at_max_tokens_or_a_stop(chat: ChatService) -> None:
 
 def test_a_completion_that_cannot_fit_is_refused_before_it_starts(chat: ChatService) -> None:
     with pytest.raises(ContextLengthError, match="maximum context length"):
-        asyncio.run(chat.check_completion(QUESTION, max_tokens=chat.settings.context_tokens))
+        asyncio.run(chat.open_completion(QUESTION, GenerationOptions(chat.settings.context_tokens, 0.0)))
     with pytest.raises(ContextLengthError):
-        asyncio.run(chat.check_completion([ChatMessage("user", "x" * 10_000_000)], max_tokens=1))
+        asyncio.run(chat.open_completion([ChatMessage("user", "x" * 10_000_000)], GenerationOptions(1, 0.0)))
     with pytest.raises(InvalidInputError):
-        asyncio.run(chat.check_completion([], max_tokens=1))
+        asyncio.run(chat.open_completion([], GenerationOptions(1, 0.0)))
 
 
 @pytest.mark.parametrize("unit", ["word ", "语"])  # spaced words, and Chinese without spaces

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backend.app.core.errors import NotFoundError
-from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
+from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import ConversationStore, Turn
 
@@ -53,17 +54,7 @@ def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path:
     store = ConversationStore(tmp_path / "c.db")
     referenced, orphan = aged(outputs, 10, 30), aged(outputs, 10, 30)
     store.add_turns("c", [Turn("assistant", "hi", audio_file=referenced)])  # a turn made just now
-    base = services.chat
-    chat = ChatService(base.backend, base.worker, base.settings, store)
-    swept = Services(
-        services.stt,
-        chat,
-        services.tts,
-        services.conversation,
-        outputs,
-        services.voices,
-        services.realtime,
-        services.metrics,
-    )
+    history = ConversationHistory(store, outputs, services.tts.voices)
+    swept = dataclasses.replace(services, history=history)
     assert swept.sweep_outputs() == 1
     assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()

@@ -104,12 +104,12 @@ def test_text_is_bounded_by_the_speech_it_would_make(services: Services) -> None
     with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
         asyncio.run(tts.synthesize("你好" * 1500))
     with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
-        asyncio.run(tts.stream("1234567890 " * 300))  # each number is ten words
+        asyncio.run(tts.speak("1234567890 " * 300))  # each number is ten words
 
     async def opened() -> int:
-        info, chunks = await tts.stream("This is a sentence of ordinary English text. " * 66)
-        await chunks.aclose()
-        return info.segments
+        speech = await tts.speak("This is a sentence of ordinary English text. " * 66)
+        await speech.aclose()
+        return speech.segments or 0
 
     assert asyncio.run(opened()) > 10
     assert tts.worker.pending == 0

@@ -12,6 +12,7 @@ from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
+from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
@@ -53,8 +54,12 @@ def get_conversation(services: ServicesDep) -> ConversationService:
     return services.conversation
 
 
+def get_history(services: ServicesDep) -> ConversationHistory:
+    return services.history
+
+
 def get_outputs(services: ServicesDep) -> OutputStore:
-    return services.outputs
+    return services.history.outputs
 
 
 def get_voices(services: ServicesDep) -> VoiceService:
@@ -65,6 +70,7 @@ STTServiceDep = Annotated[STTService, Depends(get_stt)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat)]
 TTSServiceDep = Annotated[TTSService, Depends(get_tts)]
 ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation)]
+HistoryDep = Annotated[ConversationHistory, Depends(get_history)]
 OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
 VoiceServiceDep = Annotated[VoiceService, Depends(get_voices)]
 

@@ -101,6 +101,14 @@ class Admission:
         self._take()
         return cast(T, await self.worker._await(self.worker._start(lambda: fn(*args, **kwargs))))
 
+    async def step(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one call of work made of several (the segments of a text) in this slot, and keep
+        the slot for the next call; `release()` gives it back after the last."""
+        if not self._held:
+            raise RuntimeError(f"this {self.worker.name} admission was already used or released")
+        job = self.worker._start(lambda: fn(*args, **kwargs), release=False)
+        return cast(T, await self.worker._await(job))
+
     def stream(
         self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
     ) -> AsyncGenerator[T, None]:
@@ -211,8 +219,9 @@ class ModelWorker:
         self._admit(check)
         return self._start(fn)
 
-    def _start(self, fn: Callable[[], T]) -> _Job:
-        """Run `fn` in a slot already counted; the slot is released when it is done."""
+    def _start(self, fn: Callable[[], T], release: bool = True) -> _Job:
+        """Run `fn` in a slot already counted; the slot is released when it is done (unless
+        `release` is False: a step of an `Admission` that keeps its slot)."""
         cancel = threading.Event()
         timings = stage_times.get()
 
@@ -235,7 +244,8 @@ class ModelWorker:
         # The slot is released when the call is done or dropped from the queue, not when the
         # awaiting request goes away: a running call holds the model until it notices `cancel`.
         future = self._executor.submit(call)
-        future.add_done_callback(self._release)
+        if release:
+            future.add_done_callback(self._release)
         return _Job(cast("Future[object]", future), cancel)
 
     async def _await(self, job: _Job) -> object:

@@ -1,30 +1,27 @@
 """The chat service: persisted conversations, a token-budgeted context, and replies.
 
-Requests on one conversation are serialised (history read, generation, storage), so turns never
-interleave or get lost; different conversations proceed independently (up to the model's queue).
+Requests on one conversation are serialised (history read, generation, storage; the lock is the
+conversation history's), so turns never interleave or get lost; different conversations proceed
+independently (up to the model's queue). Streamed work is opened after every check
+(`open_reply`, `open_completion`), so routes never hold a model slot themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
-import anyio
-
 from backend.app.backends.protocols import ChatModel
-from backend.app.core.errors import ContextLengthError, InvalidInputError, OverloadedError, TextTooLongError
+from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
-from backend.app.storage.conversations import ConversationStore, Turn
-
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+from backend.app.services.history import ConversationHistory, check_conversation_id
+from backend.app.storage.conversations import Turn
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,6 @@ class ChatSettings:
     max_history_messages: int
     context_tokens: int
     max_chars: int
-    max_per_conversation: int = 5
 
 
 @dataclass(frozen=True)
@@ -100,13 +96,32 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
 
 
-def check_conversation_id(conversation_id: str | None) -> str:
-    """A new id when none is given; 422 for an id that is not 1-64 letters, digits, '-' or '_'."""
-    if not conversation_id:
-        return uuid.uuid4().hex
-    if not _ID_RE.fullmatch(conversation_id):  # fullmatch: `$` would let a trailing newline in
-        raise InvalidInputError("conversation_id must be 1-64 characters of letters, digits, '-' or '_'")
-    return conversation_id
+@dataclass
+class ReplyStream:
+    """A reply opened after every check (`ChatService.open_reply`): `events` yields `ChatDelta`s,
+    then the `ChatReply`. `aclose()` gives the model's slot back if the reply never started."""
+
+    conversation_id: str
+    events: AsyncGenerator[ChatDelta | ChatReply, None]
+    admission: Admission
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+        self.admission.release()
+
+
+@dataclass
+class CompletionStream:
+    """A stateless completion opened after every check (`ChatService.open_completion`): `events`
+    yields text deltas, then the `Completion`. `aclose()` as `ReplyStream.aclose()`."""
+
+    prompt_tokens: int
+    events: AsyncGenerator[str | Completion, None]
+    admission: Admission
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+        self.admission.release()
 
 
 class ChatService:
@@ -117,42 +132,24 @@ class ChatService:
         backend: ChatModel,
         worker: ModelWorker,
         settings: ChatSettings,
-        store: ConversationStore,
+        history: ConversationHistory,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.backend = backend
         self.worker = worker
         self.settings = settings
-        self.store = store
+        self.history = history
         self.metrics = metrics or ServiceMetrics()
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    def check_room(self, conversation_id: str) -> None:
-        """503 when the conversation already has CONVERSATION_QUEUE_SIZE + 1 requests in progress:
-        waiting on its lock is a queue too, and bounded."""
-        _, users = self._locks.get(conversation_id, (None, 0))
-        if users >= self.settings.max_per_conversation:
-            raise OverloadedError(
-                f"conversation {conversation_id} has {users} requests in progress; retry shortly",
-                retry_after_s=2,
-            )
+    @property
+    def capacity(self) -> int:
+        """How many requests the model admits at once (running and queued)."""
+        return self.worker.capacity
 
-    @asynccontextmanager
-    async def serialised(self, conversation_id: str) -> AsyncGenerator[None, None]:
-        """Hold the conversation's lock; the lock is dropped when nobody holds or awaits it.
-        Refused (503) when too many requests wait for it already (`check_room`)."""
-        self.check_room(conversation_id)
-        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
-        self._locks[conversation_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[conversation_id]
-            if users == 1:
-                del self._locks[conversation_id]
-            else:
-                self._locks[conversation_id] = (lock, users - 1)
+    def reserve(self) -> Admission:
+        """An LLM slot for a reply that belongs to work admitted as a whole (a spoken turn, at its
+        own gate): never refused, kept until the reply runs in it or it is released."""
+        return self.worker.admit(reserved=True)
 
     def check_text(self, text: str) -> str:
         if not text.strip():
@@ -189,21 +186,26 @@ class ChatService:
                 high = middle - 1
         return "… " + joiner.join(words[len(words) - low :])
 
-    async def prepare(self, text: str, conversation_id: str | None) -> Admission:
-        """Every check a reply makes before generating, so a streamed route can fail with a 4xx or
-        503 before its response starts: the text, the id, the context fit; then the model's slot,
-        taken now and kept for `reply_stream(..., admission=)`."""
+    async def open_reply(self, text: str, conversation_id: str | None = None) -> ReplyStream:
+        """A reply to `text` in its conversation, opened after every check, so that a streamed
+        route fails with a 4xx, 503 or 507 before its response starts: the text, the id, the disk,
+        the conversation's queue, the context fit, then the model's slot (taken now, kept for the
+        reply). Both turns are stored at the end; a reply stopped early is stored as far as it was
+        delivered, marked interrupted. Without `conversation_id` a new conversation starts."""
+        text, conversation_id = await self._check_reply(text, conversation_id)
+        admission = self.worker.admit()
+        return ReplyStream(conversation_id, self._reply_events(text, conversation_id, admission), admission)
+
+    async def _check_reply(self, text: str, conversation_id: str | None) -> tuple[str, str]:
         text = self.check_text(text)
-        check_conversation_id(conversation_id)
-        self.store.require_room()
-        if conversation_id:
-            self.check_room(conversation_id)
+        conversation_id = check_conversation_id(conversation_id)
+        self.history.require_room()
+        self.history.check_room(conversation_id)
         await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
-        return self.worker.admit()
+        return text, conversation_id
 
     def _system_message(self, conversation_id: str | None) -> ChatMessage:
-        conversation = self.store.get(conversation_id) if conversation_id else None
-        prompt = (conversation and conversation.system_prompt) or self.settings.system_prompt
+        prompt = self.history.system_prompt(conversation_id) or self.settings.system_prompt
         return ChatMessage("system", prompt)
 
     def _check_fit(self, system: ChatMessage, text: str) -> None:
@@ -221,8 +223,7 @@ class ChatService:
         user = ChatMessage("user", text)
         budget = self.settings.context_tokens - self.settings.max_tokens
         self._check_fit(system, text)
-        keep = self.settings.max_history_messages
-        turns = self.store.turns(conversation_id, limit=keep) if keep else []
+        turns = self.history.recent_turns(conversation_id, self.settings.max_history_messages)
         # A reply cut off before any of it was heard is kept in the record, not shown to the model.
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns if t.text]
         # Take whole exchanges from the newest back while they fit.
@@ -250,7 +251,7 @@ class ChatService:
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
-        Runs in `admission`'s slot if given (see `prepare`), else is admitted when it starts.
+        Runs in `admission`'s slot if given (see `open_reply`), else is admitted when it starts.
         Closing this iterator early stops the generation on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
@@ -271,12 +272,14 @@ class ChatService:
             if admission is not None:
                 admission.release()  # unused if the generation never started
 
-    async def check_completion(
-        self, messages: Sequence[ChatMessage], max_tokens: int
-    ) -> tuple[int, Admission]:
-        """The prompt's token count and the model's slot, after every check a stateless completion
-        makes before it starts: the context fit (400 context_length_exceeded, as OpenAI), then the
-        model's queue (503), whose slot is taken now for `complete(..., admission=)`."""
+    async def open_completion(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, stop: Sequence[str] = ()
+    ) -> CompletionStream:
+        """A stateless completion of `messages` (nothing is stored), opened after every check:
+        the context fit (400 context_length_exceeded, as OpenAI), then the model's queue (503),
+        whose slot is taken now. Generation stops at the first stop string, which is not part of
+        the text."""
+        max_tokens = options.max_tokens
         if not messages:
             raise InvalidInputError("messages must not be empty", param="messages")
         context = self.settings.context_tokens
@@ -295,21 +298,18 @@ class ChatService:
                 "in the completion). Please reduce the length of the messages or completion.",
                 param="messages",
             )
-        return prompt_tokens, self.worker.admit()
+        admission = self.worker.admit()
+        events = self._completion(messages, options, stop, prompt_tokens, admission)
+        return CompletionStream(prompt_tokens, events, admission)
 
-    async def complete(
+    async def _completion(
         self,
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
-        stop: Sequence[str] = (),
-        checked: tuple[int, Admission] | None = None,
+        stop: Sequence[str],
+        prompt_tokens: int,
+        admission: Admission,
     ) -> AsyncGenerator[str | Completion, None]:
-        """A stateless completion of `messages` (nothing is stored): text deltas, then a
-        `Completion`. Generation stops at the first stop string, which is not part of the text.
-        `checked` is what `check_completion` returned, when the caller checked up front."""
-        if checked is None:
-            checked = await self.check_completion(messages, options.max_tokens)
-        prompt_tokens, admission = checked
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         scanner = StopScanner(stop)
         parts: list[str] = []
@@ -336,22 +336,10 @@ class ChatService:
         ran_out = not scanner.stopped and completion_tokens >= options.max_tokens
         yield Completion(answer, "length" if ran_out else "stop", prompt_tokens, completion_tokens)
 
-    async def store_turns(self, conversation_id: str, *turns: Turn) -> None:
-        """Persist turns durably (they are on disk when this returns). Shielded from cancellation:
-        a reply cut short by a vanished client is still recorded."""
-        with anyio.CancelScope(shield=True):
-            await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
-
-    async def reply_stream(
-        self, text: str, conversation_id: str | None = None, admission: Admission | None = None
+    async def _reply_events(
+        self, text: str, conversation_id: str, admission: Admission | None
     ) -> AsyncGenerator[ChatDelta | ChatReply, None]:
-        """Deltas of the reply, then the whole `ChatReply`. Both turns are stored at the end; if the
-        stream stops early, what was delivered is stored as an interrupted reply. `admission` is
-        the slot `prepare` took, for a reply whose response has already started."""
-        text = self.check_text(text)
-        conversation_id = check_conversation_id(conversation_id)
-        self.store.require_room()  # the reply is stored: refused before any work on a full disk
-        async with self.serialised(conversation_id):
+        async with self.history.serialised(conversation_id):
             asked = time.time()
             started = time.perf_counter()
             timings: dict[str, float] = {}
@@ -369,7 +357,7 @@ class ChatService:
                 timings.setdefault("llm_first_token_ms", timings["llm_ms"])
                 answer = "".join(parts).strip()
                 if finished or answer:
-                    await self.store_turns(
+                    await self.history.add_turns(
                         conversation_id,
                         Turn("user", text, created_at=asked),
                         Turn("assistant", answer, timings=dict(timings), interrupted=not finished),
@@ -377,9 +365,12 @@ class ChatService:
         yield ChatReply(answer, conversation_id, timings)
 
     async def reply(self, text: str, conversation_id: str | None = None) -> ChatReply:
-        """The whole reply at once: the stream, collected."""
-        async with aclosing(self.reply_stream(text, conversation_id)) as events:
+        """The whole reply at once. Checked as `open_reply`, but the model's slot is taken only
+        once the conversation's earlier requests are done (nothing has been sent yet, so a 503
+        then is still a clean answer): requests queued on one conversation hold no slot."""
+        text, conversation_id = await self._check_reply(text, conversation_id)
+        async with aclosing(self._reply_events(text, conversation_id, None)) as events:
             async for event in events:
                 if isinstance(event, ChatReply):
                     return event
-        raise AssertionError("reply_stream ends with a ChatReply")
+        raise AssertionError("a reply's events end with a ChatReply")

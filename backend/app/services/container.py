@@ -23,6 +23,7 @@ from backend.app.core.values import (
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatService, ChatSettings
 from backend.app.services.conversation import ConversationService
+from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
 from backend.app.services.realtime import RealtimeService, RealtimeSettings
 from backend.app.services.stt import STTLimits, STTService
@@ -41,20 +42,19 @@ class Services:
     chat: ChatService
     tts: TTSService
     conversation: ConversationService
-    outputs: OutputStore
+    history: ConversationHistory
     voices: VoiceService
     realtime: RealtimeService
     metrics: ServiceMetrics
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
-        protected = self.chat.store.referenced_audio(newer_than=time.time() - self.outputs.ttl_s)
-        return self.outputs.sweep(protected)
+        return self.history.sweep_outputs()
 
     def shutdown(self) -> None:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
             worker.shutdown()
-        self.chat.store.close()
+        self.history.close()
 
 
 def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
@@ -134,6 +134,20 @@ def assemble_services(
         STTLimits(max_audio_seconds=settings.max_audio_seconds),
         metrics,
     )
+    library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
+    history = ConversationHistory(
+        ConversationStore(
+            settings.data_dir / "conversations.db", int(settings.min_free_disk_mb * 1024 * 1024)
+        ),
+        OutputStore(
+            settings.outputs_dir,
+            settings.outputs_ttl_hours,
+            settings.outputs_max_mb,
+            settings.min_free_disk_mb,
+        ),
+        library,
+        max_per_conversation=settings.conversation_queue_size + 1,
+    )
     chat = ChatService(
         backends.chat,
         ModelWorker("chat", settings.queue_size, settings.llm_timeout_s, concurrency.chat),
@@ -144,14 +158,10 @@ def assemble_services(
             max_history_messages=settings.max_history_messages,
             context_tokens=settings.llm_context_tokens,
             max_chars=settings.max_tts_chars,
-            max_per_conversation=settings.conversation_queue_size + 1,
         ),
-        ConversationStore(
-            settings.data_dir / "conversations.db", int(settings.min_free_disk_mb * 1024 * 1024)
-        ),
+        history,
         metrics,
     )
-    library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
     tts = TTSService(
         backends.tts,
         ModelWorker("tts", settings.queue_size, settings.tts_timeout_s, concurrency.tts),
@@ -166,11 +176,8 @@ def assemble_services(
         ),
         metrics,
     )
-    outputs = OutputStore(
-        settings.outputs_dir, settings.outputs_ttl_hours, settings.outputs_max_mb, settings.min_free_disk_mb
-    )
     tts.preload(settings.preload_voices)
-    conversation = ConversationService(stt, chat, tts, outputs, metrics)
+    conversation = ConversationService(stt, chat, tts, history, metrics)
     voices = VoiceService(
         library,
         tts.worker,
@@ -179,7 +186,7 @@ def assemble_services(
     )
     realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
-    return Services(stt, chat, tts, conversation, outputs, voices, realtime, metrics)
+    return Services(stt, chat, tts, conversation, history, voices, realtime, metrics)
 
 
 def realtime_settings(settings: Settings) -> RealtimeSettings:

@@ -1,8 +1,9 @@
 """One spoken turn: transcribe the user's audio, reply, speak the reply and keep it for download.
 
-The reply streams: the LLM's deltas go through a sentence chunker, and each complete piece is
-spoken while the LLM goes on generating, so the first audio is ready long before the reply is.
-The non-streamed turn is the streamed one collected.
+A turn is: transcribe -> store the user's turn -> the chat's reply stream -> `tts.speak_stream`
+(which speaks each complete piece while the LLM goes on generating, so the first audio is ready
+long before the reply is) -> store the reply and its audio. The non-streamed turn is the streamed
+one collected.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 import anyio
-import numpy as np
 
-from backend.app.audio.encode import AudioFormat, encode_audio
-from backend.app.audio.types import Audio
-from backend.app.core.errors import NotFoundError
+from backend.app.audio.encode import AudioFormat
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.core.worker import Admission, Gate, Ticket
-from backend.app.services.chat import ChatService, check_conversation_id, elapsed_ms
-from backend.app.services.outputs import OutputStore
+from backend.app.services.chat import ChatService, elapsed_ms
+from backend.app.services.history import ConversationHistory, check_conversation_id
+from backend.app.services.speech import ReplyAudio, ReplyText
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.storage.conversations import Turn as StoredTurn
-from backend.app.text.segment import SentenceChunker, join_pieces
+from backend.app.text.segment import join_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -50,23 +49,8 @@ class Heard:
     text: str
 
 
-@dataclass(frozen=True)
-class ReplyText:
-    """A delta of the reply's text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ReplyAudio:
-    """The audio of one piece of the reply (from the second piece on, it starts with the gap)."""
-
-    audio: Audio
-    index: int
-    text: str
-
-
 TurnEvent = Heard | ReplyText | ReplyAudio | Turn
+"""`ReplyText` and `ReplyAudio` are the TTS stream's own events (services/speech.py)."""
 
 PlayedSeconds = Callable[[], float]
 """How many seconds of the reply's audio the listener has heard so far."""
@@ -115,48 +99,33 @@ class ConversationService:
         stt: STTService,
         chat: ChatService,
         tts: TTSService,
-        outputs: OutputStore,
+        history: ConversationHistory,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.stt = stt
         self.chat = chat
         self.tts = tts
-        self.outputs = outputs
+        self.history = history
         self.metrics = metrics or ServiceMetrics()
-        self.turns = Gate("spoken turns", chat.worker.capacity)
+        self.turns = Gate("spoken turns", chat.capacity)
         """Turns in progress, from admission to the stored reply: as many as the LLM admits."""
 
-    def _stored_voice(self, conversation_id: str) -> str | None:
-        """The conversation's own reply voice, if it still exists in the library."""
-        stored = self.chat.store.get(conversation_id)
-        if not stored or not stored.voice:
-            return None
-        try:
-            return self.tts.voices.by_name(stored.voice).file
-        except NotFoundError:
-            logger.warning(
-                "voice %s of conversation %s is gone; using the default", stored.voice, conversation_id
-            )
-            return None
-
     def check_ready(self, voice: str | None, conversation_id: str | None = None) -> TurnSlot:
-        """Fail fast, before any work: an unknown voice (404), too many turns in progress or on
-        this conversation (503). A turn is admitted as a whole, at the turn gate (as many turns as
-        the LLM admits requests, QUEUE_SIZE + 1 in one process), and then reserves its stages in
-        order: the LLM slot now (kept for the reply, `respond(..., admission=)`), its transcription
-        and each TTS piece as follow-ups. So single-stage requests filling one queue cannot starve
-        turns, which need all three: under overload turns are served at the gate's rate, and
-        refused only when it is full."""
+        """Fail fast, before any work: an unknown voice (404), a full disk (507: the turn and its
+        audio are stored, so refused before any work, not an error event after the audio went
+        out), too many turns in progress or on this conversation (503). A turn is admitted as a
+        whole, at the turn gate (as many turns as the LLM admits requests, QUEUE_SIZE + 1 in one
+        process), and then reserves its stages in order: the LLM slot now (kept for the reply,
+        `respond(..., admission=)`), its transcription and each TTS piece as follow-ups. So
+        single-stage requests filling one queue cannot starve turns, which need all three: under
+        overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
             self.tts.choose_voice(voice, None)
-        # The turn and its audio are stored: on a full disk, 507 before any work (not an error
-        # event after the audio went out).
-        self.chat.store.require_room()
-        self.outputs.require_room()
+        self.history.require_room(with_audio=True)
         if conversation_id:
-            self.chat.check_room(conversation_id)
+            self.history.check_room(conversation_id)
         ticket = self.turns.enter()
-        return TurnSlot(ticket, self.chat.worker.admit(reserved=True))
+        return TurnSlot(ticket, self.chat.reserve())
 
     async def begin_turn(
         self,
@@ -230,9 +199,9 @@ class ConversationService:
         from it. `admission` is the LLM slot `check_ready` took for this reply.
         """
         try:
-            async with self.chat.serialised(conversation_id):
+            async with self.history.serialised(conversation_id):
                 # The user's words are kept whatever becomes of the reply.
-                await self.chat.store_turns(
+                await self.history.add_turns(
                     conversation_id,
                     StoredTurn(
                         "user",
@@ -244,87 +213,41 @@ class ConversationService:
                 )
                 yield Heard(text)
                 if not voice:
-                    voice = await asyncio.to_thread(self._stored_voice, conversation_id)
-                speaker = self.tts.sentence_speaker(voice)
-                queue: asyncio.Queue[ReplyText | ReplyAudio | Exception | None] = asyncio.Queue()
-                pieces: asyncio.Queue[str | None] = asyncio.Queue()
-                reply_parts: list[str] = []
+                    voice = await asyncio.to_thread(self.history.reply_voice, conversation_id)
+                parts: list[str] = []
+                llm = admission.llm if admission else None
+                deltas = _timed(self.chat.generate(conversation_id, text, llm), timings, parts)
+                speech = await self.tts.speak_stream(deltas, voice)
                 spoken: list[ReplyAudio] = []
-
-                async def think() -> None:
-                    began = time.perf_counter()
-                    chunker = SentenceChunker(max_chars=self.tts.settings.segment_threshold_chars)
-                    try:
-                        llm = admission.llm if admission else None
-                        async with aclosing(self.chat.generate(conversation_id, text, llm)) as deltas:
-                            async for delta in deltas:
-                                timings.setdefault("llm_first_token_ms", elapsed_ms(began))
-                                reply_parts.append(delta)
-                                queue.put_nowait(ReplyText(delta))
-                                for piece in chunker.feed(delta):
-                                    pieces.put_nowait(piece)
-                        timings["llm_ms"] = elapsed_ms(began)
-                        timings.setdefault("llm_first_token_ms", timings["llm_ms"])
-                        for piece in chunker.flush():
-                            pieces.put_nowait(piece)
-                        pieces.put_nowait(None)
-                    except Exception as e:
-                        queue.put_nowait(e)
-
-                async def speak() -> None:
-                    busy = 0.0
-                    try:
-                        while (piece := await pieces.get()) is not None:
-                            began = time.perf_counter()
-                            audio = await speaker.speak(piece)
-                            busy += time.perf_counter() - began
-                            if audio is None:
-                                continue
-                            if "first_audio_ms" not in timings:
-                                timings["tts_first_audio_ms"] = elapsed_ms(began)
-                                timings["first_audio_ms"] = elapsed_ms(started)
-                                self.metrics.observe_stage(
-                                    "tts_first_audio", timings["tts_first_audio_ms"] / 1000
-                                )
-                                self.metrics.observe_stage("first_audio", timings["first_audio_ms"] / 1000)
-                            queue.put_nowait(ReplyAudio(audio, len(spoken), piece))
-                        timings["tts_ms"] = round(busy * 1000, 1)
-                        self.metrics.observe_stage("tts", busy)
-                        queue.put_nowait(None)
-                    except Exception as e:
-                        queue.put_nowait(e)
-
-                tasks = [asyncio.create_task(think()), asyncio.create_task(speak())]
                 finished = False
                 try:
-                    while (event := await queue.get()) is not None:
-                        if isinstance(event, Exception):
-                            raise event
-                        if isinstance(event, ReplyAudio):
-                            spoken.append(event)
-                        yield event
+                    async with aclosing(speech) as events:
+                        async for event in events:
+                            if isinstance(event, ReplyAudio):
+                                if not spoken:
+                                    timings["tts_first_audio_ms"] = round((speech.first_s or 0) * 1000, 1)
+                                    timings["first_audio_ms"] = elapsed_ms(started)
+                                    self.metrics.observe_stage(
+                                        "first_audio", timings["first_audio_ms"] / 1000
+                                    )
+                                spoken.append(event)
+                            yield event
+                    timings["tts_ms"] = round(speech.busy_s * 1000, 1)
                     finished = True
                 finally:
                     with anyio.CancelScope(shield=True):
-                        for task in tasks:
-                            task.cancel()
-                        await asyncio.gather(*tasks, return_exceptions=True)
                         heard = heard_pieces(spoken, None if finished or played is None else played())
-                        if finished:
-                            reply = "".join(reply_parts).strip()
-                        else:
-                            reply = join_pieces([piece.text for piece in heard])
+                        reply = "".join(parts).strip() if finished else join_pieces([p.text for p in heard])
                         timings.setdefault("tts_first_audio_ms", 0.0)
                         timings.setdefault("first_audio_ms", 0.0)
                         timings["total_ms"] = elapsed_ms(started)
-                        audio = [p.audio for p in heard]
-                        name = await self._save_audio(audio, speaker.sample_rate, audio_format)
-                        await self.chat.store_turns(
+                        name = await self.history.save_audio([p.audio for p in heard], audio_format)
+                        await self.history.add_turns(
                             conversation_id,
                             StoredTurn(
                                 "assistant",
                                 reply,
-                                voice=speaker.voice.file if speaker.voice else None,
+                                voice=speech.voice.file if speech.voice else None,
                                 audio_file=name,
                                 timings=dict(timings),
                                 interrupted=not finished,
@@ -335,12 +258,19 @@ class ConversationService:
             if admission is not None:
                 admission.release()  # the LLM slot is unused if the reply never reached the LLM
 
-    async def _save_audio(self, chunks: list[Audio], rate: int, audio_format: AudioFormat) -> str | None:
-        if not chunks:
-            return None
-        audio = Audio(np.concatenate([c.samples for c in chunks]), rate)
-        data = await asyncio.to_thread(encode_audio, audio, audio_format)
-        return await asyncio.to_thread(self.outputs.save, data, audio_format)
+
+async def _timed(
+    deltas: AsyncGenerator[str, None], timings: dict[str, float], parts: list[str]
+) -> AsyncGenerator[str, None]:
+    """The LLM's deltas, noting the reply's text and its llm_first_token_ms and llm_ms."""
+    began = time.perf_counter()
+    async with aclosing(deltas):
+        async for delta in deltas:
+            timings.setdefault("llm_first_token_ms", elapsed_ms(began))
+            parts.append(delta)
+            yield delta
+    timings["llm_ms"] = elapsed_ms(began)
+    timings.setdefault("llm_first_token_ms", timings["llm_ms"])
 
 
 async def collect(stream: TurnStream) -> Turn:

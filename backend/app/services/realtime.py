@@ -28,14 +28,10 @@ from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings, VoiceActivityDetector
 from backend.app.core.errors import AppError, OverloadedError
 from backend.app.core.values import TranscribeOptions, Transcription
-from backend.app.services.chat import check_conversation_id, elapsed_ms
-from backend.app.services.conversation import (
-    ConversationService,
-    Heard,
-    ReplyAudio,
-    ReplyText,
-    heard_pieces,
-)
+from backend.app.services.chat import elapsed_ms
+from backend.app.services.conversation import ConversationService, Heard, heard_pieces
+from backend.app.services.history import check_conversation_id
+from backend.app.services.speech import ReplyAudio, ReplyText
 from backend.app.text.segment import join_pieces
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,14 @@
-"""The TTS service: choose the voice, segment long text, synthesise and join the segments."""
+"""The TTS service: choose the voice, clean and segment the text, synthesise and join the segments.
+
+Every route that speaks reaches synthesis through `speak` (a whole text) or `speak_stream` (text
+that streams in); both return a `SpeechStream` (services/speech.py), opened after every check.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,11 +18,12 @@ from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TextToSpeech
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
-from backend.app.core.metrics import ServiceMetrics, StageTimer
+from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import SynthesisRequest
-from backend.app.core.worker import ModelWorker, raise_if_cancelled
+from backend.app.core.worker import ModelWorker
+from backend.app.services.speech import AsyncQueueSource, Piece, SpeechStream
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
-from backend.app.text.segment import segment_text
+from backend.app.text.segment import SentenceChunker, segment_text
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
@@ -100,6 +105,51 @@ class TTSService:
             self.speaker_prompt(voice)
             logger.info("voice %s prepared", voice.file)
 
+    def chunker(self) -> SentenceChunker:
+        """The sentence chunker for text that streams in, cut to the segment length."""
+        return SentenceChunker(max_chars=self.settings.segment_threshold_chars)
+
+    def segments(self, piece: str) -> list[str]:
+        """A streamed piece, cleaned and segmented ([] when it has nothing speakable)."""
+        cleaned = clean_for_speech(piece)
+        if not has_speakable_content(cleaned):
+            return []
+        return segment_text(cleaned, self.settings.segment_threshold_chars)
+
+    async def speak(
+        self,
+        text: str,
+        voice: str | None = None,
+        speaker_voice_path: str | None = None,
+        cfg_scale: float | None = None,
+        speed: float = 1.0,
+    ) -> SpeechStream:
+        """Speech for a whole text, opened after every check (4xx, and 503 from the TTS queue,
+        before any audio): the text is cleaned and segmented here, once, and each segment is a
+        piece of the stream."""
+        segments, chosen, cfg = await asyncio.to_thread(
+            self._plan, text, voice, speaker_voice_path, cfg_scale, speed
+        )
+        admission = self.worker.admit()  # the slot is kept until the last segment
+        return SpeechStream(
+            self,
+            _each(segments),
+            chosen,
+            cfg_scale=cfg,
+            speed=speed,
+            segments=len(segments),
+            admission=admission,
+        )
+
+    async def speak_stream(self, deltas: AsyncIterator[str], voice: str | None = None) -> SpeechStream:
+        """Speech for text that streams in (an LLM's reply), opened after the voice is checked
+        (404). The stream yields the deltas as `ReplyText` and each piece's audio as it is ready;
+        its pieces are follow-ups of work admitted as a whole (a spoken turn), never refused."""
+        chosen = await asyncio.to_thread(self.choose_voice, voice, None)
+        source = AsyncQueueSource(deltas, self)
+        cfg = self.settings.default_cfg_scale
+        return SpeechStream(self, source.pieces(), chosen, cfg_scale=cfg, passthrough=source)
+
     async def synthesize(
         self,
         text: str,
@@ -108,11 +158,10 @@ class TTSService:
         cfg_scale: float | None = None,
         speed: float = 1.0,
     ) -> Synthesis:
-        segments, chosen, cfg = await asyncio.to_thread(
-            self._plan, text, voice, speaker_voice_path, cfg_scale, speed
-        )
-        timer = StageTimer(self.metrics, "tts_first_audio", "tts")
-        return await self.worker.run(self._synthesize_segments, segments, chosen, cfg, speed, timer)
+        """The whole speech at once: `speak`, collected."""
+        stream = await self.speak(text, voice, speaker_voice_path, cfg_scale, speed)
+        audio = await stream.collect()
+        return Synthesis(audio, stream.segments or 0, stream.voice)
 
     def _plan(
         self,
@@ -141,27 +190,6 @@ class TTSService:
         """The voice actually imitated: None when the engine has a fixed voice."""
         return voice if self.backend.supports_cloning else None
 
-    def iter_audio(
-        self,
-        segments: list[str],
-        voice: VoiceInfo | None,
-        cfg_scale: float,
-        speed: float = 1.0,
-        timer: StageTimer | None = None,
-    ) -> Iterator[Audio]:
-        """Synthesise segment by segment (blocking; run it on the worker). From the second segment
-        on, each chunk starts with SEGMENT_SILENCE_MS of silence, so the chunks concatenate.
-        `timer` (started when the request was admitted) is told of the first chunk and the end."""
-        prompt = self.prompt_for(voice)
-        for i, segment in enumerate(segments):
-            raise_if_cancelled()
-            audio = self.render(segment, prompt, cfg_scale, speed, first=i == 0, joined=len(segments) > 1)
-            if timer is not None:
-                timer.first()
-            yield audio
-        if timer is not None:
-            timer.done()
-
     def prompt_for(self, voice: VoiceInfo | None) -> object | None:
         """The engine's prompt for `voice` (blocking on a cache miss), or None for fixed-voice engines."""
         applied = self.applied_voice(voice)
@@ -185,79 +213,8 @@ class TTSService:
         self.metrics.synthesized.inc(audio.duration)
         return audio
 
-    def _synthesize_segments(
-        self,
-        segments: list[str],
-        voice: VoiceInfo | None,
-        cfg_scale: float,
-        speed: float,
-        timer: StageTimer | None = None,
-    ) -> Synthesis:
-        chunks = [chunk.samples for chunk in self.iter_audio(segments, voice, cfg_scale, speed, timer)]
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        rate = self.backend.sample_rate
-        return Synthesis(Audio(samples, rate), len(segments), self.applied_voice(voice))
 
-    async def stream(
-        self,
-        text: str,
-        voice: str | None = None,
-        speaker_voice_path: str | None = None,
-        cfg_scale: float | None = None,
-        speed: float = 1.0,
-    ) -> tuple[StreamedSpeech, AsyncGenerator[Audio, None]]:
-        """Validate now (errors before any audio), then the chunks one segment at a time."""
-        segments, chosen, cfg = await asyncio.to_thread(
-            self._plan, text, voice, speaker_voice_path, cfg_scale, speed
-        )
-        info = StreamedSpeech(len(segments), self.backend.sample_rate, self.applied_voice(chosen))
-        admission = self.worker.admit()  # 503 now, before the 200; the slot is kept for the stream
-        timer = StageTimer(self.metrics, "tts_first_audio", "tts")
-        return info, admission.stream(self.iter_audio, segments, chosen, cfg, speed, timer)
-
-    def sentence_speaker(self, voice: str | None) -> SentenceSpeaker:
-        """A speaker for a reply that arrives sentence by sentence (see SentenceSpeaker)."""
-        return SentenceSpeaker(self, self.choose_voice(voice, None))
-
-
-@dataclass(frozen=True)
-class StreamedSpeech:
-    segments: int
-    sample_rate: int
-    voice: VoiceInfo | None
-
-
-class SentenceSpeaker:
-    """Speaks a streamed reply piece by piece, each piece joined to the previous by the usual gap.
-
-    Each piece is one call on the TTS worker, so pieces of concurrent replies interleave fairly.
-    The caller admits the whole reply up front (`TTSService.worker.check`); pieces are follow-ups
-    and are never refused half-way through a reply.
-    """
-
-    def __init__(self, service: TTSService, voice: VoiceInfo | None) -> None:
-        self.service = service
-        self.voice = service.applied_voice(voice)
-        self.sample_rate = service.backend.sample_rate
-        self._prompt: object | None = None
-        self._spoken = 0
-
-    def _speak(self, segments: list[str], cfg_scale: float) -> Audio:
-        if self.voice is not None and self._prompt is None:
-            self._prompt = self.service.prompt_for(self.voice)
-        chunks = []
-        for segment in segments:
-            first = self._spoken == 0
-            audio = self.service.render(segment, self._prompt, cfg_scale, 1.0, first=first, joined=True)
-            chunks.append(audio)
-            self._spoken += 1
-        return Audio(np.concatenate([c.samples for c in chunks]), self.sample_rate)
-
-    async def speak(self, text: str) -> Audio | None:
-        """The audio of one more piece of the reply; None when it has nothing speakable."""
-        cleaned = clean_for_speech(text)
-        if not has_speakable_content(cleaned):
-            return None
-        segments = segment_text(cleaned, self.service.settings.segment_threshold_chars)
-        cfg = self.service.settings.default_cfg_scale
-        return await self.service.worker.follow_up(self._speak, segments, cfg)
+async def _each(segments: list[str]) -> AsyncGenerator[Piece, None]:
+    """A whole text's pieces: one per segment."""
+    for segment in segments:
+        yield segment, [segment]

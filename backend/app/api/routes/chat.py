@@ -14,8 +14,7 @@ from backend.app.api.deps import ChatServiceDep, media_type
 from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
-from backend.app.core.worker import Admission
-from backend.app.services.chat import ChatDelta, ChatService
+from backend.app.services.chat import ChatDelta, ReplyStream
 
 router = APIRouter(tags=["chat"])
 
@@ -70,16 +69,14 @@ async def chat(request: Request, chat: ChatServiceDep) -> ChatResponse | Respons
     """
     body = await _parse_chat_request(request)
     if body.stream:
-        admission = await chat.prepare(body.text, body.conversation_id)  # 4xx/503 before the stream
-        return sse_response(_chat_events(chat, body, admission))
+        stream = await chat.open_reply(body.text, body.conversation_id)  # 4xx/503 before the stream
+        return sse_response(_chat_events(stream))
     answer = await chat.reply(body.text, body.conversation_id)
     return ChatResponse(reply=answer.reply, conversation_id=answer.conversation_id, timings=answer.timings)
 
 
-async def _chat_events(
-    chat: ChatService, body: ChatRequest, admission: Admission
-) -> AsyncGenerator[bytes, None]:
-    async with aclosing(chat.reply_stream(body.text, body.conversation_id, admission)) as events:
+async def _chat_events(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
+    async with aclosing(stream.events) as events:
         async for event in events:
             if isinstance(event, ChatDelta):
                 yield sse_event("reply_delta", {"text": event.text})

@@ -22,7 +22,8 @@ from backend.app.api.deps import (
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
-from backend.app.services.conversation import Heard, ReplyAudio, ReplyText, TurnStream, collect
+from backend.app.services.conversation import Heard, TurnStream, collect
+from backend.app.services.speech import ReplyAudio, ReplyText
 
 router = APIRouter(tags=["conversation"])
 

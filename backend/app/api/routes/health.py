@@ -42,7 +42,7 @@ def _health(request: Request) -> HealthResponse:
     modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
     storage_problem = _storage_problem(services) if services else None
     if services is not None:
-        store = services.chat.store
+        store = services.history.store
         modules["storage"] = ModuleHealth(
             ready=storage_problem is None,
             model=f"sqlite {store.path.name}",
@@ -62,7 +62,7 @@ def _health(request: Request) -> HealthResponse:
 
 def _storage_problem(services: Services) -> str | None:
     """A full disk or a failing database: what the operator must fix, or None."""
-    return services.chat.store.disk_problem() or services.outputs.disk_problem()
+    return services.history.disk_problem()
 
 
 @router.get("/health", response_model=HealthResponse)

@@ -34,39 +34,28 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep) -> Response:
     transfer): wav as an open-ended WAV stream, pcm as bare PCM16, ogg/mp3/flac as one continuous
     stream. Playback can start after the first segment.
     """
-    if body.stream:
-        info, chunks = await tts.stream(
-            body.text,
-            voice=body.voice,
-            speaker_voice_path=body.speaker_voice_path,
-            cfg_scale=body.cfg_scale,
-            speed=body.speed,
-        )
-        return StreamingResponse(
-            encoded(chunks, StreamEncoder(body.format, info.sample_rate)),
-            media_type=CONTENT_TYPES[body.format],
-            headers={
-                "X-Segments": str(info.segments),
-                "X-Sample-Rate": str(info.sample_rate),
-                "X-Voice": info.voice.file if info.voice else "builtin",
-                "Cache-Control": "no-cache",
-            },
-        )
-    result = await tts.synthesize(
+    speech = await tts.speak(
         body.text,
         voice=body.voice,
         speaker_voice_path=body.speaker_voice_path,
         cfg_scale=body.cfg_scale,
         speed=body.speed,
     )
-    data = await asyncio.to_thread(encode_audio, result.audio, body.format)
+    headers = {
+        "X-Segments": str(speech.segments),
+        "X-Sample-Rate": str(speech.sample_rate),
+        "X-Voice": speech.voice.file if speech.voice else "builtin",
+    }
+    if body.stream:
+        return StreamingResponse(
+            encoded(speech.audio(), StreamEncoder(body.format, speech.sample_rate)),
+            media_type=CONTENT_TYPES[body.format],
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
+    audio = await speech.collect()
+    data = await asyncio.to_thread(encode_audio, audio, body.format)
     return Response(
         content=data,
         media_type=CONTENT_TYPES[body.format],
-        headers={
-            "X-Segments": str(result.segments),
-            "X-Sample-Rate": str(result.audio.sample_rate),
-            "X-Voice": result.voice.file if result.voice else "builtin",
-            "Content-Disposition": f'inline; filename="speech.{body.format}"',
-        },
+        headers={**headers, "Content-Disposition": f'inline; filename="speech.{body.format}"'},
     )

@@ -264,23 +264,23 @@ async def create_speech(
     catalog.resolve(body.model, "tts")
     voice = voices.resolve(body.voice if isinstance(body.voice, str) else body.voice.id)
     try:
-        tts.prepare_text(body.input)
+        speech = await tts.speak(body.input, voice=voice, speed=body.speed)
     except InvalidInputError as e:
         raise InvalidInputError(e.message, param="input") from e
     fmt = _SPEECH_FORMATS[body.response_format]
     out_rate = PCM_RATE if fmt == "pcm" else None
     if fmt == "wav" and body.stream_format == "audio":
-        result = await tts.synthesize(body.input, voice=voice, speed=body.speed)
-        data = await asyncio.to_thread(encode_audio, result.audio, fmt)
-        headers = _speech_headers(result.audio.sample_rate)
-        return Response(data, media_type=CONTENT_TYPES[fmt], headers=headers)
-    info, chunks = await tts.stream(body.input, voice=voice, speed=body.speed)
-    encoder = StreamEncoder(fmt, info.sample_rate, out_rate)
+        audio = await speech.collect()
+        data = await asyncio.to_thread(encode_audio, audio, fmt)
+        return Response(data, media_type=CONTENT_TYPES[fmt], headers=_speech_headers(audio.sample_rate))
+    encoder = StreamEncoder(fmt, speech.sample_rate, out_rate)
     if body.stream_format == "sse":
-        events = _speech_events(encoded(chunks, encoder), math.ceil(len(body.input) / 4))
+        events = _speech_events(encoded(speech.audio(), encoder), math.ceil(len(body.input) / 4))
         return openai_sse_response(events)
     return StreamingResponse(
-        encoded(chunks, encoder), media_type=CONTENT_TYPES[fmt], headers=_speech_headers(encoder.out_rate)
+        encoded(speech.audio(), encoder),
+        media_type=CONTENT_TYPES[fmt],
+        headers=_speech_headers(encoder.out_rate),
     )
 
 

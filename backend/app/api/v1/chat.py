@@ -88,9 +88,9 @@ async def create_chat_completion(
     max_tokens = min(asked, settings.max_tokens)
     temperature = settings.temperature if body.temperature is None else body.temperature
     options = GenerationOptions(max_tokens=max_tokens, temperature=temperature)
-    checked = await chat.check_completion(messages, max_tokens)  # 400 / 503 before any stream
+    completion = await chat.open_completion(messages, options, stops)  # 400 / 503 before any stream
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    events = chat.complete(messages, options, stops, checked)
+    events = completion.events
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = _chunks(events, completion_id, created, model, include_usage)
@@ -103,7 +103,7 @@ async def create_chat_completion(
                 return ChatCompletion(
                     id=completion_id, created=created, model=model, choices=[choice], usage=_usage(event)
                 )
-    raise AssertionError("ChatService.complete ends with a Completion")
+    raise AssertionError("a completion's events end with a Completion")
 
 
 def _usage(end: Completion) -> Usage:

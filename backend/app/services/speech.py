@@ -1,0 +1,239 @@
+"""Speech being made: the stream `TTSService.speak` and `TTSService.speak_stream` open.
+
+A `SpeechStream` is opened only after every check its request makes (text, voice, limits, the TTS
+queue), so a route can answer 4xx or 503 before its 200, and then yields the speech piece by piece.
+Each piece is one call on the TTS worker, so pieces of concurrent requests interleave fairly.
+
+- Whole text (`speak`): the text was cleaned and segmented when the stream opened; each segment is
+  a piece. The request holds one TTS slot from its admission to its last piece, and
+  TTS_TIMEOUT_S bounds the whole synthesis.
+- Text that streams in (`speak_stream`, an LLM's reply): the deltas pass through as `ReplyText`
+  as soon as they arrive, a sentence chunker (built from the TTS settings) turns them into pieces
+  as early as is safe, and each piece is cleaned, segmented and spoken while the rest is still
+  being generated. Its pieces are follow-ups of work admitted as a whole elsewhere (a spoken turn),
+  never refused half-way through, and each is bounded by TTS_TIMEOUT_S.
+
+Closing the stream early stops the synthesis (and closes the deltas, which stops their producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from backend.app.audio.types import Audio
+from backend.app.core.errors import StageTimeoutError
+from backend.app.core.worker import Admission
+from backend.app.voices.library import VoiceInfo
+
+if TYPE_CHECKING:
+    from backend.app.services.tts import TTSService
+
+
+@dataclass(frozen=True)
+class ReplyText:
+    """A delta of the text being spoken, passed through as it arrived."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyAudio:
+    """The audio of one piece of the speech (from the second piece on, it starts with the gap)."""
+
+    audio: Audio
+    index: int
+    text: str
+
+
+SpeechEvent = ReplyText | ReplyAudio
+
+Piece = tuple[str, list[str]]
+"""A piece of text as written, and its cleaned segments."""
+
+
+class SpeechStream:
+    """One request's speech, yielded piece by piece (async-iterate it; `aclose()` to stop early)."""
+
+    def __init__(
+        self,
+        service: TTSService,
+        pieces: AsyncGenerator[Piece, None],
+        voice: VoiceInfo | None,
+        *,
+        cfg_scale: float,
+        speed: float = 1.0,
+        segments: int | None = None,
+        admission: Admission | None = None,
+        passthrough: AsyncQueueSource | None = None,
+    ) -> None:
+        self.service = service
+        self.sample_rate = service.backend.sample_rate
+        self.voice = service.applied_voice(voice)
+        """The reference voice imitated (None when the engine has a fixed voice)."""
+        self.segments = segments
+        """How many segments the whole text makes (None for text that streams in)."""
+        self.first_s: float | None = None
+        """How long the first piece took to synthesise, its wait for the model included."""
+        self.busy_s = 0.0
+        """Time spent synthesising (waits for the model included), all pieces together."""
+        self._pieces = pieces
+        self._cfg_scale = cfg_scale
+        self._speed = speed
+        self._admission = admission
+        self._passthrough = passthrough
+        self._joined = segments is None or segments > 1
+        self._prompt: object | None = None
+        self._spoken = 0
+        self._deadline: float | None = None
+        if admission is not None and service.worker.timeout_s is not None:
+            self._deadline = asyncio.get_running_loop().time() + service.worker.timeout_s
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncIterator[SpeechEvent]:
+        return self._events
+
+    async def aclose(self) -> None:
+        """Stop the speech (a stream never iterated gives its TTS slot back)."""
+        await self._events.aclose()
+        if self._admission is not None:
+            self._admission.release()
+
+    async def audio(self) -> AsyncGenerator[Audio, None]:
+        """Only the audio, chunk by chunk (closing this closes the stream)."""
+        async with aclosing(self._events) as events:
+            async for event in events:
+                if isinstance(event, ReplyAudio):
+                    yield event.audio
+
+    async def collect(self) -> Audio:
+        """Run to the end; all the audio, joined."""
+        return Audio.join([chunk async for chunk in self.audio()], self.sample_rate)
+
+    def _render(self, segments: list[str]) -> Audio:
+        """One piece's audio (blocking, on the TTS worker)."""
+        if self.voice is not None and self._prompt is None:
+            self._prompt = self.service.prompt_for(self.voice)
+        chunks = []
+        for segment in segments:
+            first = self._spoken == 0
+            audio = self.service.render(
+                segment, self._prompt, self._cfg_scale, self._speed, first=first, joined=self._joined
+            )
+            chunks.append(audio)
+            self._spoken += 1
+        return Audio.join(chunks, self.sample_rate)
+
+    async def _synthesize(self, segments: list[str]) -> Audio:
+        began = time.perf_counter()
+        worker = self.service.worker
+        if self._admission is None:
+            audio = await worker.follow_up(self._render, segments)
+        else:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    audio = await self._admission.step(self._render, segments)
+            except TimeoutError:
+                raise StageTimeoutError(worker.name, worker.timeout_s or 0) from None
+        took = time.perf_counter() - began
+        self.busy_s += took
+        if self.first_s is None:
+            self.first_s = took
+            self.service.metrics.observe_stage("tts_first_audio", took)
+        return audio
+
+    async def _speak(self) -> AsyncGenerator[ReplyAudio, None]:
+        index = 0
+        async with aclosing(self._pieces) as pieces:
+            async for text, segments in pieces:
+                yield ReplyAudio(await self._synthesize(segments), index, text)
+                index += 1
+
+    async def _run(self) -> AsyncGenerator[SpeechEvent, None]:
+        try:
+            if self._passthrough is None:
+                async with aclosing(self._speak()) as spoken:
+                    async for piece in spoken:
+                        yield piece
+            else:
+                async with aclosing(self._merged(self._passthrough)) as events:
+                    async for event in events:
+                        yield event
+            self.service.metrics.observe_stage("tts", self.busy_s)
+        finally:
+            if self._admission is not None:
+                self._admission.release()
+
+    async def _merged(self, source: AsyncQueueSource) -> AsyncGenerator[SpeechEvent, None]:
+        """The passed-through text and the spoken pieces, each as soon as it is ready: the deltas
+        are read on one task (so the text is never held up by synthesis), the pieces spoken on
+        another."""
+        events: asyncio.Queue[SpeechEvent | BaseException | None] = asyncio.Queue()
+
+        async def speak() -> None:
+            try:
+                async with aclosing(self._speak()) as spoken:
+                    async for piece in spoken:
+                        events.put_nowait(piece)
+                events.put_nowait(None)
+            except Exception as e:
+                events.put_nowait(e)
+
+        tasks = [asyncio.create_task(source.pump(events)), asyncio.create_task(speak())]
+        try:
+            while (event := await events.get()) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            with anyio.CancelScope(shield=True):
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
+
+
+class AsyncQueueSource:
+    """Reads text deltas on a task of its own: each is passed on as `ReplyText` at once and fed to
+    the chunker, whose pieces (cleaned and segmented) go to the speaking side through a queue."""
+
+    def __init__(self, deltas: AsyncIterator[str], service: TTSService) -> None:
+        self._deltas = deltas
+        self._service = service
+        self._pieces: asyncio.Queue[Piece | BaseException | None] = asyncio.Queue()
+
+    async def pump(self, events: asyncio.Queue[SpeechEvent | BaseException | None]) -> None:
+        chunker = self._service.chunker()
+        try:
+            try:
+                async for delta in self._deltas:
+                    events.put_nowait(ReplyText(delta))
+                    for piece in chunker.feed(delta):
+                        self._put(piece)
+                for piece in chunker.flush():
+                    self._put(piece)
+            finally:
+                close = getattr(self._deltas, "aclose", None)
+                if close is not None:
+                    await close()  # an LLM stream: stop its generation now
+            self._pieces.put_nowait(None)
+        except Exception as e:
+            self._pieces.put_nowait(e)
+
+    def _put(self, piece: str) -> None:
+        segments = self._service.segments(piece)
+        if segments:
+            self._pieces.put_nowait((piece, segments))
+
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
+        while (piece := await self._pieces.get()) is not None:
+            if isinstance(piece, BaseException):
+                raise piece
+            yield piece
