@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     needs_server = [s for s in args.sections if s not in ("startup", "serve")]
     if needs_server:
         port = free_port()
-        print(f"starting the server ({settings.stt_model_name} / {settings.llm_backend} / "
-              f"{settings.tts_model_name}) ...", flush=True)  # fmt: skip
+        print(f"starting the server ({settings.stt.model_name} / {settings.llm.backend} / "
+              f"{settings.tts.model_name}) ...", flush=True)  # fmt: skip
         server = start_server(port)
         base = f"http://127.0.0.1:{port}"
         try:

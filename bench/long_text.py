@@ -22,11 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from backend.app.backends import factory
+from backend.app.backends import registry
 from backend.app.core.config import Settings
 from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
-from backend.app.services.tts import TTSService, TTSSettings
+from backend.app.services.tts import TTSService
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
 from bench.common import free_port, start_server
@@ -71,18 +71,13 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings()
     text = long_text()
-    backend = factory.load_tts(settings)
+    backend = registry.load_tts(settings)
     service = TTSService(
         backend,
         ModelWorker("tts", 1),
-        VoiceLibrary(settings.voices_dir, settings.default_voice),
-        SpeakerCache(settings.speaker_cache_size),
-        TTSSettings(
-            settings.max_tts_chars,
-            settings.segment_threshold_chars,
-            settings.segment_silence_ms,
-            settings.default_cfg_scale,
-        ),
+        VoiceLibrary(settings.voices.dir, settings.voices.default),
+        SpeakerCache(settings.voices.cache_size),
+        settings.tts,
     )
     segments = service.prepare_text(text)
     asyncio.run(speak_segmented(service, "A warm-up sentence."))
@@ -123,7 +118,7 @@ def main() -> int:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores. Engine: {backend.info.model} on "
         f"{backend.info.device}. Text: {len(text)} characters, {len(segments)} segments at "
-        f"SEGMENT_THRESHOLD_CHARS={settings.segment_threshold_chars}, {audio_s:.1f} s of speech. "
+        f"SEGMENT_THRESHOLD_CHARS={settings.tts.segment_threshold_chars}, {audio_s:.1f} s of speech. "
         f"Median of {args.repeats} runs; written by `bench/long_text.py`.",
         "",
         "| measure | ms | real-time factor |",

@@ -24,7 +24,7 @@ import httpx
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.encode import encode_audio
-from backend.app.backends import embedded, factory
+from backend.app.backends import embedded, registry
 from backend.app.core.config import Settings
 from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest
 from bench import machine
@@ -73,9 +73,9 @@ class Raw:
 
     def __post_init__(self) -> None:
         settings = self.settings
-        whisper = factory.load_stt(settings)
+        whisper = registry.load_stt(settings)
         library_model = whisper._model  # type: ignore[attr-defined]  # faster_whisper.WhisperModel
-        beam = settings.stt_beam_size
+        beam = settings.stt.beam_size
 
         def transcribe(audio: Any, language: str) -> object:
             segments, _ = library_model.transcribe(audio, language=language, beam_size=beam, vad_filter=True)
@@ -83,19 +83,19 @@ class Raw:
 
         self.transcribe = transcribe
         self.labels["stt"] = "faster-whisper `WhisperModel.transcribe`"
-        if factory.is_piper(settings.tts_model_name):
+        if registry.engine("tts", settings).name == "piper":
             from piper import PiperVoice
 
-            name = settings.tts_model_name
+            name = settings.tts.model_name
             voice = PiperVoice.load(embedded.piper_voice_file() if name == "embedded" else name)
             self.synthesize = lambda text: [c.audio_float_array for c in voice.synthesize(text)]
             self.labels["tts"] = "piper-tts `PiperVoice.synthesize`"
         else:
-            engine = factory.load_tts(settings)
+            engine = registry.load_tts(settings)
             self.synthesize = lambda text: engine.synthesize(SynthesisRequest(text))
             self.labels["tts"] = f"the engine's call in-process ({engine.info.model})"
-        llm = factory.load_chat(settings)
-        options = GenerationOptions(settings.llm_max_tokens, 0.0)
+        llm = registry.load_chat(settings)
+        options = GenerationOptions(settings.llm.max_tokens, 0.0)
         self.chat = lambda messages: llm.chat(messages, options)
         self.chat_model_id = llm.info.id
         self.labels["llm"] = f"the same generation in-process ({llm.info.model})"
@@ -113,7 +113,7 @@ class Raw:
                 ).to(model.device)
                 with torch.inference_mode():
                     return model.generate(
-                        **inputs, max_new_tokens=settings.llm_max_tokens, do_sample=False, top_k=None
+                        **inputs, max_new_tokens=settings.llm.max_tokens, do_sample=False, top_k=None
                     )
 
             self.library_chat = generate
@@ -127,11 +127,11 @@ def measure(http: httpx.Client, raw: Raw, repeats: int) -> list[dict[str, Any]]:
         speech = decode_audio(http_tts(http, text), 16_000)
         wav = encode_audio(speech, "wav")
         audio16 = resample(decode_audio(wav), 16_000).samples
-        messages = [ChatMessage("system", settings.system_prompt), ChatMessage("user", text)]
+        messages = [ChatMessage("system", settings.llm.system_prompt), ChatMessage("user", text)]
         body = {
             "model": raw.chat_model_id,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": settings.llm_max_tokens,
+            "max_tokens": settings.llm.max_tokens,
             "temperature": 0,
         }
         reply: dict[str, Any] = {}
@@ -196,9 +196,9 @@ def section(rows: list[dict[str, Any]], raw: Raw, repeats: int, out: Path, gpu: 
     lines = [
         "## Per-stage latency by input length",
         "",
-        f"Models: STT `{settings.stt_model_name}` (beam {settings.stt_beam_size}), LLM "
-        f"`{settings.llm_backend}` {settings.llm_model or '(embedded)'} (at most {settings.llm_max_tokens} "
-        f"tokens, greedy), TTS `{settings.tts_model_name}`. Whole HTTP round trips, median of {repeats}.",
+        f"Models: STT `{settings.stt.model_name}` (beam {settings.stt.beam_size}), LLM "
+        f"`{settings.llm.backend}` {settings.llm.model or '(embedded)'} (at most {settings.llm.max_tokens} "
+        f"tokens, greedy), TTS `{settings.tts.model_name}`. Whole HTTP round trips, median of {repeats}.",
         "",
     ]
     headers = ["input", "words", "speech s", "STT s", "STT RTF", "LLM s", "reply tokens", "TTS s", "TTS RTF"]

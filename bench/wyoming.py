@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from backend.app.audio.decode import decode_audio
-from backend.app.backends import embedded, factory
+from backend.app.backends import embedded, registry
 from backend.app.core.config import Settings
 from bench import machine
 from bench.common import REPO, free_port, median, pyplot, table, timed
@@ -52,11 +52,11 @@ def wyoming_versions() -> dict[str, str]:
 
 
 def whisper_source(settings: Settings) -> str:
-    name = settings.stt_model_name
+    name = settings.stt.model_name
     if name == "embedded":
         return str(embedded.whisper_tiny_en_dir())
     if name == "base-multilingual":
-        return str(embedded.whisper_base_dir(settings.models_dir))
+        return str(embedded.whisper_base_dir(settings.storage.models_dir))
     return name
 
 
@@ -83,17 +83,17 @@ def start_servers(settings: Settings, device: str) -> tuple[dict[str, int], list
         str(VENV / "bin" / "wyoming-faster-whisper"),
         "--uri", f"tcp://127.0.0.1:{stt_port}",
         "--model", whisper_source(settings),
-        "--data-dir", str(settings.models_dir), "--download-dir", str(settings.models_dir),
+        "--data-dir", str(settings.storage.models_dir), "--download-dir", str(settings.storage.models_dir),
         "--stt-library", "faster-whisper", "--device", device, "--compute-type", compute,
-        "--beam-size", str(settings.stt_beam_size), "--cpu-threads", str(os.cpu_count() or 1),
+        "--beam-size", str(settings.stt.beam_size), "--cpu-threads", str(os.cpu_count() or 1),
         "--language", "en", "--vad-filter", "--local-files-only",
     ]  # fmt: skip
     processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     _wait_port(stt_port, processes[-1], "wyoming-faster-whisper")
     ports["stt"] = stt_port
-    if factory.is_piper(settings.tts_model_name):
+    if registry.engine("tts", settings).name == "piper":
         tts_port = free_port()
-        name = settings.tts_model_name
+        name = settings.tts.model_name
         voice = embedded.piper_voice_file() if name == "embedded" else Path(name)
         command = [
             str(VENV / "bin" / "wyoming-piper"),
@@ -217,7 +217,7 @@ def section(rows: list[dict[str, Any]], settings: Settings, repeats: int, out: P
         f"Same machine, same audio, same model files, run side by side (interleaved, median of {repeats}): "
         f"wyoming-faster-whisper {versions['wyoming-faster-whisper']} and wyoming-piper "
         f"{versions['wyoming-piper']} (over the Wyoming protocol, TCP) vs this server (HTTP). STT model "
-        f"`{settings.stt_model_name}`, beam {settings.stt_beam_size}, Silero VAD filter on both sides. "
+        f"`{settings.stt.model_name}`, beam {settings.stt.beam_size}, Silero VAD filter on both sides. "
         "**Goal: ratio (ours / theirs) <= 1.0.**",
         "",
     ]

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_stages(report, services, args.voice, production)
-        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        key = settings.server.api_key.get_secret_value() if settings.server.api_key else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         with TestClient(create_app(settings, services), headers=headers) as client:
             check_round_trip(report, client, args.voice, production)

@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     try:
         print("whisper tiny.en:", embedded.whisper_tiny_en_dir())
-        print("whisper base (multilingual):", embedded.whisper_base_dir(settings.models_dir))
-        print("SmolLM2:", embedded.smollm2_dir(settings.models_dir))
+        print("whisper base (multilingual):", embedded.whisper_base_dir(settings.storage.models_dir))
+        print("SmolLM2:", embedded.smollm2_dir(settings.storage.models_dir))
         print("piper voice:", embedded.piper_voice_file())
-        models = manifest.embedded_models(settings.models_dir)
+        models = manifest.embedded_models(settings.storage.models_dir)
         models += [m for m in manifest.configured_models(settings) if m.key not in {e.key for e in models}]
-        added = manifest.record(settings.models_dir, models, replace=args.rerecord)
+        added = manifest.record(settings.storage.models_dir, models, replace=args.rerecord)
         if added:
             print("recorded in the manifest:", ", ".join(added))
-        recorded = manifest.load_manifest(settings.models_dir)
+        recorded = manifest.load_manifest(settings.storage.models_dir)
         found = [p for m in models for p in manifest.problems(m, recorded.get(m.key), "size")]
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)

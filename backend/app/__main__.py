@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     limit_arenas()  # before any worker thread exists
     from backend.app.core.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     logger = logging.getLogger("backend.app")
     from backend.app.backends import manifest
     from backend.app.storage.conversations import ConversationStore
 
     try:
         # The database first: it is quick, and a damaged or read-only one is the operator's to fix.
-        ConversationStore.check(settings.data_dir / "conversations.db")
+        ConversationStore.check(settings.storage.data_dir / "conversations.db")
         manifest.preflight(settings)
     except (ModelLoadError, StorageOpenError) as e:
         logger.error("cannot start: %s", e)
@@ -102,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
         log_config=None,  # configure_logging above: one format for our lines and uvicorn's
         access_log=False,  # the request middleware writes the access lines (with request ids)
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=settings.server.shutdown_grace_s,
     )
     return 0
 

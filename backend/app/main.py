@@ -61,7 +61,7 @@ def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
             logger.error("the models failed to load: %s", app.state.load_error)
             return
         try:
-            manifest.record(settings.models_dir, manifest.configured_models(settings))
+            manifest.record(settings.storage.models_dir, manifest.configured_models(settings))
         except (OSError, ModelLoadError) as e:
             logger.warning("could not record the models in the manifest: %s", e)
         app.state.services = services
@@ -78,12 +78,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for directory in (settings.outputs_dir, settings.data_dir, settings.models_dir):
+        for directory in (
+            settings.storage.outputs_dir,
+            settings.storage.data_dir,
+            settings.storage.models_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         owned = app.state.services is None  # services passed in are shut down by their owner
         if owned:
             _load_in_background(app, settings)
-        sweeper = asyncio.create_task(_sweep_outputs(app, settings.outputs_sweep_s))
+        sweeper = asyncio.create_task(_sweep_outputs(app, settings.storage.outputs_sweep_s))
         try:
             yield
         finally:
@@ -115,13 +119,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # guard, then the disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(JSONGuardMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    if settings.api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=settings.api_key.get_secret_value())
-    if settings.cors_origins:
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_upload_bytes)
+    if settings.server.api_key is not None:
+        app.add_middleware(BearerAuthMiddleware, api_key=settings.server.api_key.get_secret_value())
+    if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After", "X-Request-ID"],

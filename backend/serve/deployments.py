@@ -1,6 +1,6 @@
 """One Ray Serve deployment per model. Each replica loads its engine through the server's own
-factory, from the settings in its environment (the same variables as `python -m backend.app`),
-warms it up, and answers the calls of the Protocol in `backends/protocols.py`.
+engine registry (`backends/registry.py`), from the settings in its environment (the same variables
+as `python -m backend.app`), warms it up, and answers the calls of the Protocol in `backends/protocols.py`.
 
 A replica runs one inference at a time: Serve queues the rest in front of the replicas, and the
 ingress bounds that queue (QUEUE_SIZE) as the server does. The chat replica also answers token
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ray import serve
 
 from backend.app.audio.types import Audio
-from backend.app.backends import factory
+from backend.app.backends import registry
 from backend.app.core.config import Settings
 from backend.app.core.logs import configure_logging
 from backend.app.core.values import (
@@ -48,7 +48,7 @@ class EngineInfo:
 def replica_settings() -> Settings:
     """The server's settings from this replica's environment, with its logging configured."""
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     return settings
 
 
@@ -57,7 +57,7 @@ class STTDeployment:
     """Speech to text (faster-whisper): STT_MODEL_NAME, STT_DEVICE, STT_COMPUTE_TYPE."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_stt(replica_settings())
+        self.backend = registry.load_stt(replica_settings())
         self.backend.transcribe(
             Audio.silence(0.5, self.backend.sample_rate), TranscribeOptions(language="en")
         )
@@ -77,9 +77,11 @@ class ChatDeployment:
     OpenAI-compatible server, such as vLLM or Ollama)."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_chat(replica_settings())
+        settings = replica_settings()
+        self.backend = registry.load_chat(settings)
         self._generating = threading.Lock()  # one generation at a time; token counts need no turn
-        warm_up_chat(self.backend)
+        if registry.engine("llm", settings).local:
+            warm_up_chat(self.backend)
         logger.info("chat replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 
     def describe(self) -> EngineInfo:
@@ -113,7 +115,7 @@ class TTSDeployment:
     is synthesised sentence by sentence, one call each, so replicas share a long reply's work."""
 
     def __init__(self) -> None:
-        self.backend = factory.load_tts(replica_settings())
+        self.backend = registry.load_tts(replica_settings())
         self.backend.synthesize(SynthesisRequest("Ready."))
         logger.info("tts replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 

@@ -20,7 +20,7 @@ from backend.app.audio.decode import decode_audio, resample
 from backend.app.core.values import SynthesisRequest
 from backend.app.main import create_app
 from backend.app.services.chat import ChatService
-from backend.app.services.container import Services, realtime_settings
+from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
 from backend.app.services.realtime import RealtimeService
 from backend.app.text.wer import word_error_rate
@@ -98,10 +98,14 @@ def realtime_client(services: Services, tmp: Path, chat_tokens: int = 24, **limi
     settings = make_settings(tmp, **limits)
     base = services.chat
     chat = ChatService(
-        base.backend, base.worker, dataclasses.replace(base.settings, max_tokens=chat_tokens), base.history
+        base.backend,
+        base.worker,
+        base.settings.model_copy(update={"max_tokens": chat_tokens}),
+        base.history,
+        max_chars=base.max_chars,
     )
     conversation = ConversationService(services.stt, chat, services.tts, services.history)
-    realtime = RealtimeService(conversation, services.realtime.vad, realtime_settings(settings))
+    realtime = RealtimeService(conversation, services.realtime.vad, settings.realtime, settings.vad)
     custom = dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
     return TestClient(create_app(settings, custom), raise_server_exceptions=False)
 

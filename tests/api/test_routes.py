@@ -9,7 +9,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -269,7 +268,7 @@ def test_a_recording_is_never_refused_for_the_length_of_what_was_said(
     services: Services, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MAX_TTS_CHARS bounds typed text; a transcript longer than it is still answered."""
-    monkeypatch.setattr(services.chat, "settings", replace(services.chat.settings, max_chars=20))
+    monkeypatch.setattr(services.chat, "max_chars", 20)
     flac = (REPO / "tests" / "data" / "speech.flac").read_bytes()
     response = client.post("/conversation", files={"audio_file": ("s.flac", flac, "audio/flac")})
     assert response.status_code == 200, response.text

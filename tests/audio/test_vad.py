@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backend.app.audio.decode import decode_audio
-from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings, VoiceActivityDetector
+from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
+from backend.app.core.config import VADSettings
 from tests.conftest import DATA
 
 

@@ -15,14 +15,15 @@ import torch
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
-from backend.app.backends.factory import load_tts
+from backend.app.backends.registry import load_tts
 from backend.app.backends.vibevoice import SAMPLE_RATE, VibeVoiceBackend, VibeVoicePrompt
+from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.container import Services
-from backend.app.services.tts import TTSService, TTSSettings
+from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
@@ -41,7 +42,7 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="module")
 def vibevoice(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> VibeVoiceBackend:
     settings = make_settings(tmp_path_factory.mktemp("vv"), tts_model_name=str(tiny_dir), tts_device="cpu")
-    backend = load_tts(settings)  # the same factory path as TTS_MODEL_NAME=vibevoice/VibeVoice-1.5B-hf
+    backend = load_tts(settings)  # the same registry path as TTS_MODEL_NAME=vibevoice/VibeVoice-1.5B-hf
     assert isinstance(backend, VibeVoiceBackend)
     return backend
 
@@ -124,7 +125,13 @@ def voices_dir(tmp_path: Path) -> Path:
 def test_service_caches_the_prepared_voice_by_content(vibevoice: VibeVoiceBackend, voices_dir: Path) -> None:
     cache: SpeakerCache[object] = SpeakerCache(4)
     service = TTSService(
-        vibevoice, ModelWorker("tts", 2), VoiceLibrary(voices_dir), cache, TTSSettings(5000, 150, 200, 1.3)
+        vibevoice,
+        ModelWorker("tts", 2),
+        VoiceLibrary(voices_dir),
+        cache,
+        TTSSettings(
+            max_chars=5000, segment_threshold_chars=150, segment_silence_ms=200, default_cfg_scale=1.3
+        ),
     )
 
     async def speak() -> object:
@@ -201,7 +208,15 @@ def test_default_and_preload_voices_are_prepared_at_start(
     shutil.copy(REPO / "voices" / "en-Eve_woman.wav", voices_dir)
     cache: SpeakerCache[object] = SpeakerCache(4)
     library = VoiceLibrary(voices_dir, default_voice="en-Joe_man.wav")
-    service = TTSService(vibevoice, ModelWorker("tts", 1), library, cache, TTSSettings(5000, 150, 200, 1.0))
+    service = TTSService(
+        vibevoice,
+        ModelWorker("tts", 1),
+        library,
+        cache,
+        TTSSettings(
+            max_chars=5000, segment_threshold_chars=150, segment_silence_ms=200, default_cfg_scale=1.0
+        ),
+    )
     service.preload(["Eve", "Nobody"])  # an unknown name is skipped with a warning, not fatal
     assert (cache.stats().size, cache.stats().misses) == (2, 2)
     asyncio.run(service.synthesize("Hi.", voice="Eve"))

@@ -89,6 +89,7 @@ _FILE_ACCESS = {"open", "Path", "FileResponse", "unlink", "read_bytes", "write_b
 _ALLOWED = {
     "core/paths.py": "resolve_inside itself",
     "core/config.py": "directories from the settings",
+    "core/sections.py": "directories from the settings (their defaults)",
     "voices/library.py": "client names go through resolve_inside; listings use is_inside",
     "services/outputs.py": "generated names only (regex), then resolve_inside",
     "services/tts.py": "reads a VoiceInfo's path, which only the library makes",
@@ -99,6 +100,7 @@ _ALLOWED = {
     "storage/conversations.py": "DATA_DIR from the settings",
     "backends/embedded.py": "model files from the settings and installed packages",
     "backends/manifest.py": "model files from the settings",
+    "backends/model_files.py": "model directories from the settings",
     "backends/whisper.py": "model directory from the settings",
     "backends/piper.py": "model file from the settings",
     "backends/vibevoice.py": "model directory from the settings",

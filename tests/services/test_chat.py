@@ -24,7 +24,7 @@ def chat(services: Services, tmp_path: Path) -> ChatService:
     base = services.chat
     outputs = OutputStore(tmp_path / "outputs", ttl_hours=1, max_mb=10)
     history = ConversationHistory(ConversationStore(tmp_path / "c.db"), outputs, services.tts.voices)
-    return ChatService(base.backend, base.worker, base.settings, history)
+    return ChatService(base.backend, base.worker, base.settings, history, max_chars=base.max_chars)
 
 
 def test_history_reaches_the_model_and_changes_the_reply(chat: ChatService) -> None:
@@ -207,7 +207,7 @@ def test_a_completion_that_cannot_fit_is_refused_before_it_starts(chat: ChatServ
 @pytest.mark.parametrize("unit", ["word ", "语"])  # spaced words, and Chinese without spaces
 def test_a_long_transcript_keeps_its_newest_part_that_fits(chat: ChatService, unit: str) -> None:
     said = "".join(f"{unit}{i} " if unit == "word " else unit for i in range(6000)).strip()
-    assert len(said) > chat.settings.max_chars  # over MAX_TTS_CHARS, yet spoken, so not refused
+    assert len(said) > chat.max_chars  # over MAX_TTS_CHARS, yet spoken, so not refused
     fitted = chat.fit_spoken(said)
     assert fitted.startswith("… ") and said.endswith(fitted[2:].strip()[-50:])
     budget = chat.settings.context_tokens - chat.settings.max_tokens

@@ -63,7 +63,7 @@ def test_empty_text_needs_no_model(services: Services) -> None:
 def test_text_is_bounded_by_its_tokens_before_the_model_runs(
     services: Services, text: str, prompt: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert len(text) <= services.chat.settings.max_chars
+    assert len(text) <= services.chat.max_chars
     backend = services.chat.backend
     calls: list[object] = []
     real_chat = backend.chat

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,7 +26,9 @@ def longest_run(mask: np.ndarray) -> int:
 
 
 def test_segments_are_joined_by_the_configured_silence_only(services: Services) -> None:
-    settings = replace(services.tts.settings, segment_threshold_chars=40, segment_silence_ms=300)
+    settings = services.tts.settings.model_copy(
+        update={"segment_threshold_chars": 40, "segment_silence_ms": 300}
+    )
     tts = TTSService(
         services.tts.backend, services.tts.worker, services.tts.voices, services.tts.cache, settings
     )

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from backend.app.core.config import VoicesSettings
 from backend.app.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -20,7 +21,7 @@ from backend.app.core.errors import (
     PayloadTooLargeError,
 )
 from backend.app.core.worker import ModelWorker
-from backend.app.services.voices import VoiceLimits, VoiceService
+from backend.app.services.voices import VoiceService
 from backend.app.voices import library as library_module
 from backend.app.voices.library import VoiceLibrary
 from tests.conftest import REPO, clip
@@ -59,7 +60,9 @@ def read_only_voices(dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -
 
 def voice_service(library: VoiceLibrary, **limits: Any) -> VoiceService:
     """The service as the server builds it: decoding on a TTS worker, stored at Piper's rate."""
-    return VoiceService(library, ModelWorker("tts", 1), PIPER_RATE, VoiceLimits(**limits))
+    if "max_bytes" in limits:
+        limits["max_mb"] = limits.pop("max_bytes") / 1024 / 1024
+    return VoiceService(library, ModelWorker("tts", 1), PIPER_RATE, VoicesSettings(**limits))
 
 
 def add(

@@ -118,10 +118,10 @@ def transcribe_options(
 
 async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:
     """The uploaded file's bytes, refusing more than MAX_UPLOAD_MB with 413."""
-    limit = settings.max_upload_bytes
+    limit = settings.server.max_upload_bytes
     if upload.size is not None and upload.size > limit:
-        raise PayloadTooLargeError(f"{field} is larger than the {settings.max_upload_mb:g} MB limit")
+        raise PayloadTooLargeError(f"{field} is larger than the {settings.server.max_upload_mb:g} MB limit")
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLargeError(f"{field} is larger than the {settings.max_upload_mb:g} MB limit")
+        raise PayloadTooLargeError(f"{field} is larger than the {settings.server.max_upload_mb:g} MB limit")
     return data

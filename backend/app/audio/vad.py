@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from backend.app.audio.types import Audio
+from backend.app.core.config import VADSettings
 from backend.app.core.errors import ModelLoadError
 
 SAMPLE_RATE = 16000
@@ -61,15 +62,6 @@ class SileroVAD:
 
     def stream(self) -> SpeechProbability:
         return _SileroStream(self._base)
-
-
-@dataclass(frozen=True)
-class VADSettings:
-    threshold: float = 0.5
-    min_speech_ms: int = 200
-    min_silence_ms: int = 500
-    speech_pad_ms: int = 300
-    max_utterance_s: float = 30.0
 
 
 @dataclass(frozen=True)

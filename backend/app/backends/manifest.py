@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from backend.app.backends import embedded
+from backend.app.backends import embedded, registry
+from backend.app.backends.model_files import ModelFiles
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 
@@ -31,17 +31,6 @@ VerifyMode = Literal["sha256", "size", "off"]
 _lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    """A model on disk: a key, the files that make it up, and whether they may be missing now
-    because the server prepares them at load (an assembly or conversion into MODELS_DIR)."""
-
-    key: str
-    stage: str
-    files: tuple[Path, ...]
-    prepared_at_load: bool = False
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -50,61 +39,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _dir_files(directory: Path) -> tuple[Path, ...]:
-    if not directory.is_dir():
-        return ()
-    return tuple(sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")))
-
-
-def _stt(settings: Settings) -> ModelFiles | None:
-    name = settings.stt_model_name
-    if name == "embedded":
-        directory = embedded.package_dir(embedded.WHISPER_TINY_EN[0]) / embedded.WHISPER_TINY_EN[1]
-        return ModelFiles("whisper-tiny.en", "stt", _dir_files(directory) or (directory / "model.bin",))
-    if name == "base-multilingual":
-        directory = settings.models_dir / embedded.WHISPER_BASE_DIRNAME
-        return ModelFiles("whisper-base-multilingual", "stt", _dir_files(directory), prepared_at_load=True)
-    if Path(name).is_dir():
-        return ModelFiles(str(Path(name).resolve()), "stt", _dir_files(Path(name)))
-    return None  # a faster-whisper size, fetched at load
-
-
-def _chat(settings: Settings) -> ModelFiles | None:
-    if settings.llm_backend != "local":
-        return None
-    if not settings.llm_model:
-        directory = settings.models_dir / embedded.SMOLLM2_DIRNAME
-        return ModelFiles("smollm2-135m-instruct", "chat", _dir_files(directory), prepared_at_load=True)
-    directory = Path(settings.llm_model)
-    if directory.is_dir():
-        return ModelFiles(str(directory.resolve()), "chat", _dir_files(directory))
-    return None  # a hub id
-
-
-def _tts(settings: Settings) -> ModelFiles | None:
-    name = settings.tts_model_name
-    if name == "embedded":
-        voice = embedded.package_dir(embedded.PIPER_PACKAGE) / embedded.PIPER_VOICE
-        return ModelFiles("piper-en_US-joe-medium", "tts", (voice, voice.with_suffix(".onnx.json")))
-    if name.endswith(".onnx"):
-        voice = Path(name)
-        return ModelFiles(str(voice.resolve()), "tts", (voice, voice.with_suffix(".onnx.json")))
-    if Path(name).is_dir():
-        return ModelFiles(str(Path(name).resolve()), "tts", _dir_files(Path(name)))
-    return None  # a hub id
-
-
 def configured_models(settings: Settings) -> list[ModelFiles]:
     """The local model files the settings select (hub downloads and remote servers excluded)."""
-    return [m for m in (_stt(settings), _chat(settings), _tts(settings)) if m is not None]
+    return registry.configured_models(settings)
 
 
 def embedded_models(models_dir: Path) -> list[ModelFiles]:
     """All four embedded models (what `make setup` installs and records)."""
     base = Settings(_env_file=None, models_dir=models_dir)
     multilingual = Settings(_env_file=None, models_dir=models_dir, stt_model_name="base-multilingual")
-    found = [_stt(base), _stt(multilingual), _chat(base), _tts(base)]
-    return [m for m in found if m is not None]
+    extra = registry.engine("stt", multilingual).model_files(multilingual)
+    return [*registry.configured_models(base), *([extra] if extra else [])]
 
 
 def _manifest_path(models_dir: Path) -> Path:
@@ -182,9 +127,9 @@ def problems(model: ModelFiles, recorded: dict[str, dict[str, object]] | None, m
 def preflight(settings: Settings) -> None:
     """Check the configured models' files before anything loads; `ModelLoadError` lists every
     problem with what to do. Models with no manifest entry get the presence check only."""
-    if settings.model_verify == "off":
+    if settings.storage.model_verify == "off":
         return
-    manifest = load_manifest(settings.models_dir)
+    manifest = load_manifest(settings.storage.models_dir)
     found: list[str] = []
     for model in configured_models(settings):
         recorded = manifest.get(model.key)
@@ -193,9 +138,9 @@ def preflight(settings: Settings) -> None:
                 "model %s has no entry in %s: only its presence is checked; it is recorded once it "
                 "has loaded, and checked against that record from the next start",
                 model.key,
-                _manifest_path(settings.models_dir),
+                _manifest_path(settings.storage.models_dir),
             )
-        found += problems(model, recorded, settings.model_verify)
+        found += problems(model, recorded, settings.storage.model_verify)
     if found:
         raise ModelLoadError(
             "model files failed the start-up check:\n  - "

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 
+from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import raise_if_cancelled
@@ -74,3 +75,13 @@ class OpenAIChatBackend:
             raise UpstreamError(f"the LLM stream broke off: {e}") from e
         finally:
             stream.close()
+
+
+def load(settings: Settings) -> OpenAIChatBackend:
+    llm = settings.llm
+    return OpenAIChatBackend(llm.model, llm.base_url, llm.api_key.get_secret_value(), llm.timeout_s)
+
+
+def model_files(settings: Settings) -> None:
+    """A remote server: no local files."""
+    return None

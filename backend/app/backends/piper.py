@@ -9,6 +9,8 @@ import onnxruntime
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
+from backend.app.backends.model_files import ModelFiles
+from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
@@ -74,3 +76,17 @@ class PiperBackend:
             raise_if_cancelled()
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return Audio(samples, self.sample_rate)
+
+
+def load(settings: Settings) -> PiperBackend:
+    return PiperBackend(settings.tts.model_name, settings.tts.device)
+
+
+def model_files(settings: Settings) -> ModelFiles:
+    """The bundled voice, or a local `.onnx` voice file and its `.onnx.json` config."""
+    name = settings.tts.model_name
+    if name == "embedded":
+        voice = embedded.package_dir(embedded.PIPER_PACKAGE) / embedded.PIPER_VOICE
+        return ModelFiles("piper-en_US-joe-medium", "tts", (voice, voice.with_suffix(".onnx.json")))
+    voice = Path(name)
+    return ModelFiles(str(voice.resolve()), "tts", (voice, voice.with_suffix(".onnx.json")))

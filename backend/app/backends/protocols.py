@@ -1,6 +1,10 @@
 """One small Protocol per capability. Services depend on these, never on an engine.
 
-A second engine is a new module implementing the Protocol, chosen in `backends/factory.py`.
+Adding an engine is one new module in `backends/` that implements its stage's Protocol and defines
+`load(settings)` and `model_files(settings)`, plus one line in `backends/registry.py`; the
+`STT_ENGINE` / `LLM_ENGINE` / `TTS_ENGINE` setting then selects it by name. The value types these
+methods take and return are in `core/values.py`.
+
 All methods here block; services call them on the model's worker thread.
 """
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.app.backends import embedded
+from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
+from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import cancel_event, raise_if_cancelled
@@ -169,3 +171,17 @@ class TransformersChatBackend:
             return_dict=True,
         )
         return len(encoded["input_ids"])
+
+
+def load(settings: Settings) -> TransformersChatBackend:
+    llm = settings.llm
+    return TransformersChatBackend(llm.model, settings.storage.models_dir, llm.device, llm.dtype)
+
+
+def model_files(settings: Settings) -> ModelFiles | None:
+    """The embedded SmolLM2 (converted into MODELS_DIR at load) or a local directory; None for a
+    hub id."""
+    if not settings.llm.model:
+        directory = settings.storage.models_dir / embedded.SMOLLM2_DIRNAME
+        return ModelFiles("smollm2-135m-instruct", "chat", dir_files(directory), prepared_at_load=True)
+    return local_dir("chat", settings.llm.model)

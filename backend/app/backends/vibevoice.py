@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from backend.app.audio.types import Audio
+from backend.app.backends.model_files import ModelFiles, local_dir
+from backend.app.core.config import Settings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.text.segment import is_cjk
@@ -160,3 +162,19 @@ class VibeVoiceBackend:
             return Audio(np.zeros(0, dtype=np.float32), SAMPLE_RATE)
         samples = audio.detach().to(torch.float32).cpu().numpy().reshape(-1)
         return Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), SAMPLE_RATE)
+
+
+def load(settings: Settings) -> VibeVoiceBackend:
+    tts = settings.tts
+    return VibeVoiceBackend(
+        tts.model_name,
+        settings.storage.models_dir,
+        device=tts.device,
+        dtype=tts.dtype,
+        diffusion_steps=tts.diffusion_steps,
+    )
+
+
+def model_files(settings: Settings) -> ModelFiles | None:
+    """A local checkpoint directory; None for a hub id (downloaded into MODELS_DIR at load)."""
+    return local_dir("tts", settings.tts.model_name)

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
+from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
+from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
 from backend.app.core.worker import raise_if_cancelled
@@ -126,3 +128,27 @@ class WhisperBackend:
             duration=round(audio.duration, 3),
             segments=collected,
         )
+
+
+def load(settings: Settings) -> WhisperBackend:
+    stt = settings.stt
+    return WhisperBackend(
+        stt.model_name,
+        settings.storage.models_dir,
+        device=stt.device,
+        compute_type=stt.compute_type,
+        beam_size=stt.beam_size,
+    )
+
+
+def model_files(settings: Settings) -> ModelFiles | None:
+    """The bundled tiny.en, the base model assembled into MODELS_DIR, or a local CTranslate2
+    directory; None for a faster-whisper size (fetched at load)."""
+    name = settings.stt.model_name
+    if name == "embedded":
+        directory = embedded.package_dir(embedded.WHISPER_TINY_EN[0]) / embedded.WHISPER_TINY_EN[1]
+        return ModelFiles("whisper-tiny.en", "stt", dir_files(directory) or (directory / "model.bin",))
+    if name == "base-multilingual":
+        directory = settings.storage.models_dir / embedded.WHISPER_BASE_DIRNAME
+        return ModelFiles("whisper-base-multilingual", "stt", dir_files(directory), prepared_at_load=True)
+    return local_dir("stt", name)

@@ -1,225 +1,213 @@
 """All configuration, from the environment or a `.env` file (pydantic-settings).
 
-Every setting is an upper-case environment variable of the same name (`STT_MODEL_NAME`, `PORT`, ...).
-Settings are built once by the entry point and injected; nothing reads them from a module global.
+Every setting is an upper-case environment variable (`STT_MODEL_NAME`, `PORT`, ...), flat, as the
+README's table lists them. In code they are grouped into sections (`settings.stt.model_name`,
+`settings.tts.segment_silence_ms`, ...) that services take whole; `ENV` maps each variable to its
+section and field, and is the one place that does. Errors name the variable (lower-cased), not the
+field. Settings are built once by the entry point and injected; nothing reads them from a module
+global.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one to three "
-    "short sentences of plain text, without lists, markdown or emoji."
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    model_validator,
 )
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from backend.app.core.sections import (
+    DEFAULT_SYSTEM_PROMPT,
+    LimitsSettings,
+    LLMSettings,
+    OpenAISettings,
+    RealtimeSettings,
+    ServerSettings,
+    StorageSettings,
+    STTSettings,
+    TTSSettings,
+    VADSettings,
+    VoicesSettings,
+)
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "ENV",
+    "LLMSettings",
+    "LimitsSettings",
+    "OpenAISettings",
+    "RealtimeSettings",
+    "STTSettings",
+    "ServerSettings",
+    "Settings",
+    "StorageSettings",
+    "TTSSettings",
+    "VADSettings",
+    "VoicesSettings",
+]
+
+
+ENV: dict[str, tuple[str, str]] = {
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "API_KEY": ("server", "api_key"),
+    "CORS_ORIGINS": ("server", "cors_origins"),
+    "LOG_LEVEL": ("server", "log_level"),
+    "LOG_FORMAT": ("server", "log_format"),
+    "SHUTDOWN_GRACE_S": ("server", "shutdown_grace_s"),
+    "MAX_UPLOAD_MB": ("server", "max_upload_mb"),
+    "STT_ENGINE": ("stt", "engine"),
+    "STT_MODEL_NAME": ("stt", "model_name"),
+    "STT_DEVICE": ("stt", "device"),
+    "STT_COMPUTE_TYPE": ("stt", "compute_type"),
+    "STT_BEAM_SIZE": ("stt", "beam_size"),
+    "STT_TIMEOUT_S": ("stt", "timeout_s"),
+    "MAX_AUDIO_SECONDS": ("stt", "max_audio_seconds"),
+    "LLM_ENGINE": ("llm", "engine"),
+    "LLM_BACKEND": ("llm", "backend"),
+    "LLM_MODEL": ("llm", "model"),
+    "LLM_BASE_URL": ("llm", "base_url"),
+    "LLM_API_KEY": ("llm", "api_key"),
+    "LLM_DEVICE": ("llm", "device"),
+    "LLM_DTYPE": ("llm", "dtype"),
+    "LLM_TIMEOUT_S": ("llm", "timeout_s"),
+    "SYSTEM_PROMPT": ("llm", "system_prompt"),
+    "LLM_MAX_TOKENS": ("llm", "max_tokens"),
+    "LLM_TEMPERATURE": ("llm", "temperature"),
+    "MAX_HISTORY_MESSAGES": ("llm", "max_history_messages"),
+    "LLM_CONTEXT_TOKENS": ("llm", "context_tokens"),
+    "TTS_ENGINE": ("tts", "engine"),
+    "TTS_MODEL_NAME": ("tts", "model_name"),
+    "TTS_DEVICE": ("tts", "device"),
+    "TTS_DTYPE": ("tts", "dtype"),
+    "TTS_DIFFUSION_STEPS": ("tts", "diffusion_steps"),
+    "DEFAULT_CFG_SCALE": ("tts", "default_cfg_scale"),
+    "TTS_TIMEOUT_S": ("tts", "timeout_s"),
+    "MAX_TTS_CHARS": ("tts", "max_chars"),
+    "MAX_TTS_SPEECH_SECONDS": ("tts", "max_speech_seconds"),
+    "SEGMENT_THRESHOLD_CHARS": ("tts", "segment_threshold_chars"),
+    "SEGMENT_SILENCE_MS": ("tts", "segment_silence_ms"),
+    "VOICES_DIR": ("voices", "dir"),
+    "DEFAULT_VOICE": ("voices", "default"),
+    "SPEAKER_CACHE_SIZE": ("voices", "cache_size"),
+    "PRELOAD_VOICES": ("voices", "preload"),
+    "VOICES_MAX_COUNT": ("voices", "max_count"),
+    "VOICES_MAX_MB": ("voices", "max_mb"),
+    "MODELS_DIR": ("storage", "models_dir"),
+    "OUTPUTS_DIR": ("storage", "outputs_dir"),
+    "DATA_DIR": ("storage", "data_dir"),
+    "OUTPUTS_TTL_HOURS": ("storage", "outputs_ttl_hours"),
+    "OUTPUTS_MAX_MB": ("storage", "outputs_max_mb"),
+    "OUTPUTS_SWEEP_S": ("storage", "outputs_sweep_s"),
+    "MIN_FREE_DISK_MB": ("storage", "min_free_disk_mb"),
+    "MODEL_VERIFY": ("storage", "model_verify"),
+    "QUEUE_SIZE": ("limits", "queue_size"),
+    "CONVERSATION_QUEUE_SIZE": ("limits", "conversation_queue_size"),
+    "VAD_THRESHOLD": ("vad", "threshold"),
+    "VAD_MIN_SPEECH_MS": ("vad", "min_speech_ms"),
+    "VAD_MIN_SILENCE_MS": ("vad", "min_silence_ms"),
+    "VAD_SPEECH_PAD_MS": ("vad", "speech_pad_ms"),
+    "WS_MAX_UTTERANCE_S": ("vad", "max_utterance_s"),
+    "WS_STT_BEAM_SIZE": ("realtime", "stt_beam_size"),
+    "WS_IDLE_TIMEOUT_S": ("realtime", "idle_timeout_s"),
+    "WS_MAX_SESSION_S": ("realtime", "max_session_s"),
+    "WS_MAX_FRAME_BYTES": ("realtime", "max_frame_bytes"),
+    "WS_MAX_SESSIONS": ("realtime", "max_sessions"),
+    "OPENAI_VOICES": ("openai", "voices"),
+    "OPENAI_MODEL_ALIASES": ("openai", "model_aliases"),
+}
+"""Environment variable -> (section, field): the same names as ever, so a user's `.env` keeps working."""
+
+_BY_FIELD = {location: name.lower() for name, location in ENV.items()}
+
+
+class _FlatVariables(PydanticBaseSettingsSource):
+    """The variables of `ENV` found in a mapping of lower-cased names (the environment, a .env)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Any) -> None:
+        super().__init__(settings_cls)
+        self.variables = variables
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the variables by name
+
+    def __call__(self) -> dict[str, Any]:
+        names = (name.lower() for name in ENV)
+        return {name: self.variables[name] for name in names if self.variables.get(name) is not None}
 
 
 class Settings(BaseSettings):
-    """The server's configuration. See the README for the table of variables."""
+    """The server's configuration, by section. See the README for the table of variables.
+
+    Built from keyword arguments, then the environment, then `.env` (in that order of precedence);
+    keyword arguments may use the variables' names (`Settings(tts_model_name=...)`) or sections."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    host: str = "127.0.0.1"
-    """Listen address."""
-    port: int = Field(8000, ge=1, le=65535)
-    """Listen port."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    stt: STTSettings = Field(default_factory=STTSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
+    voices: VoicesSettings = Field(default_factory=VoicesSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    vad: VADSettings = Field(default_factory=VADSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
-    stt_model_name: str = "embedded"
-    """`embedded` (bundled Whisper tiny.en), `base-multilingual` (bundled Whisper base, 99 languages),
-    a faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
-    stt_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Device for faster-whisper; `auto` picks CUDA when available."""
-    stt_compute_type: str = "auto"
-    """CTranslate2 compute type; `auto` = float16 on CUDA, int8 on CPU."""
-    stt_beam_size: int = Field(5, ge=1, le=10)
-    """Beam size for decoding; 1 is greedy and fastest."""
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            # Name the variable the user set (`stt_device`), not the field (`stt.device`).
+            errors = [{**error, "loc": _variable(error["loc"])} for error in e.errors()]
+            for error in errors:
+                error.pop("msg", None)
+                error.pop("url", None)
+            raise ValidationError.from_exception_data("Settings", errors) from None  # type: ignore[arg-type]
 
-    llm_backend: Literal["local", "openai"] = "local"
-    """`local` = a transformers model in-process; `openai` = any OpenAI-compatible server."""
-    llm_model: str = ""
-    """Model id. Local: empty = the embedded SmolLM2-135M-Instruct, else a local dir or hub id.
-    OpenAI: the model name the server knows (required)."""
-    llm_base_url: str = ""
-    """Base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1 (empty = OpenAI)."""
-    llm_api_key: SecretStr = SecretStr("")
-    """API key for the OpenAI-compatible server (many local servers accept any value)."""
-    llm_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the transformers LLM runs; auto = CUDA when available."""
-    llm_dtype: Literal["auto", "mixed", "float32", "bfloat16", "float16"] = "auto"
-    """Weights of the transformers LLM; auto = float16 on CUDA, mixed on CPU. mixed reads the
-    prompt with float32 weights and generates with a bfloat16 copy: on a CPU, generation is bound
-    by memory bandwidth (bfloat16 is about 2x faster per token) while bfloat16 reads a prompt 3-4x
-    slower than float32 without native support (AVX512-BF16/AMX). It holds both copies (1.5x the
-    memory of float32)."""
-    llm_timeout_s: float = Field(120.0, gt=0)
-    """The longest one LLM call may take, queue wait included, on either backend (504 beyond; the
-    generation is stopped). Also the HTTP timeout towards the OpenAI-compatible server."""
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    """System prompt; replies are spoken, so it asks for short plain answers."""
-    llm_max_tokens: int = Field(256, ge=1, le=8192)
-    """Upper bound on generated tokens per reply."""
-    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
-    """Sampling temperature; 0 = greedy (deterministic)."""
-    max_history_messages: int = Field(40, ge=0, le=1000)
-    """At most this many past messages (user + assistant) are considered for the context."""
-    llm_context_tokens: int = Field(2048, ge=64, le=1_000_000)
-    """Token budget of a request: system prompt + recent turns + new message + LLM_MAX_TOKENS for the
-    reply. Older turns are dropped to fit."""
-
-    tts_model_name: str = "embedded"
-    """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
-    checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR) or a local directory."""
-    tts_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Device for TTS inference (`auto`: CUDA for VibeVoice when available; Piper runs on the CPU)."""
-    tts_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    """VibeVoice weights' dtype; `auto` = bfloat16 on CUDA, float32 on CPU."""
-    tts_diffusion_steps: int = Field(10, ge=1, le=100)
-    """VibeVoice diffusion steps per audio token; fewer is faster, more is cleaner."""
-    default_cfg_scale: float = Field(1.0, ge=0.5, le=2.0)
-    """Guidance scale used when a request gives none (voice-cloning backends)."""
-
-    voices_dir: Path = Path("./voices")
-    """Reference voices, `{lang}-{name}_{gender}.wav`."""
-    models_dir: Path = Path("./models")
-    """Converted and assembled model copies, and downloads."""
-    outputs_dir: Path = Path("./outputs")
-    """Synthesised audio kept for download at /outputs/{name}."""
-    data_dir: Path = Path("./data")
-    """Persistent data: the conversation database (conversations.db) and uploaded voices."""
-    outputs_ttl_hours: float = Field(168, gt=0)
-    """Synthesised audio older than this is removed (unless a younger stored turn refers to it)."""
-    outputs_max_mb: float = Field(1024, gt=0)
-    """Beyond this total size, the oldest synthesised audio is removed first."""
-    outputs_sweep_s: float = Field(300, gt=0)
-    """How often the retention sweep runs."""
-
-    default_voice: str = ""
-    """File name in VOICES_DIR; empty = the first voice found."""
-    speaker_cache_size: int = Field(50, ge=0, le=10_000)
-    """Entries in the reference-voice cache."""
-    preload_voices: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Comma-separated voice names prepared at start-up (the default voice always is)."""
-    voices_max_count: int = Field(100, ge=1, le=100_000)
-    """At most this many voices in the library; an upload beyond is refused (409)."""
-    voices_max_mb: float = Field(256, gt=0)
-    """At most this much audio in the voice library; an upload that would pass it is refused (413).
-    Uploads are stored as 16-bit WAV at the TTS engine's rate (60 s at 24 kHz is 2.9 MB)."""
-    segment_threshold_chars: int = Field(150, ge=20, le=10_000)
-    """Text longer than this is synthesised segment by segment."""
-    segment_silence_ms: int = Field(200, ge=0, le=5_000)
-    """Silence inserted between synthesised segments."""
-
-    max_upload_mb: float = Field(25, gt=0)
-    """Largest accepted request body (413 beyond), counted as it arrives: a larger body is refused
-    without being read, whether or not it declares its length."""
-    max_audio_seconds: float = Field(600, gt=0)
-    """Longest accepted audio, from its decoded duration, before any inference (422 beyond)."""
-    max_tts_chars: int = Field(5000, ge=1)
-    """Longest accepted text for synthesis, chat or optimisation (413 beyond)."""
-    max_tts_speech_seconds: float = Field(600, gt=0)
-    """Longest speech one synthesis request may make, estimated from the text before any synthesis
-    (413 beyond): bounds the work by what the text costs, not by its characters (an English voice
-    spells out each CJK character or digit)."""
-    min_free_disk_mb: float = Field(64, ge=0)
-    """Below this much free disk under DATA_DIR or OUTPUTS_DIR, requests that store something
-    (chat, spoken turns) are refused up front with 507, before any work, and /health says
-    `degraded`; 0 turns the check off (a full disk is still a 507, never a 500)."""
-    queue_size: int = Field(4, ge=0, le=1000)
-    """Requests that may wait per model while one runs; beyond, 503 with Retry-After. Spoken turns
-    in progress are bounded by the same number (QUEUE_SIZE + 1 at once)."""
-    conversation_queue_size: int = Field(4, ge=0, le=1000)
-    """Requests that may wait on one conversation while one of its requests runs (they are served
-    in order); beyond, 503 with Retry-After."""
-    stt_timeout_s: float = Field(300.0, gt=0)
-    """The longest one transcription may take, queue wait included (504 beyond; decoding stops)."""
-    tts_timeout_s: float = Field(300.0, gt=0)
-    """The longest one synthesis may take, queue wait included (504 beyond; synthesis stops)."""
-    shutdown_grace_s: int = Field(30, ge=0, le=3600)
-    """On SIGTERM/SIGINT: new connections are refused and requests in flight get this long to
-    finish before they are cancelled; then the conversation store is flushed and closed."""
-
-    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    """Realtime mode: silero-vad speech probability above which a 32 ms window counts as speech."""
-    vad_min_speech_ms: int = Field(200, ge=32, le=5_000)
-    """Realtime mode: speech this long starts a turn (and interrupts a reply being spoken)."""
-    vad_min_silence_ms: int = Field(500, ge=64, le=10_000)
-    """Realtime mode: silence this long ends the user's turn."""
-    vad_speech_pad_ms: int = Field(300, ge=0, le=2_000)
-    """Realtime mode: audio kept before speech starts and after it ends."""
-    ws_stt_beam_size: int = Field(1, ge=1, le=10)
-    """Realtime mode: STT beam size for turns (1 = greedy, fastest; STT_BEAM_SIZE applies elsewhere)."""
-    ws_max_utterance_s: float = Field(30, gt=0, le=600)
-    """Realtime mode: a turn longer than this is ended and answered."""
-    ws_idle_timeout_s: float = Field(60, gt=0)
-    """Realtime mode: a session that sends nothing for this long, with no reply under way, is closed."""
-    ws_max_session_s: float = Field(1800, gt=0)
-    """Realtime mode: the longest a session may last."""
-    ws_max_frame_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
-    """Realtime mode: the largest message a client may send (64 KiB is 2 s of 16 kHz PCM16)."""
-    ws_max_sessions: int = Field(8, ge=1, le=10_000)
-    """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
-
-    openai_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    """/v1/audio/speech: comma-separated `openai_name=library_voice` pairs (`alloy=en-Eve_woman.wav,
-    onyx=Joe`) that override the built-in table mapping OpenAI's stock voice names to library voices."""
-    openai_model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    """/v1 routes: extra model names to accept, comma-separated `name=stage` pairs (stage = stt, tts
-    or chat), on top of each stage's own model id and OpenAI's stock names (whisper-1, tts-1, ...)."""
-
-    api_key: SecretStr | None = None
-    """When set, every route except /health* needs `Authorization: Bearer <key>`."""
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Comma-separated allowed origins for CORS; `*` allows any."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level of the server."""
-    log_format: Literal["json", "text"] = "json"
-    """`json`: one JSON object a line (request id, route, status, per-stage ms on access lines);
-    `text`: plain lines for reading in a terminal."""
-    model_verify: Literal["sha256", "size", "off"] = "sha256"
-    """Start-up pre-flight of the model files against MODELS_DIR/manifest.json (written when the
-    models were installed): `sha256` hashes every file, `size` checks sizes only, `off` skips it."""
-
-    @field_validator("cors_origins", "preload_voices", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _FlatVariables(settings_cls, getattr(env_settings, "env_vars", {})),
+            _FlatVariables(settings_cls, getattr(dotenv_settings, "env_vars", {})),
+        )
 
-    @field_validator("openai_voices", "openai_model_aliases", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _split_pairs(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        pairs: dict[str, str] = {}
-        for item in (part.strip() for part in value.split(",")):
-            if not item:
-                continue
-            name, sep, target = (piece.strip() for piece in item.partition("="))
-            if not sep or not name or not target:
-                raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
-            pairs[name.lower()] = target
-        return pairs
+    def _into_sections(cls, data: Any) -> Any:
+        """Flat names (from the environment, a .env or keyword arguments) into their sections."""
+        if not isinstance(data, dict):
+            return data
+        grouped: dict[str, Any] = {}
+        for key, value in data.items():  # sections given whole first, then single variables
+            if key in cls.model_fields:
+                section = value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+                grouped.setdefault(key, {}).update(section)
+        for key, value in data.items():
+            location = ENV.get(key.upper())
+            if location is not None:
+                name, field = location
+                grouped.setdefault(name, {})[field] = value
+        return grouped
 
-    @field_validator("openai_model_aliases")
-    @classmethod
-    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, stage in value.items():
-            if stage not in ("stt", "tts", "chat"):
-                raise ValueError(f"the alias {name!r} names the stage {stage!r}; use stt, tts or chat")
-        return value
 
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+def _variable(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """An error location in sections -> the environment variable's name (lower-cased)."""
+    if len(loc) >= 2 and (str(loc[0]), str(loc[1])) in _BY_FIELD:
+        return (_BY_FIELD[(str(loc[0]), str(loc[1]))], *loc[2:])
+    return loc

@@ -16,22 +16,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from backend.app.backends.protocols import ChatModel
+from backend.app.core.config import LLMSettings
 from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.conversations import Turn
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    system_prompt: str
-    max_tokens: int
-    temperature: float
-    max_history_messages: int
-    context_tokens: int
-    max_chars: int
 
 
 @dataclass(frozen=True)
@@ -131,13 +122,16 @@ class ChatService:
         self,
         backend: ChatModel,
         worker: ModelWorker,
-        settings: ChatSettings,
+        settings: LLMSettings,
         history: ConversationHistory,
         metrics: ServiceMetrics | None = None,
+        max_chars: int = 5000,
     ) -> None:
         self.backend = backend
         self.worker = worker
         self.settings = settings
+        self.max_chars = max_chars
+        """The longest message accepted (MAX_TTS_CHARS)."""
         self.history = history
         self.metrics = metrics or ServiceMetrics()
 
@@ -154,8 +148,8 @@ class ChatService:
     def check_text(self, text: str) -> str:
         if not text.strip():
             raise InvalidInputError("text is empty")
-        if len(text) > self.settings.max_chars:
-            raise TextTooLongError(f"text is longer than {self.settings.max_chars} characters")
+        if len(text) > self.max_chars:
+            raise TextTooLongError(f"text is longer than {self.max_chars} characters")
         return text.strip()
 
     def fit_spoken(self, text: str) -> str:

@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass
 
 from backend.app.audio.decode import resample
-from backend.app.audio.vad import SileroVAD, VADSettings
-from backend.app.backends import factory
-from backend.app.backends.openai_llm import OpenAIChatBackend
+from backend.app.audio.vad import SileroVAD
+from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
 from backend.app.core.config import Settings
 from backend.app.core.metrics import ServiceMetrics
@@ -21,14 +20,14 @@ from backend.app.core.values import (
     TranscribeOptions,
 )
 from backend.app.core.worker import ModelWorker
-from backend.app.services.chat import ChatService, ChatSettings
+from backend.app.services.chat import ChatService
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
-from backend.app.services.realtime import RealtimeService, RealtimeSettings
-from backend.app.services.stt import STTLimits, STTService
-from backend.app.services.tts import TTSService, TTSSettings
-from backend.app.services.voices import VoiceLimits, VoiceService
+from backend.app.services.realtime import RealtimeService
+from backend.app.services.stt import STTService
+from backend.app.services.tts import TTSService
+from backend.app.services.voices import VoiceService
 from backend.app.storage.conversations import ConversationStore
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
@@ -57,17 +56,18 @@ class Services:
         self.history.close()
 
 
-def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech) -> None:
+def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech, chat_is_local: bool = True) -> None:
     """One tiny inference per model, so that the first request does not pay for lazy set-up."""
     speech = tts.synthesize(SynthesisRequest("Ready."))
     stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
-    warm_up_chat(chat)
+    if chat_is_local:
+        warm_up_chat(chat)
 
 
 def warm_up_chat(chat: ChatModel) -> None:
-    """One generated token; none for an OpenAI-compatible server, which may be slow or not up yet."""
-    if not isinstance(chat, OpenAIChatBackend):
-        chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
+    """One generated token. Not for a model served elsewhere (an OpenAI-compatible server may be
+    slow, or not up yet): the registry says which engines run here."""
+    chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,15 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
         logger.info("%s ready: %s on %s (%.1f s)", stage, info.model, info.device, seconds)
 
     began = time.perf_counter()
-    stt_backend = factory.load_stt(settings)
+    stt_backend = registry.load_stt(settings)
     ready("stt", stt_backend.info, began)
     began = time.perf_counter()
-    chat_backend = factory.load_chat(settings)
+    chat_backend = registry.load_chat(settings)
     ready("chat", chat_backend.info, began)
     began = time.perf_counter()
-    tts_backend = factory.load_tts(settings)
+    tts_backend = registry.load_tts(settings)
     ready("tts", tts_backend.info, began)
-    warm_up(stt_backend, chat_backend, tts_backend)
+    warm_up(stt_backend, chat_backend, tts_backend, registry.engine("llm", settings).local)
     services = assemble_services(settings, Backends(stt_backend, chat_backend, tts_backend), metrics)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
     return services
@@ -128,79 +128,42 @@ def assemble_services(
     """Wire the services over engines that are ready (each behind its own bounded worker)."""
     metrics = metrics or ServiceMetrics()
     concurrency = concurrency or StageConcurrency()
+    queue = settings.limits.queue_size
+    storage = settings.storage
     stt = STTService(
         backends.stt,
-        ModelWorker("stt", settings.queue_size, settings.stt_timeout_s, concurrency.stt),
-        STTLimits(max_audio_seconds=settings.max_audio_seconds),
+        ModelWorker("stt", queue, settings.stt.timeout_s, concurrency.stt),
+        settings.stt,
         metrics,
     )
-    library = VoiceLibrary(settings.voices_dir, settings.default_voice, settings.data_dir / "voices")
+    library = VoiceLibrary(settings.voices.dir, settings.voices.default, storage.data_dir / "voices")
     history = ConversationHistory(
-        ConversationStore(
-            settings.data_dir / "conversations.db", int(settings.min_free_disk_mb * 1024 * 1024)
-        ),
+        ConversationStore(storage.data_dir / "conversations.db", storage.min_free_disk_bytes),
         OutputStore(
-            settings.outputs_dir,
-            settings.outputs_ttl_hours,
-            settings.outputs_max_mb,
-            settings.min_free_disk_mb,
+            storage.outputs_dir, storage.outputs_ttl_hours, storage.outputs_max_mb, storage.min_free_disk_mb
         ),
         library,
-        max_per_conversation=settings.conversation_queue_size + 1,
+        max_per_conversation=settings.limits.conversation_queue_size + 1,
     )
     chat = ChatService(
         backends.chat,
-        ModelWorker("chat", settings.queue_size, settings.llm_timeout_s, concurrency.chat),
-        ChatSettings(
-            system_prompt=settings.system_prompt,
-            max_tokens=settings.llm_max_tokens,
-            temperature=settings.llm_temperature,
-            max_history_messages=settings.max_history_messages,
-            context_tokens=settings.llm_context_tokens,
-            max_chars=settings.max_tts_chars,
-        ),
+        ModelWorker("chat", queue, settings.llm.timeout_s, concurrency.chat),
+        settings.llm,
         history,
         metrics,
+        max_chars=settings.tts.max_chars,
     )
     tts = TTSService(
         backends.tts,
-        ModelWorker("tts", settings.queue_size, settings.tts_timeout_s, concurrency.tts),
+        ModelWorker("tts", queue, settings.tts.timeout_s, concurrency.tts),
         library,
-        SpeakerCache[object](settings.speaker_cache_size),
-        TTSSettings(
-            max_chars=settings.max_tts_chars,
-            segment_threshold_chars=settings.segment_threshold_chars,
-            segment_silence_ms=settings.segment_silence_ms,
-            default_cfg_scale=settings.default_cfg_scale,
-            max_speech_seconds=settings.max_tts_speech_seconds,
-        ),
+        SpeakerCache[object](settings.voices.cache_size),
+        settings.tts,
         metrics,
     )
-    tts.preload(settings.preload_voices)
+    tts.preload(settings.voices.preload)
     conversation = ConversationService(stt, chat, tts, history, metrics)
-    voices = VoiceService(
-        library,
-        tts.worker,
-        backends.tts.sample_rate,
-        VoiceLimits(max_count=settings.voices_max_count, max_bytes=int(settings.voices_max_mb * 1024 * 1024)),
-    )
-    realtime = RealtimeService(conversation, SileroVAD(), realtime_settings(settings))
+    voices = VoiceService(library, tts.worker, backends.tts.sample_rate, settings.voices)
+    realtime = RealtimeService(conversation, SileroVAD(), settings.realtime, settings.vad)
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
     return Services(stt, chat, tts, conversation, history, voices, realtime, metrics)
-
-
-def realtime_settings(settings: Settings) -> RealtimeSettings:
-    return RealtimeSettings(
-        vad=VADSettings(
-            threshold=settings.vad_threshold,
-            min_speech_ms=settings.vad_min_speech_ms,
-            min_silence_ms=settings.vad_min_silence_ms,
-            speech_pad_ms=settings.vad_speech_pad_ms,
-            max_utterance_s=settings.ws_max_utterance_s,
-        ),
-        idle_timeout_s=settings.ws_idle_timeout_s,
-        max_session_s=settings.ws_max_session_s,
-        max_frame_bytes=settings.ws_max_frame_bytes,
-        max_sessions=settings.ws_max_sessions,
-        stt_beam_size=settings.ws_stt_beam_size,
-    )

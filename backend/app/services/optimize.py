@@ -55,8 +55,8 @@ class TranscriptOptimizer:
     async def optimize(self, text: str, mode: OptimizeMode, custom_prompt: str | None = None) -> Optimized:
         if not text.strip():
             return Optimized("")
-        if len(text) > self.chat.settings.max_chars:
-            raise TextTooLongError(f"text is longer than {self.chat.settings.max_chars} characters")
+        if len(text) > self.chat.max_chars:
+            raise TextTooLongError(f"text is longer than {self.chat.max_chars} characters")
         if mode == "custom":
             if not custom_prompt or not custom_prompt.strip():
                 raise InvalidInputError("mode 'custom' needs custom_prompt (the instruction to apply)")

@@ -25,7 +25,8 @@ import soxr
 
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
-from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VADSettings, VoiceActivityDetector
+from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
+from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.chat import elapsed_ms
@@ -54,16 +55,6 @@ class ProtocolError(Exception):
         self.close_code = close_code
 
 
-@dataclass(frozen=True)
-class RealtimeSettings:
-    vad: VADSettings
-    idle_timeout_s: float
-    max_session_s: float
-    max_frame_bytes: int
-    max_sessions: int
-    stt_beam_size: int = 1
-
-
 @dataclass
 class Outbox:
     """How the session talks back: JSON events and binary audio (the route serialises them)."""
@@ -82,9 +73,11 @@ class RealtimeSession:
         vad: SileroVAD,
         settings: RealtimeSettings,
         outbox: Outbox,
+        vad_settings: VADSettings | None = None,
     ) -> None:
         self.conversation = conversation
         self.settings = settings
+        self.vad_settings = vad_settings or VADSettings()
         self._vad_model = vad
         self._out = outbox
         self._detector: VoiceActivityDetector | None = None
@@ -141,7 +134,7 @@ class RealtimeSession:
         self._input_rate = rate
         if rate != SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
-        self._detector = VoiceActivityDetector(self._vad_model.stream(), self.settings.vad)
+        self._detector = VoiceActivityDetector(self._vad_model.stream(), self.vad_settings)
         await self._out.event(
             {
                 "type": "ready",
@@ -324,10 +317,17 @@ def _retrieve(task: asyncio.Task[TimedTranscription]) -> None:
 class RealtimeService:
     """Opens sessions, at most `max_sessions` at once; owns the VAD model they share."""
 
-    def __init__(self, conversation: ConversationService, vad: SileroVAD, settings: RealtimeSettings) -> None:
+    def __init__(
+        self,
+        conversation: ConversationService,
+        vad: SileroVAD,
+        settings: RealtimeSettings,
+        vad_settings: VADSettings | None = None,
+    ) -> None:
         self.conversation = conversation
         self.vad = vad
         self.settings = settings
+        self.vad_settings = vad_settings or VADSettings()
         self.active = 0
 
     @contextlib.asynccontextmanager
@@ -339,7 +339,7 @@ class RealtimeService:
                 retry_after_s=5,
             )
         self.active += 1
-        session = RealtimeSession(self.conversation, self.vad, self.settings, outbox)
+        session = RealtimeSession(self.conversation, self.vad, self.settings, outbox, self.vad_settings)
         try:
             yield session
         finally:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText
+from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.core.worker import ModelWorker
 from backend.app.text.languages import WHISPER_LANGUAGES
-
-
-@dataclass(frozen=True)
-class STTLimits:
-    max_audio_seconds: float
 
 
 class STTService:
@@ -27,12 +22,12 @@ class STTService:
         self,
         backend: SpeechToText,
         worker: ModelWorker,
-        limits: STTLimits,
+        settings: STTSettings,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.backend = backend
         self.worker = worker
-        self.limits = limits
+        self.settings = settings
         self.metrics = metrics or ServiceMetrics()
 
     def check_options(self, options: TranscribeOptions) -> None:
@@ -63,8 +58,8 @@ class STTService:
     async def transcribe_audio(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         """Transcribe audio already decoded (the realtime stream's utterances)."""
         self.check_options(options)
-        if audio.duration > self.limits.max_audio_seconds:
-            raise AudioTooLongError(f"the audio is longer than {self.limits.max_audio_seconds:g} s")
+        if audio.duration > self.settings.max_audio_seconds:
+            raise AudioTooLongError(f"the audio is longer than {self.settings.max_audio_seconds:g} s")
         started = time.perf_counter()
         return self._observed(started, await self.worker.run(self._transcribe, audio, options))
 
@@ -78,5 +73,5 @@ class STTService:
         return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)
 
     def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
-        audio = decode_audio(data, self.backend.sample_rate, self.limits.max_audio_seconds)
+        audio = decode_audio(data, self.backend.sample_rate, self.settings.max_audio_seconds)
         return self.backend.transcribe(audio, options)

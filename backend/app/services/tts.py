@@ -17,6 +17,7 @@ from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TextToSpeech
+from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import SynthesisRequest
@@ -28,15 +29,6 @@ from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TTSSettings:
-    max_chars: int
-    segment_threshold_chars: int
-    segment_silence_ms: int
-    default_cfg_scale: float
-    max_speech_seconds: float = 600.0
 
 
 @dataclass(frozen=True)

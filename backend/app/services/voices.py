@@ -11,6 +11,7 @@ import numpy as np
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.encode import encode_audio
 from backend.app.audio.types import Audio
+from backend.app.core.config import VoicesSettings
 from backend.app.core.errors import (
     AudioTooLongError,
     ConflictError,
@@ -29,13 +30,13 @@ _GENDER_RE = re.compile(r"[a-z]{1,16}")
 
 
 @dataclass(frozen=True)
-class VoiceLimits:
+class ClipRules:
+    """What makes a clip a usable reference voice."""
+
     min_seconds: float = 3.0
     max_seconds: float = 60.0
     min_sound_seconds: float = 1.0
     """A reference voice must hold at least this much sound (windows above SOUND_DBFS)."""
-    max_count: int = 100
-    max_bytes: int = 256 * 1024 * 1024
 
 
 SOUND_DBFS = -40.0
@@ -67,12 +68,14 @@ class VoiceService:
         library: VoiceLibrary,
         worker: ModelWorker,
         sample_rate: int,
-        limits: VoiceLimits | None = None,
+        settings: VoicesSettings | None = None,
+        clips: ClipRules | None = None,
     ) -> None:
         self.library = library
         self.worker = worker
         self.sample_rate = sample_rate
-        self.limits = limits or VoiceLimits()
+        self.settings = settings or VoicesSettings()
+        self.clips = clips or ClipRules()
 
     @staticmethod
     def check_fields(name: str, language: str, gender: str) -> tuple[str, str, str]:
@@ -96,20 +99,20 @@ class VoiceService:
     def _check_room(self, voices: list[VoiceInfo], adding: int) -> None:
         """409 when the library holds VOICES_MAX_COUNT voices; 413 when `adding` bytes would take
         it past VOICES_MAX_MB."""
-        if len(voices) >= self.limits.max_count:
+        if len(voices) >= self.settings.max_count:
             raise ConflictError(
                 f"the voice library is full ({len(voices)} voices, VOICES_MAX_COUNT); delete one first"
             )
         used = sum(v.size for v in voices)
-        if used + adding > self.limits.max_bytes:
+        if used + adding > self.settings.max_bytes:
             raise PayloadTooLargeError(
-                f"the voice library would pass its {self.limits.max_bytes / 1024 / 1024:g} MB limit "
+                f"the voice library would pass its {self.settings.max_mb:g} MB limit "
                 "(VOICES_MAX_MB); delete a voice first"
             )
 
     def _prepare(self, data: bytes) -> bytes:
         """Decode, check and re-encode an upload (on the worker thread)."""
-        limits = self.limits
+        limits = self.clips
         try:
             audio = decode_audio(data, self.sample_rate, limits.max_seconds + 1)
         except AudioTooLongError as e:  # decoding stopped early: far over the limit

@@ -16,11 +16,11 @@ def get_catalog(services: ServicesDep, settings: SettingsDep) -> ModelCatalog:
         "tts": services.tts.backend.info.id,
         "chat": services.chat.backend.info.id,
     }
-    return ModelCatalog(ids, settings.openai_model_aliases)
+    return ModelCatalog(ids, settings.openai.model_aliases)
 
 
 def get_voice_map(services: ServicesDep, settings: SettingsDep) -> VoiceMap:
-    return VoiceMap(services.tts.voices, settings.openai_voices)
+    return VoiceMap(services.tts.voices, settings.openai.voices)
 
 
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]

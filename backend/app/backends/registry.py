@@ -1,0 +1,94 @@
+"""The engines, one registry per stage: engine name -> the module that loads it.
+
+`STT_ENGINE`, `LLM_ENGINE` and `TTS_ENGINE` name an engine; `auto` (the default) takes the first
+engine of the stage that claims the settings (Piper for `embedded` and `.onnx` voices, VibeVoice
+for any other TTS model; the transformers LLM for `LLM_BACKEND=local`, the OpenAI client for
+`openai`). An engine module defines two functions:
+
+- `load(settings: Settings)` -> the engine, implementing its stage's Protocol (`protocols.py`);
+- `model_files(settings: Settings)` -> its `ModelFiles` for the manifest, or None when the model
+  is not a local file at start-up (a hub download, a remote server).
+
+Adding an engine is that module plus one line in its stage's tuple below. Modules are imported
+only when their engine is chosen, so an unused engine's libraries are never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from backend.app.backends.model_files import ModelFiles
+from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
+from backend.app.core.config import Settings
+from backend.app.core.errors import ModelLoadError
+
+Stage = Literal["stt", "llm", "tts"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    """The value of the stage's `*_ENGINE` setting that selects it."""
+    module: str
+    claims: Callable[[Settings], bool]
+    """Whether `auto` picks this engine for these settings (the stage's first claim wins)."""
+    local: bool = True
+    """Runs in this process (warmed up at start); False for a model served elsewhere."""
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def load(self, settings: Settings) -> Any:
+        return self._module().load(settings)
+
+    def model_files(self, settings: Settings) -> ModelFiles | None:
+        return cast("ModelFiles | None", self._module().model_files(settings))
+
+
+def _is_piper(settings: Settings) -> bool:
+    name = settings.tts.model_name
+    return name == "embedded" or name.endswith(".onnx")
+
+
+ENGINES: dict[Stage, tuple[Engine, ...]] = {
+    "stt": (Engine("faster-whisper", "backend.app.backends.whisper", lambda s: True),),
+    "llm": (
+        Engine("transformers", "backend.app.backends.transformers_llm", lambda s: s.llm.backend == "local"),
+        Engine("openai", "backend.app.backends.openai_llm", lambda s: s.llm.backend == "openai", local=False),
+    ),
+    "tts": (
+        Engine("piper", "backend.app.backends.piper", _is_piper),
+        Engine("vibevoice", "backend.app.backends.vibevoice", lambda s: True),
+    ),
+}
+
+
+def engine(stage: Stage, settings: Settings) -> Engine:
+    """The engine the settings select for `stage` (its `*_ENGINE`, or `auto`'s pick)."""
+    chosen: str = getattr(settings, stage).engine
+    for candidate in ENGINES[stage]:
+        if candidate.name == chosen or (chosen == "auto" and candidate.claims(settings)):
+            return candidate
+    names = ", ".join(e.name for e in ENGINES[stage])
+    raise ModelLoadError(f"{stage.upper()}_ENGINE={chosen}: no such engine (known: auto, {names})")
+
+
+def load_stt(settings: Settings) -> SpeechToText:
+    return cast(SpeechToText, engine("stt", settings).load(settings))
+
+
+def load_chat(settings: Settings) -> ChatModel:
+    return cast(ChatModel, engine("llm", settings).load(settings))
+
+
+def load_tts(settings: Settings) -> TextToSpeech:
+    return cast(TextToSpeech, engine("tts", settings).load(settings))
+
+
+def configured_models(settings: Settings) -> list[ModelFiles]:
+    """The local model files the settings select (hub downloads and remote servers excluded)."""
+    found = (engine(stage, settings).model_files(settings) for stage in ENGINES)
+    return [model for model in found if model is not None]

@@ -1,0 +1,289 @@
+"""The settings' sections: each a group of related settings that one part of the server takes whole.
+
+Field names are short (`STTSettings.model_name`); the environment variable each is read from is in
+`core/config.py`'s `ENV` table (`STT_MODEL_NAME`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one to three "
+    "short sentences of plain text, without lists, markdown or emoji."
+)
+
+
+def _split_list(value: object) -> object:
+    """A comma-separated string as a list (blank items dropped); anything else as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Section(BaseModel):
+    """A group of settings; unknown fields are an error (a typo in code, not in the environment)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(Section):
+    """Where and how the server listens, who may call it, how it logs."""
+
+    host: str = "127.0.0.1"
+    """Listen address."""
+    port: int = Field(8000, ge=1, le=65535)
+    """Listen port."""
+    api_key: SecretStr | None = None
+    """When set, every route except /health* needs `Authorization: Bearer <key>`."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated allowed origins for CORS; `*` allows any."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the server."""
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object a line (request id, route, status, per-stage ms on access lines);
+    `text`: plain lines for reading in a terminal."""
+    shutdown_grace_s: int = Field(30, ge=0, le=3600)
+    """On SIGTERM/SIGINT: new connections are refused and requests in flight get this long to
+    finish before they are cancelled; then the conversation store is flushed and closed."""
+    max_upload_mb: float = Field(25, gt=0)
+    """Largest accepted request body (413 beyond), counted as it arrives: a larger body is refused
+    without being read, whether or not it declares its length."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class STTSettings(Section):
+    """Speech to text."""
+
+    engine: Literal["auto", "faster-whisper"] = "auto"
+    """The STT engine (`backends/registry.py`); `auto` infers it from STT_MODEL_NAME."""
+    model_name: str = "embedded"
+    """`embedded` (bundled Whisper tiny.en), `base-multilingual` (bundled Whisper base, 99 languages),
+    a faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for faster-whisper; `auto` picks CUDA when available."""
+    compute_type: str = "auto"
+    """CTranslate2 compute type; `auto` = float16 on CUDA, int8 on CPU."""
+    beam_size: int = Field(5, ge=1, le=10)
+    """Beam size for decoding; 1 is greedy and fastest."""
+    timeout_s: float = Field(300.0, gt=0)
+    """The longest one transcription may take, queue wait included (504 beyond; decoding stops)."""
+    max_audio_seconds: float = Field(600, gt=0)
+    """Longest accepted audio, from its decoded duration, before any inference (422 beyond)."""
+
+
+class LLMSettings(Section):
+    """The language model that writes the replies."""
+
+    engine: Literal["auto", "transformers", "openai"] = "auto"
+    """The LLM engine (`backends/registry.py`); `auto` follows LLM_BACKEND (`local`: transformers,
+    `openai`: an OpenAI-compatible server)."""
+    backend: Literal["local", "openai"] = "local"
+    """`local` = a transformers model in-process; `openai` = any OpenAI-compatible server."""
+    model: str = ""
+    """Model id. Local: empty = the embedded SmolLM2-135M-Instruct, else a local dir or hub id.
+    OpenAI: the model name the server knows (required)."""
+    base_url: str = ""
+    """Base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1 (empty = OpenAI)."""
+    api_key: SecretStr = SecretStr("")
+    """API key for the OpenAI-compatible server (many local servers accept any value)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the transformers LLM runs; auto = CUDA when available."""
+    dtype: Literal["auto", "mixed", "float32", "bfloat16", "float16"] = "auto"
+    """Weights of the transformers LLM; auto = float16 on CUDA, mixed on CPU. mixed reads the
+    prompt with float32 weights and generates with a bfloat16 copy: on a CPU, generation is bound
+    by memory bandwidth (bfloat16 is about 2x faster per token) while bfloat16 reads a prompt 3-4x
+    slower than float32 without native support (AVX512-BF16/AMX). It holds both copies (1.5x the
+    memory of float32)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """The longest one LLM call may take, queue wait included, on either backend (504 beyond; the
+    generation is stopped). Also the HTTP timeout towards the OpenAI-compatible server."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """System prompt; replies are spoken, so it asks for short plain answers."""
+    max_tokens: int = Field(256, ge=1, le=8192)
+    """Upper bound on generated tokens per reply."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0 = greedy (deterministic)."""
+    max_history_messages: int = Field(40, ge=0, le=1000)
+    """At most this many past messages (user + assistant) are considered for the context."""
+    context_tokens: int = Field(2048, ge=64, le=1_000_000)
+    """Token budget of a request: system prompt + recent turns + new message + LLM_MAX_TOKENS for the
+    reply. Older turns are dropped to fit."""
+
+
+class TTSSettings(Section):
+    """Text to speech: the engine, and how text is cut and joined."""
+
+    engine: Literal["auto", "piper", "vibevoice"] = "auto"
+    """The TTS engine (`backends/registry.py`); `auto` infers it from TTS_MODEL_NAME (`embedded` and
+    `.onnx` voice files are Piper, anything else a VibeVoice checkpoint)."""
+    model_name: str = "embedded"
+    """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
+    checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR) or a local directory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for TTS inference (`auto`: CUDA for VibeVoice when available; Piper runs on the CPU)."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """VibeVoice weights' dtype; `auto` = bfloat16 on CUDA, float32 on CPU."""
+    diffusion_steps: int = Field(10, ge=1, le=100)
+    """VibeVoice diffusion steps per audio token; fewer is faster, more is cleaner."""
+    default_cfg_scale: float = Field(1.0, ge=0.5, le=2.0)
+    """Guidance scale used when a request gives none (voice-cloning backends)."""
+    timeout_s: float = Field(300.0, gt=0)
+    """The longest one synthesis may take, queue wait included (504 beyond; synthesis stops)."""
+    max_chars: int = Field(5000, ge=1)
+    """Longest accepted text for synthesis, chat or optimisation (413 beyond)."""
+    max_speech_seconds: float = Field(600, gt=0)
+    """Longest speech one synthesis request may make, estimated from the text before any synthesis
+    (413 beyond): bounds the work by what the text costs, not by its characters (an English voice
+    spells out each CJK character or digit)."""
+    segment_threshold_chars: int = Field(150, ge=20, le=10_000)
+    """Text longer than this is synthesised segment by segment."""
+    segment_silence_ms: int = Field(200, ge=0, le=5_000)
+    """Silence inserted between synthesised segments."""
+
+
+class VoicesSettings(Section):
+    """The reference-voice library and its cache."""
+
+    dir: Path = Path("./voices")
+    """Reference voices, `{lang}-{name}_{gender}.wav`."""
+    default: str = ""
+    """File name in VOICES_DIR; empty = the first voice found."""
+    cache_size: int = Field(50, ge=0, le=10_000)
+    """Entries in the reference-voice cache."""
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated voice names prepared at start-up (the default voice always is)."""
+    max_count: int = Field(100, ge=1, le=100_000)
+    """At most this many voices in the library; an upload beyond is refused (409)."""
+    max_mb: float = Field(256, gt=0)
+    """At most this much audio in the voice library; an upload that would pass it is refused (413).
+    Uploads are stored as 16-bit WAV at the TTS engine's rate (60 s at 24 kHz is 2.9 MB)."""
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        return _split_list(value)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1024 * 1024)
+
+
+class StorageSettings(Section):
+    """Where models, reply audio and the conversation database live, and how long audio is kept."""
+
+    models_dir: Path = Path("./models")
+    """Converted and assembled model copies, and downloads."""
+    outputs_dir: Path = Path("./outputs")
+    """Synthesised audio kept for download at /outputs/{name}."""
+    data_dir: Path = Path("./data")
+    """Persistent data: the conversation database (conversations.db) and uploaded voices."""
+    outputs_ttl_hours: float = Field(168, gt=0)
+    """Synthesised audio older than this is removed (unless a younger stored turn refers to it)."""
+    outputs_max_mb: float = Field(1024, gt=0)
+    """Beyond this total size, the oldest synthesised audio is removed first."""
+    outputs_sweep_s: float = Field(300, gt=0)
+    """How often the retention sweep runs."""
+    min_free_disk_mb: float = Field(64, ge=0)
+    """Below this much free disk under DATA_DIR or OUTPUTS_DIR, requests that store something
+    (chat, spoken turns) are refused up front with 507, before any work, and /health says
+    `degraded`; 0 turns the check off (a full disk is still a 507, never a 500)."""
+    model_verify: Literal["sha256", "size", "off"] = "sha256"
+    """Start-up pre-flight of the model files against MODELS_DIR/manifest.json (written when the
+    models were installed): `sha256` hashes every file, `size` checks sizes only, `off` skips it."""
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return int(self.min_free_disk_mb * 1024 * 1024)
+
+
+class LimitsSettings(Section):
+    """How much work waits: the per-model and per-conversation queues."""
+
+    queue_size: int = Field(4, ge=0, le=1000)
+    """Requests that may wait per model while one runs; beyond, 503 with Retry-After. Spoken turns
+    in progress are bounded by the same number (QUEUE_SIZE + 1 at once)."""
+    conversation_queue_size: int = Field(4, ge=0, le=1000)
+    """Requests that may wait on one conversation while one of its requests runs (they are served
+    in order); beyond, 503 with Retry-After."""
+
+
+class VADSettings(Section):
+    """Realtime mode's voice activity detection (silero-vad)."""
+
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Realtime mode: silero-vad speech probability above which a 32 ms window counts as speech."""
+    min_speech_ms: int = Field(200, ge=32, le=5_000)
+    """Realtime mode: speech this long starts a turn (and interrupts a reply being spoken)."""
+    min_silence_ms: int = Field(500, ge=64, le=10_000)
+    """Realtime mode: silence this long ends the user's turn."""
+    speech_pad_ms: int = Field(300, ge=0, le=2_000)
+    """Realtime mode: audio kept before speech starts and after it ends."""
+    max_utterance_s: float = Field(30, gt=0, le=600)
+    """Realtime mode: a turn longer than this is ended and answered."""
+
+
+class RealtimeSettings(Section):
+    """Realtime mode's sessions (the WebSocket)."""
+
+    stt_beam_size: int = Field(1, ge=1, le=10)
+    """Realtime mode: STT beam size for turns (1 = greedy, fastest; STT_BEAM_SIZE applies elsewhere)."""
+    idle_timeout_s: float = Field(60, gt=0)
+    """Realtime mode: a session that sends nothing for this long, with no reply under way, is closed."""
+    max_session_s: float = Field(1800, gt=0)
+    """Realtime mode: the longest a session may last."""
+    max_frame_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+    """Realtime mode: the largest message a client may send (64 KiB is 2 s of 16 kHz PCM16)."""
+    max_sessions: int = Field(8, ge=1, le=10_000)
+    """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
+
+
+class OpenAISettings(Section):
+    """The OpenAI-compatible /v1 routes."""
+
+    voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """/v1/audio/speech: comma-separated `openai_name=library_voice` pairs (`alloy=en-Eve_woman.wav,
+    onyx=Joe`) that override the built-in table mapping OpenAI's stock voice names to library voices."""
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """/v1 routes: extra model names to accept, comma-separated `name=stage` pairs (stage = stt, tts
+    or chat), on top of each stage's own model id and OpenAI's stock names (whisper-1, tts-1, ...)."""
+
+    @field_validator("voices", "model_aliases", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, target = (piece.strip() for piece in item.partition("="))
+            if not sep or not name or not target:
+                raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
+            pairs[name.lower()] = target
+        return pairs
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, stage in value.items():
+            if stage not in ("stt", "tts", "chat"):
+                raise ValueError(f"the alias {name!r} names the stage {stage!r}; use stt, tts or chat")
+        return value
