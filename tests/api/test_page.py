@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,47 @@ def test_websocket_refuses_a_missing_or_wrong_key(client: TestClient, protocols:
     ):
         pass
     assert refused.value.code == 1008
+
+
+def test_the_script_modules_import_each_other_versioned(client: TestClient) -> None:
+    """Every module the page's script imports is fetched by a versioned URL, so a browser caches
+    the whole graph for a year and still sees a new release at once."""
+    seen, queue = set(), [f"/static/app.js?v={_asset_links(client.get('/').text)['app.js']}"]
+    while queue:
+        url = queue.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable", url
+        for name in re.findall(r'from "\./([a-z0-9.-]+\.js)(\?v=[0-9a-f]{16})?"', response.text):
+            assert name[1], f"{url} imports ./{name[0]} without a version"
+            queue.append(f"/static/{name[0]}{name[1]}")
+    assert len(seen) >= 10  # the page's parts, each a module
+
+
+def test_a_change_to_any_module_gives_every_module_a_new_url(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text('<script type="module" src="/static/a.js"></script>')
+    (tmp_path / "a.js").write_text('import { b } from "./b.js";\nb();\n')
+    (tmp_path / "b.js").write_text("export function b() {}\n")
+    before = page.load_site(tmp_path)
+    (tmp_path / "b.js").write_text("export function b() { return 1; }\n")
+    after = page.load_site(tmp_path)
+    assert before.assets["a.js"].version != after.assets["a.js"].version
+    assert f'"./b.js?v={after.assets["b.js"].version}"'.encode() in after.assets["a.js"].body
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to link the modules")
+def test_every_import_of_the_page_modules_names_a_real_export(tmp_path: Path) -> None:
+    """Node links the page's module graph (as a browser does) without running the page: an import
+    of a name a module does not export fails here."""
+    web = Path(page.WEB_DIR)
+    for script in web.glob("*.js"):
+        shutil.copy(script, tmp_path / script.name)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    modules = sorted(p.name for p in web.glob("*.js") if p.name not in ("app.js", "pcm-worklet.js"))
+    program = "".join(f'await import("./{name}");\n' for name in modules)  # app.js would start the page
+    (tmp_path / "link.js").write_text(program)
+    result = subprocess.run(["node", "link.js"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -2,13 +2,14 @@
 
 The page's files ship in `backend/app/web/` and are read once, by the app factory (`load_site`, kept
 in `app.state.site`); a request only looks a name up in that table, so no client value ever becomes
-a path. No build step: the files
-are plain HTML, CSS and JavaScript modules.
+a path. No build step: the files are plain HTML, CSS and JavaScript modules (`app.js` imports the
+page's parts: `state.js`, `server.js`, `playback.js`, `hands-free.js`, ...).
 
 Caching: the page itself is `no-cache` (revalidated with its ETag on every load), and it links each
-asset as `/static/{name}?v={hash}`. A request carrying the current hash may be cached for a year
-(`immutable`); any other request for an asset is revalidated. A new release therefore reaches every
-browser on its next page load, and an unchanged asset is never fetched twice.
+asset as `/static/{name}?v={hash}`; the script modules link each other the same way (`load_site`).
+A request carrying the current hash may be cached for a year (`immutable`); any other request for
+an asset is revalidated. A new release therefore reaches every browser on its next page load, and
+an unchanged asset is never fetched twice.
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ class Asset:
         return f'"{self.version}"'
 
 
-def _asset(body: bytes, name: str) -> Asset:
+def _asset(body: bytes, name: str, version: str | None = None) -> Asset:
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if media_type.startswith("text/") or media_type.endswith("javascript"):
         media_type += "; charset=utf-8"
-    return Asset(body, media_type, hashlib.sha256(body).hexdigest()[:16])
+    return Asset(body, media_type, version or hashlib.sha256(body).hexdigest()[:16])
 
 
 class Site(NamedTuple):
@@ -83,12 +84,38 @@ class Site(NamedTuple):
     assets: dict[str, Asset]
 
 
+# `import ... from "./x.js"`, `import "./x.js"` and `import("./x.js")`: a module's own imports.
+_IMPORT = re.compile(rb"""(\bfrom\s*|\bimport\s*\(?\s*)(["'])\./([a-z0-9][a-z0-9.-]*\.js)\2""")
+
+
 def load_site(web_dir: Path = WEB_DIR) -> Site:
-    """Read the page and its assets; the page's `/static/{name}` links get `?v={hash}`."""
-    assets = {
-        path.name: _asset(path.read_bytes(), path.name)
+    """Read the page and its assets; the page's `/static/{name}` links get `?v={hash}`.
+
+    The scripts are ES modules that import each other (they may do so in a cycle), so they share
+    one version, the hash of all of them: each module's imports of its siblings are rewritten to
+    `./x.js?v={version}`, and a change to any module gives every module a new URL."""
+    raw = {
+        path.name: path.read_bytes()
         for path in sorted(web_dir.iterdir())
         if path.is_file() and _ASSET_NAME.fullmatch(path.name)
+    }
+    scripts = hashlib.sha256()
+    for name, body in raw.items():
+        if name.endswith(".js"):
+            scripts.update(name.encode() + b"\0" + body + b"\0")
+    version = scripts.hexdigest()[:16]
+
+    def versioned(match: re.Match[bytes]) -> bytes:
+        prefix, quote, name = match.groups()
+        if name.decode() not in raw:
+            return match.group(0)
+        return prefix + quote + b"./" + name + b"?v=" + version.encode() + quote
+
+    assets = {
+        name: _asset(_IMPORT.sub(versioned, body), name, version)
+        if name.endswith(".js")
+        else _asset(body, name)
+        for name, body in raw.items()
     }
     page = (web_dir / PAGE).read_text(encoding="utf-8")
     for name, asset in assets.items():

@@ -1,0 +1,209 @@
+// Hands-free: the realtime WebSocket session (/ws/conversation), where the server detects turns and barge-in.
+
+import { $, state, WS_SAMPLE_RATES, WS_SUBPROTOCOL } from "./state.js";
+import { api, ApiError, apiKey, base64Url } from "./server.js";
+import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
+import { player, updatePlaybackControls } from "./playback.js";
+import { MessageView } from "./transcript.js";
+import { meter, mic, microphone, releaseMicrophoneSoon } from "./microphone.js";
+import { setTalkState } from "./controls.js";
+import { refreshConversations, setConversation } from "./conversations.js";
+
+export const live = {
+  ws: null,
+  source: null,
+  node: null,
+  user: null,
+  assistant: null,
+  answering: false,
+  outputRate: 24000,
+  opened: false,
+  closing: false,
+  starting: false,
+
+  async start() {
+    if (this.starting) return;
+    this.starting = true;
+    try {
+      await this.open();
+    } finally {
+      this.starting = false;
+    }
+  },
+
+  async open() {
+    hideNotice();
+    const ctx = player.context();
+    try {
+      await microphone(); // kept in mic.stream; captured once the server is ready
+    } catch (error) {
+      showNotice(explain(error));
+      return;
+    }
+    if (!WS_SAMPLE_RATES.includes(ctx.sampleRate)) {
+      showNotice(`Hands-free mode cannot use this audio device's rate (${ctx.sampleRate} Hz); use push to talk.`);
+      return;
+    }
+    try {
+      await ctx.audioWorklet.addModule(new URL("./pcm-worklet.js", import.meta.url));
+    } catch (error) {
+      showNotice(`This browser cannot capture audio for hands-free mode (${error.message}); use push to talk.`);
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const protocols = [WS_SUBPROTOCOL];
+    if (apiKey()) protocols.push(`bearer.${base64Url(apiKey())}`);
+    const ws = new WebSocket(`${scheme}//${location.host}/ws/conversation`, protocols);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.opened = false;
+    this.closing = false;
+    setTalkState("busy", "Stop");
+    setActivity("Connecting…");
+    ws.onopen = () => {
+      this.opened = true;
+      const start = { type: "start", sample_rate: ctx.sampleRate };
+      if (state.conversationId) start.conversation_id = state.conversationId;
+      if (state.voice) start.voice = state.voice;
+      ws.send(JSON.stringify(start));
+    };
+    ws.onmessage = (message) => {
+      if (typeof message.data === "string") this.event(JSON.parse(message.data));
+      else this.audio(message.data);
+    };
+    ws.onclose = (event) => this.closed(event);
+  },
+
+  capture() {
+    const ctx = player.context();
+    this.source = ctx.createMediaStreamSource(mic.stream);
+    this.node = new AudioWorkletNode(ctx, "pcm-capture", {
+      processorOptions: { frameSamples: Math.round(ctx.sampleRate * 0.04) },
+    });
+    this.node.port.onmessage = ({ data }) => {
+      if (this.ws?.readyState === WebSocket.OPEN && !this.closing) this.ws.send(data.pcm);
+      meter.set(data.peak);
+    };
+    this.source.connect(this.node);
+    this.node.connect(ctx.destination); // silent: the worklet writes no output
+  },
+
+  event(message) {
+    switch (message.type) {
+      case "ready":
+        setConversation(message.conversation_id);
+        this.capture();
+        setTalkState("listening", "Stop");
+        setActivity("Listening: just talk.");
+        break;
+      case "speech_start":
+        setActivity("Hearing you…");
+        break;
+      case "speech_end":
+        setActivity("Thinking…");
+        this.answering = true;
+        updatePlaybackControls();
+        break;
+      case "transcript":
+        if (message.text) this.user = new MessageView("user", message.text);
+        else setActivity("That was not understood as words. Listening.");
+        break;
+      case "reply_delta":
+        this.assistant ??= new MessageView("assistant", "", { pending: true });
+        this.assistant.append(message.text);
+        break;
+      case "audio_start":
+        this.outputRate = message.sample_rate;
+        setActivity("Speaking… talk to interrupt.");
+        break;
+      case "turn_end":
+        if (this.assistant) {
+          this.assistant.pending = false;
+          this.assistant.setTimings(message.timings);
+          this.assistant.setAudio(message.audio_url);
+        }
+        this.endTurn();
+        if (this.assistant === null && !player.playing) setActivity("Listening: just talk.");
+        break;
+      case "interrupted":
+        player.stop();
+        this.assistant?.markInterrupted(message.said);
+        this.endTurn();
+        setActivity("Interrupted. Listening.");
+        break;
+      case "error":
+        showNotice(explain(new ApiError(0, message.code, message.message)));
+        if (this.assistant) this.assistant.fail(message.message);
+        this.endTurn();
+        break;
+      default:
+        break; // session_end, and events of later versions
+    }
+  },
+
+  endTurn() {
+    this.user = null;
+    this.assistant = null;
+    this.answering = false;
+    updatePlaybackControls();
+    refreshConversations();
+  },
+
+  audio(data) {
+    const view = this.assistant;
+    player.enqueuePcm16(data, this.outputRate, (seconds) => {
+      view?.addPlayed(seconds);
+      if (!player.playing && !this.answering && this.ws) setActivity("Listening: just talk.");
+    });
+  },
+
+  interrupt() {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "interrupt" }));
+    player.stop();
+  },
+
+  stop() {
+    if (!this.ws) return;
+    this.closing = true;
+    this.release();
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "stop" }));
+    else this.ws.close();
+    setActivity(this.answering ? "Finishing the answer…" : "");
+  },
+
+  release() {
+    this.source?.disconnect();
+    this.node?.port.close();
+    this.node?.disconnect();
+    this.source = null;
+    this.node = null;
+    meter.set(0);
+  },
+
+  async closed(event) {
+    const wasOpened = this.opened;
+    this.release();
+    this.ws = null;
+    this.answering = false;
+    this.assistant?.markInterrupted();
+    this.assistant = null;
+    releaseMicrophoneSoon();
+    setTalkState("idle");
+    updatePlaybackControls();
+    if (!this.closing && !wasOpened) {
+      // The handshake failed: find out why with a plain request (a 401 opens Settings).
+      try {
+        await api("/conversations?limit=1");
+        showNotice("The realtime connection could not be opened. Check that the server is reachable.");
+      } catch (error) {
+        showNotice(explain(error));
+      }
+    } else if (!this.closing && event.code === 1013) {
+      if ($("notice").hidden) showNotice("The server is busy: too many live sessions. Try again shortly.");
+    } else if (!this.closing && event.code !== 1000) {
+      if ($("notice").hidden) showNotice(`The live session ended (${event.reason || `code ${event.code}`}).`);
+    }
+    setActivity(this.closing || event.code === 1000 ? "" : $("activity").textContent);
+    this.closing = false;
+  },
+};

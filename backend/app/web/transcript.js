@@ -1,0 +1,123 @@
+// The transcript: one MessageView per turn, with its timings, replay and retry buttons.
+
+import { $, TIMING_LABELS } from "./state.js";
+import { playUrl } from "./playback.js";
+
+export function formatMs(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+export class MessageView {
+  constructor(role, text = "", { pending = false } = {}) {
+    const node = $("message-template").content.firstElementChild.cloneNode(true);
+    node.classList.add(role);
+    node.querySelector(".who").textContent = role === "user" ? "You" : "Assistant";
+    this.el = node;
+    this.textEl = node.querySelector(".text");
+    this.metaEl = node.querySelector(".meta");
+    this.played = 0;
+    this.text = text;
+    this.pending = pending;
+    $("messages").append(node);
+    $("empty-chat").hidden = true;
+    this.scroll();
+  }
+
+  get text() {
+    return this.textEl.textContent;
+  }
+
+  set text(value) {
+    this.textEl.textContent = value;
+    this.scroll();
+  }
+
+  set pending(value) {
+    this.el.classList.toggle("pending", value);
+    this.el.setAttribute("aria-busy", String(value));
+  }
+
+  append(delta) {
+    this.text += delta;
+  }
+
+  scroll() {
+    const chat = $("main");
+    chat.scrollTop = chat.scrollHeight;
+  }
+
+  note(text) {
+    const span = document.createElement("span");
+    span.textContent = text;
+    this.metaEl.append(span);
+    return span;
+  }
+
+  addPlayed(seconds) {
+    this.played += seconds;
+    this.el.dataset.playedSeconds = this.played.toFixed(2);
+    if (!this.playedEl) this.playedEl = this.note("");
+    this.playedEl.className = "played";
+    this.playedEl.textContent = `▶ ${this.played.toFixed(1)} s played`;
+  }
+
+  setAudio(url) {
+    if (!url || this.el.querySelector(".replay")) return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "replay";
+    button.textContent = "Play again";
+    button.setAttribute("aria-label", "Play this reply again");
+    button.addEventListener("click", () => playUrl(url, null));
+    this.metaEl.prepend(button);
+  }
+
+  setTimings(timings) {
+    if (!timings || !Object.keys(timings).length) return;
+    this.timings = timings;
+    this.el.querySelector(".timings")?.remove();
+    const list = document.createElement("ul");
+    list.className = "timings";
+    list.setAttribute("aria-label", "Timings");
+    for (const [key, label] of TIMING_LABELS) {
+      if (timings[key] === undefined) continue;
+      const item = document.createElement("li");
+      item.dataset.key = key;
+      item.textContent = `${label} ${formatMs(timings[key])}`;
+      list.append(item);
+    }
+    this.el.append(list);
+    this.scroll();
+  }
+
+  markInterrupted(said) {
+    this.pending = false;
+    this.el.classList.add("interrupted");
+    if (said !== undefined) this.text = said || "…";
+    this.note("interrupted");
+  }
+
+  fail(message) {
+    this.pending = false;
+    this.el.classList.add("error");
+    if (!this.text) this.text = message;
+  }
+
+  // A turn that failed keeps what the user said: one press sends it again.
+  offerRetry(send) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "retry";
+    button.textContent = "Send again";
+    button.addEventListener("click", () => {
+      this.el.remove();
+      send();
+    });
+    this.metaEl.append(button);
+  }
+}
+
+export function clearMessages() {
+  $("messages").replaceChildren();
+  $("empty-chat").hidden = false;
+}
