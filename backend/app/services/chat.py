@@ -266,6 +266,19 @@ class ChatService:
             if admission is not None:
                 admission.release()  # unused if the generation never started
 
+    async def complete_whole(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
+        """A stateless completion at once (nothing stored), admitted as any request (503 when the
+        model's queue is full); for internal uses that check their own budget (text rewriting)."""
+        return await self.worker.run(self.backend.chat, messages, options)
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Prompt tokens of `messages` for this model (blocking: tokenises)."""
+        return self.backend.count_tokens(messages)
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of `text` for this model (blocking: tokenises)."""
+        return self.backend.count_text_tokens(text)
+
     async def open_completion(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, stop: Sequence[str] = ()
     ) -> CompletionStream:

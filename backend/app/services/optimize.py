@@ -67,7 +67,7 @@ class TranscriptOptimizer:
             instruction = _INSTRUCTIONS[mode]
         messages = [ChatMessage("system", instruction), ChatMessage("user", text)]
         options = await asyncio.to_thread(self._budget, messages, text)
-        result = (await self.chat.worker.run(self.chat.backend.chat, messages, options)).strip()
+        result = (await self.chat.complete_whole(messages, options)).strip()
         if mode == "punctuate" and word_sequence(result) != word_sequence(text):
             return Optimized(
                 text, ["the model changed words while punctuating; the original text is returned"]
@@ -81,9 +81,9 @@ class TranscriptOptimizer:
         LLM_CONTEXT_TOKENS. The cost is counted in the model's tokens, not characters (a few
         thousand combining marks are one character each and several tokens each): a text whose
         prompt leaves no room for a rewrite as long as itself is refused before the model runs."""
-        backend, context = self.chat.backend, self.chat.settings.context_tokens
-        tokens = backend.count_text_tokens(text)
-        prompt = backend.count_tokens(messages)
+        context = self.chat.settings.context_tokens
+        tokens = self.chat.count_text_tokens(text)
+        prompt = self.chat.count_tokens(messages)
         if prompt + tokens + 16 > context:
             raise TextTooLongError(
                 f"the text is {tokens} tokens for the model; with the instruction and room for the "
