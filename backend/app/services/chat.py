@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from backend.app.backends.protocols import ChatModel
 from backend.app.core.config import LLMSettings
@@ -23,6 +23,8 @@ from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.conversations import Turn
+
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,11 @@ def elapsed_ms(start: float) -> float:
 
 
 @dataclass
-class ReplyStream:
-    """A reply opened after every check (`ChatService.open_reply`): `events` yields `ChatDelta`s,
-    then the `ChatReply`. `aclose()` gives the model's slot back if the reply never started."""
+class OpenedStream(Generic[E]):
+    """Work opened after every check: `events` yields its output; `aclose()` stops it and gives
+    the model's slot back if the work never started."""
 
-    conversation_id: str
-    events: AsyncGenerator[ChatDelta | ChatReply, None]
+    events: AsyncGenerator[E, None]
     admission: Admission
 
     async def aclose(self) -> None:
@@ -102,17 +103,17 @@ class ReplyStream:
 
 
 @dataclass
-class CompletionStream:
-    """A stateless completion opened after every check (`ChatService.open_completion`): `events`
-    yields text deltas, then the `Completion`. `aclose()` as `ReplyStream.aclose()`."""
+class ReplyStream(OpenedStream[ChatDelta | ChatReply]):
+    """A reply (`ChatService.open_reply`): `ChatDelta`s, then the `ChatReply`."""
 
-    prompt_tokens: int
-    events: AsyncGenerator[str | Completion, None]
-    admission: Admission
+    conversation_id: str = field(kw_only=True)
 
-    async def aclose(self) -> None:
-        await self.events.aclose()
-        self.admission.release()
+
+@dataclass
+class CompletionStream(OpenedStream[str | Completion]):
+    """A stateless completion (`ChatService.open_completion`): text deltas, then the `Completion`."""
+
+    prompt_tokens: int = field(kw_only=True)
 
 
 class ChatService:
@@ -188,7 +189,8 @@ class ChatService:
         delivered, marked interrupted. Without `conversation_id` a new conversation starts."""
         text, conversation_id = await self._check_reply(text, conversation_id)
         admission = self.worker.admit()
-        return ReplyStream(conversation_id, self._reply_events(text, conversation_id, admission), admission)
+        events = self._reply_events(text, conversation_id, admission)
+        return ReplyStream(events, admission, conversation_id=conversation_id)
 
     async def _check_reply(self, text: str, conversation_id: str | None) -> tuple[str, str]:
         text = self.check_text(text)
@@ -307,7 +309,7 @@ class ChatService:
             )
         admission = self.worker.admit()
         events = self._completion(messages, options, stop, prompt_tokens, admission)
-        return CompletionStream(prompt_tokens, events, admission)
+        return CompletionStream(events, admission, prompt_tokens=prompt_tokens)
 
     async def _completion(
         self,

@@ -62,10 +62,10 @@ class TTSService:
         """Validate and clean `text`, and split it into segments."""
         if len(text) > self.settings.max_chars:
             raise TextTooLongError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
-        cleaned = clean_for_speech(text)
-        if not has_speakable_content(cleaned):
+        segments = self.segments(text)
+        if not segments:
             raise InvalidInputError("text has nothing to speak (no letters or digits)")
-        return segment_text(cleaned, self.settings.segment_threshold_chars)
+        return segments
 
     def choose_voice(self, voice: str | None, speaker_voice_path: str | None) -> VoiceInfo | None:
         """The named voice (validated even when the engine cannot clone), else the default."""
@@ -102,7 +102,7 @@ class TTSService:
         return SentenceChunker(max_chars=self.settings.segment_threshold_chars)
 
     def segments(self, piece: str) -> list[str]:
-        """A streamed piece, cleaned and segmented ([] when it has nothing speakable)."""
+        """Text cleaned for speech and segmented ([] when it has nothing speakable)."""
         cleaned = clean_for_speech(piece)
         if not has_speakable_content(cleaned):
             return []
