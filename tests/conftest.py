@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.piper import PiperBackend
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.backends.whisper import WhisperBackend
@@ -73,10 +74,17 @@ def piper(services: Services) -> PiperBackend:
 
 
 @pytest.fixture(scope="session")
-def llm(services: Services) -> TransformersChatBackend:
+def llm(services: Services) -> LlamaCppChatBackend:
+    """The default CPU engine the services run."""
     backend = services.chat.backend
-    assert isinstance(backend, TransformersChatBackend)
+    assert isinstance(backend, LlamaCppChatBackend)
     return backend
+
+
+@pytest.fixture(scope="session")
+def transformers_llm(settings: Settings) -> TransformersChatBackend:
+    """The transformers engine on the same embedded model (LLM_ENGINE=transformers)."""
+    return TransformersChatBackend("", settings.storage.models_dir, "cpu")
 
 
 @pytest.fixture(scope="session")

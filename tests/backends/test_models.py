@@ -69,35 +69,35 @@ def test_silence_gives_an_empty_transcript(whisper: WhisperBackend) -> None:
     assert result.text == "" and result.segments == ()
 
 
-def test_llm_answers_a_question(llm: TransformersChatBackend) -> None:
-    reply = llm.chat(
+def test_transformers_llm_answers_a_question(transformers_llm: TransformersChatBackend) -> None:
+    reply = transformers_llm.chat(
         [ChatMessage("user", "What is the capital of France? Answer in one word.")],
         GenerationOptions(max_tokens=16, temperature=0.0),
     )
     assert "paris" in reply.lower()
 
 
-def test_llm_respects_max_tokens(llm: TransformersChatBackend) -> None:
-    reply = llm.chat(
+def test_transformers_llm_respects_max_tokens(transformers_llm: TransformersChatBackend) -> None:
+    reply = transformers_llm.chat(
         [ChatMessage("user", "Tell me a long story about a dragon.")],
         GenerationOptions(max_tokens=5, temperature=0.0),
     )
     assert 0 < len(reply.split()) <= 6
 
 
-def test_llm_stream_is_the_same_reply_in_pieces(llm: TransformersChatBackend) -> None:
+def test_transformers_llm_stream_is_the_same_reply_in_pieces(transformers_llm: TransformersChatBackend) -> None:
     messages = [ChatMessage("user", "What is the capital of France?")]
     options = GenerationOptions(max_tokens=24, temperature=0.0)
-    deltas = list(llm.chat_stream(messages, options))
+    deltas = list(transformers_llm.chat_stream(messages, options))
     assert len(deltas) > 1
-    assert "".join(deltas).strip() == llm.chat(messages, options)
+    assert "".join(deltas).strip() == transformers_llm.chat(messages, options)
 
 
-def test_closing_the_llm_stream_stops_generation(
-    llm: TransformersChatBackend, monkeypatch: pytest.MonkeyPatch
+def test_closing_the_transformers_llm_stream_stops_generation(
+    transformers_llm: TransformersChatBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counted at the model generating the tokens: once the stream is closed, no more passes run."""
-    decoder = llm._decoder
+    decoder = transformers_llm._decoder
     forward = decoder.forward
     calls = 0
 
@@ -107,7 +107,7 @@ def test_closing_the_llm_stream_stops_generation(
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(decoder, "forward", counted)
-    stream = llm.chat_stream(
+    stream = transformers_llm.chat_stream(
         [ChatMessage("user", "Tell me a very long story about a dragon and a knight.")],
         GenerationOptions(max_tokens=200, temperature=0.0),
     )

@@ -15,14 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from backend.app.backends.openai_llm import OpenAIChatBackend
-from backend.app.backends.transformers_llm import TransformersChatBackend
+from backend.app.backends.protocols import ChatModel
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.values import ChatMessage, GenerationOptions
 from tests.ports import free_port
 
 
 def _chunks(
-    llm: TransformersChatBackend,
+    llm: ChatModel,
     messages: list[ChatMessage],
     options: GenerationOptions,
     record: dict[str, Any],
@@ -44,7 +44,7 @@ def _chunks(
 
 
 @pytest.fixture(scope="module")
-def compatible_server(llm: TransformersChatBackend) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def compatible_server(llm: ChatModel) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A minimal /v1/chat/completions over the embedded SmolLM2; records the requests it gets."""
     app = FastAPI()
     seen: list[dict[str, Any]] = []

@@ -2,8 +2,8 @@
 
 `STT_ENGINE`, `LLM_ENGINE` and `TTS_ENGINE` name an engine; `auto` (the default) takes the first
 engine of the stage that claims the settings (Piper for `embedded` and `.onnx` voices, VibeVoice
-for any other TTS model; the transformers LLM for `LLM_BACKEND=local`, the OpenAI client for
-`openai`). An engine module defines two functions:
+for any other TTS model; for `LLM_BACKEND=local`, llama.cpp for a GGUF model on the CPU and
+transformers for the rest, the OpenAI client for `openai`). An engine module defines two functions:
 
 - `load(settings: Settings)` -> the engine, implementing its stage's Protocol (`protocols.py`);
 - `model_files(settings: Settings)` -> its `ModelFiles` for the manifest, or None when the model
@@ -48,6 +48,24 @@ class Engine:
         return cast("ModelFiles | None", self._module().model_files(settings))
 
 
+def _cuda_available() -> bool:
+    """Whether a CUDA device is there, asked of CTranslate2 (loaded for STT anyway) rather than
+    torch, which the default CPU configuration never needs to import."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return False
+    return bool(ctranslate2.get_cuda_device_count() > 0)
+
+
+def _is_llamacpp(settings: Settings) -> bool:
+    """A GGUF model (the embedded one when LLM_MODEL is empty) that is not to run on CUDA."""
+    llm = settings.llm
+    if llm.backend != "local" or not (llm.model == "" or llm.model.lower().endswith(".gguf")):
+        return False
+    return llm.device == "cpu" or (llm.device == "auto" and (llm.model != "" or not _cuda_available()))
+
+
 def _is_piper(settings: Settings) -> bool:
     name = settings.tts.model_name
     return name == "embedded" or name.endswith(".onnx")
@@ -56,6 +74,7 @@ def _is_piper(settings: Settings) -> bool:
 ENGINES: dict[Stage, tuple[Engine, ...]] = {
     "stt": (Engine("faster-whisper", "backend.app.backends.whisper", lambda s: True),),
     "llm": (
+        Engine("llama.cpp", "backend.app.backends.llamacpp_llm", _is_llamacpp),
         Engine("transformers", "backend.app.backends.transformers_llm", lambda s: s.llm.backend == "local"),
         Engine("openai", "backend.app.backends.openai_llm", lambda s: s.llm.backend == "openai", local=False),
     ),

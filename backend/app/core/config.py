@@ -74,6 +74,8 @@ ENV: dict[str, tuple[str, str]] = {
     "LLM_API_KEY": ("llm", "api_key"),
     "LLM_DEVICE": ("llm", "device"),
     "LLM_DTYPE": ("llm", "dtype"),
+    "LLM_THREADS": ("llm", "threads"),
+    "LLM_PROMPT_CACHE_MB": ("llm", "prompt_cache_mb"),
     "LLM_TIMEOUT_S": ("llm", "timeout_s"),
     "SYSTEM_PROMPT": ("llm", "system_prompt"),
     "LLM_MAX_TOKENS": ("llm", "max_tokens"),

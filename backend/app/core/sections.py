@@ -92,20 +92,29 @@ class STTSettings(Section):
 class LLMSettings(Section):
     """The language model that writes the replies."""
 
-    engine: Literal["auto", "transformers", "openai"] = "auto"
-    """The LLM engine (`backends/registry.py`); `auto` follows LLM_BACKEND (`local`: transformers,
-    `openai`: an OpenAI-compatible server)."""
+    engine: Literal["auto", "llama.cpp", "transformers", "openai"] = "auto"
+    """The LLM engine (`backends/registry.py`); `auto` follows LLM_BACKEND: `local` takes llama.cpp
+    for a GGUF model (the embedded one included) unless the LLM is to run on CUDA, and transformers
+    otherwise (a model directory or hub id, or LLM_DEVICE=cuda); `openai` takes the OpenAI client."""
     backend: Literal["local", "openai"] = "local"
-    """`local` = a transformers model in-process; `openai` = any OpenAI-compatible server."""
+    """`local` = a model in this process (llama.cpp or transformers); `openai` = any OpenAI-compatible
+    server."""
     model: str = ""
-    """Model id. Local: empty = the embedded SmolLM2-135M-Instruct, else a local dir or hub id.
-    OpenAI: the model name the server knows (required)."""
+    """Model. Local: empty = the embedded SmolLM2-135M-Instruct, else a `.gguf` file (llama.cpp) or a
+    transformers model dir or hub id. OpenAI: the model name the server knows (required)."""
     base_url: str = ""
     """Base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1 (empty = OpenAI)."""
     api_key: SecretStr = SecretStr("")
     """API key for the OpenAI-compatible server (many local servers accept any value)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the transformers LLM runs; auto = CUDA when available."""
+    """Where a local LLM runs; auto = CUDA when available (then on the transformers engine), else
+    the CPU (llama.cpp for GGUF models)."""
+    threads: int = Field(0, ge=0, le=256)
+    """llama.cpp: CPU threads for reading prompts and generating; 0 = one per core."""
+    prompt_cache_mb: int = Field(256, ge=0, le=65_536)
+    """llama.cpp: host memory kept for the states of earlier prompts, so that a conversation's next
+    turn (or another conversation with the same system prompt) reads only its new tokens; the
+    oldest are evicted beyond it. 0 keeps only the last prompt."""
     dtype: Literal["auto", "mixed", "float32", "bfloat16", "float16"] = "auto"
     """Weights of the transformers LLM; auto = float16 on CUDA, mixed on CPU. mixed reads the
     prompt with float32 weights and generates with a bfloat16 copy: on a CPU, generation is bound
