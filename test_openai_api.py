@@ -230,7 +230,7 @@ def test_speech_voices_speed_and_instructions(client: OpenAI, server: str) -> No
 
 # --- chat --------------------------------------------------------------------------------------
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
 
 
 def test_chat_completion_streamed_and_not(client: OpenAI) -> None:
@@ -390,7 +390,7 @@ def test_the_openai_backend_talks_to_this_servers_chat_completions(proxy: str) -
     # The conversation routes use the same backend: chat (non-streamed and streamed) via HTTP.
     auth = {"Authorization": f"Bearer {PROXY_KEY}"}
     reply = httpx.post(
-        f"{proxy}/chat", json={"text": "What is the capital of France?"}, headers=auth, timeout=120
+        f"{proxy}/chat", json={"text": "Which city is the capital of France?"}, headers=auth, timeout=120
     )
     assert reply.status_code == 200, reply.text
     assert "paris" in reply.json()["reply"].lower()

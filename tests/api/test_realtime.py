@@ -17,6 +17,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from backend.app.audio.decode import decode_audio, resample
+from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.values import SynthesisRequest
 from backend.app.main import create_app
 from backend.app.services.chat import ChatService
@@ -282,3 +283,96 @@ def test_limits_frame_size_idle_and_sessions(services: Services, tmp_path: Path)
             assert error is not None and error["code"] == "overloaded" and closed == 1013
             first.send_text(json.dumps({"type": "stop"}))
             assert first.receive_json()["type"] == "session_end"
+
+
+def _trimmed(pcm: bytes) -> bytes:
+    """The clip without its leading silence (Piper pads its speech with some)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    voiced = np.flatnonzero(np.abs(samples) > 300)
+    return samples[voiced[0] :].tobytes() if voiced.size else pcm
+
+
+def _tokens(services: Services) -> int:
+    backend = services.chat.backend
+    assert isinstance(backend, LlamaCppChatBackend)
+    return backend.tokens_generated()
+
+
+def test_the_reply_begins_in_the_trailing_silence_and_is_stored_once(
+    rt: TestClient, services: Services, speech: bytes
+) -> None:
+    """The user stops; during the silence (before the turn is known to have ended) the LLM is
+    already answering, and nothing reaches the client or the store. The turn then takes that reply
+    over: its audio comes at once, and the turn is stored exactly once."""
+    with rt.websocket_connect("/ws/conversation") as ws:
+        ready = start(ws)
+        before = _tokens(services)
+        send_audio(ws, silence(0.3) + speech + silence(0.1))
+        got = Received()
+        receive_until(ws, lambda e: e["type"] == "speech_start", got)
+        time.sleep(2.5)  # a long pause, still under VAD_MIN_SILENCE_MS of audio received
+        assert _tokens(services) > before, "no reply was begun during the silence"
+        assert services.history.store.turns(ready["conversation_id"]) == []  # nothing stored yet
+        ended = time.monotonic()
+        send_audio(ws, silence(0.9))
+        receive_until(ws, lambda e: e["type"] == "<audio>", got)
+        first_audio_s = time.monotonic() - ended
+        receive_until(ws, lambda e: e["type"] == "turn_end", got)
+    assert got.types[:3] == ["speech_start", "speech_end", "transcript"], got.types[:4]
+    assert first_audio_s < 1.0  # the audio was ready: it did not wait for STT, LLM and TTS
+    end = got.events[-1]
+    turns = services.history.store.turns(ready["conversation_id"])
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert turns[1].text == end["reply"] and not turns[1].interrupted
+    deltas = "".join(e["text"] for e in got.events if e["type"] == "reply_delta")
+    assert deltas.strip() == end["reply"]
+
+
+def test_a_preemptive_reply_abandoned_by_resumed_speech_leaves_nothing_stored(
+    rt: TestClient, services: Services, speech: bytes
+) -> None:
+    """A pause long enough for a reply to begin, then the user goes on: that reply is cancelled
+    (the LLM stops, nothing is sent or stored); the turn that finally ends is answered and stored
+    once, with the whole utterance as the user's words."""
+    with rt.websocket_connect("/ws/conversation") as ws:
+        ready = start(ws)
+        before = _tokens(services)
+        send_audio(ws, silence(0.3) + speech + silence(0.1))
+        got = Received()
+        receive_until(ws, lambda e: e["type"] == "speech_start", got)
+        time.sleep(2.5)
+        assert _tokens(services) > before, "no reply was begun during the pause"
+        send_audio(ws, _trimmed(speech))  # the user goes on speaking, before the silence ends the turn
+        deadline = time.monotonic() + 5
+        while services.chat.worker.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert services.chat.worker.pending == 0, "the abandoned reply kept generating"
+        stopped = _tokens(services)
+        time.sleep(0.5)
+        assert _tokens(services) == stopped
+        assert services.history.store.turns(ready["conversation_id"]) == []
+        send_audio(ws, silence(1.0))
+        receive_until(ws, lambda e: e["type"] == "turn_end", got)
+    assert got.types.count("speech_end") == 1 and got.types.count("transcript") == 1
+    assert "reply_delta" not in got.types[: got.types.index("speech_end")]
+    transcript = next(e for e in got.events if e["type"] == "transcript")
+    assert word_error_rate(f"{SENTENCE} {SENTENCE}", transcript["text"]) <= 0.2, transcript["text"]
+    turns = services.history.store.turns(ready["conversation_id"])
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert turns[0].text == transcript["text"] and turns[1].text == got.events[-1]["reply"]
+
+
+def test_preemptive_replies_can_be_turned_off(services: Services, tmp_path: Path, speech: bytes) -> None:
+    with (
+        realtime_client(services, tmp_path, ws_preemptive_replies=False) as client,
+        client.websocket_connect("/ws/conversation") as ws,
+    ):
+        start(ws)
+        before = _tokens(services)
+        send_audio(ws, silence(0.3) + speech + silence(0.1))
+        receive_until(ws, lambda e: e["type"] == "speech_start", Received())
+        time.sleep(2.0)
+        assert _tokens(services) == before  # the transcript may be ready; no reply is begun
+        send_audio(ws, silence(0.9))
+        receive_until(ws, lambda e: e["type"] == "turn_end", Received())
+        assert _tokens(services) > before

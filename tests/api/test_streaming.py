@@ -23,7 +23,7 @@ def sse(client: TestClient, path: str, **kwargs: object) -> list[tuple[str, dict
 
 
 def test_chat_stream_sends_deltas_then_done_and_stores_the_turn(client: TestClient) -> None:
-    events = sse(client, "/chat", json={"text": "What is the capital of France?", "stream": True})
+    events = sse(client, "/chat", json={"text": "Which city is the capital of France?", "stream": True})
     names = [name for name, _ in events]
     assert names[-1] == "done" and set(names[:-1]) == {"reply_delta"} and len(names) > 2
     done = events[-1][1]

@@ -90,7 +90,9 @@ def test_token_counts_are_the_models_own(llm: LlamaCppChatBackend) -> None:
     tokenizer = AutoTokenizer.from_pretrained(embedded.smollm2_dir(REPO / "models"))
     messages = [SYSTEM, ChatMessage("user", "Hello there, how are you today? Ça va? 你好")]
     templated = tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, return_dict=True
+        [{"role": m.role, "content": m.content} for m in messages],
+        add_generation_prompt=True,
+        return_dict=True,
     )["input_ids"]
     assert llm.count_tokens(messages) == len(templated)
     for text in ("plain words", "naïve café — ünïcödé", "1234567 + 89 = ?", "你好，世界"):
@@ -152,7 +154,7 @@ def test_the_prompt_cache_gives_the_same_replies_as_no_cache(llm: LlamaCppChatBa
 
 def test_a_conversation_comes_back_from_the_host_cache(llm: LlamaCppChatBackend) -> None:
     """Another conversation in between does not lose the first one's processed prompt."""
-    first = conversation(llm, 2) + [ChatMessage("user", QUESTIONS[2])]
+    first = [*conversation(llm, 2), ChatMessage("user", QUESTIONS[2])]
     llm.chat([ChatMessage("system", "You are a pirate. Talk like one."), ChatMessage("user", "Hi")], GREEDY)
     llm.chat(first, GREEDY)
     timings = llm.last_timings
@@ -162,7 +164,8 @@ def test_a_conversation_comes_back_from_the_host_cache(llm: LlamaCppChatBackend)
 def test_a_prompt_over_the_context_is_a_clear_error(llm: LlamaCppChatBackend) -> None:
     with pytest.raises(ContextLengthError, match="context"):
         llm.chat([ChatMessage("user", "word " * (llm.context_tokens + 100))], GREEDY)
-    assert "paris" in llm.chat([ChatMessage("user", "What is the capital of France? Answer in one word.")], GREEDY).lower()
+    question = ChatMessage("user", "What is the capital of France? Answer in one word.")
+    assert "paris" in llm.chat([question], GREEDY).lower()
 
 
 def test_the_prompt_cache_stays_within_its_bound() -> None:
@@ -212,5 +215,6 @@ def _rss_mb() -> float:
 def _is_tcp_listener(fd_target: str, table: str) -> bool:
     """Whether the socket inode behind an fd is a TCP socket in LISTEN state (0A)."""
     inode = fd_target.rsplit("[", 1)[-1].rstrip("]")
-    rows = (line.split() for line in table.splitlines() if line.strip() and not line.lstrip().startswith("sl"))
+    lines = table.splitlines()
+    rows = (line.split() for line in lines if line.strip() and not line.lstrip().startswith("sl"))
     return any(row[9] == inode and row[3] == "0A" for row in rows)

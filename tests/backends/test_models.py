@@ -85,7 +85,9 @@ def test_transformers_llm_respects_max_tokens(transformers_llm: TransformersChat
     assert 0 < len(reply.split()) <= 6
 
 
-def test_transformers_llm_stream_is_the_same_reply_in_pieces(transformers_llm: TransformersChatBackend) -> None:
+def test_transformers_llm_stream_is_the_same_reply_in_pieces(
+    transformers_llm: TransformersChatBackend,
+) -> None:
     messages = [ChatMessage("user", "What is the capital of France?")]
     options = GenerationOptions(max_tokens=24, temperature=0.0)
     deltas = list(transformers_llm.chat_stream(messages, options))

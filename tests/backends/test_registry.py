@@ -20,7 +20,12 @@ def settings(**values: object) -> Settings:
     ("values", "stage", "expected"),
     [
         ({}, "stt", "faster-whisper"),
-        ({}, "llm", "transformers"),
+        ({}, "llm", "llama.cpp"),  # no CUDA here: the embedded GGUF on llama.cpp
+        ({"llm_model": "models/qwen.Q4_K_M.gguf"}, "llm", "llama.cpp"),
+        ({"llm_model": "models/qwen.Q4_K_M.gguf", "llm_device": "cuda"}, "llm", "transformers"),
+        ({"llm_model": "HuggingFaceTB/SmolLM2-360M-Instruct"}, "llm", "transformers"),
+        ({"llm_device": "cuda"}, "llm", "transformers"),
+        ({"llm_engine": "transformers"}, "llm", "transformers"),
         ({"llm_backend": "openai"}, "llm", "openai"),
         ({}, "tts", "piper"),
         ({"tts_model_name": "voices/my.onnx"}, "tts", "piper"),
@@ -49,7 +54,7 @@ def test_every_engine_module_declares_load_and_model_files() -> None:
 
 def test_only_local_models_have_files_to_check(tmp_path: Path) -> None:
     keys = [m.key for m in registry.configured_models(settings(models_dir=tmp_path))]
-    assert keys == ["whisper-tiny.en", "smollm2-135m-instruct", "piper-en_US-joe-medium"]
+    assert keys == ["whisper-tiny.en", "smollm2-135m-instruct-gguf", "piper-en_US-joe-medium"]
     remote = settings(models_dir=tmp_path, llm_backend="openai", tts_model_name="vibevoice/VibeVoice-1.5B-hf")
     assert [m.key for m in registry.configured_models(remote)] == ["whisper-tiny.en"]
     assert not registry.engine("llm", remote).local

@@ -201,6 +201,7 @@ def test_the_images_model_preparation_runs_here(tmp_path: Path) -> None:
         "whisper-tiny.en",
         "whisper-base-multilingual",
         "smollm2-135m-instruct",
+        "smollm2-135m-instruct-gguf",
         "piper-en_US-joe-medium",
     }
     assert embedded <= set(recorded)

@@ -347,7 +347,7 @@ def run_models_dir_with(tmp: Path, edit: dict[str, object]) -> Path:
             {"piper-en_US-joe-medium|en_US-joe-medium.onnx|sha256": "0" * 64},
             "does not match its recorded SHA-256",
         ),
-        ({"smollm2-135m-instruct|model.safetensors|size": 12}, "the manifest says 12"),
+        ({"smollm2-135m-instruct-gguf|SmolLM2-135M-Instruct.Q4_1.gguf|size": 12}, "the manifest says 12"),
         ({"whisper-tiny.en|gone.bin|size": 1}, "missing file"),
     ],
 )

@@ -54,7 +54,7 @@ def test_a_chat_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> No
     chat = one_slot.chat
 
     async def main() -> ChatReply:
-        stream = await chat.open_reply("What is the capital of France?", None)
+        stream = await chat.open_reply("Which city is the capital of France?", None)
         with pytest.raises(OverloadedError):
             await chat.open_completion([ChatMessage("user", "hi")], GenerationOptions(4, 0.0))
         async with aclosing(stream.events) as events:
@@ -69,7 +69,7 @@ def test_a_chat_stream_keeps_its_slot_until_it_is_sent(one_slot: Services) -> No
 
 def test_a_completion_checked_up_front_runs_in_its_slot(one_slot: Services) -> None:
     chat = one_slot.chat
-    messages = [ChatMessage("user", "What is the capital of France?")]
+    messages = [ChatMessage("user", "Which city is the capital of France?")]
 
     async def main() -> str:
         completion = await chat.open_completion(messages, GenerationOptions(8, 0.0))

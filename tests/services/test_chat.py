@@ -173,7 +173,7 @@ def _complete(chat: ChatService, messages: list[ChatMessage], **kwargs: object) 
     return asyncio.run(run())
 
 
-QUESTION = [ChatMessage("user", "What is the capital of France?")]
+QUESTION = [ChatMessage("user", "Which city is the capital of France?")]
 
 
 def test_a_completion_reports_text_reason_and_usage(chat: ChatService) -> None:

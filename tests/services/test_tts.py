@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -114,3 +115,49 @@ def test_text_is_bounded_by_the_speech_it_would_make(services: Services) -> None
 
     assert asyncio.run(opened()) > 10
     assert tts.worker.pending == 0
+
+
+def test_the_first_audio_of_a_streamed_reply_does_not_wait_for_a_long_first_sentence(
+    services: Services,
+) -> None:
+    """An LLM-like source writes a 30-word first sentence word by word, and stops writing after
+    its 20th word until audio has come out: the speech path must have spoken the first piece by
+    then (else the source gives up and the test fails)."""
+    from backend.app.services.speech import ReplyAudio
+
+    reply = (
+        "The old lighthouse keeper walked slowly along the rocky shore every single evening to "
+        "watch the fishing boats come back safely to the harbour before the storms "
+        "began to blow. He slept well."
+    )
+    words = reply.split()
+    assert len(" ".join(words).split(".")[0].split()) == 30
+    first_audio = asyncio.Event()
+    written: list[str] = []
+
+    async def deltas() -> AsyncIterator[str]:
+        for i, word in enumerate(words):
+            if i == 20:
+                await asyncio.wait_for(first_audio.wait(), timeout=20)
+            written.append(word)
+            yield word + " "
+            await asyncio.sleep(0.01)
+
+    async def run() -> list[ReplyAudio]:
+        stream = await services.tts.speak_stream(deltas())
+        audio: list[ReplyAudio] = []
+        async for event in stream:
+            if isinstance(event, ReplyAudio):
+                if not audio:
+                    assert len(written) <= 20, "the first audio came after the 20th word"
+                audio.append(event)
+                first_audio.set()
+        return audio
+
+    audio = asyncio.run(run())
+    assert len(audio) >= 2 and audio[0].audio.duration > 0.5
+    # The pieces are the reply, spoken: heard whole, the words are there.
+    spoken = Audio.join([piece.audio for piece in audio])
+    heard = services.stt.backend.transcribe(resample(spoken, 16_000), TranscribeOptions(beam_size=1)).text
+    assert " ".join(piece.text for piece in audio).split() == reply.split()
+    assert word_error_rate(reply, heard) <= SYNTH_WER, heard

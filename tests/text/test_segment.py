@@ -163,6 +163,45 @@ def test_chunker_first_piece_may_end_at_a_clause() -> None:
     assert " ".join(pieces).split() == text.split()
 
 
+LONG_FIRST_SENTENCES = (
+    "The old lighthouse keeper walked slowly along the rocky shore every single evening to watch "
+    "the fishing boats return safely to the harbour before the autumn storms arrived. He slept.",
+    "Photosynthesis is the remarkable process by which green plants and many other organisms use "
+    "sunlight water and carbon dioxide from the air to make oxygen and chemical energy stored as sugar.",
+    "My favourite recipe needs three ripe bananas two cups of flour one egg a spoon of honey and a "
+    "pinch of salt mixed together gently and baked for forty minutes in a hot oven. Enjoy it.",
+)
+
+
+@pytest.mark.parametrize("text", LONG_FIRST_SENTENCES)
+def test_chunker_a_long_first_sentence_does_not_hold_back_the_first_piece(text: str) -> None:
+    """A first sentence of 25-35 words with no clause mark: the first piece is handed out while
+    the sentence is still being written, at a word boundary, after a handful of words."""
+    first_sentence = text[: text.index(".") + 1]
+    assert len(first_sentence.split()) >= 25
+    chunker = SentenceChunker()
+    written = ""
+    first: list[str] = []
+    for delta in re.findall(r"\S+\s*", text):
+        written += delta
+        first = chunker.feed(delta)
+        if first:
+            break
+    assert first, "no piece before the end of the reply"
+    assert len(written) < len(first_sentence) * 0.6, f"the first piece waited for {written!r}"
+    assert 12 <= len(first[0]) <= 60 and written.startswith(first[0])
+    pieces = first + [p for d in re.findall(r"\S+\s*", text[len(written) :]) for p in chunker.feed(d)]
+    pieces += chunker.flush()
+    assert " ".join(pieces).split() == text.split()
+    assert all(len(p.split()) >= 2 for p in pieces)
+
+
+def test_chunker_cuts_a_long_first_sentence_before_a_phrase() -> None:
+    pieces = chunk_stream(LONG_FIRST_SENTENCES[0])
+    assert pieces[0] == "The old lighthouse keeper walked slowly"
+    assert pieces[1].startswith("along the rocky shore")
+
+
 def test_chunker_keeps_every_word_of_real_text() -> None:
     text = (
         "Mr. Brown arrived at 9.30 a.m., didn't he? He said: \"It's fine.\" Then he left... "

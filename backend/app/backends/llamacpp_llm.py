@@ -60,13 +60,12 @@ class PromptTimings:
 def gguf_path(model: str) -> tuple[Path, str, str]:
     """(file, label, id) of LLM_MODEL: empty = the embedded SmolLM2, else a `.gguf` file."""
     if not model:
-        path = embedded.require_file(
-            embedded.package_dir(embedded.SMOLLM2_PACKAGE) / embedded.SMOLLM2_GGUF, "the embedded SmolLM2 GGUF file"
-        )
+        gguf = embedded.package_dir(embedded.SMOLLM2_PACKAGE) / embedded.SMOLLM2_GGUF
+        path = embedded.require_file(gguf, "the embedded SmolLM2 GGUF file")
         return path, EMBEDDED_LABEL, EMBEDDED_ID
     path = Path(model)
     if not path.is_file():
-        raise ModelLoadError(f"LLM_MODEL={model}: the llama.cpp engine needs a local .gguf file, and none is there")
+        raise ModelLoadError(f"LLM_MODEL={model}: the llama.cpp engine needs a local .gguf file (none there)")
     return path, path.name, path.stem
 
 
@@ -178,7 +177,7 @@ class LlamaCppChatBackend:
                 )
             choices = chunk["choices"]
             text = choices[0].get("delta", {}).get("content") if choices else None
-            return bool(text) and on_delta(text)
+            return bool(text) and on_delta(str(text))
 
         self._server.handle_chat_completions(self._request(messages, options), callback)
         if failures:

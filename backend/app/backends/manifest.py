@@ -45,11 +45,16 @@ def configured_models(settings: Settings) -> list[ModelFiles]:
 
 
 def embedded_models(models_dir: Path) -> list[ModelFiles]:
-    """All four embedded models (what `make setup` installs and records)."""
+    """All the embedded models (what `make setup` installs and records): the default ones, the
+    multilingual Whisper base, and SmolLM2 converted for the transformers engine."""
     base = Settings(_env_file=None, models_dir=models_dir)
     multilingual = Settings(_env_file=None, models_dir=models_dir, stt_model_name="base-multilingual")
-    extra = registry.engine("stt", multilingual).model_files(multilingual)
-    return [*registry.configured_models(base), *([extra] if extra else [])]
+    transformers = Settings(_env_file=None, models_dir=models_dir, llm_engine="transformers")
+    extra = [
+        registry.engine("stt", multilingual).model_files(multilingual),
+        registry.engine("llm", transformers).model_files(transformers),
+    ]
+    return [*registry.configured_models(base), *(model for model in extra if model)]
 
 
 def _manifest_path(models_dir: Path) -> Path:

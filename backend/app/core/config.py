@@ -115,6 +115,7 @@ ENV: dict[str, tuple[str, str]] = {
     "VAD_SPEECH_PAD_MS": ("vad", "speech_pad_ms"),
     "WS_MAX_UTTERANCE_S": ("vad", "max_utterance_s"),
     "WS_STT_BEAM_SIZE": ("realtime", "stt_beam_size"),
+    "WS_PREEMPTIVE_REPLIES": ("realtime", "preemptive_replies"),
     "WS_IDLE_TIMEOUT_S": ("realtime", "idle_timeout_s"),
     "WS_MAX_SESSION_S": ("realtime", "max_session_s"),
     "WS_MAX_FRAME_BYTES": ("realtime", "max_frame_bytes"),

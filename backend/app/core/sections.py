@@ -254,6 +254,9 @@ class RealtimeSettings(Section):
 
     stt_beam_size: int = Field(1, ge=1, le=10)
     """Realtime mode: STT beam size for turns (1 = greedy, fastest; STT_BEAM_SIZE applies elsewhere)."""
+    preemptive_replies: bool = True
+    """Realtime mode: begin the reply during the trailing silence, on the transcript so far, and
+    throw it away (cancelled, nothing stored) if the user goes on speaking."""
     idle_timeout_s: float = Field(60, gt=0)
     """Realtime mode: a session that sends nothing for this long, with no reply under way, is closed."""
     max_session_s: float = Field(1800, gt=0)

@@ -222,13 +222,20 @@ class ChatService:
         turns = self.history.recent_turns(conversation_id, self.settings.max_history_messages)
         # A reply cut off before any of it was heard is kept in the record, not shown to the model.
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns if t.text]
-        # Take whole exchanges from the newest back while they fit.
-        kept: list[ChatMessage] = []
-        for start in range(len(history) - 1, -1, -1):
-            candidate = history[start:]
-            if self.backend.count_tokens([system, *candidate, user]) > budget:
-                break
-            kept = candidate
+        # The longest tail of the history that fits: fewer messages never take more tokens, so a
+        # binary search finds it in a handful of tokenisations rather than one per message.
+        fits, over = len(history), -1  # history[fits:] fits (the empty tail does); history[over:] not
+        if self.backend.count_tokens([system, *history, user]) <= budget:
+            fits = 0
+        else:
+            over = 0
+            while fits - over > 1:
+                middle = (fits + over) // 2
+                if self.backend.count_tokens([system, *history[middle:], user]) <= budget:
+                    fits = middle
+                else:
+                    over = middle
+        kept = history[fits:]
         # Never start the window on an assistant turn: the model should see the question it answered.
         while kept and kept[0].role == "assistant":
             kept = kept[1:]
@@ -243,15 +250,22 @@ class ChatService:
         return admission.stream(self.backend.chat_stream, messages, options)
 
     async def generate(
-        self, conversation_id: str, text: str, admission: Admission | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        admission: Admission | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
-        Runs in `admission`'s slot if given (see `open_reply`), else is admitted when it starts.
-        Closing this iterator early stops the generation on the model's worker."""
+        The context is `build_messages` now, or `messages` when the caller built it before storing
+        `text` (a spoken turn stores the user's words first; they must not appear twice). Runs in
+        `admission`'s slot if given (see `open_reply`), else is admitted when it starts. Closing
+        this iterator early stops the generation on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
-            messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
+            if messages is None:
+                messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
             options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
             leading = True
             async with aclosing(self._stream(admission, messages, options)) as deltas:

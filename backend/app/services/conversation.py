@@ -28,6 +28,7 @@ from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.storage.conversations import Turn as StoredTurn
 from backend.app.text.segment import join_pieces
+from backend.app.voices.library import VoiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class ConversationService:
         audio_format: AudioFormat = "wav",
         played: PlayedSeconds | None = None,
         admission: TurnSlot | None = None,
+        commitment: Commitment | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
         stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
@@ -197,28 +199,38 @@ class ConversationService:
         the reply as far as the listener heard it (`played`; by default every piece handed out),
         marked interrupted. `started` is when the user finished speaking: `first_audio_ms` counts
         from it. `admission` is the LLM slot `check_ready` took for this reply.
+
+        With a `commitment`, the reply is pre-emptive: it is generated and spoken as usual, but
+        nothing is stored until the commitment is confirmed (the user has really finished; the
+        timings then count from that moment), and no `Heard` comes (the caller knows when it
+        confirmed). Closed before that, it leaves no trace; finished before that, it waits for it.
         """
         try:
             async with self.history.serialised(conversation_id):
-                # The user's words are kept whatever becomes of the reply.
-                await self.history.add_turns(
-                    conversation_id,
-                    StoredTurn(
-                        "user",
-                        text,
-                        created_at=asked,
-                        language=language,
-                        timings={"stt_ms": timings.get("stt_ms", 0.0)},
-                    ),
+                # The context is read before the user's turn is stored, so it is there once.
+                messages = await asyncio.to_thread(self.chat.build_messages, conversation_id, text)
+                user = StoredTurn(
+                    "user",
+                    text,
+                    created_at=asked,
+                    language=language,
+                    timings={"stt_ms": timings.get("stt_ms", 0.0)},
                 )
-                yield Heard(text)
+                heard: asyncio.Task[None] | None = None
+                if commitment is None:
+                    # The user's words are kept whatever becomes of the reply.
+                    await self.history.add_turns(conversation_id, user)
+                    yield Heard(text)
+                else:
+                    heard = asyncio.create_task(commitment.then_store(self.history, conversation_id, user))
                 if not voice:
                     voice = await asyncio.to_thread(self.history.reply_voice, conversation_id)
                 parts: list[str] = []
                 llm = admission.llm if admission else None
-                deltas = _timed(self.chat.generate(conversation_id, text, llm), timings, parts)
+                deltas = _timed(self.chat.generate(conversation_id, text, llm, messages), timings, parts)
                 speech = await self.tts.speak_stream(deltas, voice)
                 spoken: list[ReplyAudio] = []
+                first_audio_at = 0.0
                 finished = False
                 try:
                     async with aclosing(speech) as events:
@@ -226,37 +238,98 @@ class ConversationService:
                             if isinstance(event, ReplyAudio):
                                 if not spoken:
                                     timings["tts_first_audio_ms"] = round((speech.first_s or 0) * 1000, 1)
-                                    timings["first_audio_ms"] = elapsed_ms(started)
-                                    self.metrics.observe_stage(
-                                        "first_audio", timings["first_audio_ms"] / 1000
-                                    )
+                                    first_audio_at = time.perf_counter()
                                 spoken.append(event)
                             yield event
                     timings["tts_ms"] = round(speech.busy_s * 1000, 1)
+                    if heard is not None:
+                        await heard  # a reply complete before the user surely finished waits here
                     finished = True
                 finally:
                     with anyio.CancelScope(shield=True):
-                        heard = heard_pieces(spoken, None if finished or played is None else played())
-                        reply = "".join(parts).strip() if finished else join_pieces([p.text for p in heard])
-                        timings.setdefault("tts_first_audio_ms", 0.0)
-                        timings.setdefault("first_audio_ms", 0.0)
-                        timings["total_ms"] = elapsed_ms(started)
-                        name = await self.history.save_audio([p.audio for p in heard], audio_format)
-                        await self.history.add_turns(
-                            conversation_id,
-                            StoredTurn(
-                                "assistant",
-                                reply,
-                                voice=speech.voice.file if speech.voice else None,
-                                audio_file=name,
-                                timings=dict(timings),
-                                interrupted=not finished,
-                            ),
-                        )
+                        if heard is not None and not heard.done():
+                            if not commitment or not commitment.confirmed:
+                                heard.cancel()  # never confirmed: nothing was or will be stored
+                            await asyncio.wait([heard])
+                        if heard is None or (not heard.cancelled() and heard.exception() is None):
+                            origin = commitment.at if commitment and commitment.at else started
+                            reply, name = await self._store_reply(
+                                conversation_id,
+                                timings,
+                                parts,
+                                spoken,
+                                speech.voice,
+                                finished,
+                                None if finished or played is None else played(),
+                                origin,
+                                first_audio_at,
+                                audio_format,
+                            )
             yield Turn(text, reply, conversation_id, name, dict(timings))
         finally:
             if admission is not None:
                 admission.release()  # the LLM slot is unused if the reply never reached the LLM
+
+    async def _store_reply(
+        self,
+        conversation_id: str,
+        timings: dict[str, float],
+        parts: list[str],
+        spoken: list[ReplyAudio],
+        voice: VoiceInfo | None,
+        finished: bool,
+        played_s: float | None,
+        origin: float,
+        first_audio_at: float,
+        audio_format: AudioFormat,
+    ) -> tuple[str, str | None]:
+        """Store the reply as far as it was heard, with its timings counted from `origin` (the end
+        of the user's speech); returns the reply's text and its audio's name."""
+        heard = heard_pieces(spoken, played_s)
+        reply = "".join(parts).strip() if finished else join_pieces([p.text for p in heard])
+        timings.setdefault("tts_first_audio_ms", 0.0)
+        if first_audio_at:
+            timings["first_audio_ms"] = round(max(0.0, first_audio_at - origin) * 1000, 1)
+            self.metrics.observe_stage("first_audio", timings["first_audio_ms"] / 1000)
+        timings.setdefault("first_audio_ms", 0.0)
+        timings["total_ms"] = elapsed_ms(origin)
+        name = await self.history.save_audio([p.audio for p in heard], audio_format)
+        await self.history.add_turns(
+            conversation_id,
+            StoredTurn(
+                "assistant",
+                reply,
+                voice=voice.file if voice else None,
+                audio_file=name,
+                timings=dict(timings),
+                interrupted=not finished,
+            ),
+        )
+        return reply, name
+
+
+class Commitment:
+    """The go-ahead for a pre-emptive reply (`respond(..., commitment=)`): the realtime session
+    starts a reply during the silence that may end the user's turn, and confirms it when the turn
+    does end. Until then nothing of the turn is stored."""
+
+    def __init__(self) -> None:
+        self._confirmed = asyncio.Event()
+        self.at: float | None = None
+        """When the user finished speaking (perf_counter), once confirmed."""
+
+    @property
+    def confirmed(self) -> bool:
+        return self._confirmed.is_set()
+
+    def confirm(self, at: float) -> None:
+        self.at = at
+        self._confirmed.set()
+
+    async def then_store(self, history: ConversationHistory, conversation_id: str, user: StoredTurn) -> None:
+        """Once confirmed, store the user's turn (the reply is stored after it)."""
+        await self._confirmed.wait()
+        await history.add_turns(conversation_id, user)
 
 
 async def _timed(

@@ -7,6 +7,12 @@ One turn at a time: when the VAD ends an utterance, a turn task transcribes it (
 transcript already made during the trailing silence), then streams the reply's text and audio.
 Speech that starts while a turn is under way cancels it — the LLM stops generating and no further
 TTS is done — and the reply is stored as far as the listener heard it.
+
+Pre-emptive replies (WS_PREEMPTIVE_REPLIES): the trailing silence that may end the turn is used.
+At its first silent window the utterance so far is transcribed and, on that transcript, a reply is
+begun at once: the LLM generates and its first piece is synthesised, held back from the client.
+If the silence lasts and the turn ends, the turn takes that reply over (sent at once, stored once);
+if the user goes on speaking, it is cancelled and leaves nothing stored.
 """
 
 from __future__ import annotations
@@ -15,34 +21,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import numpy as np
 import soxr
 
-from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import elapsed_ms
-from backend.app.services.conversation import ConversationService, Heard, heard_pieces
+from backend.app.services.conversation import Commitment, ConversationService
 from backend.app.services.history import check_conversation_id
-from backend.app.services.speech import ReplyAudio, ReplyText
-from backend.app.text.segment import join_pieces
+from backend.app.services.realtime_reply import EarlyReply, Outbox, ReplySender, TimedTranscription
 
 logger = logging.getLogger(__name__)
 
-TimedTranscription = tuple[Transcription, float]
-"""A transcription and the milliseconds it took."""
 
 INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-AUDIO_FRAME_S = 0.2
-"""Reply audio goes out in binary messages of this much PCM16."""
 
 
 class ProtocolError(Exception):
@@ -53,14 +53,6 @@ class ProtocolError(Exception):
         self.message = message
         self.code = code
         self.close_code = close_code
-
-
-@dataclass
-class Outbox:
-    """How the session talks back: JSON events and binary audio (the route serialises them)."""
-
-    event: Callable[[dict[str, Any]], Awaitable[None]]
-    audio: Callable[[bytes], Awaitable[None]]
 
 
 class RealtimeSession:
@@ -80,6 +72,7 @@ class RealtimeSession:
         self.vad_settings = vad_settings or VADSettings()
         self._vad_model = vad
         self._out = outbox
+        self._reply = ReplySender(outbox)
         self._detector: VoiceActivityDetector | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._input_rate = SAMPLE_RATE
@@ -88,10 +81,7 @@ class RealtimeSession:
         self._options = TranscribeOptions()
         self._turn: asyncio.Task[None] | None = None
         self._speculative: asyncio.Task[TimedTranscription] | None = None
-        # What the listener has been sent of the current reply, for the barge-in bookkeeping.
-        self._sent: list[ReplyAudio] = []
-        self._audio_started_at: float | None = None
-        self._played_at_cut: float | None = None
+        self._early: EarlyReply | None = None
 
     @property
     def started(self) -> bool:
@@ -172,10 +162,11 @@ class RealtimeSession:
 
     async def close(self) -> None:
         """Cancel whatever is running (a reply is stored as far as it was heard)."""
-        for task in (self._speculative, self._turn):
-            if task is not None and not task.done():
+        early = [self._early.transcription, self._early.task] if self._early else []
+        tasks = [t for t in (self._speculative, self._turn, *early) if t is not None]
+        for task in tasks:
+            if not task.done():
                 task.cancel()
-        tasks = [t for t in (self._speculative, self._turn) if t is not None]
         if tasks:
             await asyncio.wait(tasks)
 
@@ -190,38 +181,35 @@ class RealtimeSession:
             # Transcribe during the trailing silence; used if the turn ends without more speech.
             self._speculative = asyncio.create_task(self._timed_transcribe(event.audio))
             self._speculative.add_done_callback(_retrieve)
+            if self.settings.preemptive_replies and not self.busy:
+                self._early = EarlyReply(self._speculative, Commitment(), asyncio.Queue())
+                self._early.task = asyncio.create_task(self._early_reply(self._early))
         elif event.kind == "resume":
             self._cancel_speculative()
         elif event.kind == "speech_end" and event.audio is not None:
             ended_at = time.perf_counter()
             await self._out.event({"type": "speech_end", "duration": round(event.audio.duration, 3)})
             speculative, self._speculative = self._speculative, None
-            self._turn = asyncio.create_task(self._run_turn(event.audio, speculative, ended_at))
+            early, self._early = self._early, None
+            self._turn = asyncio.create_task(self._run_turn(event.audio, speculative, ended_at, early))
 
     def _cancel_speculative(self) -> None:
+        """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
         if self._speculative is not None:
             self._speculative.cancel()
             self._speculative = None
-
-    def _played_s(self) -> float:
-        """Seconds of reply audio the client has had time to play (it plays as it receives);
-        frozen at the moment of a barge-in, so the event and the stored reply agree."""
-        if self._played_at_cut is not None:
-            return self._played_at_cut
-        if self._audio_started_at is None:
-            return 0.0
-        sent = sum(piece.audio.duration for piece in self._sent)
-        return min(sent, time.perf_counter() - self._audio_started_at)
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
 
     async def _barge_in(self) -> None:
         if not self.busy:
             return
         assert self._turn is not None
-        self._played_at_cut = self._played_s()
-        said = heard_pieces(self._sent, self._played_at_cut)
+        said = self._reply.cut()
         self._turn.cancel()
         await asyncio.wait([self._turn])
-        await self._out.event({"type": "interrupted", "said": join_pieces([piece.text for piece in said])})
+        await self._out.event({"type": "interrupted", "said": said})
 
     async def _timed_transcribe(self, utterance: Audio) -> TimedTranscription:
         """The transcription and the milliseconds it took (queue wait included)."""
@@ -239,10 +227,42 @@ class RealtimeSession:
                 pass  # e.g. the STT queue was full then; try once more now
         return await self._timed_transcribe(utterance)
 
+    async def _early_reply(self, early: EarlyReply) -> None:
+        """Begin the reply on the transcript so far; its events wait in `early.events`."""
+        try:
+            transcription, stt_ms = await early.transcription
+            if not transcription.text:
+                return
+            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
+            admission = self.conversation.check_ready(None, self.conversation_id)
+            events = self.conversation.respond(
+                text,
+                self.conversation_id,
+                voice=self._voice,
+                language=transcription.language,
+                asked=time.time(),
+                started=time.perf_counter(),
+                timings={"stt_ms": stt_ms},
+                played=self._reply.played_s,
+                admission=admission,
+                commitment=early.commitment,
+            )
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    await early.events.put(event)
+        except Exception as e:  # handed to the turn, which answers without it
+            await early.events.put(e)
+        finally:
+            early.events.put_nowait(None)
+
     async def _run_turn(
-        self, utterance: Audio, speculative: asyncio.Task[TimedTranscription] | None, ended_at: float
+        self,
+        utterance: Audio,
+        speculative: asyncio.Task[TimedTranscription] | None,
+        ended_at: float,
+        early: EarlyReply | None = None,
     ) -> None:
-        self._sent, self._audio_started_at, self._played_at_cut = [], None, None
+        self._reply.reset()
         asked = time.time()
         try:
             # stt_ms is the transcription's own time, even when it ran during the trailing
@@ -259,6 +279,8 @@ class RealtimeSession:
                 timings["total_ms"] = elapsed_ms(ended_at)
                 await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
                 return
+            if early is not None and await self._reply.take_over(early, transcript, ended_at):
+                return
             text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
             admission = self.conversation.check_ready(None, self.conversation_id)
             events = self.conversation.respond(
@@ -269,26 +291,12 @@ class RealtimeSession:
                 asked=asked,
                 started=ended_at,
                 timings=timings,
-                played=self._played_s,
+                played=self._reply.played_s,
                 admission=admission,
             )
             async with aclosing(events) as stream:
                 async for event in stream:
-                    if isinstance(event, Heard):
-                        await self._out.event(transcript)  # sent once the user's turn is stored
-                    elif isinstance(event, ReplyText):
-                        await self._out.event({"type": "reply_delta", "text": event.text})
-                    elif isinstance(event, ReplyAudio):
-                        await self._send_audio(event)
-                    else:
-                        await self._out.event(
-                            {
-                                "type": "turn_end",
-                                "reply": event.reply,
-                                "audio_url": f"/outputs/{event.audio_name}" if event.audio_name else None,
-                                "timings": event.timings,
-                            }
-                        )
+                    await self._reply.send(event, transcript)
         except AppError as e:
             # The turn fails (a busy model, an over-long text); the session goes on.
             await self._out.event({"type": "error", "code": e.code, "message": e.message})
@@ -296,16 +304,11 @@ class RealtimeSession:
             # A send to a client that has gone, or a fault of ours: the transport notices the
             # former and closes the session; the latter must not pass silently.
             logger.exception("realtime turn failed in conversation %s", self.conversation_id)
-
-    async def _send_audio(self, piece: ReplyAudio) -> None:
-        if self._audio_started_at is None:
-            await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
-            self._audio_started_at = time.perf_counter()
-        self._sent.append(piece)
-        pcm = to_pcm16(piece.audio)
-        step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
-        for offset in range(0, len(pcm), step):
-            await self._out.audio(pcm[offset : offset + step])
+        finally:
+            if early is not None and early.task is not None and not early.task.done():
+                early.task.cancel()  # a barge-in: the reply is stored as far as it was heard
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([early.task])
 
 
 def _retrieve(task: asyncio.Task[TimedTranscription]) -> None:

@@ -49,6 +49,13 @@ _ABBREVIATIONS = frozenset(
 )
 
 _CLAUSE_RE = re.compile(f"(?<=[{re.escape(_CLAUSE_MARKS)}])[{re.escape(_CLOSERS)}]*\\s*")
+# Words a spoken phrase can begin with: a first piece cut without a clause mark is cut before one.
+_PHRASE_STARTS = re.compile(
+    r"\s(?=(?:and|but|or|so|because|which|who|that|when|while|where|with|without|for|to|from|of|in|on|"
+    r"at|as|if|then|than|about|after|before|until|since|into|over|under|through|along|"
+    r"across|around|during|between|against|toward|towards|by)\b)",
+    re.IGNORECASE,
+)
 
 
 def _is_sentence_end(text: str, i: int) -> bool:
@@ -201,16 +208,28 @@ class SentenceChunker:
     when something follows it ("3." may become "3.5"), a CJK end mark or a newline at once. Pieces
     shorter than `min_chars` wait for the next sentence, so "Hi." is not a synthesis call of its
     own. Text that runs past `max_chars` without a sentence end is cut at its last clause mark or
-    space, so a run-on reply cannot hold back the audio. The first piece may be cut at a clause mark
-    once it has `first_clause_chars`: it is what the listener waits for.
+    space, so a run-on reply cannot hold back the audio.
+
+    The first piece is what the listener waits for, so it comes sooner: it may be cut at a clause
+    mark once it has `first_clause_chars`, and a first sentence still running at `first_max_chars`
+    with no clause mark is cut at a word boundary, before a word a phrase begins with ("and",
+    "which", "with", ...) when there is one, so that the first audio never waits for a long first
+    sentence to be complete.
     """
 
-    def __init__(self, min_chars: int = 12, max_chars: int = 150, first_clause_chars: int = 40) -> None:
+    def __init__(
+        self,
+        min_chars: int = 12,
+        max_chars: int = 150,
+        first_clause_chars: int = 40,
+        first_max_chars: int = 60,
+    ) -> None:
         if not 0 < min_chars <= max_chars:
             raise ValueError("need 0 < min_chars <= max_chars")
         self.min_chars = min_chars
         self.max_chars = max_chars
         self.first_clause_chars = first_clause_chars
+        self.first_max_chars = min(first_max_chars, max_chars)
         self._buffer = ""
         self._pending: list[str] = []  # complete sentences waiting to reach min_chars
         self._emitted = 0
@@ -251,6 +270,8 @@ class SentenceChunker:
         for match in _CLAUSE_RE.finditer(text):
             if 0 < match.end() < len(text) and _weight(text[: match.end()].strip()) >= self.min_chars:
                 cut = match.end()
+        if not cut and self._emitted == 0 and not self._pending and _weight(text) >= self.first_max_chars:
+            cut = self._phrase_cut(text)
         if not cut and len(text) >= self.max_chars:
             space = text.rfind(" ", 0, len(text) - 1)
             cut = space if space > 0 else len(text)
@@ -258,6 +279,17 @@ class SentenceChunker:
             return []
         piece, self._buffer = text[:cut].strip(), text[cut:]
         return self._take([piece]) if piece else []
+
+    def _phrase_cut(self, text: str) -> int:
+        """Where to cut a long first sentence that has no clause mark: before the last phrase-starting
+        word in its second half, else at its last space (the word after it may still be growing);
+        0 when there is no space (CJK text waits for a clause mark or `max_chars`)."""
+        last_space = text.rfind(" ", 0, len(text) - 1)
+        starts = [m.start() for m in _PHRASE_STARTS.finditer(text, 0, last_space + 1)]
+        good = [at for at in starts if _weight(text[:at].strip()) >= max(self.min_chars, len(text) // 2)]
+        if good:
+            return good[-1]
+        return last_space if _weight(text[: max(last_space, 0)].strip()) >= self.min_chars else 0
 
     def flush(self) -> list[str]:
         """The end of the stream: whatever is left, as one last piece (or none)."""

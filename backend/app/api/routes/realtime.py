@@ -13,7 +13,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from backend.app.core.errors import AppError, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
 from backend.app.services.container import Services
-from backend.app.services.realtime import Outbox, ProtocolError, RealtimeSession
+from backend.app.services.realtime import ProtocolError, RealtimeSession
+from backend.app.services.realtime_reply import Outbox
 
 logger = logging.getLogger(__name__)
 
