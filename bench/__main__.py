@@ -3,7 +3,11 @@
 Runs every section against the real server (`python -m backend.app`) and writes
 bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG charts for
 - per-stage latency by input length, and server-over-raw-library ratios (STT, LLM, TTS);
+- the LLM engines side by side in-process (llama.cpp, transformers): first sentence, tokens/s,
+  prompt reuse across turns;
+- STT decoding for turns: beam 1 against beam 5 (time and word error rate);
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
+- the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
 - wyoming-faster-whisper and wyoming-piper side by side on the same audio and models;
@@ -30,7 +34,7 @@ import httpx
 from bench import machine
 from bench.common import RESULTS, free_port, start_server, stop_server
 
-SECTIONS = ("stages", "latency", "concurrency", "startup", "wyoming", "serve")
+SECTIONS = ("stages", "llm", "beam", "latency", "cpu", "concurrency", "startup", "wyoming", "serve")
 GPU_DEFAULTS = {
     "STT_MODEL_NAME": "large-v3",
     "STT_DEVICE": "cuda",
@@ -98,7 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         runs = 2 if args.quick else repeats  # the median of one run would be no median
         write(out, "serve", serve.section(serve.measure(runs), runs, out))
 
-    needs_server = [s for s in args.sections if s not in ("startup", "serve")]
+    if "llm" in args.sections and not args.gpu:  # in-process, the two CPU engines
+        from bench import llm_engines
+
+        result = llm_engines.measure(settings, 1 if args.quick else max(2, repeats // 2))
+        write(out, "llm", llm_engines.section(result, out))
+
+    if "beam" in args.sections and not args.gpu:
+        from bench import stt_beam
+
+        write(out, "beam", stt_beam.section(stt_beam.measure(1 if args.quick else 2)))
+
+    needs_server = [s for s in args.sections if s not in ("startup", "serve", "llm", "beam")]
     if needs_server:
         port = free_port()
         print(f"starting the server ({settings.stt.model_name} / {settings.llm.backend} / "
@@ -117,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 if "latency" in args.sections:
                     from bench import latency
 
-                    runs, clip_s, speech_s = latency.measure(port, 2 if args.quick else 2 * repeats)
-                    write(out, "latency", latency.section(runs, clip_s, speech_s, out))
+                    runs, durations = latency.measure(port, 1 if args.quick else repeats)
+                    write(out, "latency", latency.section(runs, durations, out))
+                if "cpu" in args.sections and not args.gpu:
+                    from bench import cpu_share
+
+                    runs = 1 if args.quick else repeats
+                    write(out, "cpu", cpu_share.section(cpu_share.measure(http, settings, runs), runs))
                 if "concurrency" in args.sections:
                     from bench import concurrency
 

@@ -73,15 +73,15 @@ class STTDeployment:
 
 @serve.deployment(name="chat", max_ongoing_requests=8, ray_actor_options={"num_cpus": 1})
 class ChatDeployment:
-    """The LLM: LLM_BACKEND=local (a transformers model in the replica) or openai (a client of an
-    OpenAI-compatible server, such as vLLM or Ollama)."""
+    """The LLM: LLM_BACKEND=local (llama.cpp or a transformers model in the replica) or openai (a
+    client of an OpenAI-compatible server, such as vLLM or Ollama)."""
 
     def __init__(self) -> None:
         settings = replica_settings()
         self.backend = registry.load_chat(settings)
         self._generating = threading.Lock()  # one generation at a time; token counts need no turn
         if registry.engine("llm", settings).local:
-            warm_up_chat(self.backend)
+            warm_up_chat(self.backend, settings.llm.system_prompt)
         logger.info("chat replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 
     def describe(self) -> EngineInfo:

@@ -20,7 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_names_every_section() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for section in ("stages", "latency", "concurrency", "startup", "wyoming", "serve", "--gpu"):
+    for section in ("stages", "llm", "latency", "concurrency", "startup", "wyoming", "serve", "--gpu"):
         assert section in result.stdout
 
 

@@ -10,10 +10,9 @@ start transcribing before the silence is long enough to end the turn.
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -31,29 +30,52 @@ class SpeechProbability(Protocol):
     def __call__(self, window: np.ndarray) -> float: ...
 
 
-class _SileroStream:
-    """One stream's view of the shared silero model: its own recurrent state and context."""
+_CONTEXT = 64
+"""Samples of the previous window the model sees before each new one (silero's own framing)."""
 
-    def __init__(self, base: object) -> None:
-        self._model = copy.copy(base)  # shares the ONNX session (thread-safe), not the state
-        self._model.reset_states()  # type: ignore[attr-defined]
+
+class _SileroStream:
+    """One stream's view of the shared silero ONNX session: its own recurrent state and context."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session  # an onnxruntime session; `run` is thread-safe
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros((1, _CONTEXT), dtype=np.float32)
+        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def __call__(self, window: np.ndarray) -> float:
-        import torch
-
-        return float(self._model(torch.from_numpy(window), SAMPLE_RATE).item())  # type: ignore[operator]
+        x = np.concatenate([self._context, window.reshape(1, -1).astype(np.float32)], axis=1)
+        inputs = {"input": x, "state": self._state, "sr": self._rate}
+        out, self._state = self._session.run(None, inputs)  # type: ignore[attr-defined]
+        self._context = x[:, -_CONTEXT:]
+        return float(out[0][0])
 
 
 class SileroVAD:
-    """The loaded model; `stream()` gives an independent probability function per session."""
+    """The loaded model; `stream()` gives an independent probability function per session.
+
+    silero-vad's ONNX weights from its wheel, run with onnxruntime directly (one thread, no
+    spinning): the package's own wrapper would import torch, hundreds of MB and seconds of
+    start-up that nothing else in the default configuration needs."""
 
     def __init__(self) -> None:
         try:
-            from silero_vad import load_silero_vad
+            import importlib.util
 
-            with warnings.catch_warnings():  # its loader uses a deprecated importlib API
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self._base = load_silero_vad(onnx=True)
+            import onnxruntime
+
+            spec = importlib.util.find_spec("silero_vad")
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError("the silero-vad package is not installed")
+            path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            self._session = onnxruntime.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
         except Exception as e:  # not installed, or its ONNX file unreadable
             raise ModelLoadError(f"could not load silero-vad: {e}; reinstall with `make setup`") from e
         from importlib.metadata import version
@@ -61,7 +83,7 @@ class SileroVAD:
         self.model = f"silero-vad {version('silero-vad')}"
 
     def stream(self) -> SpeechProbability:
-        return _SileroStream(self._base)
+        return _SileroStream(self._session)
 
 
 @dataclass(frozen=True)

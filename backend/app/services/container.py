@@ -56,18 +56,24 @@ class Services:
         self.history.close()
 
 
-def warm_up(stt: SpeechToText, chat: ChatModel, tts: TextToSpeech, chat_is_local: bool = True) -> None:
+def warm_up(
+    stt: SpeechToText, chat: ChatModel, tts: TextToSpeech, chat_is_local: bool = True, system_prompt: str = ""
+) -> None:
     """One tiny inference per model, so that the first request does not pay for lazy set-up."""
     speech = tts.synthesize(SynthesisRequest("Ready."))
     stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
     if chat_is_local:
-        warm_up_chat(chat)
+        warm_up_chat(chat, system_prompt)
 
 
-def warm_up_chat(chat: ChatModel) -> None:
-    """One generated token. Not for a model served elsewhere (an OpenAI-compatible server may be
-    slow, or not up yet): the registry says which engines run here."""
-    chat.chat([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=1, temperature=0.0))
+def warm_up_chat(chat: ChatModel, system_prompt: str = "") -> None:
+    """One generated token, after the configured system prompt: an engine that keeps processed
+    prompts (llama.cpp) then has it read already, so a new conversation's first turn reads only
+    its own words. Not for a model served elsewhere (an OpenAI-compatible server may be slow, or
+    not up yet): the registry says which engines run here."""
+    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    messages.append(ChatMessage("user", "Hi"))
+    chat.chat(messages, GenerationOptions(max_tokens=1, temperature=0.0))
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
     began = time.perf_counter()
     tts_backend = registry.load_tts(settings)
     ready("tts", tts_backend.info, began)
-    warm_up(stt_backend, chat_backend, tts_backend, registry.engine("llm", settings).local)
+    local = registry.engine("llm", settings).local
+    warm_up(stt_backend, chat_backend, tts_backend, local, settings.llm.system_prompt)
     services = assemble_services(settings, Backends(stt_backend, chat_backend, tts_backend), metrics)
     logger.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
     return services
