@@ -239,10 +239,15 @@ def section(rows: list[dict[str, Any]], raw: Raw, repeats: int, out: Path, gpu: 
         "",
         f"Raw STT: {raw.labels['stt']} on a decoded 16 kHz array; /stt adds the upload, decoding "
         f"(PyAV), resampling (soxr) and JSON. Raw LLM: {raw.labels['llm']}, the call the server "
-        "makes; the plain `generate` column is "
-        + (raw.labels.get("llm_library", "not available for this backend"))
-        + " (the server's CPU default reads the prompt in float32 and generates with a bfloat16 copy). "
-        f"Raw TTS: {raw.labels['tts']}; /tts adds text cleaning, segmentation (the medium and long "
+        "makes; "
+        + (
+            f"the plain `generate` column is {raw.labels['llm_library']} (the transformers engine's "
+            "CPU default reads the prompt in float32 and generates with a bfloat16 copy). "
+            if "llm_library" in raw.labels
+            else "the engine's call is the library's (llama.cpp's chat completion in-process), so there "
+            "is no plainer call to set beside it. "
+        )
+        + f"Raw TTS: {raw.labels['tts']}; /tts adds text cleaning, segmentation (the medium and long "
         "texts are over SEGMENT_THRESHOLD_CHARS, so the server makes several calls and inserts "
         "silences) and WAV encoding. Each timed call starts after a 0.3 s pause; the sides alternate "
         "order. **Goal: ratio <= 1.05.**",

@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # pydantic ValidationError: show the bad variable, not a traceback
         print(f"error: invalid configuration: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    # OpenMP threads (CTranslate2's and llama.cpp's libgomp) spin this many times before sleeping
+    # once their work is done; GNU's default, 300,000, keeps them burning cores between the many
+    # small parallel regions of a request. On a CPU shared with another process, that made
+    # /v1/audio/transcriptions 2.8x slower than raw faster-whisper beside the same load; 10,000
+    # costs nothing idle and keeps the server within ~1.1x (bench/results/cpu.md). It is read when
+    # the libraries load: set it yourself to override.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     # Progress bars (model conversion, downloads) are not log lines: they would break the JSON log.
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -214,3 +214,44 @@ def test_a_long_transcript_keeps_its_newest_part_that_fits(chat: ChatService, un
     messages = chat.build_messages("fits", fitted)
     assert chat.backend.count_tokens(messages) <= budget
     assert chat.fit_spoken("  Short enough.  ") == "Short enough."
+
+
+def test_a_spoken_turn_sends_the_users_words_once(services: Services, tmp_path: Path) -> None:
+    """A spoken turn stores the user's words before the reply is generated; the prompt the model
+    gets still holds them once, after the earlier turns."""
+    from backend.app.services.conversation import ConversationService
+    from backend.app.services.conversation import Turn as SpokenTurn
+
+    base = services.chat
+    outputs = OutputStore(tmp_path / "outputs", ttl_hours=1, max_mb=10)
+    history = ConversationHistory(ConversationStore(tmp_path / "c.db"), outputs, services.tts.voices)
+    chat = ChatService(base.backend, base.worker, base.settings, history, max_chars=base.max_chars)
+    conversation = ConversationService(services.stt, chat, services.tts, history)
+    seen: list[list[ChatMessage]] = []
+    original = chat.build_messages
+
+    def recorded(conversation_id: str, text: str) -> list[ChatMessage]:
+        messages = original(conversation_id, text)
+        seen.append(messages)
+        return messages
+
+    chat.build_messages = recorded  # type: ignore[method-assign]
+
+    async def two_turns() -> list[SpokenTurn]:
+        done = []
+        for text in ("My name is Ada.", "What is my name?"):
+            events = conversation.respond(text, "spoken", voice=None, language="en", asked=0.0,
+                                          started=time.perf_counter(), timings={})  # fmt: skip
+            async with aclosing(events) as stream:
+                done += [event async for event in stream if isinstance(event, SpokenTurn)]
+        return done
+
+    turns = asyncio.run(two_turns())
+    assert len(turns) == 2 and len(seen) == 2
+    assert [(m.role, m.content) for m in seen[0][1:]] == [("user", "My name is Ada.")]
+    assert [(m.role, m.content) for m in seen[1][1:]] == [
+        ("user", "My name is Ada."),
+        ("assistant", turns[0].reply),
+        ("user", "What is my name?"),
+    ]
+    assert [t.role for t in history.store.turns("spoken")] == ["user", "assistant"] * 2
