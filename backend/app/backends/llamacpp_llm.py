@@ -33,6 +33,7 @@ from typing import Any
 
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
+from backend.app.backends.streaming import beside
 from backend.app.core.config import Settings
 from backend.app.core.errors import ContextLengthError, InvalidInputError, ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
@@ -218,17 +219,7 @@ class LlamaCppChatBackend:
             finally:
                 deltas.put(_END)
 
-        thread = threading.Thread(target=generate, name="llm-generate", daemon=True)
-        thread.start()
-        try:
-            while (item := deltas.get()) is not _END:
-                yield str(item)
-        finally:
-            stop.set()
-            if thread is not threading.current_thread():
-                thread.join()
-        if failures:
-            raise failures[0]
+        yield from beside(generate, (str(item) for item in iter(deltas.get, _END)), stop, failures)
 
     def tokens_generated(self) -> int:
         """Tokens generated since load, as llama.cpp counts them (its Prometheus counter)."""

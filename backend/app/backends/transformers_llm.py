@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
+from backend.app.backends.streaming import beside
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
@@ -136,7 +137,7 @@ class TransformersChatBackend:
         cancelled = cancel_event()  # read here, on the worker thread
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = self._prompt(messages)
-        failures: list[Exception] = []
+        failures: list[BaseException] = []
 
         def generate() -> None:
             try:
@@ -145,20 +146,7 @@ class TransformersChatBackend:
                 failures.append(e)
                 streamer.end()
 
-        thread = threading.Thread(target=generate, name="llm-generate", daemon=True)
-        thread.start()
-        try:
-            for text in streamer:
-                if text:
-                    yield text
-        finally:
-            stop.set()
-            # An abandoned stream may be finalised by the garbage collector on any thread, even
-            # the generation thread itself: it stops at the next token without being waited for.
-            if thread is not threading.current_thread():
-                thread.join()
-        if failures:
-            raise failures[0]
+        yield from beside(generate, (text for text in streamer if text), stop, failures)
 
     def count_text_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))

@@ -33,9 +33,9 @@ from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
-from backend.app.core.values import TranscribeOptions
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.chat import elapsed_ms
-from backend.app.services.conversation import Commitment, ConversationService
+from backend.app.services.conversation import Commitment, ConversationService, TurnEvent
 from backend.app.services.history import check_conversation_id
 from backend.app.services.realtime_reply import EarlyReply, Outbox, ReplySender, TimedTranscription
 
@@ -227,26 +227,39 @@ class RealtimeSession:
                 pass  # e.g. the STT queue was full then; try once more now
         return await self._timed_transcribe(utterance)
 
+    async def _open_reply(
+        self,
+        transcription: Transcription,
+        timings: dict[str, float],
+        started: float,
+        commitment: Commitment | None = None,
+        asked: float | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """The reply to a transcript, admitted now (503 when the models are full); `started` is
+        when the user finished speaking, `commitment` makes it pre-emptive."""
+        text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
+        admission = self.conversation.check_ready(None, self.conversation_id)
+        return self.conversation.respond(
+            text,
+            self.conversation_id,
+            voice=self._voice,
+            language=transcription.language,
+            asked=asked if asked is not None else time.time(),
+            started=started,
+            timings=timings,
+            played=self._reply.played_s,
+            admission=admission,
+            commitment=commitment,
+        )
+
     async def _early_reply(self, early: EarlyReply) -> None:
         """Begin the reply on the transcript so far; its events wait in `early.events`."""
         try:
             transcription, stt_ms = await early.transcription
             if not transcription.text:
                 return
-            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
-            admission = self.conversation.check_ready(None, self.conversation_id)
-            events = self.conversation.respond(
-                text,
-                self.conversation_id,
-                voice=self._voice,
-                language=transcription.language,
-                asked=time.time(),
-                started=time.perf_counter(),
-                timings={"stt_ms": stt_ms},
-                played=self._reply.played_s,
-                admission=admission,
-                commitment=early.commitment,
-            )
+            timings = {"stt_ms": stt_ms}
+            events = await self._open_reply(transcription, timings, time.perf_counter(), early.commitment)
             async with aclosing(events) as stream:
                 async for event in stream:
                     await early.events.put(event)
@@ -281,19 +294,7 @@ class RealtimeSession:
                 return
             if early is not None and await self._reply.take_over(early, transcript, ended_at):
                 return
-            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
-            admission = self.conversation.check_ready(None, self.conversation_id)
-            events = self.conversation.respond(
-                text,
-                self.conversation_id,
-                voice=self._voice,
-                language=transcription.language,
-                asked=asked,
-                started=ended_at,
-                timings=timings,
-                played=self._reply.played_s,
-                admission=admission,
-            )
+            events = await self._open_reply(transcription, timings, ended_at, asked=asked)
             async with aclosing(events) as stream:
                 async for event in stream:
                     await self._reply.send(event, transcript)

@@ -1,0 +1,27 @@
+"""A generation that runs on a helper thread and is read as an iterator on the caller's thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+
+def beside(
+    generate: Callable[[], None], deltas: Iterable[str], stop: threading.Event, failures: list[BaseException]
+) -> Iterator[str]:
+    """Yield `deltas` while `generate` runs on a thread of its own and feeds them. The iterator
+    waits for that thread, so the model's worker stays busy exactly as long as the model is;
+    closing it sets `stop`, which the generation checks at every token. The first failure that
+    `generate` recorded in `failures` is raised once the deltas end."""
+    thread = threading.Thread(target=generate, name="llm-generate", daemon=True)
+    thread.start()
+    try:
+        yield from deltas
+    finally:
+        stop.set()
+        # An abandoned stream may be finalised by the garbage collector on any thread, even
+        # the generation thread itself: it stops at the next token without being waited for.
+        if thread is not threading.current_thread():
+            thread.join()
+    if failures:
+        raise failures[0]
