@@ -292,6 +292,21 @@ def _trimmed(pcm: bytes) -> bytes:
     return samples[voiced[0] :].tobytes() if voiced.size else pcm
 
 
+def _speak_and_pause(
+    ws: WebSocketTestSession, services: Services, speech: bytes
+) -> tuple[dict[str, Any], Received]:
+    """Start a session, speak, and pause (less audio than VAD_MIN_SILENCE_MS, but long enough in
+    time for a reply to begin): the LLM must be generating by then."""
+    ready = start(ws)
+    before = _tokens(services)
+    send_audio(ws, silence(0.3) + speech + silence(0.1))
+    got = Received()
+    receive_until(ws, lambda e: e["type"] == "speech_start", got)
+    time.sleep(2.5)
+    assert _tokens(services) > before, "no reply was begun during the pause"
+    return ready, got
+
+
 def _tokens(services: Services) -> int:
     backend = services.chat.backend
     assert isinstance(backend, LlamaCppChatBackend)
@@ -305,22 +320,14 @@ def test_the_reply_begins_in_the_trailing_silence_and_is_stored_once(
     already answering, and nothing reaches the client or the store. The turn then takes that reply
     over: its audio comes at once, and the turn is stored exactly once."""
     with rt.websocket_connect("/ws/conversation") as ws:
-        ready = start(ws)
-        before = _tokens(services)
-        send_audio(ws, silence(0.3) + speech + silence(0.1))
-        got = Received()
-        receive_until(ws, lambda e: e["type"] == "speech_start", got)
-        time.sleep(2.5)  # a long pause, still under VAD_MIN_SILENCE_MS of audio received
-        assert _tokens(services) > before, "no reply was begun during the silence"
+        ready, got = _speak_and_pause(ws, services, speech)
         assert services.history.store.turns(ready["conversation_id"]) == []  # nothing stored yet
-        ended = time.monotonic()
         send_audio(ws, silence(0.9))
-        receive_until(ws, lambda e: e["type"] == "<audio>", got)
-        first_audio_s = time.monotonic() - ended
         receive_until(ws, lambda e: e["type"] == "turn_end", got)
     assert got.types[:3] == ["speech_start", "speech_end", "transcript"], got.types[:4]
-    assert first_audio_s < 1.0  # the audio was ready: it did not wait for STT, LLM and TTS
     end = got.events[-1]
+    # The first audio was ready when the turn ended: it did not wait for STT, LLM and TTS then.
+    assert end["timings"]["first_audio_ms"] == 0.0, end["timings"]
     turns = services.history.store.turns(ready["conversation_id"])
     assert [t.role for t in turns] == ["user", "assistant"]
     assert turns[1].text == end["reply"] and not turns[1].interrupted
@@ -335,13 +342,7 @@ def test_a_preemptive_reply_abandoned_by_resumed_speech_leaves_nothing_stored(
     (the LLM stops, nothing is sent or stored); the turn that finally ends is answered and stored
     once, with the whole utterance as the user's words."""
     with rt.websocket_connect("/ws/conversation") as ws:
-        ready = start(ws)
-        before = _tokens(services)
-        send_audio(ws, silence(0.3) + speech + silence(0.1))
-        got = Received()
-        receive_until(ws, lambda e: e["type"] == "speech_start", got)
-        time.sleep(2.5)
-        assert _tokens(services) > before, "no reply was begun during the pause"
+        ready, got = _speak_and_pause(ws, services, speech)
         send_audio(ws, _trimmed(speech))  # the user goes on speaking, before the silence ends the turn
         deadline = time.monotonic() + 5
         while services.chat.worker.pending and time.monotonic() < deadline:
