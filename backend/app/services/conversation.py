@@ -216,13 +216,10 @@ class ConversationService:
                     language=language,
                     timings={"stt_ms": timings.get("stt_ms", 0.0)},
                 )
-                heard: asyncio.Task[None] | None = None
                 if commitment is None:
                     # The user's words are kept whatever becomes of the reply.
                     await self.history.add_turns(conversation_id, user)
                     yield Heard(text)
-                else:
-                    heard = asyncio.create_task(commitment.then_store(self.history, conversation_id, user))
                 if not voice:
                     voice = await asyncio.to_thread(self.history.reply_voice, conversation_id)
                 parts: list[str] = []
@@ -232,6 +229,9 @@ class ConversationService:
                 spoken: list[ReplyAudio] = []
                 first_audio_at = 0.0
                 finished = False
+                heard: asyncio.Task[None] | None = None
+                if commitment is not None:  # stored once confirmed, unless closed before that
+                    heard = asyncio.create_task(commitment.then_store(self.history, conversation_id, user))
                 try:
                     async with aclosing(speech) as events:
                         async for event in events:
