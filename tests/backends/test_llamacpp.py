@@ -18,6 +18,7 @@ from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.errors import ContextLengthError, ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions
 from tests.conftest import REPO
+from tests.server import rss_kib
 
 GREEDY = GenerationOptions(max_tokens=32, temperature=0.0)
 SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Answer in one or two short sentences.")
@@ -175,10 +176,10 @@ def test_the_prompt_cache_stays_within_its_bound() -> None:
     small = LlamaCppChatBackend(context_tokens=1024, prompt_cache_mb=4)
     try:
         small.chat([ChatMessage("user", "warm up " * 300)], GenerationOptions(1, 0.0))
-        before = _rss_mb()
+        before = rss_kib(os.getpid()) / 1024
         for i in range(8):
             small.chat([ChatMessage("user", f"topic {i}: " + f"story {i} " * 100)], GenerationOptions(1, 0.0))
-        assert _rss_mb() - before < 16
+        assert rss_kib(os.getpid()) / 1024 - before < 16
     finally:
         small.close()
 
@@ -203,13 +204,6 @@ def test_a_missing_gguf_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ModelLoadError, match="could not load"):
         LlamaCppChatBackend(str(broken))
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _is_tcp_listener(fd_target: str, table: str) -> bool:

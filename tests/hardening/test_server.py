@@ -25,7 +25,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.mounts import tmpfs
 from tests.ports import free_port
-from tests.server import REPO, server_dir, server_env, start_server, stop_server
+from tests.server import REPO, rss_kib, server_dir, server_env, start_server, stop_server
 from tests.storage.test_conversations import a_database_with_turns
 
 DATA = REPO / "tests" / "data"
@@ -58,13 +58,6 @@ def base(served: tuple[subprocess.Popen[bytes], str]) -> str:
 def http(base: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base, headers=AUTH, timeout=120) as client:
         yield client
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def log_lines(tmp: Path) -> list[dict[str, object]]:
