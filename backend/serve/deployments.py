@@ -14,15 +14,18 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ray import serve
 
 from backend.app.audio.types import Audio
 from backend.app.backends import registry
+from backend.app.backends.protocols import DialogueSpeech
 from backend.app.core.config import Settings
 from backend.app.core.logs import configure_logging
 from backend.app.core.values import (
     ChatMessage,
+    DialogueRequest,
     GenerationOptions,
     ModelInfo,
     SynthesisRequest,
@@ -43,6 +46,8 @@ class EngineInfo:
     multilingual: bool = False
     supports_cloning: bool = False
     supports_speed: bool = False
+    speakers: tuple[str, ...] = ()
+    max_dialogue_speakers: int = 0
 
 
 def replica_settings() -> Settings:
@@ -126,6 +131,8 @@ class TTSDeployment:
             sample_rate=b.sample_rate,
             supports_cloning=b.supports_cloning,
             supports_speed=b.supports_speed,
+            speakers=b.speakers,
+            max_dialogue_speakers=b.max_dialogue_speakers,
         )
 
     def prepare_voice(self, audio: Audio) -> object:
@@ -133,6 +140,9 @@ class TTSDeployment:
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         return self.backend.synthesize(request)
+
+    def synthesize_dialogue(self, request: DialogueRequest) -> Audio:
+        return cast(DialogueSpeech, self.backend).synthesize_dialogue(request)
 
     def estimate_seconds(self, text: str) -> float:
         return self.backend.estimate_seconds(text)

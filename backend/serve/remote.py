@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from backend.app.audio.types import Audio
 from backend.app.core.values import (
     ChatMessage,
+    DialogueRequest,
     GenerationOptions,
     SynthesisRequest,
     TranscribeOptions,
@@ -103,12 +104,17 @@ class RemoteTextToSpeech(RemoteEngine):
         self.sample_rate = described.sample_rate
         self.supports_cloning = described.supports_cloning
         self.supports_speed = described.supports_speed
+        self.speakers = described.speakers
+        self.max_dialogue_speakers = described.max_dialogue_speakers
 
     def prepare_voice(self, audio: Audio) -> object:
         return self.call("prepare_voice", audio)
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         return cast(Audio, self.call("synthesize", request))
+
+    def synthesize_dialogue(self, request: DialogueRequest) -> Audio:
+        return cast(Audio, self.call("synthesize_dialogue", request))
 
     def estimate_seconds(self, text: str) -> float:
         return cast(float, self.call("estimate_seconds", text))

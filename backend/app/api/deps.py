@@ -9,6 +9,7 @@ from fastapi import Depends, Request, UploadFile
 from backend.app.core.config import Settings
 from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
 from backend.app.core.values import TranscribeOptions
+from backend.app.services.casts import CastService
 from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
@@ -66,6 +67,10 @@ def get_voices(services: ServicesDep) -> VoiceService:
     return services.voices
 
 
+def get_casts(services: ServicesDep) -> CastService:
+    return services.casts
+
+
 STTServiceDep = Annotated[STTService, Depends(get_stt)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat)]
 TTSServiceDep = Annotated[TTSService, Depends(get_tts)]
@@ -73,6 +78,7 @@ ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation
 HistoryDep = Annotated[ConversationHistory, Depends(get_history)]
 OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
 VoiceServiceDep = Annotated[VoiceService, Depends(get_voices)]
+CastServiceDep = Annotated[CastService, Depends(get_casts)]
 
 
 def media_type(request: Request) -> str:

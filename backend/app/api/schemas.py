@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from backend.app.audio.encode import AudioFormat
 
@@ -77,8 +77,38 @@ class ChatResponse(BaseModel):
     timings: dict[str, float]
 
 
+class ScriptTurnIn(BaseModel):
+    speaker: str | int = Field(..., description="The speaker's label: `1` (Speaker 1), `Alice`.")
+    text: str = Field(..., max_length=100_000, description="What the speaker says.")
+
+
 class TTSRequest(BaseModel):
-    text: str = Field(..., description="Text to speak.")
+    text: str | None = Field(
+        None,
+        description="Text to speak. Lines `Speaker 1: ...`, `Alice: ...` (or `Alice：...`) make it a "
+        "dialogue script, each speaker in its own voice (see `dialogue`).",
+    )
+    script: list[ScriptTurnIn] | None = Field(
+        None,
+        max_length=100_000,
+        description='A dialogue as turns instead of `text`: `[{"speaker": "Alice", "text": "..."}]`.',
+    )
+    speakers: dict[str, str] | None = Field(
+        None,
+        description="A script's speakers and their voices: "
+        '`{"1": "Joe", "Alice": "en-Eve_woman.wav"}` '
+        "(a voice name, a voice file inside the voices directory, or `piper:<speaker>`). Unmapped "
+        "speakers get the default cast: the library's voices in order, the default voice first.",
+    )
+    cast: str | None = Field(
+        None, description="A cast stored with PUT /casts/{name}; `speakers` override it."
+    )
+    dialogue: bool | None = Field(
+        None,
+        description="null: `text` is a script when some line is labelled `Speaker <n>:`, or names a "
+        "speaker of `speakers`/`cast`, or two lines or more are labelled; true: it must be a script; "
+        "false: always plain text.",
+    )
     voice: str | None = Field(None, description="A voice name from /speaker_info.")
     speaker_voice_path: str | None = Field(
         None, description="A voice file name in VOICES_DIR, or a path resolving inside it."
@@ -91,6 +121,48 @@ class TTSRequest(BaseModel):
     )
     speed: float = Field(1.0, ge=0.5, le=2.0, description="Speaking rate; 1 is normal.")
     stream: bool = Field(False, description="Send the audio segment by segment as it is synthesised.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="With stream=true: `audio` sends the encoded audio as one chunked stream; `sse` "
+        "sends an `audio` event per piece (its turns and speakers, and the piece as a base64 file "
+        "in `format`), then `done`.",
+    )
+
+    @model_validator(mode="after")
+    def _text_or_script(self) -> TTSRequest:
+        if (self.text is None) == (self.script is None):
+            raise ValueError("give either `text` or `script`")
+        return self
+
+
+class CastIn(BaseModel):
+    speakers: dict[str, str] = Field(
+        ..., description="Speaker label -> voice (name, voice file, or `piper:<speaker>`)."
+    )
+
+
+class CastOut(BaseModel):
+    name: str
+    speakers: dict[str, str]
+    created_at: float
+    updated_at: float
+
+
+class CastListResponse(BaseModel):
+    casts: list[CastOut]
+
+
+class DialogueInfo(BaseModel):
+    native: bool = Field(description="True when the engine voices several speakers in one generation.")
+    max_speakers_per_window: int | None = Field(
+        description="Speakers one generation voices (native engines); a script is cut into windows "
+        "of whole turns."
+    )
+    window_chars: int | None
+    distinct_voices: bool = Field(
+        description="False when every speaker of a script is heard in the engine's one voice."
+    )
+    default_cast: list[str] = Field(description="The voices unmapped speakers get, in order.")
 
 
 class ConversationResponse(BaseModel):
@@ -129,6 +201,8 @@ class SpeakerInfoResponse(BaseModel):
     default_voice: str | None
     supports_cloning: bool
     cache: CacheOut
+    dialogue: DialogueInfo
+    casts: list[CastOut]
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {

@@ -1,4 +1,8 @@
-"""Text to speech with Piper (VITS voices on ONNX Runtime). One fixed voice; no cloning."""
+"""Text to speech with Piper (VITS voices on ONNX Runtime): the model's own voices, no cloning.
+
+A multi-speaker Piper model (`num_speakers` > 1 in its `.onnx.json`) speaks each speaker of its
+`speaker_id_map`; the library lists them as `piper:<name>`. The embedded voice has one speaker.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
 from backend.app.core.config import Settings
-from backend.app.core.errors import ModelLoadError
+from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
 
@@ -37,6 +41,7 @@ class PiperBackend:
 
     supports_cloning = False
     supports_speed = True  # VITS length_scale
+    max_dialogue_speakers = 0  # a script is spoken turn by turn
 
     def __init__(self, model_name: str, device: str = "auto") -> None:
         from piper import PiperVoice
@@ -55,6 +60,12 @@ class PiperBackend:
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
             raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)
+        config = self._voice.config
+        speaker_ids: dict[str, int] = {}
+        if config.num_speakers > 1:
+            speaker_ids = dict(config.speaker_id_map) or {str(i): i for i in range(config.num_speakers)}
+        self._speaker_ids = speaker_ids
+        self.speakers: tuple[str, ...] = tuple(sorted(speaker_ids, key=lambda name: speaker_ids[name]))
         self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu", id=model_id)
 
     def prepare_voice(self, audio: Audio) -> object:
@@ -69,7 +80,12 @@ class PiperBackend:
     def synthesize(self, request: SynthesisRequest) -> Audio:
         from piper import SynthesisConfig
 
-        config = SynthesisConfig(length_scale=1.0 / request.speed)
+        speaker_id = None
+        if request.speaker is not None:
+            if request.speaker not in self._speaker_ids:
+                raise InvalidInputError(f"this Piper model has no speaker {request.speaker!r}")
+            speaker_id = self._speaker_ids[request.speaker]
+        config = SynthesisConfig(length_scale=1.0 / request.speed, speaker_id=speaker_id)
         chunks = []
         for chunk in self._voice.synthesize(request.text, syn_config=config):  # one per sentence
             chunks.append(chunk.audio_float_array.astype(np.float32, copy=False))

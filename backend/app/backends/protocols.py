@@ -16,6 +16,7 @@ from typing import Protocol
 from backend.app.audio.types import Audio
 from backend.app.core.values import (
     ChatMessage,
+    DialogueRequest,
     GenerationOptions,
     ModelInfo,
     SynthesisRequest,
@@ -60,6 +61,12 @@ class TextToSpeech(Protocol):
     supports_speed: bool
     """True when the engine speaks at `SynthesisRequest.speed` itself; otherwise the TTS service
     synthesises at 1.0 and changes the tempo afterwards."""
+    speakers: tuple[str, ...]
+    """The engine's own voices (a multi-speaker Piper model's speaker map); () when it has one voice
+    or clones reference clips instead. The library lists them as `piper:<name>`."""
+    max_dialogue_speakers: int
+    """Speakers one generation can voice (0: the engine speaks a script turn by turn; see
+    `DialogueSpeech`)."""
 
     def prepare_voice(self, audio: Audio) -> object:
         """Turn a reference clip at `sample_rate` into the engine's speaker prompt (cached by callers)."""
@@ -71,3 +78,9 @@ class TextToSpeech(Protocol):
         """About how long the speech for `text` would be at speed 1.0, without synthesising it (cheap:
         the TTS service bounds a request by it before any synthesis)."""
         ...
+
+
+class DialogueSpeech(TextToSpeech, Protocol):
+    """An engine that speaks several voices in one generation (VibeVoice: up to four)."""
+
+    def synthesize_dialogue(self, request: DialogueRequest) -> Audio: ...

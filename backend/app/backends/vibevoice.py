@@ -2,14 +2,20 @@
 
 Loads `VibeVoiceForConditionalGeneration` + its processor from a hub id (`vibevoice/VibeVoice-1.5B-hf`,
 cached under MODELS_DIR) or a local directory. The reference clip is the speaker prompt: it goes into
-the chat template as an audio item of speaker "0", and the processor turns it into `input_values`
-plus one audio placeholder token per 3,200 samples. That prepared prompt is what the speaker cache
-keeps, so a voice is decoded, resampled and feature-extracted once.
+the chat template as an audio item of its speaker's role, and the feature extractor turns it into
+`input_values` plus one audio placeholder token per 3,200 samples. That prepared prompt is what the
+speaker cache keeps, so a voice is decoded, resampled and feature-extracted once.
+
+A dialogue (`synthesize_dialogue`) is one generation with up to four roles, "0" to "3": the
+template's "Voice input" block holds each role's prompt once, in order of first appearance, and the
+"Text input" block one line per turn. Plain text is a dialogue of one turn by role "0".
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,7 @@ from backend.app.audio.types import Audio
 from backend.app.backends.model_files import ModelFiles, local_dir
 from backend.app.core.config import Settings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
-from backend.app.core.values import ModelInfo, SynthesisRequest
+from backend.app.core.values import DialogueLine, DialogueRequest, ModelInfo, SynthesisRequest
 from backend.app.text.segment import is_cjk
 
 SAMPLE_RATE = 24_000
@@ -30,7 +36,9 @@ SAMPLE_RATE = 24_000
 _TOKENS_PER_CHAR = 0.75
 _TOKENS_PER_CJK_CHAR = 2.5
 _MIN_NEW_TOKENS = 40
-_SPEAKER = "0"
+_SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+MAX_SPEAKERS = 4
+"""Roles one VibeVoice generation voices (the model was trained on up to four speakers)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class VibeVoiceBackend:
     supports_cloning = True
     supports_speed = False
     sample_rate = SAMPLE_RATE
+    speakers: tuple[str, ...] = ()
+    max_dialogue_speakers = MAX_SPEAKERS
 
     def __init__(
         self,
@@ -115,17 +125,52 @@ class VibeVoiceBackend:
 
     def build_inputs(self, text: str, voice: VibeVoicePrompt | None) -> dict[str, Any]:
         """Tokenised prompt (+ the speaker prompt tensors) for one segment of text."""
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-        if voice is not None:
-            # The template only needs to know that speaker 0 has audio; the tensors are attached below.
-            content.append({"type": "audio", "audio": "cached"})
-        prompt = self._processor.apply_chat_template([{"role": _SPEAKER, "content": content}], tokenize=False)
-        if voice is not None:
-            prompt = prompt.replace(self._audio_token, self._audio_token * voice.audio_tokens, 1)
-        inputs = dict(self._processor.tokenizer(prompt, return_tensors="pt", add_special_tokens=False))
-        if voice is not None:
-            inputs["input_values"] = voice.input_values
-            inputs["padding_mask"] = voice.padding_mask
+        return self.build_dialogue_inputs([DialogueLine(0, text)], [voice])
+
+    def build_dialogue_inputs(
+        self, lines: Sequence[DialogueLine], voices: Sequence[VibeVoicePrompt | None]
+    ) -> dict[str, Any]:
+        """The prompt for turns by roles 0..len(voices)-1: each role with a voice has its prompt in
+        the "Voice input" block once (its first turn carries the audio item), and the prompts'
+        tensors are batched in that order, padded to the longest."""
+        import torch
+
+        if not lines:
+            raise ValueError("a dialogue needs at least one line")
+        if len(voices) > MAX_SPEAKERS or any(not 0 <= line.role < len(voices) for line in lines):
+            raise ValueError(f"a VibeVoice dialogue has roles 0-{MAX_SPEAKERS - 1}, each with a voice entry")
+        messages: list[dict[str, Any]] = []
+        voiced: list[VibeVoicePrompt] = []
+        seen: set[int] = set()
+        for line in lines:
+            # One line per turn, and no special token a text could smuggle in (an audio slot).
+            text = " ".join(_SPECIAL_TOKEN.sub(" ", line.text).split())
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+            voice = voices[line.role]
+            if voice is not None and line.role not in seen:
+                if not isinstance(voice, VibeVoicePrompt):
+                    raise TypeError("VibeVoice needs voices prepared by its own prepare_voice")
+                # The template only needs to know that the role has audio; the tensors are attached below.
+                content.append({"type": "audio", "audio": "cached"})
+                voiced.append(voice)
+            seen.add(line.role)
+            messages.append({"role": str(line.role), "content": content})
+        prompt = self._processor.apply_chat_template(messages, tokenize=False)
+        pieces = prompt.split(self._audio_token)
+        if len(pieces) != len(voiced) + 1:
+            raise RuntimeError("the checkpoint's chat template does not place one audio slot per voiced role")
+        expanded = pieces[0]
+        for voice, rest in zip(voiced, pieces[1:], strict=True):
+            expanded += self._audio_token * voice.audio_tokens + rest
+        inputs = dict(self._processor.tokenizer(expanded, return_tensors="pt", add_special_tokens=False))
+        if voiced:
+            longest = max(v.input_values.shape[-1] for v in voiced)
+
+            def padded(tensor: Any) -> Any:
+                return torch.nn.functional.pad(tensor, (0, longest - tensor.shape[-1]))
+
+            inputs["input_values"] = torch.cat([padded(v.input_values) for v in voiced])
+            inputs["padding_mask"] = torch.cat([padded(v.padding_mask) for v in voiced])
         return {k: v.to(self._device) for k, v in inputs.items()}
 
     def _token_budget(self, text: str) -> int:
@@ -141,27 +186,39 @@ class VibeVoiceBackend:
         return self._token_budget(text) * self._hop / SAMPLE_RATE
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
-        import torch
-
         if request.speed != 1.0:
             # VibeVoice has no rate control; resampling would shift the pitch of the cloned voice.
             raise InvalidInputError("speed is not supported by the VibeVoice engine; omit it or use 1.0")
         voice = request.voice
         if voice is not None and not isinstance(voice, VibeVoicePrompt):
             raise TypeError("VibeVoice needs a voice prepared by its own prepare_voice")
-        inputs = self.build_inputs(request.text, voice)
+        return self._generate(self.build_inputs(request.text, voice), request.cfg_scale, request.text)
+
+    def synthesize_dialogue(self, request: DialogueRequest) -> Audio:
+        """Every line of `request` in one generation, each role in its own voice."""
+        voices = [v if isinstance(v, VibeVoicePrompt) or v is None else _wrong(v) for v in request.voices]
+        inputs = self.build_dialogue_inputs(request.lines, voices)
+        return self._generate(inputs, request.cfg_scale, "\n".join(line.text for line in request.lines))
+
+    def _generate(self, inputs: dict[str, Any], cfg_scale: float, text: str) -> Audio:
+        import torch
+
         with torch.inference_mode():
             outputs = self._model.generate(
                 **inputs,
-                guidance_scale=request.cfg_scale,
+                guidance_scale=cfg_scale,
                 num_diffusion_steps=self._diffusion_steps,
-                max_new_tokens=self.max_new_tokens(request.text),
+                max_new_tokens=self.max_new_tokens(text),
             )
         audio = outputs[0] if outputs else None
         if audio is None:  # the model ended without speaking
             return Audio(np.zeros(0, dtype=np.float32), SAMPLE_RATE)
         samples = audio.detach().to(torch.float32).cpu().numpy().reshape(-1)
         return Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), SAMPLE_RATE)
+
+
+def _wrong(voice: object) -> VibeVoicePrompt:
+    raise TypeError(f"VibeVoice needs voices prepared by its own prepare_voice, not {type(voice).__name__}")
 
 
 def load(settings: Settings) -> VibeVoiceBackend:

@@ -93,6 +93,8 @@ ENV: dict[str, tuple[str, str]] = {
     "MAX_TTS_SPEECH_SECONDS": ("tts", "max_speech_seconds"),
     "SEGMENT_THRESHOLD_CHARS": ("tts", "segment_threshold_chars"),
     "SEGMENT_SILENCE_MS": ("tts", "segment_silence_ms"),
+    "MAX_SCRIPT_TURNS": ("tts", "max_script_turns"),
+    "DIALOGUE_WINDOW_CHARS": ("tts", "dialogue_window_chars"),
     "VOICES_DIR": ("voices", "dir"),
     "DEFAULT_VOICE": ("voices", "default"),
     "SPEAKER_CACHE_SIZE": ("voices", "cache_size"),

@@ -165,7 +165,12 @@ class TTSSettings(Section):
     segment_threshold_chars: int = Field(150, ge=20, le=10_000)
     """Text longer than this is synthesised segment by segment."""
     segment_silence_ms: int = Field(200, ge=0, le=5_000)
-    """Silence inserted between synthesised segments."""
+    """Silence inserted between synthesised segments (and between a script's turns)."""
+    max_script_turns: int = Field(500, ge=1, le=100_000)
+    """Most turns one dialogue script may have (413 beyond)."""
+    dialogue_window_chars: int = Field(600, ge=50, le=20_000)
+    """An engine that voices several speakers at once (VibeVoice) speaks a script in windows of
+    whole turns up to this many characters, streamed window by window."""
 
 
 class VoicesSettings(Section):

@@ -89,10 +89,30 @@ class GenerationOptions:
 class SynthesisRequest:
     """One piece of text to speak.
 
-    `voice` is a reference voice prepared by the same engine's `prepare_voice` (engines that clone).
+    `voice` is a reference voice prepared by the same engine's `prepare_voice` (engines that clone);
+    `speaker` one of the engine's own `speakers` (a multi-speaker Piper model).
     """
 
     text: str
     voice: object | None = None
     cfg_scale: float = 1.0
     speed: float = 1.0
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class DialogueLine:
+    """One turn of a dialogue an engine speaks in one generation: `role` indexes the request's voices."""
+
+    role: int
+    text: str
+
+
+@dataclass(frozen=True)
+class DialogueRequest:
+    """Turns by up to `max_dialogue_speakers` speakers, spoken in one pass; `voices[role]` is each
+    role's prepared reference voice (None: the engine's own voice for that role)."""
+
+    lines: tuple[DialogueLine, ...]
+    voices: tuple[object | None, ...]
+    cfg_scale: float = 1.0

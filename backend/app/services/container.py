@@ -20,6 +20,7 @@ from backend.app.core.values import (
     TranscribeOptions,
 )
 from backend.app.core.worker import ModelWorker
+from backend.app.services.casts import CastService
 from backend.app.services.chat import ChatService
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
@@ -45,6 +46,7 @@ class Services:
     voices: VoiceService
     realtime: RealtimeService
     metrics: ServiceMetrics
+    casts: CastService
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
@@ -169,8 +171,10 @@ def assemble_services(
         metrics,
     )
     tts.preload(settings.voices.preload)
+    casts = CastService(history.store.casts, tts)
+    casts.preload()
     conversation = ConversationService(stt, chat, tts, history, metrics)
     voices = VoiceService(library, tts.worker, backends.tts.sample_rate, settings.voices)
     realtime = RealtimeService(conversation, SileroVAD(), settings.realtime, settings.vad)
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
-    return Services(stt, chat, tts, conversation, history, voices, realtime, metrics)
+    return Services(stt, chat, tts, conversation, history, voices, realtime, metrics, casts)

@@ -7,6 +7,9 @@ Each piece is one call on the TTS worker, so pieces of concurrent requests inter
 - Whole text (`speak`): the text was cleaned and segmented when the stream opened; each segment is
   a piece. The request holds one TTS slot from its admission to its last piece, and
   TTS_TIMEOUT_S bounds the whole synthesis.
+- A script (`speak_script`): like a whole text, but each piece is one turn spoken in its
+  speaker's voice, or, for an engine that voices several speakers at once, one window of turns
+  (services/dialogue.py).
 - Text that streams in (`speak_stream`, an LLM's reply): the deltas pass through as `ReplyText`
   as soon as they arrive, a sentence chunker (built from the TTS settings) turns them into pieces
   as early as is safe, and each piece is cleaned, segmented and spoken while the rest is still
@@ -30,6 +33,7 @@ import anyio
 from backend.app.audio.types import Audio
 from backend.app.core.errors import StageTimeoutError
 from backend.app.core.worker import Admission
+from backend.app.services.dialogue import Cast, CastMember, WindowTurn
 from backend.app.voices.library import VoiceInfo
 
 if TYPE_CHECKING:
@@ -50,12 +54,25 @@ class ReplyAudio:
     audio: Audio
     index: int
     text: str
+    turns: tuple[int, ...] = ()
+    """The script turns this piece speaks (a script only)."""
+    speakers: tuple[str, ...] = ()
+    """Their speakers' labels, in order (a script only)."""
 
 
 SpeechEvent = ReplyText | ReplyAudio
 
-Piece = tuple[str, list[str]]
-"""A piece of text as written, and its cleaned segments."""
+
+@dataclass(frozen=True)
+class Piece:
+    """One synthesis call's worth of text: as written, and its cleaned segments. A script's turn
+    names its speaker; a window (an engine that voices several speakers at once) lists its turns."""
+
+    text: str
+    segments: list[str]
+    speaker: CastMember | None = None
+    window: tuple[WindowTurn, ...] = ()
+    turns: tuple[int, ...] = ()
 
 
 class SpeechStream:
@@ -72,13 +89,21 @@ class SpeechStream:
         segments: int | None = None,
         admission: Admission | None = None,
         passthrough: AsyncQueueSource | None = None,
+        engine_voice: str | None = None,
+        cast: Cast | None = None,
     ) -> None:
         self.service = service
         self.sample_rate = service.backend.sample_rate
         self.voice = service.applied_voice(voice)
         """The reference voice imitated (None when the engine has a fixed voice)."""
+        self.engine_voice = engine_voice
+        """One of the engine's own voices, when the request chose one (`piper:<name>`)."""
+        self.cast = cast
+        """A script's speakers and their voices (None for plain text)."""
+        self.turns = 0
+        """A script's turn count (0 for plain text)."""
         self.segments = segments
-        """How many segments the whole text makes (None for text that streams in)."""
+        """How many synthesis calls the whole text makes (None for text that streams in)."""
         self.first_s: float | None = None
         """How long the first piece took to synthesise, its wait for the model included."""
         self.busy_s = 0.0
@@ -89,7 +114,7 @@ class SpeechStream:
         self._admission = admission
         self._passthrough = passthrough
         self._joined = segments is None or segments > 1
-        self._prompt: object | None = None
+        self._prompts: dict[str, object | None] = {}
         self._spoken = 0
         self._deadline: float | None = None
         if admission is not None and service.worker.timeout_s is not None:
@@ -116,29 +141,53 @@ class SpeechStream:
         """Run to the end; all the audio, joined."""
         return Audio.join([chunk async for chunk in self.audio()], self.sample_rate)
 
-    def _render(self, segments: list[str]) -> Audio:
+    def _prompt(self, voice: VoiceInfo | None) -> object | None:
+        """The engine's prompt for `voice`, fetched once per stream (blocking on a cache miss)."""
+        if voice is None:
+            return None
+        if voice.file not in self._prompts:
+            self._prompts[voice.file] = self.service.prompt_for(voice)
+        return self._prompts[voice.file]
+
+    def _render(self, piece: Piece) -> Audio:
         """One piece's audio (blocking, on the TTS worker)."""
-        if self.voice is not None and self._prompt is None:
-            self._prompt = self.service.prompt_for(self.voice)
+        first = self._spoken == 0
+        if piece.window:
+            assert self.cast is not None
+            members = self.cast.members
+            prompts = {t.speaker: self._prompt(members[t.speaker].voice) for t in piece.window}
+            self._spoken += 1
+            return self.service.render_window(
+                piece.window, prompts, self._cfg_scale, self._speed, first=first
+            )
+        member = piece.speaker
+        prompt = self._prompt(member.voice if member else self.voice)
+        engine_voice = member.engine_voice if member else self.engine_voice
         chunks = []
-        for segment in segments:
+        for segment in piece.segments:
             first = self._spoken == 0
             audio = self.service.render(
-                segment, self._prompt, self._cfg_scale, self._speed, first=first, joined=self._joined
+                segment,
+                prompt,
+                self._cfg_scale,
+                self._speed,
+                first=first,
+                joined=self._joined,
+                speaker=engine_voice,
             )
             chunks.append(audio)
             self._spoken += 1
         return Audio.join(chunks, self.sample_rate)
 
-    async def _synthesize(self, segments: list[str]) -> Audio:
+    async def _synthesize(self, piece: Piece) -> Audio:
         began = time.perf_counter()
         worker = self.service.worker
         if self._admission is None:
-            audio = await worker.follow_up(self._render, segments)
+            audio = await worker.follow_up(self._render, piece)
         else:
             try:
                 async with asyncio.timeout_at(self._deadline):
-                    audio = await self._admission.step(self._render, segments)
+                    audio = await self._admission.step(self._render, piece)
             except TimeoutError:
                 raise StageTimeoutError(worker.name, worker.timeout_s or 0) from None
         took = time.perf_counter() - began
@@ -151,9 +200,17 @@ class SpeechStream:
     async def _speak(self) -> AsyncGenerator[ReplyAudio, None]:
         index = 0
         async with aclosing(self._pieces) as pieces:
-            async for text, segments in pieces:
-                yield ReplyAudio(await self._synthesize(segments), index, text)
+            async for piece in pieces:
+                audio = await self._synthesize(piece)
+                yield ReplyAudio(audio, index, piece.text, piece.turns, self._labels(piece))
                 index += 1
+
+    def _labels(self, piece: Piece) -> tuple[str, ...]:
+        """The labels of the speakers a script's piece speaks, in order."""
+        if self.cast is None:
+            return ()
+        keys = [t.speaker for t in piece.window] or ([piece.speaker.speaker] if piece.speaker else [])
+        return tuple(self.cast.members[key].label for key in dict.fromkeys(keys))
 
     async def _run(self) -> AsyncGenerator[SpeechEvent, None]:
         try:
@@ -230,7 +287,7 @@ class AsyncQueueSource:
     def _put(self, piece: str) -> None:
         segments = self._service.segments(piece)
         if segments:
-            self._pieces.put_nowait((piece, segments))
+            self._pieces.put_nowait(Piece(piece, segments))
 
     async def pieces(self) -> AsyncGenerator[Piece, None]:
         while (piece := await self._pieces.get()) is not None:

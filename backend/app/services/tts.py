@@ -1,29 +1,40 @@
 """The TTS service: choose the voice, clean and segment the text, synthesise and join the segments.
 
-Every route that speaks reaches synthesis through `speak` (a whole text) or `speak_stream` (text
-that streams in); both return a `SpeechStream` (services/speech.py), opened after every check.
+Every route that speaks reaches synthesis through `speak` (a whole text), `speak_script` (a
+dialogue script, services/dialogue.py) or `speak_stream` (text that streams in); each returns a
+`SpeechStream` (services/speech.py), opened after every check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import TextToSpeech
+from backend.app.backends.protocols import DialogueSpeech, TextToSpeech
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.values import SynthesisRequest
+from backend.app.core.values import DialogueLine, DialogueRequest, SynthesisRequest
 from backend.app.core.worker import ModelWorker
+from backend.app.services.dialogue import (
+    ENGINE_VOICE_PREFIX,
+    Cast,
+    WindowTurn,
+    choose_cast,
+    turn_texts,
+    windows,
+)
 from backend.app.services.speech import AsyncQueueSource, Piece, SpeechStream
 from backend.app.text.normalize import clean_for_speech, has_speakable_content
+from backend.app.text.script import Script, parse_script, script_of
 from backend.app.text.segment import SentenceChunker, segment_text
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
@@ -67,8 +78,39 @@ class TTSService:
             raise InvalidInputError("text has nothing to speak (no letters or digits)")
         return segments
 
+    @property
+    def engine_voices(self) -> tuple[str, ...]:
+        """The engine's own voices (a multi-speaker Piper model), listed as `piper:<name>`."""
+        return tuple(getattr(self.backend, "speakers", ()))
+
+    @property
+    def dialogue_speakers(self) -> int:
+        """Speakers the engine voices in one generation (0: a script is spoken turn by turn)."""
+        return int(getattr(self.backend, "max_dialogue_speakers", 0))
+
+    def default_cast(self) -> list[str]:
+        """The voices a script's unmapped speakers get, in order (blocking: lists the library)."""
+        if self.backend.supports_cloning:
+            listed = self.voices.voices()
+            default = self.voices.default_among(listed)
+            return [v.file for v in ([default] if default else []) + [v for v in listed if v is not default]]
+        if self.engine_voices:
+            return [ENGINE_VOICE_PREFIX + name for name in self.engine_voices]
+        return ["builtin"]
+
+    def engine_voice(self, voice: str | None) -> str | None:
+        """The engine voice `voice` names (`piper:<name>`), None for any other name; 404 unknown."""
+        if not voice or not voice.startswith(ENGINE_VOICE_PREFIX):
+            return None
+        name = voice[len(ENGINE_VOICE_PREFIX) :]
+        if name not in self.engine_voices:
+            raise NotFoundError(f"unknown voice {voice!r}; GET /voices lists the voices")
+        return name
+
     def choose_voice(self, voice: str | None, speaker_voice_path: str | None) -> VoiceInfo | None:
         """The named voice (validated even when the engine cannot clone), else the default."""
+        if voice and self.engine_voice(voice):
+            return None
         if voice:
             return self.voices.by_name(voice)
         if speaker_voice_path:
@@ -125,13 +167,102 @@ class TTSService:
         admission = self.worker.admit()  # the slot is kept until the last segment
         return SpeechStream(
             self,
-            _each(segments),
+            _each([Piece(segment, [segment]) for segment in segments]),
             chosen,
             cfg_scale=cfg,
             speed=speed,
             segments=len(segments),
             admission=admission,
+            engine_voice=self.engine_voice(voice),
         )
+
+    async def speak_script(
+        self,
+        script: Script,
+        speakers: Mapping[str, str] | None = None,
+        cfg_scale: float | None = None,
+        speed: float = 1.0,
+    ) -> SpeechStream:
+        """Speech for a dialogue script, each speaker in the voice `speakers` maps it to (else the
+        default cast), opened after every check like `speak`. An engine that voices several
+        speakers at once speaks it window by window, any other turn by turn."""
+        pieces, chosen_cast = await asyncio.to_thread(self._plan_script, script, speakers or {}, speed)
+        cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
+        admission = self.worker.admit()
+        stream = SpeechStream(
+            self,
+            _each(pieces),
+            None,
+            cfg_scale=cfg,
+            speed=speed,
+            segments=sum(len(p.segments) for p in pieces),
+            admission=admission,
+            cast=chosen_cast,
+        )
+        stream.turns = len(script.turns)
+        return stream
+
+    def parse_script(
+        self, text: str, known: Collection[str] = (), dialogue: bool | None = None
+    ) -> Script | None:
+        """The script `text` holds (None: plain text), its length checked first (blocking)."""
+        if len(text) > self.settings.max_chars:
+            raise TextTooLongError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
+        return parse_script(text, known, dialogue)
+
+    def check_script(self, items: Sequence[tuple[str, str]]) -> Script:
+        """A script given as (speaker, text) turns, bounded before it is parsed (blocking)."""
+        limit = self.settings.max_script_turns
+        if len(items) > limit:
+            raise TextTooLongError(
+                f"the script has {len(items)} turns; the limit is {limit} (MAX_SCRIPT_TURNS)"
+            )
+        chars = sum(len(text) for _, text in items)
+        if chars > self.settings.max_chars:
+            raise TextTooLongError(
+                f"the script is {chars} characters; the limit is {self.settings.max_chars}"
+            )
+        return script_of(items)
+
+    def _plan_script(
+        self, script: Script, speakers: Mapping[str, str], speed: float
+    ) -> tuple[list[Piece], Cast]:
+        """A script's pieces and cast, validated before any synthesis (blocking: run it in a thread)."""
+        if script.chars > self.settings.max_chars:
+            raise TextTooLongError(
+                f"the script is {script.chars} characters; the limit is {self.settings.max_chars}"
+            )
+        if len(script.turns) > self.settings.max_script_turns:
+            raise TextTooLongError(
+                f"the script has {len(script.turns)} turns; the limit is {self.settings.max_script_turns} "
+                "(MAX_SCRIPT_TURNS)"
+            )
+        chosen_cast = choose_cast(
+            script,
+            speakers,
+            self.voices,
+            clones=self.backend.supports_cloning,
+            engine_voices=self.engine_voices,
+        )
+        pieces: list[Piece] = []
+        if self.dialogue_speakers > 0:
+            window_chars = self.settings.dialogue_window_chars
+            parts = turn_texts(script, window_chars)
+            for window in windows(parts, window_chars, self.dialogue_speakers):
+                text = "\n".join(f"{script.turns[t.turn].label}: {t.text}" for t in window)
+                turns = tuple(dict.fromkeys(t.turn for t in window))
+                pieces.append(Piece(text, [text], window=window, turns=turns))
+        else:
+            for i, turn in enumerate(script.turns):
+                segments = self.segments(turn.text)
+                pieces.append(Piece(turn.text, segments, chosen_cast.members[turn.speaker], turns=(i,)))
+        seconds = sum(self.backend.estimate_seconds(s) for p in pieces for s in p.segments) / speed
+        if seconds > self.settings.max_speech_seconds:
+            raise TextTooLongError(
+                f"this script would be about {seconds:.0f} s of speech; the limit is "
+                f"{self.settings.max_speech_seconds:g} s (MAX_TTS_SPEECH_SECONDS)"
+            )
+        return pieces, chosen_cast
 
     async def speak_stream(self, deltas: AsyncIterator[str], voice: str | None = None) -> SpeechStream:
         """Speech for text that streams in (an LLM's reply), opened after the voice is checked
@@ -140,7 +271,14 @@ class TTSService:
         chosen = await asyncio.to_thread(self.choose_voice, voice, None)
         source = AsyncQueueSource(deltas, self)
         cfg = self.settings.default_cfg_scale
-        return SpeechStream(self, source.pieces(), chosen, cfg_scale=cfg, passthrough=source)
+        return SpeechStream(
+            self,
+            source.pieces(),
+            chosen,
+            cfg_scale=cfg,
+            passthrough=source,
+            engine_voice=self.engine_voice(voice),
+        )
 
     async def synthesize(
         self,
@@ -188,25 +326,63 @@ class TTSService:
         return self.speaker_prompt(applied) if applied else None
 
     def render(
-        self, text: str, prompt: object | None, cfg_scale: float, speed: float, *, first: bool, joined: bool
+        self,
+        text: str,
+        prompt: object | None,
+        cfg_scale: float,
+        speed: float,
+        *,
+        first: bool,
+        joined: bool,
+        speaker: str | None = None,
     ) -> Audio:
         """One segment's audio (blocking). A segment that is joined to others has its own silent
         edges trimmed and faded (they would add to the gap), and all but the first get the gap."""
         native = self.backend.supports_speed
-        request = SynthesisRequest(text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0)
+        request = SynthesisRequest(
+            text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0, speaker=speaker
+        )
         audio = self.backend.synthesize(request)
         if not native:
             audio = change_tempo(audio, speed)
-        if joined:
-            audio = fade_edges(trim_silence(audio))
-            if not first:
-                gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
-                audio = Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
+        return self._joined(audio, first=first) if joined else self._counted(audio)
+
+    def render_window(
+        self,
+        window: tuple[WindowTurn, ...],
+        prompts: Mapping[str, object | None],
+        cfg_scale: float,
+        speed: float,
+        *,
+        first: bool,
+    ) -> Audio:
+        """One window of a script in one generation (blocking): roles 0, 1, ... are its speakers in
+        order of first appearance, each with its prompt."""
+        roles = {speaker: role for role, speaker in enumerate(dict.fromkeys(t.speaker for t in window))}
+        request = DialogueRequest(
+            lines=tuple(DialogueLine(roles[t.speaker], t.text) for t in window),
+            voices=tuple(prompts[speaker] for speaker in roles),
+            cfg_scale=cfg_scale,
+        )
+        audio = cast(DialogueSpeech, self.backend).synthesize_dialogue(request)
+        if not self.backend.supports_speed:
+            audio = change_tempo(audio, speed)
+        return self._joined(audio, first=first)
+
+    def _joined(self, audio: Audio, *, first: bool) -> Audio:
+        """`audio` with its silent edges trimmed and faded, after the gap unless it comes first."""
+        audio = fade_edges(trim_silence(audio))
+        if not first:
+            gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
+            audio = Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
+        return self._counted(audio)
+
+    def _counted(self, audio: Audio) -> Audio:
         self.metrics.synthesized.inc(audio.duration)
         return audio
 
 
-async def _each(segments: list[str]) -> AsyncGenerator[Piece, None]:
-    """A whole text's pieces: one per segment."""
-    for segment in segments:
-        yield segment, [segment]
+async def _each(pieces: list[Piece]) -> AsyncGenerator[Piece, None]:
+    """A whole text's pieces, planned before the stream opened."""
+    for piece in pieces:
+        yield piece

@@ -1,4 +1,5 @@
-"""Conversations and their turns, persisted in SQLite under DATA_DIR.
+"""Conversations and their turns (and the named voice casts of dialogue scripts), persisted in
+SQLite under DATA_DIR.
 
 One connection, one writer (a lock serialises every statement), WAL journal with synchronous=FULL: a
 turn is on disk when `add_turns` returns, so a reply acknowledged to a client survives a crash or a
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from backend.app.core.errors import StorageFullError, StorageOpenError, StorageUnavailableError
 from backend.app.core.paths import low_disk, require_free_disk
+from backend.app.storage.casts import CastTable
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -46,6 +48,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # A reply cut short by the user speaking over it (barge-in) or by the client going away.
     "ALTER TABLE turns ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;",
+    # Named casts for dialogue scripts: speaker label -> voice, as JSON.
+    """
+    CREATE TABLE casts (
+        name TEXT PRIMARY KEY,
+        speakers TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -123,6 +134,8 @@ class ConversationStore:
         except StorageOpenError:
             self._db.close()
             raise
+        self.casts = CastTable(self)
+        """The named voice casts of dialogue scripts."""
 
     @classmethod
     def check(cls, path: Path) -> None:
