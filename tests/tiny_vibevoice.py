@@ -9,32 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The prompt layout of the real checkpoint: a fixed system line, a "Voice input" block with one audio
-# placeholder per speaker that has a reference clip, the "Text input" block, then "Speech output".
-CHAT_TEMPLATE = (
-    "{{- ' Transform the text provided by various speakers into speech output, utilizing the distinct "
-    "voice of each respective speaker.\\n' -}}"
-    "{%- set ns = namespace(voiced='') -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['content'] | selectattr('type', 'equalto', 'audio') | list | length > 0 "
-    "and message['role'] not in ns.voiced -%}"
-    "{%- set ns.voiced = ns.voiced + message['role'] + ',' -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if ns.voiced -%}"
-    "{{- ' Voice input:\\n' -}}"
-    "{%- for speaker in ns.voiced.rstrip(',').split(',') -%}"
-    "{{- ' Speaker ' + speaker + ':<|vision_start|><|vision_pad|><|vision_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- ' Text input:\\n' -}}"
-    "{%- for message in messages -%}"
-    "{%- for item in message['content'] | selectattr('type', 'equalto', 'text') -%}"
-    "{{- ' Speaker ' + message['role'] + ': ' + item['text'] + '\\n' -}}"
-    "{%- endfor -%}"
-    "{%- endfor -%}"
-    "{{- ' Speech output:\\n<|vision_start|>' -}}"
-)
+from backend.app.backends.vibevoice_convert import CHAT_TEMPLATE
+
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from backend.app.audio.types import Audio
+from backend.app.backends import vibevoice_convert
 from backend.app.backends.model_files import ModelFiles, local_dir
 from backend.app.core.config import Settings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
@@ -83,10 +84,14 @@ class VibeVoiceBackend:
         torch_dtype = _resolve_dtype(dtype, device)
         cache_dir = str(models_dir)
         try:
-            self._processor = AutoProcessor.from_pretrained(model_name, cache_dir=cache_dir)
+            # The original release format (microsoft/VibeVoice-1.5B) is converted once into MODELS_DIR.
+            path = vibevoice_convert.checkpoint(model_name, models_dir)
+            self._processor = AutoProcessor.from_pretrained(path, cache_dir=cache_dir)
             self._model = VibeVoiceForConditionalGeneration.from_pretrained(
-                model_name, dtype=torch_dtype, cache_dir=cache_dir
+                path, dtype=torch_dtype, cache_dir=cache_dir
             ).to(device)
+        except ModelLoadError:
+            raise
         except Exception as e:  # missing/corrupt files, or a hub id not cached while offline
             raise ModelLoadError(
                 f"could not load the VibeVoice model {model_name!r}: {e}. TTS_MODEL_NAME must be a "
