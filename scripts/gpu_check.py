@@ -9,6 +9,8 @@
 4. One round trip through the app's routes: a spoken question to POST /conversation (transcript,
    reply, reply audio and the server's per-stage timings), then the same turn streamed (time to the
    first reply audio).
+5. A two-voice dialogue script through POST /tts, each speaker mapped to its own library voice
+   (VibeVoice speaks it in one generation), heard back through POST /stt (word error rate).
 
 Inside the GPU container: `docker compose run --rm voice python -m scripts.gpu_check`. Against a
 server that is already running (the compose service, a Ray Serve deployment), without loading a
@@ -199,6 +201,42 @@ def check_round_trip(report: Report, client: HTTPClient, voice: str, production:
         print(f"  streamed: first reply audio after {first_audio:.0f} ms")
 
 
+DIALOGUE = [
+    ("Speaker 1", "Welcome back to the show. Today we talk about the night sky."),
+    ("Speaker 2", "Thank you. I have been looking at the stars since I was a child."),
+    ("Speaker 1", "What is the first thing people should look for?"),
+]
+
+
+def check_dialogue(report: Report, client: HTTPClient, production: bool) -> None:
+    """A two-voice script through /tts, each speaker in a distinct library voice, heard back."""
+    from backend.app.text.wer import word_error_rate
+
+    voices = [v["file"] for v in client.get("/voices").json()["voices"] if not v["file"].startswith("piper:")]
+    text = "\n".join(f"{label}: {line}" for label, line in DIALOGUE)
+    body: dict[str, Any] = {"text": text}
+    if len(voices) >= 2:
+        body["speakers"] = {"1": voices[0], "2": voices[1]}
+    started = time.perf_counter()
+    spoken = client.post("/tts", json=body)
+    report.timings["dialogue /tts (client)"] = (time.perf_counter() - started) * 1000
+    report.check(spoken.status_code == 200, f"POST /tts with a dialogue script answered {spoken.status_code}")
+    if spoken.status_code != 200:
+        print(spoken.text, file=sys.stderr)
+        return
+    print(f"  speakers: {spoken.headers.get('x-speakers')}; segments: {spoken.headers.get('x-segments')}")
+    report.check(spoken.headers.get("x-turns") == str(len(DIALOGUE)), "every turn of the script was spoken")
+    if production:
+        report.check(spoken.headers.get("x-shared-voice") == "false", "the two speakers have distinct voices")
+    heard = client.post("/stt", files={"file": ("dialogue.wav", spoken.content, "audio/wav")})
+    if heard.status_code == 200:
+        wer = word_error_rate(" ".join(line for _, line in DIALOGUE), heard.json()["text"])
+        print(f"  heard: {heard.json()['text']!r}")
+        report.check(wer <= MAX_WER, f"dialogue word error rate {wer:.2f} <= {MAX_WER}")
+    else:
+        report.check(False, f"POST /stt answered {heard.status_code}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.gpu_check", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -223,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=args.url, headers=headers, timeout=300) as client:
             try:
                 check_round_trip(report, client, args.voice, production)
+                check_dialogue(report, client, production)
             except httpx.TransportError as e:
                 print(f"cannot reach the server at {args.url}: {e}", file=sys.stderr)
                 return 2
@@ -270,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         with TestClient(create_app(settings, services), headers=headers) as client:
             check_round_trip(report, client, args.voice, production)
+            check_dialogue(report, client, production)
     finally:
         services.shutdown()
     return report.finish(production)

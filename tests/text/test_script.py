@@ -87,6 +87,8 @@ def test_overlong_labels_are_refused() -> None:
         script_of([("B" * (MAX_LABEL_CHARS + 1), "text")])
     with pytest.raises(InvalidInputError, match="empty"):
         script_of([("  ", "text")])
+    with pytest.raises(InvalidInputError, match="control"):
+        script_of([("A\x00", "text")])
 
 
 def test_five_speakers_parse_in_order() -> None:

@@ -82,6 +82,8 @@ def check_label(label: str) -> str:
         raise InvalidInputError("a speaker label is empty")
     if "\n" in text or "\r" in text:
         raise InvalidInputError("a speaker label must be on one line")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text):
+        raise InvalidInputError("a speaker label must not hold control or unassigned characters")
     if len(text) > MAX_LABEL_CHARS:
         raise InvalidInputError(
             f"the speaker label {text[:24]!r}... is {len(text)} characters; the limit is {MAX_LABEL_CHARS}"
