@@ -6,6 +6,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - the LLM engines side by side in-process (llama.cpp, transformers): first sentence, tokens/s,
   prompt reuse across turns;
 - STT decoding for turns: beam 1 against beam 5 (time and word error rate);
+- dialogue scripts (two speakers, 1,250-1,500 characters): time to the first audio and real-time
+  factor, against the same words as plain text;
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
@@ -34,7 +36,18 @@ import httpx
 from bench import machine
 from bench.common import RESULTS, free_port, start_server, stop_server
 
-SECTIONS = ("stages", "llm", "beam", "latency", "cpu", "concurrency", "startup", "wyoming", "serve")
+SECTIONS = (
+    "stages",
+    "llm",
+    "beam",
+    "dialogue",
+    "latency",
+    "cpu",
+    "concurrency",
+    "startup",
+    "wyoming",
+    "serve",
+)
 GPU_DEFAULTS = {
     "STT_MODEL_NAME": "large-v3",
     "STT_DEVICE": "cuda",
@@ -113,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
 
         write(out, "beam", stt_beam.section(stt_beam.measure(1 if args.quick else 2)))
 
-    needs_server = [s for s in args.sections if s not in ("startup", "serve", "llm", "beam")]
+    if "dialogue" in args.sections:  # in-process, the configured TTS engine
+        from bench import dialogue
+
+        runs = 1 if args.quick else repeats
+        write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
+
+    needs_server = [s for s in args.sections if s not in ("startup", "serve", "llm", "beam", "dialogue")]
     if needs_server:
         port = free_port()
         print(f"starting the server ({settings.stt.model_name} / {settings.llm.backend} / "
