@@ -390,6 +390,25 @@ def test_tts_long_text_is_segmented_with_silences(http: httpx.Client) -> None:
     assert word_error_rate(text, heard["text"]) <= 0.2, heard["text"]
 
 
+def test_tts_dialogue_script_and_casts(http: httpx.Client) -> None:
+    lines = ["Good evening and welcome to the program.", "Thank you for inviting me tonight."]
+    cast = http.put("/casts/e2e", json={"speakers": {"Host": "Joe", "Guest": "en-Joe_man.wav"}})
+    assert cast.status_code == 201, cast.text
+    try:
+        text = f"Host: {lines[0]}\nGuest: {lines[1]}"
+        response = http.post("/tts", json={"text": text, "cast": "e2e"})
+        assert response.status_code == 200, response.text
+        assert response.headers["x-turns"] == "2" and response.headers["x-shared-voice"] == "true"
+        heard = http.post("/stt", files={"file": ("dialogue.wav", response.content, "audio/wav")}).json()
+        assert word_error_rate(" ".join(lines), heard["text"]) <= 0.2, heard["text"]
+        assert "e2e" in [c["name"] for c in http.get("/speaker_info").json()["casts"]]
+    finally:
+        assert http.delete("/casts/e2e").status_code == 200
+    assert_error(http.post("/tts", json={"text": "Speaker 1:\nSpeaker 2:"}), 422)
+    outside = {"text": "Speaker 1: hi", "speakers": {"1": "../../etc/passwd"}}
+    assert_error(http.post("/tts", json=outside), 400)
+
+
 def test_tts_voice_selection(http: httpx.Client) -> None:
     for request in ({"voice": "Joe"}, {"speaker_voice_path": "en-Joe_man.wav"}):
         response = http.post("/tts", json={"text": "Hello.", **request})

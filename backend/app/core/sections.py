@@ -145,7 +145,8 @@ class TTSSettings(Section):
     `.onnx` voice files are Piper, anything else a VibeVoice checkpoint)."""
     model_name: str = "embedded"
     """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
-    checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR) or a local directory."""
+    checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR), the original release
+    `microsoft/VibeVoice-1.5B` (converted once into MODELS_DIR), or a local directory of either."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for TTS inference (`auto`: CUDA for VibeVoice when available; Piper runs on the CPU)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
