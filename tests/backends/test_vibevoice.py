@@ -202,6 +202,23 @@ def test_http_tts_with_a_cloned_voice(vv_client: TestClient) -> None:
     assert fast.status_code == 200, fast.text
 
 
+def test_http_dialogue_in_two_cloned_voices(vv_client: TestClient, voices_dir: Path) -> None:
+    shutil.copy(REPO / "voices" / "en-Eve_woman.wav", voices_dir)
+    dialogue = vv_client.get("/speaker_info").json()["dialogue"]
+    assert dialogue["native"] is True and dialogue["max_speakers_per_window"] == 4
+    assert dialogue["distinct_voices"] is True
+    text = "Speaker 1: Hi there.\nSpeaker 2: Hello.\nSpeaker 1: How are you?"
+    response = vv_client.post("/tts", json={"text": text, "speakers": {"2": "Eve"}})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-turns"] == "3" and response.headers["x-segments"] == "1"  # one window
+    assert response.headers["x-shared-voice"] == "false"
+    # Speaker 1 has no mapping: the default cast's first voice Speaker 2 does not already use.
+    assert response.headers["x-speakers"] == "Speaker%201=en-Joe_man.wav,Speaker%202=en-Eve_woman.wav"
+    assert decode_audio(response.content).sample_rate == 24_000
+    three = "Speaker 1: A.\nSpeaker 2: B.\nSpeaker 3: C."  # three speakers, two voices
+    assert vv_client.post("/tts", json={"text": three}).status_code == 422
+
+
 def test_default_and_preload_voices_are_prepared_at_start(
     vibevoice: VibeVoiceBackend, voices_dir: Path
 ) -> None:

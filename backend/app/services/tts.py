@@ -256,7 +256,8 @@ class TTSService:
             for i, turn in enumerate(script.turns):
                 segments = self.segments(turn.text)
                 pieces.append(Piece(turn.text, segments, chosen_cast.members[turn.speaker], turns=(i,)))
-        seconds = sum(self.backend.estimate_seconds(s) for p in pieces for s in p.segments) / speed
+        spoken = [t.text for p in pieces for t in p.window] or [s for p in pieces for s in p.segments]
+        seconds = sum(self.backend.estimate_seconds(text) for text in spoken) / speed
         if seconds > self.settings.max_speech_seconds:
             raise TextTooLongError(
                 f"this script would be about {seconds:.0f} s of speech; the limit is "
