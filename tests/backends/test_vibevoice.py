@@ -22,6 +22,7 @@ from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
+from backend.app.services.casts import CastService
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
@@ -176,7 +177,10 @@ def vv_client(tiny_dir: Path, voices_dir: Path, tmp_path: Path, services: Servic
     library = VoiceLibrary(voices_dir)
     tts = TTSService(tts_backend, ModelWorker("tts", 2), library, SpeakerCache(50), services.tts.settings)
     vv_services = dataclasses.replace(
-        services, tts=tts, voices=VoiceService(library, tts.worker, tts_backend.sample_rate)
+        services,
+        tts=tts,
+        voices=VoiceService(library, tts.worker, tts_backend.sample_rate),
+        casts=CastService(services.casts.table, tts),
     )
     with TestClient(create_app(settings, vv_services), raise_server_exceptions=False) as client:
         yield client
@@ -217,6 +221,28 @@ def test_http_dialogue_in_two_cloned_voices(vv_client: TestClient, voices_dir: P
     assert decode_audio(response.content).sample_rate == 24_000
     three = "Speaker 1: A.\nSpeaker 2: B.\nSpeaker 3: C."  # three speakers, two voices
     assert vv_client.post("/tts", json={"text": three}).status_code == 422
+
+
+def test_a_cast_is_prepared_when_saved_and_at_start(vv_client: TestClient, voices_dir: Path) -> None:
+    shutil.copy(REPO / "voices" / "en-Eve_woman.wav", voices_dir)
+    before = vv_client.get("/speaker_info").json()["cache"]
+    saved = vv_client.put("/casts/duo", json={"speakers": {"1": "Joe", "2": "Eve"}})
+    assert saved.status_code == 201, saved.text
+    try:
+        cache = vv_client.get("/speaker_info").json()["cache"]
+        assert cache["size"] == before["size"] + 2  # both voices prepared on saving
+        spoken = vv_client.post("/tts", json={"text": "Speaker 1: Hi.\nSpeaker 2: Hello.", "cast": "duo"})
+        assert spoken.status_code == 200, spoken.text
+        after = vv_client.get("/speaker_info").json()["cache"]
+        assert after["misses"] == cache["misses"] and after["hits"] == cache["hits"] + 2
+        # At start-up: a fresh cache over the same casts table is filled from the stored casts.
+        app_services = vv_client.app.state.services  # type: ignore[attr-defined]
+        tts = app_services.tts
+        fresh = TTSService(tts.backend, tts.worker, tts.voices, SpeakerCache(8), tts.settings)
+        CastService(app_services.casts.table, fresh).preload()
+        assert fresh.cache.stats().size == 2
+    finally:
+        vv_client.delete("/casts/duo")
 
 
 def test_default_and_preload_voices_are_prepared_at_start(
