@@ -8,6 +8,7 @@ It proves the plumbing (speaker prompt, cache, segmentation, cfg_scale, 24 kHz),
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from backend.app.backends.vibevoice_convert import CHAT_TEMPLATE
 
@@ -22,22 +23,43 @@ SPECIAL_TOKENS = [
 MAX_NEW_TOKENS = 6
 
 
+def tiny_tokenizer(source: Path) -> Any:
+    """A text tokenizer with Qwen's special tokens (VibeVoice's audio tokens among them)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tokenizer.eos_token = tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+def tiny_text_config(vocab_size: int, **extra: object) -> dict[str, object]:
+    """A 2-layer Qwen2 text model."""
+    return {
+        "model_type": "qwen2",
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **extra,
+    }
+
+
 def build_tiny_vibevoice(target: Path, tokenizer_source: Path) -> Path:
     """Write a ~3M-parameter random VibeVoice into `target` (skipped when already there)."""
     if (target / "config.json").is_file():
         return target
     import torch
     from transformers import (
-        AutoTokenizer,
         VibeVoiceAcousticTokenizerFeatureExtractor,
         VibeVoiceConfig,
         VibeVoiceForConditionalGeneration,
         VibeVoiceProcessor,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.eos_token = tokenizer.pad_token = "<|endoftext|>"
+    tokenizer = tiny_tokenizer(tokenizer_source)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     # Both encoders must downsample by 3,200 in total (40 x 80), like the real ones.
     encoder = {
@@ -48,16 +70,7 @@ def build_tiny_vibevoice(target: Path, tokenizer_source: Path) -> Path:
         "kernel_size": 3,
     }
     config = VibeVoiceConfig(
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-        },
+        text_config=tiny_text_config(len(tokenizer), max_position_embeddings=4096),
         audio_config={**encoder, "initializer_range": 0.1},  # audible output rather than ~1e-5
         semantic_model_config=encoder,
         diffusion_head_config={

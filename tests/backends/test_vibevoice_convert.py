@@ -19,7 +19,7 @@ from backend.app.backends.vibevoice import VibeVoiceBackend
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import SynthesisRequest
 from tests.conftest import REPO, make_settings
-from tests.tiny_vibevoice import SPECIAL_TOKENS
+from tests.tiny_vibevoice import tiny_text_config, tiny_tokenizer
 
 SEED_ID = "microsoft/VibeVoice-1.5B"
 
@@ -106,23 +106,12 @@ def tower(native: dict[str, object], acoustic: bool) -> dict[str, object]:
 def native(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
     """A tiny native VibeVoice whose sizes the original format can express (its fixed kernel and
     timestep-embedding sizes), and its tokenizer."""
-    from transformers import AutoTokenizer, VibeVoiceConfig, VibeVoiceForConditionalGeneration
+    from transformers import VibeVoiceConfig, VibeVoiceForConditionalGeneration
 
-    tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "smollm2-135m-instruct")
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.eos_token = tokenizer.pad_token = "<|endoftext|>"
+    tokenizer = tiny_tokenizer(REPO / "models" / "smollm2-135m-instruct")
     encoder = {"hidden_size": 16, "num_filters": 4, "downsampling_ratios": [40, 80], "depths": [1, 1, 1]}
     config = VibeVoiceConfig(
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "tie_word_embeddings": True,
-        },
+        text_config=tiny_text_config(len(tokenizer), tie_word_embeddings=True),
         audio_config=encoder,
         semantic_model_config=encoder,
         diffusion_head_config={

@@ -104,6 +104,7 @@ _ALLOWED = {
     "backends/whisper.py": "model directory from the settings",
     "backends/piper.py": "model file from the settings",
     "backends/vibevoice.py": "model directory from the settings",
+    "backends/vibevoice_convert.py": "the checkpoint from the settings, converted into MODELS_DIR",
     "backends/transformers_llm.py": "model directory from the settings",
     "backends/llamacpp_llm.py": "the GGUF file from the settings, and its own private socket directory",
     "backends/cuda_libs.py": "library files of an installed package, found by importlib",
