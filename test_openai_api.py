@@ -131,6 +131,25 @@ def test_transcription_in_every_response_format(client: OpenAI, response_format:
     assert word_error_rate(SENTENCE, text) <= 0.2, text
 
 
+def test_streamed_transcription_through_the_sdk(client: OpenAI) -> None:
+    text = (
+        "The library opens at nine. Children's books are on the second floor. "
+        "The reading room closes an hour before the building does, at six in the evening."
+    )
+    speech = client.audio.speech.create(model="tts-1", voice="alloy", input=text, response_format="wav")
+    events = list(
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("library.wav", speech.content), stream=True
+        )
+    )
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = events[-1]
+    assert done.type == "transcript.text.done" and deltas
+    assert "".join(deltas) == done.text  # the deltas add up to the text
+    assert word_error_rate(text, done.text) <= 0.2, done.text
+    assert done.usage is not None
+
+
 def test_transcription_word_timestamps(client: OpenAI) -> None:
     result = client.audio.transcriptions.create(
         model="whisper-1",
@@ -340,8 +359,11 @@ def test_errors_surface_as_the_sdks_exceptions(client: OpenAI) -> None:
         lambda: transcriptions(model="whisper-1", file=wav, timestamp_granularities=["word"]),
     )
     assert body["param"] == "timestamp_granularities"
-    body = error_of(openai.BadRequestError, lambda: transcriptions(model="whisper-1", file=wav, stream=True))
-    assert body["param"] == "stream"
+    body = error_of(
+        openai.BadRequestError,
+        lambda: transcriptions(model="whisper-1", file=wav, stream=True, response_format="srt"),  # type: ignore[call-overload]
+    )
+    assert body["param"] == "response_format"
     body = error_of(openai.NotFoundError, lambda: transcriptions(model="tts-2", file=wav))
     assert body["code"] == "model_not_found"
     too_big = ("big.wav", b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 200_000))

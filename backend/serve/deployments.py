@@ -31,6 +31,7 @@ from backend.app.core.values import (
     SynthesisRequest,
     TranscribeOptions,
     Transcription,
+    TranscriptSegment,
 )
 from backend.app.services.container import warm_up_chat
 
@@ -74,6 +75,18 @@ class STTDeployment:
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         return self.backend.transcribe(audio, options)
+
+    def transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        """Segments as they are decoded, then the whole transcription (a consumer may stop early)."""
+        stream = self.backend.transcribe_stream(audio, options)
+        try:
+            yield from stream
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
 
 @serve.deployment(name="chat", max_ongoing_requests=8, ray_actor_options={"num_cpus": 1})

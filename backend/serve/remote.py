@@ -25,6 +25,7 @@ from backend.app.core.values import (
     SynthesisRequest,
     TranscribeOptions,
     Transcription,
+    TranscriptSegment,
 )
 from backend.app.core.worker import raise_if_cancelled
 from backend.serve.deployments import EngineInfo
@@ -82,6 +83,13 @@ class RemoteSpeechToText(RemoteEngine):
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         return cast(Transcription, self.call("transcribe", audio, options))
+
+    def transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        return cast(
+            Iterator[TranscriptSegment | Transcription], self.stream("transcribe_stream", audio, options)
+        )
 
 
 class RemoteChatModel(RemoteEngine):

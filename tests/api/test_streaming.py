@@ -3,6 +3,7 @@ the real embedded models."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
+from backend.app.core.values import TranscribeOptions
+from backend.app.services.container import Services
 from backend.app.text.wer import word_error_rate
 from tests.conftest import SENTENCE, SYNTH_WER, clip
 from tests.sse import TURN_TIMINGS, parse_sse
@@ -134,3 +137,46 @@ def test_conversation_stream_bad_audio_is_a_json_error(client: TestClient) -> No
         data={"stream": "true"},
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_audio"
+
+
+def test_stt_stream_sends_segment_deltas_then_the_whole_answer(client: TestClient) -> None:
+    text = (
+        "The library opens at nine. Children's books are on the second floor. "
+        "The reading room closes an hour before the building does, at six in the evening."
+    )
+    speech = client.post("/tts", json={"text": text})
+    assert speech.status_code == 200
+    events = sse(
+        client, "/stt", files={"file": ("s.wav", speech.content, "audio/wav")}, data={"stream": "true"}
+    )
+    deltas = [data for name, data in events if name == "transcript_delta"]
+    name, done = events[-1]
+    assert name == "done" and len(deltas) >= 2  # one event per decoded segment, as they come
+    assert "".join(str(d["text"]) for d in deltas).strip() == done["text"]
+    assert [d["start"] for d in deltas] == sorted(d["start"] for d in deltas)
+    assert word_error_rate(text, str(done["text"])) <= SYNTH_WER, done["text"]
+    assert len(done["segments"]) == len(deltas) and "stt_ms" in done["timings"]  # type: ignore[arg-type]
+
+
+def test_stt_stream_refuses_bad_input_before_it_starts(client: TestClient) -> None:
+    bad = client.post("/stt", files={"file": ("x.wav", b"not audio", "audio/wav")}, data={"stream": "true"})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/json")
+    both = {"stream": "true", "optimize_mode": "optimize"}
+    refused = client.post("/stt", files={"file": ("s.wav", clip("speech.wav"), "audio/wav")}, data=both)
+    assert refused.status_code == 422 and "stream" in refused.json()["error"]["message"]
+
+
+def test_a_transcription_stream_closed_early_frees_the_model(services: Services) -> None:
+    stt = services.stt
+
+    async def run() -> int:
+        items = await stt.open_stream(clip("speech.wav"), TranscribeOptions(language="en"))
+        await items.__anext__()  # the first segment, then the client goes away
+        await items.aclose()
+        for _ in range(100):
+            if stt.worker.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        return stt.worker.pending
+
+    assert asyncio.run(run()) == 0

@@ -22,6 +22,7 @@ from backend.app.core.values import (
     SynthesisRequest,
     TranscribeOptions,
     Transcription,
+    TranscriptSegment,
 )
 
 
@@ -32,6 +33,13 @@ class SpeechToText(Protocol):
     multilingual: bool
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription: ...
+
+    def transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        """Each segment as it is decoded, then the whole `Transcription` (the same `transcribe`
+        returns). Closing the iterator early stops the decoding."""
+        ...
 
 
 class ChatModel(Protocol):

@@ -88,6 +88,15 @@ class WhisperBackend:
         self.info = ModelInfo(model=label, device=f"{device} ({compute_type})", id=model_id)
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        for item in self.transcribe_stream(audio, options):
+            if isinstance(item, Transcription):
+                return item
+        raise RuntimeError("the transcription stream ended without its result")
+
+    def transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        """Each segment as it is decoded, then the whole transcription."""
         if audio.sample_rate != self.sample_rate:
             raise ValueError(f"audio must be at {self.sample_rate} Hz")
         segments, info = self._model.transcribe(
@@ -102,8 +111,9 @@ class WhisperBackend:
             **({"temperature": options.temperature} if options.temperature else {}),
         )
         # The segments are a lazy generator: consume it here, on the worker thread.
-        collected = tuple(
-            TranscriptSegment(
+        collected = []
+        for s in _cancellable(segments):
+            segment = TranscriptSegment(
                 start=round(s.start, 3),
                 end=round(s.end, 3),
                 text=s.text.strip(),
@@ -119,14 +129,14 @@ class WhisperBackend:
                 compression_ratio=round(s.compression_ratio, 4),
                 no_speech_prob=round(s.no_speech_prob, 4),
             )
-            for s in _cancellable(segments)
-        )
-        return Transcription(
+            collected.append(segment)
+            yield segment
+        yield Transcription(
             text=join_pieces([s.text for s in collected if s.text]),
             language=info.language,
             language_probability=round(info.language_probability, 4),
             duration=round(audio.duration, 3),
-            segments=collected,
+            segments=tuple(collected),
         )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
@@ -10,9 +12,10 @@ from backend.app.backends.protocols import SpeechToText
 from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import TranscribeOptions, Transcription, TranscriptSegment
 from backend.app.core.worker import ModelWorker
 from backend.app.text.languages import WHISPER_LANGUAGES
+from backend.app.text.segment import join_pieces
 
 
 class STTService:
@@ -63,6 +66,30 @@ class STTService:
         started = time.perf_counter()
         return self._observed(started, await self.worker.run(self._transcribe, audio, options))
 
+    async def open_stream(
+        self, data: bytes, options: TranscribeOptions
+    ) -> AsyncGenerator[TranscriptSegment | Transcription, None]:
+        """Each segment of an encoded file as it is decoded, then the whole transcription; opened
+        after every check (options, decodable audio, the model's slot), so that a streamed route
+        answers 4xx or 503 before its 200. Closing it early stops the decoding."""
+        self.check_options(options)
+        started = time.perf_counter()
+        audio = await self.worker.run(self._decode, data)
+        admission = self.worker.admit()
+        return self._stream(admission.stream(self.backend.transcribe_stream, audio, options), started)
+
+    async def _stream(
+        self, items: AsyncGenerator[TranscriptSegment | Transcription, None], started: float
+    ) -> AsyncGenerator[TranscriptSegment | Transcription, None]:
+        async with aclosing(items):
+            async for item in items:
+                if isinstance(item, Transcription):
+                    item = self._observed(started, item)
+                yield item
+
+    def _decode(self, data: bytes) -> Audio:
+        return decode_audio(data, self.backend.sample_rate, self.settings.max_audio_seconds)
+
     def _observed(self, started: float, transcription: Transcription) -> Transcription:
         """Count a finished transcription: its time (queue wait included) and its audio."""
         self.metrics.observe_stage("stt", time.perf_counter() - started)
@@ -73,5 +100,24 @@ class STTService:
         return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)
 
     def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
-        audio = decode_audio(data, self.backend.sample_rate, self.settings.max_audio_seconds)
-        return self.backend.transcribe(audio, options)
+        return self.backend.transcribe(self._decode(data), options)
+
+
+async def text_deltas(
+    items: AsyncGenerator[TranscriptSegment | Transcription, None],
+) -> AsyncGenerator[tuple[str, TranscriptSegment | Transcription], None]:
+    """Each streamed item with the text it adds: the deltas of the segments join up to exactly
+    the final text (which joins CJK segments without a space, others with one)."""
+    texts: list[str] = []
+    said = ""
+    async with aclosing(items):
+        async for item in items:
+            if isinstance(item, Transcription):
+                yield item.text[len(said) :] if item.text.startswith(said) else "", item
+                continue
+            if item.text:
+                texts.append(item.text)
+            joined = join_pieces(texts)
+            delta = joined[len(said) :] if joined.startswith(said) else item.text
+            said = joined
+            yield delta, item

@@ -45,9 +45,9 @@ from backend.app.core.errors import (
     InvalidInputError,
     PayloadTooLargeError,
 )
-from backend.app.core.values import Transcription
+from backend.app.core.values import Transcription, TranscriptSegment
 from backend.app.services.compat import ModelCatalog
-from backend.app.services.stt import STTService
+from backend.app.services.stt import STTService, text_deltas
 from backend.app.text.languages import language_name
 from backend.app.text.subtitles import to_srt, to_vtt
 
@@ -185,11 +185,31 @@ async def create_transcription(
         list[Granularity] | None,
         Form(alias="timestamp_granularities[]", description="segment and/or word (verbose_json)."),
     ] = None,
-    stream: Annotated[bool, Form(description="Not supported: must be false (as for whisper-1).")] = False,
+    stream: Annotated[
+        bool, Form(description="Server-Sent Events: transcript.text.delta per segment, then .done.")
+    ] = False,
 ) -> Response:
-    """Transcribe audio, as OpenAI's `audio.transcriptions.create`."""
+    """Transcribe audio, as OpenAI's `audio.transcriptions.create`.
+
+    With `stream=true` (response_format json or text) the transcript comes as OpenAI's events while
+    it is decoded: `transcript.text.delta` per segment (the deltas join up to the text), then
+    `transcript.text.done` with the text and usage."""
     if stream:
-        raise InvalidInputError("streamed transcription is not supported; omit stream", param="stream")
+        catalog.resolve(model, "stt")
+        if response_format not in ("json", "text"):
+            raise InvalidInputError(
+                "stream=true gives transcript.text events; use response_format json or text",
+                param="response_format",
+            )
+        options = transcribe_options(language, prompt)
+        options = replace(options, temperature=temperature or None)
+        data = await read_upload(file, settings, "file")
+        try:
+            items = await stt.open_stream(data, options)
+        except (InvalidAudioError, AudioTooLongError, PayloadTooLargeError) as e:
+            e.param = "file"
+            raise
+        return openai_sse_response(_transcript_events(items))
     return await _transcribe(
         stt,
         settings,
@@ -286,6 +306,18 @@ async def create_speech(
 
 def _speech_headers(sample_rate: int) -> dict[str, str]:
     return {"X-Sample-Rate": str(sample_rate), "Cache-Control": "no-cache"}
+
+
+async def _transcript_events(
+    items: AsyncGenerator[TranscriptSegment | Transcription, None],
+) -> AsyncGenerator[bytes, None]:
+    """OpenAI's streamed transcription: `transcript.text.delta` events, then `transcript.text.done`."""
+    async for delta, item in text_deltas(items):
+        if isinstance(item, Transcription):
+            usage = {"type": "duration", "seconds": math.ceil(item.duration)}
+            yield sse_data({"type": "transcript.text.done", "text": item.text, "usage": usage})
+        elif delta:
+            yield sse_data({"type": "transcript.text.delta", "delta": delta})
 
 
 async def _speech_events(
