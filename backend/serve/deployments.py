@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from ray import serve
 
@@ -51,6 +51,20 @@ class EngineInfo:
     max_dialogue_speakers: int = 0
 
 
+T = TypeVar("T")
+
+
+def _relayed(stream: Iterator[T]) -> Iterator[T]:
+    """`stream`'s items; when the consumer stops early, the engine's iterator is closed at once (a
+    generator backend stops its inference in its `finally`)."""
+    try:
+        yield from stream
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
 def replica_settings() -> Settings:
     """The server's settings from this replica's environment, with its logging configured."""
     settings = Settings()
@@ -80,13 +94,7 @@ class STTDeployment:
         self, audio: Audio, options: TranscribeOptions
     ) -> Iterator[TranscriptSegment | Transcription]:
         """Segments as they are decoded, then the whole transcription (a consumer may stop early)."""
-        stream = self.backend.transcribe_stream(audio, options)
-        try:
-            yield from stream
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+        yield from _relayed(self.backend.transcribe_stream(audio, options))
 
 
 @serve.deployment(name="chat", max_ongoing_requests=8, ray_actor_options={"num_cpus": 1})
@@ -112,13 +120,7 @@ class ChatDeployment:
     def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
         """Text deltas as they are generated; a consumer that stops early ends the generation."""
         with self._generating:
-            stream = self.backend.chat_stream(messages, options)
-            try:
-                yield from stream
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+            yield from _relayed(self.backend.chat_stream(messages, options))
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return self.backend.count_tokens(messages)

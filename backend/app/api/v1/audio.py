@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import replace
 from typing import Annotated, Literal
 
@@ -125,6 +125,16 @@ def _transcript_response(
     return JSONResponse(verbose.model_dump(exclude_none=True))
 
 
+@contextmanager
+def _about_the_file() -> Iterator[None]:
+    """Errors about the upload name `file` as their param, as OpenAI's do."""
+    try:
+        yield
+    except (InvalidAudioError, AudioTooLongError, PayloadTooLargeError) as e:
+        e.param = "file"
+        raise
+
+
 async def _transcribe(
     stt: STTService,
     settings: Settings,
@@ -148,11 +158,8 @@ async def _transcribe(
     options = transcribe_options(language, prompt, word_timestamps="word" in granularities)
     options = replace(options, task=task, temperature=temperature or None)
     data = await read_upload(file, settings, "file")
-    try:
+    with _about_the_file():
         result = await stt.transcribe(data, options)
-    except (InvalidAudioError, AudioTooLongError, PayloadTooLargeError) as e:
-        e.param = "file"
-        raise
     return _transcript_response(result, task, response_format, granularities)
 
 
@@ -204,11 +211,8 @@ async def create_transcription(
         options = transcribe_options(language, prompt)
         options = replace(options, temperature=temperature or None)
         data = await read_upload(file, settings, "file")
-        try:
+        with _about_the_file():
             items = await stt.open_stream(data, options)
-        except (InvalidAudioError, AudioTooLongError, PayloadTooLargeError) as e:
-            e.param = "file"
-            raise
         return openai_sse_response(_transcript_events(items))
     return await _transcribe(
         stt,
