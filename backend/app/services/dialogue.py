@@ -101,11 +101,25 @@ def resolve_voice(
         raise
 
 
+def engine_voice_name(value: str | None, engine_voices: Sequence[str]) -> str | None:
+    """The engine voice `value` names (`piper:<name>`), None for any other name; 404 unknown."""
+    if not value or not value.startswith(ENGINE_VOICE_PREFIX):
+        return None
+    name = value[len(ENGINE_VOICE_PREFIX) :]
+    if name not in engine_voices:
+        raise NotFoundError(f"unknown voice {value!r}; GET /voices lists the voices")
+    return name
+
+
+def default_order(library: VoiceLibrary, listed: list[VoiceInfo]) -> list[VoiceInfo]:
+    """The library's voices as the default cast takes them: the default voice first."""
+    default = library.default_among(listed)
+    return ([default] if default else []) + [v for v in listed if v is not default]
+
+
 def _resolve_voice(library: VoiceLibrary, engine_voices: Sequence[str], value: str) -> VoiceRef:
-    if value.startswith(ENGINE_VOICE_PREFIX):
-        name = value[len(ENGINE_VOICE_PREFIX) :]
-        if name not in engine_voices:
-            raise NotFoundError(f"unknown voice {value!r}; GET /voices lists the voices")
+    name = engine_voice_name(value, engine_voices)
+    if name is not None:
         return VoiceRef(engine_voice=name)
     if "/" in value or "\\" in value or value.lower().endswith(AUDIO_EXTENSIONS):
         return VoiceRef(clip=library.by_path(value))
@@ -126,7 +140,6 @@ def choose_cast(
         raise InvalidInputError(f"the script has {len(speakers)} speakers; the limit is {MAX_SPEAKERS}")
     checked = check_mapping(mapping)
     listed = library.voices()
-    default = library.default_among(listed)
     members: dict[str, CastMember] = {}
     labels = {speaker_key(label): label for label in mapping}
     for key, value in checked.items():
@@ -138,8 +151,7 @@ def choose_cast(
     unmapped = [key for key in speakers if key not in members]
     if clones:
         used = {m.voice.file for m in members.values() if m.voice is not None}
-        ordered = ([default] if default else []) + [v for v in listed if v is not default]
-        free = [v for v in ordered if v.file not in used]
+        free = [v for v in default_order(library, listed) if v.file not in used]
         if len(free) < len(unmapped):
             raise InvalidInputError(
                 f"the script has {len(unmapped)} speaker(s) without a voice in `speakers` "

@@ -29,6 +29,8 @@ from backend.app.services.dialogue import (
     Cast,
     WindowTurn,
     choose_cast,
+    default_order,
+    engine_voice_name,
     turn_texts,
     windows,
 )
@@ -91,21 +93,14 @@ class TTSService:
     def default_cast(self) -> list[str]:
         """The voices a script's unmapped speakers get, in order (blocking: lists the library)."""
         if self.backend.supports_cloning:
-            listed = self.voices.voices()
-            default = self.voices.default_among(listed)
-            return [v.file for v in ([default] if default else []) + [v for v in listed if v is not default]]
+            return [v.file for v in default_order(self.voices, self.voices.voices())]
         if self.engine_voices:
             return [ENGINE_VOICE_PREFIX + name for name in self.engine_voices]
         return ["builtin"]
 
     def engine_voice(self, voice: str | None) -> str | None:
         """The engine voice `voice` names (`piper:<name>`), None for any other name; 404 unknown."""
-        if not voice or not voice.startswith(ENGINE_VOICE_PREFIX):
-            return None
-        name = voice[len(ENGINE_VOICE_PREFIX) :]
-        if name not in self.engine_voices:
-            raise NotFoundError(f"unknown voice {voice!r}; GET /voices lists the voices")
-        return name
+        return engine_voice_name(voice, self.engine_voices)
 
     def choose_voice(self, voice: str | None, speaker_voice_path: str | None) -> VoiceInfo | None:
         """The named voice (validated even when the engine cannot clone), else the default."""

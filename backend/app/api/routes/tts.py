@@ -16,6 +16,7 @@ from backend.app.api.deps import CastServiceDep, TTSServiceDep, require_json
 from backend.app.api.schemas import ERROR_RESPONSES, TTSRequest
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
+from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.speech import ReplyAudio, SpeechStream
 from backend.app.text.script import Script, speaker_key
 
@@ -94,7 +95,7 @@ def _headers(speech: SpeechStream) -> dict[str, str]:
     if speech.cast is None:
         applied = speech.voice.file if speech.voice else "builtin"
         if speech.engine_voice:
-            applied = f"piper:{speech.engine_voice}"
+            applied = ENGINE_VOICE_PREFIX + speech.engine_voice
         return {**headers, "X-Voice": quote(applied)}
     members = speech.cast.members.values()
     return {
