@@ -117,6 +117,15 @@ class VoiceActivityDetector:
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def utterance_s(self) -> float:
+        """Seconds of the utterance in progress (its leading pad included); 0 between them."""
+        return len(self._utterance) * WINDOW / SAMPLE_RATE if self._speaking else 0.0
+
+    def current(self) -> Audio | None:
+        """The utterance in progress so far (for a partial transcript), or None."""
+        return self._audio() if self._speaking and self._utterance else None
+
     def feed(self, samples: np.ndarray) -> list[VADEvent]:
         """Process new audio; the events it completes, in order."""
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])

@@ -121,6 +121,8 @@ ENV: dict[str, tuple[str, str]] = {
     "WS_IDLE_TIMEOUT_S": ("realtime", "idle_timeout_s"),
     "WS_MAX_SESSION_S": ("realtime", "max_session_s"),
     "WS_MAX_FRAME_BYTES": ("realtime", "max_frame_bytes"),
+    "WS_MAX_EVENT_BYTES": ("realtime", "max_event_bytes"),
+    "WS_PARTIAL_TRANSCRIPT_S": ("realtime", "partial_transcript_s"),
     "WS_MAX_SESSIONS": ("realtime", "max_sessions"),
     "OPENAI_VOICES": ("openai", "voices"),
     "OPENAI_MODEL_ALIASES": ("openai", "model_aliases"),

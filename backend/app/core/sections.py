@@ -269,6 +269,13 @@ class RealtimeSettings(Section):
     """Realtime mode: the longest a session may last."""
     max_frame_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
     """Realtime mode: the largest message a client may send (64 KiB is 2 s of 16 kHz PCM16)."""
+    max_event_bytes: int = Field(1_048_576, ge=1024, le=16 * 1024 * 1024)
+    """/v1/realtime: the largest client event (1 MiB of JSON carries 16 s of base64 24 kHz PCM16);
+    a larger one is answered with an error event and ignored."""
+    partial_transcript_s: float = Field(1.0, ge=0, le=10)
+    """Realtime mode: while the user speaks, the utterance so far is transcribed again after each
+    this many seconds of new speech (`transcript_delta` events); only when the STT model is idle.
+    0 turns live partial transcripts off."""
     max_sessions: int = Field(8, ge=1, le=10_000)
     """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
 

@@ -212,34 +212,40 @@ class ChatService:
                 "send a shorter text"
             )
 
-    def build_messages(self, conversation_id: str, text: str) -> list[ChatMessage]:
-        """The system prompt, then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
-        reply), then the new message. Older turns are dropped; the request is never over-long."""
-        system = self._system_message(conversation_id)
-        user = ChatMessage("user", text)
+    def build_messages(
+        self, conversation_id: str, text: str | None, system_prompt: str | None = None
+    ) -> list[ChatMessage]:
+        """The system prompt (`system_prompt`, else the conversation's, else LLM_SYSTEM_PROMPT),
+        then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the reply), then the
+        new message (none when `text` is None: the reply is to the stored turns as they are).
+        Older turns are dropped; the request is never over-long."""
+        system = (
+            ChatMessage("system", system_prompt) if system_prompt else self._system_message(conversation_id)
+        )
+        new = [ChatMessage("user", text)] if text is not None else []
         budget = self.settings.context_tokens - self.settings.max_tokens
-        self._check_fit(system, text)
+        self._check_fit(system, text or "")
         turns = self.history.recent_turns(conversation_id, self.settings.max_history_messages)
         # A reply cut off before any of it was heard is kept in the record, not shown to the model.
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns if t.text]
         # The longest tail of the history that fits: fewer messages never take more tokens, so a
         # binary search finds it in a handful of tokenisations rather than one per message.
         fits, over = len(history), -1  # history[fits:] fits (the empty tail does); history[over:] not
-        if self.backend.count_tokens([system, *history, user]) <= budget:
+        if self.backend.count_tokens([system, *history, *new]) <= budget:
             fits = 0
         else:
             over = 0
             while fits - over > 1:
                 middle = (fits + over) // 2
-                if self.backend.count_tokens([system, *history[middle:], user]) <= budget:
+                if self.backend.count_tokens([system, *history[middle:], *new]) <= budget:
                     fits = middle
                 else:
                     over = middle
         kept = history[fits:]
         # Never start the window on an assistant turn: the model should see the question it answered.
-        while kept and kept[0].role == "assistant":
+        while kept and kept[0].role == "assistant" and (new or len(kept) > 1):
             kept = kept[1:]
-        return [system, *kept, user]
+        return [system, *kept, *new]
 
     def _stream(
         self, admission: Admission | None, messages: Sequence[ChatMessage], options: GenerationOptions
@@ -255,18 +261,21 @@ class ChatService:
         text: str,
         admission: Admission | None = None,
         messages: Sequence[ChatMessage] | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
         The context is `build_messages` now, or `messages` when the caller built it before storing
         `text` (a spoken turn stores the user's words first; they must not appear twice). Runs in
-        `admission`'s slot if given (see `open_reply`), else is admitted when it starts. Closing
-        this iterator early stops the generation on the model's worker."""
+        `admission`'s slot if given (see `open_reply`), else is admitted when it starts; `max_tokens`
+        shortens it (never beyond LLM_MAX_TOKENS). Closing this iterator early stops the generation
+        on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             if messages is None:
                 messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
-            options = GenerationOptions(self.settings.max_tokens, self.settings.temperature)
+            limit = min(max_tokens, self.settings.max_tokens) if max_tokens else self.settings.max_tokens
+            options = GenerationOptions(limit, self.settings.temperature)
             leading = True
             async with aclosing(self._stream(admission, messages, options)) as deltas:
                 async for delta in deltas:

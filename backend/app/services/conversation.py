@@ -19,11 +19,11 @@ import anyio
 
 from backend.app.audio.encode import AudioFormat
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import ChatMessage, TranscribeOptions, Transcription
 from backend.app.core.worker import Admission, Gate, Ticket
 from backend.app.services.chat import ChatService, elapsed_ms
 from backend.app.services.history import ConversationHistory, check_conversation_id
-from backend.app.services.speech import ReplyAudio, ReplyText
+from backend.app.services.speech import ReplyAudio, ReplyText, SpeechStream
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.storage.conversations import Turn as StoredTurn
@@ -41,6 +41,16 @@ class Turn:
     audio_name: str | None
     timings: dict[str, float]
     interrupted: bool = False
+    usage: Usage | None = None
+    """Tokens the reply took, when `respond(..., usage=True)` counted them."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The LLM tokens of a reply: its prompt (the context it was given) and its output."""
+
+    input_tokens: int
+    output_tokens: int
 
 
 @dataclass(frozen=True)
@@ -177,9 +187,24 @@ class ConversationService:
         """Run one turn and store it: the streamed turn, collected."""
         return await collect(await self.begin_turn(audio, conversation_id, voice, options, audio_format))
 
+    async def add_user_turn(
+        self, conversation_id: str, text: str, language: str | None = None, stt_ms: float | None = None
+    ) -> None:
+        """Store what the user said or typed, with no reply (yet): a realtime client answers
+        when it asks, or never (dictation). In order with the conversation's other requests."""
+        turn = StoredTurn(
+            "user",
+            text,
+            created_at=time.time(),
+            language=language,
+            timings={"stt_ms": stt_ms} if stt_ms is not None else {},
+        )
+        async with self.history.serialised(conversation_id):
+            await self.history.add_turns(conversation_id, turn)
+
     async def respond(
         self,
-        text: str,
+        text: str | None,
         conversation_id: str,
         *,
         voice: str | None,
@@ -191,9 +216,19 @@ class ConversationService:
         played: PlayedSeconds | None = None,
         admission: TurnSlot | None = None,
         commitment: Commitment | None = None,
+        speak: bool = True,
+        system_prompt: str | None = None,
+        max_tokens: int | None = None,
+        usage: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
         stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
+        With `text` None, reply to the conversation as it is stored (its user turns are there
+        already): no user turn is stored and no `Heard` comes.
+
+        `speak=False` gives a reply in text only (no TTS, no audio stored). `system_prompt`
+        replaces the conversation's for this reply, `max_tokens` shortens it (never beyond
+        LLM_MAX_TOKENS); `usage` counts its tokens into `Turn.usage`.
 
         Closing the stream early (barge-in, a client gone) cancels the LLM and TTS work and stores
         the reply as far as the listener heard it (`played`; by default every piece handed out),
@@ -208,24 +243,28 @@ class ConversationService:
         try:
             async with self.history.serialised(conversation_id):
                 # The context is read before the user's turn is stored, so it is there once.
-                messages = await asyncio.to_thread(self.chat.build_messages, conversation_id, text)
+                messages = await asyncio.to_thread(
+                    self.chat.build_messages, conversation_id, text, system_prompt
+                )
                 user = StoredTurn(
                     "user",
-                    text,
+                    text or "",
                     created_at=asked,
                     language=language,
                     timings={"stt_ms": timings.get("stt_ms", 0.0)},
                 )
-                if commitment is None:
+                if commitment is None and text is not None:
                     # The user's words are kept whatever becomes of the reply.
                     await self.history.add_turns(conversation_id, user)
                     yield Heard(text)
-                if not voice:
+                if not voice and speak:
                     voice = await asyncio.to_thread(self.history.reply_voice, conversation_id)
                 parts: list[str] = []
                 llm = admission.llm if admission else None
-                deltas = _timed(self.chat.generate(conversation_id, text, llm, messages), timings, parts)
-                speech = await self.tts.speak_stream(deltas, voice)
+                generated = self.chat.generate(conversation_id, text or "", llm, messages, max_tokens)
+                deltas = _timed(generated, timings, parts)
+                speech: SpeechStream | Unspoken
+                speech = await self.tts.speak_stream(deltas, voice) if speak else Unspoken(deltas)
                 spoken: list[ReplyAudio] = []
                 first_audio_at = 0.0
                 finished = False
@@ -265,10 +304,15 @@ class ConversationService:
                                 first_audio_at,
                                 audio_format,
                             )
-            yield Turn(text, reply, conversation_id, name, dict(timings))
+            counted = await asyncio.to_thread(self._usage, messages, reply) if usage else None
+            yield Turn(text or "", reply, conversation_id, name, dict(timings), not finished, counted)
         finally:
             if admission is not None:
                 admission.release()  # the LLM slot is unused if the reply never reached the LLM
+
+    def _usage(self, messages: list[ChatMessage], reply: str) -> Usage:
+        output = self.chat.count_text_tokens(reply) if reply else 0
+        return Usage(self.chat.count_tokens(messages), output)
 
     async def _store_reply(
         self,
@@ -344,6 +388,27 @@ async def _timed(
             yield delta
     timings["llm_ms"] = elapsed_ms(began)
     timings.setdefault("llm_first_token_ms", timings["llm_ms"])
+
+
+class Unspoken:
+    """A reply in text only, in the shape of a speech stream: its deltas as `ReplyText`."""
+
+    voice: VoiceInfo | None = None
+    first_s: float | None = None
+    busy_s = 0.0
+
+    def __init__(self, deltas: AsyncGenerator[str, None]) -> None:
+        self._deltas = deltas
+
+    def __aiter__(self) -> AsyncGenerator[ReplyText, None]:
+        return self._events()
+
+    async def _events(self) -> AsyncGenerator[ReplyText, None]:
+        async for delta in self._deltas:
+            yield ReplyText(delta)
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
 
 
 async def collect(stream: TurnStream) -> Turn:

@@ -1,11 +1,14 @@
-"""A realtime voice session: PCM in, VAD turn-taking, streamed replies out, barge-in.
+"""A realtime voice session: PCM in, turn-taking, streamed replies out, barge-in.
 
-The transport (the WebSocket route) hands messages in and sends what `Outbox` is given; everything
-about turns lives here. The protocol is documented in docs/realtime.md.
+The transport (a WebSocket route) turns its protocol's messages into calls here, and a `Listener`
+(services/realtime_reply.py) turns what happens back into that protocol's messages: our own
+protocol (docs/realtime.md) or OpenAI's Realtime protocol. Everything about turns lives here.
 
-One turn at a time: when the VAD ends an utterance, a turn task transcribes it (or takes the
-transcript already made during the trailing silence), then streams the reply's text and audio.
-Speech that starts while a turn is under way cancels it — the LLM stops generating and no further
+A turn ends when the VAD hears enough silence, or when the client commits its audio (with the
+VAD off, only then). A turn task transcribes it (or takes the transcript already made during the
+trailing silence), then, unless the session only transcribes, streams the reply's text and audio.
+A reply can also be asked for (`respond`), on the conversation as it is stored. Speech that starts
+while a reply is under way cancels it, as `cancel` does — the LLM stops generating and no further
 TTS is done — and the reply is stored as far as the listener heard it.
 
 Pre-emptive replies (WS_PREEMPTIVE_REPLIES): the trailing silence that may end the turn is used.
@@ -13,6 +16,9 @@ At its first silent window the utterance so far is transcribed and, on that tran
 begun at once: the LLM generates and its first piece is synthesised, held back from the client.
 If the silence lasts and the turn ends, the turn takes that reply over (sent at once, stored once);
 if the user goes on speaking, it is cancelled and leaves nothing stored.
+
+Live partial transcripts (WS_PARTIAL_TRANSCRIPT_S): while the user speaks, the utterance so far is
+transcribed again after each interval of new speech, when the STT model has nothing else to do.
 """
 
 from __future__ import annotations
@@ -23,40 +29,76 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
-import soxr
 
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import elapsed_ms
-from backend.app.services.conversation import Commitment, ConversationService, TurnEvent
-from backend.app.services.history import check_conversation_id
-from backend.app.services.realtime_reply import EarlyReply, Outbox, ReplySender, TimedTranscription
+from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
+from backend.app.services.realtime_reply import (
+    CutReason,
+    EarlyReply,
+    Listener,
+    ReplySender,
+    TimedTranscription,
+)
 
 logger = logging.getLogger(__name__)
 
+MIN_COMMIT_S = 0.1
+"""The shortest audio a commit accepts (OpenAI's rule too)."""
 
-INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
+class SessionError(Exception):
+    """A request the session cannot do now (nothing to commit, no reply to cancel...): the
+    protocol tells the client, and the session goes on."""
 
-class ProtocolError(Exception):
-    """The client broke the protocol: the session ends with an error event and this close code."""
-
-    def __init__(self, message: str, code: str = "protocol_error", close_code: int = 1008) -> None:
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
-        self.close_code = close_code
+        self.param = param
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    """How replies are made: the voice (None: the conversation's or the default), spoken or in
+    text only, the system prompt (None: the conversation's or LLM_SYSTEM_PROMPT), a shorter
+    token limit than LLM_MAX_TOKENS."""
+
+    voice: str | None = None
+    speak: bool = True
+    instructions: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How a session takes turns; each protocol sets it from its own messages."""
+
+    vad: VADSettings | None = field(default_factory=VADSettings)
+    """Turn detection; None: a turn ends only when the client commits its audio."""
+    respond: bool = True
+    """Answer each turn (False: transcribe and store it only, as dictation does)."""
+    interrupt: bool = True
+    """Speech that starts during a reply cuts it."""
+    options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    reply: ReplyOptions = field(default_factory=ReplyOptions)
+    partials_every_s: float = 0.0
+    """Live partial transcripts after each this many seconds of new speech (0: none)."""
+    usage: bool = False
+    """Count each reply's tokens (`Turn.usage`)."""
 
 
 class RealtimeSession:
-    """One client's session. Call `start`, then `audio` per binary frame; `stop` ends the input
+    """One client's session. `configure` it, feed it 16 kHz audio (`feed`); `commit`, `clear`,
+    `add_text`, `respond` and `cancel` are the client's explicit requests; `stop` ends the input
     (the turn under way finishes); `close` is the end, however it came (cancels what is running)."""
 
     def __init__(
@@ -64,93 +106,142 @@ class RealtimeSession:
         conversation: ConversationService,
         vad: SileroVAD,
         settings: RealtimeSettings,
-        outbox: Outbox,
-        vad_settings: VADSettings | None = None,
+        listener: Listener,
+        conversation_id: str = "",
     ) -> None:
         self.conversation = conversation
         self.settings = settings
-        self.vad_settings = vad_settings or VADSettings()
+        self.conversation_id = conversation_id
+        self.config = SessionConfig()
         self._vad_model = vad
-        self._out = outbox
-        self._reply = ReplySender(outbox)
+        self._listener = listener
+        self._reply = ReplySender(listener)
         self._detector: VoiceActivityDetector | None = None
-        self._resampler: soxr.ResampleStream | None = None
-        self._input_rate = SAMPLE_RATE
-        self.conversation_id = ""
-        self._voice: str | None = None
-        self._options = TranscribeOptions()
+        self._buffer: list[np.ndarray] = []  # input awaiting a commit, with the VAD off
+        self._fed = 0  # samples received, for the input's clock
         self._turn: asyncio.Task[None] | None = None
+        self._turn_replies = False
         self._speculative: asyncio.Task[TimedTranscription] | None = None
         self._early: EarlyReply | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._detector is not None
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at = 0.0
+        self._utterances = 0
+        self._storing: asyncio.Task[None] | None = None  # typed items, stored in order
 
     @property
     def busy(self) -> bool:
-        """A turn is being answered."""
+        """A turn is being transcribed or answered."""
         return self._turn is not None and not self._turn.done()
 
-    # --- messages from the client -----------------------------------------------------------------
+    @property
+    def replying(self) -> bool:
+        """A reply is under way (or the turn that will be answered)."""
+        return self.busy and self._turn_replies
 
-    async def start(self, message: dict[str, Any]) -> None:
-        if self.started:
-            raise ProtocolError("the session has already started")
-        rate = message.get("sample_rate", SAMPLE_RATE)
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in INPUT_RATES:
-            rates = ", ".join(map(str, INPUT_RATES))
-            raise ProtocolError(f"sample_rate must be one of {rates} (PCM16 mono)", "invalid_sample_rate")
-        try:
-            cid = message.get("conversation_id")
-            if cid is not None and not isinstance(cid, str):
-                raise ProtocolError("conversation_id must be a string")
-            self.conversation_id = check_conversation_id(cid or None)
-            voice = message.get("voice")
-            if voice is not None and not isinstance(voice, str):
-                raise ProtocolError("voice must be a string")
-            self._voice = voice or None
-            if self._voice:
-                self.conversation.tts.choose_voice(self._voice, None)
-            language = message.get("language")
-            if language is not None and not isinstance(language, str):
-                raise ProtocolError("language must be a string")
-            self._options = TranscribeOptions(
-                language=language or None, beam_size=self.settings.stt_beam_size
-            )
-            self.conversation.stt.check_options(self._options)
-        except AppError as e:
-            raise ProtocolError(e.message, e.code) from e
-        self._input_rate = rate
-        if rate != SAMPLE_RATE:
-            self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
-        self._detector = VoiceActivityDetector(self._vad_model.stream(), self.vad_settings)
-        await self._out.event(
-            {
-                "type": "ready",
-                "conversation_id": self.conversation_id,
-                "sample_rate": rate,
-                "output_sample_rate": self.conversation.tts.backend.sample_rate,
-            }
-        )
+    @property
+    def input_s(self) -> float:
+        """Seconds of audio received so far."""
+        return self._fed / SAMPLE_RATE
 
-    async def audio(self, data: bytes) -> None:
+    # --- configuration ----------------------------------------------------------------------------
+
+    def configure(self, config: SessionConfig) -> None:
+        """Apply `config`, checked (voice, language: AppError). A change of turn detection
+        starts it afresh: audio of an utterance in progress is dropped."""
+        if config.reply.voice:
+            self.conversation.tts.choose_voice(config.reply.voice, None)
+        self.conversation.stt.check_options(config.options)
+        if config.vad != self.config.vad or (self._detector is None and config.vad is not None):
+            self._cancel_speculative()
+            self._cancel_partial()
+            self._buffer = []
+            self._detector = None
+            if config.vad is not None:
+                self._detector = VoiceActivityDetector(self._vad_model.stream(), config.vad)
+        self.config = config
+
+    # --- input ------------------------------------------------------------------------------------
+
+    async def feed(self, samples: np.ndarray) -> None:
+        """Audio at 16 kHz, float32 mono, in any chunk sizes."""
+        self._fed += len(samples)
         if self._detector is None:
-            raise ProtocolError('send {"type": "start"} before audio')
-        if len(data) % 2:
-            raise ProtocolError("audio frames are PCM16: an even number of bytes", "invalid_audio")
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
+            held = sum(len(chunk) for chunk in self._buffer) + len(samples)
+            limit = self.conversation.stt.settings.max_audio_seconds
+            if held > limit * SAMPLE_RATE:
+                raise SessionError(
+                    f"the input audio buffer holds at most {limit:g} s (MAX_AUDIO_SECONDS); commit or "
+                    "clear it; this audio was dropped",
+                    "input_audio_buffer_full",
+                )
+            self._buffer.append(samples)
+            return
         detector = self._detector
         for event in await asyncio.to_thread(detector.feed, samples):
             await self._on_vad(event)
+        self._maybe_partial()
 
-    async def interrupt(self) -> None:
-        """The client asks the reply under way to stop (a button, not speech)."""
-        if self._detector is None:
-            raise ProtocolError('send {"type": "start"} first')
-        await self._barge_in()
+    async def commit(self) -> None:
+        """End the user's turn now (the VAD's own end, or the only one with the VAD off)."""
+        if self._detector is not None:
+            if not self._detector.speaking:
+                raise SessionError(
+                    "no speech to commit: the input audio buffer is empty", "input_audio_buffer_commit_empty"
+                )
+            for event in self._detector.flush():
+                await self._on_vad(event, committed=True)
+            return
+        audio = Audio(np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32), SAMPLE_RATE)
+        if audio.duration < MIN_COMMIT_S:
+            raise SessionError(
+                f"the input audio buffer holds {audio.duration * 1000:.0f} ms; a commit needs at least "
+                f"{MIN_COMMIT_S * 1000:.0f} ms",
+                "input_audio_buffer_commit_empty",
+            )
+        self._buffer = []
+        await self._end_turn(audio, None, time.perf_counter(), None, committed=True)
+
+    def clear(self) -> None:
+        """Drop the audio not yet committed (and what was begun on it)."""
+        self._cancel_speculative()
+        self._cancel_partial()
+        self._buffer = []
+        if self._detector is not None and self.config.vad is not None:
+            self._detector = VoiceActivityDetector(self._vad_model.stream(), self.config.vad)
+
+    async def add_text(self, text: str) -> None:
+        """A typed user message: stored in order with the session's other items (not answered
+        until the client asks)."""
+        text = self.conversation.chat.check_text(text)
+        self.conversation.history.check_room(self.conversation_id)
+        previous = self._storing
+
+        async def store() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self.conversation.add_user_turn(self.conversation_id, text)
+            await self._listener.user_text(text)
+
+        self._storing = asyncio.create_task(store())
+        self._storing.add_done_callback(_retrieve)
+
+    async def respond(self, options: ReplyOptions | None = None) -> None:
+        """A reply to the conversation as stored (the client asks for it)."""
+        if self.busy and self._turn_replies:
+            raise SessionError(
+                "a response is already in progress; cancel it first",
+                "conversation_already_has_active_response",
+            )
+        previous, self._turn_replies = self._turn, True
+        self._turn = asyncio.create_task(self._run_response(options or self.config.reply, previous))
+
+    async def cancel(self, reason: CutReason = "client_cancelled") -> bool:
+        """Stop the reply under way; False when there is none."""
+        return await self._cut(reason)
+
+    def limit_heard(self, seconds: float) -> None:
+        """The client played only `seconds` of the reply under way (it truncated it)."""
+        self._reply.limit_heard(seconds)
 
     async def stop(self) -> None:
         """End of input: an utterance in progress is answered, and the turn under way finishes."""
@@ -161,37 +252,64 @@ class RealtimeSession:
             await asyncio.wait([self._turn])
 
     async def close(self) -> None:
-        """Cancel whatever is running (a reply is stored as far as it was heard)."""
+        """Cancel whatever is running (a reply is stored as far as it was heard; typed items
+        already sent are stored)."""
         early = [self._early.transcription, self._early.task] if self._early else []
-        tasks = [t for t in (self._speculative, self._turn, *early) if t is not None]
+        tasks = [t for t in (self._speculative, self._turn, self._partial, *early) if t is not None]
         for task in tasks:
             if not task.done():
                 task.cancel()
+        if self._storing is not None:
+            tasks.append(self._storing)
         if tasks:
             await asyncio.wait(tasks)
 
     # --- turn-taking ------------------------------------------------------------------------------
 
-    async def _on_vad(self, event: VADEvent) -> None:
+    async def _on_vad(self, event: VADEvent, committed: bool = False) -> None:
         if event.kind == "speech_start":
-            await self._out.event({"type": "speech_start"})
-            await self._barge_in()
+            self._utterances += 1
+            self._partial_at = 0.0
+            pad_s = self.config.vad.speech_pad_ms / 1000 if self.config.vad else 0.0
+            assert self._detector is not None
+            await self._listener.speech_started(max(0.0, self.input_s - self._detector.utterance_s + pad_s))
+            if self.config.interrupt:
+                await self._cut("turn_detected")
         elif event.kind == "pause" and event.audio is not None:
             self._cancel_speculative()
+            self._cancel_partial()
             # Transcribe during the trailing silence; used if the turn ends without more speech.
             self._speculative = asyncio.create_task(self._timed_transcribe(event.audio))
             self._speculative.add_done_callback(_retrieve)
-            if self.settings.preemptive_replies and not self.busy:
+            if self.settings.preemptive_replies and self.config.respond and not self.busy:
                 self._early = EarlyReply(self._speculative, Commitment(), asyncio.Queue())
                 self._early.task = asyncio.create_task(self._early_reply(self._early))
         elif event.kind == "resume":
             self._cancel_speculative()
         elif event.kind == "speech_end" and event.audio is not None:
-            ended_at = time.perf_counter()
-            await self._out.event({"type": "speech_end", "duration": round(event.audio.duration, 3)})
+            self._cancel_partial()
             speculative, self._speculative = self._speculative, None
             early, self._early = self._early, None
-            self._turn = asyncio.create_task(self._run_turn(event.audio, speculative, ended_at, early))
+            await self._end_turn(event.audio, speculative, time.perf_counter(), early, committed)
+
+    async def _end_turn(
+        self,
+        utterance: Audio,
+        speculative: asyncio.Task[TimedTranscription] | None,
+        ended_at: float,
+        early: EarlyReply | None,
+        committed: bool,
+    ) -> None:
+        await self._listener.speech_stopped(utterance, self.input_s, committed)
+        # A turn still under way (one not cut by speech) finishes first: each waits for the last.
+        previous = self._turn if self.busy else None
+        self._turn_replies = self.config.respond
+        if self.config.respond:
+            self._turn = asyncio.create_task(
+                self._run_turn(utterance, speculative, ended_at, early, previous)
+            )
+        else:
+            self._turn = asyncio.create_task(self._transcribe_only(utterance, speculative, previous))
 
     def _cancel_speculative(self) -> None:
         """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
@@ -202,19 +320,60 @@ class RealtimeSession:
             self._early.cancel()
             self._early = None
 
-    async def _barge_in(self) -> None:
-        if not self.busy:
-            return
+    async def _cut(self, reason: CutReason) -> bool:
+        if not self.replying:
+            return False
         assert self._turn is not None
         said = self._reply.cut()
         self._turn.cancel()
         await asyncio.wait([self._turn])
-        await self._out.event({"type": "interrupted", "said": said})
+        await self._listener.reply_cut(said, reason)
+        return True
+
+    # --- partial transcripts ----------------------------------------------------------------------
+
+    def _maybe_partial(self) -> None:
+        every = self.config.partials_every_s
+        detector = self._detector
+        if not every or detector is None or not detector.speaking:
+            return
+        if self._partial is not None and not self._partial.done():
+            return
+        speech_s = detector.utterance_s
+        # Only when the STT model is idle: a partial never delays a turn's own transcription.
+        if speech_s - self._partial_at < every or self.conversation.stt.worker.pending:
+            return
+        audio = detector.current()
+        if audio is None:
+            return
+        self._partial_at = speech_s
+        self._partial = asyncio.create_task(self._run_partial(audio, self._utterances))
+
+    async def _run_partial(self, audio: Audio, utterance: int) -> None:
+        try:
+            transcription = await self.conversation.stt.transcribe_audio(audio, self.config.options)
+        except AppError:
+            return  # a partial is a courtesy: the final transcript still comes
+        detector = self._detector
+        if (
+            utterance == self._utterances
+            and detector is not None
+            and detector.speaking
+            and transcription.text
+        ):
+            await self._listener.partial_transcript(transcription.text)
+
+    def _cancel_partial(self) -> None:
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()
+        self._partial = None
+
+    # --- turns and replies ------------------------------------------------------------------------
 
     async def _timed_transcribe(self, utterance: Audio) -> TimedTranscription:
         """The transcription and the milliseconds it took (queue wait included)."""
         began = time.perf_counter()
-        transcription = await self.conversation.stt.transcribe_audio(utterance, self._options)
+        transcription = await self.conversation.stt.transcribe_audio(utterance, self.config.options)
         return transcription, elapsed_ms(began)
 
     async def _transcribe(
@@ -229,27 +388,35 @@ class RealtimeSession:
 
     async def _open_reply(
         self,
-        transcription: Transcription,
+        text: str | None,
+        language: str | None,
         timings: dict[str, float],
         started: float,
+        options: ReplyOptions,
         commitment: Commitment | None = None,
         asked: float | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """The reply to a transcript, admitted now (503 when the models are full); `started` is
-        when the user finished speaking, `commitment` makes it pre-emptive."""
-        text = await asyncio.to_thread(self.conversation.chat.fit_spoken, transcription.text)
+        """The reply to `text` (None: to the stored conversation), admitted now (503 when the
+        models are full); `started` is when the user finished speaking, `commitment` makes it
+        pre-emptive."""
+        if text is not None:
+            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, text)
         admission = self.conversation.check_ready(None, self.conversation_id)
         return self.conversation.respond(
             text,
             self.conversation_id,
-            voice=self._voice,
-            language=transcription.language,
+            voice=options.voice,
+            language=language,
             asked=asked if asked is not None else time.time(),
             started=started,
             timings=timings,
             played=self._reply.played_s,
             admission=admission,
             commitment=commitment,
+            speak=options.speak,
+            system_prompt=options.instructions,
+            max_tokens=options.max_tokens,
+            usage=self.config.usage,
         )
 
     async def _early_reply(self, early: EarlyReply) -> None:
@@ -259,7 +426,14 @@ class RealtimeSession:
             if not transcription.text:
                 return
             timings = {"stt_ms": stt_ms}
-            events = await self._open_reply(transcription, timings, time.perf_counter(), early.commitment)
+            events = await self._open_reply(
+                transcription.text,
+                transcription.language,
+                timings,
+                time.perf_counter(),
+                self.config.reply,
+                early.commitment,
+            )
             async with aclosing(events) as stream:
                 async for event in stream:
                     await early.events.put(event)
@@ -268,39 +442,67 @@ class RealtimeSession:
         finally:
             early.events.put_nowait(None)
 
+    async def _transcribe_only(
+        self,
+        utterance: Audio,
+        speculative: asyncio.Task[TimedTranscription] | None,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """A turn that is not answered: transcribed, stored, told — in order with the others."""
+        try:
+            transcription, stt_ms = await self._transcribe(utterance, speculative)
+        except AppError as e:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._listener.transcription_failed(e)
+            return
+        if previous is not None:
+            await asyncio.wait([previous])
+        if transcription.text:
+            await self.conversation.add_user_turn(
+                self.conversation_id, transcription.text, transcription.language, stt_ms
+            )
+        await self._listener.transcribed(transcription, stt_ms)
+
     async def _run_turn(
         self,
         utterance: Audio,
         speculative: asyncio.Task[TimedTranscription] | None,
         ended_at: float,
         early: EarlyReply | None = None,
+        previous: asyncio.Task[None] | None = None,
     ) -> None:
-        self._reply.reset()
         asked = time.time()
         try:
-            # stt_ms is the transcription's own time, even when it ran during the trailing
-            # silence and was ready before the turn began (then it adds nothing to total_ms).
-            transcription, stt_ms = await self._transcribe(utterance, speculative)
+            try:
+                # stt_ms is the transcription's own time, even when it ran during the trailing
+                # silence and was ready before the turn began (then it adds nothing to total_ms).
+                transcript = await self._transcribe(utterance, speculative)
+            except AppError as e:
+                await self._listener.transcription_failed(e)
+                return
+            waiting = [t for t in (previous, self._storing) if t is not None]
+            if waiting:
+                await asyncio.wait(waiting)
+            self._reply.reset()
+            transcription, stt_ms = transcript
             timings = {"stt_ms": stt_ms}
-            transcript = {
-                "type": "transcript",
-                "text": transcription.text,
-                "language": transcription.language,
-            }
             if not transcription.text:
-                await self._out.event(transcript)
+                await self._listener.transcribed(transcription, stt_ms)
                 timings["total_ms"] = elapsed_ms(ended_at)
-                await self._out.event({"type": "turn_end", "reply": "", "timings": timings})
+                await self._listener.reply_finished(Turn("", "", self.conversation_id, None, timings))
                 return
             if early is not None and await self._reply.take_over(early, transcript, ended_at):
                 return
-            events = await self._open_reply(transcription, timings, ended_at, asked=asked)
+            events = await self._open_reply(
+                transcription.text, transcription.language, timings, ended_at, self.config.reply, asked=asked
+            )
             async with aclosing(events) as stream:
                 async for event in stream:
                     await self._reply.send(event, transcript)
         except AppError as e:
             # The turn fails (a busy model, an over-long text); the session goes on.
-            await self._out.event({"type": "error", "code": e.code, "message": e.message})
+            await self._listener.reply_failed(e)
         except Exception:
             # A send to a client that has gone, or a fault of ours: the transport notices the
             # former and closes the session; the latter must not pass silently.
@@ -311,15 +513,34 @@ class RealtimeSession:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait([early.task])
 
+    async def _run_response(self, options: ReplyOptions, previous: asyncio.Task[None] | None) -> None:
+        """A reply the client asked for, on the conversation as stored."""
+        try:
+            # Typed items and turns still being transcribed come first.
+            waiting = [t for t in (previous, self._storing) if t is not None]
+            if waiting:
+                await asyncio.wait(waiting)
+            self._reply.reset()
+            await self._reply.start()
+            events = await self._open_reply(None, None, {}, time.perf_counter(), options)
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    await self._reply.send(event)
+        except AppError as e:
+            await self._listener.reply_failed(e)
+        except Exception:
+            logger.exception("realtime response failed in conversation %s", self.conversation_id)
 
-def _retrieve(task: asyncio.Task[TimedTranscription]) -> None:
-    """Mark a discarded task's failure as seen (it is retried or irrelevant)."""
-    if not task.cancelled():
-        task.exception()
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """Mark a discarded task's failure as seen (it is retried, irrelevant, or was logged)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("a realtime side task failed: %r", task.exception())
 
 
 class RealtimeService:
-    """Opens sessions, at most `max_sessions` at once; owns the VAD model they share."""
+    """Opens sessions, at most `max_sessions` at once (both protocols together); owns the VAD
+    model they share."""
 
     def __init__(
         self,
@@ -335,7 +556,9 @@ class RealtimeService:
         self.active = 0
 
     @contextlib.asynccontextmanager
-    async def session(self, outbox: Outbox) -> AsyncGenerator[RealtimeSession, None]:
+    async def session(
+        self, listener: Listener, conversation_id: str = ""
+    ) -> AsyncGenerator[RealtimeSession, None]:
         """A session for the length of the block; closed (its work cancelled) on the way out."""
         if self.active >= self.settings.max_sessions:
             raise OverloadedError(
@@ -343,7 +566,7 @@ class RealtimeService:
                 retry_after_s=5,
             )
         self.active += 1
-        session = RealtimeSession(self.conversation, self.vad, self.settings, outbox, self.vad_settings)
+        session = RealtimeSession(self.conversation, self.vad, self.settings, listener, conversation_id)
         try:
             yield session
         finally:

@@ -1,8 +1,10 @@
-"""What a realtime session sends back of a reply, and the reply begun early (pre-emptively).
+"""What a realtime session tells its client, and the reply begun early (pre-emptively).
 
-`ReplySender` writes a turn's events to the client and keeps what it has sent of the reply's
-audio, so that a barge-in knows what the listener heard. `EarlyReply` is a reply begun during the
-trailing silence, whose events wait until the turn takes it over.
+A session (services/realtime.py) does the turn-taking; a `Listener` turns what happens into one
+wire protocol's messages: our own (services/realtime_protocol.py) or OpenAI's Realtime protocol
+(services/openai_realtime.py). `ReplySender` hands a reply's events to the listener and keeps what
+it has sent of the reply's audio, so that a barge-in knows what the listener heard. `EarlyReply`
+is a reply begun during the trailing silence, whose events wait until the turn takes it over.
 """
 
 from __future__ import annotations
@@ -11,27 +13,70 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from backend.app.audio.encode import to_pcm16
+from backend.app.audio.types import Audio
+from backend.app.core.errors import AppError
 from backend.app.core.values import Transcription
-from backend.app.services.conversation import Commitment, Heard, TurnEvent, heard_pieces
+from backend.app.services.conversation import Commitment, Heard, Turn, TurnEvent, heard_pieces
 from backend.app.services.speech import ReplyAudio, ReplyText
 from backend.app.text.segment import join_pieces
 
 TimedTranscription = tuple[Transcription, float]
 """A transcription and the milliseconds it took."""
 
-AUDIO_FRAME_S = 0.2
-"""Reply audio goes out in binary messages of this much PCM16."""
+CutReason = Literal["turn_detected", "client_cancelled"]
+"""Why a reply stopped early: the user spoke over it, or the client asked."""
 
 
 @dataclass
 class Outbox:
-    """How the session talks back: JSON events and binary audio (the route serialises them)."""
+    """How a protocol talks back: JSON events and binary audio (the route serialises them)."""
 
     event: Callable[[dict[str, Any]], Awaitable[None]]
     audio: Callable[[bytes], Awaitable[None]]
+
+
+class Listener(Protocol):
+    """What a session reports, in order, for one protocol to put into words."""
+
+    async def speech_started(self, at_s: float) -> None:
+        """The VAD heard speech start, `at_s` seconds into the session's input."""
+
+    async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
+        """The user's turn ended (the VAD's silence, or a commit when `committed`); `utterance`
+        is what will be transcribed."""
+
+    async def partial_transcript(self, text: str) -> None:
+        """The utterance so far, transcribed while the user is still speaking."""
+
+    async def transcribed(self, transcription: Transcription, stt_ms: float) -> None:
+        """The user's words (stored once this is called, unless empty)."""
+
+    async def transcription_failed(self, error: AppError) -> None:
+        """A committed utterance could not be transcribed (e.g. the STT queue is full)."""
+
+    async def user_text(self, text: str) -> None:
+        """A typed user message is stored."""
+
+    async def reply_started(self) -> None:
+        """A reply begins (before any of its text or audio)."""
+
+    async def reply_text(self, delta: str) -> None:
+        """The reply's text as it is generated."""
+
+    async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
+        """One synthesised piece of the reply (`first` of this reply)."""
+
+    async def reply_finished(self, turn: Turn) -> None:
+        """The reply is complete and stored (an empty transcript: `turn.reply` is empty and
+        `reply_started` was never called)."""
+
+    async def reply_cut(self, said: str, reason: CutReason) -> None:
+        """The reply stopped early; `said` is what the listener heard, which is what is stored."""
+
+    async def reply_failed(self, error: AppError) -> None:
+        """The reply could not be made (a busy model, an over-long text); the session goes on."""
 
 
 @dataclass
@@ -51,51 +96,71 @@ class EarlyReply:
 
 
 class ReplySender:
-    """Sends one turn at a time to the client, and keeps what the listener has been sent."""
+    """Hands one reply at a time to the listener, and keeps what the client has been sent."""
 
-    def __init__(self, outbox: Outbox) -> None:
-        self._out = outbox
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
         self._sent: list[ReplyAudio] = []
+        self._started = False
         self._audio_started_at: float | None = None
         self._played_at_cut: float | None = None
+        self._heard_limit_s: float | None = None
 
     def reset(self) -> None:
-        """A new turn."""
-        self._sent, self._audio_started_at, self._played_at_cut = [], None, None
+        """A new reply."""
+        self._sent, self._started, self._audio_started_at = [], False, None
+        self._played_at_cut = self._heard_limit_s = None
+
+    @property
+    def sent_s(self) -> float:
+        """Seconds of reply audio sent so far."""
+        return sum(piece.audio.duration for piece in self._sent)
 
     def played_s(self) -> float:
-        """Seconds of reply audio the client has had time to play (it plays as it receives);
-        frozen at the moment of a barge-in, so the event and the stored reply agree."""
+        """Seconds of reply audio the client has had time to play (it plays as it receives),
+        or what the client said it played (`limit_heard`); frozen at the moment of a cut, so the
+        event and the stored reply agree."""
         if self._played_at_cut is not None:
             return self._played_at_cut
         if self._audio_started_at is None:
             return 0.0
-        sent = sum(piece.audio.duration for piece in self._sent)
-        return min(sent, time.perf_counter() - self._audio_started_at)
+        played = min(self.sent_s, time.perf_counter() - self._audio_started_at)
+        return played if self._heard_limit_s is None else min(played, self._heard_limit_s)
+
+    def limit_heard(self, seconds: float) -> None:
+        """The client says it played no more than `seconds` of this reply (a truncation)."""
+        self._heard_limit_s = max(0.0, seconds)
 
     def cut(self) -> str:
-        """A barge-in: freeze what was heard, and return its text."""
+        """A cut: freeze what was heard, and return its text."""
         self._played_at_cut = self.played_s()
         return join_pieces([piece.text for piece in heard_pieces(self._sent, self._played_at_cut)])
 
-    async def send(self, event: TurnEvent, transcript: dict[str, Any]) -> None:
-        if isinstance(event, Heard):
-            await self._out.event(transcript)  # sent once the user's turn is stored
-        elif isinstance(event, ReplyText):
-            await self._out.event({"type": "reply_delta", "text": event.text})
-        elif isinstance(event, ReplyAudio):
-            await self._send_audio(event)
-        else:
-            await self._out.event(
-                {
-                    "type": "turn_end",
-                    "reply": event.reply,
-                    "audio_url": f"/outputs/{event.audio_name}" if event.audio_name else None,
-                    "timings": event.timings,
-                }
-            )
+    async def start(self) -> None:
+        """The reply begins (once per reply, however many events follow)."""
+        if not self._started:
+            self._started = True
+            await self._listener.reply_started()
 
-    async def take_over(self, early: EarlyReply, transcript: dict[str, Any], ended_at: float) -> bool:
+    async def send(self, event: TurnEvent, transcript: TimedTranscription | None = None) -> None:
+        if isinstance(event, Heard):
+            if transcript is not None:
+                await self._listener.transcribed(*transcript)  # the user's turn is stored
+            await self.start()
+        elif isinstance(event, ReplyText):
+            await self.start()
+            await self._listener.reply_text(event.text)
+        elif isinstance(event, ReplyAudio):
+            await self.start()
+            if self._audio_started_at is None:
+                self._audio_started_at = time.perf_counter()
+            self._sent.append(event)
+            await self._listener.reply_audio(event, len(self._sent) == 1)
+        else:
+            await self.start()
+            await self._listener.reply_finished(event)
+
+    async def take_over(self, early: EarlyReply, transcript: TimedTranscription, ended_at: float) -> bool:
         """Send the pre-emptive reply begun during the silence, confirmed as this turn's: what it
         has ready goes out at once, the rest as it comes. False when it failed before anything
         was sent (the turn then answers the usual way)."""
@@ -103,21 +168,11 @@ class ReplySender:
         first = await early.events.get()
         if first is None or isinstance(first, BaseException):
             return False
-        await self._out.event(transcript)  # the user's turn is being stored as confirmed
+        await self._listener.transcribed(*transcript)  # the user's turn is being stored as confirmed
         event: TurnEvent | BaseException | None = first
         while event is not None:
             if isinstance(event, BaseException):
                 raise event
-            await self.send(event, transcript)
+            await self.send(event)
             event = await early.events.get()
         return True
-
-    async def _send_audio(self, piece: ReplyAudio) -> None:
-        if self._audio_started_at is None:
-            await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
-            self._audio_started_at = time.perf_counter()
-        self._sent.append(piece)
-        pcm = to_pcm16(piece.audio)
-        step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
-        for offset in range(0, len(pcm), step):
-            await self._out.audio(pcm[offset : offset + step])

@@ -13,7 +13,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from backend.app.core.errors import AppError, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
 from backend.app.services.container import Services
-from backend.app.services.realtime import ProtocolError, RealtimeSession
+from backend.app.services.realtime import RealtimeSession
+from backend.app.services.realtime_protocol import OwnProtocol, ProtocolError
 from backend.app.services.realtime_reply import Outbox
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _parse(text: str) -> dict[str, Any]:
     return message
 
 
-async def _serve(websocket: WebSocket, session: RealtimeSession) -> None:
+async def _serve(websocket: WebSocket, protocol: OwnProtocol, session: RealtimeSession) -> None:
     """The receive loop: limits, then each message to the session. Returns on a clean end."""
     limits = session.settings
     opened = time.monotonic()
@@ -73,14 +74,14 @@ async def _serve(websocket: WebSocket, session: RealtimeSession) -> None:
                 1009,
             )
         if data is not None:
-            await session.audio(data)
+            await protocol.audio(data)
             continue
         request = _parse(text or "")
         kind = request["type"]
         if kind == "start":
-            await session.start(request)
+            await protocol.start(request)
         elif kind == "interrupt":
-            await session.interrupt()
+            await protocol.interrupt()
         elif kind == "stop":
             await session.stop()
             await websocket.send_text(json.dumps({"type": "session_end"}))
@@ -111,9 +112,12 @@ async def realtime_conversation(websocket: WebSocket) -> None:
             await websocket.send_bytes(data)
 
     try:
-        async with services.realtime.session(Outbox(send_event, send_audio)) as session:
+        realtime = services.realtime
+        protocol = OwnProtocol(Outbox(send_event, send_audio), realtime.settings, realtime.vad_settings)
+        async with realtime.session(protocol) as session:
+            protocol.session = session
             try:
-                await _serve(websocket, session)
+                await _serve(websocket, protocol, session)
             except ProtocolError as e:
                 await _close_with_error(websocket, e.code, e.message, e.close_code)
             except WebSocketDisconnect:

@@ -1,0 +1,166 @@
+"""Our own realtime protocol (/ws/conversation, docs/realtime.md): the `start` message, and what a
+session reports put into our events (JSON) and binary PCM16 frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import soxr
+
+from backend.app.audio.encode import to_pcm16
+from backend.app.audio.types import Audio
+from backend.app.audio.vad import SAMPLE_RATE
+from backend.app.core.config import RealtimeSettings, VADSettings
+from backend.app.core.errors import AppError
+from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.services.conversation import Turn
+from backend.app.services.history import check_conversation_id
+from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionConfig
+from backend.app.services.realtime_reply import CutReason, Outbox
+from backend.app.services.speech import ReplyAudio
+
+INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+AUDIO_FRAME_S = 0.2
+"""Reply audio goes out in binary messages of this much PCM16."""
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol: the session ends with an error event and this close code."""
+
+    def __init__(self, message: str, code: str = "protocol_error", close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.close_code = close_code
+
+
+class OwnProtocol:
+    """A session's events in our protocol; also the input side (`start`, binary frames)."""
+
+    def __init__(self, outbox: Outbox, settings: RealtimeSettings, vad: VADSettings) -> None:
+        self._out = outbox
+        self.settings = settings
+        self.vad = vad
+        self.session: RealtimeSession | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self.started = False
+
+    # --- the client's messages --------------------------------------------------------------------
+
+    async def start(self, message: dict[str, Any]) -> None:
+        session = self.session
+        assert session is not None
+        if self.started:
+            raise ProtocolError("the session has already started")
+        rate = message.get("sample_rate", SAMPLE_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in INPUT_RATES:
+            rates = ", ".join(map(str, INPUT_RATES))
+            raise ProtocolError(f"sample_rate must be one of {rates} (PCM16 mono)", "invalid_sample_rate")
+        try:
+            cid = message.get("conversation_id")
+            if cid is not None and not isinstance(cid, str):
+                raise ProtocolError("conversation_id must be a string")
+            conversation_id = check_conversation_id(cid or None)
+            voice = message.get("voice")
+            if voice is not None and not isinstance(voice, str):
+                raise ProtocolError("voice must be a string")
+            language = message.get("language")
+            if language is not None and not isinstance(language, str):
+                raise ProtocolError("language must be a string")
+            session.configure(
+                SessionConfig(
+                    vad=self.vad,
+                    options=TranscribeOptions(
+                        language=language or None, beam_size=self.settings.stt_beam_size
+                    ),
+                    reply=ReplyOptions(voice=voice or None),
+                    partials_every_s=self.settings.partial_transcript_s,
+                )
+            )
+        except AppError as e:
+            raise ProtocolError(e.message, e.code) from e
+        session.conversation_id = conversation_id
+        if rate != SAMPLE_RATE:
+            self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        self.started = True
+        await self._out.event(
+            {
+                "type": "ready",
+                "conversation_id": conversation_id,
+                "sample_rate": rate,
+                "output_sample_rate": session.conversation.tts.backend.sample_rate,
+            }
+        )
+
+    async def audio(self, data: bytes) -> None:
+        if not self.started or self.session is None:
+            raise ProtocolError('send {"type": "start"} before audio')
+        if len(data) % 2:
+            raise ProtocolError("audio frames are PCM16: an even number of bytes", "invalid_audio")
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        await self.session.feed(samples)
+
+    async def interrupt(self) -> None:
+        """The client asks the reply under way to stop (a button, not speech)."""
+        if not self.started or self.session is None:
+            raise ProtocolError('send {"type": "start"} first')
+        await self.session.cancel()
+
+    # --- the session's events ---------------------------------------------------------------------
+
+    async def speech_started(self, at_s: float) -> None:
+        await self._out.event({"type": "speech_start"})
+
+    async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
+        await self._out.event({"type": "speech_end", "duration": round(utterance.duration, 3)})
+
+    async def partial_transcript(self, text: str) -> None:
+        await self._out.event({"type": "transcript_delta", "text": text})
+
+    async def transcribed(self, transcription: Transcription, stt_ms: float) -> None:
+        await self._out.event(
+            {"type": "transcript", "text": transcription.text, "language": transcription.language}
+        )
+
+    async def transcription_failed(self, error: AppError) -> None:
+        await self._error(error)
+
+    async def user_text(self, text: str) -> None:
+        pass  # our protocol has no typed messages
+
+    async def reply_started(self) -> None:
+        pass  # `audio_start` comes with the first audio
+
+    async def reply_text(self, delta: str) -> None:
+        await self._out.event({"type": "reply_delta", "text": delta})
+
+    async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
+        if first:
+            await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
+        pcm = to_pcm16(piece.audio)
+        step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
+        for offset in range(0, len(pcm), step):
+            await self._out.audio(pcm[offset : offset + step])
+
+    async def reply_finished(self, turn: Turn) -> None:
+        await self._out.event(
+            {
+                "type": "turn_end",
+                "reply": turn.reply,
+                "audio_url": f"/outputs/{turn.audio_name}" if turn.audio_name else None,
+                "timings": turn.timings,
+            }
+        )
+
+    async def reply_cut(self, said: str, reason: CutReason) -> None:
+        await self._out.event({"type": "interrupted", "said": said})
+
+    async def reply_failed(self, error: AppError) -> None:
+        await self._error(error)
+
+    async def _error(self, error: AppError) -> None:
+        await self._out.event({"type": "error", "code": error.code, "message": error.message})
