@@ -9,6 +9,7 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - dialogue scripts (two speakers, 1,250-1,500 characters): time to the first audio and real-time
   factor, against the same words as plain text;
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
+- OpenAI's Realtime protocol (/v1/realtime, through the SDK) against our own WebSocket, same turns;
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
@@ -42,6 +43,7 @@ SECTIONS = (
     "beam",
     "dialogue",
     "latency",
+    "realtime",
     "cpu",
     "concurrency",
     "startup",
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     runs, durations = latency.measure(port, 1 if args.quick else repeats)
                     write(out, "latency", latency.section(runs, durations, out))
+                if "realtime" in args.sections:
+                    from bench import realtime
+
+                    runs, durations = realtime.measure(port, 1 if args.quick else repeats)
+                    write(out, "realtime", realtime.section(runs, durations, out))
                 if "cpu" in args.sections and not args.gpu:
                     from bench import cpu_share
 

@@ -377,3 +377,49 @@ def test_preemptive_replies_can_be_turned_off(services: Services, tmp_path: Path
         send_audio(ws, silence(0.9))
         receive_until(ws, lambda e: e["type"] == "turn_end", Received())
         assert _tokens(services) > before
+
+
+def _spoken_at_real_time(client: TestClient, speech: bytes) -> Received:
+    """A microphone's pace: 20 ms frames every 20 ms, then the silence that ends the turn."""
+    with client.websocket_connect("/ws/conversation") as ws:
+        start(ws)
+        began = time.perf_counter()
+        pcm = silence(0.3) + speech + silence(1.0)
+        for index, offset in enumerate(range(0, len(pcm), FRAME)):
+            ws.send_bytes(pcm[offset : offset + FRAME])
+            time.sleep(max(0.0, began + (index + 1) * 0.02 - time.perf_counter()))
+        got = Received()
+        receive_until(ws, lambda e: e["type"] == "turn_end", got)
+        ws.send_text(json.dumps({"type": "interrupt"}))
+    return got
+
+
+def test_partial_transcripts_come_while_the_user_speaks(
+    services: Services, tmp_path: Path, speech: bytes
+) -> None:
+    with realtime_client(services, tmp_path, ws_partial_transcript_s=0.8) as client:
+        got = _spoken_at_real_time(client, speech)
+    types = got.types
+    partials = [e["text"] for e in got.events if e["type"] == "transcript_delta"]
+    assert partials, types
+    # All of them between the start of speech and its end, before the final transcript.
+    first, last = types.index("transcript_delta"), len(types) - 1 - types[::-1].index("transcript_delta")
+    assert types.index("speech_start") < first and last < types.index("speech_end") < types.index(
+        "transcript"
+    )
+    final = next(e["text"] for e in got.events if e["type"] == "transcript")
+    assert word_error_rate(SENTENCE, final) <= 0.2, final
+    sentence = SENTENCE.split()
+    for text in partials:
+        # Each is the utterance so far: words from the start of the sentence (a decoder may still
+        # change the last word or two), never more than was said.
+        words = text.split()
+        assert 0 < len(words) <= len(sentence) + 1, text
+        assert word_error_rate(" ".join(sentence[: len(words)]), text) <= 0.5, text
+
+
+def test_partial_transcripts_can_be_turned_off(services: Services, tmp_path: Path, speech: bytes) -> None:
+    with realtime_client(services, tmp_path, ws_partial_transcript_s=0) as client:
+        got = _spoken_at_real_time(client, speech)
+    assert "transcript_delta" not in got.types
+    assert "transcript" in got.types

@@ -196,7 +196,13 @@ def test_hands_free_turn(server: str, browser: Any) -> None:
     page.check("input[name='mode'][value='handsfree']")
     page.click("#talk")
     page.wait_for_selector('#talk[data-state="listening"]', timeout=20_000)
-    _assert_whole_turn(page)
+    # While the user speaks, their words so far show, pending, before the turn's transcript.
+    partial = page.wait_for_selector(".message.user.pending .text", timeout=20_000).inner_text()
+    assert partial.strip()
+    turn = _assert_whole_turn(page)
+    assert page.locator(".message.user.pending").count() == 0
+    assert page.locator(".message.user").count() == 1  # the partial became the transcript
+    assert len(partial) <= len(turn["transcript"]) + 5
     _screenshot(page, "hands-free")
     page.click("#talk")  # stop: the session ends and the microphone is let go
     page.wait_for_selector('#talk[data-state="idle"]', timeout=20_000)

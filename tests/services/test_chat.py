@@ -11,11 +11,12 @@ import pytest
 
 from backend.app.core.errors import AppError, ContextLengthError, InvalidInputError
 from backend.app.core.values import ChatMessage, GenerationOptions
-from backend.app.services.chat import ChatDelta, ChatService, Completion, StopScanner
+from backend.app.services.chat import ChatDelta, ChatService, Completion
 from backend.app.services.container import Services
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import ConversationStore, Turn
+from backend.app.text.stops import StopScanner
 
 
 @pytest.fixture
@@ -230,8 +231,8 @@ def test_a_spoken_turn_sends_the_users_words_once(services: Services, tmp_path: 
     seen: list[list[ChatMessage]] = []
     original = chat.build_messages
 
-    def recorded(conversation_id: str, text: str) -> list[ChatMessage]:
-        messages = original(conversation_id, text)
+    def recorded(conversation_id: str, text: str, system_prompt: str | None = None) -> list[ChatMessage]:
+        messages = original(conversation_id, text, system_prompt)
         seen.append(messages)
         return messages
 

@@ -118,6 +118,11 @@ class VoiceActivityDetector:
         return self._speaking
 
     @property
+    def in_speech(self) -> bool:
+        """Speech is being heard now: an utterance, and not in a pause that may end it."""
+        return self._speaking and self._silent_windows == 0
+
+    @property
     def utterance_s(self) -> float:
         """Seconds of the utterance in progress (its leading pad included); 0 between them."""
         return len(self._utterance) * WINDOW / SAMPLE_RATE if self._speaking else 0.0

@@ -68,8 +68,15 @@ def _public(path: str) -> bool:
     return path.startswith("/health") or path == "/" or path.startswith("/static/")
 
 
+OPENAI_KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
+"""How a browser sends its key to OpenAI's Realtime API (the key as it is), beside `realtime`."""
+
+
 def _websocket_key(scope: Scope) -> bytes | None:
-    for protocol in scope.get("subprotocols", ()):
+    protocols: list[str] = scope.get("subprotocols", [])
+    for protocol in protocols:
+        if protocol.startswith(OPENAI_KEY_PROTOCOL_PREFIX):
+            return protocol[len(OPENAI_KEY_PROTOCOL_PREFIX) :].encode()
         if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
             encoded = protocol[len(WS_KEY_PROTOCOL_PREFIX) :]
             try:
@@ -81,7 +88,8 @@ def _websocket_key(scope: Scope) -> bytes | None:
 
 class BearerAuthMiddleware:
     """When a key is set, every route except /health* and the page needs `Authorization: Bearer
-    <key>`; a WebSocket may carry the key as a `bearer.<base64url key>` subprotocol instead."""
+    <key>`; a WebSocket may carry the key as a subprotocol instead: `bearer.<base64url key>`, or
+    OpenAI's `openai-insecure-api-key.<key>`."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app

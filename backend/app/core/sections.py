@@ -274,8 +274,8 @@ class RealtimeSettings(Section):
     a larger one is answered with an error event and ignored."""
     partial_transcript_s: float = Field(1.0, ge=0, le=10)
     """Realtime mode: while the user speaks, the utterance so far is transcribed again after each
-    this many seconds of new speech (`transcript_delta` events); only when the STT model is idle.
-    0 turns live partial transcripts off."""
+    this many seconds of new speech (`transcript_delta` events); only while speech is heard and
+    the STT model is idle. 0 turns live partial transcripts off."""
     max_sessions: int = Field(8, ge=1, le=10_000)
     """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
 

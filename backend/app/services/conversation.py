@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -19,74 +19,44 @@ import anyio
 
 from backend.app.audio.encode import AudioFormat
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.values import ChatMessage, TranscribeOptions, Transcription
+from backend.app.core.values import ChatMessage, TranscribeOptions
 from backend.app.core.worker import Admission, Gate, Ticket
 from backend.app.services.chat import ChatService, elapsed_ms
 from backend.app.services.history import ConversationHistory, check_conversation_id
-from backend.app.services.speech import ReplyAudio, ReplyText, SpeechStream
+from backend.app.services.speech import ReplyAudio, SpeechStream
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
+from backend.app.services.turn_events import (
+    Commitment,
+    Heard,
+    PlayedSeconds,
+    Turn,
+    TurnEvent,
+    TurnStream,
+    Unspoken,
+    Usage,
+    heard_pieces,
+)
 from backend.app.storage.conversations import Turn as StoredTurn
 from backend.app.text.segment import join_pieces
 from backend.app.voices.library import VoiceInfo
 
+__all__ = [
+    "Commitment",
+    "ConversationService",
+    "Heard",
+    "PlayedSeconds",
+    "Turn",
+    "TurnEvent",
+    "TurnSlot",
+    "TurnStream",
+    "Unspoken",
+    "Usage",
+    "collect",
+    "heard_pieces",
+]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Turn:
-    transcript: str
-    reply: str
-    conversation_id: str | None
-    audio_name: str | None
-    timings: dict[str, float]
-    interrupted: bool = False
-    usage: Usage | None = None
-    """Tokens the reply took, when `respond(..., usage=True)` counted them."""
-
-
-@dataclass(frozen=True)
-class Usage:
-    """The LLM tokens of a reply: its prompt (the context it was given) and its output."""
-
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(frozen=True)
-class Heard:
-    """The user's turn is stored; the reply follows. (First event of `respond`.)"""
-
-    text: str
-
-
-TurnEvent = Heard | ReplyText | ReplyAudio | Turn
-"""`ReplyText` and `ReplyAudio` are the TTS stream's own events (services/speech.py)."""
-
-PlayedSeconds = Callable[[], float]
-"""How many seconds of the reply's audio the listener has heard so far."""
-
-
-@dataclass
-class TurnStream:
-    """A turn whose transcript is known and whose reply is still to come (`events`)."""
-
-    transcription: Transcription
-    conversation_id: str | None
-    events: AsyncGenerator[TurnEvent, None]
-
-
-def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[ReplyAudio]:
-    """The pieces the listener heard at least the start of (all of them when `played_s` is None)."""
-    if played_s is None:
-        return spoken
-    heard, offset = [], 0.0
-    for piece in spoken:
-        if offset >= played_s:
-            break
-        heard.append(piece)
-        offset += piece.audio.duration
-    return heard
 
 
 @dataclass
@@ -352,30 +322,6 @@ class ConversationService:
         return reply, name
 
 
-class Commitment:
-    """The go-ahead for a pre-emptive reply (`respond(..., commitment=)`): the realtime session
-    starts a reply during the silence that may end the user's turn, and confirms it when the turn
-    does end. Until then nothing of the turn is stored."""
-
-    def __init__(self) -> None:
-        self._confirmed = asyncio.Event()
-        self.at: float | None = None
-        """When the user finished speaking (perf_counter), once confirmed."""
-
-    @property
-    def confirmed(self) -> bool:
-        return self._confirmed.is_set()
-
-    def confirm(self, at: float) -> None:
-        self.at = at
-        self._confirmed.set()
-
-    async def then_store(self, history: ConversationHistory, conversation_id: str, user: StoredTurn) -> None:
-        """Once confirmed, store the user's turn (the reply is stored after it)."""
-        await self._confirmed.wait()
-        await history.add_turns(conversation_id, user)
-
-
 async def _timed(
     deltas: AsyncGenerator[str, None], timings: dict[str, float], parts: list[str]
 ) -> AsyncGenerator[str, None]:
@@ -388,27 +334,6 @@ async def _timed(
             yield delta
     timings["llm_ms"] = elapsed_ms(began)
     timings.setdefault("llm_first_token_ms", timings["llm_ms"])
-
-
-class Unspoken:
-    """A reply in text only, in the shape of a speech stream: its deltas as `ReplyText`."""
-
-    voice: VoiceInfo | None = None
-    first_s: float | None = None
-    busy_s = 0.0
-
-    def __init__(self, deltas: AsyncGenerator[str, None]) -> None:
-        self._deltas = deltas
-
-    def __aiter__(self) -> AsyncGenerator[ReplyText, None]:
-        return self._events()
-
-    async def _events(self) -> AsyncGenerator[ReplyText, None]:
-        async for delta in self._deltas:
-            yield ReplyText(delta)
-
-    async def aclose(self) -> None:
-        await self._deltas.aclose()
 
 
 async def collect(stream: TurnStream) -> Turn:

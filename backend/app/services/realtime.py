@@ -18,7 +18,8 @@ If the silence lasts and the turn ends, the turn takes that reply over (sent at 
 if the user goes on speaking, it is cancelled and leaves nothing stored.
 
 Live partial transcripts (WS_PARTIAL_TRANSCRIPT_S): while the user speaks, the utterance so far is
-transcribed again after each interval of new speech, when the STT model has nothing else to do.
+transcribed again after each interval of new speech, when the STT model has nothing else to do
+and the user is not pausing (a pause is when the turn's own transcription runs).
 """
 
 from __future__ import annotations
@@ -28,19 +29,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from dataclasses import dataclass, field
 
-import anyio
 import numpy as np
 
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
-from backend.app.core.values import TranscribeOptions
-from backend.app.services.chat import elapsed_ms
-from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
+from backend.app.services.conversation import Commitment, ConversationService
 from backend.app.services.realtime_reply import (
     CutReason,
     EarlyReply,
@@ -48,6 +44,9 @@ from backend.app.services.realtime_reply import (
     ReplySender,
     TimedTranscription,
 )
+from backend.app.services.realtime_turns import ReplyOptions, SessionConfig, SessionError, TurnRunner
+
+__all__ = ["RealtimeService", "RealtimeSession", "ReplyOptions", "SessionConfig", "SessionError"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,48 +54,7 @@ MIN_COMMIT_S = 0.1
 """The shortest audio a commit accepts (OpenAI's rule too)."""
 
 
-class SessionError(Exception):
-    """A request the session cannot do now (nothing to commit, no reply to cancel...): the
-    protocol tells the client, and the session goes on."""
-
-    def __init__(self, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-@dataclass(frozen=True)
-class ReplyOptions:
-    """How replies are made: the voice (None: the conversation's or the default), spoken or in
-    text only, the system prompt (None: the conversation's or LLM_SYSTEM_PROMPT), a shorter
-    token limit than LLM_MAX_TOKENS."""
-
-    voice: str | None = None
-    speak: bool = True
-    instructions: str | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How a session takes turns; each protocol sets it from its own messages."""
-
-    vad: VADSettings | None = field(default_factory=VADSettings)
-    """Turn detection; None: a turn ends only when the client commits its audio."""
-    respond: bool = True
-    """Answer each turn (False: transcribe and store it only, as dictation does)."""
-    interrupt: bool = True
-    """Speech that starts during a reply cuts it."""
-    options: TranscribeOptions = field(default_factory=TranscribeOptions)
-    reply: ReplyOptions = field(default_factory=ReplyOptions)
-    partials_every_s: float = 0.0
-    """Live partial transcripts after each this many seconds of new speech (0: none)."""
-    usage: bool = False
-    """Count each reply's tokens (`Turn.usage`)."""
-
-
-class RealtimeSession:
+class RealtimeSession(TurnRunner):
     """One client's session. `configure` it, feed it 16 kHz audio (`feed`); `commit`, `clear`,
     `add_text`, `respond` and `cancel` are the client's explicit requests; `stop` ends the input
     (the turn under way finishes); `close` is the end, however it came (cancels what is running)."""
@@ -135,8 +93,9 @@ class RealtimeSession:
 
     @property
     def replying(self) -> bool:
-        """A reply is under way (or the turn that will be answered)."""
-        return self.busy and self._turn_replies
+        """A reply is under way (or the turn that will be answered): not yet told finished, so
+        a cancel can still cut it."""
+        return self.busy and self._turn_replies and self._reply.finished_in is not self._turn
 
     @property
     def input_s(self) -> float:
@@ -227,7 +186,7 @@ class RealtimeSession:
 
     async def respond(self, options: ReplyOptions | None = None) -> None:
         """A reply to the conversation as stored (the client asks for it)."""
-        if self.busy and self._turn_replies:
+        if self.replying:
             raise SessionError(
                 "a response is already in progress; cancel it first",
                 "conversation_already_has_active_response",
@@ -335,7 +294,9 @@ class RealtimeSession:
     def _maybe_partial(self) -> None:
         every = self.config.partials_every_s
         detector = self._detector
-        if not every or detector is None or not detector.speaking:
+        # Not in a pause: that is when the turn's own transcription (and the reply begun on it)
+        # runs, and a partial would compete with them for the CPU.
+        if not every or detector is None or not detector.in_speech:
             return
         if self._partial is not None and not self._partial.done():
             return
@@ -367,169 +328,6 @@ class RealtimeSession:
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()
         self._partial = None
-
-    # --- turns and replies ------------------------------------------------------------------------
-
-    async def _timed_transcribe(self, utterance: Audio) -> TimedTranscription:
-        """The transcription and the milliseconds it took (queue wait included)."""
-        began = time.perf_counter()
-        transcription = await self.conversation.stt.transcribe_audio(utterance, self.config.options)
-        return transcription, elapsed_ms(began)
-
-    async def _transcribe(
-        self, utterance: Audio, speculative: asyncio.Task[TimedTranscription] | None
-    ) -> TimedTranscription:
-        if speculative is not None:
-            try:
-                return await speculative
-            except AppError:
-                pass  # e.g. the STT queue was full then; try once more now
-        return await self._timed_transcribe(utterance)
-
-    async def _open_reply(
-        self,
-        text: str | None,
-        language: str | None,
-        timings: dict[str, float],
-        started: float,
-        options: ReplyOptions,
-        commitment: Commitment | None = None,
-        asked: float | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        """The reply to `text` (None: to the stored conversation), admitted now (503 when the
-        models are full); `started` is when the user finished speaking, `commitment` makes it
-        pre-emptive."""
-        if text is not None:
-            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, text)
-        admission = self.conversation.check_ready(None, self.conversation_id)
-        return self.conversation.respond(
-            text,
-            self.conversation_id,
-            voice=options.voice,
-            language=language,
-            asked=asked if asked is not None else time.time(),
-            started=started,
-            timings=timings,
-            played=self._reply.played_s,
-            admission=admission,
-            commitment=commitment,
-            speak=options.speak,
-            system_prompt=options.instructions,
-            max_tokens=options.max_tokens,
-            usage=self.config.usage,
-        )
-
-    async def _early_reply(self, early: EarlyReply) -> None:
-        """Begin the reply on the transcript so far; its events wait in `early.events`."""
-        try:
-            transcription, stt_ms = await early.transcription
-            if not transcription.text:
-                return
-            timings = {"stt_ms": stt_ms}
-            events = await self._open_reply(
-                transcription.text,
-                transcription.language,
-                timings,
-                time.perf_counter(),
-                self.config.reply,
-                early.commitment,
-            )
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    await early.events.put(event)
-        except Exception as e:  # handed to the turn, which answers without it
-            await early.events.put(e)
-        finally:
-            early.events.put_nowait(None)
-
-    async def _transcribe_only(
-        self,
-        utterance: Audio,
-        speculative: asyncio.Task[TimedTranscription] | None,
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        """A turn that is not answered: transcribed, stored, told — in order with the others."""
-        try:
-            transcription, stt_ms = await self._transcribe(utterance, speculative)
-        except AppError as e:
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self._listener.transcription_failed(e)
-            return
-        if previous is not None:
-            await asyncio.wait([previous])
-        if transcription.text:
-            await self.conversation.add_user_turn(
-                self.conversation_id, transcription.text, transcription.language, stt_ms
-            )
-        await self._listener.transcribed(transcription, stt_ms)
-
-    async def _run_turn(
-        self,
-        utterance: Audio,
-        speculative: asyncio.Task[TimedTranscription] | None,
-        ended_at: float,
-        early: EarlyReply | None = None,
-        previous: asyncio.Task[None] | None = None,
-    ) -> None:
-        asked = time.time()
-        try:
-            try:
-                # stt_ms is the transcription's own time, even when it ran during the trailing
-                # silence and was ready before the turn began (then it adds nothing to total_ms).
-                transcript = await self._transcribe(utterance, speculative)
-            except AppError as e:
-                await self._listener.transcription_failed(e)
-                return
-            waiting = [t for t in (previous, self._storing) if t is not None]
-            if waiting:
-                await asyncio.wait(waiting)
-            self._reply.reset()
-            transcription, stt_ms = transcript
-            timings = {"stt_ms": stt_ms}
-            if not transcription.text:
-                await self._listener.transcribed(transcription, stt_ms)
-                timings["total_ms"] = elapsed_ms(ended_at)
-                await self._listener.reply_finished(Turn("", "", self.conversation_id, None, timings))
-                return
-            if early is not None and await self._reply.take_over(early, transcript, ended_at):
-                return
-            events = await self._open_reply(
-                transcription.text, transcription.language, timings, ended_at, self.config.reply, asked=asked
-            )
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    await self._reply.send(event, transcript)
-        except AppError as e:
-            # The turn fails (a busy model, an over-long text); the session goes on.
-            await self._listener.reply_failed(e)
-        except Exception:
-            # A send to a client that has gone, or a fault of ours: the transport notices the
-            # former and closes the session; the latter must not pass silently.
-            logger.exception("realtime turn failed in conversation %s", self.conversation_id)
-        finally:
-            if early is not None and early.task is not None and not early.task.done():
-                early.task.cancel()  # a barge-in: the reply is stored as far as it was heard
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([early.task])
-
-    async def _run_response(self, options: ReplyOptions, previous: asyncio.Task[None] | None) -> None:
-        """A reply the client asked for, on the conversation as stored."""
-        try:
-            # Typed items and turns still being transcribed come first.
-            waiting = [t for t in (previous, self._storing) if t is not None]
-            if waiting:
-                await asyncio.wait(waiting)
-            self._reply.reset()
-            await self._reply.start()
-            events = await self._open_reply(None, None, {}, time.perf_counter(), options)
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    await self._reply.send(event)
-        except AppError as e:
-            await self._listener.reply_failed(e)
-        except Exception:
-            logger.exception("realtime response failed in conversation %s", self.conversation_id)
 
 
 def _retrieve(task: asyncio.Task[object]) -> None:

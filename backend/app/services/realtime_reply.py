@@ -29,6 +29,10 @@ CutReason = Literal["turn_detected", "client_cancelled"]
 """Why a reply stopped early: the user spoke over it, or the client asked."""
 
 
+class ClientGone(Exception):
+    """The client can no longer be reached (it stopped reading): the session is ending."""
+
+
 @dataclass
 class Outbox:
     """How a protocol talks back: JSON events and binary audio (the route serialises them)."""
@@ -105,6 +109,8 @@ class ReplySender:
         self._audio_started_at: float | None = None
         self._played_at_cut: float | None = None
         self._heard_limit_s: float | None = None
+        self.finished_in: asyncio.Task[object] | None = None
+        """The task (turn) whose reply was last told finished: from then on it cannot be cut."""
 
     def reset(self) -> None:
         """A new reply."""
@@ -158,6 +164,7 @@ class ReplySender:
             await self._listener.reply_audio(event, len(self._sent) == 1)
         else:
             await self.start()
+            self.finished_in = asyncio.current_task()
             await self._listener.reply_finished(event)
 
     async def take_over(self, early: EarlyReply, transcript: TimedTranscription, ended_at: float) -> bool:

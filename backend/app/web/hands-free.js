@@ -14,6 +14,7 @@ export const live = {
   source: null,
   node: null,
   user: null,
+  heard: null, // the user's words so far (transcript_delta), until the transcript
   assistant: null,
   answering: false,
   outputRate: 24000,
@@ -104,9 +105,22 @@ export const live = {
         this.answering = true;
         updatePlaybackControls();
         break;
+      case "transcript_delta":
+        // The utterance so far, while the user speaks: shown greyed, replaced by the transcript.
+        if (!message.text) break;
+        this.heard ??= new MessageView("user", "", { pending: true });
+        this.heard.text = message.text;
+        break;
       case "transcript":
-        if (message.text) this.user = new MessageView("user", message.text);
-        else setActivity("That was not understood as words. Listening.");
+        if (message.text) {
+          this.user = this.heard ?? new MessageView("user");
+          this.user.text = message.text;
+          this.user.pending = false;
+        } else {
+          this.heard?.el.remove();
+          setActivity("That was not understood as words. Listening.");
+        }
+        this.heard = null;
         break;
       case "reply_delta":
         this.assistant ??= new MessageView("assistant", "", { pending: true });
@@ -132,6 +146,7 @@ export const live = {
         setActivity("Interrupted. Listening.");
         break;
       case "error":
+        this.dropHeard();
         showNotice(explain(new ApiError(0, message.code, message.message)));
         if (this.assistant) this.assistant.fail(message.message);
         this.endTurn();
@@ -139,6 +154,12 @@ export const live = {
       default:
         break; // session_end, and events of later versions
     }
+  },
+
+  // A partial transcript whose turn never came (the session ended, or the turn failed).
+  dropHeard() {
+    this.heard?.el.remove();
+    this.heard = null;
   },
 
   endTurn() {
@@ -185,6 +206,7 @@ export const live = {
     this.release();
     this.ws = null;
     this.answering = false;
+    this.dropHeard();
     this.assistant?.markInterrupted();
     this.assistant = null;
     releaseMicrophoneSoon();

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from backend.app.api.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
 from backend.app.core.errors import AppError, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
 from backend.app.services.container import Services
@@ -27,9 +27,10 @@ SUBPROTOCOL = "voice-dialogue"
 async def _close_with_error(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
     """Tell the client why, then close; a client already gone is fine."""
     try:
-        await websocket.send_text(json.dumps({"type": "error", "code": code, "message": message}))
+        event = json.dumps({"type": "error", "code": code, "message": message})
+        await asyncio.wait_for(websocket.send_text(event), SEND_TIMEOUT_S)
         await websocket.close(close_code, reason=message[:120])
-    except (WebSocketDisconnect, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError, TimeoutError):
         pass
 
 
@@ -45,23 +46,22 @@ def _parse(text: str) -> dict[str, Any]:
     return message
 
 
-async def _serve(websocket: WebSocket, protocol: OwnProtocol, session: RealtimeSession) -> None:
+async def _serve(
+    websocket: WebSocket, protocol: OwnProtocol, session: RealtimeSession, sender: Sender
+) -> None:
     """The receive loop: limits, then each message to the session. Returns on a clean end."""
     limits = session.settings
-    opened = time.monotonic()
+    receiver = Receiver(websocket, sender, limits.idle_timeout_s, limits.max_session_s)
     while True:
-        left = limits.max_session_s - (time.monotonic() - opened)
-        if left <= 0:
+        try:
+            message = await receiver.next(lambda: session.busy)
+        except Limit as e:
+            if e.reason == "idle_timeout":
+                raise ProtocolError(
+                    f"nothing received for {limits.idle_timeout_s:g} s", "idle_timeout", 1000
+                ) from None
             raise ProtocolError(
                 f"the session reached its {limits.max_session_s:g} s limit", "session_limit", 1000
-            )
-        try:
-            message = await asyncio.wait_for(websocket.receive(), min(limits.idle_timeout_s, left))
-        except TimeoutError:
-            if session.busy or time.monotonic() - opened >= limits.max_session_s:
-                continue  # a reply is being spoken: the client may well be silent
-            raise ProtocolError(
-                f"nothing received for {limits.idle_timeout_s:g} s", "idle_timeout", 1000
             ) from None
         if message["type"] == "websocket.disconnect":
             return
@@ -84,7 +84,7 @@ async def _serve(websocket: WebSocket, protocol: OwnProtocol, session: RealtimeS
             await protocol.interrupt()
         elif kind == "stop":
             await session.stop()
-            await websocket.send_text(json.dumps({"type": "session_end"}))
+            await sender.text(json.dumps({"type": "session_end"}))
             await websocket.close(1000)
             return
         else:
@@ -101,26 +101,21 @@ async def realtime_conversation(websocket: WebSocket) -> None:
     if services is None:
         await _close_with_error(websocket, "not_ready", "the models are still loading; retry shortly", 1013)
         return
-    lock = asyncio.Lock()  # the reply task and the receive loop both send
+    sender = Sender(websocket)
 
     async def send_event(event: dict[str, Any]) -> None:
-        async with lock:
-            await websocket.send_text(json.dumps(event, ensure_ascii=False))
-
-    async def send_audio(data: bytes) -> None:
-        async with lock:
-            await websocket.send_bytes(data)
+        await sender.text(json.dumps(event, ensure_ascii=False))
 
     try:
         realtime = services.realtime
-        protocol = OwnProtocol(Outbox(send_event, send_audio), realtime.settings, realtime.vad_settings)
+        protocol = OwnProtocol(Outbox(send_event, sender.bytes), realtime.settings, realtime.vad_settings)
         async with realtime.session(protocol) as session:
             protocol.session = session
             try:
-                await _serve(websocket, protocol, session)
+                await _serve(websocket, protocol, session, sender)
             except ProtocolError as e:
                 await _close_with_error(websocket, e.code, e.message, e.close_code)
-            except WebSocketDisconnect:
+            except (WebSocketDisconnect, ClientGone):
                 pass  # the client went away: the session's work is cancelled on the way out
     except AppError as e:  # too many sessions
         await _close_with_error(websocket, e.code, e.message, 1013)

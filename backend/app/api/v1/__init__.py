@@ -1,12 +1,13 @@
 """The OpenAI-compatible API under /v1: audio (transcriptions, translations, speech), chat
-completions and the model list. Errors here take OpenAI's shape (see core/errors.py)."""
+completions, the model list and the Realtime WebSocket. Errors here take OpenAI's shape (see
+core/errors.py)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.app.api.v1 import audio, chat, models
+from backend.app.api.v1 import audio, chat, models, realtime
 
 router = APIRouter(prefix="/v1")
-for module in (models, audio, chat):
+for module in (models, audio, chat, realtime):
     router.include_router(module.router)

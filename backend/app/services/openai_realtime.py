@@ -1,0 +1,354 @@
+"""OpenAI's Realtime protocol (the GA events of the `openai` SDK's `types.realtime`) over our
+realtime session: /v1/realtime.
+
+The client's JSON events become calls on a `RealtimeSession` (services/realtime.py); what the
+session reports comes back as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
+error shape and order. Audio is base64 PCM16 at 24 kHz both ways (resampled inside: the VAD and
+Whisper take 16 kHz, the TTS engine has its own rate). What of OpenAI's protocol is not supported
+(tools, images, WebRTC...) is refused with an error event that says so; docs/realtime.md lists it.
+
+A protocol mistake (unknown event, malformed field, bad base64) is answered with an `error` event
+that names the client's `event_id` and the field; the connection goes on, as OpenAI's does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import soxr
+from pydantic import ValidationError
+
+from backend.app.audio.vad import SAMPLE_RATE
+from backend.app.core.errors import AppError
+from backend.app.core.values import TranscribeOptions
+from backend.app.services.openai_realtime_events import RealtimeEvents
+from backend.app.services.openai_realtime_schema import (
+    EAGERNESS_SILENCE_MS,
+    ItemFields,
+    ResponseFields,
+    SessionFields,
+    check_input_format,
+    check_output_format,
+    checked_max_tokens,
+    initial_state,
+    merged,
+    new_id,
+    speaks,
+    validation_problem,
+    voice_name,
+)
+from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionConfig, SessionError
+
+__all__ = ["OpenAIRealtime", "new_id"]
+
+
+class OpenAIRealtime(RealtimeEvents):
+    """One /v1/realtime connection: `handle` each client event; as the session's `Listener`
+    (RealtimeEvents), it sends OpenAI's server events."""
+
+    async def start(self, session: RealtimeSession) -> None:
+        """The connection is accepted: apply the defaults and say so."""
+        self.session = session
+        self._apply()
+        await self._event("session.created", session=self._session_view())
+        await self._event(
+            "conversation.created",
+            conversation={"id": session.conversation_id, "object": "realtime.conversation"},
+        )
+
+    # --- client events ----------------------------------------------------------------------------
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        """One client event; a mistake in it is answered with an `error` event."""
+        client_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        try:
+            kind = event.get("type")
+            handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                known = ", ".join(_HANDLERS)
+                raise SessionError(
+                    f"Invalid value for 'type': {kind!r} is not a client event this server handles "
+                    f"({known}).",
+                    "invalid_value" if isinstance(kind, str) else "missing_required_parameter",
+                    "type",
+                )
+            await handler(self, event)
+        except SessionError as e:
+            await self.error(e.message, e.code, e.param, client_id)
+        except AppError as e:
+            await self.error(e.message, e.code, e.param, client_id)
+
+    async def _session_update(self, event: dict[str, Any]) -> None:
+        try:
+            update = SessionFields.model_validate(event.get("session") or {})
+        except ValidationError as e:
+            raise validation_problem(e, "session") from None
+        if update.tools:
+            raise SessionError(
+                "Tools (function calling, MCP) are not supported by this server.",
+                "unsupported",
+                "session.tools",
+            )
+        if isinstance(update.tool_choice, dict) or update.tool_choice not in (None, "auto", "none"):
+            raise SessionError(
+                "Tools are not supported by this server.", "unsupported", "session.tool_choice"
+            )
+        base = self.state
+        if update.type is not None and update.type != base["type"]:
+            # A connection opened for conversation may become a transcription session, or back.
+            base = {
+                **initial_state(self.model, update.type == "transcription", self.vad_defaults),
+                "id": base["id"],
+            }
+        state = merged(base, update.model_dump(exclude_unset=True, exclude={"id", "object"}))
+        checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens")
+        previous, self.state = self.state, state
+        try:
+            self._apply()
+        except (SessionError, AppError):
+            self.state = previous
+            raise
+        await self._event("session.updated", session=self._session_view())
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise SessionError(
+                "Missing required parameter: 'audio' (base64 PCM16).", "missing_required_parameter", "audio"
+            )
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (ValueError, binascii.Error):
+            raise SessionError(
+                "Invalid value for 'audio': not valid base64.", "invalid_value", "audio"
+            ) from None
+        if len(data) % 2:
+            raise SessionError(
+                "Invalid value for 'audio': PCM16 has two bytes a sample; this has an odd number.",
+                "invalid_value",
+                "audio",
+            )
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        assert self.session is not None
+        await self.session.feed(samples)
+
+    async def _commit(self, event: dict[str, Any]) -> None:
+        assert self.session is not None
+        await self.session.commit()
+
+    async def _clear(self, event: dict[str, Any]) -> None:
+        assert self.session is not None
+        self.session.clear()
+        self._speech_item = None
+        await self._event("input_audio_buffer.cleared")
+
+    async def _item_create(self, event: dict[str, Any]) -> None:
+        try:
+            item = ItemFields.model_validate(event.get("item"))
+        except ValidationError as e:
+            raise validation_problem(e, "item") from None
+        if item.type != "message":
+            raise SessionError(
+                f"Items of type {item.type!r} are not supported (tools are not); send a user message.",
+                "unsupported",
+                "item.type",
+            )
+        if item.role != "user":
+            raise SessionError(
+                "Only user messages can be added; set the assistant's behaviour with session.instructions.",
+                "unsupported",
+                "item.role",
+            )
+        texts = []
+        for index, part in enumerate(item.content or []):
+            if part.type != "input_text" or part.text is None:
+                what = "image input is" if part.type == "input_image" else f"{part.type!r} content is"
+                raise SessionError(
+                    f"{what} not supported; a user message carries input_text.",
+                    "unsupported",
+                    f"item.content[{index}].type",
+                )
+            texts.append(part.text)
+        text = "\n".join(texts)
+        if not text.strip():
+            raise SessionError(
+                "Missing required parameter: 'item.content' (input_text).",
+                "missing_required_parameter",
+                "item.content",
+            )
+        assert self.session is not None
+        self._pending_text.append(item.id or new_id("item"))
+        try:
+            await self.session.add_text(text)
+        except BaseException:
+            self._pending_text.pop()
+            raise
+
+    async def _truncate(self, event: dict[str, Any]) -> None:
+        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
+        if not isinstance(item_id, str):
+            raise SessionError(
+                "Missing required parameter: 'item_id'.", "missing_required_parameter", "item_id"
+            )
+        if isinstance(end_ms, bool) or not isinstance(end_ms, int) or end_ms < 0:
+            raise SessionError(
+                "Invalid value for 'audio_end_ms': a whole number of milliseconds.",
+                "invalid_value",
+                "audio_end_ms",
+            )
+        response = self._response
+        if response is None or response.item_id != item_id:
+            raise SessionError(
+                f"Item {item_id!r} is not the reply being spoken: only the reply in progress can be "
+                "truncated here (what was heard of a reply is stored when it is cut).",
+                "item_truncate_invalid_item_id",
+                "item_id",
+            )
+        if end_ms > round(response.audio_s * 1000):
+            raise SessionError(
+                f"audio_end_ms {end_ms} is beyond the {round(response.audio_s * 1000)} ms of audio sent.",
+                "invalid_value",
+                "audio_end_ms",
+            )
+        assert self.session is not None
+        self.session.limit_heard(end_ms / 1000)
+        await self._event(
+            "conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms
+        )
+
+    async def _response_create(self, event: dict[str, Any]) -> None:
+        if self.state["type"] == "transcription":
+            raise SessionError("A transcription session makes no responses.", "invalid_request", "type")
+        try:
+            asked = ResponseFields.model_validate(event.get("response") or {})
+        except ValidationError as e:
+            raise validation_problem(e, "response") from None
+        if asked.tools:
+            raise SessionError("Tools are not supported by this server.", "unsupported", "response.tools")
+        if asked.input is not None or asked.conversation not in (None, "auto"):
+            raise SessionError(
+                "Out-of-band responses (response.conversation 'none', response.input) are not supported; "
+                "responses use the conversation.",
+                "unsupported",
+                "response.conversation",
+            )
+        options = self._reply_options()
+        voice = voice_name(asked.audio.output.voice) if asked.audio and asked.audio.output else None
+        if asked.audio and asked.audio.output and asked.audio.output.format:
+            check_output_format(asked.audio.output.format, "response.audio.output.format")
+        options = ReplyOptions(
+            voice=self._resolve_voice(voice, "response.audio.output.voice") if voice else options.voice,
+            speak=speaks(asked.output_modalities) if asked.output_modalities else options.speak,
+            instructions=asked.instructions or options.instructions,
+            max_tokens=checked_max_tokens(asked.max_output_tokens, "response.max_output_tokens")
+            if asked.max_output_tokens is not None
+            else options.max_tokens,
+        )
+        assert self.session is not None
+        self._metadata = asked.metadata
+        await self.session.respond(options)
+
+    async def _response_cancel(self, event: dict[str, Any]) -> None:
+        wanted = event.get("response_id")
+        response = self._response
+        if wanted is not None and (response is None or wanted != response.id):
+            raise SessionError(
+                f"No response {wanted!r} is in progress.", "response_cancel_not_active", "response_id"
+            )
+        assert self.session is not None
+        if not await self.session.cancel():
+            raise SessionError("There is no response in progress to cancel.", "response_cancel_not_active")
+
+    async def _unsupported(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        why = {
+            "output_audio_buffer.clear": "it is for WebRTC and SIP; over a WebSocket, stop playback yourself",
+            "conversation.item.delete": "the conversation is stored as it happened "
+            "(DELETE /conversations/{id} removes all of it)",
+            "conversation.item.retrieve": "read the stored conversation with GET /conversations/{id}",
+        }[kind]
+        raise SessionError(f"{kind} is not supported: {why}.", "unsupported", "type")
+
+    # --- configuration ----------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        """Turn the session state into the session's config (checks voices, languages, formats)."""
+        assert self.session is not None
+        state = self.state
+        audio_in = state["audio"]["input"]
+        rate = check_input_format(audio_in.get("format"), "session.audio.input.format")
+        if state["type"] == "realtime":
+            check_output_format(state["audio"]["output"].get("format"), "session.audio.output.format")
+            speed = state["audio"]["output"].get("speed")
+            if speed not in (None, 1, 1.0):
+                raise SessionError(
+                    "Invalid value for 'session.audio.output.speed': only 1.0 is supported.",
+                    "unsupported",
+                    "session.audio.output.speed",
+                )
+        detection = audio_in.get("turn_detection")
+        vad = None
+        if detection is not None:
+            silence = detection.get("silence_duration_ms")
+            if detection["type"] == "semantic_vad":
+                silence = EAGERNESS_SILENCE_MS.get(detection.get("eagerness") or "auto")
+            vad = self.vad_defaults.model_copy(
+                update={
+                    k: v
+                    for k, v in (
+                        ("threshold", detection.get("threshold")),
+                        ("speech_pad_ms", detection.get("prefix_padding_ms")),
+                        ("min_silence_ms", silence),
+                    )
+                    if v is not None
+                }
+            )
+        transcription = audio_in.get("transcription") or {}
+        language = transcription.get("language") or None
+        realtime = state["type"] == "realtime"
+        creates = bool(detection is not None and detection.get("create_response", True) is not False)
+        self.session.configure(
+            SessionConfig(
+                vad=vad,
+                respond=realtime and creates,
+                interrupt=realtime
+                and bool(detection is None or detection.get("interrupt_response", True) is not False),
+                options=TranscribeOptions(language=language, beam_size=self.settings.stt_beam_size),
+                reply=self._reply_options(),
+                usage=True,
+            )
+        )
+        if rate != self._input_rate or (self._resampler is None and rate != SAMPLE_RATE):
+            self._input_rate = rate
+            self._resampler = (
+                soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+            )
+
+    def _session_view(self) -> dict[str, Any]:
+        assert self.session is not None
+        view = dict(self.state)
+        if view["type"] == "transcription":
+            view = {k: v for k, v in view.items() if k in ("type", "id", "object", "audio", "include")}
+            view["audio"] = {"input": view["audio"]["input"]}
+        return view
+
+
+_HANDLERS: dict[str, Callable[[OpenAIRealtime, dict[str, Any]], Awaitable[None]]] = {
+    "session.update": OpenAIRealtime._session_update,
+    "input_audio_buffer.append": OpenAIRealtime._append,
+    "input_audio_buffer.commit": OpenAIRealtime._commit,
+    "input_audio_buffer.clear": OpenAIRealtime._clear,
+    "conversation.item.create": OpenAIRealtime._item_create,
+    "conversation.item.truncate": OpenAIRealtime._truncate,
+    "response.create": OpenAIRealtime._response_create,
+    "response.cancel": OpenAIRealtime._response_cancel,
+    "conversation.item.delete": OpenAIRealtime._unsupported,
+    "conversation.item.retrieve": OpenAIRealtime._unsupported,
+    "output_audio_buffer.clear": OpenAIRealtime._unsupported,
+}

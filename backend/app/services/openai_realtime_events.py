@@ -1,0 +1,371 @@
+"""The server half of OpenAI's Realtime protocol: what a `RealtimeSession` reports (it is the
+session's `Listener`), sent as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
+error shape and order. The client half, services/openai_realtime.py, builds on it."""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+from typing import Any, Literal
+
+import numpy as np
+import soxr
+
+from backend.app.audio.encode import to_pcm16
+from backend.app.audio.types import Audio
+from backend.app.core.config import RealtimeSettings, VADSettings
+from backend.app.core.errors import AppError
+from backend.app.core.values import Transcription
+from backend.app.services.compat import VoiceMap
+from backend.app.services.conversation import Turn
+from backend.app.services.openai_realtime_schema import (
+    AUDIO_DELTA_S,
+    OUTPUT_RATE,
+    Send,
+    checked_max_tokens,
+    initial_state,
+    new_id,
+    speaks,
+    voice_name,
+)
+from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionError
+from backend.app.services.realtime_reply import CutReason
+from backend.app.services.speech import ReplyAudio
+
+
+class RealtimeEvents:
+    """One /v1/realtime connection's state and server events."""
+
+    def __init__(
+        self,
+        send: Send,
+        settings: RealtimeSettings,
+        vad: VADSettings,
+        voices: VoiceMap,
+        model: str,
+        transcription_only: bool = False,
+    ) -> None:
+        self._send = send
+        self.settings = settings
+        self.vad_defaults = vad
+        self.voices = voices
+        self.session: RealtimeSession | None = None
+        self.state: dict[str, Any] = initial_state(model, transcription_only, vad)
+        self._input_rate = OUTPUT_RATE
+        self._resampler: soxr.ResampleStream | None = None
+        self._last_item: str | None = None
+        self._speech_item: str | None = None  # the user item the VAD's speech will become
+        self._awaiting: deque[str] = deque()  # committed audio items, awaiting their transcripts
+        self._response: ResponseState | None = None
+        self._pending_text: deque[str] = deque()  # ids of typed items being stored
+        self._durations: dict[str, float] = {}  # committed items' seconds of audio
+        self._metadata: dict[str, str] | None = None  # for the next response
+        self.model = model
+
+    async def error(
+        self,
+        message: str,
+        code: str | None,
+        param: str | None = None,
+        client_event_id: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        await self._event(
+            "error",
+            error={
+                "type": kind,
+                "code": code,
+                "message": message,
+                "param": param,
+                "event_id": client_event_id,
+            },
+        )
+
+    def _reply_options(self) -> ReplyOptions:
+        state = self.state
+        if state["type"] != "realtime":
+            return ReplyOptions()
+        voice = voice_name(state["audio"]["output"].get("voice"))
+        return ReplyOptions(
+            voice=self._resolve_voice(voice, "session.audio.output.voice") if voice else None,
+            speak=speaks(state.get("output_modalities")),
+            instructions=state.get("instructions") or None,
+            max_tokens=checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens"),
+        )
+
+    def _resolve_voice(self, voice: str, param: str) -> str | None:
+        try:
+            return self.voices.resolve(voice)
+        except AppError as e:
+            raise SessionError(e.message, "invalid_value", param) from None
+
+    # --- the session's events (Listener) ----------------------------------------------------------
+
+    async def speech_started(self, at_s: float) -> None:
+        self._speech_item = new_id("item")
+        await self._event(
+            "input_audio_buffer.speech_started", audio_start_ms=round(at_s * 1000), item_id=self._speech_item
+        )
+
+    async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
+        item_id = self._speech_item or new_id("item")
+        self._speech_item = None
+        if not committed:
+            await self._event(
+                "input_audio_buffer.speech_stopped", audio_end_ms=round(at_s * 1000), item_id=item_id
+            )
+        await self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        await self._added(item)
+        self._awaiting.append(item_id)
+        self._durations[item_id] = utterance.duration
+
+    async def partial_transcript(self, text: str) -> None:
+        pass  # OpenAI's transcription deltas belong to a committed item; they come with the transcript
+
+    async def transcribed(self, transcription: Transcription, stt_ms: float) -> None:
+        if not self._awaiting:
+            return
+        item_id = self._awaiting.popleft()
+        seconds = self._durations.pop(item_id, transcription.duration)
+        if self._transcribes:
+            common = {"item_id": item_id, "content_index": 0}
+            if transcription.text:
+                await self._event(
+                    "conversation.item.input_audio_transcription.delta", **common, delta=transcription.text
+                )
+            await self._event(
+                "conversation.item.input_audio_transcription.completed",
+                **common,
+                transcript=transcription.text,
+                usage={"type": "duration", "seconds": round(seconds, 3)},
+            )
+
+    async def transcription_failed(self, error: AppError) -> None:
+        if not self._awaiting:
+            await self.error(error.message, error.code, kind="server_error")
+            return
+        item_id = self._awaiting.popleft()
+        self._durations.pop(item_id, None)
+        await self._event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item_id,
+            content_index=0,
+            error={
+                "type": "transcription_error",
+                "code": error.code,
+                "message": error.message,
+                "param": None,
+            },
+        )
+
+    async def user_text(self, text: str) -> None:
+        item_id = self._pending_text.popleft() if self._pending_text else new_id("item")
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        await self._added(item)
+
+    async def reply_started(self) -> None:
+        options = self._reply_options()
+        response = ResponseState(new_id("resp"), new_id("item"), options.speak, self._metadata)
+        self._metadata = None
+        self._response = response
+        await self._event("response.created", response=self._response_view(response, "in_progress", []))
+        item = response.item("in_progress", [])
+        await self._event("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await self._event("conversation.item.added", item=item, previous_item_id=self._last_item)
+        self._last_item = response.item_id
+        await self._event("response.content_part.added", **response.where(), part=response.part(""))
+
+    async def reply_text(self, delta: str) -> None:
+        response = self._response
+        if response is None or not delta:
+            return
+        response.text.append(delta)
+        kind = "response.output_audio_transcript.delta" if response.speak else "response.output_text.delta"
+        await self._event(kind, **response.where(), delta=delta)
+
+    async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
+        response = self._response
+        if response is None:
+            return
+        samples = piece.audio.samples
+        if piece.audio.sample_rate != OUTPUT_RATE:
+            if response.resampler is None:
+                response.resampler = soxr.ResampleStream(
+                    piece.audio.sample_rate, OUTPUT_RATE, 1, dtype="float32"
+                )
+            samples = response.resampler.resample_chunk(samples)
+        await self._audio_deltas(response, samples)
+
+    async def reply_finished(self, turn: Turn) -> None:
+        response = self._response
+        if response is None:
+            return  # nothing was said, so nothing was answered
+        usage = None
+        if turn.usage is not None:
+            total = turn.usage.input_tokens + turn.usage.output_tokens
+            usage = {
+                "total_tokens": total,
+                "input_tokens": turn.usage.input_tokens,
+                "output_tokens": turn.usage.output_tokens,
+                "input_token_details": {
+                    "text_tokens": turn.usage.input_tokens,
+                    "audio_tokens": 0,
+                    "cached_tokens": 0,
+                },
+                "output_token_details": {"text_tokens": turn.usage.output_tokens, "audio_tokens": 0},
+            }
+        await self._finish(response, turn.reply, "completed", None, usage)
+
+    async def reply_cut(self, said: str, reason: CutReason) -> None:
+        response = self._response
+        if response is None:
+            # Cut before it was answered (new speech during the transcription): that turn is dropped.
+            if self._awaiting:
+                await self.transcription_failed(
+                    AppError("new speech started before this turn was answered; it was dropped")
+                )
+            return
+        await self._finish(response, said, "cancelled", {"type": "cancelled", "reason": reason}, None)
+
+    async def reply_failed(self, error: AppError) -> None:
+        response = self._response
+        if response is None:
+            await self.error(
+                error.message,
+                error.code,
+                kind="server_error" if error.status_code >= 500 else "invalid_request_error",
+            )
+            return
+        details = {
+            "type": "failed",
+            "error": {"type": "server_error", "code": error.code, "message": error.message},
+        }
+        await self._finish(response, "".join(response.text), "failed", details, None)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @property
+    def _transcribes(self) -> bool:
+        return self.state["audio"]["input"].get("transcription") is not None
+
+    async def _added(self, item: dict[str, Any]) -> None:
+        await self._event("conversation.item.added", item=item, previous_item_id=self._last_item)
+        await self._event("conversation.item.done", item=item, previous_item_id=self._last_item)
+        self._last_item = item["id"]
+
+    async def _audio_deltas(self, response: ResponseState, samples: np.ndarray) -> None:
+        pcm = to_pcm16(Audio(samples, OUTPUT_RATE))
+        step = int(OUTPUT_RATE * AUDIO_DELTA_S) * 2
+        for offset in range(0, len(pcm), step):
+            chunk = pcm[offset : offset + step]
+            response.audio_s += len(chunk) / 2 / OUTPUT_RATE
+            await self._event(
+                "response.output_audio.delta", **response.where(), delta=base64.b64encode(chunk).decode()
+            )
+
+    async def _finish(
+        self,
+        response: ResponseState,
+        text: str,
+        status: Literal["completed", "cancelled", "failed"],
+        details: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        self._response = None
+        if response.resampler is not None and status == "completed":
+            tail = response.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if len(tail):
+                await self._audio_deltas(response, tail)
+        where = response.where()
+        if response.speak:
+            await self._event("response.output_audio.done", **where)
+            await self._event("response.output_audio_transcript.done", **where, transcript=text)
+        else:
+            await self._event("response.output_text.done", **where, text=text)
+        await self._event("response.content_part.done", **where, part=response.part(text))
+        item = response.item("completed" if status == "completed" else "incomplete", [response.content(text)])
+        await self._event("response.output_item.done", response_id=response.id, output_index=0, item=item)
+        await self._event("conversation.item.done", item=item, previous_item_id=None)
+        view = self._response_view(response, status, [item], details, usage)
+        await self._event("response.done", response=view)
+
+    def _response_view(
+        self,
+        response: ResponseState,
+        status: str,
+        output: list[dict[str, Any]],
+        details: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        assert self.session is not None
+        options = self._reply_options()
+        return {
+            "id": response.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": output,
+            "conversation_id": self.session.conversation_id,
+            "output_modalities": ["audio"] if response.speak else ["text"],
+            "audio": {
+                "output": {
+                    "format": {"type": "audio/pcm", "rate": OUTPUT_RATE},
+                    "voice": voice_name(self.state["audio"]["output"].get("voice")),
+                }
+            },
+            "max_output_tokens": options.max_tokens or "inf",
+            "metadata": response.metadata,
+            "usage": usage,
+        }
+
+    async def _event(self, kind: str, **fields: Any) -> None:
+        await self._send({"type": kind, "event_id": new_id("event"), **fields})
+
+
+class ResponseState:
+    """The response under way: its ids, modality, the text and seconds of audio sent."""
+
+    def __init__(self, response_id: str, item_id: str, speak: bool, metadata: dict[str, str] | None) -> None:
+        self.id = response_id
+        self.item_id = item_id
+        self.speak = speak
+        self.metadata = metadata
+        self.text: list[str] = []
+        self.audio_s = 0.0
+        self.resampler: soxr.ResampleStream | None = None
+
+    def where(self) -> dict[str, Any]:
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+    def part(self, text: str) -> dict[str, Any]:
+        return {"type": "audio", "transcript": text} if self.speak else {"type": "text", "text": text}
+
+    def content(self, text: str) -> dict[str, Any]:
+        if self.speak:
+            return {"type": "output_audio", "transcript": text}
+        return {"type": "output_text", "text": text}
+
+    def item(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": content,
+        }

@@ -1,0 +1,282 @@
+"""OpenAI's Realtime protocol, the fields: what `session.update`, `response.create` and
+`conversation.item.create` may carry (checked strictly: a misspelt field is an error, as
+OpenAI's), the session's initial state, and the audio formats."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backend.app.core.config import VADSettings
+from backend.app.services.realtime import SessionError
+
+OUTPUT_RATE = 24000
+"""The Realtime protocol's PCM rate, both ways."""
+
+INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+"""PCM rates accepted for input: OpenAI's 24 kHz, and the usual others."""
+
+AUDIO_DELTA_S = 0.2
+"""Reply audio goes out in `response.output_audio.delta` events of this much audio."""
+
+MAX_INSTRUCTIONS_CHARS = 32_768
+
+EAGERNESS_SILENCE_MS = {"low": 1200, "high": 300}
+"""semantic_vad's eagerness, as silence that ends a turn; `medium` and `auto` use VAD_MIN_SILENCE_MS."""
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+# --- the client's session fields (what `session.update` may set) ------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_Strict):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = None
+
+
+class _Transcription(_Strict):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    languages: list[str] | None = None
+    keywords: list[str] | None = None
+    delay: str | None = None
+
+
+class _TurnDetection(_Strict):
+    type: Literal["server_vad", "semantic_vad"]
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=2000)
+    silence_duration_ms: int | None = Field(None, ge=64, le=10_000)
+    create_response: bool | None = None
+    interrupt_response: bool | None = None
+    idle_timeout_ms: int | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+
+class _NoiseReduction(_Strict):
+    type: str | None = None
+    strength: float | None = None
+
+
+class _Input(_Strict):
+    format: AudioFormat | None = None
+    transcription: _Transcription | None = None
+    turn_detection: _TurnDetection | None = None
+    noise_reduction: _NoiseReduction | None = None
+
+
+class VoiceId(_Strict):
+    id: str
+
+
+class _Output(_Strict):
+    format: AudioFormat | None = None
+    voice: str | VoiceId | None = None
+    speed: float | None = Field(None, ge=0.25, le=1.5)
+
+
+class _Audio(_Strict):
+    input: _Input | None = None
+    output: _Output | None = None
+
+
+class SessionFields(_Strict):
+    """A `session.update`'s session: the fields we act on, and those we accept and ignore."""
+
+    type: Literal["realtime", "transcription"] | None = None
+    model: str | None = None
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
+    output_modalities: list[Literal["text", "audio"]] | None = Field(None, min_length=1)
+    audio: _Audio | None = None
+    max_output_tokens: int | Literal["inf"] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    # Accepted and ignored (a client may echo the whole session back):
+    id: str | None = None
+    object: str | None = None
+    expires_at: int | None = None
+    include: list[str] | None = None
+    tracing: Any = None
+    truncation: Any = None
+    prompt: Any = None
+    reasoning: Any = None
+    parallel_tool_calls: bool | None = None
+    client_secret: Any = None
+
+
+class _ResponseOutput(_Strict):
+    format: AudioFormat | None = None
+    voice: str | VoiceId | None = None
+
+
+class _ResponseAudio(_Strict):
+    output: _ResponseOutput | None = None
+
+
+class ResponseFields(_Strict):
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
+    output_modalities: list[Literal["text", "audio"]] | None = Field(None, min_length=1)
+    audio: _ResponseAudio | None = None
+    max_output_tokens: int | Literal["inf"] | None = None
+    metadata: dict[str, str] | None = None
+    conversation: str | None = None
+    input: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    # Accepted and ignored:
+    prompt: Any = None
+    reasoning: Any = None
+    parallel_tool_calls: bool | None = None
+
+
+class _Content(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["input_text", "input_audio", "input_image", "text", "output_text", "output_audio"]
+    text: str | None = None
+
+
+class ItemFields(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    id: str | None = Field(None, max_length=64)
+    role: str | None = None
+    content: Annotated[list[_Content], Field(max_length=64)] | None = None
+
+
+def validation_problem(error: ValidationError, prefix: str) -> SessionError:
+    """A pydantic error as OpenAI words it: the first problem, with its parameter's path."""
+    first = error.errors()[0]
+    param = ".".join([prefix, *(str(part) for part in first["loc"])])
+    if first["type"] == "extra_forbidden":
+        return SessionError(f"Unknown parameter: '{param}'.", "unknown_parameter", param)
+    if first["type"] == "missing":
+        return SessionError(f"Missing required parameter: '{param}'.", "missing_required_parameter", param)
+    return SessionError(f"Invalid value for '{param}': {first['msg']}.", "invalid_value", param)
+
+
+def checked_max_tokens(value: int | str | None, param: str) -> int | None:
+    if value is None or value == "inf":
+        return None
+    if isinstance(value, int) and 1 <= value <= 4096:
+        return value
+    raise SessionError(
+        f"Invalid value for '{param}': an integer from 1 to 4096, or 'inf'.", "invalid_value", param
+    )
+
+
+def voice_name(voice: str | VoiceId | dict[str, Any] | None) -> str | None:
+    """A voice as a name: OpenAI's `{"id": ...}` form or a plain string."""
+    if isinstance(voice, VoiceId):
+        return voice.id
+    if isinstance(voice, dict):
+        found = voice.get("id")
+        return found if isinstance(found, str) else None
+    return voice
+
+
+def initial_state(model: str, transcription_only: bool, vad: VADSettings) -> dict[str, Any]:
+    detection = {
+        "type": "server_vad",
+        "threshold": vad.threshold,
+        "prefix_padding_ms": vad.speech_pad_ms,
+        "silence_duration_ms": vad.min_silence_ms,
+        "idle_timeout_ms": None,
+        "create_response": not transcription_only,
+        "interrupt_response": not transcription_only,
+    }
+    audio_in = {
+        "format": {"type": "audio/pcm", "rate": OUTPUT_RATE},
+        "transcription": {"model": model or "whisper-1", "language": None, "prompt": None}
+        if transcription_only
+        else None,
+        "noise_reduction": None,
+        "turn_detection": detection,
+    }
+    if transcription_only:
+        return {
+            "type": "transcription",
+            "id": new_id("sess"),
+            "object": "realtime.transcription_session",
+            "audio": {"input": audio_in, "output": {}},
+            "include": None,
+        }
+    return {
+        "type": "realtime",
+        "id": new_id("sess"),
+        "object": "realtime.session",
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": "",
+        "audio": {
+            "input": audio_in,
+            "output": {"format": {"type": "audio/pcm", "rate": OUTPUT_RATE}, "voice": "alloy", "speed": 1.0},
+        },
+        "max_output_tokens": "inf",
+        "tools": [],
+        "tool_choice": "auto",
+        "tracing": None,
+        "truncation": "auto",
+        "include": None,
+    }
+
+
+def merged(state: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` laid over `state`, object by object (a None replaces; turn detection and
+    transcription objects are replaced whole, as OpenAI does)."""
+    out = dict(state)
+    for key, value in update.items():
+        whole = key in ("turn_detection", "transcription", "format", "voice")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not whole:
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def speaks(modalities: Sequence[str] | None) -> bool:
+    return modalities is None or "audio" in modalities
+
+
+def check_input_format(value: dict[str, Any] | None, param: str) -> int:
+    value = value or {}
+    kind = value.get("type") or "audio/pcm"
+    if kind != "audio/pcm":
+        raise SessionError(
+            f"Invalid value for '{param}.type': only audio/pcm (PCM16) is supported, not {kind}.",
+            "unsupported",
+            f"{param}.type",
+        )
+    rate = value.get("rate") or OUTPUT_RATE
+    if rate not in INPUT_RATES:
+        rates = ", ".join(map(str, INPUT_RATES))
+        raise SessionError(
+            f"Invalid value for '{param}.rate': one of {rates}.", "invalid_value", f"{param}.rate"
+        )
+    return int(rate)
+
+
+def check_output_format(value: dict[str, Any] | AudioFormat | None, param: str) -> None:
+    if isinstance(value, AudioFormat):
+        value = value.model_dump(exclude_none=True)
+    value = value or {}
+    kind = value.get("type") or "audio/pcm"
+    rate = value.get("rate") or OUTPUT_RATE
+    if kind != "audio/pcm" or rate != OUTPUT_RATE:
+        raise SessionError(
+            f"Invalid value for '{param}': output audio is audio/pcm at {OUTPUT_RATE} Hz.",
+            "unsupported",
+            param,
+        )

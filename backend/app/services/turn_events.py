@@ -1,0 +1,116 @@
+"""What a spoken turn yields and keeps: its events (`Heard`, the TTS stream's `ReplyText` and
+`ReplyAudio`, then the `Turn`), the pieces a listener heard, the go-ahead of a pre-emptive reply,
+and a reply in text only shaped as a speech stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+
+from backend.app.core.values import Transcription
+from backend.app.services.history import ConversationHistory
+from backend.app.services.speech import ReplyAudio, ReplyText
+from backend.app.storage.conversations import Turn as StoredTurn
+from backend.app.voices.library import VoiceInfo
+
+
+@dataclass(frozen=True)
+class Turn:
+    transcript: str
+    reply: str
+    conversation_id: str | None
+    audio_name: str | None
+    timings: dict[str, float]
+    interrupted: bool = False
+    usage: Usage | None = None
+    """Tokens the reply took, when `respond(..., usage=True)` counted them."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The LLM tokens of a reply: its prompt (the context it was given) and its output."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Heard:
+    """The user's turn is stored; the reply follows. (First event of `respond`.)"""
+
+    text: str
+
+
+TurnEvent = Heard | ReplyText | ReplyAudio | Turn
+"""`ReplyText` and `ReplyAudio` are the TTS stream's own events (services/speech.py)."""
+
+PlayedSeconds = Callable[[], float]
+"""How many seconds of the reply's audio the listener has heard so far."""
+
+
+@dataclass
+class TurnStream:
+    """A turn whose transcript is known and whose reply is still to come (`events`)."""
+
+    transcription: Transcription
+    conversation_id: str | None
+    events: AsyncGenerator[TurnEvent, None]
+
+
+def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[ReplyAudio]:
+    """The pieces the listener heard at least the start of (all of them when `played_s` is None)."""
+    if played_s is None:
+        return spoken
+    heard, offset = [], 0.0
+    for piece in spoken:
+        if offset >= played_s:
+            break
+        heard.append(piece)
+        offset += piece.audio.duration
+    return heard
+
+
+class Commitment:
+    """The go-ahead for a pre-emptive reply (`respond(..., commitment=)`): the realtime session
+    starts a reply during the silence that may end the user's turn, and confirms it when the turn
+    does end. Until then nothing of the turn is stored."""
+
+    def __init__(self) -> None:
+        self._confirmed = asyncio.Event()
+        self.at: float | None = None
+        """When the user finished speaking (perf_counter), once confirmed."""
+
+    @property
+    def confirmed(self) -> bool:
+        return self._confirmed.is_set()
+
+    def confirm(self, at: float) -> None:
+        self.at = at
+        self._confirmed.set()
+
+    async def then_store(self, history: ConversationHistory, conversation_id: str, user: StoredTurn) -> None:
+        """Once confirmed, store the user's turn (the reply is stored after it)."""
+        await self._confirmed.wait()
+        await history.add_turns(conversation_id, user)
+
+
+class Unspoken:
+    """A reply in text only, in the shape of a speech stream: its deltas as `ReplyText`."""
+
+    voice: VoiceInfo | None = None
+    first_s: float | None = None
+    busy_s = 0.0
+
+    def __init__(self, deltas: AsyncGenerator[str, None]) -> None:
+        self._deltas = deltas
+
+    def __aiter__(self) -> AsyncGenerator[ReplyText, None]:
+        return self._events()
+
+    async def _events(self) -> AsyncGenerator[ReplyText, None]:
+        async for delta in self._deltas:
+            yield ReplyText(delta)
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
