@@ -8,7 +8,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models clean help
+.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models zh-voice clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
@@ -17,6 +17,7 @@ help:
 	@echo "make soak   set up and run the 10-minute soak test (bench/results/soak.md)"
 	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
 	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
+	@echo "make zh-voice  prepare the opt-in Mandarin voice (TTS_MODEL_NAME=zh-baker; non-commercial licence)"
 	@echo "make check-images  resolve the GPU and CPU images' Python dependencies against PyPI"
 
 # scripts/install.sh is the one set-up: the Dockerfile's two targets run it too.
@@ -29,6 +30,12 @@ models: $(STAMP)
 
 setup: models
 
+# The opt-in Mandarin voice (TTS_MODEL_NAME=zh-baker; its voice is for non-commercial use only):
+# converted once into MODELS_DIR/zh-baker, then recorded in the manifest like the other models.
+zh-voice: $(STAMP)
+	PYTHON=$(PYTHON) scripts/prepare_zh_voice.sh
+	TTS_MODEL_NAME=zh-baker $(PY) -m scripts.prepare_models
+
 run: setup
 	$(PY) -m backend.app
 
@@ -36,7 +43,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
-	$(VENV)/bin/shellcheck scripts/install.sh .ci/run
+	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 unit: setup
@@ -61,7 +68,7 @@ browser:
 	  echo "Chromium is not installed (and apt-get cannot install it here): the browser tests will be skipped"; \
 	fi
 
-test: setup lint browser
+test: setup zh-voice lint browser
 	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra --durations=30
 
 fuzz: setup

@@ -29,6 +29,7 @@ def settings(**values: object) -> Settings:
         ({"llm_backend": "openai"}, "llm", "openai"),
         ({}, "tts", "piper"),
         ({"tts_model_name": "voices/my.onnx"}, "tts", "piper"),
+        ({"tts_model_name": "zh-baker"}, "tts", "baker-zh"),
         ({"tts_model_name": "vibevoice/VibeVoice-1.5B-hf"}, "tts", "vibevoice"),
         ({"tts_model_name": "voices/my.onnx", "tts_engine": "vibevoice"}, "tts", "vibevoice"),
         ({"llm_backend": "openai", "llm_engine": "transformers"}, "llm", "transformers"),

@@ -140,11 +140,13 @@ class LLMSettings(Section):
 class TTSSettings(Section):
     """Text to speech: the engine, and how text is cut and joined."""
 
-    engine: Literal["auto", "piper", "vibevoice"] = "auto"
+    engine: Literal["auto", "piper", "baker-zh", "vibevoice"] = "auto"
     """The TTS engine (`backends/registry.py`); `auto` infers it from TTS_MODEL_NAME (`embedded` and
-    `.onnx` voice files are Piper, anything else a VibeVoice checkpoint)."""
+    `.onnx` voice files are Piper, `zh-baker` the Mandarin voice, anything else a VibeVoice
+    checkpoint)."""
     model_name: str = "embedded"
-    """`embedded` (bundled Piper en_US-joe-medium), a local Piper `.onnx` voice file, or a VibeVoice
+    """`embedded` (bundled Piper en_US-joe-medium), `zh-baker` (the opt-in Mandarin voice, prepared by
+    `make zh-voice`; non-commercial licence), a local Piper `.onnx` voice file, or a VibeVoice
     checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR), the original release
     `microsoft/VibeVoice-1.5B` (converted once into MODELS_DIR), or a local directory of either."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -62,7 +62,8 @@ def warm_up(
     stt: SpeechToText, chat: ChatModel, tts: TextToSpeech, chat_is_local: bool = True, system_prompt: str = ""
 ) -> None:
     """One tiny inference per model, so that the first request does not pay for lazy set-up."""
-    speech = tts.synthesize(SynthesisRequest("Ready."))
+    # An engine of one language says its own word (the Mandarin voice cannot read "Ready.").
+    speech = tts.synthesize(SynthesisRequest(getattr(tts, "warm_up_text", "Ready.")))
     stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
     if chat_is_local:
         warm_up_chat(chat, system_prompt)

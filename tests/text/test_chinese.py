@@ -1,0 +1,21 @@
+"""Chinese text: one script for comparisons, and the character error rate the round trips use."""
+
+from __future__ import annotations
+
+from backend.app.text.chinese import to_simplified
+from backend.app.text.wer import character_error_rate, han_characters
+
+
+def test_traditional_becomes_simplified_and_simplified_stays() -> None:
+    assert to_simplified("北京是中國的首都，有三千多年的歷史。") == "北京是中国的首都，有三千多年的历史。"
+    assert to_simplified("请打开厨房的灯") == "请打开厨房的灯"
+    assert to_simplified("Hello 123") == "Hello 123"
+
+
+def test_character_error_rate_counts_characters_in_either_script() -> None:
+    assert han_characters("你好，世界! OK 2") == ["你", "好", "世", "界"]
+    assert character_error_rate("我们的历史", "我們的歷史。") == 0.0  # Traditional, punctuation
+    assert character_error_rate("你好世界", "你號世界") == 0.25
+    assert character_error_rate("你好世界", "你好") == 0.5
+    assert character_error_rate("你好", "") == 1.0
+    assert character_error_rate("", "") == 0.0
