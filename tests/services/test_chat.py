@@ -54,6 +54,16 @@ def test_prompt_holds_system_history_and_new_message(chat: ChatService) -> None:
     assert chat.build_messages("abc", "next")[0].content == "Speak like a pirate."
 
 
+def test_the_user_s_language_is_asked_for_in_the_reply(chat: ChatService) -> None:
+    """A turn heard in another language than English asks the model to answer in it."""
+    plain = chat.build_messages("lang", "hi")[0].content
+    assert chat.build_messages("lang", "hi", language="en")[0].content == plain
+    chinese = chat.build_messages("lang", "你好", language="zh")[0].content
+    assert chinese.startswith(plain) and chinese.endswith("The user speaks Chinese: answer in Chinese.")
+    own = chat.build_messages("lang", "hola", "Be brief.", language="es")[0].content
+    assert own == "Be brief.\n\nThe user speaks Spanish: answer in Spanish."
+
+
 def test_context_keeps_the_newest_turns_that_fit_the_token_budget(chat: ChatService) -> None:
     filler = "This sentence is here to take up room in the context window. " * 6
     chat.history.store.add_turns(
@@ -231,8 +241,10 @@ def test_a_spoken_turn_sends_the_users_words_once(services: Services, tmp_path: 
     seen: list[list[ChatMessage]] = []
     original = chat.build_messages
 
-    def recorded(conversation_id: str, text: str, system_prompt: str | None = None) -> list[ChatMessage]:
-        messages = original(conversation_id, text, system_prompt)
+    def recorded(
+        conversation_id: str, text: str, system_prompt: str | None = None, language: str | None = None
+    ) -> list[ChatMessage]:
+        messages = original(conversation_id, text, system_prompt, language)
         seen.append(messages)
         return messages
 

@@ -23,6 +23,7 @@ from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.conversations import Turn
+from backend.app.text.languages import language_name
 from backend.app.text.stops import StopScanner
 
 E = TypeVar("E")
@@ -183,15 +184,23 @@ class ChatService:
             )
 
     def build_messages(
-        self, conversation_id: str, text: str | None, system_prompt: str | None = None
+        self,
+        conversation_id: str,
+        text: str | None,
+        system_prompt: str | None = None,
+        language: str | None = None,
     ) -> list[ChatMessage]:
-        """The system prompt (`system_prompt`, else the conversation's, else LLM_SYSTEM_PROMPT),
-        then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the reply), then the
-        new message (none when `text` is None: the reply is to the stored turns as they are).
-        Older turns are dropped; the request is never over-long."""
+        """The system prompt (`system_prompt`, else the conversation's, else LLM_SYSTEM_PROMPT;
+        with `language`, the language the user spoke, other than English, it asks for the answer in
+        that language), then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
+        reply), then the new message (none when `text` is None: the reply is to the stored turns as
+        they are). Older turns are dropped; the request is never over-long."""
         system = (
             ChatMessage("system", system_prompt) if system_prompt else self._system_message(conversation_id)
         )
+        if language and language != "en":
+            name = language_name(language).title()
+            system = ChatMessage("system", f"{system.content}\n\nThe user speaks {name}: answer in {name}.")
         new = [ChatMessage("user", text)] if text is not None else []
         budget = self.settings.context_tokens - self.settings.max_tokens
         self._check_fit(system, text or "")

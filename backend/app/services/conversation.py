@@ -214,7 +214,7 @@ class ConversationService:
             async with self.history.serialised(conversation_id):
                 # The context is read before the user's turn is stored, so it is there once.
                 messages = await asyncio.to_thread(
-                    self.chat.build_messages, conversation_id, text, system_prompt
+                    self.chat.build_messages, conversation_id, text, system_prompt, language
                 )
                 user = StoredTurn(
                     "user",
