@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,26 @@ SENTENCE = (DATA / "SENTENCE.txt").read_text().strip()
 # no word 33 times, one word 5 times and two words twice. A limit of 2 words failed about one suite
 # run in ten; a broken path (silence, noise, the wrong rate) gives a rate near 1 and still fails.
 SYNTH_WER = 0.3
+
+
+def realtime_services(services: Services, settings: Settings, chat_tokens: int) -> Services:
+    """The shared models, with a realtime service on `settings`' limits and replies of at most
+    `chat_tokens` tokens (long enough to be cut, or short to be quick)."""
+    from backend.app.services.chat import ChatService
+    from backend.app.services.conversation import ConversationService
+    from backend.app.services.realtime import RealtimeService
+
+    base = services.chat
+    chat = ChatService(
+        base.backend,
+        base.worker,
+        base.settings.model_copy(update={"max_tokens": chat_tokens}),
+        base.history,
+        max_chars=base.max_chars,
+    )
+    conversation = ConversationService(services.stt, chat, services.tts, services.history)
+    realtime = RealtimeService(conversation, services.realtime.vad, settings.realtime, settings.vad)
+    return dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:

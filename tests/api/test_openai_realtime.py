@@ -28,12 +28,9 @@ from backend.app.audio.types import Audio
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.main import create_app
-from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
-from backend.app.services.conversation import ConversationService
-from backend.app.services.realtime import RealtimeService
 from backend.app.text.wer import word_error_rate
-from tests.conftest import DATA, SENTENCE, make_settings
+from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
 from tests.ports import free_port
 
 RATE = 24000
@@ -65,17 +62,7 @@ class Server:
 def _serve(services: Services, tmp: Path, chat_tokens: int, **settings: Any) -> Iterator[Server]:
     """uvicorn in a thread, over the shared models, with its own limits and LLM reply length."""
     config = make_settings(tmp, **settings)
-    base = services.chat
-    chat = ChatService(
-        base.backend,
-        base.worker,
-        base.settings.model_copy(update={"max_tokens": chat_tokens}),
-        base.history,
-        max_chars=base.max_chars,
-    )
-    conversation = ConversationService(services.stt, chat, services.tts, services.history)
-    realtime = RealtimeService(conversation, services.realtime.vad, config.realtime, config.vad)
-    custom = dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
+    custom = realtime_services(services, config, chat_tokens)
     app = create_app(config, custom)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))

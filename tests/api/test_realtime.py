@@ -20,12 +20,9 @@ from backend.app.audio.decode import decode_audio, resample
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.values import SynthesisRequest
 from backend.app.main import create_app
-from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
-from backend.app.services.conversation import ConversationService
-from backend.app.services.realtime import RealtimeService
 from backend.app.text.wer import word_error_rate
-from tests.conftest import DATA, SENTENCE, make_settings
+from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
 
 FRAME = 640  # 20 ms of 16 kHz PCM16
 
@@ -97,17 +94,7 @@ def close_of(ws: WebSocketTestSession) -> tuple[dict[str, Any] | None, int]:
 def realtime_client(services: Services, tmp: Path, chat_tokens: int = 24, **limits: Any) -> TestClient:
     """An app whose realtime service has its own limits (and LLM reply length)."""
     settings = make_settings(tmp, **limits)
-    base = services.chat
-    chat = ChatService(
-        base.backend,
-        base.worker,
-        base.settings.model_copy(update={"max_tokens": chat_tokens}),
-        base.history,
-        max_chars=base.max_chars,
-    )
-    conversation = ConversationService(services.stt, chat, services.tts, services.history)
-    realtime = RealtimeService(conversation, services.realtime.vad, settings.realtime, settings.vad)
-    custom = dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
+    custom = realtime_services(services, settings, chat_tokens)
     return TestClient(create_app(settings, custom), raise_server_exceptions=False)
 
 

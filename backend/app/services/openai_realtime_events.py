@@ -115,15 +115,9 @@ class RealtimeEvents:
                 "input_audio_buffer.speech_stopped", audio_end_ms=round(at_s * 1000), item_id=item_id
             )
         await self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "user",
-            "status": "completed",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        await self._added(item)
+        await self._added(
+            message_item(item_id, "user", "completed", [{"type": "input_audio", "transcript": None}])
+        )
         self._awaiting.append(item_id)
         self._durations[item_id] = utterance.duration
 
@@ -168,15 +162,7 @@ class RealtimeEvents:
 
     async def user_text(self, text: str) -> None:
         item_id = self._pending_text.popleft() if self._pending_text else new_id("item")
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "user",
-            "status": "completed",
-            "content": [{"type": "input_text", "text": text}],
-        }
-        await self._added(item)
+        await self._added(message_item(item_id, "user", "completed", [{"type": "input_text", "text": text}]))
 
     async def reply_started(self) -> None:
         options = self._reply_options()
@@ -361,11 +347,16 @@ class ResponseState:
         return {"type": "output_text", "text": text}
 
     def item(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": status,
-            "content": content,
-        }
+        return message_item(self.item_id, "assistant", status, content)
+
+
+def message_item(item_id: str, role: str, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    """A conversation item of type `message`, in OpenAI's shape."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": role,
+        "status": status,
+        "content": content,
+    }
