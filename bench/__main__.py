@@ -5,6 +5,9 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - per-stage latency by input length, and server-over-raw-library ratios (STT, LLM, TTS);
 - the LLM engines side by side in-process (llama.cpp, transformers): first sentence, tokens/s,
   prompt reuse across turns;
+- the LLM candidates' Chinese and English answers side by side (SmolLM2, Qwen2.5 0.5B);
+- Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
+  (needs `make zh-voice zh-llm`);
 - STT decoding for turns: beam 1 against beam 5 (time and word error rate);
 - dialogue scripts (two speakers, 1,250-1,500 characters): time to the first audio and real-time
   factor, against the same words as plain text;
@@ -40,6 +43,8 @@ from bench.common import RESULTS, free_port, start_server, stop_server
 SECTIONS = (
     "stages",
     "llm",
+    "llm_quality",
+    "chinese",
     "beam",
     "dialogue",
     "latency",
@@ -123,6 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         result = llm_engines.measure(settings, 1 if args.quick else max(2, repeats // 2))
         write(out, "llm", llm_engines.section(result, out))
 
+    if "llm_quality" in args.sections and not args.gpu:
+        from bench import llm_quality
+
+        write(out, "llm_quality", llm_quality.section(llm_quality.measure(settings), out))
+
+    if "chinese" in args.sections and not args.gpu:
+        from bench import chinese
+
+        missing = chinese.available(settings)
+        if missing:
+            print(f"chinese section skipped: {missing} not prepared", flush=True)
+        else:
+            write(
+                out, "chinese", chinese.section(chinese.measure(settings, 2 if args.quick else repeats), out)
+            )
+
     if "beam" in args.sections and not args.gpu:
         from bench import stt_beam
 
@@ -134,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = 1 if args.quick else repeats
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
-    needs_server = [s for s in args.sections if s not in ("startup", "serve", "llm", "beam", "dialogue")]
+    own_process = ("startup", "serve", "llm", "llm_quality", "chinese", "beam", "dialogue")
+    needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:
         port = free_port()
         print(f"starting the server ({settings.stt.model_name} / {settings.llm.backend} / "

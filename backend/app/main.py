@@ -21,7 +21,7 @@ from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
 from backend.app.backends import manifest
 from backend.app.core.config import Settings
-from backend.app.core.errors import ModelLoadError, install_error_handlers
+from backend.app.core.errors import install_error_handlers
 from backend.app.core.metrics import HttpMetrics
 from backend.app.core.middleware import (
     BearerAuthMiddleware,
@@ -62,7 +62,7 @@ def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
             return
         try:
             manifest.record(settings.storage.models_dir, manifest.configured_models(settings))
-        except (OSError, ModelLoadError) as e:
+        except Exception as e:  # the record is a convenience: never keep a loaded server from serving
             logger.warning("could not record the models in the manifest: %s", e)
         app.state.services = services
 

@@ -49,6 +49,7 @@ class EngineInfo:
     supports_speed: bool = False
     speakers: tuple[str, ...] = ()
     max_dialogue_speakers: int = 0
+    languages: tuple[str, ...] = ()
 
 
 T = TypeVar("T")
@@ -136,7 +137,7 @@ class TTSDeployment:
 
     def __init__(self) -> None:
         self.backend = registry.load_tts(replica_settings())
-        self.backend.synthesize(SynthesisRequest("Ready."))
+        self.backend.synthesize(SynthesisRequest(getattr(self.backend, "warm_up_text", "Ready.")))
         logger.info("tts replica ready: %s on %s", self.backend.info.model, self.backend.info.device)
 
     def describe(self) -> EngineInfo:
@@ -148,6 +149,7 @@ class TTSDeployment:
             supports_speed=b.supports_speed,
             speakers=b.speakers,
             max_dialogue_speakers=b.max_dialogue_speakers,
+            languages=b.languages,
         )
 
     def prepare_voice(self, audio: Audio) -> object:

@@ -114,6 +114,7 @@ class RemoteTextToSpeech(RemoteEngine):
         self.supports_speed = described.supports_speed
         self.speakers = described.speakers
         self.max_dialogue_speakers = described.max_dialogue_speakers
+        self.languages = described.languages
 
     def prepare_voice(self, audio: Audio) -> object:
         return self.call("prepare_voice", audio)

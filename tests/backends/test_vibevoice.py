@@ -24,6 +24,7 @@ from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.casts import CastService
 from backend.app.services.container import Services
+from backend.app.services.conversation import ConversationService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
 from backend.app.voices.cache import SpeakerCache
@@ -272,3 +273,22 @@ def test_piper_does_not_preload(services: Services) -> None:
     before = services.tts.cache.stats()
     services.tts.preload(["Joe"])
     assert services.tts.cache.stats() == before
+
+
+def test_a_turn_in_chinese_is_answered_in_a_chinese_library_voice(
+    vv_client: TestClient, voices_dir: Path, services: Services
+) -> None:
+    """A cloning engine speaks Chinese itself; what changes with the user's language is the voice:
+    a `zh-*` clip from the library when the default is another language's. (The clip here is an
+    English recording named zh-: it is still just a reference clip.)"""
+    shutil.copy(REPO / "voices" / "en-Joe_man.wav", voices_dir / "zh-Xinran_woman.wav")
+    app_services = vv_client.app.state.services  # type: ignore[attr-defined]
+    tts = app_services.tts
+    assert tts.backend.languages == ("en", "zh")
+    assert tts.voice_for_language("zh") == "zh-Xinran_woman.wav"
+    assert tts.voice_for_language("en") is None  # the default (en-Joe) already is
+    assert tts.voice_for_language("fr") is None  # none in the library: the default
+    assert tts.voice_for_language(None) is None
+    assert services.tts.voice_for_language("zh") is None  # a fixed-voice engine has no choice
+    conversation = ConversationService(services.stt, services.chat, tts, services.history)
+    assert conversation._reply_voice("no-such-conversation", "zh") == "zh-Xinran_woman.wav"

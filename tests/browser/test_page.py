@@ -340,3 +340,40 @@ def test_key_travels_only_as_configured(server: str) -> None:
     url = server.replace("http", "ws") + "/ws/conversation"
     with websockets_sync.connect(url, subprotocols=["voice-dialogue", protocol]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "voice-dialogue"
+
+
+# English words the page shows that a Chinese reader must not meet (voice names and keys aside).
+ENGLISH_UI = ("Hold", "Conversations", "Voices", "Settings", "Ready", "Send", "message", "Push to talk")
+
+
+def test_the_page_speaks_the_browsers_chinese_and_switches(server: str, browser: Any) -> None:
+    page = _new_page(browser, server, locale="zh-TW")
+    _ready(page)
+    assert page.evaluate("document.documentElement.lang") == "zh-TW"
+    assert page.inner_text("h1") == "語音對話"
+    assert page.inner_text("#server-status") == "就緒"
+    assert page.inner_text("#talk .talk-label") == "按住說話"
+    assert page.get_attribute("#text-input", "placeholder") == "…或輸入訊息"
+    shown = page.inner_text("header") + page.inner_text(".controls") + page.inner_text("#sidebar")
+    assert not [word for word in ENGLISH_UI if word in shown], shown
+    # A typed turn: the page's own labels in Chinese, the reply as the model gave it.
+    page.fill("#text-input", "你好")
+    page.press("#text-input", "Enter")
+    page.wait_for_selector(".message.assistant .timings", timeout=TURN_TIMEOUT_MS)
+    assert page.locator(".message.user .who").first.inner_text() == "你"
+    assert "語音轉文字" not in page.inner_text(".message.assistant .timings")  # a typed turn has no STT
+    assert "語言模型" in page.inner_text(".message.assistant .timings")
+    _screenshot(page, "zh-TW")
+
+    page.select_option("#ui-language", "zh-CN")
+    assert page.inner_text("h1") == "语音对话"
+    assert page.inner_text("#talk .talk-label") == "按住说话"
+    page.reload()  # the choice is kept, over the browser's language
+    _ready(page)
+    assert page.inner_text("h1") == "语音对话"
+    page.select_option("#ui-language", "en")
+    assert page.inner_text("h1") == "Voice dialogue"
+    assert page.evaluate("document.documentElement.lang") == "en"
+    assert page.inner_text("#talk .talk-label") == "Hold to talk"
+    assert page.errors == []
+    page.context.close()

@@ -62,6 +62,9 @@ def test_the_user_s_language_is_asked_for_in_the_reply(chat: ChatService) -> Non
     assert chinese.startswith(plain) and chinese.endswith("The user speaks Chinese: answer in Chinese.")
     own = chat.build_messages("lang", "hola", "Be brief.", language="es")[0].content
     assert own == "Be brief.\n\nThe user speaks Spanish: answer in Spanish."
+    # Typed text carries no language; its script gives it away when only one language writes it.
+    assert chat.build_messages("lang", "北京是哪個國家的首都？")[0].content == chinese
+    assert chat.build_messages("lang", "We flew to 北京.")[0].content == plain
 
 
 def test_context_keeps_the_newest_turns_that_fit_the_token_budget(chat: ChatService) -> None:

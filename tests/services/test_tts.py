@@ -10,7 +10,7 @@ import pytest
 
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
-from backend.app.core.errors import AppError, TextTooLongError
+from backend.app.core.errors import AppError, InvalidInputError, TextTooLongError
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
@@ -105,10 +105,11 @@ def test_markdown_is_not_spoken(services: Services) -> None:
 
 
 def test_text_is_bounded_by_the_speech_it_would_make(services: Services) -> None:
-    """3,000 CJK characters fit MAX_TTS_CHARS, and an English voice would spend minutes spelling
-    them out: refused before synthesis. 3,000 characters of English are not."""
+    """3,300 characters of digits fit MAX_TTS_CHARS, and the voice would spend minutes reading them
+    out: refused before synthesis. 3,000 characters of English are not. (Chinese characters, which
+    an English voice would spell out one by one, are refused for their language: a 422.)"""
     tts = services.tts
-    with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
+    with pytest.raises(InvalidInputError, match="Chinese"):
         asyncio.run(tts.synthesize("你好" * 1500))
     with pytest.raises(TextTooLongError, match="MAX_TTS_SPEECH_SECONDS"):
         asyncio.run(tts.speak("1234567890 " * 300))  # each number is ten words

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from backend.app.text.chinese import to_simplified
+import pytest
+
+from backend.app.text.chinese import script_language, to_simplified
 from backend.app.text.wer import character_error_rate, han_characters
 
 
@@ -19,3 +21,24 @@ def test_character_error_rate_counts_characters_in_either_script() -> None:
     assert character_error_rate("你好世界", "你好") == 0.5
     assert character_error_rate("你好", "") == 1.0
     assert character_error_rate("", "") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("你好，世界。", "zh"),
+        ("北京是中國的首都。", "zh"),  # Traditional
+        ("我用iPhone拍照，效果很好。", "zh"),  # mostly Chinese
+        ("会议在下午3点开始。", "zh"),
+        ("We flew to 北京 last year.", None),  # mostly English
+        ("Hello, how are you?", None),
+        ("Привет, как дела?", None),  # Cyrillic: many languages write it
+        ("1234 5678", None),
+        ("", None),
+        ("こんにちは、元気ですか。", "ja"),
+        ("東京に行きます。", "ja"),  # kanji with kana: Japanese
+        ("안녕하세요, 반갑습니다.", "ko"),
+    ],
+)
+def test_the_script_names_the_language(text: str, language: str | None) -> None:
+    assert script_language(text) == language

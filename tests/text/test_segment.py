@@ -69,6 +69,32 @@ def test_cjk_without_punctuation_is_cut_at_the_limit() -> None:
     assert [len(s) for s in segments] == [30, 30, 30, 5]
 
 
+def test_chinese_semicolons_and_enumeration_commas_are_cut_points() -> None:
+    """；ends a sentence; ，、： are clause marks a long sentence is cut at, before any hard cut."""
+    text = "第一，准备好材料；第二，把苹果、香蕉、橙子、葡萄、西瓜都洗干净；第三，切成小块"
+    segments = segment_text(text, 16)
+    assert all(len(s) <= 16 for s in segments)
+    assert "".join(segments) == text
+    assert all(s[-1] in "；，、" for s in segments[:-1]), segments
+
+
+def test_a_chinese_run_without_punctuation_is_cut_between_words() -> None:
+    """Cut where a word ends (pypinyin's phrases: the Mandarin voice reads 北京 as one word), and
+    never inside a Latin word or number written into the Chinese."""
+    text = "我们明天去北京天安门广场看升旗仪式然后去颐和园划船" * 3
+    for limit in (20, 22, 24, 27):
+        segments = segment_text(text, limit)
+        assert "".join(segments) == text and all(len(s) <= limit for s in segments)
+        cuts = {sum(len(s) for s in segments[: i + 1]) for i in range(len(segments) - 1)}
+        for word in ("北京", "天安门广场", "颐和园", "划船"):
+            for found in re.finditer(word, text):
+                assert not cuts & set(range(found.start() + 1, found.end())), (limit, word, segments)
+    mixed = "我今天用iPhone15拍了很多照片然后发给了我的朋友们看" * 2
+    cut = segment_text(mixed, 24)
+    assert "".join(cut) == mixed
+    assert all("iPhone15" in s or ("iPhone" not in s and "15" not in s) for s in cut), cut
+
+
 def test_a_word_longer_than_the_limit_is_cut() -> None:
     segments = segment_text("a " + "x" * 120 + " b", 50)
     assert all(len(s) <= 50 for s in segments)

@@ -69,6 +69,7 @@ class BakerMandarinBackend:
     supports_cloning = False
     supports_speed = True  # FastSpeech2's duration ratio
     max_dialogue_speakers = 0
+    languages = ("zh",)
     speakers: tuple[str, ...] = ()
     sample_rate = SAMPLE_RATE
     warm_up_text = "你好。"

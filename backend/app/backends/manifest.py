@@ -76,10 +76,9 @@ def load_manifest(models_dir: Path) -> dict[str, dict[str, dict[str, object]]]:
 
 
 def _entry(model: ModelFiles) -> dict[str, dict[str, object]]:
-    common = Path(os.path.commonpath([str(f.parent) for f in model.files]))
-    return {
-        str(f.relative_to(common)): {"size": f.stat().st_size, "sha256": sha256_of(f)} for f in model.files
-    }
+    files = [f.absolute() for f in model.files]
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return {str(f.relative_to(common)): {"size": f.stat().st_size, "sha256": sha256_of(f)} for f in files}
 
 
 def record(models_dir: Path, models: list[ModelFiles], replace: bool = False) -> list[str]:
@@ -114,7 +113,7 @@ def problems(model: ModelFiles, recorded: dict[str, dict[str, object]] | None, m
             found.append(f"{model.stage} model {model.key}: empty file {path}")
     if found or recorded is None or mode == "off":
         return found
-    common = Path(os.path.commonpath([str(f.parent) for f in model.files]))
+    common = Path(os.path.commonpath([str(f.parent.absolute()) for f in model.files]))
     for name, expected in sorted(recorded.items()):
         path = common / name
         if not path.is_file():

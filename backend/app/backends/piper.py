@@ -34,6 +34,13 @@ def _quiet_session(path: Path, use_cuda: bool) -> onnxruntime.InferenceSession:
 
 
 SECONDS_PER_PHONEME = 0.055
+_ESPEAK_CHINESE = {"cmn", "yue", "zh", "hak", "zhy"}
+
+
+def espeak_language(voice: str) -> str:
+    """The ISO 639-1 language of an espeak-ng voice name (`en-us` -> `en`; `cmn` Mandarin -> `zh`)."""
+    base = voice.lower().replace("_", "-").split("-")[0]
+    return "zh" if base in _ESPEAK_CHINESE else base
 
 
 class PiperBackend:
@@ -60,6 +67,7 @@ class PiperBackend:
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
             raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)
+        self.languages = (espeak_language(self._voice.config.espeak_voice),)
         config = self._voice.config
         speaker_ids: dict[str, int] = {}
         if config.num_speakers > 1:

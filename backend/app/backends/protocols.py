@@ -72,6 +72,10 @@ class TextToSpeech(Protocol):
     speakers: tuple[str, ...]
     """The engine's own voices (a multi-speaker Piper model's speaker map); () when it has one voice
     or clones reference clips instead. The library lists them as `piper:<name>`."""
+    languages: tuple[str, ...]
+    """The languages the engine speaks (ISO 639-1). Text in a script only another language writes
+    (Chinese characters, kana, Hangul: `text/chinese.script_language`) is refused before synthesis
+    when its language is not here."""
     max_dialogue_speakers: int
     """Speakers one generation can voice (0: the engine speaks a script turn by turn; see
     `DialogueSpeech`)."""

@@ -105,10 +105,43 @@ def load_chat(settings: Settings) -> ChatModel:
 
 
 def load_tts(settings: Settings) -> TextToSpeech:
-    return cast(TextToSpeech, engine("tts", settings).load(settings))
+    """The TTS engine, with the Chinese voice beside it when TTS_CHINESE_MODEL_NAME names one and
+    the main voice speaks no Chinese (`by_language.LanguageRouter`)."""
+    main = cast(TextToSpeech, engine("tts", settings).load(settings))
+    chinese = chinese_settings(settings)
+    if chinese is None or "zh" in main.languages:
+        return main
+    from backend.app.backends.by_language import LanguageRouter
+
+    second = cast(TextToSpeech, engine("tts", chinese).load(chinese))
+    if "zh" not in second.languages:
+        raise ModelLoadError(
+            f"TTS_CHINESE_MODEL_NAME={settings.tts.chinese_model_name}: that voice speaks "
+            f"{', '.join(second.languages) or 'no language we know'}, not Chinese"
+        )
+    return LanguageRouter(main, {"zh": second})
+
+
+def chinese_settings(settings: Settings) -> Settings | None:
+    """The settings that select the Chinese voice (TTS_CHINESE_MODEL_NAME), None when none is set."""
+    name = settings.tts.chinese_model_name
+    return _with(settings, "tts", model_name=name, engine="auto") if name else None
 
 
 def configured_models(settings: Settings) -> list[ModelFiles]:
-    """The local model files the settings select (hub downloads and remote servers excluded)."""
-    found = (engine(stage, settings).model_files(settings) for stage in ENGINES)
+    """The local model files the settings select (hub downloads and remote servers excluded):
+    with STT_MODEL_NAME=auto both bundled Whisper models, with TTS_CHINESE_MODEL_NAME that voice too."""
+    chosen: list[tuple[Stage, Settings]] = [(stage, settings) for stage in ENGINES]
+    if settings.stt.model_name == "auto":
+        chosen[0:1] = [
+            ("stt", _with(settings, "stt", model_name=n)) for n in ("embedded", "base-multilingual")
+        ]
+    chinese = chinese_settings(settings)
+    if chinese is not None:
+        chosen.append(("tts", chinese))
+    found = (engine(stage, chosen_settings).model_files(chosen_settings) for stage, chosen_settings in chosen)
     return [model for model in found if model is not None]
+
+
+def _with(settings: Settings, section: str, **values: object) -> Settings:
+    return settings.model_copy(update={section: getattr(settings, section).model_copy(update=values)})

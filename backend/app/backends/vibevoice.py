@@ -67,6 +67,7 @@ class VibeVoiceBackend:
     sample_rate = SAMPLE_RATE
     speakers: tuple[str, ...] = ()
     max_dialogue_speakers = MAX_SPEAKERS
+    languages = ("en", "zh")  # what VibeVoice-1.5B was trained on
 
     def __init__(
         self,

@@ -140,25 +140,61 @@ class WhisperBackend:
         )
 
 
-def load(settings: Settings) -> WhisperBackend:
+class ByLanguage:
+    """`STT_MODEL_NAME=auto`: the English-only tiny model for audio said to be English, the
+    multilingual base model for any other language and for audio of unknown language (which it
+    identifies, so the turn knows the language it was spoken in)."""
+
+    sample_rate = 16_000
+    multilingual = True
+
+    def __init__(self, english: WhisperBackend, multilingual: WhisperBackend) -> None:
+        self.english, self.other = english, multilingual
+        self.info = ModelInfo(
+            model=f"auto: {english.info.model} for English, {multilingual.info.model} otherwise",
+            device=multilingual.info.device,
+            id="whisper-auto",
+        )
+
+    def _for(self, options: TranscribeOptions) -> WhisperBackend:
+        return self.english if options.language == "en" else self.other
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        return self._for(options).transcribe(audio, options)
+
+    def transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        return self._for(options).transcribe_stream(audio, options)
+
+
+def load(settings: Settings) -> WhisperBackend | ByLanguage:
     stt = settings.stt
-    return WhisperBackend(
-        stt.model_name,
-        settings.storage.models_dir,
-        device=stt.device,
-        compute_type=stt.compute_type,
-        beam_size=stt.beam_size,
-    )
+
+    def backend(name: str) -> WhisperBackend:
+        return WhisperBackend(
+            name,
+            settings.storage.models_dir,
+            device=stt.device,
+            compute_type=stt.compute_type,
+            beam_size=stt.beam_size,
+        )
+
+    if stt.model_name == "auto":
+        return ByLanguage(backend("embedded"), backend("base-multilingual"))
+    return backend(stt.model_name)
 
 
 def model_files(settings: Settings) -> ModelFiles | None:
     """The bundled tiny.en, the base model assembled into MODELS_DIR, or a local CTranslate2
-    directory; None for a faster-whisper size (fetched at load)."""
+    directory; None for a faster-whisper size (fetched at load). (`auto` is both bundled models:
+    the registry asks for each.)"""
     name = settings.stt.model_name
+    tiny = embedded.package_dir(embedded.WHISPER_TINY_EN[0]) / embedded.WHISPER_TINY_EN[1]
+    tiny_files = dir_files(tiny) or (tiny / "model.bin",)
+    base = settings.storage.models_dir / embedded.WHISPER_BASE_DIRNAME
     if name == "embedded":
-        directory = embedded.package_dir(embedded.WHISPER_TINY_EN[0]) / embedded.WHISPER_TINY_EN[1]
-        return ModelFiles("whisper-tiny.en", "stt", dir_files(directory) or (directory / "model.bin",))
+        return ModelFiles("whisper-tiny.en", "stt", tiny_files)
     if name == "base-multilingual":
-        directory = settings.storage.models_dir / embedded.WHISPER_BASE_DIRNAME
-        return ModelFiles("whisper-base-multilingual", "stt", dir_files(directory), prepared_at_load=True)
+        return ModelFiles("whisper-base-multilingual", "stt", dir_files(base), prepared_at_load=True)
     return local_dir("stt", name)

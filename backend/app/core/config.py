@@ -84,6 +84,7 @@ ENV: dict[str, tuple[str, str]] = {
     "LLM_CONTEXT_TOKENS": ("llm", "context_tokens"),
     "TTS_ENGINE": ("tts", "engine"),
     "TTS_MODEL_NAME": ("tts", "model_name"),
+    "TTS_CHINESE_MODEL_NAME": ("tts", "chinese_model_name"),
     "TTS_DEVICE": ("tts", "device"),
     "TTS_DTYPE": ("tts", "dtype"),
     "TTS_DIFFUSION_STEPS": ("tts", "diffusion_steps"),

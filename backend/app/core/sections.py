@@ -76,6 +76,7 @@ class STTSettings(Section):
     """The STT engine (`backends/registry.py`); `auto` infers it from STT_MODEL_NAME."""
     model_name: str = "embedded"
     """`embedded` (bundled Whisper tiny.en), `base-multilingual` (bundled Whisper base, 99 languages),
+    `auto` (both: tiny.en for audio said to be English, base for any other or unknown language),
     a faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for faster-whisper; `auto` picks CUDA when available."""
@@ -149,6 +150,10 @@ class TTSSettings(Section):
     `make zh-voice`; non-commercial licence), a local Piper `.onnx` voice file, or a VibeVoice
     checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR), the original release
     `microsoft/VibeVoice-1.5B` (converted once into MODELS_DIR), or a local directory of either."""
+    chinese_model_name: str = ""
+    """A second voice for Chinese text when TTS_MODEL_NAME's cannot speak Chinese: `zh-baker` (the
+    opt-in Mandarin voice) or a Piper Mandarin `.onnx` voice; empty: none (Chinese text for a voice
+    without Chinese is refused with a 422)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for TTS inference (`auto`: CUDA for VibeVoice when available; Piper runs on the CPU)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"

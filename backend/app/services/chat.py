@@ -23,6 +23,7 @@ from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.conversations import Turn
+from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
 from backend.app.text.stops import StopScanner
 
@@ -124,14 +125,15 @@ class ChatService:
             raise TextTooLongError(f"text is longer than {self.max_chars} characters")
         return text.strip()
 
-    def fit_spoken(self, text: str) -> str:
+    def fit_spoken(self, text: str, language: str | None = None) -> str:
         """A transcript as the model can take it (blocking: tokenises). Speech is not bounded by
         MAX_TTS_CHARS (a recording within MAX_AUDIO_SECONDS must never be refused for what it
-        said): one too long for the context keeps its newest words that fit, after an ellipsis."""
+        said): one too long for the context keeps its newest words that fit, after an ellipsis.
+        `language` is the one it was spoken in (the system prompt then asks for it)."""
         text = text.strip()
         if not text:
             raise InvalidInputError("text is empty")
-        system = self._system_message(None)
+        system = _answer_in(self._system_message(None), language or script_language(text))
         budget = self.settings.context_tokens - self.settings.max_tokens
         if self.backend.count_tokens([system, ChatMessage("user", text)]) <= budget:
             return text
@@ -168,7 +170,8 @@ class ChatService:
         conversation_id = check_conversation_id(conversation_id)
         self.history.require_room()
         self.history.check_room(conversation_id)
-        await asyncio.to_thread(self._check_fit, self._system_message(conversation_id), text)
+        system = _answer_in(self._system_message(conversation_id), script_language(text))
+        await asyncio.to_thread(self._check_fit, system, text)
         return text, conversation_id
 
     def _system_message(self, conversation_id: str | None) -> ChatMessage:
@@ -192,15 +195,14 @@ class ChatService:
     ) -> list[ChatMessage]:
         """The system prompt (`system_prompt`, else the conversation's, else LLM_SYSTEM_PROMPT;
         with `language`, the language the user spoke, other than English, it asks for the answer in
-        that language), then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
+        that language; typed text with no `language` gives its own when its script does: Chinese,
+        Japanese, Korean), then as many recent turns as fit LLM_CONTEXT_TOKENS (minus room for the
         reply), then the new message (none when `text` is None: the reply is to the stored turns as
         they are). Older turns are dropped; the request is never over-long."""
         system = (
             ChatMessage("system", system_prompt) if system_prompt else self._system_message(conversation_id)
         )
-        if language and language != "en":
-            name = language_name(language).title()
-            system = ChatMessage("system", f"{system.content}\n\nThe user speaks {name}: answer in {name}.")
+        system = _answer_in(system, language or script_language(text or ""))
         new = [ChatMessage("user", text)] if text is not None else []
         budget = self.settings.context_tokens - self.settings.max_tokens
         self._check_fit(system, text or "")
@@ -385,3 +387,11 @@ class ChatService:
                 if isinstance(event, ChatReply):
                     return event
         raise AssertionError("a reply's events end with a ChatReply")
+
+
+def _answer_in(system: ChatMessage, language: str | None) -> ChatMessage:
+    """The system prompt, asking for the answer in `language` when it is not English."""
+    if not language or language == "en":
+        return system
+    name = language_name(language).title()
+    return ChatMessage("system", f"{system.content}\n\nThe user speaks {name}: answer in {name}.")

@@ -64,6 +64,9 @@ def warm_up(
     """One tiny inference per model, so that the first request does not pay for lazy set-up."""
     # An engine of one language says its own word (the Mandarin voice cannot read "Ready.").
     speech = tts.synthesize(SynthesisRequest(getattr(tts, "warm_up_text", "Ready.")))
+    others = getattr(tts, "warm_up", None)  # the voices of other languages (by_language.py)
+    if callable(others):
+        others()
     stt.transcribe(resample(speech, stt.sample_rate), TranscribeOptions(language="en"))
     if chat_is_local:
         warm_up_chat(chat, system_prompt)

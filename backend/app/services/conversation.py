@@ -128,7 +128,7 @@ class ConversationService:
             if not transcription.text:
                 admission.release()
                 return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
-            text = await asyncio.to_thread(self.chat.fit_spoken, transcription.text)
+            text = await asyncio.to_thread(self.chat.fit_spoken, transcription.text, transcription.language)
             cid = cid or check_conversation_id(None)
         except BaseException:
             admission.release()
@@ -228,7 +228,7 @@ class ConversationService:
                     await self.history.add_turns(conversation_id, user)
                     yield Heard(text)
                 if not voice and speak:
-                    voice = await asyncio.to_thread(self.history.reply_voice, conversation_id)
+                    voice = await asyncio.to_thread(self._reply_voice, conversation_id, language)
                 parts: list[str] = []
                 llm = admission.llm if admission else None
                 generated = self.chat.generate(conversation_id, text or "", llm, messages, max_tokens)
@@ -279,6 +279,10 @@ class ConversationService:
         finally:
             if admission is not None:
                 admission.release()  # the LLM slot is unused if the reply never reached the LLM
+
+    def _reply_voice(self, conversation_id: str, language: str | None) -> str | None:
+        """The conversation's voice, else one of the language the user spoke (blocking)."""
+        return self.history.reply_voice(conversation_id) or self.tts.voice_for_language(language)
 
     def _usage(self, messages: list[ChatMessage], reply: str) -> Usage:
         output = self.chat.count_text_tokens(reply) if reply else 0

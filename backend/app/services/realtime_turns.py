@@ -112,7 +112,7 @@ class TurnRunner:
         models are full); `started` is when the user finished speaking, `commitment` makes it
         pre-emptive."""
         if text is not None:
-            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, text)
+            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, text, language)
         admission = self.conversation.check_ready(None, self.conversation_id)
         return self.conversation.respond(
             text,

@@ -18,6 +18,7 @@ import numpy as np
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
+from backend.app.backends.by_language import check_spoken
 from backend.app.backends.protocols import DialogueSpeech, TextToSpeech
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
@@ -112,6 +113,17 @@ class TTSService:
             return self.voices.by_path(speaker_voice_path)
         return self.voices.default if self.backend.supports_cloning else None
 
+    def voice_for_language(self, language: str | None) -> str | None:
+        """A library voice of `language` (`zh-*` for Chinese) when the engine clones and the default
+        voice is of another language; None to keep the default (blocking: lists the library)."""
+        default = self.voices.default
+        if not language or not self.backend.supports_cloning or not default:
+            return None
+        if (default.language or "").lower() == language:
+            return None
+        match = [v for v in self.voices.voices() if (v.language or "").lower() == language]
+        return match[0].file if match else None
+
     def speaker_prompt(self, voice: VoiceInfo) -> object:
         """The engine's prepared prompt for `voice`, from the cache (keyed by the file's content)."""
         data = voice.path.read_bytes()
@@ -143,7 +155,10 @@ class TTSService:
         cleaned = clean_for_speech(piece)
         if not has_speakable_content(cleaned):
             return []
-        return segment_text(cleaned, self.settings.segment_threshold_chars)
+        segments = segment_text(cleaned, self.settings.segment_threshold_chars)
+        for segment in segments:
+            check_spoken(segment, getattr(self.backend, "languages", ()))
+        return segments
 
     async def speak(
         self,

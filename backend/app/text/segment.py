@@ -2,7 +2,8 @@
 
 Text is cut at sentence ends first (。！？!?.;； and newlines), then, for sentences still over the
 limit, at clause marks (，、：,:), then by a hard split at the limit — at a space for Latin scripts,
-so words are not cut unless a single word is longer than the limit. Short neighbouring sentences are
+so words are not cut unless a single word is longer than the limit, and in Chinese between words
+(pypinyin's phrases), never inside a Latin word or number written into it. Short neighbouring sentences are
 packed together up to the limit, which keeps the number of synthesis calls low and prosody natural.
 
 Not sentence ends: abbreviations ("Dr.", "e.g."), decimals ("3.5"), dots inside URLs and file
@@ -146,11 +147,39 @@ def _hard_split(text: str, max_chars: int) -> Iterator[str]:
     while len(rest) > max_chars:
         cut = rest.rfind(" ", 0, max_chars + 1)
         if cut <= 0 or is_cjk(rest[max_chars - 1]):
-            cut = max_chars  # CJK run or one very long word: cut at the limit
+            cut = _unspaced_cut(rest, max_chars)  # CJK run or one very long word
         yield rest[:cut].strip()
         rest = rest[cut:].strip()
     if rest:
         yield rest
+
+
+def _unspaced_cut(run: str, limit: int) -> int:
+    """Where to cut text written without spaces, at or before `limit`: between words, neither
+    inside a Latin word or number embedded in it nor inside a Chinese word (as pypinyin's phrase
+    dictionary, the one the Mandarin voice reads with, segments it), going back at most a quarter
+    of the limit; at the limit when no such place is near."""
+    earliest = max(1, limit - max(4, limit // 4))
+    cut = limit
+    while cut > earliest and _alnum(run[cut - 1]) and _alnum(run[cut]):
+        cut -= 1
+    if cut == earliest:
+        return limit
+    if not (is_cjk(run[cut - 1]) and is_cjk(run[cut])):
+        return cut
+    from pypinyin.seg.mmseg import seg
+
+    end, best = 0, 0
+    for word in seg.cut(run[: limit + 8]):
+        end += len(word)
+        if end > cut:
+            break
+        best = end
+    return best if best >= earliest else cut
+
+
+def _alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
 
 
 def _pack(pieces: Iterator[str] | list[str], max_chars: int) -> list[str]:

@@ -4,14 +4,31 @@
 // Each part of the page is a module of its own; this one wires them up at start-up.
 
 import { $, state } from "./state.js";
+import { LANGUAGES, language, setLanguage, t, translatePage } from "./i18n.js";
 import { hideNotice } from "./notices.js";
 import { typedTurn } from "./turns.js";
-import { setMode, setUpTalkControls } from "./controls.js";
+import { setMode, setUpTalkControls, showTalkHint } from "./controls.js";
 import { loadConversations, newConversation } from "./conversations.js";
-import { deleteVoice, updateVoiceControls, uploadVoice } from "./voices.js";
+import { deleteVoice, loadVoices, updateVoiceControls, uploadVoice } from "./voices.js";
 import { checkHealth, loadPrefs, savePrefs, setUpSettings } from "./settings.js";
 
+function setUpLanguage() {
+  const picker = $("ui-language");
+  for (const [code, name] of Object.entries(LANGUAGES)) picker.append(new Option(name, code));
+  picker.value = language();
+  picker.addEventListener("change", () => {
+    setLanguage(picker.value);
+    showTalkHint();
+    if (!state.conversationId) $("conversation-title").textContent = t("New conversation");
+    loadVoices(state.voice);
+    checkHealth();
+  });
+}
+
 function init() {
+  translatePage();
+  $("conversation-title").textContent = t("New conversation");
+  setUpLanguage();
   loadPrefs();
   setUpTalkControls();
   setUpSettings();

@@ -1,5 +1,6 @@
 // The talk button, the mode and the keyboard.
 
+import { t } from "./i18n.js";
 import { $, state } from "./state.js";
 import { setActivity } from "./notices.js";
 import { updatePlaybackControls } from "./playback.js";
@@ -12,7 +13,7 @@ import { savePrefs } from "./settings.js";
 export function setTalkState(talkState, label) {
   const button = $("talk");
   button.dataset.state = talkState;
-  const idle = state.mode === "ptt" ? "Hold to talk" : "Start";
+  const idle = t(state.mode === "ptt" ? "Hold to talk" : "Start");
   button.querySelector(".talk-label").textContent = label ?? idle;
   button.setAttribute("aria-pressed", String(talkState === "recording" || talkState === "listening"));
 }
@@ -21,11 +22,18 @@ export function setMode(mode) {
   if (live.ws) live.stop();
   state.mode = mode;
   savePrefs();
-  $("talk-hint").textContent =
-    mode === "ptt"
-      ? "Hold the button or the space bar while you speak. Enter starts and stops too."
-      : "Start, then just talk; pause to let it answer, talk over it to interrupt. Space or Enter starts and stops.";
   setTalkState("idle");
+  showTalkHint();
+}
+
+// The mode's hint, and the idle button's label, in the page's language.
+export function showTalkHint() {
+  $("talk-hint").textContent = t(
+    state.mode === "ptt"
+      ? "Hold the button or the space bar while you speak. Enter starts and stops too."
+      : "Start, then just talk; pause to let it answer, talk over it to interrupt. Space or Enter starts and stops.",
+  );
+  if ($("talk").dataset.state === "idle") setTalkState("idle");
 }
 
 export function toggleHandsFree() {

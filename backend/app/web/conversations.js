@@ -1,5 +1,6 @@
 // Conversations: the sidebar list, opening, starting and deleting one.
 
+import { t } from "./i18n.js";
 import { $, PAGE_SIZE, state } from "./state.js";
 import { api } from "./server.js";
 import { explain, hideNotice, showNotice } from "./notices.js";
@@ -11,7 +12,7 @@ export function setConversation(id, title) {
   if (!id) return;
   const changed = id !== state.conversationId;
   state.conversationId = id;
-  if (title !== undefined) $("conversation-title").textContent = title || "Untitled conversation";
+  if (title !== undefined) $("conversation-title").textContent = title || t("Untitled conversation");
   for (const button of document.querySelectorAll(".conversation-list .open")) {
     button.setAttribute("aria-current", String(button.dataset.id === id));
   }
@@ -23,7 +24,7 @@ export function newConversation() {
   cancelTurn();
   state.conversationId = null;
   clearMessages();
-  $("conversation-title").textContent = "New conversation";
+  $("conversation-title").textContent = t("New conversation");
   for (const button of document.querySelectorAll(".conversation-list .open")) {
     button.setAttribute("aria-current", "false");
   }
@@ -67,17 +68,17 @@ export async function loadConversations(more) {
     open.setAttribute("aria-current", String(conversation.id === state.conversationId));
     const title = document.createElement("span");
     title.className = "title";
-    title.textContent = conversation.title || "Untitled conversation";
+    title.textContent = conversation.title || t("Untitled conversation");
     const when = document.createElement("span");
     when.className = "when";
-    when.textContent = `${describeWhen(conversation.updated_at)} · ${conversation.turn_count} messages`;
+    when.textContent = `${describeWhen(conversation.updated_at)} · ${t("{count} messages", { count: conversation.turn_count })}`;
     open.append(title, when);
     open.addEventListener("click", () => openConversation(conversation.id));
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "delete";
     remove.textContent = "✕";
-    remove.setAttribute("aria-label", `Delete conversation: ${title.textContent}`);
+    remove.setAttribute("aria-label", t("Delete conversation: {title}", { title: title.textContent }));
     remove.addEventListener("click", () => deleteConversation(conversation.id, title.textContent));
     item.append(open, remove);
     list.append(item);
@@ -98,7 +99,7 @@ export async function openConversation(id) {
   try {
     detail = await api(`/conversations/${encodeURIComponent(id)}`);
   } catch (error) {
-    showNotice(error.status === 404 ? "That conversation no longer exists." : explain(error));
+    showNotice(error.status === 404 ? t("That conversation no longer exists.") : explain(error));
     refreshConversations();
     return;
   }
@@ -116,7 +117,7 @@ export async function openConversation(id) {
 }
 
 export async function deleteConversation(id, title) {
-  if (!window.confirm(`Delete the conversation "${title}" and its audio?`)) return;
+  if (!window.confirm(t('Delete the conversation "{title}" and its audio?', { title }))) return;
   try {
     await api(`/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
   } catch (error) {

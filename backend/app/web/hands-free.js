@@ -1,5 +1,6 @@
 // Hands-free: the realtime WebSocket session (/ws/conversation), where the server detects turns and barge-in.
 
+import { t } from "./i18n.js";
 import { $, state, WS_SAMPLE_RATES, WS_SUBPROTOCOL } from "./state.js";
 import { api, ApiError, apiKey, base64Url } from "./server.js";
 import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
@@ -42,13 +43,13 @@ export const live = {
       return;
     }
     if (!WS_SAMPLE_RATES.includes(ctx.sampleRate)) {
-      showNotice(`Hands-free mode cannot use this audio device's rate (${ctx.sampleRate} Hz); use push to talk.`);
+      showNotice(t("Hands-free mode cannot use this audio device's rate ({rate} Hz); use push to talk.", { rate: ctx.sampleRate }));
       return;
     }
     try {
       await ctx.audioWorklet.addModule(new URL("./pcm-worklet.js", import.meta.url));
     } catch (error) {
-      showNotice(`This browser cannot capture audio for hands-free mode (${error.message}); use push to talk.`);
+      showNotice(t("This browser cannot capture audio for hands-free mode ({error}); use push to talk.", { error: error.message }));
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -59,8 +60,8 @@ export const live = {
     this.ws = ws;
     this.opened = false;
     this.closing = false;
-    setTalkState("busy", "Stop");
-    setActivity("Connecting…");
+    setTalkState("busy", t("Stop"));
+    setActivity(t("Connecting…"));
     ws.onopen = () => {
       this.opened = true;
       const start = { type: "start", sample_rate: ctx.sampleRate };
@@ -94,14 +95,14 @@ export const live = {
       case "ready":
         setConversation(message.conversation_id);
         this.capture();
-        setTalkState("listening", "Stop");
-        setActivity("Listening: just talk.");
+        setTalkState("listening", t("Stop"));
+        setActivity(t("Listening: just talk."));
         break;
       case "speech_start":
-        setActivity("Hearing you…");
+        setActivity(t("Hearing you…"));
         break;
       case "speech_end":
-        setActivity("Thinking…");
+        setActivity(t("Thinking…"));
         this.answering = true;
         updatePlaybackControls();
         break;
@@ -118,7 +119,7 @@ export const live = {
           this.user.pending = false;
         } else {
           this.heard?.el.remove();
-          setActivity("That was not understood as words. Listening.");
+          setActivity(t("That was not understood as words. Listening."));
         }
         this.heard = null;
         break;
@@ -128,7 +129,7 @@ export const live = {
         break;
       case "audio_start":
         this.outputRate = message.sample_rate;
-        setActivity("Speaking… talk to interrupt.");
+        setActivity(t("Speaking… talk to interrupt."));
         break;
       case "turn_end":
         if (this.assistant) {
@@ -137,13 +138,13 @@ export const live = {
           this.assistant.setAudio(message.audio_url);
         }
         this.endTurn();
-        if (this.assistant === null && !player.playing) setActivity("Listening: just talk.");
+        if (this.assistant === null && !player.playing) setActivity(t("Listening: just talk."));
         break;
       case "interrupted":
         player.stop();
         this.assistant?.markInterrupted(message.said);
         this.endTurn();
-        setActivity("Interrupted. Listening.");
+        setActivity(t("Interrupted. Listening."));
         break;
       case "error":
         this.dropHeard();
@@ -174,7 +175,7 @@ export const live = {
     const view = this.assistant;
     player.enqueuePcm16(data, this.outputRate, (seconds) => {
       view?.addPlayed(seconds);
-      if (!player.playing && !this.answering && this.ws) setActivity("Listening: just talk.");
+      if (!player.playing && !this.answering && this.ws) setActivity(t("Listening: just talk."));
     });
   },
 
@@ -189,7 +190,7 @@ export const live = {
     this.release();
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "stop" }));
     else this.ws.close();
-    setActivity(this.answering ? "Finishing the answer…" : "");
+    setActivity(this.answering ? t("Finishing the answer…") : "");
   },
 
   release() {
@@ -216,14 +217,14 @@ export const live = {
       // The handshake failed: find out why with a plain request (a 401 opens Settings).
       try {
         await api("/conversations?limit=1");
-        showNotice("The realtime connection could not be opened. Check that the server is reachable.");
+        showNotice(t("The realtime connection could not be opened. Check that the server is reachable."));
       } catch (error) {
         showNotice(explain(error));
       }
     } else if (!this.closing && event.code === 1013) {
-      if ($("notice").hidden) showNotice("The server is busy: too many live sessions. Try again shortly.");
+      if ($("notice").hidden) showNotice(t("The server is busy: too many live sessions. Try again shortly."));
     } else if (!this.closing && event.code !== 1000) {
-      if ($("notice").hidden) showNotice(`The live session ended (${event.reason || `code ${event.code}`}).`);
+      if ($("notice").hidden) showNotice(t("The live session ended ({reason}).", { reason: event.reason || t("code {code}", { code: event.code }) }));
     }
     setActivity(this.closing || event.code === 1000 ? "" : $("activity").textContent);
     this.closing = false;

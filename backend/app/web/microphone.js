@@ -1,5 +1,6 @@
 // The microphone: opened on demand with a clear reason when it cannot be, released when idle; the level meter.
 
+import { t } from "./i18n.js";
 import { $, MIC_IDLE_RELEASE_MS } from "./state.js";
 import { player } from "./playback.js";
 import { ptt } from "./push-to-talk.js";
@@ -14,8 +15,10 @@ export async function microphone() {
   if (mic.stream?.active) return mic.stream;
   if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
     throw new MicrophoneError(
-      "The browser only allows the microphone on a secure page: open this page over HTTPS, " +
-        "or as http://localhost on the server itself. You can still type a message.",
+      t(
+        "The browser only allows the microphone on a secure page: open this page over HTTPS, " +
+          "or as http://localhost on the server itself. You can still type a message.",
+      ),
     );
   }
   try {
@@ -27,17 +30,19 @@ export async function microphone() {
     const name = error?.name;
     if (name === "NotAllowedError" || name === "SecurityError") {
       throw new MicrophoneError(
-        "Microphone access was denied. Allow the microphone for this site (the icon at the left of " +
-          "the address bar) and try again, or type a message instead.",
+        t(
+          "Microphone access was denied. Allow the microphone for this site (the icon at the left of " +
+            "the address bar) and try again, or type a message instead.",
+        ),
       );
     }
     if (name === "NotFoundError" || name === "OverconstrainedError") {
-      throw new MicrophoneError("No microphone was found. Connect one and try again, or type a message.");
+      throw new MicrophoneError(t("No microphone was found. Connect one and try again, or type a message."));
     }
     if (name === "NotReadableError") {
-      throw new MicrophoneError("The microphone is in use by another program, or the system blocked it.");
+      throw new MicrophoneError(t("The microphone is in use by another program, or the system blocked it."));
     }
-    throw new MicrophoneError(`The microphone could not be opened: ${error?.message || name}`);
+    throw new MicrophoneError(t("The microphone could not be opened: {error}", { error: error?.message || name }));
   }
 }
 

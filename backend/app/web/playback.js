@@ -1,5 +1,6 @@
 // Playback: encoded files (push to talk) and PCM16 frames (hands-free), back to back, through Web Audio.
 
+import { t } from "./i18n.js";
 import { $, state } from "./state.js";
 import { api } from "./server.js";
 import { explain, setActivity, showNotice } from "./notices.js";
@@ -82,7 +83,7 @@ export const player = new Player();
 export function updatePlaybackControls() {
   const active = player.playing || state.turn || live.answering;
   $("stop-audio").hidden = !active;
-  if (!active && !live.ws && $("activity").textContent.startsWith("Speaking")) setActivity("");
+  if (!active && !live.ws && $("activity").textContent.startsWith(t("Speaking…").slice(0, 2))) setActivity("");
 }
 
 export async function playUrl(url, view) {
@@ -92,6 +93,6 @@ export async function playUrl(url, view) {
     player.stop();
     player.enqueueFile(await response.arrayBuffer(), (seconds) => view?.addPlayed(seconds));
   } catch (error) {
-    showNotice(error.status === 404 ? "That audio has expired on the server." : explain(error));
+    showNotice(error.status === 404 ? t("That audio has expired on the server.") : explain(error));
   }
 }

@@ -1,5 +1,6 @@
 // Push to talk: record while held, then one streamed turn over POST /conversation.
 
+import { t } from "./i18n.js";
 import { MIN_RECORDING_MS, RECORDING_TYPES, state } from "./state.js";
 import { api, ApiError, base64ToBuffer, readEvents } from "./server.js";
 import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
@@ -33,7 +34,7 @@ export const ptt = {
     }
     if (!this.pressed) {
       // released while the browser asked for permission
-      setActivity("The microphone is ready: hold the button while you speak.");
+      setActivity(t("The microphone is ready: hold the button while you speak."));
       releaseMicrophoneSoon();
       return;
     }
@@ -42,7 +43,7 @@ export const ptt = {
       this.recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
     } catch (error) {
       this.pressed = false;
-      showNotice(`This browser cannot record audio: ${error.message}`);
+      showNotice(t("This browser cannot record audio: {error}", { error: error.message }));
       return;
     }
     this.chunks = [];
@@ -50,8 +51,8 @@ export const ptt = {
     this.recorder.start();
     this.startedAt = performance.now();
     this.stopMeter = meter.follow(stream);
-    setTalkState("recording", "Release to send");
-    setActivity("Listening… release to send.");
+    setTalkState("recording", t("Release to send"));
+    setActivity(t("Listening… release to send."));
   },
 
   async release() {
@@ -68,7 +69,7 @@ export const ptt = {
     setTalkState("idle");
     const heldMs = performance.now() - this.startedAt;
     if (heldMs < MIN_RECORDING_MS) {
-      setActivity("Hold the button while you speak, then let go.");
+      setActivity(t("Hold the button while you speak, then let go."));
       return;
     }
     const blob = new Blob(this.chunks, { type: recorder.mimeType || this.chunks[0]?.type || "audio/webm" });
@@ -93,16 +94,16 @@ export async function spokenTurn(blob) {
   const user = new MessageView("user", "", { pending: true });
   let assistant = null;
   setTalkState("answering"); // holding the button again interrupts the answer
-  setActivity("Transcribing…");
+  setActivity(t("Transcribing…"));
   try {
     const response = await api("/conversation", { method: "POST", form, raw: true, signal: turn.abort.signal });
     for await (const { event, data } of readEvents(response)) {
       if (event === "transcript") {
         user.pending = false;
-        user.text = data.text || "(nothing was heard)";
+        user.text = data.text || t("(nothing was heard)");
         if (!data.text) user.el.classList.add("empty");
         setConversation(data.conversation_id);
-        setActivity(data.text ? "Thinking…" : "Nothing was heard: hold the button while you speak.");
+        setActivity(t(data.text ? "Thinking…" : "Nothing was heard: hold the button while you speak."));
       } else if (event === "reply_delta") {
         assistant ??= new MessageView("assistant", "", { pending: true });
         assistant.append(data.text);
@@ -122,7 +123,7 @@ export async function spokenTurn(blob) {
         throw new ApiError(200, data.code, data.message);
       }
     }
-    if (state.turn === turn) setActivity(player.playing ? "Speaking…" : "");
+    if (state.turn === turn) setActivity(player.playing ? t("Speaking…") : "");
   } catch (error) {
     if (error.name === "AbortError") {
       assistant?.markInterrupted();
@@ -132,7 +133,7 @@ export async function spokenTurn(blob) {
     const message = explain(error);
     showNotice(message);
     if (!user.text) {
-      user.fail("(your recording was not answered)");
+      user.fail(t("(your recording was not answered)"));
       user.offerRetry(() => spokenTurn(blob));
     }
     assistant?.fail(message);

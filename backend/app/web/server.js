@@ -1,5 +1,6 @@
 // Server access: fetch() with the API key, our JSON error shape as ApiError, Server-Sent Events.
 
+import { t } from "./i18n.js";
 import { KEY_STORAGE } from "./state.js";
 import { askForKey, checkHealth } from "./settings.js";
 
@@ -32,7 +33,7 @@ export async function errorFrom(response) {
     // not our JSON error (a proxy's page): keep the status line
   }
   const retryAfter = Number(response.headers.get("Retry-After")) || null;
-  if (response.status === 401) askForKey(apiKey() ? "The API key was refused." : "This server needs an API key.");
+  if (response.status === 401) askForKey(t(apiKey() ? "The API key was refused." : "This server needs an API key."));
   return new ApiError(response.status, code, message, retryAfter);
 }
 
@@ -52,7 +53,7 @@ export async function api(path, { method = "GET", json, form, signal, raw = fals
   } catch (error) {
     if (error.name === "AbortError") throw error;
     checkHealth(); // shows "Offline" and keeps asking until it is back
-    throw new ApiError(0, "network", "The server cannot be reached. Is it running?");
+    throw new ApiError(0, "network", t("The server cannot be reached. Is it running?"));
   }
   if (!response.ok) throw await errorFrom(response);
   return raw ? response : response.json();

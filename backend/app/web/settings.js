@@ -1,5 +1,6 @@
 // Settings (the API key, preferences) and the server's health.
 
+import { t } from "./i18n.js";
 import { $, KEY_STORAGE, PREFS_STORAGE, state } from "./state.js";
 import { apiKey } from "./server.js";
 import { hideNotice, showNotice } from "./notices.js";
@@ -59,24 +60,24 @@ export async function checkHealth() {
     health = await response.json();
   } catch {
     pill.dataset.state = "down";
-    pill.textContent = "Offline";
+    pill.textContent = t("Offline");
     healthTimer = setTimeout(checkHealth, 5000);
     return;
   }
   const wasReady = pill.dataset.state === "ok";
   pill.dataset.state = health.status;
   if (health.status === "ok") {
-    pill.textContent = "Ready";
+    pill.textContent = t("Ready");
     pill.title = Object.entries(health.modules)
       .map(([name, module]) => `${name}: ${module.model ?? "?"} (${module.device ?? "?"})`)
       .join("\n");
     if (!wasReady) loadData();
   } else if (health.status === "loading") {
-    pill.textContent = "Loading models…";
+    pill.textContent = t("Loading models…");
     healthTimer = setTimeout(checkHealth, 2000);
   } else {
-    pill.textContent = "Degraded";
-    showNotice(`The server could not load its models: ${health.error ?? "see its log"}.`);
+    pill.textContent = t("Degraded");
+    showNotice(t("The server could not load its models: {error}.", { error: health.error ?? t("see its log") }));
   }
 }
 

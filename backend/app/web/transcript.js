@@ -1,5 +1,6 @@
 // The transcript: one MessageView per turn, with its timings, replay and retry buttons.
 
+import { t } from "./i18n.js";
 import { $, TIMING_LABELS } from "./state.js";
 import { playUrl } from "./playback.js";
 
@@ -11,7 +12,7 @@ export class MessageView {
   constructor(role, text = "", { pending = false } = {}) {
     const node = $("message-template").content.firstElementChild.cloneNode(true);
     node.classList.add(role);
-    node.querySelector(".who").textContent = role === "user" ? "You" : "Assistant";
+    node.querySelector(".who").textContent = t(role === "user" ? "You" : "Assistant");
     this.el = node;
     this.textEl = node.querySelector(".text");
     this.metaEl = node.querySelector(".meta");
@@ -58,7 +59,7 @@ export class MessageView {
     this.el.dataset.playedSeconds = this.played.toFixed(2);
     if (!this.playedEl) this.playedEl = this.note("");
     this.playedEl.className = "played";
-    this.playedEl.textContent = `▶ ${this.played.toFixed(1)} s played`;
+    this.playedEl.textContent = t("▶ {seconds} s played", { seconds: this.played.toFixed(1) });
   }
 
   setAudio(url) {
@@ -66,8 +67,8 @@ export class MessageView {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "replay";
-    button.textContent = "Play again";
-    button.setAttribute("aria-label", "Play this reply again");
+    button.textContent = t("Play again");
+    button.setAttribute("aria-label", t("Play this reply again"));
     button.addEventListener("click", () => playUrl(url, null));
     this.metaEl.prepend(button);
   }
@@ -78,12 +79,12 @@ export class MessageView {
     this.el.querySelector(".timings")?.remove();
     const list = document.createElement("ul");
     list.className = "timings";
-    list.setAttribute("aria-label", "Timings");
+    list.setAttribute("aria-label", t("Timings"));
     for (const [key, label] of TIMING_LABELS) {
       if (timings[key] === undefined) continue;
       const item = document.createElement("li");
       item.dataset.key = key;
-      item.textContent = `${label} ${formatMs(timings[key])}`;
+      item.textContent = `${t(label)} ${formatMs(timings[key])}`;
       list.append(item);
     }
     this.el.append(list);
@@ -94,7 +95,7 @@ export class MessageView {
     this.pending = false;
     this.el.classList.add("interrupted");
     if (said !== undefined) this.text = said || "…";
-    this.note("interrupted");
+    this.note(t("interrupted"));
   }
 
   fail(message) {
@@ -108,7 +109,7 @@ export class MessageView {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "retry";
-    button.textContent = "Send again";
+    button.textContent = t("Send again");
     button.addEventListener("click", () => {
       this.el.remove();
       send();

@@ -1,6 +1,7 @@
 // A push-to-talk or typed turn in flight (one at a time, cancelled by the next), and the typed turn:
 // the reply streams over POST /chat, then is spoken by POST /tts (streamed PCM).
 
+import { t } from "./i18n.js";
 import { state } from "./state.js";
 import { api, ApiError, readEvents } from "./server.js";
 import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
@@ -36,7 +37,7 @@ export async function typedTurn(text) {
   const turn = beginTurn();
   const user = new MessageView("user", text);
   const assistant = new MessageView("assistant", "", { pending: true });
-  setActivity("Thinking…");
+  setActivity(t("Thinking…"));
   const sent = performance.now();
   let replied = false;
   try {
@@ -55,7 +56,7 @@ export async function typedTurn(text) {
     }
     assistant.pending = false;
     if (reply.trim()) await speak(reply, assistant, turn, sent);
-    if (state.turn === turn) setActivity(player.playing ? "Speaking…" : "");
+    if (state.turn === turn) setActivity(player.playing ? t("Speaking…") : "");
   } catch (error) {
     if (error.name === "AbortError") {
       assistant.markInterrupted();
@@ -80,7 +81,7 @@ export async function typedTurn(text) {
 // The timings of a typed turn are the chat's; `first_audio_ms` is measured here, from sending the
 // message to the first audio arriving.
 export async function speak(text, view, turn, sent) {
-  setActivity("Speaking…");
+  setActivity(t("Speaking…"));
   const body = { text, format: "pcm", stream: true };
   if (state.voice) body.voice = state.voice;
   const response = await api("/tts", { method: "POST", json: body, raw: true, signal: turn.abort.signal });

@@ -1,5 +1,6 @@
 // Voices: the picker, uploads and deletion.
 
+import { t } from "./i18n.js";
 import { $, state } from "./state.js";
 import { api } from "./server.js";
 import { explain, showNotice } from "./notices.js";
@@ -16,7 +17,7 @@ export async function loadVoices(select) {
   }
   const picker = $("voice-select");
   const wanted = select ?? state.voice;
-  picker.replaceChildren(new Option(`Default${voices.default_voice ? ` (${voices.default_voice})` : ""}`, ""));
+  picker.replaceChildren(new Option(voices.default_voice ? t("Default ({voice})", { voice: voices.default_voice }) : t("Default"), ""));
   for (const voice of voices.voices) {
     const details = [voice.language, voice.gender].filter(Boolean).join(", ");
     const option = new Option(details ? `${voice.name} (${details})` : voice.name, voice.name);
@@ -29,8 +30,10 @@ export async function loadVoices(select) {
   const note = $("voice-note");
   note.hidden = info.supports_cloning;
   note.textContent =
-    "This server's speech engine has one built-in voice, so every reply sounds the same; library voices " +
-    "are used when the server runs a voice-cloning engine (VibeVoice).";
+    t(
+      "This server's speech engine has one built-in voice, so every reply sounds the same; library voices " +
+        "are used when the server runs a voice-cloning engine (VibeVoice).",
+    );
 }
 
 export function updateVoiceControls() {
@@ -42,7 +45,7 @@ export async function uploadVoice(event) {
   event.preventDefault();
   const form = event.target;
   const status = $("voice-form-status");
-  status.textContent = "Uploading…";
+  status.textContent = t("Uploading…");
   status.classList.remove("error-text");
   try {
     const voice = await api("/voices", { method: "POST", form: new FormData(form) });
@@ -50,7 +53,7 @@ export async function uploadVoice(event) {
     await loadVoices(voice.name);
     savePrefs();
     // Said last, once the new voice is listed and picked.
-    status.textContent = `Added ${voice.name} (${voice.duration?.toFixed(1) ?? "?"} s).`;
+    status.textContent = t("Added {name} ({seconds} s).", { name: voice.name, seconds: voice.duration?.toFixed(1) ?? "?" });
   } catch (error) {
     status.textContent = explain(error);
   }
@@ -58,7 +61,7 @@ export async function uploadVoice(event) {
 
 export async function deleteVoice() {
   const name = $("voice-select").value;
-  if (!name || !window.confirm(`Delete the voice ${name}?`)) return;
+  if (!name || !window.confirm(t("Delete the voice {name}?", { name }))) return;
   try {
     await api(`/voices/${encodeURIComponent(name)}`, { method: "DELETE" });
   } catch (error) {
