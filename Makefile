@@ -72,12 +72,12 @@ e2e: setup
 browser:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "Installing Chromium for the browser tests (apt-get install chromium)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  echo "Installing Chromium and a CJK font for the browser tests (apt-get install chromium fonts-noto-cjk)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
 	    || echo "Chromium could not be installed: the browser tests will be skipped"; \
 	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  echo "Installing Chromium for the browser tests (sudo apt-get install chromium)"; \
-	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  echo "Installing Chromium and a CJK font for the browser tests (sudo apt-get install chromium fonts-noto-cjk)"; \
+	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
 	    || echo "Chromium could not be installed: the browser tests will be skipped"; \
 	else \
 	  echo "Chromium is not installed (and apt-get cannot install it here): the browser tests will be skipped"; \

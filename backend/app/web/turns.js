@@ -64,7 +64,7 @@ export async function typedTurn(text) {
     }
     showNotice(explain(error));
     if (replied) {
-      assistant.note("not spoken"); // the reply is stored; only its speech failed
+      assistant.note(t("not spoken")); // the reply is stored; only its speech failed
     } else {
       assistant.fail(explain(error));
       user.offerRetry(() => {
