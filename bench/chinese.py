@@ -36,7 +36,7 @@ from backend.app.core.config import Settings
 from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest, TranscribeOptions
 from backend.app.text.wer import character_error_rate, word_error_rate
 from bench import machine
-from bench.common import median, percentile, pyplot, start_server, stop_server, table, timed
+from bench.common import interleaved, median, percentile, pyplot, start_server, stop_server, table, timed
 from bench.latency import speech_end_offset, spoken_requests, websocket_turn
 from bench.llm_quality import QWEN_05B
 
@@ -187,14 +187,7 @@ def stages(
             "raw_tts": lambda t=text: voice.synthesize(SynthesisRequest(t)),
             "srv_tts": srv_tts,
         }
-        for fn in sides.values():
-            fn()  # warm-up
-        times: dict[str, list[float]] = {key: [] for key in sides}
-        for i in range(repeats):
-            for stage in ("stt", "llm", "tts"):
-                keys = [k for k in sides if k.endswith(stage)]
-                for key in keys if i % 2 == 0 else keys[::-1]:
-                    times[key].append(timed(sides[key]))
+        times = interleaved(sides, ("stt", "llm", "tts"), repeats)
         med = {key: median(values) for key, values in times.items()}
         rows.append(
             {

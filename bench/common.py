@@ -86,6 +86,23 @@ def timed(fn: Callable[[], object], pause_s: float = 0.3) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def interleaved(
+    sides: dict[str, Callable[[], object]], groups: Sequence[str], repeats: int
+) -> dict[str, list[float]]:
+    """Each side called once to warm up, then timed `repeats` times: the sides whose key ends with
+    one group's name run one after another, group by group, in an order that alternates run by run
+    (so neither side always follows the other). The times per side, as `timed` gives them."""
+    for fn in sides.values():
+        fn()  # warm-up: first-call costs are not latency
+    times: dict[str, list[float]] = {key: [] for key in sides}
+    for i in range(repeats):
+        for group in groups:
+            keys = [k for k in sides if k.endswith(group)]
+            for key in keys if i % 2 == 0 else keys[::-1]:
+                times[key].append(timed(sides[key]))
+    return times
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -28,7 +28,7 @@ from backend.app.backends import embedded, registry
 from backend.app.core.config import Settings
 from backend.app.core.values import ChatMessage, GenerationOptions, SynthesisRequest
 from bench import machine
-from bench.common import median, pyplot, table, timed
+from bench.common import interleaved, median, pyplot, table
 
 TEXTS = {
     "short": "Turn off the lights in the living room, please.",
@@ -159,14 +159,7 @@ def measure(http: httpx.Client, raw: Raw, repeats: int) -> list[dict[str, Any]]:
         }
         if raw.library_chat is not None:
             sides["lib_llm"] = lambda m=messages: raw.library_chat(m)  # type: ignore[misc]
-        for fn in sides.values():
-            fn()  # warm-up: first-call costs are not latency
-        times: dict[str, list[float]] = {key: [] for key in sides}
-        for i in range(repeats):
-            for stage in ("stt", "llm", "tts"):
-                keys = [k for k in sides if k.endswith(stage)]
-                for key in keys if i % 2 == 0 else keys[::-1]:  # alternate who goes first
-                    times[key].append(timed(sides[key]))
+        times = interleaved(sides, ("stt", "llm", "tts"), repeats)
         med = {key: round(median(values), 1) for key, values in times.items()}
         usage = reply.get("usage", {})
         rows.append(

@@ -28,7 +28,7 @@ from backend.app.audio.decode import decode_audio
 from backend.app.backends import embedded, registry
 from backend.app.core.config import Settings
 from bench import machine
-from bench.common import REPO, free_port, median, pyplot, table, timed
+from bench.common import REPO, free_port, interleaved, median, pyplot, table
 from bench.stages import TEXTS
 
 VENV = REPO / "bench" / ".venv-wyoming"
@@ -183,14 +183,8 @@ def measure(http: httpx.Client, settings: Settings, repeats: int, device: str) -
                     "ours_first": ours_first,
                     "theirs_first": lambda t=text: asyncio.run(_wyoming_tts(ports["tts"], t, True)),
                 }
-            for fn in sides.values():
-                fn()  # warm-up (the Wyoming STT server loads its model on the first request)
-            times: dict[str, list[float]] = {key: [] for key in sides}
-            for i in range(repeats):
-                for what in ("stt", "tts", "first"):
-                    keys = [k for k in sides if k.endswith(what)]
-                    for key in keys if i % 2 == 0 else keys[::-1]:
-                        times[key].append(timed(sides[key]))
+            # (the warm-up also has the Wyoming STT server load its model on its first request)
+            times = interleaved(sides, ("stt", "tts", "first"), repeats)
             row: dict[str, Any] = {"size": size, "audio_s": round(speech.duration, 1)}
             row |= {key: round(median(values), 1) for key, values in times.items()}
             rows.append(row)
