@@ -37,7 +37,7 @@ COPY backend backend
 COPY scripts scripts
 COPY voices voices
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 10300
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python", "-m", "scripts.healthcheck"]
 CMD ["python", "-m", "backend.app"]
 
@@ -74,6 +74,6 @@ COPY backend backend
 COPY scripts scripts
 COPY voices voices
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 10300
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 CMD ["python", "-m", "scripts.healthcheck"]
 CMD ["python", "-m", "backend.app"]

@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         print(f"starting the server ({settings.stt.model_name} / {settings.llm.backend} / "
               f"{settings.tts.model_name}) ...", flush=True)  # fmt: skip
-        server = start_server(port)
+        wyoming_port = free_port()  # our Wyoming endpoint, for the wyoming section
+        server = start_server(port, WYOMING_URI=f"tcp://127.0.0.1:{wyoming_port}")
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=600) as http:
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     if missing:
                         print(f"wyoming comparison skipped: {missing}", flush=True)
                     else:
-                        rows = wyoming.measure(http, settings, repeats, device)
+                        rows = wyoming.measure(http, wyoming_port, settings, repeats, device)
                         write(out, "wyoming", wyoming.section(rows, settings, repeats, out))
         finally:
             stop_server(server)

@@ -1,13 +1,14 @@
-"""Side by side with wyoming-faster-whisper and wyoming-piper, on the same audio and models.
+"""Side by side with wyoming-faster-whisper and wyoming-piper, protocol against protocol.
 
-Both Wyoming servers run from their own virtual environment (bench/.venv-wyoming, made by
+Both reference servers run from their own virtual environment (bench/.venv-wyoming, made by
 `make bench` from bench/requirements-wyoming.txt) on the model files our server loads: the same
 CTranslate2 Whisper directory (same compute type, beam size, threads and Silero VAD filter) and the
-same Piper voice. Each is driven over its own protocol (Wyoming events over TCP, with the `wyoming`
-client library), ours over HTTP. For each input size, interleaved:
-- STT: the same 16 kHz speech, as /stt (a WAV upload) vs Transcribe + audio chunks -> Transcript;
-- TTS, whole: /tts (WAV) vs Synthesize -> AudioStop;
-- TTS, first audio: /tts with stream=true (pcm) vs Synthesize -> the first AudioChunk.
+same Piper voice. Ours is the server's own Wyoming endpoint (WYOMING_URI). All three are driven by
+one client, the `wyoming` library's, with the same events, for each input size, interleaved:
+- STT: Transcribe + the same 16 kHz speech in 1024-sample chunks + AudioStop -> Transcript;
+- TTS, whole: Synthesize -> AudioStop;
+- TTS, streamed: SynthesizeStart + the text in word chunks + SynthesizeStop -> the first AudioChunk
+  (how Home Assistant speaks an LLM reply while it is written).
 """
 
 from __future__ import annotations
@@ -114,42 +115,57 @@ async def _wyoming_stt(port: int, pcm: bytes) -> str:
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await client.write_event(Transcribe(language="en").event())
         await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
-        for i in range(0, len(pcm), 8192):
+        for i in range(0, len(pcm), 2048):
             await client.write_event(
-                AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[i : i + 8192]).event()
+                AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[i : i + 2048]).event()
             )
         await client.write_event(AudioStop().event())
         while True:
             event = await client.read_event()
             if event is None:
-                raise RuntimeError("wyoming-faster-whisper closed the connection")
+                raise RuntimeError(f"the Wyoming server on port {port} closed the connection")
+            if event.type == "error":
+                raise RuntimeError(f"the Wyoming server on port {port} answered {event.data}")
             if Transcript.is_type(event.type):
                 return str(Transcript.from_event(event).text)
 
 
-async def _wyoming_tts(port: int, text: str, first_only: bool) -> float:
-    """Seconds of audio received (or, with `first_only`, stop at the first chunk)."""
+async def _wyoming_tts(port: int, text: str, streamed: bool) -> float:
+    """Seconds of audio received for a whole `synthesize`; with `streamed`, the text is sent as a
+    stream of word chunks and this stops at the first audio chunk."""
     from wyoming.audio import AudioChunk, AudioStop
     from wyoming.client import AsyncTcpClient
-    from wyoming.tts import Synthesize
+    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
     received = 0.0
     async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Synthesize(text=text).event())
+        if streamed:
+            await client.write_event(SynthesizeStart().event())
+            for word in text.split(" "):
+                await client.write_event(SynthesizeChunk(text=word + " ").event())
+            await client.write_event(Synthesize(text=text).event())
+            await client.write_event(SynthesizeStop().event())
+        else:
+            await client.write_event(Synthesize(text=text).event())
         while True:
             event = await client.read_event()
             if event is None:
-                raise RuntimeError("wyoming-piper closed the connection")
+                raise RuntimeError(f"the Wyoming server on port {port} closed the connection")
+            if event.type == "error":
+                raise RuntimeError(f"the Wyoming server on port {port} answered {event.data}")
             if AudioChunk.is_type(event.type):
                 chunk = AudioChunk.from_event(event)
                 received += len(chunk.audio) / (chunk.width * chunk.channels * chunk.rate)
-                if first_only:
+                if streamed:
                     return received
             elif AudioStop.is_type(event.type):
                 return received
 
 
-def measure(http: httpx.Client, settings: Settings, repeats: int, device: str) -> list[dict[str, Any]]:
+def measure(
+    http: httpx.Client, ours: int, settings: Settings, repeats: int, device: str
+) -> list[dict[str, Any]]:
+    """`ours`: our server's Wyoming port; `http` its HTTP side (only to make the test speech)."""
     ports, processes = start_servers(settings, device)
     rows: list[dict[str, Any]] = []
     try:
@@ -157,30 +173,15 @@ def measure(http: httpx.Client, settings: Settings, repeats: int, device: str) -
             wav = http.post("/tts", json={"text": text, "format": "wav"}).content
             speech = decode_audio(wav, RATE)
             pcm = (np.clip(speech.samples, -1, 1) * 32767).astype("<i2").tobytes()
-            upload = _wav16(speech.samples)
-
-            def ours_stt(upload: bytes = upload) -> None:
-                files = {"file": ("a.wav", upload, "audio/wav")}
-                http.post("/stt", files=files, data={"language": "en"}).raise_for_status()
-
-            def ours_tts(text: str = text) -> None:
-                http.post("/tts", json={"text": text}).raise_for_status()
-
-            def ours_first(text: str = text) -> None:
-                body = {"text": text, "stream": True, "format": "pcm"}
-                with http.stream("POST", "/tts", json=body) as response:
-                    response.raise_for_status()
-                    next(response.iter_raw())
-
             sides: dict[str, Any] = {
-                "ours_stt": ours_stt,
+                "ours_stt": lambda p=pcm: asyncio.run(_wyoming_stt(ours, p)),
                 "theirs_stt": lambda p=pcm: asyncio.run(_wyoming_stt(ports["stt"], p)),
             }
             if "tts" in ports:
                 sides |= {
-                    "ours_tts": ours_tts,
+                    "ours_tts": lambda t=text: asyncio.run(_wyoming_tts(ours, t, False)),
                     "theirs_tts": lambda t=text: asyncio.run(_wyoming_tts(ports["tts"], t, False)),
-                    "ours_first": ours_first,
+                    "ours_first": lambda t=text: asyncio.run(_wyoming_tts(ours, t, True)),
                     "theirs_first": lambda t=text: asyncio.run(_wyoming_tts(ports["tts"], t, True)),
                 }
             # (the warm-up also has the Wyoming STT server load its model on its first request)
@@ -196,13 +197,6 @@ def measure(http: httpx.Client, settings: Settings, repeats: int, device: str) -
     return rows
 
 
-def _wav16(samples: np.ndarray) -> bytes:
-    from backend.app.audio.encode import encode_audio
-    from backend.app.audio.types import Audio
-
-    return encode_audio(Audio(samples.astype(np.float32), RATE), "wav")
-
-
 def section(rows: list[dict[str, Any]], settings: Settings, repeats: int, out: Path) -> list[str]:
     versions = wyoming_versions()
     lines = [
@@ -210,20 +204,21 @@ def section(rows: list[dict[str, Any]], settings: Settings, repeats: int, out: P
         "",
         f"Same machine, same audio, same model files, run side by side (interleaved, median of {repeats}): "
         f"wyoming-faster-whisper {versions['wyoming-faster-whisper']} and wyoming-piper "
-        f"{versions['wyoming-piper']} (over the Wyoming protocol, TCP) vs this server (HTTP). STT model "
+        f"{versions['wyoming-piper']} vs this server's own Wyoming endpoint, one client (the `wyoming` "
+        "library's) sending the same events to each over TCP. STT model "
         f"`{settings.stt.model_name}`, beam {settings.stt.beam_size}, Silero VAD filter on both sides. "
         "**Goal: ratio (ours / theirs) <= 1.0.**",
         "",
     ]
-    headers = ["input", "speech s", "/stt ms", "Wyoming STT ms", "STT ratio"]
+    headers = ["input", "speech s", "our STT ms", "their STT ms", "STT ratio"]
     has_tts = "ours_tts" in rows[0]
     if has_tts:
         headers += [
-            "/tts ms",
-            "Wyoming TTS ms",
+            "our TTS ms",
+            "their TTS ms",
             "TTS ratio",
-            "/tts first audio ms",
-            "Wyoming first audio ms",
+            "our streamed first audio ms",
+            "their streamed first audio ms",
             "ratio",
         ]
     cells = []
@@ -246,9 +241,10 @@ def section(rows: list[dict[str, Any]], settings: Settings, repeats: int, out: P
         lines += ["", "TTS: no Wyoming server runs this engine (wyoming-piper is Piper only); not compared."]
     lines += [
         "",
-        "Our /stt time includes the WAV upload and its decoding; Wyoming's includes sending the PCM "
-        "chunks and its writing them to a WAV file that faster-whisper then reads. Our /tts returns "
-        "one WAV; wyoming-piper streams raw PCM chunks.",
+        "STT: from the first event sent to the transcript. TTS: a whole `synthesize` to its "
+        "`audio-stop`. Streamed: `synthesize-start`, the text in word chunks, `synthesize-stop`, to "
+        "the first `audio-chunk` (both speak a stream sentence by sentence). wyoming-faster-whisper "
+        "writes the audio to a WAV file that faster-whisper reads; we hand the samples over in memory.",
         "",
         f"*Machine: {machine.summary()}.*",
         "",
@@ -263,13 +259,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     sizes = [r["size"] for r in rows]
     pairs = [("stt", "STT")] + (
-        [("tts", "TTS whole"), ("first", "TTS first audio")] if "ours_tts" in rows[0] else []
+        [("tts", "TTS whole"), ("first", "TTS streamed: first audio")] if "ours_tts" in rows[0] else []
     )
     fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.6), squeeze=False)
     for ax, (key, title) in zip(axes[0], pairs, strict=True):
         xs = range(len(sizes))
-        ax.bar([x - 0.2 for x in xs], [r[f"ours_{key}"] for r in rows], 0.4, label="this server")
-        ax.bar([x + 0.2 for x in xs], [r[f"theirs_{key}"] for r in rows], 0.4, label="Wyoming")
+        ax.bar([x - 0.2 for x in xs], [r[f"ours_{key}"] for r in rows], 0.4, label="ours (Wyoming)")
+        ax.bar([x + 0.2 for x in xs], [r[f"theirs_{key}"] for r in rows], 0.4, label="wyoming-*")
         ax.set_xticks(list(xs), sizes)
         ax.set_ylabel("ms (median)")
         ax.set_title(title)

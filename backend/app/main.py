@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from backend.app import __version__
 from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
+from backend.app.api.wyoming.server import WyomingServer
 from backend.app.backends import manifest
 from backend.app.core.config import Settings
 from backend.app.core.errors import install_error_handlers
@@ -71,6 +72,24 @@ def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
     return thread
 
 
+async def _start_wyoming(app: FastAPI, settings: Settings) -> WyomingServer | None:
+    """The Wyoming server on the app's own services (WYOMING_URI), listening at once: while the
+    models load it answers `error` (not_ready), as HTTP answers 503."""
+    if not settings.wyoming.uri:
+        return None
+    metrics: HttpMetrics = app.state.metrics
+    server = WyomingServer(
+        settings, lambda: app.state.services, metrics.observe_wyoming, metrics.wyoming_connections
+    )
+    try:
+        await server.start()
+    except OSError as e:  # the port is taken, the socket's directory is missing, ...
+        logger.error("cannot listen on WYOMING_URI=%s: %s", settings.wyoming.uri, e)
+        raise
+    app.state.wyoming = server
+    return server
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app. Pass `services` already built (and owned by the caller) to skip loading;
     otherwise the lifespan loads them in the background and owns them."""
@@ -88,9 +107,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if owned:
             _load_in_background(app, settings)
         sweeper = asyncio.create_task(_sweep_outputs(app, settings.storage.outputs_sweep_s))
+        wyoming = await _start_wyoming(app, settings)
         try:
             yield
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             # Runs after the server has stopped accepting and in-flight requests have finished
             # (or SHUTDOWN_GRACE_S ran out): the conversation store is flushed and closed here.
             sweeper.cancel()
@@ -107,6 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.services = services
     app.state.load_error = None
+    app.state.wyoming = None
     app.state.loaded = {}
     app.state.started_at = int(time.time())
     app.state.metrics = HttpMetrics()

@@ -32,6 +32,7 @@ from backend.app.core.sections import (
     TTSSettings,
     VADSettings,
     VoicesSettings,
+    WyomingSettings,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "TTSSettings",
     "VADSettings",
     "VoicesSettings",
+    "WyomingSettings",
 ]
 
 
@@ -127,6 +129,12 @@ ENV: dict[str, tuple[str, str]] = {
     "WS_MAX_SESSIONS": ("realtime", "max_sessions"),
     "OPENAI_VOICES": ("openai", "voices"),
     "OPENAI_MODEL_ALIASES": ("openai", "model_aliases"),
+    "WYOMING_URI": ("wyoming", "uri"),
+    "WYOMING_ZEROCONF": ("wyoming", "zeroconf"),
+    "WYOMING_ZEROCONF_NAME": ("wyoming", "zeroconf_name"),
+    "WYOMING_MAX_CONNECTIONS": ("wyoming", "max_connections"),
+    "WYOMING_IDLE_TIMEOUT_S": ("wyoming", "idle_timeout_s"),
+    "WYOMING_MAX_EVENT_BYTES": ("wyoming", "max_event_bytes"),
 }
 """Environment variable -> (section, field): the same names as ever, so a user's `.env` keeps working."""
 
@@ -168,6 +176,7 @@ class Settings(BaseSettings):
     vad: VADSettings = Field(default_factory=VADSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -52,7 +52,8 @@ UNMATCHED = "<unmatched>"
 
 
 class HttpMetrics:
-    """The app's metrics: requests per route template, method and status; open realtime sessions."""
+    """The app's metrics: requests per route template, method and status; open realtime sessions;
+    Wyoming connections and requests."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -75,6 +76,18 @@ class HttpMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+
+        self.wyoming_connections = Gauge(
+            "wyoming_connections", "Open Wyoming connections", namespace=NAMESPACE, registry=self.registry
+        )
+        self.wyoming_events = Counter(
+            "wyoming_events",
+            "Wyoming requests served, by event type and outcome (ok, or the error code sent back)",
+            ("type", "outcome"), namespace=NAMESPACE, registry=self.registry,
+        )  # fmt: skip
+
+    def observe_wyoming(self, kind: str, outcome: str) -> None:
+        self.wyoming_events.labels(kind, outcome).inc()
 
     def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         key = (method, route or UNMATCHED, str(status))

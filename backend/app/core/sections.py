@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -318,4 +319,43 @@ class OpenAISettings(Section):
         for name, stage in value.items():
             if stage not in ("stt", "tts", "chat"):
                 raise ValueError(f"the alias {name!r} names the stage {stage!r}; use stt, tts or chat")
+        return value
+
+
+class WyomingSettings(Section):
+    """The Wyoming protocol server (Home Assistant's speech services), in this process beside HTTP."""
+
+    uri: str = ""
+    """Where the Wyoming server listens: `tcp://HOST:PORT` (Home Assistant's default port is 10300)
+    or `unix:///path/to/socket`. Empty: no Wyoming server."""
+    zeroconf: bool = False
+    """Announce the Wyoming server on the local network (mDNS `_wyoming._tcp`) for Home Assistant
+    to discover; TCP only."""
+    zeroconf_name: str = Field("voice-dialogue-server", min_length=1, max_length=63)
+    """The name the zeroconf announcement uses."""
+    max_connections: int = Field(32, ge=1, le=10_000)
+    """Connections open at once; one more gets an `error` event and is closed."""
+    idle_timeout_s: float = Field(60, gt=0)
+    """A connection that sends nothing this long while no request of its own is under way, or that
+    reads nothing we send this long, is closed."""
+    max_event_bytes: int = Field(4 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
+    """The largest event a client may send (its data and payload together; 4 MiB is 2 minutes of
+    16 kHz 16-bit audio in one chunk); a larger one is refused before it is read."""
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme == "tcp":
+            try:
+                port = parsed.port
+            except ValueError:
+                port = None
+            if not parsed.hostname or port is None:
+                raise ValueError(f"{value!r} needs a host and a port: tcp://0.0.0.0:10300")
+        elif parsed.scheme != "unix" or not parsed.path:
+            raise ValueError(f"{value!r} is not tcp://HOST:PORT or unix:///path")
         return value

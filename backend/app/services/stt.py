@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 
 from backend.app.audio.decode import decode_audio, resample
@@ -78,6 +78,18 @@ class STTService:
         admission = self.worker.admit()
         return self._stream(admission.stream(self.backend.transcribe_stream, audio, options), started)
 
+    def open_audio_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> AsyncGenerator[TranscriptSegment | Transcription, None]:
+        """`open_stream` for audio already decoded (a Wyoming utterance): checked, and the model's
+        slot taken (503), before the first segment is asked for."""
+        self.check_options(options)
+        if audio.duration > self.settings.max_audio_seconds:
+            raise AudioTooLongError(f"the audio is longer than {self.settings.max_audio_seconds:g} s")
+        started = time.perf_counter()
+        admission = self.worker.admit()
+        return self._stream(admission.stream(self._transcribe_stream, audio, options), started)
+
     async def _stream(
         self, items: AsyncGenerator[TranscriptSegment | Transcription, None], started: float
     ) -> AsyncGenerator[TranscriptSegment | Transcription, None]:
@@ -98,6 +110,11 @@ class STTService:
 
     def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)
+
+    def _transcribe_stream(
+        self, audio: Audio, options: TranscribeOptions
+    ) -> Iterator[TranscriptSegment | Transcription]:
+        return self.backend.transcribe_stream(resample(audio, self.backend.sample_rate), options)
 
     def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
         return self.backend.transcribe(self._decode(data), options)

@@ -1,0 +1,1 @@
+"""The Wyoming protocol (Home Assistant's speech services) over the same services as HTTP."""

@@ -1,0 +1,389 @@
+"""One Wyoming client connection: its events read with bounds, each request served on the shared
+services (the same workers, queues and limits as HTTP), every failure answered with an `error`
+event (or `not-handled`) instead of an exception.
+
+A request runs while the connection goes on reading: when the client vanishes mid-request, the
+request is cancelled and its model slot freed at once. A connection idle for WYOMING_IDLE_TIMEOUT_S
+with nothing of its own under way is closed; so is one that breaks the protocol, after an `error`
+event that says how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.event import Event
+from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop, NotHandled
+from wyoming.info import SelectProgram
+from wyoming.ping import Ping, Pong
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
+
+from backend.app.api.wyoming import info, speech
+from backend.app.api.wyoming.protocol import (
+    KNOWN_TYPES,
+    ClientGone,
+    EventWriter,
+    ProtocolError,
+    check_str,
+    check_voice,
+    close,
+    error_event,
+    parse,
+    read_line,
+    read_rest,
+)
+from backend.app.audio.pcm import PcmCollector, check_format
+from backend.app.core.config import Settings
+from backend.app.core.errors import AppError, InvalidInputError, NotReadyError
+from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.services.chat import ChatDelta, ChatReply
+from backend.app.services.container import Services
+from backend.app.services.history import check_conversation_id
+from backend.app.services.stt import text_deltas
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = None
+MAX_BIAS_CHARS = 2000
+"""Most characters of Home Assistant's names and terms passed to Whisper as hotwords."""
+
+
+class Connection:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        services: Callable[[], Services | None],
+        settings: Settings,
+        observe: Callable[[str, str], None],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._services = services
+        self._settings = settings.wyoming
+        self._app_settings = settings
+        self._observe = observe
+        self._out = EventWriter(writer, self._settings.idle_timeout_s)
+        self._inbox: asyncio.Queue[Event | ProtocolError | None] = asyncio.Queue(maxsize=8)
+        self._gone = asyncio.Event()
+        self._busy = 0
+        self._options = TranscribeOptions()
+        self._audio: PcmCollector | None = None
+        self._text: speech.TextStream | None = None
+
+    async def write(self, event: Event) -> None:
+        await self._out.write(event)
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; nothing escapes."""
+        reading = asyncio.create_task(self._read_loop(), name="wyoming-read")
+        refused = False
+        try:
+            while (item := await self._inbox.get()) is not _END:
+                if isinstance(item, ProtocolError):
+                    await self._inbox_error(item)
+                    refused = True
+                    break
+                if not await self._dispatch(item):
+                    refused = True
+                    break
+        except ClientGone:
+            pass
+        except Exception:
+            logger.exception("wyoming connection failed")
+            with contextlib.suppress(Exception):
+                await self.write(error_event(ProtocolError("internal error", code="internal_error")))
+        finally:
+            reading.cancel()
+            if self._text is not None:
+                await self._text.aclose()
+            await asyncio.gather(reading, return_exceptions=True)
+            await close(self._reader, self._writer, linger=refused)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """Read events into the inbox; the end of the stream (or a broken event) is its last item."""
+        item: Event | ProtocolError | None = None
+        try:
+            while True:
+                line = await self._next_line()
+                if line is None:
+                    break
+                await self._inbox.put(
+                    await read_rest(
+                        self._reader, line, self._settings.max_event_bytes, self._settings.idle_timeout_s
+                    )
+                )
+        except ProtocolError as e:
+            item = e
+        except ClientGone:
+            pass
+        self._gone.set()
+        await self._inbox.put(item)
+
+    async def _next_line(self) -> bytes | None:
+        """The next header line; a connection idle past its timeout, with no request of its own
+        under way, ends (a request under way may take longer than that: the client waits for it)."""
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.idle_timeout_s):
+                    return await read_line(self._reader)
+            except TimeoutError:
+                if self._busy == 0 and self._text is None:
+                    raise ProtocolError(
+                        f"closed after {self._settings.idle_timeout_s:g} s without an event",
+                        code="idle_timeout",
+                    ) from None
+
+    async def _job(self, work: Awaitable[T]) -> T:
+        """Run `work` until it ends or the client goes, whichever is first (then it is cancelled,
+        which stops its inference and frees its model slot)."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.create_task(self._gone.wait())
+        self._busy += 1
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise ClientGone
+        finally:
+            self._busy -= 1
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def _dispatch(self, event: Event) -> bool:
+        """Serve one event; False ends the connection. An `AppError` answers the request that
+        raised it with an `error` event and resets that request; the connection goes on."""
+        kind = event.type
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            if kind not in KNOWN_TYPES and kind != "handle":
+                raise _protocol(f"unknown event type {kind!r}")
+            logger.debug("dropped a Wyoming %r event (not served here)", kind)
+            return True
+        started = time.perf_counter()
+        try:
+            await handler(self, event)
+        except ProtocolError as e:
+            self._reset()
+            await self._inbox_error(e)
+            return False
+        except AppError as e:
+            self._reset()
+            self._observe(kind, e.code)
+            await self.write(error_event(e))
+            return True
+        self._observe(kind, "ok")
+        logger.debug("wyoming %s served in %.0f ms", kind, (time.perf_counter() - started) * 1000)
+        return True
+
+    async def _inbox_error(self, error: ProtocolError) -> None:
+        self._observe("protocol", error.code)
+        await self.write(error_event(error))
+
+    def _reset(self) -> None:
+        self._audio = None
+        if self._text is not None:
+            self._text.failed = True
+
+    def _ready(self) -> Services:
+        services = self._services()
+        if services is None:
+            raise NotReadyError("the models are still loading; retry shortly")
+        return services
+
+    async def _describe(self, event: Event) -> None:
+        services = self._ready()
+        described = await asyncio.to_thread(info.describe, services, self._app_settings)
+        await self.write(described.event())
+
+    async def _ping(self, event: Event) -> None:
+        text = parse(Ping, event).text
+        await self.write(Pong(text=text if isinstance(text, str) else None).event())
+
+    async def _select(self, event: Event) -> None:
+        name = parse(SelectProgram, event).name
+        if name not in (info.ASR_PROGRAM, info.TTS_PROGRAM, info.HANDLE_PROGRAM):
+            raise _protocol(f"no program {name!r} here; describe lists them")
+
+    # -- speech to text --------------------------------------------------------------------
+
+    async def _transcribe(self, event: Event) -> None:
+        request = parse(Transcribe, event)
+        for value in (request.language, *(request.transcript_names or []), *(request.transcript_terms or [])):
+            check_str(value, "transcribe")
+        services = self._ready()
+        bias = [*(request.transcript_names or []), *(request.transcript_terms or [])]
+        hotwords = ", ".join(str(word) for word in bias)[:MAX_BIAS_CHARS] or None
+        options = TranscribeOptions(language=speech.primary_language(request.language), hotwords=hotwords)
+        services.stt.check_options(options)
+        self._options = options
+
+    async def _audio_start(self, event: Event) -> None:
+        start = parse(AudioStart, event)
+        services = self._ready()
+        self._audio = None
+        check_format(start.rate, start.width, start.channels)  # 422 now, not at the first chunk
+        stt = services.stt
+        self._audio = PcmCollector(stt.backend.sample_rate, stt.settings.max_audio_seconds)
+
+    async def _audio_chunk(self, event: Event) -> None:
+        if self._audio is None:
+            raise _protocol("audio-chunk before audio-start")
+        chunk = parse(AudioChunk, event)
+        self._audio.add(chunk.audio, chunk.rate, chunk.width, chunk.channels)
+
+    async def _audio_stop(self, event: Event) -> None:
+        if self._audio is None:
+            raise _protocol("audio-stop before audio-start")
+        audio, self._audio = self._audio.finish(), None
+        options, self._options = self._options, TranscribeOptions()
+        services = self._ready()
+        await self._job(self._send_transcript(services, audio, options))
+
+    async def _send_transcript(self, services: Services, audio: Any, options: TranscribeOptions) -> None:
+        """`transcript-start`, a `transcript-chunk` per segment as Whisper decodes it, the whole
+        `transcript` (for clients that read only that), `transcript-stop`."""
+        if len(audio.samples) == 0:
+            await self.write(TranscriptStart(language=options.language).event())
+            await self.write(Transcript(text="", language=options.language).event())
+            await self.write(TranscriptStop().event())
+            return
+        stream = services.stt.open_audio_stream(audio, options)  # 4xx / 503 before any event
+        await self.write(TranscriptStart(language=options.language).event())
+        final: Transcription | None = None
+        async for delta, item in text_deltas(stream):
+            if isinstance(item, Transcription):
+                final = item
+            elif delta.strip():
+                await self.write(TranscriptChunk(text=delta).event())
+        assert final is not None
+        await self.write(Transcript(text=final.text, language=final.language).event())
+        await self.write(TranscriptStop().event())
+
+    # -- text to speech --------------------------------------------------------------------
+
+    async def _synthesize(self, event: Event) -> None:
+        if self._text is not None:
+            return  # the copy a streaming client also sends, for servers that do not stream
+        request = parse(Synthesize, event)
+        check_str(request.text, "synthesize", required=True)
+        check_voice(request.voice)
+        services = self._ready()
+        await self._job(speech.synthesize(services.tts, self.write, request.text, request.voice))
+
+    async def _synthesize_start(self, event: Event) -> None:
+        request = parse(SynthesizeStart, event)
+        check_voice(request.voice)
+        services = self._ready()
+        if self._text is not None:
+            raise _protocol("synthesize-start while a stream is open")
+        stream = speech.TextStream(services.tts, self.write, request.voice)
+        await stream.start()
+        self._text = stream
+
+    async def _synthesize_chunk(self, event: Event) -> None:
+        if self._text is None:
+            raise _protocol("synthesize-chunk before synthesize-start")
+        text = parse(SynthesizeChunk, event).text
+        check_str(text, "synthesize-chunk", required=True)
+        self._text.push(text)
+
+    async def _synthesize_stop(self, event: Event) -> None:
+        if self._text is None:
+            raise _protocol("synthesize-stop before synthesize-start")
+        stream, self._text = self._text, None
+        stream.end()
+        if stream.failed:  # the client has had its error event
+            await stream.aclose()
+            return
+        try:
+            if stream.task is not None:
+                await self._job(asyncio.shield(stream.task))
+        finally:
+            await stream.aclose()
+
+    # -- conversation agent ----------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> None:
+        """The LLM's reply to a text (`transcript`, as Home Assistant sends it), in the conversation
+        its context names (`conversation_id`; a new one otherwise, returned in the context):
+        `handled-start`, a `handled-chunk` per piece as it is written, `handled`, `handled-stop`;
+        `not-handled` with the reason when it cannot be answered."""
+        text = event.data.get("text")
+        context = event.data.get("context")
+        given = (context if isinstance(context, dict) else {}).get("conversation_id") or event.data.get(
+            "conversation_id"
+        )
+        conversation_id = _conversation_id(given)
+        reply_context = {**(context if isinstance(context, dict) else {}), "conversation_id": conversation_id}
+        try:
+            if not isinstance(text, str):
+                raise InvalidInputError("the text to handle must be a string")
+            services = self._ready()
+            await self._job(self._reply(services, text, conversation_id, reply_context))
+        except AppError as e:
+            self._observe(event.type, e.code)
+            await self.write(NotHandled(text=e.message, context=reply_context).event())
+
+    async def _reply(
+        self, services: Services, text: str, conversation_id: str, context: dict[str, Any]
+    ) -> None:
+        stream = await services.chat.open_reply(text, conversation_id)
+        try:
+            await self.write(HandledStart(context=context).event())
+            async for item in stream.events:
+                if isinstance(item, ChatDelta) and item.text:
+                    await self.write(HandledChunk(text=item.text).event())
+                elif isinstance(item, ChatReply):
+                    await self.write(Handled(text=item.reply, context=context).event())
+            await self.write(HandledStop().event())
+        finally:
+            await stream.aclose()
+
+    _HANDLERS: ClassVar[dict[str, Callable[[Connection, Event], Awaitable[None]]]] = {
+        "describe": _describe,
+        "ping": _ping,
+        "select-program": _select,
+        "transcribe": _transcribe,
+        "audio-start": _audio_start,
+        "audio-chunk": _audio_chunk,
+        "audio-stop": _audio_stop,
+        "synthesize": _synthesize,
+        "synthesize-start": _synthesize_start,
+        "synthesize-chunk": _synthesize_chunk,
+        "synthesize-stop": _synthesize_stop,
+        "transcript": _handle,
+        "handle": _handle,
+    }
+
+
+def _protocol(message: str) -> ProtocolError:
+    """A request that breaks the protocol: an error event, then the connection is closed."""
+    return ProtocolError(message)
+
+
+def _conversation_id(given: object) -> str:
+    """Home Assistant's conversation id when it is one of ours (ULIDs are), else a stable id made
+    from it; a new id when there is none."""
+    if isinstance(given, str) and given:
+        try:
+            return check_conversation_id(given)
+        except AppError:
+            return "wyoming-" + hashlib.sha256(given.encode("utf-8", "replace")).hexdigest()[:32]
+    return check_conversation_id(None)

@@ -1,0 +1,140 @@
+"""The Wyoming server: started and stopped by the app's lifespan (WYOMING_URI), one `Connection`
+per client over the app's own services, at most WYOMING_MAX_CONNECTIONS at once, and optionally
+announced over zeroconf (`_wyoming._tcp`) for Home Assistant to discover."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from wyoming.error import Error
+
+from backend.app.api.wyoming.connection import Connection
+from backend.app.api.wyoming.protocol import HEADER_LIMIT, EventWriter
+from backend.app.core.config import Settings
+from backend.app.services.container import Services
+
+logger = logging.getLogger(__name__)
+
+
+class WyomingServer:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Callable[[], Services | None],
+        observe: Callable[[str, str], None] | None = None,
+        connections: Any = None,
+    ) -> None:
+        self.settings = settings
+        self._services = services
+        self._observe = observe or (lambda kind, outcome: None)
+        self._gauge = connections
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._zeroconf: Any = None
+        self.port: int | None = None
+        """The TCP port listened on (the one the OS chose for `tcp://host:0`)."""
+
+    async def start(self) -> None:
+        uri = urlparse(self.settings.wyoming.uri)
+        if uri.scheme == "unix":
+            await asyncio.to_thread(Path(uri.path).unlink, missing_ok=True)
+            self._server = await asyncio.start_unix_server(self._accept, path=uri.path, limit=HEADER_LIMIT)
+            logger.info("Wyoming server listening on %s", self.settings.wyoming.uri)
+            return
+        host = uri.hostname or "0.0.0.0"
+        if self.settings.server.api_key is not None and host not in ("127.0.0.1", "::1", "localhost"):
+            logger.warning(
+                "API_KEY does not apply to the Wyoming protocol, which has no authentication: "
+                "anyone who reaches %s can use the models",
+                self.settings.wyoming.uri,
+            )
+        self._server = await asyncio.start_server(self._accept, host=host, port=uri.port, limit=HEADER_LIMIT)
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("Wyoming server listening on tcp://%s:%d", host, self.port)
+        if self.settings.wyoming.zeroconf:
+            await self._announce(host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening, end every connection (their requests are cancelled), withdraw the
+        announcement."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        uri = urlparse(self.settings.wyoming.uri)
+        if uri.scheme == "unix":
+            await asyncio.to_thread(Path(uri.path).unlink, missing_ok=True)
+        if self._zeroconf is not None:
+            with contextlib.suppress(Exception):
+                await self._zeroconf.async_close()
+            self._zeroconf = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._tasks) >= self.settings.wyoming.max_connections:
+            self._observe("connection", "overloaded")
+            limit = self.settings.wyoming.max_connections
+            with contextlib.suppress(Exception):
+                out = EventWriter(writer, 5)
+                await out.write(
+                    Error(text=f"{limit} connections are open; retry shortly", code="overloaded").event()
+                )
+            writer.close()
+            return
+        self._tasks.add(task)
+        if self._gauge is not None:
+            self._gauge.inc()
+        try:
+            connection = Connection(reader, writer, self._services, self.settings, self._observe)
+            await connection.run()
+        except Exception:  # Connection.run lets nothing out; this is the last guard
+            logger.exception("wyoming connection failed")
+        finally:
+            self._tasks.discard(task)
+            if self._gauge is not None:
+                self._gauge.dec()
+
+    async def _announce(self, host: str, port: int) -> None:
+        """Register `_wyoming._tcp` on mDNS (the zeroconf package, imported only when asked for)."""
+        from zeroconf import IPVersion
+        from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+        address = host if host not in ("0.0.0.0", "::", "") else _lan_address()
+        name = self.settings.wyoming.zeroconf_name
+        info = AsyncServiceInfo(
+            "_wyoming._tcp.local.",
+            f"{name}._wyoming._tcp.local.",
+            addresses=[socket.inet_aton(address)],
+            port=port,
+        )
+        self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        try:
+            await self._zeroconf.async_register_service(info)
+        except Exception as e:  # no multicast here: serve anyway, say why it is not announced
+            logger.warning("could not announce the Wyoming server over zeroconf: %s", e)
+            await self._zeroconf.async_close()
+            self._zeroconf = None
+            return
+        logger.info("Wyoming server announced over zeroconf as %r at %s:%d", name, address, port)
+
+
+def _lan_address() -> str:
+    """The address other machines reach this one at (the interface a multicast packet would leave by)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("224.0.0.251", 5353))  # nothing is sent: this only picks a route
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
