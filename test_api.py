@@ -57,9 +57,13 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+WYOMING_PORT = free_port()
+"""The e2e server's Wyoming endpoint (WYOMING_URI), beside its HTTP port."""
+
+
 @pytest.fixture(scope="module")
 def server(tmp: Path) -> Iterator[str]:
-    process, base = start_server(tmp)
+    process, base = start_server(tmp, WYOMING_URI=f"tcp://127.0.0.1:{WYOMING_PORT}")
     try:
         yield base
         # Whatever the tests sent, the server is still up and healthy.
@@ -874,3 +878,45 @@ def test_the_gpu_check_script_against_the_running_server(server: str) -> None:
         timeout=60,
     )
     assert dead.returncode == 2 and "cannot reach the server" in dead.stderr
+
+
+def test_the_server_speaks_wyoming_beside_http(server: str) -> None:
+    """WYOMING_URI: the same process answers Home Assistant's protocol on the models HTTP uses."""
+    import asyncio
+
+    from wyoming.asr import Transcribe, Transcript
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+    from wyoming.tts import Synthesize
+
+    sentence = "Please turn the kitchen lights off."
+
+    async def run() -> tuple[Info, str]:
+        async with AsyncTcpClient("127.0.0.1", WYOMING_PORT) as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await asyncio.wait_for(client.read_event(), 30))  # type: ignore[arg-type]
+            await client.write_event(Synthesize(text=sentence).event())
+            chunks = []
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                if AudioChunk.is_type(event.type):
+                    chunks.append(AudioChunk.from_event(event))
+                if AudioStop.is_type(event.type):
+                    break
+        rate = chunks[0].rate
+        async with AsyncTcpClient("127.0.0.1", WYOMING_PORT) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            for chunk in chunks:
+                await client.write_event(chunk.event())
+            await client.write_event(AudioStop().event())
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                if Transcript.is_type(event.type):
+                    return info, Transcript.from_event(event).text
+        raise AssertionError("no transcript")
+
+    info, heard = asyncio.run(run())
+    assert info.asr and info.tts and info.handle
+    assert word_error_rate(sentence, heard) <= SYNTH_WER, heard
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    assert 'voice_dialogue_wyoming_events_total{outcome="ok",type="synthesize"}' in metrics

@@ -16,7 +16,7 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
-- wyoming-faster-whisper and wyoming-piper side by side on the same audio and models;
+- our Wyoming endpoint against wyoming-faster-whisper and wyoming-piper, protocol against protocol;
 - Ray Serve (backend/serve) against one process: start-up, memory, turn latency, 2 clients.
 Every table names the machine (CPU, cores, GPU) and the README lists the library versions.
 

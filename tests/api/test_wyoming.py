@@ -514,3 +514,41 @@ def test_wyoming_requests_are_counted_in_the_metrics(wyoming: Server) -> None:
     assert 'voice_dialogue_wyoming_events_total{outcome="ok",type="describe"}' in text
     assert 'outcome="protocol_error",type="protocol"' in text
     assert "voice_dialogue_wyoming_connections" in text
+
+
+def test_zeroconf_announces_the_server_for_home_assistant_to_find(tmp_path: Path) -> None:
+    from zeroconf.asyncio import AsyncZeroconf
+
+    from backend.app.api.wyoming.server import WyomingServer
+
+    settings = make_settings(
+        tmp_path, wyoming_uri="tcp://0.0.0.0:0", wyoming_zeroconf=True, wyoming_zeroconf_name="vd-test"
+    )
+
+    async def run() -> tuple[int | None, int | None, bool]:
+        server = WyomingServer(settings, lambda: None)
+        await server.start()
+        browser = AsyncZeroconf()
+        try:
+            if server._zeroconf is None:  # no multicast on this machine: the server still serves
+                return None, server.port, False
+            found = await browser.async_get_service_info(
+                "_wyoming._tcp.local.", "vd-test._wyoming._tcp.local.", timeout=5000
+            )
+            return (found.port if found else -1), server.port, True
+        finally:
+            await browser.async_close()
+            await server.stop()
+
+    found, port, announced = asyncio.run(run())
+    if not announced:
+        pytest.skip("this machine cannot send multicast; the announcement was logged as not made")
+    assert found == port
+
+
+@pytest.mark.parametrize("uri", ["tcp://0.0.0.0", "http://0.0.0.0:10300", "tcp://:10300", "unix://", "10300"])
+def test_a_wyoming_uri_that_cannot_be_listened_on_is_a_settings_error(tmp_path: Path, uri: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="wyoming_uri"):
+        make_settings(tmp_path, wyoming_uri=uri)

@@ -285,7 +285,7 @@ class Connection:
         check_str(request.text, "synthesize", required=True)
         check_voice(request.voice)
         services = self._ready()
-        await self._job(speech.synthesize(services.tts, self.write, request.text, request.voice))
+        await self._job(speech.synthesize(services.tts, self._out, request.text, request.voice))
 
     async def _synthesize_start(self, event: Event) -> None:
         request = parse(SynthesizeStart, event)
@@ -293,7 +293,7 @@ class Connection:
         services = self._ready()
         if self._text is not None:
             raise _protocol("synthesize-start while a stream is open")
-        stream = speech.TextStream(services.tts, self.write, request.voice)
+        stream = speech.TextStream(services.tts, self._out, request.voice)
         await stream.start()
         self._text = stream
 

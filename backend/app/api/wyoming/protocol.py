@@ -2,13 +2,15 @@
 binary payload, each length checked before anything is read. The `wyoming` library's own reader
 reads whatever length a client declares; this one refuses what is over the limit first.
 
-Writing uses the library's writer (our events are ours to size)."""
+Writing uses the library's serialisation (our events are ours to size)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
 from wyoming import (
@@ -29,7 +31,7 @@ from wyoming import (
     wake,
 )
 from wyoming.error import Error
-from wyoming.event import Event, Eventable, async_write_event
+from wyoming.event import Event, Eventable, write_event
 from wyoming.tts import SynthesizeVoice
 
 from backend.app.core.errors import AppError
@@ -149,10 +151,19 @@ class EventWriter:
         self._lock = asyncio.Lock()
 
     async def write(self, event: Event) -> None:
+        await self.write_many((event,))
+
+    async def write_many(self, events: Iterable[Event]) -> None:
+        """Several events in one write and one wait for the client to take them (a segment's
+        audio chunks: the library's writer waits once per event)."""
+        buffer = io.BytesIO()
+        for event in events:
+            write_event(event, buffer)
         async with self._lock:
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    await async_write_event(event, self._writer)
+                    self._writer.write(buffer.getvalue())
+                    await self._writer.drain()
             except (TimeoutError, ConnectionError, OSError):
                 raise ClientGone from None
 

@@ -5,14 +5,15 @@ the text arrives."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import TypeVar, cast
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped, SynthesizeVoice
 
-from backend.app.api.wyoming.protocol import error_event
+from backend.app.api.wyoming.protocol import EventWriter, error_event
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AppError, NotFoundError, TextTooLongError
@@ -23,7 +24,7 @@ from backend.app.services.tts import TTSService
 SAMPLES_PER_CHUNK = 1024
 """Audio per `audio-chunk` event, as wyoming-piper sends it."""
 
-Write = Callable[[Event], Awaitable[None]]
+T = TypeVar("T")
 
 
 def primary_language(language: str | None) -> str | None:
@@ -52,46 +53,73 @@ def chosen_voice(tts: TTSService, voice: SynthesizeVoice | None) -> str | None:
     return tts.voice_for_language(primary_language(voice.language))
 
 
-async def send_audio(write: Write, audio: Audio) -> None:
-    """One utterance: `audio-start`, its `audio-chunk`s (16-bit mono at the engine's rate), `audio-stop`."""
-    rate = audio.sample_rate
-    await write(AudioStart(rate=rate, width=2, channels=1).event())
-    await send_chunks(write, audio)
-    await write(AudioStop().event())
-
-
-async def send_chunks(write: Write, audio: Audio) -> None:
+def audio_events(audio: Audio) -> list[Event]:
+    """`audio` as `audio-chunk` events: 16-bit mono at the engine's rate."""
     pcm = to_pcm16(audio)
     step = SAMPLES_PER_CHUNK * 2
-    for offset in range(0, len(pcm), step):
-        chunk = AudioChunk(rate=audio.sample_rate, width=2, channels=1, audio=pcm[offset : offset + step])
-        await write(chunk.event())
+    return [
+        AudioChunk(rate=audio.sample_rate, width=2, channels=1, audio=pcm[offset : offset + step]).event()
+        for offset in range(0, len(pcm), step)
+    ]
 
 
-async def synthesize(tts: TTSService, write: Write, text: str, voice: SynthesizeVoice | None) -> None:
+def start_event(rate: int) -> Event:
+    return AudioStart(rate=rate, width=2, channels=1).event()
+
+
+async def _voice_name(tts: TTSService, voice: SynthesizeVoice | None) -> str | None:
+    return None if voice is None else await asyncio.to_thread(chosen_voice, tts, voice)
+
+
+async def synthesize(tts: TTSService, out: EventWriter, text: str, voice: SynthesizeVoice | None) -> None:
     """A whole text: one `audio-start`, each segment's chunks as soon as it is synthesised, one
     `audio-stop`. Checked (and the TTS slot taken, 503) before any audio."""
-    name = await asyncio.to_thread(chosen_voice, tts, voice)
-    stream = await tts.speak(text, voice=name)
+    stream = await tts.speak(text, voice=await _voice_name(tts, voice))
     started = False
-    async with aclosing(stream.audio()) as pieces:
+    async with aclosing(ahead(stream.audio())) as pieces:
         async for audio in pieces:
-            if not started:
-                await write(AudioStart(rate=audio.sample_rate, width=2, channels=1).event())
-                started = True
-            await send_chunks(write, audio)
-    if not started:
-        await write(AudioStart(rate=stream.sample_rate, width=2, channels=1).event())
-    await write(AudioStop().event())
+            head = [] if started else [start_event(audio.sample_rate)]
+            started = True
+            await out.write_many([*head, *audio_events(audio)])
+    await out.write_many([*([] if started else [start_event(stream.sample_rate)]), AudioStop().event()])
+
+
+async def ahead(items: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+    """`items`, one fetched ahead: the next segment is synthesised while this one's chunks are
+    sent, so the model never waits for the network. Closing this stops the fetching."""
+    queue: asyncio.Queue[tuple[T | None, BaseException | None, bool]] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        try:
+            async for item in items:
+                await queue.put((item, None, False))
+        except Exception as e:  # handed to the consumer, raised there
+            await queue.put((None, e, True))
+            return
+        await queue.put((None, None, True))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            item, error, done = await queue.get()
+            if error is not None:
+                raise error
+            if done:
+                return
+            yield cast(T, item)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await items.aclose()
 
 
 class TextStream:
     """One streamed synthesis: text pushed in as `synthesize-chunk`s arrive, each sentence spoken as
     soon as it is complete (its own `audio-start` .. `audio-stop`), `synthesize-stopped` at the end."""
 
-    def __init__(self, tts: TTSService, write: Write, voice: SynthesizeVoice | None) -> None:
+    def __init__(self, tts: TTSService, out: EventWriter, voice: SynthesizeVoice | None) -> None:
         self._tts = tts
-        self._write = write
+        self._out = out
         self._voice = voice
         self._text: asyncio.Queue[str | None] = asyncio.Queue()
         self._chars = 0
@@ -100,7 +128,7 @@ class TextStream:
 
     async def start(self) -> None:
         """Check the voice and the TTS queue (errors before anything is spoken), then start."""
-        name = await asyncio.to_thread(chosen_voice, self._tts, self._voice)
+        name = await _voice_name(self._tts, self._voice)
         self._tts.worker.check()  # 503 now when the queue is full; the sentences follow it up
         stream = await self._tts.speak_stream(self._deltas(), voice=name)
         self.task = asyncio.create_task(self._speak(stream), name="wyoming-tts-stream")
@@ -128,15 +156,18 @@ class TextStream:
         try:
             async for event in stream:
                 if isinstance(event, ReplyAudio) and len(event.audio.samples):
-                    await send_audio(self._write, event.audio)
+                    audio = event.audio
+                    await self._out.write_many(
+                        [start_event(audio.sample_rate), *audio_events(audio), AudioStop().event()]
+                    )
         except AppError as e:
             self.failed = True
-            await self._write(error_event(e))
+            await self._out.write(error_event(e))
             return
         finally:
             await stream.aclose()
         if not self.failed:
-            await self._write(SynthesizeStopped().event())
+            await self._out.write(SynthesizeStopped().event())
 
     async def aclose(self) -> None:
         if self.task is not None and not self.task.done():
