@@ -6,8 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -16,6 +20,29 @@ from tests.ports import free_port
 
 REPO = Path(__file__).parent.parent
 STARTUP_TIMEOUT_S = 240
+
+
+@contextmanager
+def in_thread(app: Any, lifespan: Literal["on", "off"] = "off") -> Iterator[int]:
+    """An app under uvicorn in a thread of this process (sharing its loaded models), on a free
+    localhost port (yielded); stopped on exit."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(20)
 
 
 def server_dir(

@@ -7,13 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
@@ -24,7 +21,7 @@ from backend.app.main import create_app
 from backend.app.services.container import Services
 from tests.conftest import make_settings
 from tests.hostile_audio import CASES
-from tests.ports import free_port
+from tests.server import in_thread
 
 SURROGATE = "\ud800"
 
@@ -162,16 +159,8 @@ def crashing_server(tmp_path: Path, services: Services) -> Iterator[tuple[int, F
         raise RuntimeError("a bug, not the client's fault")
 
     app.include_router(boom)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield port, app
-    server.should_exit = True
-    thread.join(10)
+    with in_thread(app) as port:
+        yield port, app
 
 
 def test_a_500_is_logged_with_its_request_id_and_keeps_the_connection(

@@ -9,15 +9,12 @@ import asyncio
 import base64
 import dataclasses
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 import websockets
 from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeServerEvent
@@ -31,7 +28,7 @@ from backend.app.main import create_app
 from backend.app.services.container import Services
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
-from tests.ports import free_port
+from tests.server import in_thread
 
 RATE = 24000
 CHUNK_S = 0.1
@@ -64,18 +61,8 @@ def _serve(services: Services, tmp: Path, chat_tokens: int, **settings: Any) -> 
     config = make_settings(tmp, **settings)
     custom = realtime_services(services, config, chat_tokens)
     app = create_app(config, custom)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with in_thread(app) as port:
         yield Server(f"http://127.0.0.1:{port}", custom)
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

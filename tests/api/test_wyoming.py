@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient, AsyncTcpClient, AsyncUnixClient
@@ -45,7 +43,7 @@ from backend.app.services.container import Services
 from backend.app.services.stt import STTService
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, SYNTH_WER, make_settings
-from tests.ports import free_port
+from tests.server import in_thread
 
 STT_WER = 0.25
 """The recording is clean speech; tiny.en hears it almost word for word at any rate it arrives at."""
@@ -62,19 +60,9 @@ def _serve(services: Services, tmp: Path, **settings: Any) -> Iterator[Server]:
     """The app under uvicorn with its lifespan (which starts the Wyoming server on a free port)."""
     config = make_settings(tmp, wyoming_uri="tcp://127.0.0.1:0", **settings)
     app = create_app(config, services)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started and app.state.wyoming is not None and app.state.wyoming.port
-    try:
+    with in_thread(app, lifespan="on") as port:
+        assert app.state.wyoming is not None and app.state.wyoming.port
         yield Server(f"http://127.0.0.1:{port}", app.state.wyoming.port, services)
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ appear without a restart.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from wyoming.info import (
     AsrModel,
@@ -23,7 +24,9 @@ from wyoming.info import (
 )
 
 from backend.app import __version__
+from backend.app.backends import registry
 from backend.app.core.config import Settings
+from backend.app.core.values import ModelInfo
 from backend.app.services.container import Services
 from backend.app.text.languages import WHISPER_LANGUAGES
 
@@ -47,8 +50,6 @@ def _ours(settings: Settings) -> Attribution:
 
 
 def _engine(stage: str, settings: Settings) -> Attribution:
-    from backend.app.backends import registry
-
     try:
         name = registry.engine(stage, settings).name  # type: ignore[arg-type]
     except Exception:  # an engine served elsewhere (Ray Serve) still describes itself
@@ -65,50 +66,36 @@ def describe(services: Services, settings: Settings) -> Info:
     ours = _ours(settings)
     stt, tts, chat = services.stt.backend, services.tts, services.chat.backend
     languages = stt_languages(services)
+
+    def program(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "description": description, "attribution": ours, "installed": True}
+
+    def model(info: ModelInfo, stage: str) -> dict[str, Any]:
+        return {
+            "name": info.id or info.model,
+            "description": info.model,
+            "attribution": _engine(stage, settings),
+            "installed": True,
+            "version": None,
+            "languages": languages,  # the LLM answers in the language it is spoken to
+        }
+
     asr = AsrProgram(
-        name=ASR_PROGRAM,
-        description=f"Speech to text: {stt.info.model}",
-        attribution=ours,
-        installed=True,
+        **program(ASR_PROGRAM, f"Speech to text: {stt.info.model}"),
         version=__version__,
-        models=[
-            AsrModel(
-                name=stt.info.id or stt.info.model,
-                description=stt.info.model,
-                attribution=_engine("stt", settings),
-                installed=True,
-                version=None,
-                languages=languages,
-            )
-        ],
+        models=[AsrModel(**model(stt.info, "stt"))],
         supports_transcript_streaming=True,
     )
     speech = TtsProgram(
-        name=TTS_PROGRAM,
-        description=f"Text to speech: {tts.backend.info.model}",
-        attribution=ours,
-        installed=True,
+        **program(TTS_PROGRAM, f"Text to speech: {tts.backend.info.model}"),
         version=__version__,
         voices=tts_voices(services, settings),
         supports_synthesize_streaming=True,
     )
     agent = HandleProgram(
-        name=HANDLE_PROGRAM,
-        description=f"Conversation agent: {chat.info.model}",
-        attribution=ours,
-        installed=True,
+        **program(HANDLE_PROGRAM, f"Conversation agent: {chat.info.model}"),
         version=__version__,
-        models=[
-            HandleModel(
-                name=chat.info.id or chat.info.model,
-                description=chat.info.model,
-                attribution=_engine("llm", settings),
-                installed=True,
-                version=None,
-                # The model answers in the language it is spoken to: whatever the STT hears.
-                languages=languages,
-            )
-        ],
+        models=[HandleModel(**model(chat.info, "llm"))],
         supports_handled_streaming=True,
     )
     return Info(asr=[asr], tts=[speech], handle=[agent])
