@@ -8,7 +8,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser fuzz soak bench bench-gpu check-images models zh-voice zh-llm zh clean help
+.PHONY: setup run test lint unit e2e browser postgres fuzz soak bench bench-gpu check-images models zh-voice zh-llm zh clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
@@ -83,7 +83,23 @@ browser:
 	  echo "Chromium is not installed (and apt-get cannot install it here): the browser tests will be skipped"; \
 	fi
 
-test: setup zh-voice zh-llm lint browser
+# The shared-database tests start a real PostgreSQL server of their own (tests/postgres.py):
+# Debian's package, installed here the way Chromium is. Without it those tests are skipped.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing PostgreSQL for the shared-database tests (apt-get install postgresql)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	    || echo "PostgreSQL could not be installed: the shared-database tests will be skipped"; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo "Installing PostgreSQL for the shared-database tests (sudo apt-get install postgresql)"; \
+	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	    || echo "PostgreSQL could not be installed: the shared-database tests will be skipped"; \
+	else \
+	  echo "PostgreSQL is not installed (and apt-get cannot install it here): its tests will be skipped"; \
+	fi
+
+test: setup zh-voice zh-llm lint browser postgres
 	$(PY) -m pytest tests test_api.py test_openai_api.py -q -ra --durations=30
 
 fuzz: setup

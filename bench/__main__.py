@@ -17,6 +17,7 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
 - our Wyoming endpoint against wyoming-faster-whisper and wyoming-piper, protocol against protocol;
+- a stored turn on SQLite and on PostgreSQL (DATABASE_URL), 1,000 turns each;
 - Ray Serve (backend/serve) against one process: start-up, memory, turn latency, 2 clients.
 Every table names the machine (CPU, cores, GPU) and the README lists the library versions.
 
@@ -53,6 +54,7 @@ SECTIONS = (
     "concurrency",
     "startup",
     "wyoming",
+    "storage",
     "serve",
 )
 GPU_DEFAULTS = {
@@ -144,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                 out, "chinese", chinese.section(chinese.measure(settings, 2 if args.quick else repeats), out)
             )
 
+    if "storage" in args.sections and not args.gpu:  # in-process, against a local PostgreSQL
+        from bench import storage
+
+        count = 200 if args.quick else storage.TURNS
+        write(out, "storage", storage.section(storage.measure(count), out, count))
+
     if "beam" in args.sections and not args.gpu:
         from bench import stt_beam
 
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = 1 if args.quick else repeats
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
-    own_process = ("startup", "serve", "llm", "llm_quality", "chinese", "beam", "dialogue")
+    own_process = ("startup", "serve", "llm", "llm_quality", "chinese", "beam", "dialogue", "storage")
     needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:
         port = free_port()

@@ -45,17 +45,20 @@ from bench.latency import conversation_plain, conversation_streamed
 CONFIG = REPO / "backend" / "serve" / "config.yaml"
 
 
-def local_config(root: Path, port: int, replicas: dict[str, int] | None = None, **settings: str) -> Path:
-    """The shipped Serve config, scaled for this machine (no GPUs, fractions of its cores) and with
-    `settings` for every replica; written under `root`."""
+def local_config(
+    root: Path, port: int, replicas: dict[str, int] | None = None, ingress: int = 1, **settings: str
+) -> Path:
+    """The shipped Serve config, scaled for this machine (no GPUs, fractions of its cores), with
+    `ingress` ingress replicas and `settings` for every replica; written under `root`."""
     replicas = {"stt": 1, "chat": 1, "tts": 1, **(replicas or {})}
     config = yaml.safe_load(CONFIG.read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     args = config["applications"][0]["args"]
-    share = round((os.cpu_count() or 2) / (sum(replicas.values()) + 1), 2)
+    share = round((os.cpu_count() or 2) / (sum(replicas.values()) + ingress), 2)
     for stage, count in replicas.items():
         args[stage] = {"num_replicas": count, "num_gpus": 0, "num_cpus": share}
     args["ingress_cpus"] = share
+    args["ingress_replicas"] = ingress
     args["env"] = settings
     path = root / "serve.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -16,6 +16,7 @@ from backend.app.backends.whisper import WhisperBackend
 from backend.app.core.config import Settings
 from backend.app.main import create_app
 from backend.app.services.container import Services, build_services
+from tests.postgres import postgres  # noqa: F401 - the session's PostgreSQL server, as a fixture
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent

@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # The database first: it is quick, and a damaged or read-only one is the operator's to fix.
-        ConversationStore.check(settings.storage.data_dir / "conversations.db")
+        if settings.storage.database_url is not None:
+            from backend.app.storage.postgres import PostgresStore
+
+            PostgresStore.check(settings.storage.database_url.get_secret_value())
+        else:
+            ConversationStore.check(settings.storage.data_dir / "conversations.db")
         manifest.preflight(settings)
     except (ModelLoadError, StorageOpenError) as e:
         logger.error("cannot start: %s", e)

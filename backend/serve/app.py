@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from typing import Any, cast
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -61,8 +62,21 @@ class ServeArgs(BaseModel):
     tts: StageOptions = StageOptions()
     ingress_cpus: float = Field(1.0, ge=0.0)
     """CPUs the ingress reserves (audio decoding and encoding, the VAD of realtime sessions)."""
+    ingress_replicas: int = Field(1, ge=1, le=256)
+    """Copies of the ingress (the HTTP routes, sessions and storage); more than one needs a
+    shared database (`DATABASE_URL` in `env`), or each would keep conversations of its own."""
     env: dict[str, str] = {}
     """Server settings for every replica, by variable name (STT_MODEL_NAME, MODELS_DIR, ...)."""
+
+    @model_validator(mode="after")
+    def _shared_storage(self) -> ServeArgs:
+        shared = {name.upper() for name in self.env} & {"DATABASE_URL"} or "DATABASE_URL" in os.environ
+        if self.ingress_replicas > 1 and not shared:
+            raise ValueError(
+                f"ingress_replicas is {self.ingress_replicas}: set DATABASE_URL (postgresql://...) in env, "
+                "or each ingress replica keeps a conversation database and reply audio of its own"
+            )
+        return self
 
 
 @serve.deployment(name="ingress", max_ongoing_requests=1000)
@@ -129,7 +143,8 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
         tuple[Any, ...], (VoiceIngress, STTDeployment, ChatDeployment, TTSDeployment)
     )
     application: Application = ingress.options(
-        ray_actor_options={"num_cpus": args.ingress_cpus, "runtime_env": {"env_vars": env}}
+        num_replicas=args.ingress_replicas,
+        ray_actor_options={"num_cpus": args.ingress_cpus, "runtime_env": {"env_vars": env}},
     ).bind(
         stt.options(**deployed(args.stt)).bind(),
         chat.options(**deployed(args.chat)).bind(),

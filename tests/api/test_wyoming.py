@@ -34,6 +34,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from backend.app.api.wyoming.server import WyomingServer
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.core.values import TranscribeOptions
@@ -54,6 +55,7 @@ class Server:
     http: str
     port: int
     services: Services
+    wyoming: WyomingServer
 
 
 def _serve(services: Services, tmp: Path, **settings: Any) -> Iterator[Server]:
@@ -62,7 +64,7 @@ def _serve(services: Services, tmp: Path, **settings: Any) -> Iterator[Server]:
     app = create_app(config, services)
     with in_thread(app, lifespan="on") as port:
         assert app.state.wyoming is not None and app.state.wyoming.port
-        yield Server(f"http://127.0.0.1:{port}", app.state.wyoming.port, services)
+        yield Server(f"http://127.0.0.1:{port}", app.state.wyoming.port, services, app.state.wyoming)
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +378,6 @@ def test_a_client_that_vanishes_mid_synthesis_frees_the_tts_slot(wyoming: Server
 
 
 def test_a_unix_socket_serves_the_same_protocol(services: Services, tmp_path: Path) -> None:
-    from backend.app.api.wyoming.server import WyomingServer
 
     path = tmp_path / "wyoming.sock"
 
@@ -394,7 +395,6 @@ def test_a_unix_socket_serves_the_same_protocol(services: Services, tmp_path: Pa
 
 
 def test_while_the_models_load_requests_get_not_ready(tmp_path: Path) -> None:
-    from backend.app.api.wyoming.server import WyomingServer
 
     async def run() -> Error:
         server = WyomingServer(make_settings(tmp_path, wyoming_uri="tcp://127.0.0.1:0"), lambda: None)
@@ -506,8 +506,6 @@ def test_wyoming_requests_are_counted_in_the_metrics(wyoming: Server) -> None:
 
 def test_zeroconf_announces_the_server_for_home_assistant_to_find(tmp_path: Path) -> None:
     from zeroconf.asyncio import AsyncZeroconf
-
-    from backend.app.api.wyoming.server import WyomingServer
 
     settings = make_settings(
         tmp_path, wyoming_uri="tcp://0.0.0.0:0", wyoming_zeroconf=True, wyoming_zeroconf_name="vd-test"

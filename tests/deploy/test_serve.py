@@ -189,3 +189,19 @@ def test_a_wrong_argument_is_refused_at_build() -> None:
 
     with pytest.raises(ValidationError, match="num_replica"):
         build_app({"stt": {"num_replica": 2}})
+
+
+def test_several_ingress_replicas_without_a_shared_database_are_refused_at_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from backend.serve.app import ServeArgs
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match="DATABASE_URL"):
+        ServeArgs.model_validate({"ingress_replicas": 2})
+    shared = ServeArgs.model_validate(
+        {"ingress_replicas": 2, "env": {"DATABASE_URL": "postgresql://db/voice"}}
+    )
+    assert shared.ingress_replicas == 2

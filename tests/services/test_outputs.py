@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backend.app.core.errors import NotFoundError
 from backend.app.services.container import Services
 from backend.app.services.history import ConversationHistory
-from backend.app.services.outputs import OutputStore
+from backend.app.services.outputs import DatabaseOutputs, OutputStore
 from backend.app.storage.conversations import ConversationStore, Turn
 
 
@@ -58,3 +60,47 @@ def test_service_sweep_spares_audio_of_young_turns(services: Services, tmp_path:
     swept = dataclasses.replace(services, history=history)
     assert swept.sweep_outputs() == 1
     assert (outputs.directory / referenced).exists() and not (outputs.directory / orphan).exists()
+
+
+# --- the same rules for reply audio kept in PostgreSQL (DATABASE_URL) ---------------------------
+
+
+@pytest.fixture
+def database_outputs(postgres: Any) -> Iterator[DatabaseOutputs]:
+    from backend.app.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres.new_database())
+    yield DatabaseOutputs(store, ttl_hours=24, max_mb=0.25)
+    store.close()
+
+
+def aged_row(outputs: DatabaseOutputs, size: int, age_hours: float) -> str:
+    name = outputs.save(b"\x00" * size, "wav")
+    with outputs.store.connection(writing=True) as conn:
+        conn.execute(
+            "UPDATE reply_audio SET created_at = %s WHERE name = %s", (time.time() - age_hours * 3600, name)
+        )
+    return name
+
+
+def test_database_audio_is_served_by_name_and_swept_like_files(database_outputs: DatabaseOutputs) -> None:
+    outputs = database_outputs
+    name = outputs.save(b"RIFF-audio", "wav")
+    assert outputs.fetch(name) == b"RIFF-audio"
+    for bad in ("../etc/passwd", "x.wav", name.replace(".wav", ".exe"), "0" * 32 + ".wav"):
+        with pytest.raises(NotFoundError):
+            outputs.fetch(bad)
+    old, kept_old = aged_row(outputs, 10, 48), aged_row(outputs, 10, 48)
+    assert outputs.sweep(protected={kept_old}) == 1
+    with pytest.raises(NotFoundError):
+        outputs.fetch(old)
+    assert outputs.fetch(kept_old) and outputs.remove([name, "keep.wav"]) == 1
+
+
+def test_database_audio_size_cap_removes_the_oldest_first(database_outputs: DatabaseOutputs) -> None:
+    outputs = database_outputs  # a cap of 262,144 bytes
+    names = [aged_row(outputs, 100_000, hours) for hours in (5, 4, 3, 2, 1)]
+    assert outputs.sweep(protected={names[0]}) == 3
+    with outputs.store.connection() as conn:
+        left = {row["name"] for row in conn.execute("SELECT name FROM reply_audio")}
+    assert left == {names[0], names[4]}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,15 +10,32 @@ import pytest
 from backend.app.core.errors import StorageFullError, StorageOpenError
 from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import MIGRATIONS, ConversationStore, Turn
+from backend.app.storage.protocols import ConversationStorage
 from tests.mounts import fill, tmpfs
+
+"""The conversation store's contract, run against both backends (SQLite, the default, and a real
+PostgreSQL server), then what is particular to SQLite."""
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ConversationStore:
+def sqlite_store(tmp_path: Path) -> ConversationStore:
     return ConversationStore(tmp_path / "data" / "conversations.db")
 
 
-def test_schema_is_versioned_and_wal(store: ConversationStore) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConversationStorage]:
+    if request.param == "sqlite":
+        opened: ConversationStorage = ConversationStore(tmp_path / "data" / "conversations.db")
+    else:
+        from backend.app.storage.postgres import PostgresStore
+
+        opened = PostgresStore(request.getfixturevalue("postgres").new_database())
+    yield opened
+    opened.close()
+
+
+def test_schema_is_versioned_and_wal(sqlite_store: ConversationStore) -> None:
+    store = sqlite_store
     assert store.schema_version == len(MIGRATIONS)
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -33,7 +51,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         ConversationStore(path)
 
 
-def test_turns_round_trip_with_their_metadata(store: ConversationStore) -> None:
+def test_turns_round_trip_with_their_metadata(store: ConversationStorage) -> None:
     store.add_turns(
         "c1",
         [
@@ -61,7 +79,7 @@ def test_turns_round_trip_with_their_metadata(store: ConversationStore) -> None:
     assert [t.text for t in store.turns("c1", limit=1)] == ["Fine, thanks."]
 
 
-def test_pages_are_newest_first(store: ConversationStore) -> None:
+def test_pages_are_newest_first(store: ConversationStorage) -> None:
     for i in range(5):
         store.add_turns(f"c{i}", [Turn("user", f"q{i}")])
     store.add_turns("c1", [Turn("assistant", "a1")])  # c1 becomes the most recent
@@ -70,7 +88,7 @@ def test_pages_are_newest_first(store: ConversationStore) -> None:
     assert [c.id for c in store.page(limit=3, offset=3)[0]] == ["c2", "c0"]
 
 
-def test_update_and_clear(store: ConversationStore) -> None:
+def test_update_and_clear(store: ConversationStorage) -> None:
     store.add_turns("c", [Turn("user", "hi")])
     updated = store.update("c", title="Kitchen", system_prompt="Be brief.", voice="en-Joe_man.wav")
     assert updated is not None and (updated.title, updated.system_prompt, updated.voice) == (
@@ -83,14 +101,14 @@ def test_update_and_clear(store: ConversationStore) -> None:
     assert store.update("missing", title="x") is None
 
 
-def test_delete_returns_audio_files_and_cascades(store: ConversationStore) -> None:
+def test_delete_returns_audio_files_and_cascades(store: ConversationStorage) -> None:
     store.add_turns("c", [Turn("user", "hi"), Turn("assistant", "yo", audio_file="f.wav")])
     assert store.delete("c") == ["f.wav"]
     assert store.get("c") is None and store.turns("c") == []
     assert store.delete("c") is None
 
 
-def test_concurrent_writers_lose_nothing(store: ConversationStore) -> None:
+def test_concurrent_writers_lose_nothing(store: ConversationStorage) -> None:
     def write(n: int) -> None:
         for i in range(25):
             store.add_turns(f"c{n % 3}", [Turn("user", f"{n}-{i}"), Turn("assistant", "ok")])
@@ -106,7 +124,7 @@ def test_concurrent_writers_lose_nothing(store: ConversationStore) -> None:
         assert roles == ["user", "assistant"] * (len(roles) // 2)
 
 
-def test_referenced_audio(store: ConversationStore) -> None:
+def test_referenced_audio(store: ConversationStorage) -> None:
     store.add_turns("c", [Turn("assistant", "old", audio_file="old.wav", created_at=100.0)])
     store.add_turns("c", [Turn("assistant", "new", audio_file="new.wav")])
     assert store.referenced_audio(newer_than=1000.0) == {"new.wav"}
@@ -162,7 +180,10 @@ def test_a_read_only_data_dir_is_refused_at_open(tmp_path: Path) -> None:
         ConversationStore(ro / "conversations.db")
 
 
-def test_a_full_database_is_a_507_and_reported_until_a_write_succeeds(store: ConversationStore) -> None:
+def test_a_full_database_is_a_507_and_reported_until_a_write_succeeds(
+    sqlite_store: ConversationStore,
+) -> None:
+    store = sqlite_store
     store.add_turns("c", [Turn("user", "hello")])
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL
@@ -195,3 +216,47 @@ def test_a_really_full_disk_is_a_507_for_turns_and_reply_audio(tmp_path: Path) -
         (disk / "filler").unlink()
         assert [t.text for t in store.turns("c")] == ["before the disk filled"]
         store.close()
+
+
+# --- what both backends must do alike ---------------------------------------------------------
+
+
+def test_sql_looking_ids_and_text_are_stored_verbatim(store: ConversationStorage) -> None:
+    hostile = "x'); DROP TABLE turns; --"
+    odd = "%s %(x)s ? $1 \\ ' \" 😀"
+    store.add_turns("Robert_-1", [Turn("user", hostile), Turn("assistant", odd)])
+    assert [t.text for t in store.turns("Robert_-1")] == [hostile, odd]
+    assert store.get("Robert_-1") is not None and store.turns("nobody") == []
+    store.add_turns("nul", [Turn("user", "a\x00b")])  # PostgreSQL's text holds no NUL
+    assert store.turns("nul")[0].text in ("a\x00b", "a\ufffdb")
+
+
+def test_casts_round_trip_and_are_bounded(store: ConversationStorage) -> None:
+    from backend.app.core.errors import ConflictError
+
+    assert store.casts.put("duo", {"1": "en-Eve_woman.wav", "Alice": "Joe"}, max_casts=2)
+    assert not store.casts.put("duo", {"1": "en-Joe_man.wav"}, max_casts=2)  # replaced, not new
+    assert store.casts.put("trio", {"1": "x"}, max_casts=2)
+    with pytest.raises(ConflictError):
+        store.casts.put("quartet", {"1": "x"}, max_casts=2)
+    got = store.casts.get("duo")
+    assert got is not None and got.speakers == {"1": "en-Joe_man.wav"}
+    assert [c.name for c in store.casts.all()] == ["duo", "trio"]
+    assert store.casts.delete("duo") and not store.casts.delete("duo")
+
+
+def test_a_conversation_lock_is_one_holder_at_a_time(store: ConversationStorage) -> None:
+    first = store.try_lock("c")
+    assert first is not None
+    second = store.try_lock("c")
+    if store.shared:  # across processes: a second holder waits
+        assert second is None
+        other = store.try_lock("d")
+        assert other is not None
+        other.release()
+        first.release()
+        again = store.try_lock("c")
+        assert again is not None
+        again.release()
+    else:  # one process: the in-process lock (services/history.py) is the whole story
+        assert second is not None

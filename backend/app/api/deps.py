@@ -14,7 +14,7 @@ from backend.app.services.chat import ChatService
 from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
-from backend.app.services.outputs import OutputStore
+from backend.app.services.outputs import ReplyAudioStore
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
@@ -59,7 +59,7 @@ def get_history(services: ServicesDep) -> ConversationHistory:
     return services.history
 
 
-def get_outputs(services: ServicesDep) -> OutputStore:
+def get_outputs(services: ServicesDep) -> ReplyAudioStore:
     return services.history.outputs
 
 
@@ -76,7 +76,7 @@ ChatServiceDep = Annotated[ChatService, Depends(get_chat)]
 TTSServiceDep = Annotated[TTSService, Depends(get_tts)]
 ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation)]
 HistoryDep = Annotated[ConversationHistory, Depends(get_history)]
-OutputStoreDep = Annotated[OutputStore, Depends(get_outputs)]
+OutputStoreDep = Annotated[ReplyAudioStore, Depends(get_outputs)]
 VoiceServiceDep = Annotated[VoiceService, Depends(get_voices)]
 CastServiceDep = Annotated[CastService, Depends(get_casts)]
 

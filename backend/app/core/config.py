@@ -112,6 +112,7 @@ ENV: dict[str, tuple[str, str]] = {
     "OUTPUTS_SWEEP_S": ("storage", "outputs_sweep_s"),
     "MIN_FREE_DISK_MB": ("storage", "min_free_disk_mb"),
     "MODEL_VERIFY": ("storage", "model_verify"),
+    "DATABASE_URL": ("storage", "database_url"),
     "QUEUE_SIZE": ("limits", "queue_size"),
     "CONVERSATION_QUEUE_SIZE": ("limits", "conversation_queue_size"),
     "VAD_THRESHOLD": ("vad", "threshold"),
@@ -139,6 +140,7 @@ ENV: dict[str, tuple[str, str]] = {
 """Environment variable -> (section, field): the same names as ever, so a user's `.env` keeps working."""
 
 _BY_FIELD = {location: name.lower() for name, location in ENV.items()}
+_SECRETS = {"api_key", "llm_api_key", "database_url"}
 
 
 class _FlatVariables(PydanticBaseSettingsSource):
@@ -187,6 +189,9 @@ class Settings(BaseSettings):
             for error in errors:
                 error.pop("msg", None)
                 error.pop("url", None)
+                location: tuple[object, ...] = tuple(error["loc"])  # type: ignore[arg-type]
+                if location and location[0] in _SECRETS:  # never print a password
+                    error["input"] = "**********"
             raise ValidationError.from_exception_data("Settings", errors) from None  # type: ignore[arg-type]
 
     @classmethod

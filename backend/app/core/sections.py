@@ -228,6 +228,10 @@ class StorageSettings(Section):
     """Below this much free disk under DATA_DIR or OUTPUTS_DIR, requests that store something
     (chat, spoken turns) are refused up front with 507, before any work, and /health says
     `degraded`; 0 turns the check off (a full disk is still a 507, never a 500)."""
+    database_url: SecretStr | None = None
+    """Unset: conversations in SQLite under DATA_DIR and reply audio in OUTPUTS_DIR (one process).
+    `postgresql://user:password@host:5432/dbname`: both in that PostgreSQL database, shared by
+    every replica of a scaled-out deployment."""
     model_verify: Literal["sha256", "size", "off"] = "sha256"
     """Start-up pre-flight of the model files against MODELS_DIR/manifest.json (written when the
     models were installed): `sha256` hashes every file, `size` checks sizes only, `off` skips it."""
@@ -235,6 +239,30 @@ class StorageSettings(Section):
     @property
     def min_free_disk_bytes(self) -> int:
         return int(self.min_free_disk_mb * 1024 * 1024)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value: object) -> object:
+        """A PostgreSQL URL libpq can read; the error never repeats the URL (it holds a password)."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if not isinstance(raw, str):
+            raise ValueError("DATABASE_URL must be a string")
+        scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "DATABASE_URL must be postgresql://user:password@host:5432/dbname "
+                f"(the scheme {scheme or 'is missing'!s} is not PostgreSQL's)"
+            )
+        try:
+            import psycopg
+
+            psycopg.conninfo.conninfo_to_dict(raw)
+            urlparse(raw).port  # noqa: B018 - a port that is not a number raises
+        except Exception:  # psycopg's message may quote the URL: say only that it does not parse
+            raise ValueError("DATABASE_URL is not a URL PostgreSQL's client can read") from None
+        return raw.strip()
 
 
 class LimitsSettings(Section):

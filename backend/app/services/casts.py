@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from backend.app.core.errors import AppError, InvalidInputError, NotFoundError
 from backend.app.services.dialogue import check_mapping, resolve_voice
 from backend.app.services.tts import TTSService
-from backend.app.storage.casts import CastTable, StoredCast
+from backend.app.storage.casts import StoredCast
+from backend.app.storage.protocols import CastStorage
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def check_name(name: str) -> str:
 
 
 class CastService:
-    def __init__(self, table: CastTable, tts: TTSService) -> None:
+    def __init__(self, table: CastStorage, tts: TTSService) -> None:
         self.table = table
         self.tts = tts
 
@@ -78,7 +79,12 @@ class CastService:
         is skipped with a warning: the cast is refused only when a script uses it."""
         if not self.tts.backend.supports_cloning:
             return
-        for stored in self.table.all():
+        try:
+            stored_casts = self.table.all()
+        except AppError as e:  # a shared database that is down: serve anyway, prepare them on use
+            logger.warning("the stored casts were not prepared: %s", e.message)
+            return
+        for stored in stored_casts:
             for label, value in stored.speakers.items():
                 try:
                     ref = resolve_voice(self.tts.voices, self.tts.engine_voices, value)

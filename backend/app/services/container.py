@@ -24,12 +24,13 @@ from backend.app.services.casts import CastService
 from backend.app.services.chat import ChatService
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
-from backend.app.services.outputs import OutputStore
+from backend.app.services.outputs import DatabaseOutputs, OutputStore, ReplyAudioStore
 from backend.app.services.realtime import RealtimeService
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
 from backend.app.storage.conversations import ConversationStore
+from backend.app.storage.protocols import ConversationStorage
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceLibrary
 
@@ -132,6 +133,23 @@ def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = Non
     return services
 
 
+def open_storage(settings: Settings) -> tuple[ConversationStorage, ReplyAudioStore]:
+    """The conversation store and where reply audio is kept: SQLite under DATA_DIR and files in
+    OUTPUTS_DIR, or, with DATABASE_URL, both in that PostgreSQL database."""
+    storage = settings.storage
+    if storage.database_url is not None:
+        from backend.app.storage.postgres import PostgresStore
+
+        shared = PostgresStore(storage.database_url.get_secret_value())
+        return shared, DatabaseOutputs(shared, storage.outputs_ttl_hours, storage.outputs_max_mb)
+    return (
+        ConversationStore(storage.data_dir / "conversations.db", storage.min_free_disk_bytes),
+        OutputStore(
+            storage.outputs_dir, storage.outputs_ttl_hours, storage.outputs_max_mb, storage.min_free_disk_mb
+        ),
+    )
+
+
 def assemble_services(
     settings: Settings,
     backends: Backends,
@@ -150,13 +168,9 @@ def assemble_services(
         metrics,
     )
     library = VoiceLibrary(settings.voices.dir, settings.voices.default, storage.data_dir / "voices")
+    store, outputs = open_storage(settings)
     history = ConversationHistory(
-        ConversationStore(storage.data_dir / "conversations.db", storage.min_free_disk_bytes),
-        OutputStore(
-            storage.outputs_dir, storage.outputs_ttl_hours, storage.outputs_max_mb, storage.min_free_disk_mb
-        ),
-        library,
-        max_per_conversation=settings.limits.conversation_queue_size + 1,
+        store, outputs, library, max_per_conversation=settings.limits.conversation_queue_size + 1
     )
     chat = ChatService(
         backends.chat,

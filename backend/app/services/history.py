@@ -21,13 +21,16 @@ import anyio
 from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.audio.types import Audio
 from backend.app.core.errors import InvalidInputError, NotFoundError, OverloadedError
-from backend.app.services.outputs import OutputStore
-from backend.app.storage.conversations import Conversation, ConversationStore, Turn
+from backend.app.services.outputs import ReplyAudioStore
+from backend.app.storage.conversations import Conversation, Turn
+from backend.app.storage.protocols import ConversationStorage, HeldLock
 from backend.app.voices.library import VoiceLibrary
 
 logger = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LOCK_POLL_S = 0.05
+"""How often a turn waiting for its conversation, held by another replica, asks again."""
 
 
 def check_conversation_id(conversation_id: str | None) -> str:
@@ -47,8 +50,8 @@ class ConversationHistory:
 
     def __init__(
         self,
-        store: ConversationStore,
-        outputs: OutputStore,
+        store: ConversationStorage,
+        outputs: ReplyAudioStore,
         voices: VoiceLibrary,
         max_per_conversation: int = 5,
     ) -> None:
@@ -79,13 +82,29 @@ class ConversationHistory:
         self._locks[conversation_id] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                held = await self._hold(conversation_id) if self.store.shared else None
+                try:
+                    yield
+                finally:
+                    if held is not None:
+                        with anyio.CancelScope(shield=True):
+                            await asyncio.to_thread(held.release)
         finally:
             lock, users = self._locks[conversation_id]
             if users == 1:
                 del self._locks[conversation_id]
             else:
                 self._locks[conversation_id] = (lock, users - 1)
+
+    async def _hold(self, conversation_id: str) -> HeldLock:
+        """The conversation's lock in a store other replicas share, waited for: their turns on it
+        and ours are stored in order, never interleaved."""
+        while True:
+            with anyio.CancelScope(shield=True):  # a lock taken is never lost to a cancellation
+                held = await asyncio.to_thread(self.store.try_lock, conversation_id)
+            if held is not None:
+                return held
+            await asyncio.sleep(LOCK_POLL_S)
 
     # --- what a reply needs -----------------------------------------------------------------
 

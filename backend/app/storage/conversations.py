@@ -101,8 +101,13 @@ class ConversationStore:
     refused up front, before any work, while less than `min_free_bytes` is free on its disk.
     """
 
+    shared = False
+    """One process owns the file."""
+
     def __init__(self, path: Path, min_free_bytes: int = 0) -> None:
         self.path = path
+        self.engine = f"sqlite {path.name}"
+        self.where = str(path.parent)
         self.min_free_bytes = min_free_bytes
         self.problem: str | None = None
         self._lock = threading.Lock()
@@ -176,6 +181,10 @@ class ConversationStore:
                 )
             for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {target}; COMMIT;")
+
+    def try_lock(self, conversation_id: str) -> NoLock:
+        """One process owns the file: the in-process lock (services/history.py) is all it takes."""
+        return NoLock()
 
     @property
     def schema_version(self) -> int:
@@ -304,6 +313,11 @@ class ConversationStore:
                 "SELECT audio_file FROM turns WHERE audio_file IS NOT NULL AND created_at > ?", (newer_than,)
             ).fetchall()
         return {str(r[0]) for r in rows}
+
+
+class NoLock:
+    def release(self) -> None:
+        pass
 
 
 def _title(turns: Sequence[Turn]) -> str:

@@ -115,7 +115,11 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
 
 
 @router.get("/outputs/{name}", responses=ERROR_RESPONSES, response_class=FileResponse)
-async def output_file(name: str, outputs: OutputStoreDep) -> FileResponse:
-    """A synthesised reply, by the name /conversation returned."""
-    path = outputs.path(name)
-    return FileResponse(path, media_type=CONTENT_TYPES[path.suffix.lstrip(".")])
+async def output_file(name: str, outputs: OutputStoreDep) -> Response:
+    """A synthesised reply, by the name /conversation returned (from OUTPUTS_DIR, or from the
+    shared database with DATABASE_URL)."""
+    found = await asyncio.to_thread(outputs.fetch, name)
+    media_type = CONTENT_TYPES[name.rsplit(".", 1)[-1]]
+    if isinstance(found, bytes):
+        return Response(found, media_type=media_type)
+    return FileResponse(found, media_type=media_type)

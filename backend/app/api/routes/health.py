@@ -45,8 +45,8 @@ def _health(request: Request) -> HealthResponse:
         store = services.history.store
         modules["storage"] = ModuleHealth(
             ready=storage_problem is None,
-            model=f"sqlite {store.path.name}",
-            device=str(store.path.parent),
+            model=store.engine,
+            device=store.where,
             error=storage_problem,
         )
     status: Literal["ok", "loading", "degraded"]

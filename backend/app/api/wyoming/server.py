@@ -41,6 +41,11 @@ class WyomingServer:
         self.port: int | None = None
         """The TCP port listened on (the one the OS chose for `tcp://host:0`)."""
 
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._tasks)
+
     async def start(self) -> None:
         uri = urlparse(self.settings.wyoming.uri)
         if uri.scheme == "unix":
@@ -83,7 +88,7 @@ class WyomingServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= self.settings.wyoming.max_connections:
+        if self.connections >= self.settings.wyoming.max_connections:
             self._observe("connection", "overloaded")
             limit = self.settings.wyoming.max_connections
             with contextlib.suppress(Exception):

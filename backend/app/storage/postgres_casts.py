@@ -1,0 +1,54 @@
+"""The named voice casts of dialogue scripts in PostgreSQL (`PostgresStore.casts`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from backend.app.core.errors import ConflictError
+from backend.app.storage.casts import StoredCast
+
+if TYPE_CHECKING:
+    from backend.app.storage.postgres import PostgresStore
+
+
+class PostgresCasts:
+    """The casts table of a `PostgresStore`."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    def put(self, name: str, speakers: dict[str, str], max_casts: int) -> bool:
+        now = time.time()
+        with self._store._transaction() as conn:
+            conn.execute("LOCK TABLE casts IN SHARE ROW EXCLUSIVE MODE")  # the count check and insert as one
+            exists = conn.execute("SELECT 1 FROM casts WHERE name = %s", (name,)).fetchone() is not None
+            count = conn.execute("SELECT COUNT(*) AS n FROM casts").fetchone()
+            if not exists and count and int(count["n"]) >= max_casts:
+                raise ConflictError(f"there are {max_casts} casts already, the limit; delete one first")
+            conn.execute(
+                "INSERT INTO casts (name, speakers, created_at, updated_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET speakers = excluded.speakers, "
+                "updated_at = excluded.updated_at",
+                (name, json.dumps(speakers, ensure_ascii=False), now, now),
+            )
+        return not exists
+
+    def get(self, name: str) -> StoredCast | None:
+        with self._store.connection() as conn:
+            row = conn.execute("SELECT * FROM casts WHERE name = %s", (name,)).fetchone()
+        return _cast(row) if row else None
+
+    def all(self) -> list[StoredCast]:
+        with self._store.connection() as conn:
+            rows = conn.execute("SELECT * FROM casts ORDER BY name").fetchall()
+        return [_cast(row) for row in rows]
+
+    def delete(self, name: str) -> bool:
+        with self._store._transaction() as conn:
+            return bool(conn.execute("DELETE FROM casts WHERE name = %s", (name,)).rowcount)
+
+
+def _cast(row: dict[str, Any]) -> StoredCast:
+    return StoredCast(row["name"], json.loads(row["speakers"]), row["created_at"], row["updated_at"])
