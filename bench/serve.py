@@ -133,17 +133,36 @@ def measure(repeats: int) -> dict[str, dict[str, Any]]:
             "LOG_LEVEL": "warning",
             **overrides,
         }
-        began = time.perf_counter()
-        process = launch_serve(local_config(root, port, **settings), root / "serve.log")
+        results["Ray Serve"] = _measure_serve(root, settings, repeats)
+        print(f"serve: Ray Serve {results['Ray Serve']}", flush=True)
         try:
-            wait_ready(process, port)
-            results["Ray Serve"] = _measure_one(
-                f"http://127.0.0.1:{port}", process.pid, time.perf_counter() - began, repeats
-            )
+            from tests.postgres import start_postgres
+
+            database = start_postgres()
+        except (RuntimeError, OSError) as e:
+            print(f"serve: two ingress replicas skipped ({e})", flush=True)
+            return results
+        try:  # the same, with two ingress replicas sharing one PostgreSQL database
+            shared = {**settings, "DATABASE_URL": database.new_database()}
+            results[TWO_INGRESS] = _measure_serve(root, shared, repeats, ingress=2)
         finally:
-            stop_serve(process)
-    print(f"serve: Ray Serve {results['Ray Serve']}", flush=True)
+            database.remove()
+        print(f"serve: {TWO_INGRESS} {results[TWO_INGRESS]}", flush=True)
     return results
+
+
+TWO_INGRESS = "Serve, 2 ingress + PostgreSQL"
+
+
+def _measure_serve(root: Path, settings: dict[str, str], repeats: int, ingress: int = 1) -> dict[str, Any]:
+    port = free_port()
+    began = time.perf_counter()
+    process = launch_serve(local_config(root, port, ingress=ingress, **settings), root / "serve.log")
+    try:
+        wait_ready(process, port)
+        return _measure_one(f"http://127.0.0.1:{port}", process.pid, time.perf_counter() - began, repeats)
+    finally:
+        stop_serve(process)
 
 
 def section(results: dict[str, dict[str, Any]], repeats: int, out: Path) -> list[str]:
@@ -155,19 +174,28 @@ def section(results: dict[str, dict[str, Any]], repeats: int, out: Path) -> list
         ("streamed: first audio (median), s", "first_audio_s", "{:.2f}"),
         ("2 clients: turns / min", "per_min_2", "{:.1f}"),
     ]
+    two = results.get(TWO_INGRESS)
     cells = [
         [label, fmt.format(one[key]), fmt.format(serve[key]), f"{serve[key] / one[key]:.2f}"]
+        + ([fmt.format(two[key]), f"{two[key] / serve[key]:.2f}"] if two else [])
         for label, key, fmt in rows
     ]
+    headers = ["", "one process", "Ray Serve", "Serve / one"]
+    headers += [TWO_INGRESS, "2 ingress / 1"] if two else []
     lines = [
         "## Ray Serve vs one process",
         "",
         "The embedded models, one replica each, on this machine: `python -m backend.app`, then "
         f"`serve run` of backend/serve/config.yaml; medians of {repeats} turns each.",
         "",
-        *table(["", "one process", "Ray Serve", "Serve / one"], cells),
+        *table(headers, cells),
         "",
-        f"Errors or refusals in the 2-client runs: {one['failed']} (one process), {serve['failed']} (Serve).",
+        f"Errors or refusals in the 2-client runs: {one['failed']} (one process), {serve['failed']} (Serve)"
+        + (f", {two['failed']} (2 ingress)." if two else "."),
+        "The 2-ingress column: `ingress_replicas: 2` with `DATABASE_URL` on a local PostgreSQL, so "
+        "that either ingress replica serves any conversation and any reply's audio."
+        if two
+        else "",
         "Serve adds a proxy hop, a handle call per stage (per sentence for TTS) and a process per "
         "replica; it pays off only when replicas spread over several GPUs or nodes.",
         "",
