@@ -4,6 +4,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +261,49 @@ def test_a_conversation_lock_is_one_holder_at_a_time(store: ConversationStorage)
         again.release()
     else:  # one process: the in-process lock (services/history.py) is the whole story
         assert second is not None
+
+
+def test_replicas_that_start_at_once_migrate_the_schema_once(postgres: Any) -> None:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from backend.app.storage.postgres import MIGRATIONS as PG_MIGRATIONS
+    from backend.app.storage.postgres import PostgresStore, migrate
+
+    url = postgres.new_database()
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+                migrate(conn, "test")
+        except BaseException as e:  # collected, asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = PostgresStore(url)
+    try:
+        assert store.schema_version == len(PG_MIGRATIONS)
+        with store.connection() as conn:
+            assert conn.execute("SELECT COUNT(*) AS n FROM schema_version").fetchone() == {"n": 1}
+    finally:
+        store.close()
+
+
+def test_a_postgres_schema_newer_than_the_server_stops_start_up(postgres: Any) -> None:
+    import psycopg
+
+    from backend.app.storage.postgres import MIGRATIONS as PG_MIGRATIONS
+    from backend.app.storage.postgres import PostgresStore
+
+    url = postgres.new_database()
+    PostgresStore.check(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (len(PG_MIGRATIONS) + 1,))
+    with pytest.raises(StorageOpenError, match="newer"):
+        PostgresStore.check(url)
