@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from backend.app import __version__
 from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
+from backend.app.api.routes.ququ import QuquStats
 from backend.app.api.wyoming.server import WyomingServer
 from backend.app.backends import manifest
 from backend.app.core.config import Settings
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.loaded = {}
     app.state.started_at = int(time.time())
     app.state.metrics = HttpMetrics()
+    app.state.ququ_stats = QuquStats()  # QuQu's /api/status counts
     app.state.metrics.include(lambda: app.state.services.metrics.registry if app.state.services else None)
     install_error_handlers(app)
     app.state.site = load_site()  # the browser page's files, read once

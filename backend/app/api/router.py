@@ -1,7 +1,7 @@
 """Every route of the server, in one place: the app factory includes `router`.
 
 The seed API (page, health, metrics, STT, optimize, chat, TTS, spoken turns, conversations, voices,
-the realtime WebSocket), then the OpenAI-compatible routes under /v1.
+the realtime WebSocket), then the OpenAI-compatible routes under /v1 and QuQu's under /api.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from backend.app.api.routes import (
     metrics,
     optimize,
     page,
+    ququ,
     realtime,
     speakers,
     stt,
@@ -36,6 +37,7 @@ for module in (
     conversations,
     speakers,
     realtime,
+    ququ,
 ):
     router.include_router(module.router)
 router.include_router(v1.router)

@@ -106,7 +106,7 @@ class WhisperBackend:
             hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
             beam_size=options.beam_size or self._beam_size,
-            vad_filter=self._vad_filter,
+            vad_filter=self._vad_filter if options.vad_filter is None else options.vad_filter,
             task=options.task,
             **({"temperature": options.temperature} if options.temperature else {}),
         )

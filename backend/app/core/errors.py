@@ -189,10 +189,17 @@ def _openai_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
+def is_ququ_path(path: str) -> bool:
+    """QuQu's routes (/api/...), whose errors take its shape: `{"success": false, "error": ...}`."""
+    return path == "/api" or path.startswith("/api/")
+
+
 def error_response_parts(
     path: str, status: int, code: str | None, message: str, param: str | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """The status and body of an error on `path`: our shape, or OpenAI's under /v1."""
+    """The status and body of an error on `path`: our shape, OpenAI's under /v1, QuQu's under /api."""
+    if is_ququ_path(path):
+        return status, {"success": False, "error": message, "code": code or _status_code_name(status)}
     if not is_openai_path(path):
         return status, error_body(code or _status_code_name(status), message)
     status = _openai_status(status)

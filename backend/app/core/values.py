@@ -56,6 +56,9 @@ class TranscribeOptions:
     temperature: float | None = None
     """None or 0: greedy/beam decoding, with Whisper's fallback to higher temperatures when a
     segment looks like a failure; above 0: sample at that temperature only."""
+    vad_filter: bool | None = None
+    """None: the backend's own choice (Silero VAD on, to skip silence); False transcribes every
+    second as it is (QuQu's `use_vad=false`)."""
     task: Literal["transcribe", "translate"] = "transcribe"
     """translate: English text from speech in any language (needs a multilingual model; an
     English-only model transcribes)."""
