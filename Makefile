@@ -58,7 +58,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
-	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh scripts/prepare_zh_llm.sh .ci/run
+	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh scripts/prepare_zh_llm.sh \
+	  scripts/start-podman.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 
 unit: setup

@@ -1,7 +1,9 @@
 """End-to-end: start the real server (`python -m backend.app` on a free localhost port), drive every
 route over HTTP on the real embedded models, and stop it.
 
-Run with `make test` (or `.venv/bin/python -m pytest test_api.py`).
+Run with `make test` (or `.venv/bin/python -m pytest test_api.py`). Run as a script,
+`python test_api.py [--url http://host:8000]`, it checks a server that is already running instead:
+a PASS/FAIL line per route (tests/smoke.py).
 """
 
 from __future__ import annotations
@@ -920,3 +922,56 @@ def test_the_server_speaks_wyoming_beside_http(server: str) -> None:
     assert word_error_rate(sentence, heard) <= SYNTH_WER, heard
     metrics = httpx.get(f"{server}/metrics", timeout=10).text
     assert 'voice_dialogue_wyoming_events_total{outcome="ok",type="synthesize"}' in metrics
+
+
+def test_the_script_mode_passes_against_a_running_server(server: str) -> None:
+    """`python test_api.py --url ...`, as a user checks a deployment: every route PASSes."""
+    result = subprocess.run(
+        [sys.executable, "test_api.py", "--url", server],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) >= 12 and all(line.startswith("PASS") for line in lines), result.stdout
+    assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.M)
+    down = subprocess.run(
+        [sys.executable, "test_api.py", "--url", f"http://127.0.0.1:{free_port()}"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert down.returncode == 2 and "cannot reach" in down.stdout
+
+
+def test_the_per_stage_self_checks(tmp: Path) -> None:
+    """`python -m backend.app check tts stt`: each stage loaded alone, run once, timed, no server."""
+    from backend.app.selfcheck import SENTENCE
+
+    command = [sys.executable, "-m", "backend.app", "check", "tts", "stt"]
+    env = server_env(tmp, free_port())
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tts: piper" in result.stdout and "real-time factor" in result.stdout
+    heard = re.search(r"heard .*?: '(.*)'$", result.stdout, re.M)
+    assert heard and word_error_rate(SENTENCE, heard.group(1)) <= SYNTH_WER, result.stdout
+    wrong = subprocess.run(
+        [sys.executable, "-m", "backend.app", "check", "ears"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 2 and "unknown stage" in wrong.stderr
+
+
+def test_the_tts_check_script_against_the_running_server(server: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.tts_check", "--url", server],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"PASS .*: [1-9]\d* segments", result.stdout) and "speaker cache:" in result.stdout
+
+
+if __name__ == "__main__":
+    from tests.smoke import main
+
+    sys.exit(main())

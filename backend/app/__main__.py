@@ -49,7 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="check the model files, load the models, report, and exit without serving",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["check"],
+        help="`check [stt] [chat] [tts]`: load those stages (all three by default), run each once on "
+        "built-in input, print its timing, and exit without serving",
+    )
+    parser.add_argument("stages", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stages and args.command != "check":
+        parser.error("stages are given after `check`")
+    unknown = [stage for stage in args.stages if stage not in ("stt", "chat", "tts")]
+    if unknown:
+        parser.error(f"unknown stage {unknown[0]!r}: choose from stt, chat, tts")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.command == "check":
+        from backend.app import selfcheck
+
+        try:
+            return selfcheck.run(settings, args.stages)
+        except ModelLoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
     if args.check:
         from backend.app.services.container import build_services
 

@@ -136,3 +136,12 @@ def test_keyword_arguments_take_variable_names_or_sections() -> None:
 
     s = Settings(_env_file=None, tts=TTSSettings(segment_silence_ms=50), max_tts_chars=100)  # type: ignore[call-arg]
     assert (s.tts.segment_silence_ms, s.tts.max_chars) == (50, 100)
+
+
+def test_the_replaced_backends_variable_names_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMENT_LENGTH_THRESHOLD", "300")
+    monkeypatch.setenv("MAX_CACHE_SIZE", "7")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.tts.segment_threshold_chars == 300 and settings.voices.cache_size == 7
+    monkeypatch.setenv("SEGMENT_THRESHOLD_CHARS", "200")  # the current name wins
+    assert Settings(_env_file=None).tts.segment_threshold_chars == 200  # type: ignore[call-arg]

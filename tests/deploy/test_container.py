@@ -269,3 +269,40 @@ def test_podman_compose_gives_the_gpu_to_the_service() -> None:
     args: list[str] = []
     podman_compose.container_to_gpu_res_args(service, args)
     assert args[:2] == ["--device", "nvidia.com/gpu=all"]
+
+
+def _start_plan(*flags: str, **env: str) -> list[list[str]]:
+    result = subprocess.run(
+        ["bash", "scripts/start-podman.sh", *flags, "--dry-run"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+        env={k: v for k, v in os.environ.items() if k not in ("API_KEY", "WYOMING_URI", "PORT")} | env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line) for line in result.stdout.splitlines()]
+
+
+def test_the_start_script_runs_the_gpu_image_as_the_readme_documents() -> None:
+    (run,) = _start_plan()  # podman, GPU (the image exists or not: a dry run never builds unasked)
+    assert run[:2] == ["podman", "run"] and run[-1] == "voice-dialogue:gpu"
+    assert f"{REPO}/voices:/app/voices:ro" in run and "8000:8000" in run
+    assert {"voice-models:/app/models", "voice-outputs:/app/outputs", "voice-data:/app/data"} <= set(run)
+    assert "nvidia.com/gpu=all" in run and "STT_DEVICE=cuda" in run and "TTS_DEVICE=cuda" in run
+
+
+def test_the_start_script_has_a_docker_twin_a_cpu_mode_and_keeps_secrets_off_the_command_line() -> None:
+    build, run = _start_plan(
+        "--docker", "--build", API_KEY="s3cret", PORT="9000", WYOMING_URI="tcp://0.0.0.0:10300"
+    )
+    assert build == ["docker", "build", "--target", "gpu", "-t", "voice-dialogue:gpu", "."]
+    assert run[:2] == ["docker", "run"] and "--gpus" in run and "nvidia.com/gpu=all" not in run
+    assert "9000:8000" in run and "10300:10300" in run
+    assert "API_KEY" in run and not any("s3cret" in part for part in run)  # passed by name only
+    (cpu,) = _start_plan("--cpu")
+    assert cpu[-1] == "voice-dialogue:cpu" and not any("gpu" in part or "cuda" in part for part in cpu[:-1])
+
+
+def test_the_start_script_refuses_an_unknown_option() -> None:
+    result = subprocess.run(
+        ["bash", "scripts/start-podman.sh", "--gpu-please"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "unknown option" in result.stderr

@@ -139,6 +139,13 @@ ENV: dict[str, tuple[str, str]] = {
 }
 """Environment variable -> (section, field): the same names as ever, so a user's `.env` keeps working."""
 
+LEGACY_ENV: dict[str, str] = {
+    "SEGMENT_LENGTH_THRESHOLD": "SEGMENT_THRESHOLD_CHARS",
+    "MAX_CACHE_SIZE": "SPEAKER_CACHE_SIZE",
+}
+"""The names the backend this server replaces used -> ours: read when ours is not set (README:
+Coming from the realtime dialogue backend)."""
+
 _BY_FIELD = {location: name.lower() for name, location in ENV.items()}
 _SECRETS = {"api_key", "llm_api_key", "database_url"}
 
@@ -155,7 +162,11 @@ class _FlatVariables(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         names = (name.lower() for name in ENV)
-        return {name: self.variables[name] for name in names if self.variables.get(name) is not None}
+        found = {name: self.variables[name] for name in names if self.variables.get(name) is not None}
+        for old, new in LEGACY_ENV.items():
+            if self.variables.get(old.lower()) is not None:
+                found.setdefault(new.lower(), self.variables[old.lower()])
+        return found
 
 
 class Settings(BaseSettings):
