@@ -342,14 +342,21 @@ async def overloaded_or_done(port: int, audio: bytes) -> str:
 
 
 def test_connections_beyond_the_limit_are_refused_with_an_error_event(one_slot: Server) -> None:
+    async def settle(count: int) -> None:  # the server's own count (a busy CPU is slow to accept)
+        began = time.monotonic()
+        while one_slot.wyoming.connections != count and time.monotonic() - began < 30:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert one_slot.wyoming.connections == count, f"{one_slot.wyoming.connections} open, not {count}"
+
     async def run() -> Error:
+        await settle(0)  # an earlier test's connections have ended
         clients = [AsyncTcpClient("127.0.0.1", one_slot.port) for _ in range(4)]
         for c in clients:
             await c.connect()
         try:
-            await asyncio.sleep(0.2)
+            await settle(4)
             async with AsyncTcpClient("127.0.0.1", one_slot.port) as extra:
-                event = await read(extra, 10)
+                event = await read(extra, 30)
                 assert await asyncio.wait_for(extra.read_event(), 10) is None  # then closed
                 return Error.from_event(event)
         finally:
@@ -464,7 +471,8 @@ def test_a_malformed_event_closes_its_connection_and_no_other(wyoming: Server, r
 
     seen, took, info = asyncio.run(run())
     assert [e.type for e in seen] == ["error"], seen  # told why, then closed
-    assert Error.from_event(seen[0]).text
+    error = Error.from_event(seen[0])
+    assert error.text and error.code in ("protocol_error", "payload_too_large", "idle_timeout"), error
     assert took < 10
     assert info.asr  # the other connection is served as before
 

@@ -172,8 +172,9 @@ class Connection:
         kind = event.type
         handler = self._HANDLERS.get(kind)
         if handler is None:
-            if kind not in KNOWN_TYPES and kind != "handle":
-                raise _protocol(f"unknown event type {kind!r}")
+            if kind not in KNOWN_TYPES:
+                await self._inbox_error(_protocol(f"unknown event type {kind!r}"))
+                return False
             logger.debug("dropped a Wyoming %r event (not served here)", kind)
             return True
         started = time.perf_counter()
