@@ -5,6 +5,7 @@ served whichever replica answers the GET."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,14 @@ def test_two_ingress_replicas_keep_one_history_and_serve_every_reply(shared_serv
                 audio = http.get(url)
                 assert audio.status_code == 200, url
         assert decode_audio(audio.content).duration > 0.3
+
+        # A burst at once: Serve's router spreads concurrent requests over both ingress replicas.
+        def fetch(i: int) -> int:
+            path = urls[i % len(urls)] if i % 2 else f"/conversations/{conversation}"
+            return httpx.get(f"{base}{path}", timeout=60).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(fetch, range(32))) == {200}
     # Both ingress replicas answered some of those requests (each logs its own, under its pid).
     served = set(
         re.findall(r"ServeReplica:voice:ingress pid=(\d+)\D[^\n]*backend\.app\.access", log_path.read_text())
