@@ -48,7 +48,7 @@ class Engine:
         return cast("ModelFiles | None", self._module().model_files(settings))
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     """Whether a CUDA device is there, asked of CTranslate2 (loaded for STT anyway) rather than
     torch, which the default CPU configuration never needs to import."""
     try:
@@ -63,7 +63,7 @@ def _is_llamacpp(settings: Settings) -> bool:
     llm = settings.llm
     if llm.backend != "local" or not (llm.model == "" or llm.model.lower().endswith(".gguf")):
         return False
-    return llm.device == "cpu" or (llm.device == "auto" and (llm.model != "" or not _cuda_available()))
+    return llm.device == "cpu" or (llm.device == "auto" and (llm.model != "" or not cuda_available()))
 
 
 def _is_piper(settings: Settings) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 from backend.app.core.errors import ConflictError
 
 if TYPE_CHECKING:
-    from backend.app.storage.conversations import ConversationStore
+    from backend.app.storage.conversations import ConversationStore, Row
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,18 @@ class CastTable:
     def get(self, name: str) -> StoredCast | None:
         with self._store._lock, self._store._guarded():
             row = self._store._db.execute("SELECT * FROM casts WHERE name = ?", (name,)).fetchone()
-        return _cast(row) if row else None
+        return cast_from_row(row) if row else None
 
     def all(self) -> list[StoredCast]:
         with self._store._lock, self._store._guarded():
             rows = self._store._db.execute("SELECT * FROM casts ORDER BY name").fetchall()
-        return [_cast(row) for row in rows]
+        return [cast_from_row(row) for row in rows]
 
     def delete(self, name: str) -> bool:
         with self._store._transaction() as db:
             return bool(db.execute("DELETE FROM casts WHERE name = ?", (name,)).rowcount)
 
 
-def _cast(row: sqlite3.Row) -> StoredCast:
+def cast_from_row(row: Row) -> StoredCast:
+    """A stored cast from a row of either store."""
     return StoredCast(row["name"], json.loads(row["speakers"]), row["created_at"], row["updated_at"])

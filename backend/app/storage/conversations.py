@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from backend.app.core.errors import StorageFullError, StorageOpenError, StorageUnavailableError
 from backend.app.core.paths import low_disk, require_free_disk
@@ -249,7 +250,7 @@ class ConversationStore:
             params += (limit,)
         with self._lock, self._guarded():
             rows = self._db.execute(query, params).fetchall()
-        return [_turn(row) for row in reversed(rows)]
+        return [turn_from_row(row) for row in reversed(rows)]
 
     def get(self, conversation_id: str) -> Conversation | None:
         with self._lock, self._guarded():
@@ -258,7 +259,7 @@ class ConversationStore:
                 "FROM conversations c WHERE c.id = ?",
                 (conversation_id,),
             ).fetchone()
-        return _conversation(row) if row else None
+        return conversation_from_row(row) if row else None
 
     def page(self, limit: int, offset: int) -> tuple[list[Conversation], int]:
         """A page of conversations, most recently updated first, and the total count."""
@@ -269,7 +270,7 @@ class ConversationStore:
                 (limit, offset),
             ).fetchall()
             total = int(self._db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
-        return [_conversation(r) for r in rows], total
+        return [conversation_from_row(r) for r in rows], total
 
     def update(
         self,
@@ -282,9 +283,7 @@ class ConversationStore:
     ) -> Conversation | None:
         """Set the given fields (None leaves a field as it is; names in `clear` are set to NULL)."""
         values = {"title": title, "system_prompt": system_prompt, "voice": voice}
-        sets = [f"{name} = ?" for name, value in values.items() if value is not None]
-        params: list[object] = [value for value in values.values() if value is not None]
-        sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
+        sets, params = update_clauses(values, clear, "?")
         if sets:
             with self._lock, self._guarded(writing=True):
                 self._db.execute(
@@ -325,7 +324,24 @@ def _title(turns: Sequence[Turn]) -> str:
     return first[:60] + ("…" if len(first) > 60 else "")
 
 
-def _turn(row: sqlite3.Row) -> Turn:
+class Row(Protocol):
+    """A result row indexable by column name: sqlite3.Row, or psycopg's dict rows."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def update_clauses(
+    values: dict[str, str | None], clear: Sequence[str], placeholder: str
+) -> tuple[list[str], list[object]]:
+    """`update`'s SET clauses and their parameters, for either store's placeholder (`?`, `%s`):
+    the given fields set, the names in `clear` (system_prompt, voice) set to NULL."""
+    sets = [f"{name} = {placeholder}" for name, value in values.items() if value is not None]
+    params: list[object] = [value for value in values.values() if value is not None]
+    sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
+    return sets, params
+
+
+def turn_from_row(row: Row) -> Turn:
     return Turn(
         role=row["role"],
         text=row["text"],
@@ -338,7 +354,7 @@ def _turn(row: sqlite3.Row) -> Turn:
     )
 
 
-def _conversation(row: sqlite3.Row) -> Conversation:
+def conversation_from_row(row: Row) -> Conversation:
     return Conversation(
         id=row["id"],
         title=row["title"],

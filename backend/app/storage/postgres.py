@@ -27,7 +27,14 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from backend.app.core.errors import StorageOpenError, StorageUnavailableError
-from backend.app.storage.conversations import Conversation, Turn, _title
+from backend.app.storage.conversations import (
+    Conversation,
+    Turn,
+    _title,
+    conversation_from_row,
+    turn_from_row,
+    update_clauses,
+)
 from backend.app.storage.postgres_casts import PostgresCasts
 
 logger = logging.getLogger(__name__)
@@ -250,7 +257,7 @@ class PostgresStore:
             params += (limit,)
         with self.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [_turn(row) for row in reversed(rows)]
+        return [turn_from_row(row) for row in reversed(rows)]
 
     def get(self, conversation_id: str) -> Conversation | None:
         with self.connection() as conn:
@@ -259,7 +266,7 @@ class PostgresStore:
                 "FROM conversations c WHERE c.id = %s",
                 (conversation_id,),
             ).fetchone()
-        return _conversation(row) if row else None
+        return conversation_from_row(row) if row else None
 
     def page(self, limit: int, offset: int) -> tuple[list[Conversation], int]:
         with self.connection() as conn:
@@ -269,7 +276,7 @@ class PostgresStore:
                 (limit, offset),
             ).fetchall()
             total = conn.execute("SELECT COUNT(*) AS n FROM conversations").fetchone()
-        return [_conversation(r) for r in rows], int(total["n"]) if total else 0
+        return [conversation_from_row(r) for r in rows], int(total["n"]) if total else 0
 
     def update(
         self,
@@ -281,9 +288,9 @@ class PostgresStore:
         clear: Sequence[str] = (),
     ) -> Conversation | None:
         values = {"title": title, "system_prompt": system_prompt, "voice": voice}
-        sets = [f"{name} = %s" for name, value in values.items() if value is not None]
-        params: list[object] = [_text(value) for value in values.values() if value is not None]
-        sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
+        sets, params = update_clauses(
+            {name: _text(value) if value is not None else None for name, value in values.items()}, clear, "%s"
+        )
         if sets:
             with self.connection(writing=True) as conn:
                 conn.execute(
@@ -350,28 +357,3 @@ class TurnLock:
 def _text(text: str) -> str:
     """PostgreSQL's text holds no NUL character (SQLite's does): it is stored as U+FFFD."""
     return text.replace("\x00", "\ufffd")
-
-
-def _turn(row: dict[str, Any]) -> Turn:
-    return Turn(
-        role=row["role"],
-        text=row["text"],
-        created_at=row["created_at"],
-        language=row["language"],
-        voice=row["voice"],
-        audio_file=row["audio_file"],
-        timings=json.loads(row["timings"]) if row["timings"] else {},
-        interrupted=bool(row["interrupted"]),
-    )
-
-
-def _conversation(row: dict[str, Any]) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        voice=row["voice"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        turn_count=int(row["turn_count"]),
-    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from backend.app.core.errors import ConflictError
-from backend.app.storage.casts import StoredCast
+from backend.app.storage.casts import StoredCast, cast_from_row
 
 if TYPE_CHECKING:
     from backend.app.storage.postgres import PostgresStore
@@ -38,17 +38,13 @@ class PostgresCasts:
     def get(self, name: str) -> StoredCast | None:
         with self._store.connection() as conn:
             row = conn.execute("SELECT * FROM casts WHERE name = %s", (name,)).fetchone()
-        return _cast(row) if row else None
+        return cast_from_row(row) if row else None
 
     def all(self) -> list[StoredCast]:
         with self._store.connection() as conn:
             rows = conn.execute("SELECT * FROM casts ORDER BY name").fetchall()
-        return [_cast(row) for row in rows]
+        return [cast_from_row(row) for row in rows]
 
     def delete(self, name: str) -> bool:
         with self._store._transaction() as conn:
             return bool(conn.execute("DELETE FROM casts WHERE name = %s", (name,)).rowcount)
-
-
-def _cast(row: dict[str, Any]) -> StoredCast:
-    return StoredCast(row["name"], json.loads(row["speakers"]), row["created_at"], row["updated_at"])

@@ -111,7 +111,7 @@ async def status(request: Request) -> dict[str, Any]:
             "engine": registry.engine("llm", settings).name,
             "model": llm_model,
         },
-        "gpu_available": _gpu_available(),
+        "gpu_available": registry.cuda_available(),
         "performance_stats": request.app.state.ququ_stats.as_dict(loaded),
     }
 
@@ -214,11 +214,3 @@ class QuquStats:
             "initialized": loaded,
             "models_loaded": {"asr": loaded, "vad": loaded, "punc": loaded},
         }
-
-
-def _gpu_available() -> bool:
-    try:
-        import ctranslate2
-    except ImportError:
-        return False
-    return bool(ctranslate2.get_cuda_device_count() > 0)
