@@ -264,6 +264,119 @@ def _mp4_cases() -> list[tuple[str, bytes]]:
     return cases
 
 
+# --- AAC in ADTS: every field of the frame header (the sync word aside) -------------------
+
+# (name, first bit after the sync word's 12, width): ISO/IEC 13818-7's adts_fixed_header and
+# adts_variable_header.
+ADTS_FIELDS = (
+    ("id", 12, 1),
+    ("layer", 13, 2),
+    ("protection_absent", 15, 1),
+    ("profile", 16, 2),
+    ("rate_index", 18, 4),
+    ("private", 22, 1),
+    ("channels", 23, 3),
+    ("frame_length", 30, 13),
+    ("buffer_fullness", 43, 11),
+    ("raw_blocks", 54, 2),
+)
+
+
+def _aac_encode(samples: np.ndarray, rate: int, bit_rate: int = 16_000) -> bytes:
+    """Mono int16 or float samples as AAC-LC frames in an ADTS stream (FFmpeg's encoder)."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        stream.bit_rate = bit_rate
+        floats = samples.astype(np.float32) / (32768.0 if samples.dtype == np.int16 else 1.0)
+        frame = av.AudioFrame.from_ndarray(floats[None, :], format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def adts_frames(data: bytes) -> list[bytes]:
+    """The frames of an ADTS stream, each with its header."""
+    frames, at = [], 0
+    while at + 7 <= len(data) and data[at] == 0xFF and data[at + 1] & 0xF0 == 0xF0:
+        length = ((data[at + 3] & 0x03) << 11) | (data[at + 4] << 3) | (data[at + 5] >> 5)
+        if length < 7:
+            break
+        frames.append(data[at : at + length])
+        at += length
+    return frames
+
+
+def _adts_speech() -> bytes:
+    audio, rate = sf.read(DATA / "speech.flac", dtype="int16")
+    return _aac_encode(np.asarray(audio[: rate // 2]), rate)
+
+
+def adts(field: str, value: int, every_frame: bool = False) -> bytes:
+    """Half a second of speech as ADTS with one header field set, in the first frame or in all."""
+    _, start, width = next(f for f in ADTS_FIELDS if f[0] == field)
+    frames = adts_frames(_adts_speech())
+    for i, frame in enumerate(frames if every_frame else frames[:1]):
+        bits = int.from_bytes(frame[:7], "big")
+        shift = 56 - start - width
+        bits = (bits & ~(((1 << width) - 1) << shift)) | ((value & ((1 << width) - 1)) << shift)
+        frames[i] = bits.to_bytes(7, "big") + frame[7:]
+    return b"".join(frames)
+
+
+def _adts_cases() -> list[tuple[str, bytes]]:
+    cases = []
+    for name, _, width in ADTS_FIELDS:
+        top = (1 << width) - 1
+        values = range(top + 1) if width <= 4 else sorted({0, 1, 6, 7, 8, top >> 1, top})
+        for value in values:
+            for every in (False, True):
+                label = f"adts {name}={value}" + (" in every frame" if every else "")
+                cases.append((label, adts(name, value, every)))
+    return cases
+
+
+def surround(container: str, codec: str, layout: str = "7.1", seconds: float = 1.0) -> bytes:
+    """A tone on each channel of `layout` (a different pitch each), encoded by FFmpeg.
+
+    The frame is handed over packed: PyAV cannot fill a planar frame of eight channels or more."""
+    import av
+
+    rate = 48_000
+    channels = len(av.AudioLayout(layout).channels)
+    t = np.arange(int(rate * seconds)) / rate
+    tones = np.stack([0.3 * np.sin(2 * np.pi * (200 + 50 * c) * t) for c in range(channels)])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        packed = np.ascontiguousarray(tones.T, dtype=np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def looped_aac(seconds: float = 58.0, frames: int = 4, rate: int = 8_000, offset: float = 0.5) -> bytes:
+    """A few AAC frames of speech played over and over: a syllable repeated for `seconds`.
+
+    Cheap to make and small (AAC frames of a second's speech at 8 kHz, repeated), it decodes to
+    ordinary-sounding audio that drives Whisper into a repetition loop on every decoding attempt:
+    the class of input whose transcription cost, not its size, is the attack."""
+    audio, file_rate = sf.read(DATA / "speech.flac", dtype="float32")
+    import soxr
+
+    speech = soxr.resample(np.asarray(audio), file_rate, rate)
+    encoded = adts_frames(_aac_encode(speech, rate, bit_rate=8_000))
+    first = int(offset * rate / 1024)
+    piece = encoded[first : first + frames]
+    count = int(seconds * rate / 1024)
+    return b"".join(piece[i % len(piece)] for i in range(count))
+
+
 def flac_rate_bomb(rate: int = 384_000, seconds: float = 50.0) -> bytes:
     """A small FLAC of constant frames at a high rate: tiny on disk, huge when decoded as is."""
     buffer = io.BytesIO()
@@ -280,6 +393,7 @@ _BUILDERS: tuple[Callable[[], list[tuple[str, bytes]]], ...] = (
     _mp3_cases,
     _ogg_cases,
     _mp4_cases,
+    _adts_cases,
 )
 CASES: list[tuple[str, bytes]] = [case for build in _BUILDERS for case in build()]
 """Every (label, file) once: a few hundred files, each one field at one boundary value."""

@@ -11,7 +11,7 @@ from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AudioTooLongError, InvalidAudioError
 from tests.conftest import clip
-from tests.hostile_audio import CASES, flac_rate_bomb, wav
+from tests.hostile_audio import CASES, flac_rate_bomb, surround, wav
 
 FORMATS = ["speech.wav", "speech.mp3", "speech.flac", "speech.ogg", "speech.webm", "speech.m4a", "speech.mp4"]
 
@@ -102,6 +102,20 @@ def test_fragmented_mp4_as_safari_records_it() -> None:
     audio = decode_audio(data, 16_000)
     assert 3.1 < audio.duration < 3.5
     assert np.sqrt(np.mean(audio.samples**2)) > 0.02
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "layout"),
+    [("adts", "aac", "7.1"), ("mp4", "aac", "7.1"), ("ogg", "libopus", "7.1"), ("ogg", "libopus", "5.1")],
+)
+def test_surround_audio_decodes_to_the_mean_of_its_channels(container: str, codec: str, layout: str) -> None:
+    """Eight planar channels crashed the process: PyAV read a ninth channel pointer past FFmpeg's
+    eight (a 7.1 AAC or Opus upload, or an ADTS header saying 7.1, took the server down)."""
+    audio = decode_audio(surround(container, codec, layout), 16_000)
+    assert abs(audio.duration - 1.0) < 0.05
+    # Tones of different pitch on every channel, averaged: quieter than one, far from silence.
+    rms = float(np.sqrt(np.mean(audio.samples**2)))
+    assert 0.02 < rms < 0.3 / np.sqrt(2)
 
 
 @pytest.mark.parametrize(("label", "data"), CASES, ids=[label for label, _ in CASES])

@@ -1,6 +1,7 @@
 """Fuzzing a live server: schemathesis over the OpenAPI schema, and hypothesis with strategies for
 hostile audio (random bytes, truncated or corrupted files, odd sample rates, NaN/inf samples, 0 and
-8 channels), hostile text (RTL, combining marks, 10k emoji, NUL bytes, lone surrogates) and wrong
+8 channels, 7.1 AAC and Opus, a looped syllable), header fields at boundary values (WAV, FLAC, MP3,
+Ogg, MP4, AAC in ADTS), hostile text (RTL, combining marks, 10k emoji, NUL bytes, lone surrogates) and wrong
 types. Every request must get a non-5xx answer, and the server must stay up.
 
 In `make test` the run is sized for CI (over 5,000 requests); `make fuzz` sets FUZZ_SCALE=10.
@@ -26,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
-from tests.hostile_audio import hostile_header
+from tests.hostile_audio import hostile_header, looped_aac, surround
 from tests.server import REPO, server_dir, start_server, stop_server
 
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
@@ -193,6 +194,14 @@ def resampled_speech(rate: int) -> bytes:
     return buffer.getvalue()
 
 
+# Files that are ordinary but crashed or held a model: 7.1 AAC and Opus (eight planar channels
+# crashed the process), a syllable looped in AAC (it sends Whisper into a repetition loop).
+CRAFTED = [
+    surround("adts", "aac"),
+    surround("mp4", "aac"),
+    surround("ogg", "libopus"),
+    looped_aac(2.9, offset=1.0),
+]
 audio_payloads = st.one_of(
     st.binary(max_size=4096),
     hostile_wav(),
@@ -223,6 +232,21 @@ def test_hostile_audio_never_gets_a_5xx(
     check(response, f"POST {path} with {len(payload)} bytes")
     if path == "/voices" and response.status_code == 201:
         check(http.delete("/voices/Fuzz"), "DELETE /voices/Fuzz")
+
+
+@pytest.mark.parametrize("route", AUDIO_ROUTES, ids=[r[0] for r in AUDIO_ROUTES])
+def test_crafted_files_on_every_audio_route(
+    http: httpx.Client, route: tuple[str, str, dict[str, str]]
+) -> None:
+    STAGES_RUN.add("crafted")
+    path, field, form = route
+    for i, payload in enumerate(CRAFTED):
+        response = http.post(path, files={field: ("a.bin", payload, "application/octet-stream")}, data=form)
+        check(response, f"POST {path} with crafted file {i}")
+        if path in ("/stt", "/v1/audio/transcriptions"):  # valid audio, within the limits
+            assert response.status_code == 200, response.text[:300]
+        if path == "/voices" and response.status_code == 201:
+            check(http.delete("/voices/Fuzz"), "DELETE /voices/Fuzz")
 
 
 # --- hostile text ---------------------------------------------------------------------------
@@ -503,7 +527,18 @@ def test_wrong_types_never_get_a_5xx(http: httpx.Client, route: str, body: Any, 
 # --- the verdict ----------------------------------------------------------------------------
 
 
-ALL_STAGES = {"schema", "audio", "headers", "text", "optimize", "unicode", "forms", "nesting", "types"}
+ALL_STAGES = {
+    "schema",
+    "audio",
+    "crafted",
+    "headers",
+    "text",
+    "optimize",
+    "unicode",
+    "forms",
+    "nesting",
+    "types",
+}
 
 
 def test_the_server_survived_every_request(

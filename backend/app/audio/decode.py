@@ -40,14 +40,40 @@ MAX_FRAME_SAMPLES = 1 << 22
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 
-def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+PLANE_POINTERS = 8
+"""FFmpeg's AV_NUM_DATA_POINTERS. PyAV counts a planar frame's planes by reading its channel
+pointers until one is NULL; with this many channels or more there is no NULL after the last one,
+so it reads past them (a 7.1 AAC or Opus file crashed the process)."""
+
+
+class _Packer:
+    """Planar frames of `PLANE_POINTERS` channels or more, made packed by FFmpeg (one plane, the
+    same channels, rate and sample type) before PyAV reads them."""
+
+    def __init__(self) -> None:
+        self._resampler: av.AudioResampler | None = None
+        self._setup: tuple[str, str, int] | None = None
+
+    def __call__(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        setup = (frame.format.name, frame.layout.name, int(frame.sample_rate))
+        if self._resampler is None or setup != self._setup:
+            # The same rate: FFmpeg converts each frame as it comes, holding nothing back.
+            self._resampler = av.AudioResampler(
+                format=frame.format.packed, layout=frame.layout, rate=frame.sample_rate
+            )
+            self._setup = setup
+        return list(self._resampler.resample(frame))
+
+
+def _frame_to_mono(frame: av.AudioFrame, channels: int) -> np.ndarray:
     """One decoded frame as mono float32, whatever its sample format.
 
     Channels are averaged here rather than by FFmpeg's resampler, whose stereo downmix adds +3 dB
-    for identical channels (and can clip) and which costs more than this numpy pass.
+    for identical channels (and can clip) and which costs more than this numpy pass. A planar
+    frame must have fewer than `PLANE_POINTERS` channels (see `_Packer`).
     """
+    assert not (frame.format.is_planar and channels >= PLANE_POINTERS)
     data = frame.to_ndarray()
-    channels = len(frame.layout.channels) or 1
     if not frame.format.is_planar:
         data = data.reshape(-1, channels).T  # packed: interleaved samples
     if data.dtype == np.uint8:
@@ -128,6 +154,7 @@ class _Decoder:
         self.native = 0
         self.decoded = 0  # input samples (per channel)
         self._resampler: soxr.ResampleStream | None = None
+        self._packer = _Packer()
         self._chunks: list[np.ndarray] = []
 
     def add(self, frame: av.AudioFrame) -> None:
@@ -146,13 +173,17 @@ class _Decoder:
             raise AudioTooLongError(
                 f"the audio is longer than the {self.max_seconds:g} s limit (MAX_AUDIO_SECONDS)"
             )
-        mono = _frame_to_mono(frame)
-        if not np.all(np.isfinite(mono)):
-            mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-        if self._resampler is not None:
-            mono = self._resampler.resample_chunk(mono)
-        if len(mono):
-            self._chunks.append(mono)
+        if frame.format.is_planar and channels >= PLANE_POINTERS:
+            pieces = [_frame_to_mono(packed, channels) for packed in self._packer(frame)]
+        else:
+            pieces = [_frame_to_mono(frame, channels)]
+        for mono in pieces:
+            if not np.all(np.isfinite(mono)):
+                mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+            if self._resampler is not None:
+                mono = self._resampler.resample_chunk(mono)
+            if len(mono):
+                self._chunks.append(mono)
 
     def _start(self, rate: int) -> None:
         if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
