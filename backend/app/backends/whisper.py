@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
@@ -48,7 +48,7 @@ class WhisperBackend:
         beam_size: int = 5,
         vad_filter: bool = True,
     ) -> None:
-        from faster_whisper import WhisperModel
+        from backend.app.backends.whisper_budget import BoundedWhisperModel
 
         if model_name == "embedded":
             source, label = str(embedded.whisper_tiny_en_dir()), "whisper-tiny.en (embedded)"
@@ -69,7 +69,7 @@ class WhisperBackend:
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
         try:
-            self._model = WhisperModel(
+            self._model = BoundedWhisperModel(
                 source,
                 device=device,
                 compute_type=compute_type,
@@ -110,7 +110,20 @@ class WhisperBackend:
             task=options.task,
             **({"temperature": options.temperature} if options.temperature else {}),
         )
-        # The segments are a lazy generator: consume it here, on the worker thread.
+        # The segments are a lazy generator, decoded as they are read: consume it here, on the
+        # worker thread, within the decoding budget of this audio.
+        from backend.app.backends.whisper_budget import DecodeBudget
+
+        self._model.set_budget(DecodeBudget.for_audio(info.duration_after_vad))
+        try:
+            yield from self._collect(segments, info, audio.duration)
+        finally:
+            self._model.set_budget(None)
+
+    @staticmethod
+    def _collect(
+        segments: Iterable[Any], info: Any, duration: float
+    ) -> Iterator[TranscriptSegment | Transcription]:
         collected = []
         for s in _cancellable(segments):
             segment = TranscriptSegment(
@@ -135,7 +148,7 @@ class WhisperBackend:
             text=join_pieces([s.text for s in collected if s.text]),
             language=info.language,
             language_probability=round(info.language_probability, 4),
-            duration=round(audio.duration, 3),
+            duration=round(duration, 3),
             segments=tuple(collected),
         )
 

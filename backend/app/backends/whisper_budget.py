@@ -1,0 +1,95 @@
+"""What one transcription may spend in Whisper's decoder, bounded by the audio it decodes.
+
+Whisper decodes each 30 s window, and when the text comes out too repetitive or unlikely it decodes
+the window again at rising temperatures (0.2 ... 1.0, five sampled hypotheses each). faster-whisper
+lets every attempt run to the model's whole text context (448 tokens). Ordinary speech needs one
+attempt of a few dozen tokens a window; audio that drives the model into a repetition loop (a
+syllable played over and over, which a few kilobytes of AAC can encode) fills the context on every
+attempt: measured on tiny.en, 58 s of such audio took 27-44 s of decoding against about 3 s for 58 s
+of speech. So each transcription gets a budget from its own duration:
+
+- a window may produce at most `MAX_NEW_TOKENS` (OpenAI's reference decoder stops there too: half
+  the text context), and a short clip proportionally fewer (`TOKENS_PER_SECOND`, with a margin);
+- the temperature fallbacks of a whole transcription are a pool, `FALLBACKS_PER_WINDOW` per 30 s of
+  speech plus one: a window that needs them takes them while the pool lasts, and once it is spent
+  the remaining windows keep their first (temperature 0) result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0
+MAX_NEW_TOKENS = 224
+"""Tokens one window may produce (the reference decoder's sample length; speech uses a third)."""
+TOKENS_PER_SECOND = 16
+"""Allowance a second of audio for a clip shorter than a window: twice fast speech in any language
+Whisper writes with the most tokens, plus `MIN_NEW_TOKENS`."""
+MIN_NEW_TOKENS = 32
+FALLBACKS_PER_WINDOW = 1
+
+
+@dataclass
+class DecodeBudget:
+    """The decoder work one transcription may still do, and what it did."""
+
+    max_new_tokens: int
+    fallbacks: int
+    attempts: int = 0
+    """Decoder calls made (one per window, more with fallbacks)."""
+    spent_warned: bool = False
+
+    @classmethod
+    def for_audio(cls, speech_seconds: float) -> DecodeBudget:
+        windows = max(1, math.ceil(speech_seconds / WINDOW_S))
+        tokens = MIN_NEW_TOKENS + math.ceil(TOKENS_PER_SECOND * speech_seconds)
+        return cls(max_new_tokens=min(MAX_NEW_TOKENS, tokens), fallbacks=FALLBACKS_PER_WINDOW * windows + 1)
+
+
+class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
+    """faster-whisper's model, its decoding held to the budget of the transcription in progress.
+
+    The budget is per thread: `budgeted()` sets it for the transcription the calling thread is
+    about to consume (faster-whisper's segments are a lazy generator, decoded as they are read)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._budgets = threading.local()
+
+    def set_budget(self, budget: DecodeBudget | None) -> None:
+        self._budgets.current = budget
+
+    def generate_with_fallback(
+        self, encoder_output: Any, prompt: list[int], tokenizer: Any, options: Any
+    ) -> Any:
+        budget: DecodeBudget | None = getattr(self._budgets, "current", None)
+        if budget is None:
+            return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
+        room = self.max_length - len(prompt)
+        new_tokens = min(budget.max_new_tokens, options.max_new_tokens or room, room)
+        temperatures = list(options.temperatures)[: 1 + budget.fallbacks]
+        if len(temperatures) < len(options.temperatures) and not budget.spent_warned:
+            budget.spent_warned = True
+            log.info(
+                "this transcription's decoding fallbacks are spent: later windows keep their first result"
+            )
+        bounded = replace(
+            options,
+            temperatures=temperatures,
+            # A prompt that fills the context leaves no room: faster-whisper's own limit then applies.
+            max_new_tokens=new_tokens if new_tokens > 0 else options.max_new_tokens,
+        )
+        result = super().generate_with_fallback(encoder_output, prompt, tokenizer, bounded)
+        temperature = result[2]
+        attempts = temperatures.index(temperature) + 1 if temperature in temperatures else len(temperatures)
+        budget.attempts += attempts
+        budget.fallbacks -= attempts - 1
+        return result
