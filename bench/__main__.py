@@ -9,6 +9,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
 - STT decoding for turns: beam 1 against beam 5 (time and word error rate);
+- what a transcription costs by what is in the audio: crafted repetition loops against speech of the
+  same length, the raw library against the server's bounded decoding;
 - dialogue scripts (two speakers, 1,250-1,500 characters): time to the first audio and real-time
   factor, against the same words as plain text;
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
@@ -47,6 +49,7 @@ SECTIONS = (
     "llm_quality",
     "chinese",
     "beam",
+    "stt_cost",
     "dialogue",
     "latency",
     "realtime",
@@ -157,13 +160,20 @@ def main(argv: list[str] | None = None) -> int:
 
         write(out, "beam", stt_beam.section(stt_beam.measure(1 if args.quick else 2)))
 
+    if "stt_cost" in args.sections and not args.gpu:
+        from bench import stt_cost
+
+        write(out, "stt_cost", stt_cost.section(stt_cost.measure(1 if args.quick else 2)))
+
     if "dialogue" in args.sections:  # in-process, the configured TTS engine
         from bench import dialogue
 
         runs = 1 if args.quick else repeats
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
-    own_process = ("startup", "serve", "llm", "llm_quality", "chinese", "beam", "dialogue", "storage")
+    own_process = (
+        "startup", "serve", "llm", "llm_quality", "chinese", "beam", "stt_cost", "dialogue", "storage"
+    )  # fmt: skip
     needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:
         port = free_port()

@@ -9,7 +9,7 @@ attempt: measured on tiny.en, 58 s of such audio took 27-44 s of decoding agains
 of speech. So each transcription gets a budget from its own duration:
 
 - a window may produce at most `MAX_NEW_TOKENS` (OpenAI's reference decoder stops there too: half
-  the text context), and a short clip proportionally fewer (`TOKENS_PER_SECOND`, with a margin);
+  the text context), and a short clip as many for its length (`TOKENS_PER_SECOND`, with a margin);
 - the temperature fallbacks of a whole transcription are a pool, `FALLBACKS_PER_WINDOW` per 30 s of
   speech plus one: a window that needs them takes them while the pool lasts, and once it is spent
   the remaining windows keep their first (temperature 0) result.
@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 WINDOW_S = 30.0
 MAX_NEW_TOKENS = 224
 """Tokens one window may produce (the reference decoder's sample length; speech uses a third)."""
-TOKENS_PER_SECOND = 16
-"""Allowance a second of audio for a clip shorter than a window: twice fast speech in any language
-Whisper writes with the most tokens, plus `MIN_NEW_TOKENS`."""
+TOKENS_PER_SECOND = 8
+"""A clip shorter than a window may produce this many a second (plus `MIN_NEW_TOKENS`): the density
+the reference allows a whole window (224 in 30 s), about twice what fast English speech needs.
+Text cut there is not lost while timestamps are on: the next window starts at the last one."""
 MIN_NEW_TOKENS = 32
 FALLBACKS_PER_WINDOW = 1
 
