@@ -31,20 +31,6 @@ LENGTHS = (12.0, 58.0)
 OFFSETS = (1.0, 1.66, 2.2)
 
 
-class Counting:
-    """CTranslate2's Whisper with its `generate` calls counted."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.inner.generate(*args, **kwargs)
-
-
 def speech(seconds: float) -> tuple[str, Audio]:
     """The embedded voice reading the requests in turn until `seconds` are filled (then cut)."""
     from backend.app.backends import registry
@@ -87,6 +73,7 @@ def measure(repeats: int) -> dict[str, Any]:
 
     from backend.app.backends import embedded
     from backend.app.backends.whisper import WhisperBackend
+    from tests.backends.test_whisper_budget import CountingGenerate
 
     ours = WhisperBackend("embedded", Path("/nonexistent"))
     # The same model files and threads as the server's engine.
@@ -96,8 +83,8 @@ def measure(repeats: int) -> dict[str, Any]:
         compute_type="int8",
         cpu_threads=os.cpu_count() or 0,
     )
-    ours._model.model = ours_counter = Counting(ours._model.model)
-    raw.model = raw_counter = Counting(raw.model)
+    ours._model.model = ours_counter = CountingGenerate(ours._model.model)
+    raw.model = raw_counter = CountingGenerate(raw.model)
     made = clips()
 
     def run_raw(audio: Audio) -> str:
@@ -115,10 +102,10 @@ def measure(repeats: int) -> dict[str, Any]:
             row = rows.setdefault(label, {"duration": audio.duration, "text": text})
             for side in ("raw", "server") if (run + i) % 2 == 0 else ("server", "raw"):
                 transcribe, counter = sides[side]
-                before, started = counter.calls, time.perf_counter()
+                before, started = len(counter.calls), time.perf_counter()
                 heard = transcribe(audio)
                 row.setdefault(f"{side}_s", []).append(time.perf_counter() - started)
-                row[f"{side}_calls"] = counter.calls - before
+                row[f"{side}_calls"] = len(counter.calls) - before
                 if text is not None:
                     row[f"{side}_wer"] = word_error_rate(text, heard)
                 print(f"stt cost: {label} {side} {row[f'{side}_s'][-1]:.2f} s", flush=True)
