@@ -8,7 +8,12 @@ drives the model into a repetition loop on every attempt) used to take six attem
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import io
 import math
+import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +25,19 @@ from backend.app.core.values import TranscribeOptions
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA
 from tests.hostile_audio import looped_aac
+
+with contextlib.redirect_stdout(io.StringIO()):
+    import this  # the Zen of Python, in rot13
+
+PROSE = " ".join(2 * (codecs.decode(this.s, "rot13") + " " + (random.__doc__ or "")).split())[:2000]
+
+
+def model_options() -> Any:
+    """faster-whisper's options as its `transcribe` fills them by default."""
+    from faster_whisper.transcribe import TranscriptionOptions
+
+    fields = TranscriptionOptions.__dataclass_fields__
+    return TranscriptionOptions(**dict.fromkeys(fields, None))
 
 
 class CountingGenerate:
@@ -71,11 +89,39 @@ def test_speech_is_decoded_once_within_its_allowance(
     assert used < allowed <= DecodeBudget.for_audio(audio.duration).max_new_tokens < MAX_NEW_TOKENS
 
 
-def test_a_prompt_that_fills_the_context_is_not_an_error(whisper: WhisperBackend) -> None:
-    """Hotwords and an initial prompt at their form limits take the whole text context."""
+def test_a_prompt_that_fills_the_context_still_leaves_room_to_write(
+    whisper: WhisperBackend, counted: CountingGenerate
+) -> None:
+    """Hotwords and an initial prompt at their form limits (/stt: 1,000 and 2,000 characters) each
+    take half the text context: the window had no room left and the transcript came out empty."""
     audio = decode_audio((DATA / "speech.wav").read_bytes(), 16_000)
-    options = TranscribeOptions(hotwords=" ".join(["q"] * 499), initial_prompt=" ".join(["z"] * 999))
-    whisper.transcribe(audio, options)
+    options = TranscribeOptions(
+        hotwords=" ".join(str(n) for n in range(1000, 1300))[:1000], initial_prompt=PROSE
+    )
+    whisper.transcribe(audio, TranscribeOptions())
+    (unprompted, _) = counted.calls.pop()
+    result = whisper.transcribe(audio, options)
+    # The same room to write as without a prompt. (What tiny.en makes of a prompt this size is its
+    # own affair: it can follow the prompt rather than the audio, so the words are not checked.)
+    assert counted.calls and all(tokens == unprompted for tokens, _ in counted.calls), counted.calls
+    assert result.text.strip()
+
+
+def test_the_oldest_context_gives_way_and_the_hotwords_stay(whisper: WhisperBackend) -> None:
+    from faster_whisper.tokenizer import Tokenizer
+
+    model = whisper._model
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual)
+    hotwords = "Kubernetes Grafana Prometheus"
+    previous = tokenizer.encode(" " + PROSE)
+    prompt = model.get_prompt(tokenizer, previous, hotwords=hotwords)
+    options = replace(model_options(), hotwords=hotwords)
+    kept = model._leave_room(prompt, tokenizer, options, MAX_NEW_TOKENS)
+    hot = tokenizer.encode(" " + hotwords)
+    assert len(kept) + MAX_NEW_TOKENS == model.max_length < len(prompt) + MAX_NEW_TOKENS
+    assert kept[: 1 + len(hot)] == [tokenizer.sot_prev, *hot]  # the hotwords, whole
+    assert kept[-1] == tokenizer.sot and kept[1 + len(hot) : -1] == previous[-len(kept) + 2 + len(hot) :]
+    assert model._leave_room(prompt, tokenizer, options, 10) == prompt  # room enough: as it was
 
 
 def test_the_budget_follows_the_duration() -> None:

@@ -74,6 +74,7 @@ class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
         budget: DecodeBudget | None = getattr(self._budgets, "current", None)
         if budget is None:
             return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
+        prompt = self._leave_room(prompt, tokenizer, options, budget.max_new_tokens)
         room = self.max_length - len(prompt)
         new_tokens = min(budget.max_new_tokens, options.max_new_tokens or room, room)
         temperatures = list(options.temperatures)[: 1 + budget.fallbacks]
@@ -94,3 +95,23 @@ class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
         budget.attempts += attempts
         budget.fallbacks -= attempts - 1
         return result
+
+    def _leave_room(self, prompt: list[int], tokenizer: Any, options: Any, wanted: int) -> list[int]:
+        """The prompt, its oldest context dropped so that the window can write `wanted` tokens.
+
+        faster-whisper builds `[sot_prev, hotwords..., previous text..., sot, ...]`, each part up to
+        half the context: hotwords and an initial prompt at their limits filled all of it, and the
+        window came out empty. The previous text gives way first (its oldest tokens), then the
+        hotwords' tail."""
+        excess = len(prompt) + wanted - self.max_length
+        if excess <= 0 or not prompt or prompt[0] != tokenizer.sot_prev or tokenizer.sot not in prompt:
+            return prompt
+        start = prompt.index(tokenizer.sot)
+        hotwords = 0
+        if options.hotwords and not options.prefix:
+            hotwords = min(len(tokenizer.encode(" " + options.hotwords.strip())), self.max_length // 2 - 1)
+        previous = prompt[1 + hotwords : start]
+        cut_previous = min(excess, len(previous))
+        kept_hotwords = prompt[1 : 1 + hotwords][: max(0, hotwords - (excess - cut_previous))]
+        context = kept_hotwords + previous[cut_previous:]
+        return ([tokenizer.sot_prev] if context else []) + context + prompt[start:]
