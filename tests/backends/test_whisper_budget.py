@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
+import logging
 import math
 import random
 from dataclasses import replace
@@ -29,6 +30,7 @@ from tests.hostile_audio import looped_aac
 with contextlib.redirect_stdout(io.StringIO()):
     import this  # the Zen of Python, in rot13
 
+SPENT = "a transcription's decoding fallbacks are spent: its windows keep the best result so far"
 PROSE = " ".join(2 * (codecs.decode(this.s, "rot13") + " " + (random.__doc__ or "")).split())[:2000]
 
 
@@ -63,10 +65,12 @@ def counted(whisper: WhisperBackend, monkeypatch: pytest.MonkeyPatch) -> Countin
 
 
 def test_a_looped_syllable_costs_a_bounded_number_of_short_attempts(
-    whisper: WhisperBackend, counted: CountingGenerate
+    whisper: WhisperBackend, counted: CountingGenerate, caplog: pytest.LogCaptureFixture
 ) -> None:
     audio = decode_audio(looped_aac(12.0, offset=1.0), 16_000)
-    result = whisper.transcribe(audio, TranscribeOptions())
+    with caplog.at_level(logging.INFO, logger="backend.app.backends.whisper_budget"):
+        result = whisper.transcribe(audio, TranscribeOptions())
+    assert [r.message for r in caplog.records].count(SPENT) == 1  # said once, for the operator
     budget = DecodeBudget.for_audio(audio.duration)
     assert counted.calls, "the clip was not decoded at all"
     # It did loop (so the bound is what held it): the repeated text is all it heard.
@@ -78,10 +82,12 @@ def test_a_looped_syllable_costs_a_bounded_number_of_short_attempts(
 
 
 def test_speech_is_decoded_once_within_its_allowance(
-    whisper: WhisperBackend, counted: CountingGenerate
+    whisper: WhisperBackend, counted: CountingGenerate, caplog: pytest.LogCaptureFixture
 ) -> None:
     audio = decode_audio((DATA / "speech.wav").read_bytes(), 16_000)
-    result = whisper.transcribe(audio, TranscribeOptions(language="en"))
+    with caplog.at_level(logging.INFO, logger="backend.app.backends.whisper_budget"):
+        result = whisper.transcribe(audio, TranscribeOptions(language="en"))
+    assert SPENT not in [r.message for r in caplog.records]
     assert word_error_rate((DATA / "SENTENCE.txt").read_text(), result.text) <= 0.1
     assert [temperature for _, temperature in counted.calls] == [0.0]
     # A 3.3 s clip may produce far fewer tokens than a whole window, and more than it needs.

@@ -4,9 +4,9 @@ Whisper decodes each 30 s window, and when the text comes out too repetitive or 
 the window again at rising temperatures (0.2 ... 1.0, five sampled hypotheses each). faster-whisper
 lets every attempt run to the model's whole text context (448 tokens). Ordinary speech needs one
 attempt of a few dozen tokens a window; audio that drives the model into a repetition loop (a
-syllable played over and over, which a few kilobytes of AAC can encode) fills the context on every
-attempt: measured on tiny.en, 58 s of such audio took 27-44 s of decoding against about 3 s for 58 s
-of speech. So each transcription gets a budget from its own duration:
+syllable played over and over: a few AAC frames repeated) fills the context on every attempt.
+Measured on tiny.en, 58 s of such audio took 20-36 s of decoding, 58 s of speech about 4 s
+(bench/results/stt_cost.md). So each transcription gets a budget from its own duration:
 
 - a window may produce at most `MAX_NEW_TOKENS` (OpenAI's reference decoder stops there too: half
   the text context), and a short clip as many for its length (`TOKENS_PER_SECOND`, with a margin);
@@ -58,7 +58,7 @@ class DecodeBudget:
 class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
     """faster-whisper's model, its decoding held to the budget of the transcription in progress.
 
-    The budget is per thread: `budgeted()` sets it for the transcription the calling thread is
+    The budget is per thread: `set_budget()` sets it for the transcription the calling thread is
     about to consume (faster-whisper's segments are a lazy generator, decoded as they are read)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,11 +78,6 @@ class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
         room = self.max_length - len(prompt)
         new_tokens = min(budget.max_new_tokens, options.max_new_tokens or room, room)
         temperatures = list(options.temperatures)[: 1 + budget.fallbacks]
-        if len(temperatures) < len(options.temperatures) and not budget.spent_warned:
-            budget.spent_warned = True
-            log.info(
-                "this transcription's decoding fallbacks are spent: later windows keep their first result"
-            )
         bounded = replace(
             options,
             temperatures=temperatures,
@@ -94,6 +89,12 @@ class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
         attempts = temperatures.index(temperature) + 1 if temperature in temperatures else len(temperatures)
         budget.attempts += attempts
         budget.fallbacks -= attempts - 1
+        cut_short = attempts == len(temperatures) < len(options.temperatures)
+        if cut_short and not budget.spent_warned:  # this window wanted more fallbacks than were left
+            budget.spent_warned = True
+            log.info(
+                "a transcription's decoding fallbacks are spent: its windows keep the best result so far"
+            )
         return result
 
     def _leave_room(self, prompt: list[int], tokenizer: Any, options: Any, wanted: int) -> list[int]:
