@@ -9,6 +9,7 @@ once; `hostile_header` draws them for hypothesis.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Callable
@@ -22,6 +23,16 @@ from tests.conftest import DATA
 U8 = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF)
 U16 = (0, 1, 2, 3, 7, 8, 24, 0x7FFF, 0x8000, 0xFFFF)
 U32 = (0, 1, 8000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
+
+
+def set_bits(raw: bytes | bytearray, start: int, width: int, value: int) -> bytes:
+    """`raw` with the `width` bits from bit `start` (counted from the first, most significant
+    bit) set to `value`, cut to fit: headers are bit fields, written big-endian."""
+    bits = int.from_bytes(raw, "big")
+    shift = 8 * len(raw) - start - width
+    mask = ((1 << width) - 1) << shift
+    bits = (bits & ~mask) | ((value & ((1 << width) - 1)) << shift)
+    return bits.to_bytes(len(raw), "big")
 
 
 def _speech(seconds: float = 0.5) -> np.ndarray:
@@ -112,11 +123,7 @@ FLAC_FIELDS = (
 def flac(field: str, value: int) -> bytes:
     data = bytearray((DATA / "speech.flac").read_bytes())
     start, width = next((s, w) for n, s, w in FLAC_FIELDS if n == field)
-    bits = int.from_bytes(data[8:26], "big")  # the 144 bits before the MD5
-    shift = 144 - start - width
-    mask = ((1 << width) - 1) << shift
-    bits = (bits & ~mask) | ((value & ((1 << width) - 1)) << shift)
-    data[8:26] = bits.to_bytes(18, "big")
+    data[8:26] = set_bits(data[8:26], start, width, value)  # the 144 bits before the MD5
     return bytes(data)
 
 
@@ -139,7 +146,6 @@ def mp3(field: str, value: int) -> bytes:
         data[6:10] = bytes((value >> s) & 0x7F for s in (21, 14, 7, 0))
         return bytes(data)
     tag = 10 + sum(data[6 + i] << (21 - 7 * i) for i in range(4))
-    header = int.from_bytes(data[tag : tag + 4], "big")
     shift, width = {
         "version": (19, 2),
         "layer": (17, 2),
@@ -147,9 +153,7 @@ def mp3(field: str, value: int) -> bytes:
         "rate": (10, 2),
         "mode": (6, 2),
     }[field]
-    mask = ((1 << width) - 1) << shift
-    header = (header & ~mask) | ((value & ((1 << width) - 1)) << shift)
-    data[tag : tag + 4] = header.to_bytes(4, "big")
+    data[tag : tag + 4] = set_bits(data[tag : tag + 4], 32 - shift - width, width, value)
     return bytes(data)
 
 
@@ -310,6 +314,7 @@ def adts_frames(data: bytes) -> list[bytes]:
     return frames
 
 
+@functools.cache
 def _adts_speech() -> bytes:
     audio, rate = sf.read(DATA / "speech.flac", dtype="int16")
     return _aac_encode(np.asarray(audio[: rate // 2]), rate)
@@ -320,10 +325,7 @@ def adts(field: str, value: int, every_frame: bool = False) -> bytes:
     _, start, width = next(f for f in ADTS_FIELDS if f[0] == field)
     frames = adts_frames(_adts_speech())
     for i, frame in enumerate(frames if every_frame else frames[:1]):
-        bits = int.from_bytes(frame[:7], "big")
-        shift = 56 - start - width
-        bits = (bits & ~(((1 << width) - 1) << shift)) | ((value & ((1 << width) - 1)) << shift)
-        frames[i] = bits.to_bytes(7, "big") + frame[7:]
+        frames[i] = set_bits(frame[:7], start, width, value) + frame[7:]
     return b"".join(frames)
 
 

@@ -40,12 +40,10 @@ FALLBACKS_PER_WINDOW = 1
 
 @dataclass
 class DecodeBudget:
-    """The decoder work one transcription may still do, and what it did."""
+    """The decoder work one transcription may still do."""
 
     max_new_tokens: int
     fallbacks: int
-    attempts: int = 0
-    """Decoder calls made (one per window, more with fallbacks)."""
     spent_warned: bool = False
 
     @classmethod
@@ -87,7 +85,6 @@ class BoundedWhisperModel(WhisperModel):  # type: ignore[misc]
         result = super().generate_with_fallback(encoder_output, prompt, tokenizer, bounded)
         temperature = result[2]
         attempts = temperatures.index(temperature) + 1 if temperature in temperatures else len(temperatures)
-        budget.attempts += attempts
         budget.fallbacks -= attempts - 1
         cut_short = attempts == len(temperatures) < len(options.temperatures)
         if cut_short and not budget.spent_warned:  # this window wanted more fallbacks than were left
