@@ -23,8 +23,10 @@ import os
 import queue
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.app.backends import embedded
+from backend.app.backends.chat_prompt import engine_messages, gguf_markers
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.streaming import beside
 from backend.app.core.config import Settings
@@ -86,7 +89,9 @@ class LlamaCppChatBackend:
         except ImportError as e:  # pragma: no cover - a requirement of the project
             raise ModelLoadError(f"the llama.cpp engine needs the `xllamacpp` package: {e}") from e
         path, label, model_id = gguf_path(model)
-        self._dir = tempfile.mkdtemp(prefix="voice-llamacpp-")  # 0700: this user's only
+        remove_stale_dirs()
+        self._dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # 0700: this user's only
+        (Path(self._dir) / "pid").write_text(str(os.getpid()))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._key = secrets.token_urlsafe(24)
         self.threads = threads or os.cpu_count() or 1
@@ -98,6 +103,9 @@ class LlamaCppChatBackend:
         params.cpuparams_batch.n_threads = self.threads
         params.cache_prompt = reuse_prompts
         params.cache_ram_mib = prompt_cache_mb if reuse_prompts else 0
+        # A conversation that ends with an assistant turn (a client asked for a second response)
+        # is answered with a new turn, as OpenAI's API does, not continued as a prefill.
+        params.prefill_assistant = False
         params.endpoint_metrics = True
         params.hostnames = [str(Path(self._dir) / "llama.sock")]
         params.api_keys = [self._key]
@@ -107,6 +115,10 @@ class LlamaCppChatBackend:
             self._server = xllamacpp.Server(params)
         except Exception as e:  # an unreadable or foreign file
             raise ModelLoadError(f"llama.cpp could not load {path}: {e}") from e
+        try:
+            self.markers = gguf_markers(path)  # the control tokens a user's text must not spell
+        except Exception as e:
+            raise ModelLoadError(f"could not read the vocabulary of {path}: {e}") from e
         import httpx
 
         self._http = httpx.Client(
@@ -135,7 +147,9 @@ class LlamaCppChatBackend:
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens of `messages` once templated, with the model's own template and tokenizer."""
-        prompt = self._post("/apply-template", {"messages": _messages(messages)})["prompt"]
+        prompt = self._post("/apply-template", {"messages": engine_messages(messages, self.markers)})[
+            "prompt"
+        ]
         return self._tokens(str(prompt), special=True)
 
     def count_text_tokens(self, text: str) -> int:
@@ -146,7 +160,7 @@ class LlamaCppChatBackend:
     def _request(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> dict[str, Any]:
         sampling = options.temperature > 0
         return {
-            "messages": _messages(messages),
+            "messages": engine_messages(messages, self.markers),
             "stream": True,
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
@@ -233,8 +247,70 @@ class LlamaCppChatBackend:
         self._finalizer()
 
 
-def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages]
+SOCKET_DIR_PREFIX = "voice-llamacpp-"
+STALE_AFTER_S = 60.0
+"""A socket directory without a pid file (one being made, or one of an older version) is left
+alone this long before it counts as stale."""
+
+
+def remove_stale_dirs(root: Path | None = None) -> int:
+    """Remove the socket directories of servers that no longer run (a process killed with -9
+    cannot remove its own): those whose `pid` names a process that is gone, and old ones with no
+    pid file and no socket that answers. Returns how many were removed."""
+    root = Path(root or tempfile.gettempdir())
+    removed = 0
+    for directory in root.glob(SOCKET_DIR_PREFIX + "*"):
+        try:
+            if not directory.is_dir() or directory.owner() != _user():
+                continue
+            if not _stale(directory):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d stale llama.cpp socket directories from %s", removed, root)
+    return removed
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _stale(directory: Path) -> bool:
+    pid_file = directory / "pid"
+    if pid_file.exists():
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            return True
+        return not _alive(pid)
+    if time.time() - directory.stat().st_mtime < STALE_AFTER_S:
+        return False
+    return not _answers(directory / "llama.sock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _error(error: dict[str, Any]) -> Exception:

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 
+from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_messages
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
@@ -29,6 +30,8 @@ class OpenAIChatBackend:
             max_retries=1,
         )
         self._model = model
+        self.markers = Markers(pattern=COMMON_MARKERS)
+        """The remote model's vocabulary is unknown: the common templates' control tokens."""
         self.info = ModelInfo(model=model, device=f"remote ({base_url or 'api.openai.com'})", id=model)
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
@@ -46,7 +49,7 @@ class OpenAIChatBackend:
         try:
             return self._client.chat.completions.create(
                 model=self._model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                messages=engine_messages(messages, self.markers),
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
                 stream=stream,
