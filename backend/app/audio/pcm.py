@@ -9,7 +9,7 @@ import soxr
 
 from backend.app.audio.decode import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from backend.app.audio.types import Audio
-from backend.app.core.errors import AudioTooLongError, InvalidAudioError
+from backend.app.core.errors import AudioTooLongError, InvalidAudioError, OverloadedError
 
 WIDTHS = (1, 2, 3, 4)
 """Bytes per sample: signed little-endian integers (8-bit signed, as Python's audioop and the
@@ -48,6 +48,21 @@ def pcm_to_mono(data: bytes, width: int, channels: int) -> npt.NDArray[np.float3
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+ARRAY_OVERHEAD = 128
+"""Bytes an array costs beyond its samples (the object and its place in a list)."""
+SMALL_CHUNK = 4096
+"""Converted chunks shorter than this many samples are joined in groups (`MERGE_EVERY`) as they
+arrive, so that a client sending tiny chunks does not cost an array object per chunk."""
+MERGE_EVERY = 64
+
+
+def stored_bytes(nbytes: int, rate: int, width: int, channels: int, sample_rate: int) -> int:
+    """What `nbytes` of PCM in the given format cost once held (mono float32 at `sample_rate`):
+    the unit to bound buffered audio in, whatever format a client declares."""
+    frames = nbytes // (width * channels)
+    return int(np.ceil(frames * sample_rate / rate)) * 4 + ARRAY_OVERHEAD
+
+
 class PcmCollector:
     """Chunks of PCM in, one utterance at `sample_rate` out; longer than `max_seconds` is refused
     as it arrives, before it is held. A chunk's format may differ from the last one's."""
@@ -56,6 +71,7 @@ class PcmCollector:
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
         self._chunks: list[npt.NDArray[np.float32]] = []
+        self._small: list[npt.NDArray[np.float32]] = []
         self._samples = 0
         self._rate: int | None = None
         self._resampler: soxr.ResampleStream | None = None
@@ -63,6 +79,17 @@ class PcmCollector:
     @property
     def duration(self) -> float:
         return self._samples / self.sample_rate
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the audio held takes (samples and array objects)."""
+        arrays = len(self._chunks) + len(self._small)
+        return self._samples * 4 + arrays * ARRAY_OVERHEAD
+
+    def cost(self, nbytes: int, rate: int, width: int, channels: int) -> int:
+        """What adding a chunk of `nbytes` in this format will hold, at most (checked format)."""
+        rate, width, channels = check_format(rate, width, channels)
+        return stored_bytes(nbytes, rate, width, channels, self.sample_rate)
 
     def add(self, data: bytes, rate: int, width: int, channels: int) -> None:
         rate, width, channels = check_format(rate, width, channels)
@@ -85,7 +112,9 @@ class PcmCollector:
     def finish(self) -> Audio:
         """All the audio so far, joined (the resampler's tail flushed)."""
         self._flush()
-        joined = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+        self._merge_small()
+        chunks, self._chunks, self._samples = self._chunks, [], 0
+        joined = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return Audio(np.ascontiguousarray(joined, dtype=np.float32), self.sample_rate)
 
     def _flush(self) -> None:
@@ -95,6 +124,38 @@ class PcmCollector:
         self._rate = None
 
     def _keep(self, samples: npt.NDArray[np.float32]) -> None:
-        if len(samples):
+        if not len(samples):
+            return
+        self._samples += len(samples)
+        if len(samples) >= SMALL_CHUNK:
+            self._merge_small()
             self._chunks.append(np.asarray(samples, dtype=np.float32))
-            self._samples += len(samples)
+            return
+        self._small.append(np.array(samples, dtype=np.float32))  # a copy: not a view of a bigger buffer
+        if len(self._small) >= MERGE_EVERY:
+            self._merge_small()
+
+    def _merge_small(self) -> None:
+        if self._small:
+            self._chunks.append(np.concatenate(self._small))
+            self._small = []
+
+
+class AudioBudget:
+    """Bytes of audio all connections may hold together, as held (see `pcm.stored_bytes`)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+
+    def take(self, nbytes: int) -> None:
+        if self.used + nbytes > self.limit:
+            raise OverloadedError(
+                f"the server holds {self.limit / 1024 / 1024:g} MB of audio for transcription at most "
+                "(WYOMING_MAX_BUFFERED_MB); send shorter audio or retry shortly",
+                retry_after_s=5,
+            )
+        self.used += nbytes
+
+    def give(self, nbytes: int) -> None:
+        self.used = max(0, self.used - nbytes)

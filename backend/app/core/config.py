@@ -57,6 +57,7 @@ ENV: dict[str, tuple[str, str]] = {
     "HOST": ("server", "host"),
     "PORT": ("server", "port"),
     "API_KEY": ("server", "api_key"),
+    "API_KEYS_FILE": ("server", "api_keys_file"),
     "CORS_ORIGINS": ("server", "cors_origins"),
     "LOG_LEVEL": ("server", "log_level"),
     "LOG_FORMAT": ("server", "log_format"),
@@ -134,6 +135,9 @@ ENV: dict[str, tuple[str, str]] = {
     "WYOMING_ZEROCONF": ("wyoming", "zeroconf"),
     "WYOMING_ZEROCONF_NAME": ("wyoming", "zeroconf_name"),
     "WYOMING_MAX_CONNECTIONS": ("wyoming", "max_connections"),
+    "WYOMING_MAX_CONNECTIONS_PER_CLIENT": ("wyoming", "max_connections_per_client"),
+    "WYOMING_MAX_BUFFERED_MB": ("wyoming", "max_buffered_mb"),
+    "WYOMING_PUBLIC": ("wyoming", "public"),
     "WYOMING_IDLE_TIMEOUT_S": ("wyoming", "idle_timeout_s"),
     "WYOMING_MAX_EVENT_BYTES": ("wyoming", "max_event_bytes"),
 }

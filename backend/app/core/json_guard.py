@@ -22,6 +22,23 @@ from backend.app.core.errors import InvalidInputError
 MAX_JSON_DEPTH = 64
 """Deeper than any request of ours or OpenAI's needs (a chat message's content parts are 4 deep)."""
 
+MAX_NUMBER_DIGITS = 100
+"""The longest integer literal accepted. Python refuses to convert an integer of more than 4,300
+digits to or from text (a ValueError deep in whatever touches it), and no field of ours needs 100."""
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise InvalidInputError(f"a number in the JSON has more than {MAX_NUMBER_DIGITS} digits")
+    return int(literal)
+
+
+def loads(raw: bytes | str) -> Any:
+    """`json.loads` with integer literals bounded (`MAX_NUMBER_DIGITS`; InvalidInputError past it).
+    The caller bounds the depth first (`json_depth`)."""
+    return json.loads(raw, parse_int=_bounded_int)
+
+
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = np.frombuffer(b"[{", np.uint8)
@@ -68,14 +85,15 @@ def _encodable(text: str) -> bool:
 
 
 def check_json_bytes(data: bytes | str) -> Any:
-    """Parse JSON after bounding its depth; 422 for depth, invalid UTF-8 or unpaired surrogates.
+    """Parse JSON after bounding its depth; 422 for depth, invalid UTF-8, unpaired surrogates or
+    an integer too long to convert.
 
     Malformed JSON raises `json.JSONDecodeError` as `json.loads` does (callers word that error)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise InvalidInputError(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except UnicodeDecodeError as e:
         raise InvalidInputError("the JSON body is not valid UTF-8") from e
     where = invalid_text_at(value)

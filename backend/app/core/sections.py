@@ -41,6 +41,8 @@ class ServerSettings(Section):
     """Listen port."""
     api_key: SecretStr | None = None
     """When set, every route except /health* needs `Authorization: Bearer <key>`."""
+    api_keys_file: Path | None = None
+    """A TOML file of named keys with scopes and quotas (README: API keys), checked at start-up."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated allowed origins for CORS; `*` allows any."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -60,9 +62,9 @@ class ServerSettings(Section):
     def _split_origins(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "api_keys_file", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     @property
@@ -363,9 +365,16 @@ class WyomingSettings(Section):
     """The name the zeroconf announcement uses."""
     max_connections: int = Field(32, ge=1, le=10_000)
     """Connections open at once; one more gets an `error` event and is closed."""
+    max_connections_per_client: int = Field(8, ge=1, le=10_000)
+    """Connections open at once from one address: one client cannot hold every slot."""
     idle_timeout_s: float = Field(60, gt=0)
-    """A connection that sends nothing this long while no request of its own is under way, or that
-    reads nothing we send this long, is closed."""
+    """A connection that makes no request this long (a `ping` is no request) while none of its own
+    is under way, or that reads nothing we send this long, is closed."""
+    max_buffered_mb: float = Field(64, gt=0, le=4096)
+    """Audio all connections hold for transcription, as held (float32 at the STT's rate, whatever
+    the client declares); the stream that would pass it gets an `overloaded` error."""
+    public: bool = False
+    """Listen where WYOMING_URI says even when HTTP needs a key (else 127.0.0.1: no authentication)."""
     max_event_bytes: int = Field(4 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024)
     """The largest event a client may send (its data and payload together; 4 MiB is 2 minutes of
     16 kHz 16-bit audio in one chunk); a larger one is refused before it is read."""

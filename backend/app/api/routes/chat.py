@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from backend.app.api.deps import ChatServiceDep, media_type
 from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
 from backend.app.api.sse import sse_event, sse_response
+from backend.app.core import json_guard
 from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
 from backend.app.services.chat import ChatDelta, ReplyStream
 
@@ -26,8 +26,8 @@ async def _parse_chat_request(request: Request) -> ChatRequest:
     try:
         if content_type == "application/json":
             try:
-                payload = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                payload = json_guard.loads(await request.body())
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise InvalidInputError(f"the body is not valid JSON ({e})") from e
             if not isinstance(payload, dict):
                 raise InvalidInputError("the JSON body must be an object")

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.event import Event
 from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop, NotHandled
@@ -26,13 +25,14 @@ from wyoming.info import SelectProgram
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
 
-from backend.app.api.wyoming import info, speech
+from backend.app.api.wyoming import access, info, speech
 from backend.app.api.wyoming.protocol import (
     KNOWN_TYPES,
     ClientGone,
     EventWriter,
     ProtocolError,
     check_str,
+    check_strings,
     check_voice,
     close,
     error_event,
@@ -40,14 +40,12 @@ from backend.app.api.wyoming.protocol import (
     read_line,
     read_rest,
 )
-from backend.app.audio.pcm import PcmCollector, check_format
+from backend.app.audio.pcm import AudioBudget, PcmCollector, check_format
 from backend.app.core.config import Settings
 from backend.app.core.errors import AppError, InvalidInputError, NotReadyError
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import ChatDelta, ChatReply
 from backend.app.services.container import Services
-from backend.app.services.history import check_conversation_id
-from backend.app.services.stt import text_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +63,8 @@ class Connection:
         services: Callable[[], Services | None],
         settings: Settings,
         observe: Callable[[str, str], None],
+        budget: AudioBudget | None = None,
+        own_conversations: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -78,7 +78,12 @@ class Connection:
         self._busy = 0
         self._options = TranscribeOptions()
         self._audio: PcmCollector | None = None
+        self._held = 0  # bytes of `_audio` charged to the budget
+        self._discarding = False  # the rest of a refused audio stream is being dropped
+        self._budget = budget or AudioBudget(int(self._settings.max_buffered_mb * 1024 * 1024))
+        self._own_conversations = own_conversations
         self._text: speech.TextStream | None = None
+        self._last_request = time.monotonic()
 
     async def write(self, event: Event) -> None:
         await self._out.write(event)
@@ -104,6 +109,7 @@ class Connection:
                 await self.write(error_event(ProtocolError("internal error", code="internal_error")))
         finally:
             reading.cancel()
+            self._drop_audio()
             if self._text is not None:
                 await self._text.aclose()
             await asyncio.gather(reading, return_exceptions=True)
@@ -112,38 +118,48 @@ class Connection:
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """Read events into the inbox; the end of the stream (or a broken event) is its last item."""
+        """Read events into the inbox; the end of the stream (or a broken event) is its last item.
+        Whatever happens here, that last item is put, so that the connection ends and its slot is
+        given back."""
         item: Event | ProtocolError | None = None
         try:
             while True:
                 line = await self._next_line()
                 if line is None:
                     break
-                await self._inbox.put(
-                    await read_rest(
-                        self._reader, line, self._settings.max_event_bytes, self._settings.idle_timeout_s
-                    )
+                event = await read_rest(
+                    self._reader, line, self._settings.max_event_bytes, self._settings.idle_timeout_s
                 )
+                if event.type != "ping":  # a ping keeps nothing alive: it is no request
+                    self._last_request = time.monotonic()
+                await self._inbox.put(event)
         except ProtocolError as e:
             item = e
         except ClientGone:
             pass
+        except Exception:  # a fault of ours must not leave the connection open and unanswered
+            logger.exception("reading a Wyoming event failed")
+            item = ProtocolError("internal error", code="internal_error")
         self._gone.set()
         await self._inbox.put(item)
 
     async def _next_line(self) -> bytes | None:
-        """The next header line; a connection idle past its timeout, with no request of its own
-        under way, ends (a request under way may take longer than that: the client waits for it)."""
+        """The next header line. A connection that makes no request for WYOMING_IDLE_TIMEOUT_S
+        (pings do not count), with no request of its own under way, ends; a request under way may
+        take longer than that (the client waits for it). A header trickled in slowly must be whole
+        within the same time."""
+        idle = self._settings.idle_timeout_s
         while True:
+            remaining = self._last_request + idle - time.monotonic()
             try:
-                async with asyncio.timeout(self._settings.idle_timeout_s):
+                async with asyncio.timeout(max(remaining, 0.05)):
                     return await read_line(self._reader)
             except TimeoutError:
                 if self._busy == 0 and self._text is None:
                     raise ProtocolError(
-                        f"closed after {self._settings.idle_timeout_s:g} s without an event",
-                        code="idle_timeout",
+                        f"closed after {idle:g} s without a request", code="idle_timeout"
                     ) from None
+                self._last_request = time.monotonic()  # wait again, from now
 
     async def _job(self, work: Awaitable[T]) -> T:
         """Run `work` until it ends or the client goes, whichever is first (then it is cancelled,
@@ -160,6 +176,7 @@ class Connection:
             raise ClientGone
         finally:
             self._busy -= 1
+            self._last_request = time.monotonic()  # the idle time counts from the request's end
             gone.cancel()
             if not task.done():
                 task.cancel()
@@ -198,7 +215,9 @@ class Connection:
         await self.write(error_event(error))
 
     def _reset(self) -> None:
-        self._audio = None
+        # The rest of a refused audio stream is dropped quietly: the client has had its error.
+        self._discarding = self._audio is not None
+        self._drop_audio()
         if self._text is not None:
             self._text.failed = True
 
@@ -226,10 +245,11 @@ class Connection:
 
     async def _transcribe(self, event: Event) -> None:
         request = parse(Transcribe, event)
-        for value in (request.language, *(request.transcript_names or []), *(request.transcript_terms or [])):
-            check_str(value, "transcribe")
+        check_str(request.language, "transcribe")
+        names = check_strings(request.transcript_names, "transcribe", "transcript_names")
+        terms = check_strings(request.transcript_terms, "transcribe", "transcript_terms")
         services = self._ready()
-        bias = [*(request.transcript_names or []), *(request.transcript_terms or [])]
+        bias = [*names, *terms]
         hotwords = ", ".join(str(word) for word in bias)[:MAX_BIAS_CHARS] or None
         options = TranscribeOptions(language=speech.primary_language(request.language), hotwords=hotwords)
         services.stt.check_options(options)
@@ -238,44 +258,43 @@ class Connection:
     async def _audio_start(self, event: Event) -> None:
         start = parse(AudioStart, event)
         services = self._ready()
-        self._audio = None
+        self._drop_audio()
+        self._discarding = False
         check_format(start.rate, start.width, start.channels)  # 422 now, not at the first chunk
         stt = services.stt
         self._audio = PcmCollector(stt.backend.sample_rate, stt.settings.max_audio_seconds)
 
     async def _audio_chunk(self, event: Event) -> None:
+        if self._audio is None and self._discarding:
+            return
         if self._audio is None:
             raise _protocol("audio-chunk before audio-start")
         chunk = parse(AudioChunk, event)
+        if not isinstance(chunk.audio, bytes):
+            raise _protocol("an audio-chunk needs its audio as the payload")
+        # Charged before it is held, in what it will cost held (not in what the client declares).
+        cost = self._audio.cost(len(chunk.audio), chunk.rate, chunk.width, chunk.channels)
+        self._budget.take(cost)
+        self._held += cost
         self._audio.add(chunk.audio, chunk.rate, chunk.width, chunk.channels)
 
     async def _audio_stop(self, event: Event) -> None:
+        if self._audio is None and self._discarding:
+            self._discarding = False
+            return
         if self._audio is None:
             raise _protocol("audio-stop before audio-start")
-        audio, self._audio = self._audio.finish(), None
+        audio = self._audio.finish()
+        self._drop_audio()
         options, self._options = self._options, TranscribeOptions()
         services = self._ready()
-        await self._job(self._send_transcript(services, audio, options))
+        await self._job(speech.send_transcript(self._out, services.stt, audio, options))
 
-    async def _send_transcript(self, services: Services, audio: Any, options: TranscribeOptions) -> None:
-        """`transcript-start`, a `transcript-chunk` per segment as Whisper decodes it, the whole
-        `transcript` (for clients that read only that), `transcript-stop`."""
-        if len(audio.samples) == 0:
-            await self.write(TranscriptStart(language=options.language).event())
-            await self.write(Transcript(text="", language=options.language).event())
-            await self.write(TranscriptStop().event())
-            return
-        stream = services.stt.open_audio_stream(audio, options)  # 4xx / 503 before any event
-        await self.write(TranscriptStart(language=options.language).event())
-        final: Transcription | None = None
-        async for delta, item in text_deltas(stream):
-            if isinstance(item, Transcription):
-                final = item
-            elif delta.strip():
-                await self.write(TranscriptChunk(text=delta).event())
-        assert final is not None
-        await self.write(Transcript(text=final.text, language=final.language).event())
-        await self.write(TranscriptStop().event())
+    def _drop_audio(self) -> None:
+        """Forget the audio being collected and give its bytes back to the budget."""
+        self._audio = None
+        self._budget.give(self._held)
+        self._held = 0
 
     # -- text to speech --------------------------------------------------------------------
 
@@ -331,7 +350,7 @@ class Connection:
         given = (context if isinstance(context, dict) else {}).get("conversation_id") or event.data.get(
             "conversation_id"
         )
-        conversation_id = _conversation_id(given)
+        conversation_id = access.conversation_id(given, self._own_conversations)
         reply_context = {**(context if isinstance(context, dict) else {}), "conversation_id": conversation_id}
         try:
             if not isinstance(text, str):
@@ -377,14 +396,3 @@ class Connection:
 def _protocol(message: str) -> ProtocolError:
     """A request that breaks the protocol: an error event, then the connection is closed."""
     return ProtocolError(message)
-
-
-def _conversation_id(given: object) -> str:
-    """Home Assistant's conversation id when it is one of ours (ULIDs are), else a stable id made
-    from it; a new id when there is none."""
-    if isinstance(given, str) and given:
-        try:
-            return check_conversation_id(given)
-        except AppError:
-            return "wyoming-" + hashlib.sha256(given.encode("utf-8", "replace")).hexdigest()[:32]
-    return check_conversation_id(None)

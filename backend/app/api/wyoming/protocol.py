@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
@@ -35,6 +34,7 @@ from wyoming.event import Event, Eventable, write_event
 from wyoming.tts import SynthesizeVoice
 
 from backend.app.core.errors import AppError
+from backend.app.core.json_guard import MAX_JSON_DEPTH, invalid_text_at, json_depth, loads
 
 HEADER_LIMIT = 64 * 1024
 """The longest header line (the JSON before its data and payload): headers are a few dozen bytes."""
@@ -119,12 +119,24 @@ async def read_rest(reader: asyncio.StreamReader, line: bytes, max_bytes: int, t
 
 
 def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object, its depth bounded before it is parsed (Python's parser recurses: JSON nested
+    thousands deep is a RecursionError), its integers bounded in length, its strings valid Unicode."""
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise ProtocolError(f"the event {what} is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
+        value = loads(raw)
+    except AppError as e:  # an integer too long to convert
+        raise ProtocolError(f"the event {what}: {e.message}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise ProtocolError(f"the event {what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"the event {what} must be a JSON object")
+    where = invalid_text_at(value)
+    if where is not None:
+        raise ProtocolError(
+            f"the event {what} holds text that is not valid Unicode (an unpaired surrogate) at {where}",
+            code="invalid_input",
+        )
     return value
 
 
@@ -211,6 +223,15 @@ def check_str(value: object, kind: str, required: bool = False) -> None:
     if (value is None and not required) or isinstance(value, str):
         return
     raise ProtocolError(f"malformed {kind!r} event: expected a string, got {type(value).__name__}")
+
+
+def check_strings(value: object, kind: str, field: str) -> list[str]:
+    """An optional list of strings (None: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError(f"malformed {kind!r} event: {field} must be a list of strings")
+    return value
 
 
 def check_voice(voice: SynthesizeVoice | None) -> None:

@@ -15,9 +15,12 @@ from urllib.parse import urlparse
 
 from wyoming.error import Error
 
+from backend.app.api.wyoming.access import LOOPBACK, auth_configured
 from backend.app.api.wyoming.connection import Connection
 from backend.app.api.wyoming.protocol import HEADER_LIMIT, EventWriter
+from backend.app.audio.pcm import AudioBudget
 from backend.app.core.config import Settings
+from backend.app.core.memory import request_trim
 from backend.app.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,10 @@ class WyomingServer:
         self._gauge = connections
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_client: dict[str, int] = {}
+        self.budget = AudioBudget(int(settings.wyoming.max_buffered_mb * 1024 * 1024))
+        self.own_conversations = auth_configured(settings)
+        """Wyoming has no authentication: when HTTP needs a key, its conversations are its own."""
         self._zeroconf: Any = None
         self.port: int | None = None
         """The TCP port listened on (the one the OS chose for `tcp://host:0`)."""
@@ -52,17 +59,20 @@ class WyomingServer:
             await asyncio.to_thread(Path(uri.path).unlink, missing_ok=True)
             self._server = await asyncio.start_unix_server(self._accept, path=uri.path, limit=HEADER_LIMIT)
             logger.info("Wyoming server listening on %s", self.settings.wyoming.uri)
+            self._say_reach(uri.path)
             return
-        host = uri.hostname or "0.0.0.0"
-        if self.settings.server.api_key is not None and host not in ("127.0.0.1", "::1", "localhost"):
+        host = uri.hostname or "127.0.0.1"
+        if self.own_conversations and host not in LOOPBACK and not self.settings.wyoming.public:
             logger.warning(
-                "API_KEY does not apply to the Wyoming protocol, which has no authentication: "
-                "anyone who reaches %s can use the models",
-                self.settings.wyoming.uri,
+                "Wyoming has no authentication and the HTTP API needs a key: it listens on 127.0.0.1, "
+                "not %s, so that only this machine reaches it (set WYOMING_PUBLIC=true to listen there)",
+                host,
             )
+            host = "127.0.0.1"
         self._server = await asyncio.start_server(self._accept, host=host, port=uri.port, limit=HEADER_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("Wyoming server listening on tcp://%s:%d", host, self.port)
+        self._say_reach(host)
         if self.settings.wyoming.zeroconf:
             await self._announce(host, self.port)
 
@@ -85,31 +95,74 @@ class WyomingServer:
                 await self._zeroconf.async_close()
             self._zeroconf = None
 
+    def _say_reach(self, where: str) -> None:
+        if self.own_conversations:
+            logger.warning(
+                "Wyoming (%s) has no authentication: whoever reaches it can transcribe, synthesise "
+                "and talk in conversations of its own (ids wyoming-...); the conversations, voices "
+                "and keys of the HTTP API are out of its reach",
+                where,
+            )
+        else:
+            logger.info(
+                "Wyoming (%s) has no authentication, like the HTTP API here (no API_KEY): whoever "
+                "reaches it can transcribe, synthesise and continue any conversation",
+                where,
+            )
+
+    async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
+        self._observe("connection", "overloaded")
+        with contextlib.suppress(Exception):
+            out = EventWriter(writer, 5)
+            await out.write(Error(text=message, code="overloaded").event())
+        writer.close()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self.connections >= self.settings.wyoming.max_connections:
-            self._observe("connection", "overloaded")
-            limit = self.settings.wyoming.max_connections
-            with contextlib.suppress(Exception):
-                out = EventWriter(writer, 5)
-                await out.write(
-                    Error(text=f"{limit} connections are open; retry shortly", code="overloaded").event()
-                )
-            writer.close()
+        wyoming = self.settings.wyoming
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""  # "" for a Unix socket
+        if self.connections >= wyoming.max_connections:
+            await self._refuse(writer, f"{wyoming.max_connections} connections are open; retry shortly")
+            return
+        if client and self._per_client.get(client, 0) >= wyoming.max_connections_per_client:
+            await self._refuse(
+                writer,
+                f"{wyoming.max_connections_per_client} connections from {client} are open, the most one "
+                "address may hold (WYOMING_MAX_CONNECTIONS_PER_CLIENT); retry shortly",
+            )
             return
         self._tasks.add(task)
+        if client:
+            self._per_client[client] = self._per_client.get(client, 0) + 1
         if self._gauge is not None:
             self._gauge.inc()
         try:
-            connection = Connection(reader, writer, self._services, self.settings, self._observe)
+            connection = Connection(
+                reader,
+                writer,
+                self._services,
+                self.settings,
+                self._observe,
+                budget=self.budget,
+                own_conversations=self.own_conversations,
+            )
             await connection.run()
         except Exception:  # Connection.run lets nothing out; this is the last guard
             logger.exception("wyoming connection failed")
         finally:
             self._tasks.discard(task)
+            if client:
+                left = self._per_client.get(client, 1) - 1
+                if left > 0:
+                    self._per_client[client] = left
+                else:
+                    self._per_client.pop(client, None)
             if self._gauge is not None:
                 self._gauge.dec()
+            if not self._tasks:
+                request_trim()  # the last connection is gone: give freed buffers back
 
     async def _announce(self, host: str, port: int) -> None:
         """Register `_wyoming._tcp` on mDNS (the zeroconf package, imported only when asked for)."""

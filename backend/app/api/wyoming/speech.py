@@ -1,6 +1,6 @@
-"""Text to speech over Wyoming: `synthesize` (a whole text, segmented as on /tts) and the streamed
-form (`synthesize-start`, `synthesize-chunk`s, `synthesize-stop`), spoken sentence by sentence as
-the text arrives."""
+"""Speech over Wyoming: the transcript of collected audio (`send_transcript`), and text to speech:
+`synthesize` (a whole text, segmented as on /tts) and the streamed form (`synthesize-start`,
+`synthesize-chunk`s, `synthesize-stop`), spoken sentence by sentence as the text arrives."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TypeVar, cast
 
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped, SynthesizeVoice
@@ -17,8 +18,10 @@ from backend.app.api.wyoming.protocol import EventWriter, error_event
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AppError, NotFoundError, TextTooLongError
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.speech import ReplyAudio, SpeechStream
+from backend.app.services.stt import STTService, text_deltas
 from backend.app.services.tts import TTSService
 
 SAMPLES_PER_CHUNK = 1024
@@ -173,3 +176,31 @@ class TextStream:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def send_transcript(
+    out: EventWriter, stt: STTService, audio: Audio, options: TranscribeOptions
+) -> None:
+    """`transcript-start`, a `transcript-chunk` per segment as Whisper decodes it, the whole
+    `transcript` (for clients that read only that), `transcript-stop`."""
+    if len(audio.samples) == 0:
+        await out.write_many(
+            (
+                TranscriptStart(language=options.language).event(),
+                Transcript(text="", language=options.language).event(),
+                TranscriptStop().event(),
+            )
+        )
+        return
+    stream = stt.open_audio_stream(audio, options)  # 4xx / 503 before any event
+    await out.write(TranscriptStart(language=options.language).event())
+    final: Transcription | None = None
+    async for delta, item in text_deltas(stream):
+        if isinstance(item, Transcription):
+            final = item
+        elif delta.strip():
+            await out.write(TranscriptChunk(text=delta).event())
+    assert final is not None
+    await out.write_many(
+        (Transcript(text=final.text, language=final.language).event(), TranscriptStop().event())
+    )
