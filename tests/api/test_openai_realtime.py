@@ -9,6 +9,8 @@ import asyncio
 import base64
 import dataclasses
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -373,6 +375,48 @@ def test_speech_during_a_response_cuts_it(long_server: Server, speech: bytes) ->
     ]
     assert turns[1].text == cut["output"][0]["content"][0]["transcript"]
     assert word_error_rate(SENTENCE, turns[2].text) <= 0.2, turns[2].text
+
+
+def test_speech_during_the_last_turns_transcription_keeps_that_turn(server: Server, speech: bytes) -> None:
+    """Two turns spoken back to back while the STT model is busy (held until both are committed):
+    the first, cut by the second before it was answered, is still transcribed and stored, each
+    item gets its own transcript (none is failed or mixed up), and the second is answered."""
+    services = server.services
+    gate = threading.Event()
+    holder = threading.Thread(target=lambda: asyncio.run(services.stt.worker.run(gate.wait, 60)))
+
+    async def run() -> tuple[Events, str]:
+        async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
+            events = Events(connection)
+            conversation = (await events.of("conversation.created"))["conversation"]["id"]
+            await connection.session.update(session={"type": "realtime", "audio": {"input": TRANSCRIBED}})
+            await events.of("session.updated")
+            await send_paced(connection, silence(0.3) + speech + silence(0.8) + speech + silence(1.2), pace=0)
+            for _ in range(2):  # both turns are committed while the first still waits for the model
+                await events.of("input_audio_buffer.committed")
+            gate.set()
+            await events.of("response.done", within=120)
+            return events, conversation
+
+    holder.start()
+    try:
+        while services.stt.worker.load()[0] == 0:  # the STT model is busy
+            time.sleep(0.01)
+        events, conversation = asyncio.run(run())
+    finally:
+        gate.set()
+        holder.join()
+    items = [e["item_id"] for e in events.all if e["type"] == "input_audio_buffer.committed"]
+    transcribed = [e for e in events.all if e["type"].endswith("input_audio_transcription.completed")]
+    assert [e["item_id"] for e in transcribed] == items, events.types()
+    assert not [e for e in events.all if e["type"].endswith("input_audio_transcription.failed")]
+    for event in transcribed:
+        assert word_error_rate(SENTENCE, event["transcript"]) <= 0.2, event["transcript"]
+    assert events.types().count("response.created") == 1
+    assert events.all[-1]["response"]["status"] == "completed"
+    turns = services.history.store.turns(conversation)
+    assert [t.role for t in turns] == ["user", "user", "assistant"]
+    assert [t.text for t in turns[:2]] == [e["transcript"] for e in transcribed]
 
 
 def test_a_transcription_only_session(server: Server, speech: bytes) -> None:

@@ -3,8 +3,10 @@ silence as PCM16 frames: event order, transcript, reply audio, barge-in, and pro
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -187,6 +189,56 @@ def test_barge_in_stops_the_reply_and_keeps_what_was_said(services: Services, tm
     interrupted = next(e for e in got.events if e["type"] == "interrupted")
     assert turns[1].text == interrupted["said"]
     assert len(turns[1].text) < 600  # a piece or two, not 300 tokens' worth
+
+
+def test_speech_during_the_last_turns_transcription_keeps_that_turn(
+    services: Services, tmp_path: Path, speech: bytes
+) -> None:
+    """The user speaks again while the turn they have just ended is still waiting to be transcribed
+    (the STT model is held busy until the new speech has started: the timing a slow or queued
+    transcription gives). That turn is not dropped: its transcript comes and is stored, the client
+    is told its reply was cut with nothing said, and the new speech is answered as the next turn,
+    after it."""
+    gate = threading.Event()
+    holder = threading.Thread(target=lambda: asyncio.run(services.stt.worker.run(gate.wait, 60)))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while services.stt.worker.load()[0] == 0:  # the STT model is busy
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with (
+            realtime_client(services, tmp_path) as client,
+            client.websocket_connect("/ws/conversation") as ws,
+        ):
+            ready = start(ws)
+            send_audio(ws, silence(0.3) + speech + silence(0.8) + speech)
+            got = Received()
+            receive_until(ws, lambda e: got.types.count("speech_start") == 2, got)
+            assert got.types == ["speech_start", "speech_end", "speech_start"], got.types
+            gate.set()  # the first turn is transcribed now, while the second is being spoken
+            send_audio(ws, silence(1.0))
+            receive_until(ws, lambda e: e["type"] == "turn_end", got)
+    finally:
+        gate.set()
+        holder.join()
+
+    assert "error" not in got.types
+    transcripts = [i for i, e in enumerate(got.events) if e["type"] == "transcript"]
+    assert len(transcripts) == 2, got.types
+    for index in transcripts:
+        assert word_error_rate(SENTENCE, got.events[index]["text"]) <= 0.2, got.events[index]
+    cut = got.types.index("interrupted")
+    assert transcripts[0] < cut < transcripts[1] and got.events[cut]["said"] == ""
+    assert "reply_delta" in got.types[transcripts[1] :]
+    turns = services.history.store.turns(ready["conversation_id"])
+    assert [(t.role, t.interrupted) for t in turns] == [
+        ("user", False),
+        ("user", False),
+        ("assistant", False),
+    ]
+    assert [t.text for t in turns[:2]] == [got.events[i]["text"] for i in transcripts]
+    assert turns[2].text == got.events[-1]["reply"]
 
 
 def test_a_client_that_vanishes_mid_turn_frees_the_models(

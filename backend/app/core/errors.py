@@ -157,6 +157,13 @@ def storage_error(e: OSError, what: str) -> AppError:
     return StorageUnavailableError(f"could not write {what} ({e.strerror or e})")
 
 
+class InternalError(AppError):
+    """A fault of ours, reported to a client that is waiting for an answer (a realtime response
+    must end with an error, never in silence); the details are in the server's log."""
+
+    status_code, code = 500, "internal_error"
+
+
 class StorageOpenError(Exception):
     """The conversation database cannot be opened or is damaged. Raised at start-up, never to a client."""
 

@@ -237,10 +237,9 @@ class RealtimeEvents:
                 kind="server_error" if error.status_code >= 500 else "invalid_request_error",
             )
             return
-        details = {
-            "type": "failed",
-            "error": {"type": "server_error", "code": error.code, "message": error.message},
-        }
+        kind = "server_error" if error.status_code >= 500 else "invalid_request_error"
+        await self.error(error.message, error.code, kind=kind)
+        details = {"type": "failed", "error": {"type": kind, "code": error.code, "message": error.message}}
         await self._finish(response, "".join(response.text), "failed", details, None)
 
     # --- helpers ----------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ VAD off, only then). A turn task transcribes it (or takes the transcript already
 trailing silence), then, unless the session only transcribes, streams the reply's text and audio.
 A reply can also be asked for (`respond`), on the conversation as it is stored. Speech that starts
 while a reply is under way cancels it, as `cancel` does — the LLM stops generating and no further
-TTS is done — and the reply is stored as far as the listener heard it.
+TTS is done — and the reply is stored as far as the listener heard it. A turn cut before its reply
+began (still being transcribed, or waiting for the turn before it) is not thrown away: it is
+transcribed, stored and told, and only its reply is called off (the turn is told finished,
+`interrupted`, with nothing said).
 
 Pre-emptive replies (WS_PREEMPTIVE_REPLIES): the trailing silence that may end the turn is used.
 At its first silent window the utterance so far is transcribed and, on that transcript, a reply is
@@ -52,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 MIN_COMMIT_S = 0.1
 """The shortest audio a commit accepts (OpenAI's rule too)."""
+MAX_UNSTORED_ITEMS = 16
+"""Typed items waiting to be stored, at most: a client that sends them faster than they are stored
+waits (its socket is not read meanwhile) instead of queueing tasks, and memory, without end."""
 
 
 class RealtimeSession(TurnRunner):
@@ -79,12 +85,15 @@ class RealtimeSession(TurnRunner):
         self._fed = 0  # samples received, for the input's clock
         self._turn: asyncio.Task[None] | None = None
         self._turn_replies = False
+        self._hearing: set[asyncio.Task[None]] = set()  # turns whose reply has not begun
+        self._withdrawn: set[asyncio.Task[None]] = set()  # ... and will not: they were cut
         self._speculative: asyncio.Task[TimedTranscription] | None = None
         self._early: EarlyReply | None = None
         self._partial: asyncio.Task[None] | None = None
         self._partial_at = 0.0
         self._utterances = 0
         self._storing: asyncio.Task[None] | None = None  # typed items, stored in order
+        self._unstored = 0  # typed items not yet stored
 
     @property
     def busy(self) -> bool:
@@ -95,7 +104,12 @@ class RealtimeSession(TurnRunner):
     def replying(self) -> bool:
         """A reply is under way (or the turn that will be answered): not yet told finished, so
         a cancel can still cut it."""
-        return self.busy and self._turn_replies and self._reply.finished_in is not self._turn
+        return (
+            self.busy
+            and self._turn_replies
+            and self._reply.finished_in is not self._turn
+            and self._turn not in self._withdrawn
+        )
 
     @property
     def input_s(self) -> float:
@@ -173,14 +187,20 @@ class RealtimeSession(TurnRunner):
         until the client asks)."""
         text = self.conversation.chat.check_text(text)
         self.conversation.history.check_room(self.conversation_id)
+        if self._unstored >= MAX_UNSTORED_ITEMS and self._storing is not None:
+            await asyncio.wait([self._storing])  # back-pressure: the client's socket waits
         previous = self._storing
 
         async def store() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self.conversation.add_user_turn(self.conversation_id, text)
-            await self._listener.user_text(text)
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                await self.conversation.add_user_turn(self.conversation_id, text)
+                await self._listener.user_text(text)
+            finally:
+                self._unstored -= 1
 
+        self._unstored += 1
         self._storing = asyncio.create_task(store())
         self._storing.add_done_callback(_retrieve)
 
@@ -267,6 +287,7 @@ class RealtimeSession(TurnRunner):
             self._turn = asyncio.create_task(
                 self._run_turn(utterance, speculative, ended_at, early, previous)
             )
+            self._hearing.add(self._turn)
         else:
             self._turn = asyncio.create_task(self._transcribe_only(utterance, speculative, previous))
 
@@ -283,6 +304,11 @@ class RealtimeSession(TurnRunner):
         if not self.replying:
             return False
         assert self._turn is not None
+        if self._turn in self._hearing:
+            # Its reply has not begun: the user's words are still transcribed, stored and told
+            # (a cancel now would lose them); the turn then says its reply was cut.
+            self._withdrawn.add(self._turn)
+            return True
         said = self._reply.cut()
         self._turn.cancel()
         await asyncio.wait([self._turn])

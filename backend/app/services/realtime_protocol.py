@@ -147,6 +147,9 @@ class OwnProtocol:
             await self._out.audio(pcm[offset : offset + step])
 
     async def reply_finished(self, turn: Turn) -> None:
+        if turn.interrupted:  # cut before its reply began: the user's words are kept, unanswered
+            await self._out.event({"type": "interrupted", "said": turn.reply})
+            return
         await self._out.event(
             {
                 "type": "turn_end",

@@ -74,7 +74,8 @@ class Listener(Protocol):
 
     async def reply_finished(self, turn: Turn) -> None:
         """The reply is complete and stored (an empty transcript: `turn.reply` is empty and
-        `reply_started` was never called)."""
+        `reply_started` was never called). `turn.interrupted`: the turn was cut before its reply
+        began (its words are stored and told), so it has none, and `reply_started` never came."""
 
     async def reply_cut(self, said: str, reason: CutReason) -> None:
         """The reply stopped early; `said` is what the listener heard, which is what is stored."""

@@ -14,7 +14,7 @@ import anyio
 
 from backend.app.audio.types import Audio
 from backend.app.core.config import VADSettings
-from backend.app.core.errors import AppError
+from backend.app.core.errors import AppError, InternalError
 from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import elapsed_ms
 from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
@@ -79,6 +79,10 @@ class TurnRunner:
     _listener: Listener
     _reply: ReplySender
     _storing: asyncio.Task[None] | None
+    _hearing: set[asyncio.Task[None]]
+    """Turn tasks not yet replying: until then, a cut withdraws the reply (`_withdrawn`) instead
+    of cancelling the task, so that the user's words are kept."""
+    _withdrawn: set[asyncio.Task[None]]
 
     # --- turns and replies ------------------------------------------------------------------------
 
@@ -185,6 +189,8 @@ class TurnRunner:
         previous: asyncio.Task[None] | None = None,
     ) -> None:
         asked = time.time()
+        task = asyncio.current_task()
+        assert task is not None
         try:
             try:
                 # stt_ms is the transcription's own time, even when it ran during the trailing
@@ -196,6 +202,10 @@ class TurnRunner:
             waiting = [t for t in (previous, self._storing) if t is not None]
             if waiting:
                 await asyncio.wait(waiting)
+            self._hearing.discard(task)  # from here on, a cut cancels
+            if task in self._withdrawn:
+                await self._keep_unanswered(transcript)
+                return
             self._reply.reset()
             transcription, stt_ms = transcript
             timings = {"stt_ms": stt_ms}
@@ -219,14 +229,28 @@ class TurnRunner:
         except ClientGone:
             pass  # the transport notices too, and ends the session
         except Exception:
-            # A send to a client that has gone, or a fault of ours: the transport notices the
-            # former and closes the session; the latter must not pass silently.
+            # A fault of ours: logged, and the client told (a response must never end in silence).
             logger.exception("realtime turn failed in conversation %s", self.conversation_id)
+            await self._tell_failed()
         finally:
+            self._hearing.discard(task)
+            self._withdrawn.discard(task)
             if early is not None and early.task is not None and not early.task.done():
                 early.task.cancel()  # a barge-in: the reply is stored as far as it was heard
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait([early.task])
+
+    async def _keep_unanswered(self, transcript: TimedTranscription) -> None:
+        """A turn cut before its reply began: the user's words are stored and told all the same,
+        then the turn is told finished, unanswered (`interrupted`, with nothing said)."""
+        transcription, stt_ms = transcript
+        if transcription.text:
+            await self.conversation.add_user_turn(
+                self.conversation_id, transcription.text, transcription.language, stt_ms
+            )
+        await self._listener.transcribed(transcription, stt_ms)
+        turn = Turn(transcription.text, "", self.conversation_id, None, {"stt_ms": stt_ms}, interrupted=True)
+        await self._listener.reply_finished(turn)
 
     async def _run_response(self, options: ReplyOptions, previous: asyncio.Task[None] | None) -> None:
         """A reply the client asked for, on the conversation as stored."""
@@ -247,3 +271,13 @@ class TurnRunner:
             pass
         except Exception:
             logger.exception("realtime response failed in conversation %s", self.conversation_id)
+            await self._tell_failed()
+
+    async def _tell_failed(self) -> None:
+        """The client hears that its reply failed (unless it is gone)."""
+        try:
+            await self._listener.reply_failed(
+                InternalError("the reply failed on the server; the conversation goes on")
+            )
+        except Exception:  # the client is gone, or cannot be told: the transport ends the session
+            logger.debug("could not report a failed reply", exc_info=True)
