@@ -1,9 +1,9 @@
 """`python -m backend.app`: check the model files, then serve with uvicorn while the models load.
 
-The pre-flight runs before the port opens: a missing or corrupt model file (checked against the
-SHA-256 manifest written at install) ends start-up at once with one clear message and exit status 2,
-not a traceback or a server restarting in a loop. The models then load in the background: /health
-reports `loading` and /health/ready answers 503 until every model is up.
+The pre-flight runs before the port opens: a bad API_KEYS_FILE, or a missing or corrupt model file
+(checked against the SHA-256 manifest written at install), ends start-up at once with one clear
+message and exit status 2, not a traceback or a server restarting in a loop. The models then load
+in the background: /health reports `loading` and /health/ready answers 503 until every model is up.
 
 SIGTERM or SIGINT stops the server gracefully: new connections are refused, requests in flight get
 SHUTDOWN_GRACE_S to finish, then the models are released and the conversation store is closed.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
@@ -21,6 +20,7 @@ import uvicorn
 
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, StorageOpenError
+from backend.app.core.keys import KeyFileError, load_keys
 
 EXIT_BAD_CONFIG = 2
 """Invalid settings or model files: restarting will not help, so orchestrators should not retry."""
@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Voice-dialogue server (STT -> LLM -> TTS). Every setting is an environment variable "
             "(also read from .env); the flags below override HOST, PORT, LOG_LEVEL and LOG_FORMAT. "
-            "Exit status 2: invalid settings, model files or conversation database (the message says which)."
+            "Exit status 2: invalid settings, API key file, model files or conversation database (the "
+            "message says which)."
         ),
     )
     parser.add_argument("--host", help="listen address (HOST, default 127.0.0.1)")
@@ -74,16 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # pydantic ValidationError: show the bad variable, not a traceback
         print(f"error: invalid configuration: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    # OpenMP threads (CTranslate2's and llama.cpp's libgomp) spin this many times before sleeping
-    # once their work is done; GNU's default, 300,000, keeps them burning cores between the many
-    # small parallel regions of a request. On a CPU shared with another process, that made
-    # /v1/audio/transcriptions 2.8x slower than raw faster-whisper beside the same load; 10,000
-    # costs nothing idle and keeps the server within ~1.1x (bench/results/cpu.md). It is read when
-    # the libraries load: set it yourself to override.
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    # Progress bars (model conversion, downloads) are not log lines: they would break the JSON log.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # GOMP_SPINCOUNT=10000 and no progress bars, unless set: read as the model libraries load.
+    from backend.app.core.process import set_model_process_env
+
+    set_model_process_env()
     from backend.app.core.memory import limit_arenas
 
     limit_arenas()  # before any worker thread exists
@@ -95,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     from backend.app.storage.conversations import ConversationStore
 
     try:
-        # The database first: it is quick, and a damaged or read-only one is the operator's to fix.
+        # The API keys first (a bad key file), then the database: both are quick, and the operator's to fix.
+        api_key = settings.server.api_key
+        load_keys(api_key.get_secret_value() if api_key else None, settings.server.api_keys_file)
         if settings.storage.database_url is not None:
             from backend.app.storage.postgres import PostgresStore
 
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ConversationStore.check(settings.storage.data_dir / "conversations.db")
         manifest.preflight(settings)
-    except (ModelLoadError, StorageOpenError) as e:
+    except (KeyFileError, ModelLoadError, StorageOpenError) as e:
         logger.error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG

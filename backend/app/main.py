@@ -22,19 +22,26 @@ from backend.app.api.routes.page import load_site
 from backend.app.api.routes.ququ import QuquStats
 from backend.app.api.wyoming.server import WyomingServer
 from backend.app.backends import manifest
+from backend.app.core.auth import ApiKeyMiddleware
 from backend.app.core.config import Settings
-from backend.app.core.errors import install_error_handlers
+from backend.app.core.errors import StorageUnavailableError, install_error_handlers
+from backend.app.core.keys import KeyRing, load_keys
+from backend.app.core.logs import redact_credentials
 from backend.app.core.metrics import HttpMetrics
 from backend.app.core.middleware import (
-    BearerAuthMiddleware,
     BodySizeLimitMiddleware,
     CancelOnDisconnectMiddleware,
     JSONGuardMiddleware,
     RequestContextMiddleware,
 )
+from backend.app.core.quotas import KeyLedger
 from backend.app.services.container import Services, build_services
 
 logger = logging.getLogger("backend.app")
+
+STORAGE_WATCH_S = 10.0
+"""How often the conversation store is asked whether it can be used, requests or not: a database
+server that goes away is logged when it goes (and when it is back), not at the next request."""
 
 
 async def _sweep_outputs(app: FastAPI, every_s: float) -> None:
@@ -46,8 +53,26 @@ async def _sweep_outputs(app: FastAPI, every_s: float) -> None:
                 removed = await anyio.to_thread.run_sync(services.sweep_outputs)
                 if removed:
                     logger.info("removed %d expired reply audio files", removed)
+        except StorageUnavailableError as e:
+            # A database server that is down was logged by its store, once, when it went; a local
+            # store's failure is said here. The next sweep retries.
+            shared = services is not None and services.history.store.shared
+            (logger.debug if shared else logger.warning)("output sweep skipped: %s", e.message)
         except Exception:  # a failed sweep must not end the loop; the next one retries
             logger.exception("output sweep failed")
+        await asyncio.sleep(every_s if services is not None else 1.0)
+
+
+async def _watch_storage(app: FastAPI, every_s: float = STORAGE_WATCH_S) -> None:
+    """Ask the conversation store now and then whether it can be used (`ping`): its outages are
+    noticed, and logged, while no request needs it."""
+    while True:
+        services: Services | None = app.state.services
+        if services is not None:
+            try:
+                await services.history.check_storage()
+            except Exception:  # the watch must not end; /health asks again anyway
+                logger.exception("storage check failed")
         await asyncio.sleep(every_s if services is not None else 1.0)
 
 
@@ -95,6 +120,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the app. Pass `services` already built (and owned by the caller) to skip loading;
     otherwise the lifespan loads them in the background and owns them."""
     settings = settings or Settings()
+    api_key = settings.server.api_key
+    # A bad key file ends start-up here (KeyFileError), before the port opens.
+    keys = load_keys(api_key.get_secret_value() if api_key else None, settings.server.api_keys_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +136,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if owned:
             _load_in_background(app, settings)
         sweeper = asyncio.create_task(_sweep_outputs(app, settings.storage.outputs_sweep_s))
+        watcher = asyncio.create_task(_watch_storage(app))
         wyoming = await _start_wyoming(app, settings)
         try:
             yield
@@ -117,6 +146,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             # Runs after the server has stopped accepting and in-flight requests have finished
             # (or SHUTDOWN_GRACE_S ran out): the conversation store is flushed and closed here.
             sweeper.cancel()
+            watcher.cancel()
             if owned and app.state.services is not None:
                 app.state.services.shutdown()
                 logger.info("shut down: models released, conversation store closed")
@@ -127,6 +157,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         description="Speech in, spoken answer out: STT -> LLM -> TTS, each stage also callable alone.",
         lifespan=lifespan,
     )
+    redact_credentials()  # websockets prints handshake headers (a key among them) at DEBUG
     app.state.settings = settings
     app.state.services = services
     app.state.load_error = None
@@ -135,6 +166,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.started_at = int(time.time())
     app.state.metrics = HttpMetrics()
     app.state.ququ_stats = QuquStats()  # QuQu's /api/status counts
+    app.state.keys = KeyLedger(keys)  # each API key's usage against its quotas
     app.state.metrics.include(lambda: app.state.services.metrics.registry if app.state.services else None)
     install_error_handlers(app)
     app.state.site = load_site()  # the browser page's files, read once
@@ -145,8 +177,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(JSONGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_upload_bytes)
-    if settings.server.api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=settings.server.api_key.get_secret_value())
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, ring=KeyRing(keys), ledger=app.state.keys)
+        app.state.metrics.watch_keys(app.state.keys)
+        logger.info("API keys: %s", ", ".join(key.name for key in keys))  # names only
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

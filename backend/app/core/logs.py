@@ -2,8 +2,10 @@
 
 Every record logged while a request is handled carries its request id (`request_id`). Access lines
 (logger `backend.app.access`, one per request, written by `RequestContextMiddleware`) add the route,
-status, duration and the milliseconds each model stage spent on the request. Secrets never reach a
-log line: no header or query string is logged, and the settings hold keys as `SecretStr`.
+status, duration, the API key's name (`key`) and the milliseconds each model stage spent on the
+request. Secrets never reach a log line: no header or query string is logged, the settings hold keys
+as `SecretStr`, an API key is known by its name only (`core/keys.py`), and the libraries that print
+handshake headers at DEBUG have the keys in them redacted (`RedactCredentials`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextvars
 import json
 import logging
 import logging.config
+import re
 import time
 from typing import Any
 
@@ -25,6 +28,38 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+_CREDENTIALS = (
+    (re.compile(r"(?i)(authorization:\s*(?:bearer\s+|basic\s+)?)\S+"), r"\1<redacted>"),
+    (re.compile(r"(bearer\.|openai-insecure-api-key\.)[^\s,'\"\]]+"), r"\1<redacted>"),
+)
+
+HANDSHAKE_LOGGERS = ("uvicorn.error", "uvicorn.asgi", "websockets.server")
+"""Loggers of other libraries that print a request's credentials: websockets logs every handshake
+header (`Authorization`, the subprotocols a browser's key travels in) at DEBUG through uvicorn's
+logger, and uvicorn's TRACE prints each scope's subprotocols."""
+
+
+class RedactCredentials(logging.Filter):
+    """Rewrites a record that prints a bearer token or a key subprotocol, with the key redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = redacted = record.getMessage()
+        for pattern, replacement in _CREDENTIALS:
+            redacted = pattern.sub(replacement, redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_credentials() -> None:
+    """Put `RedactCredentials` on the loggers that print handshakes (once), whatever handlers the
+    logging has: ours (`configure_logging`) or uvicorn's own when it is run directly."""
+    for name in HANDSHAKE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())
 
 
 class JsonFormatter(logging.Formatter):
@@ -72,13 +107,13 @@ def configure_logging(level: str, fmt: str) -> None:
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "filters": {"request_id": {"()": _RequestIdFilter}},
+            "filters": {"request_id": {"()": _RequestIdFilter}, "redact": {"()": RedactCredentials}},
             "formatters": {"main": {"()": JsonFormatter if fmt == "json" else TextFormatter}},
             "handlers": {
                 "stderr": {
                     "class": "logging.StreamHandler",
                     "formatter": "main",
-                    "filters": ["request_id"],
+                    "filters": ["request_id", "redact"],
                     "stream": "ext://sys.stderr",
                 }
             },

@@ -4,7 +4,8 @@ Two groups, each in a registry of its own, so that apps and services built side 
 build several) never share counters:
 
 - `HttpMetrics`, owned by the app: requests and their latency per route template and status,
-  open realtime sessions, and the process's own figures (resident memory, CPU, open files).
+  open realtime sessions, each API key's usage (read live from the app's `KeyLedger`, by the
+  key's name), and the process's own figures (resident memory, CPU, open files).
 - `ServiceMetrics`, owned by the loaded services: per-stage latency, audio seconds transcribed and
   synthesised, model load times, and, read live at each scrape, each model's queue (busy and
   waiting calls) and the speaker cache's hits and misses.
@@ -31,6 +32,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from backend.app.core.quotas import NO_KEY, OUTCOMES, KeyLedger
 
 if TYPE_CHECKING:
     from backend.app.core.worker import ModelWorker
@@ -93,6 +96,10 @@ class HttpMetrics:
         key = (method, route or UNMATCHED, str(status))
         self.requests.labels(*key).inc()
         self.latency.labels(*key).observe(seconds)
+
+    def watch_keys(self, ledger: KeyLedger) -> None:
+        """Report each API key's requests, audio and open sessions at every scrape."""
+        self.registry.register(_Keys(ledger))
 
     def include(self, source: Callable[[], CollectorRegistry | None]) -> None:
         """Also yield the metrics of the registry `source()` returns, when it returns one."""
@@ -209,3 +216,42 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             f"{NAMESPACE}_speaker_cache_entries", "Prepared voices in the cache", stats.size
         )
+
+
+class _Keys(Collector):
+    """Read at each scrape: each API key's usage, labelled with the key's name (never the key)."""
+
+    def __init__(self, ledger: KeyLedger) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        figures, unauthorized = self.ledger.figures()
+        requests = CounterMetricFamily(
+            f"{NAMESPACE}_key_requests",
+            "Requests and WebSocket handshakes by API key name and outcome: ok, or the error code "
+            f"they were refused with ({NO_KEY!r}: no valid key)",
+            labels=["key", "outcome"],
+        )
+        audio = CounterMetricFamily(
+            f"{NAMESPACE}_key_audio_seconds",
+            "Seconds of audio transcribed (stt) and synthesised (tts) by API key name",
+            labels=["key", "stage"],
+        )
+        today = GaugeMetricFamily(
+            f"{NAMESPACE}_key_audio_seconds_today",
+            "Seconds of audio so far this UTC day by API key name (against audio_seconds_per_day)",
+            labels=["key"],
+        )
+        sessions = GaugeMetricFamily(
+            f"{NAMESPACE}_key_realtime_sessions", "Open realtime sessions by API key name", labels=["key"]
+        )
+        for key in figures:
+            for outcome in OUTCOMES:
+                if outcome != "unauthorized":
+                    requests.add_metric([key.name, outcome], key.outcomes.get(outcome, 0))
+            for stage, seconds in key.audio_seconds.items():
+                audio.add_metric([key.name, stage], seconds)
+            today.add_metric([key.name], key.audio_seconds_today)
+            sessions.add_metric([key.name], key.sessions)
+        requests.add_metric([NO_KEY, "unauthorized"], unauthorized)
+        yield from (requests, audio, today, sessions)

@@ -1,17 +1,14 @@
-"""ASGI middleware: request ids and access lines, bearer-token auth, the request-body limit, and
-cancellation of work whose client has gone.
+"""ASGI middleware: request ids and access lines, the request-body limit, and cancellation of work
+whose client has gone (API keys are `core/auth.py`'s).
 
 Pure ASGI (no BaseHTTPMiddleware), so streamed responses and WebSockets pass through untouched.
-Outermost first: RequestContext -> CORS -> BearerAuth -> BodySizeLimit -> JSONGuard ->
+Outermost first: RequestContext -> CORS -> ApiKey (core/auth.py) -> BodySizeLimit -> JSONGuard ->
 CancelOnDisconnect -> app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
 import logging
 import re
@@ -41,7 +38,7 @@ CLIENT_CLOSED = 499
 _MULTIPART_SLACK = 64 * 1024
 
 
-async def _send_error(
+async def send_error(
     scope: Scope,
     send: Send,
     status: int,
@@ -50,6 +47,7 @@ async def _send_error(
     headers: dict[str, str],
     param: str | None = None,
 ) -> None:
+    """Answer with the JSON error of `path` (ours, OpenAI's under /v1, QuQu's under /api)."""
     status, payload = error_response_parts(scope["path"], status, code, message, param)
     body = json.dumps(payload).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -58,76 +56,11 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-# A browser cannot set headers on a WebSocket handshake, so it may send the key as a subprotocol:
-# `bearer.<the key, base64url without padding>`, next to `voice-dialogue` for the server to answer.
-WS_KEY_PROTOCOL_PREFIX = "bearer."
-
-
-def _public(path: str) -> bool:
-    """The health checks and the browser page (which asks for the key itself) need no key."""
-    return path.startswith("/health") or path == "/" or path.startswith("/static/")
-
-
-OPENAI_KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
-"""How a browser sends its key to OpenAI's Realtime API (the key as it is), beside `realtime`."""
-
-
-def _websocket_key(scope: Scope) -> bytes | None:
-    protocols: list[str] = scope.get("subprotocols", [])
-    for protocol in protocols:
-        if protocol.startswith(OPENAI_KEY_PROTOCOL_PREFIX):
-            return protocol[len(OPENAI_KEY_PROTOCOL_PREFIX) :].encode()
-        if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
-            encoded = protocol[len(WS_KEY_PROTOCOL_PREFIX) :]
-            try:
-                return base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
-            except (ValueError, binascii.Error):
-                return None
-    return None
-
-
-class BearerAuthMiddleware:
-    """When a key is set, every route except /health* and the page needs `Authorization: Bearer
-    <key>`; a WebSocket may carry the key as a subprotocol instead: `bearer.<base64url key>`, or
-    OpenAI's `openai-insecure-api-key.<key>`."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self._key = api_key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or _public(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope["method"] == "OPTIONS":
-            await self.app(scope, receive, send)  # CORS preflight carries no credentials
-            return
-        scheme, _, supplied = dict(scope["headers"]).get(b"authorization", b"").strip().partition(b" ")
-        # The scheme is case-insensitive (RFC 9110): `bearer` and `BEARER` are Bearer.
-        authorized = scheme.lower() == b"bearer" and hmac.compare_digest(supplied.strip(), self._key)
-        if not authorized and scope["type"] == "websocket":
-            key = _websocket_key(scope)
-            authorized = key is not None and hmac.compare_digest(key, self._key)
-        if not authorized:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await _send_error(
-                scope,
-                send,
-                401,
-                "unauthorized",
-                "missing or wrong API key (Authorization: Bearer <key>)",
-                {"www-authenticate": "Bearer"},
-            )
-            return
-        await self.app(scope, receive, send)
-
-
 class RequestContextMiddleware:
     """Gives each request an id (the client's `X-Request-ID` when plain, else a new one), echoes
     it in the response's `X-Request-ID`, and writes one access line when the request ends: method,
-    route, status, duration and per-stage milliseconds (`stages`: time each model spent on it)."""
+    route, status, duration, the API key's name (`key`, when keys are configured) and per-stage
+    milliseconds (`stages`: time each model spent on it)."""
 
     def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
@@ -175,7 +108,7 @@ class RequestContextMiddleware:
                 status = status or 500
                 raise
             status = 500
-            await _send_error(scope, send_with_id, 500, "internal_error", "internal server error", {})
+            await send_error(scope, send_with_id, 500, "internal_error", "internal server error", {})
         finally:
             route: str | None = getattr(scope.get("route"), "path", None)
             seconds = time.perf_counter() - started
@@ -189,6 +122,9 @@ class RequestContextMiddleware:
                 if status == 101:
                     self.metrics.sessions.dec()
                 self.metrics.observe_request(fields["method"], route, fields["status"], seconds)
+            key = scope.get("state", {}).get("key_name")
+            if key is not None:
+                fields["key"] = key  # the API key's name (core/auth.py), never the key
             if timings:
                 fields["stages"] = {f"{name}_ms": round(ms, 1) for name, ms in timings.items()}
             client = scope.get("client")
@@ -215,7 +151,7 @@ class BodySizeLimitMiddleware:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         limit_mb = (self.max_bytes - _MULTIPART_SLACK) / 1024 / 1024
         message = f"the request body is larger than the {limit_mb:g} MB limit (MAX_UPLOAD_MB)"
-        await _send_error(scope, send, 413, "payload_too_large", message, {"connection": "close"})
+        await send_error(scope, send, 413, "payload_too_large", message, {"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -226,7 +162,7 @@ class BodySizeLimitMiddleware:
             try:
                 length = int(declared)
             except ValueError:
-                await _send_error(scope, send, 400, "bad_request", "invalid Content-Length", {})
+                await send_error(scope, send, 400, "bad_request", "invalid Content-Length", {})
                 return
             if length > self.max_bytes:
                 await self._refuse(scope, send)
@@ -295,7 +231,7 @@ class JSONGuardMiddleware:
         try:
             check_json_bytes(body)
         except InvalidInputError as e:
-            await _send_error(scope, send, e.status_code, e.code, e.message, {}, param=e.param)
+            await send_error(scope, send, e.status_code, e.code, e.message, {}, param=e.param)
             return
         except ValueError:
             pass  # malformed JSON: the route's own parser says so, in its own words

@@ -32,6 +32,7 @@ import anyio
 
 from backend.app.audio.types import Audio
 from backend.app.core.errors import StageTimeoutError
+from backend.app.core.quotas import charge_audio
 from backend.app.core.worker import Admission
 from backend.app.services.dialogue import Cast, CastMember, WindowTurn
 from backend.app.voices.library import VoiceInfo
@@ -190,6 +191,7 @@ class SpeechStream:
                     audio = await self._admission.step(self._render, piece)
             except TimeoutError:
                 raise StageTimeoutError(worker.name, worker.timeout_s or 0) from None
+        charge_audio("tts", audio.duration)  # to the request's API key, for its daily audio quota
         took = time.perf_counter() - began
         self.busy_s += took
         if self.first_s is None:

@@ -12,6 +12,7 @@ from backend.app.backends.protocols import SpeechToText
 from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.quotas import charge_audio
 from backend.app.core.values import TranscribeOptions, Transcription, TranscriptSegment
 from backend.app.core.worker import ModelWorker
 from backend.app.text.languages import WHISPER_LANGUAGES
@@ -103,9 +104,11 @@ class STTService:
         return decode_audio(data, self.backend.sample_rate, self.settings.max_audio_seconds)
 
     def _observed(self, started: float, transcription: Transcription) -> Transcription:
-        """Count a finished transcription: its time (queue wait included) and its audio."""
+        """Count a finished transcription: its time (queue wait included) and its audio (also to
+        the request's API key, for its daily audio quota)."""
         self.metrics.observe_stage("stt", time.perf_counter() - started)
         self.metrics.transcribed.inc(transcription.duration)
+        charge_audio("stt", transcription.duration)
         return transcription
 
     def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
