@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -65,8 +66,15 @@ class PostgresServer:
             self.process.kill()
             self.process.wait()
 
+    def crash(self) -> None:
+        """End it at once, as a crash or a kill would: PostgreSQL's immediate shutdown (SIGQUIT to
+        the postmaster), its sessions cut without a goodbye; `start` then recovers from the WAL."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGQUIT)
+        self.process.wait(30)
+
     def start(self) -> None:
-        """Start it again on the same port and data (after `stop`, or a kill)."""
+        """Start it again on the same port and data (after `stop`, `crash`, or a kill)."""
         self.process = _launch(self.bin, self.data, self.port)
         _wait_ready(self)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -78,8 +78,11 @@ def server_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m backend.app` on a free port and wait until it is ready."""
+def start_server(
+    tmp: Path, log_name: str = "server.log", ready: Callable[[httpx.Response], bool] | None = None, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m backend.app` on a free port and wait until it is ready (`ready`, given
+    /health/ready's answer: by default, a 200)."""
     port = free_port()
     log_path = tmp / log_name
     with log_path.open("w") as log:
@@ -91,21 +94,26 @@ def start_server(tmp: Path, log_name: str = "server.log", **env: str) -> tuple[s
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    wait_ready(process, base, log_path)
+    wait_ready(process, base, log_path, ready=ready)
     return process, base
 
 
 def wait_ready(
-    process: subprocess.Popen[bytes], base: str, log_path: Path, timeout_s: float = STARTUP_TIMEOUT_S
+    process: subprocess.Popen[bytes],
+    base: str,
+    log_path: Path,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+    ready: Callable[[httpx.Response], bool] | None = None,
 ) -> None:
-    """Wait until `base` answers /health/ready with 200; fail with the log's end if the process
-    exits or the time runs out (the process is then killed)."""
+    """Wait until `base` answers /health/ready with 200 (or as `ready` wants); fail with the log's
+    end if the process exits or the time runs out (the process is then killed)."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
             pytest.fail(f"{process.args} exited at start-up:\n{log_path.read_text()[-8000:]}")
         try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+            response = httpx.get(f"{base}/health/ready", timeout=2)
+            if ready(response) if ready is not None else response.status_code == 200:
                 return
         except httpx.TransportError:
             pass

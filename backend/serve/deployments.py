@@ -23,6 +23,7 @@ from backend.app.backends import registry
 from backend.app.backends.protocols import DialogueSpeech
 from backend.app.core.config import Settings
 from backend.app.core.logs import configure_logging
+from backend.app.core.process import set_model_process_env
 from backend.app.core.values import (
     ChatMessage,
     DialogueRequest,
@@ -67,7 +68,11 @@ def _relayed(stream: Iterator[T]) -> Iterator[T]:
 
 
 def replica_settings() -> Settings:
-    """The server's settings from this replica's environment, with its logging configured."""
+    """The server's settings from this replica's environment, with its logging configured; and
+    the environment the models' libraries read as they load (GOMP_SPINCOUNT, ...) set as
+    `python -m backend.app` sets it, unless the user set it (in `env`, or on the node). Each
+    replica calls it first, before its engine loads."""
+    set_model_process_env()
     settings = Settings()
     configure_logging(settings.server.log_level, settings.server.log_format)
     return settings

@@ -176,3 +176,93 @@ def test_every_import_of_the_page_modules_names_a_real_export(tmp_path: Path) ->
     (tmp_path / "link.js").write_text(program)
     result = subprocess.run(["node", "link.js"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def _server_error_codes() -> set[str]:
+    """Every `code` the server's errors can carry to the page: its domain exceptions, the
+    framework's by status, and the realtime WebSocket's own."""
+    import backend.app.main  # noqa: F401 - imports every module that defines an error
+    from backend.app.core.errors import AppError, _status_code_name
+
+    codes: set[str] = set()
+    todo: list[type[AppError]] = [AppError]
+    while todo:
+        error = todo.pop()
+        codes.add(error.code)
+        todo += error.__subclasses__()
+    codes |= {
+        _status_code_name(status) for status in (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 504, 507)
+    }
+    return codes | {
+        "protocol_error",
+        "invalid_sample_rate",
+        "frame_too_large",
+        "idle_timeout",
+        "session_limit",
+    }
+
+
+_EXPLAIN = """
+const [language, errors] = [process.argv[2], JSON.parse(process.argv[3])];
+globalThis.localStorage = { getItem: () => language, setItem() {} };  // the language the page keeps
+const { detailOf, explain } = await import("./notices.js");
+const { ApiError } = await import("./server.js");
+const shown = errors.map(([status, code, message]) => {
+  const error = new ApiError(status, code, message, 7);
+  return { code, text: explain(error), detail: detailOf(error) };
+});
+console.log(JSON.stringify(shown));
+"""
+
+
+def _explained(tmp_path: Path, language: str, errors: list[tuple[int, str, str]]) -> list[dict[str, str]]:
+    """What the page's `explain` makes of each server error, the page being in `language`."""
+    import json
+
+    for script in Path(page.WEB_DIR).glob("*.js"):
+        shutil.copy(script, tmp_path / script.name)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "explain.js").write_text(_EXPLAIN)
+    result = subprocess.run(
+        ["node", "explain.js", language, json.dumps(errors)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    shown: list[dict[str, str]] = json.loads(result.stdout)
+    return shown
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's modules")
+@pytest.mark.parametrize("language", ["zh-TW", "zh-CN"])
+def test_server_errors_are_shown_in_the_pages_chinese(tmp_path: Path, language: str) -> None:
+    """The server's messages are English; a Chinese page shows every error code in Chinese (its own
+    words for the code, or, for a code it does not know, a Chinese sentence naming it), with the
+    server's message kept as the detail."""
+    codes = sorted(_server_error_codes())
+    errors = [
+        (503 if code == "storage_unavailable" else 400, code, f"the server says {code}") for code in codes
+    ]
+    for shown in _explained(tmp_path, language, errors):
+        code, text = shown["code"], shown["text"]
+        assert re.search(r"[\u4e00-\u9fff]", text), shown
+        assert not re.search(r"[A-Za-z]", text.replace(code, "").replace("API", "")), shown
+        if code not in ("not_ready", "overloaded", "unauthorized"):  # the page's own words already
+            assert shown["detail"] == f"the server says {code}", shown
+    (down,) = _explained(tmp_path, language, [(503, "storage_unavailable", "the database is unreachable")])
+    assert "7" in down["text"]  # when to try again (Retry-After), in Chinese too
+    traditional = language == "zh-TW"
+    assert ("資料庫" if traditional else "数据库") in down["text"], down
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's modules")
+def test_server_errors_on_the_english_page_are_the_servers_own_words(tmp_path: Path) -> None:
+    (audio, busy) = _explained(
+        tmp_path,
+        "en",
+        [(422, "invalid_audio", "the upload has no decodable audio"), (503, "overloaded", "full")],
+    )
+    assert audio == {"code": "invalid_audio", "text": "the upload has no decodable audio", "detail": ""}
+    assert busy["text"] == "The server is busy with other requests. Try again in 7 s."

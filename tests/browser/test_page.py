@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -375,5 +376,36 @@ def test_the_page_speaks_the_browsers_chinese_and_switches(server: str, browser:
     assert page.inner_text("h1") == "Voice dialogue"
     assert page.evaluate("document.documentElement.lang") == "en"
     assert page.inner_text("#talk .talk-label") == "Hold to talk"
+    assert page.errors == []
+    page.context.close()
+
+
+def test_server_errors_are_shown_in_the_pages_chinese(server: str, browser: Any) -> None:
+    """The server's error messages are English: the Chinese page says each in its own words (by
+    the error's code), and keeps the server's message as the notice's detail (its tooltip)."""
+    page = _new_page(browser, server, locale="zh-CN")
+    _ready(page)
+    down = {
+        "error": {
+            "code": "storage_unavailable",
+            "message": "the conversation database is unreachable right now",
+        }
+    }
+    page.route(
+        "**/chat",
+        lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "3"}, content_type="application/json", body=json.dumps(down)
+        ),
+    )
+    page.fill("#text-input", "你好")
+    page.press("#text-input", "Enter")
+    page.wait_for_selector("#notice:not([hidden])", timeout=20_000)
+    notice = page.inner_text("#notice-text")
+    assert "数据库" in notice and "3 秒" in notice, notice
+    assert not re.search(r"[A-Za-z]", notice), notice
+    assert page.get_attribute("#notice-text", "title") == down["error"]["message"]
+    failed = page.locator(".message.assistant .text").last.inner_text()
+    assert "数据库" in failed and not re.search(r"[A-Za-z]", failed), failed
+    _screenshot(page, "zh-CN-error")
     assert page.errors == []
     page.context.close()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -205,3 +206,51 @@ def test_several_ingress_replicas_without_a_shared_database_are_refused_at_build
         {"ingress_replicas": 2, "env": {"DATABASE_URL": "postgresql://db/voice"}}
     )
     assert shared.ingress_replicas == 2
+
+
+_REPLICA_ENV_PROBE = """
+import json, os, sys
+from backend.app.backends import registry
+from backend.serve.deployments import ChatDeployment, STTDeployment
+
+seen = {}
+
+def watched(name, load):
+    def loading(settings):
+        openmp = [line.split()[-1] for line in open("/proc/self/maps") if "gomp" in line or "libomp" in line]
+        seen[name] = {"GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "openmp_loaded": openmp}
+        return load(settings)
+    return loading
+
+registry.load_stt = watched("stt", registry.load_stt)
+registry.load_chat = watched("chat", registry.load_chat)
+for deployment in (STTDeployment, ChatDeployment):
+    deployment.func_or_class()  # the replica's class, as Serve constructs it in its actor
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "10000"), ("500", "500")])
+def test_model_replicas_set_gomp_spincount_before_their_engines_load(
+    tmp_path: Path, given: str | None, expected: str
+) -> None:
+    """As `python -m backend.app` does: GOMP_SPINCOUNT=10000 unless the user set it, in place
+    before the engine's OpenMP runtime (CTranslate2's, llama.cpp's libgomp) is loaded, which reads
+    it once. The replicas' own classes, in a fresh process, loading the real embedded models."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env.update(server_settings(tmp_path, LOG_FORMAT="text"))
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    result = subprocess.run(
+        [sys.executable, "-c", _REPLICA_ENV_PROBE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    for stage in ("stt", "chat"):
+        assert seen[stage]["GOMP_SPINCOUNT"] == expected, seen
+    assert seen["stt"]["openmp_loaded"] == [], seen  # the first engine: no OpenMP runtime yet

@@ -267,8 +267,9 @@ def test_replicas_that_start_at_once_migrate_the_schema_once(postgres: Any) -> N
     import psycopg
     from psycopg.rows import dict_row
 
-    from backend.app.storage.postgres import MIGRATIONS as PG_MIGRATIONS
-    from backend.app.storage.postgres import PostgresStore, migrate
+    from backend.app.storage.postgres import PostgresStore
+    from backend.app.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
+    from backend.app.storage.postgres_schema import migrate
 
     url = postgres.new_database()
     errors: list[BaseException] = []
@@ -298,8 +299,8 @@ def test_replicas_that_start_at_once_migrate_the_schema_once(postgres: Any) -> N
 def test_a_postgres_schema_newer_than_the_server_stops_start_up(postgres: Any) -> None:
     import psycopg
 
-    from backend.app.storage.postgres import MIGRATIONS as PG_MIGRATIONS
     from backend.app.storage.postgres import PostgresStore
+    from backend.app.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 
     url = postgres.new_database()
     PostgresStore.check(url)

@@ -118,9 +118,12 @@ def test_a_database_that_goes_away_is_a_503_and_comes_back(
         assert health["status"] == "degraded" and "unreachable" in health["modules"]["storage"]["error"]
         log = (tmp_a / "server.log").read_text()
         assert "127.0.0.1:" in log and "unreachable" in log and "secret-pw" not in log
-        # A replica that starts while the database is down still starts, and answers 503 too.
+        # A replica that starts while the database is down still starts (its models load), is not
+        # ready (/health says why), and answers 503 too.
         tmp = server_dir(tmp_path_factory, "late")
-        late, base = start_server(tmp, DATABASE_URL=database, LLM_MAX_TOKENS="8")
+        late, base = start_server(
+            tmp, ready=_serving_without_its_database, DATABASE_URL=database, LLM_MAX_TOKENS="8"
+        )
         assert httpx.get(f"{base}/conversations", timeout=60).status_code == 503
     finally:
         postgres.start()
@@ -133,6 +136,12 @@ def test_a_database_that_goes_away_is_a_503_and_comes_back(
     finally:
         if late is not None:
             stop_server(late)
+
+
+def _serving_without_its_database(ready: httpx.Response) -> bool:
+    modules = ready.json()["modules"]
+    models = all(modules[name]["ready"] for name in ("stt", "chat", "tts", "vad"))
+    return ready.status_code == 503 and models and "unreachable" in (modules["storage"]["error"] or "")
 
 
 def test_a_malformed_database_url_stops_start_up_without_printing_the_password(tmp_path: Path) -> None:

@@ -118,6 +118,13 @@ class ConversationHistory:
         """Why turns or their audio could not be kept now (a full disk, a failing database), or None."""
         return self.store.disk_problem() or self.outputs.disk_problem()
 
+    async def check_storage(self) -> str | None:
+        """`disk_problem`, with the store asked afresh (a database server that went away is seen
+        at once, not at the next request that needs it)."""
+        if self.store.shared:  # a database server of its own, which may have gone away
+            await anyio.to_thread.run_sync(self.store.ping)
+        return self.disk_problem()
+
     def system_prompt(self, conversation_id: str | None) -> str | None:
         """The conversation's own system prompt, if it has one (blocking)."""
         conversation = self.store.get(conversation_id) if conversation_id else None

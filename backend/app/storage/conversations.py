@@ -172,6 +172,9 @@ class ConversationStore:
         """Why writes would be refused now, or None (for /health)."""
         return low_disk(self.path.parent, self.min_free_bytes) or self.problem
 
+    def ping(self) -> None:
+        """Nothing to ask: the file is this process's own (`disk_problem` looks at its disk)."""
+
     def _migrate(self) -> None:
         with self._lock:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])

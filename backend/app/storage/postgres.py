@@ -2,14 +2,15 @@
 replica of a scaled-out deployment; the same interface as the SQLite store (storage/protocols.py).
 
 psycopg 3 with its connection pool, parameterised queries only. The schema is versioned in a
-`schema_version` table; `MIGRATIONS[i]` takes version i to i+1, applied at start-up under a
+`schema_version` table (storage/postgres_schema.py), migrated at start-up under a
 transaction-level advisory lock, so that when two replicas start at once one migrates and the other
 waits, then finds the work done. A turn is committed (synchronous_commit, PostgreSQL's default) when
 `add_turns` returns.
 
-A database that is down (at start-up or later) makes each call a 503 with Retry-After, and the log
-names the server (never the password); the pool reconnects by itself when it returns, and the
-schema is checked then.
+A database that is down (at start-up or later) makes each call a 503 with Retry-After; `ping`
+notices it without waiting for a request (/health and the app's watch call it), and the outage is
+logged once when it begins and once when it ends, naming the server, never the password. The pool
+reconnects by itself when it returns, and the schema is checked then.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,67 +38,24 @@ from backend.app.storage.conversations import (
     turn_from_row,
     update_clauses,
 )
+from backend.app.storage.postgres_address import redacted, scrubbed
 from backend.app.storage.postgres_casts import PostgresCasts
+from backend.app.storage.postgres_schema import migrate
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE conversations (
-        id TEXT PRIMARY KEY,
-        seq BIGSERIAL,
-        title TEXT NOT NULL DEFAULT '',
-        system_prompt TEXT,
-        voice TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE TABLE turns (
-        id BIGSERIAL PRIMARY KEY,
-        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-        text TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        language TEXT,
-        voice TEXT,
-        audio_file TEXT,
-        timings TEXT,
-        interrupted BOOLEAN NOT NULL DEFAULT FALSE
-    );
-    CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
-    CREATE INDEX conversations_by_update ON conversations (updated_at DESC, seq DESC);
-    CREATE TABLE casts (
-        name TEXT PRIMARY KEY,
-        speakers TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    """,
-    # Reply audio, for /outputs/{name} from any replica (storage/postgres_audio.py).
-    """
-    CREATE TABLE reply_audio (
-        name TEXT PRIMARY KEY,
-        data BYTEA NOT NULL,
-        size INTEGER NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX reply_audio_by_age ON reply_audio (created_at);
-    """,
-)
-
-MIGRATION_LOCK = 0x766F6963  # pg_advisory_xact_lock key of the migrations ("voic")
 TURN_LOCK_SPACE = 0x7475726E  # first key of the per-conversation advisory locks ("turn")
+PING_TIMEOUT_S = 2.0
+"""The longest `ping` waits for the database's answer (libpq's shortest connect timeout too)."""
+PING_EVERY_S = 1.0
+"""A `ping` within this long of the last one takes its answer (/health needs no key: a caller
+that asks it in a loop costs the database one query a second at most)."""
 
 
-def redacted(url: str) -> str:
-    """The database's address without its password, for logs and errors."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "PostgreSQL (DATABASE_URL)"
-    host, port, name = params.get("host", "localhost"), params.get("port", "5432"), params.get("dbname", "")
-    user = f"{params['user']}@" if params.get("user") else ""
-    return f"postgresql://{user}{host}:{port}/{name}"
+def _detail(error: BaseException) -> str:
+    """An error's first line: libpq's messages add hints on the lines after it."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class PostgresStore:
@@ -104,14 +64,28 @@ class PostgresStore:
     shared = True
     """Every replica uses it: a conversation's turns are serialised across them (`try_lock`)."""
 
-    def __init__(self, url: str, pool_size: int = 10, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, pool_size: int = 10, timeout_s: float = 5.0, ping_timeout_s: float = PING_TIMEOUT_S
+    ) -> None:
         self.url = url
         self.where = redacted(url)
         self.engine = "postgresql"
         self.problem: str | None = None
         self.timeout_s = timeout_s
+        self.ping_timeout_s = ping_timeout_s
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._down_since: float | None = None  # monotonic time the outage began; None while reachable
+        # A connection of its own for `ping`, never a pooled one: every turn in progress may hold
+        # one of those (a full pool is no outage).
+        self._ping_lock = threading.Lock()
+        self._ping: Future[None] | None = None
+        self._pinged_at = 0.0  # monotonic time the last ping was answered (or gave up)
+        self._ping_conn: psycopg.Connection[Any] | None = None
+        # The store says when the database goes and comes back, once each; the pool would warn at
+        # every reconnection attempt (each request and each ping makes one while it is down).
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url,
             connection_class=psycopg.Connection[DictRow],
@@ -121,7 +95,9 @@ class PostgresStore:
             timeout=timeout_s,
             check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, round(timeout_s))},
-            reconnect_timeout=0,  # keep trying for as long as the server runs
+            # A failed connection attempt is given up at once: the next request that needs one
+            # tries again, and `ping` tells /health meanwhile.
+            reconnect_timeout=0,
             name="conversations",
         )
         self.pool.open(wait=False)
@@ -137,7 +113,8 @@ class PostgresStore:
             with psycopg.connect(url, connect_timeout=5, autocommit=True, row_factory=dict_row) as conn:
                 migrate(conn, redacted(url))
         except psycopg.OperationalError as e:
-            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            text = str(e).strip()
+            message = scrubbed(text.splitlines()[-1] if text else type(e).__name__, url)
             if "password authentication failed" in message or "does not exist" in message:
                 raise StorageOpenError(f"cannot use the database {redacted(url)}: {message}") from None
             logger.error("the database %s is unreachable at start-up (%s); retrying", redacted(url), message)
@@ -159,17 +136,92 @@ class PostgresStore:
             self.problem = str(e)
             raise StorageUnavailableError(str(e)) from e
         except psycopg.Error as e:
-            self.problem = f"the conversation database failed: {e}"
-            raise StorageUnavailableError(f"the conversation database cannot be used right now ({e})") from e
+            failure = scrubbed(str(e), self.url)
+            self.problem = f"the conversation database failed: {failure}"
+            raise StorageUnavailableError(
+                f"the conversation database cannot be used right now ({failure})"
+            ) from e
         self.problem = None  # reachable again (a read proves it as well as a write)
+        self._reachable()
 
     def _down(self, error: Exception) -> None:
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        self.problem = f"the database {self.where} is unreachable: {detail}"
-        logger.error("the database %s is unreachable: %s", self.where, detail)
+        self._unreachable(_detail(error))
         raise StorageUnavailableError(
             "the conversation database is unreachable right now; retry shortly"
         ) from error
+
+    # -- is it there? ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Ask the database now whether it answers, waiting at most `ping_timeout_s`; `problem`
+        says the outcome (an outage, or None once it answers again). Blocking, and cheap: a
+        `SELECT 1` on a connection kept for it, one ping at a time (a caller that finds one under
+        way waits for that one)."""
+        with self._ping_lock:
+            if (
+                self._ping is not None
+                and self._ping.done()
+                and time.monotonic() - self._pinged_at < PING_EVERY_S
+            ):
+                return  # answered a moment ago: `problem` says how
+            if self._ping is None or self._ping.done():
+                self._ping = Future()
+                # A daemon thread: a database that stopped answering mid-query must not hold up
+                # the process's exit.
+                threading.Thread(
+                    target=self._select_one, args=(self._ping,), name="database-ping", daemon=True
+                ).start()
+            pending = self._ping
+        try:
+            pending.result(timeout=self.ping_timeout_s)
+        except FutureTimeout:
+            self._unreachable(f"no answer within {self.ping_timeout_s:g} s")
+        except psycopg.Error as e:
+            self._unreachable(_detail(e))
+        else:
+            self._reachable()
+        self._pinged_at = time.monotonic()
+
+    def _select_one(self, done: Future[None]) -> None:
+        """`SELECT 1` on the kept connection, or on a new one when its session has ended (a
+        database that restarted ends them all: that alone is no outage)."""
+        try:
+            conn = self._ping_conn
+            if conn is not None and not conn.closed:
+                try:
+                    conn.execute("SELECT 1")
+                    done.set_result(None)
+                    return
+                except psycopg.Error:
+                    conn.close()
+            self._ping_conn = None
+            timeout = max(2, round(self.ping_timeout_s))  # libpq counts whole seconds, 2 at least
+            conn = self._ping_conn = psycopg.connect(self.url, autocommit=True, connect_timeout=timeout)
+            conn.execute("SELECT 1")
+            done.set_result(None)
+        except Exception as e:  # handed to the waiting `ping`
+            done.set_exception(e)
+
+    def _unreachable(self, detail: str) -> None:
+        """The database cannot be reached: said in `problem`, and logged when the outage begins."""
+        detail = scrubbed(detail, self.url)
+        with self._state_lock:
+            self.problem = f"the database {self.where} is unreachable: {detail}"
+            began = self._down_since is None
+            if began:
+                self._down_since = time.monotonic()
+        if began:
+            logger.error("the database %s is unreachable: %s; retrying", self.where, detail)
+
+    def _reachable(self) -> None:
+        """The database answers: an outage, if there was one, is over (and logged so)."""
+        with self._state_lock:
+            if self._down_since is None:
+                return
+            lasted = time.monotonic() - self._down_since
+            self._down_since = None
+            self.problem = None
+        logger.info("the database %s is reachable again, after %.0f s", self.where, lasted)
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -196,6 +248,9 @@ class PostgresStore:
 
     def close(self) -> None:
         self.pool.close()
+        conn = self._ping_conn
+        if conn is not None and (self._ping is None or self._ping.done()):  # else it is stuck in a ping
+            conn.close()
 
     # -- one conversation at a time, across replicas -----------------------------------------
 
@@ -317,27 +372,6 @@ class PostgresStore:
                 "SELECT audio_file FROM turns WHERE audio_file IS NOT NULL AND created_at > %s", (newer_than,)
             ).fetchall()
         return {str(r["audio_file"]) for r in rows}
-
-
-def migrate(conn: psycopg.Connection[dict[str, Any]], where: str) -> None:
-    """Bring the schema up to date, one replica at a time (the others wait on the lock, then find
-    nothing left to do)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        version = int(row["version"]) if row else 0
-        if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        if version > len(MIGRATIONS):
-            raise StorageOpenError(
-                f"the database {where} has schema version {version}, newer than this server "
-                "knows: run the server version that wrote it"
-            )
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(script.encode())
-            conn.execute("UPDATE schema_version SET version = %s", (target,))
-            logger.info("database %s: schema migrated to version %d", where, target)
 
 
 class TurnLock:

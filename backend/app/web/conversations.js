@@ -3,7 +3,7 @@
 import { t } from "./i18n.js";
 import { $, PAGE_SIZE, state } from "./state.js";
 import { api } from "./server.js";
-import { explain, hideNotice, showNotice } from "./notices.js";
+import { explain, hideNotice, showError, showNotice } from "./notices.js";
 import { clearMessages, MessageView } from "./transcript.js";
 import { cancelTurn } from "./turns.js";
 import { live } from "./hands-free.js";
@@ -122,7 +122,7 @@ export async function deleteConversation(id, title) {
     await api(`/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
   } catch (error) {
     if (error.status !== 404) {
-      showNotice(explain(error));
+      showError(error);
       return;
     }
   }

@@ -3,7 +3,7 @@
 import { t } from "./i18n.js";
 import { $, state, WS_SAMPLE_RATES, WS_SUBPROTOCOL } from "./state.js";
 import { api, ApiError, apiKey, base64Url } from "./server.js";
-import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
+import { explain, hideNotice, setActivity, showError, showNotice } from "./notices.js";
 import { player, updatePlaybackControls } from "./playback.js";
 import { MessageView } from "./transcript.js";
 import { meter, mic, microphone, releaseMicrophoneSoon } from "./microphone.js";
@@ -39,7 +39,7 @@ export const live = {
     try {
       await microphone(); // kept in mic.stream; captured once the server is ready
     } catch (error) {
-      showNotice(explain(error));
+      showError(error);
       return;
     }
     if (!WS_SAMPLE_RATES.includes(ctx.sampleRate)) {
@@ -146,12 +146,14 @@ export const live = {
         this.endTurn();
         setActivity(t("Interrupted. Listening."));
         break;
-      case "error":
+      case "error": {
         this.dropHeard();
-        showNotice(explain(new ApiError(0, message.code, message.message)));
-        if (this.assistant) this.assistant.fail(message.message);
+        const error = new ApiError(0, message.code, message.message);
+        showError(error);
+        if (this.assistant) this.assistant.fail(explain(error));
         this.endTurn();
         break;
+      }
       default:
         break; // session_end, and events of later versions
     }
@@ -219,7 +221,7 @@ export const live = {
         await api("/conversations?limit=1");
         showNotice(t("The realtime connection could not be opened. Check that the server is reachable."));
       } catch (error) {
-        showNotice(explain(error));
+        showError(error);
       }
     } else if (!this.closing && event.code === 1013) {
       if ($("notice").hidden) showNotice(t("The server is busy: too many live sessions. Try again shortly."));

@@ -3,7 +3,7 @@
 import { t } from "./i18n.js";
 import { MIN_RECORDING_MS, RECORDING_TYPES, state } from "./state.js";
 import { api, ApiError, base64ToBuffer, readEvents } from "./server.js";
-import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
+import { detailOf, explain, hideNotice, setActivity, showError, showNotice } from "./notices.js";
 import { player } from "./playback.js";
 import { MessageView } from "./transcript.js";
 import { meter, microphone, releaseMicrophoneSoon } from "./microphone.js";
@@ -29,7 +29,7 @@ export const ptt = {
       stream = await microphone();
     } catch (error) {
       this.pressed = false;
-      showNotice(explain(error));
+      showError(error);
       return;
     }
     if (!this.pressed) {
@@ -110,7 +110,7 @@ export async function spokenTurn(blob) {
       } else if (event === "audio") {
         const view = assistant;
         player.enqueueFile(base64ToBuffer(data.audio), (seconds) => view?.addPlayed(seconds));
-        setActivity("Speaking…");
+        setActivity(t("Speaking…"));
       } else if (event === "done") {
         if (assistant) {
           assistant.pending = false;
@@ -131,7 +131,7 @@ export async function spokenTurn(blob) {
       return;
     }
     const message = explain(error);
-    showNotice(message);
+    showNotice(message, "error", detailOf(error));
     if (!user.text) {
       user.fail(t("(your recording was not answered)"));
       user.offerRetry(() => spokenTurn(blob));

@@ -1,6 +1,6 @@
 // Settings (the API key, preferences) and the server's health.
 
-import { t } from "./i18n.js";
+import { language, t } from "./i18n.js";
 import { $, KEY_STORAGE, PREFS_STORAGE, state } from "./state.js";
 import { apiKey } from "./server.js";
 import { hideNotice, showNotice } from "./notices.js";
@@ -64,20 +64,32 @@ export async function checkHealth() {
     healthTimer = setTimeout(checkHealth, 5000);
     return;
   }
-  const wasReady = pill.dataset.state === "ok";
+  const was = pill.dataset.state;
   pill.dataset.state = health.status;
   if (health.status === "ok") {
+    if (was === "degraded") hideNotice(); // the database, say, is back
     pill.textContent = t("Ready");
     pill.title = Object.entries(health.modules)
       .map(([name, module]) => `${name}: ${module.model ?? "?"} (${module.device ?? "?"})`)
       .join("\n");
-    if (!wasReady) loadData();
+    if (was !== "ok") loadData();
   } else if (health.status === "loading") {
     pill.textContent = t("Loading models…");
     healthTimer = setTimeout(checkHealth, 2000);
   } else {
     pill.textContent = t("Degraded");
-    showNotice(t("The server could not load its models: {error}.", { error: health.error ?? t("see its log") }));
+    // Asked again: a database that went away comes back by itself.
+    healthTimer = setTimeout(checkHealth, 5000);
+    if (was === "degraded") return; // said already (and perhaps dismissed)
+    const storage = health.modules?.storage;
+    const [what, detail] =
+      storage && !storage.ready
+        ? ["The server cannot keep conversations right now: {error}.", storage.error]
+        : ["The server could not load its models: {error}.", health.error];
+    // The server's words are English: a page in another language says where to look, and keeps
+    // them as the notice's detail.
+    const english = language() === "en";
+    showNotice(t(what, { error: (english && detail) || t("see its log") }), "error", english ? "" : (detail ?? ""));
   }
 }
 

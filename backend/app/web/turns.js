@@ -4,7 +4,7 @@
 import { t } from "./i18n.js";
 import { state } from "./state.js";
 import { api, ApiError, readEvents } from "./server.js";
-import { explain, hideNotice, setActivity, showNotice } from "./notices.js";
+import { explain, hideNotice, setActivity, showError } from "./notices.js";
 import { player, updatePlaybackControls } from "./playback.js";
 import { MessageView } from "./transcript.js";
 import { refreshConversations, setConversation } from "./conversations.js";
@@ -62,7 +62,7 @@ export async function typedTurn(text) {
       assistant.markInterrupted();
       return;
     }
-    showNotice(explain(error));
+    showError(error);
     if (replied) {
       assistant.note(t("not spoken")); // the reply is stored; only its speech failed
     } else {

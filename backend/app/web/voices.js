@@ -3,7 +3,7 @@
 import { t } from "./i18n.js";
 import { $, state } from "./state.js";
 import { api } from "./server.js";
-import { explain, showNotice } from "./notices.js";
+import { explain, showError } from "./notices.js";
 import { savePrefs } from "./settings.js";
 
 export async function loadVoices(select) {
@@ -12,7 +12,7 @@ export async function loadVoices(select) {
   try {
     [voices, info] = await Promise.all([api("/voices"), api("/speaker_info")]);
   } catch (error) {
-    if (error.status !== 401) showNotice(explain(error));
+    if (error.status !== 401) showError(error);
     return;
   }
   const picker = $("voice-select");
@@ -65,7 +65,7 @@ export async function deleteVoice() {
   try {
     await api(`/voices/${encodeURIComponent(name)}`, { method: "DELETE" });
   } catch (error) {
-    showNotice(explain(error));
+    showError(error);
   }
   await loadVoices("");
   savePrefs();

@@ -25,9 +25,9 @@ def _module(info: ModelInfo | None, worker: ModelWorker | None) -> ModuleHealth:
     )
 
 
-def _health(request: Request) -> HealthResponse:
+async def _health(request: Request) -> HealthResponse:
     state = request.app.state
-    services = getattr(state, "services", None)
+    services: Services | None = getattr(state, "services", None)
     failed = getattr(state, "load_error", None)
     # While the models load, a module whose model is up reports it (not yet ready for requests).
     loaded: dict[str, ModelInfo] = getattr(state, "loaded", {})
@@ -40,7 +40,8 @@ def _health(request: Request) -> HealthResponse:
             modules[name] = _module(loaded.get(name), None)
     vad = services.realtime.vad if services else None
     modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
-    storage_problem = _storage_problem(services) if services else None
+    # The store is asked now (a database server down is seen without a request failing first).
+    storage_problem = await services.history.check_storage() if services else None
     if services is not None:
         store = services.history.store
         modules["storage"] = ModuleHealth(
@@ -60,24 +61,20 @@ def _health(request: Request) -> HealthResponse:
     return HealthResponse(status=status, modules=modules, error=failed)
 
 
-def _storage_problem(services: Services) -> str | None:
-    """A full disk or a failing database: what the operator must fix, or None."""
-    return services.history.disk_problem()
-
-
 @router.get("/health", response_model=HealthResponse)
 @router.head("/health", include_in_schema=False)
 async def health(request: Request) -> HealthResponse:
     """Always 200 while the process serves; `status` tells whether every model is ready
-    (`loading` while they load, `degraded` with `error` when loading failed)."""
-    return _health(request)
+    (`loading` while they load, `degraded` with `error` when loading failed, or when the
+    conversation store cannot be used: a database is asked on each call, 2 s at most)."""
+    return await _health(request)
 
 
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 @router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """200 when every module is ready, else 503 (for load balancers and orchestrators)."""
-    body = _health(request)
+    body = await _health(request)
     return JSONResponse(
         body.model_dump(),
         status_code=200 if body.status == "ok" else 503,
