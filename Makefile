@@ -8,7 +8,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit e2e browser postgres fuzz soak bench bench-gpu check-images models zh-voice zh-llm zh clean help
+.PHONY: setup run test lint eslint unit e2e browser postgres fuzz soak bench bench-gpu check-images models zh-voice zh-llm zh clean help
 
 help:
 	@echo "make run    set up and start the server on the embedded models (HOST/PORT from env)"
@@ -54,13 +54,29 @@ zh: setup zh-voice zh-llm
 	STT_MODEL_NAME=$${STT_MODEL_NAME:-auto} LLM_MODEL=$${LLM_MODEL:-$(ZH_LLM)} \
 	  TTS_CHINESE_MODEL_NAME=$${TTS_CHINESE_MODEL_NAME:-zh-baker} $(PY) -m backend.app
 
-lint: $(STAMP)
+lint: $(STAMP) eslint
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
 	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh scripts/prepare_zh_llm.sh \
 	  scripts/start-podman.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
+
+# The page's scripts (backend/app/web/*.js) are linted by ESLint (eslint.config.js), pinned in
+# package.json and package-lock.json and installed by npm into node_modules/ (git-ignored) once;
+# again only when either file changes. Without Node.js they are not linted, and it says so.
+NPM := $(shell command -v npm 2>/dev/null)
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+eslint: $(if $(NPM),$(NODE_STAMP))
+ifneq ($(NPM),)
+	node_modules/.bin/eslint --max-warnings=0 backend/app/web
+else
+	@echo "Node.js (npm) is not installed: the page's scripts were not linted (on Debian: apt-get install npm)"
+endif
 
 unit: setup
 	$(PY) -m pytest tests -q
@@ -124,7 +140,7 @@ bench-gpu: setup $(WYOMING_VENV)/.installed
 	$(PY) -m bench --gpu
 
 clean:
-	rm -rf $(VENV) models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures
+	rm -rf $(VENV) node_modules models/whisper-base-multilingual models/smollm2-135m-instruct tests/.fixtures
 
 # Resolve each image's Python dependencies for that image's Python and platform, against PyPI (no
 # install): the GPU image's Ubuntu 24.04 Python 3.12 with PyPI's CUDA torch, and the CPU image's 3.11
