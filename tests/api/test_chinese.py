@@ -27,7 +27,7 @@ from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.main import create_app
 from backend.app.services.container import Backends, Services, assemble_services
 from backend.app.text.chinese import script_language
-from backend.app.text.wer import character_error_rate, han_characters
+from backend.app.text.wer import character_error_rate
 from tests.conftest import REPO, make_settings
 
 QWEN = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -40,7 +40,13 @@ if not all((VOICE / name).is_file() for name in FILES) or not QWEN.is_file():
 
 QUESTION = "请问北京是哪个国家的首都？"
 QUESTION_TW = "請問一年有幾個月？"  # Traditional, as the seed writes
-MAX_CER = 0.2
+# One question and one reply a turn, so these bounds are per sentence: each says the turn went through
+# the Chinese models (a wrong model or language scores near 1), and test_baker_zh bounds accuracy on
+# means. Numbers count as read out on both sides (the reply 一年有12个月 is heard as 12個月 or 十二個月).
+# Over other numerics (forced AVX/AVX2 CTranslate2 kernels, one thread, OMP_NUM_THREADS=1, ONNX
+# Runtime with one thread or no graph optimisations, renderings at 0.93x and 1.07x, a -70 dB noise
+# floor) both questions were heard at 0.00 and the replies at 0.00-0.08 (北京是 heard as 北京市).
+MAX_CER = 0.25  # the 8-character question may lose two characters
 REPLY_CER = 0.35  # a reply's own words, made by the voice and heard by Whisper base
 
 
@@ -87,9 +93,8 @@ def heard(chinese: Services, audio: Audio) -> str:
 def assert_chinese_reply(chinese: Services, reply: str, audio: Audio) -> None:
     assert script_language(reply) == "zh", reply  # answered in the user's language
     said = heard(chinese, audio)
-    # What was spoken: the reply's Chinese characters (digits are read out, so leave them aside).
-    meant = "".join(han_characters(reply))
-    assert character_error_rate(meant, said) <= REPLY_CER, (reply, said)
+    # What was spoken: the reply's Chinese characters, its digits read out (as the voice reads them).
+    assert character_error_rate(reply, said) <= REPLY_CER, (reply, said)
 
 
 @pytest.mark.parametrize("question", [QUESTION, QUESTION_TW])

@@ -124,16 +124,23 @@ def _greedy_tokens(llm: LlamaCppChatBackend, messages: list[ChatMessage]) -> lis
     return content
 
 
+# Where a cached and an uncached reading may pick different greedy tokens. Reading a prompt in other
+# batch sizes rounds differently: measured (one and two threads), it moved the gap between the two best
+# tokens by up to 0.39 nats on turns that stayed the same, and the replies parted at gaps of 0.05 and
+# 0.09. Every reply has several tokens under 0.3 nats from a tie, so which turns stay identical, and
+# where the others part, depends on the CPU's kernels: only the size of the gap at a parting is
+# bounded. A cache that lost a turn (a simulated fault) parted at 0.92 and 1.80 nats on two of four.
+NEAR_TIE_NATS = 0.75
+
+
 def test_the_prompt_cache_gives_the_same_replies_as_no_cache(llm: LlamaCppChatBackend) -> None:
     """Five turns of one conversation, each answered by the caching engine (which reuses the turns
     before) and by one that reads the whole prompt every time. The replies are token for token the
-    same, except where the model is at a near tie between its two best tokens: reading a prompt in
-    other batch sizes rounds differently, and a greedy pick between two tokens 0.1 nats apart may
-    flip. A cache that lost or misplaced state would diverge at a clear choice."""
+    same, except where the model is at a near tie between its two best tokens (NEAR_TIE_NATS). A
+    cache that lost or misplaced state would diverge at a clear choice."""
     uncached = LlamaCppChatBackend(context_tokens=2048, reuse_prompts=False)
     try:
         messages = [SYSTEM]
-        identical = 0
         for question in QUESTIONS:
             messages.append(ChatMessage("user", question))
             reply = llm.chat(messages, GREEDY)
@@ -143,12 +150,9 @@ def test_the_prompt_cache_gives_the_same_replies_as_no_cache(llm: LlamaCppChatBa
             for ours, theirs in zip(cached, fresh, strict=False):
                 if ours["token"] != theirs["token"]:
                     gap = [t["logprob"] for t in theirs["top_logprobs"]]
-                    assert gap[0] - gap[1] < 0.1, f"{question!r}: {ours} against {theirs}"
+                    assert gap[0] - gap[1] < NEAR_TIE_NATS, f"{question!r}: {ours} against {theirs}"
                     break
-            else:
-                identical += 1
             messages.append(ChatMessage("assistant", reply))
-        assert identical >= 2
     finally:
         uncached.close()
 

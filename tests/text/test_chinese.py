@@ -24,6 +24,25 @@ def test_character_error_rate_counts_characters_in_either_script() -> None:
 
 
 @pytest.mark.parametrize(
+    ("meant", "heard"),
+    [
+        ("会议三点开始，一共有二十五个人", "會議3點開始，一共有25個人"),  # Whisper writes digits
+        ("一百零五个", "105个"),
+        ("一万零五百", "10500"),
+        ("十二万零三十四", "120034"),
+        ("两个苹果", "2个苹果"),  # 两 is how 2 is said before a measure word
+        ("二零二四年", "2024年"),  # a year, digit by digit
+        ("三点五", "3.5"),
+        ("百分之五十", "50%"),
+    ],
+)
+def test_numbers_in_digits_count_as_read_out(meant: str, heard: str) -> None:
+    assert character_error_rate(meant, heard) == 0.0
+    assert character_error_rate(heard, meant) == 0.0
+    assert han_characters(heard) != han_characters(meant)  # the characters alone still differ
+
+
+@pytest.mark.parametrize(
     ("text", "language"),
     [
         ("你好，世界。", "zh"),
