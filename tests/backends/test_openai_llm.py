@@ -4,6 +4,7 @@ embedded LLM (no network, no canned answers): the request shape, the reply, and 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from backend.app.backends.openai_llm import OpenAIChatBackend
 from backend.app.backends.protocols import ChatModel
 from backend.app.core.errors import ModelLoadError, UpstreamError
+from backend.app.core.logs import redact_credentials
 from backend.app.core.values import ChatMessage, GenerationOptions
 from tests.ports import free_port
 
@@ -56,6 +58,9 @@ def compatible_server(llm: ChatModel) -> Iterator[tuple[str, list[dict[str, Any]
         seen.append(record)
         if body["model"] == "broken":
             return JSONResponse({"error": {"message": "model exploded"}}, status_code=500)
+        if body["model"] == "echo-key":  # as OpenAI's own 401 quotes the key it was given
+            key = (request.headers.get("authorization") or "").removeprefix("Bearer ")
+            return JSONResponse({"error": {"message": f"Incorrect API key provided: {key}"}}, status_code=401)
         messages = [ChatMessage(m["role"], m["content"]) for m in body["messages"]]
         options = GenerationOptions(body["max_tokens"], body["temperature"])
         if body.get("stream"):
@@ -163,3 +168,25 @@ def test_a_broken_stream_is_an_upstream_error(compatible_server: tuple[str, list
         list(
             backend.chat_stream([ChatMessage("user", "hi")], GenerationOptions(max_tokens=4, temperature=0.0))
         )
+
+
+def test_the_llm_key_leaves_the_server_in_no_message_log_or_health(
+    compatible_server: tuple[str, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """LLM_API_KEY (and a password in LLM_BASE_URL) is sent to the LLM server and nowhere else: not
+    in the error a client gets when the server quotes it back, not in any log line (the openai and
+    httpx loggers at DEBUG included), not in what /health shows of the model."""
+    base_url, _ = compatible_server
+    secret = "sk-very-secret-llm-key-0123456789"
+    with_login = base_url.replace("http://", "http://someone:hunter2pass@")
+    caplog.set_level(logging.DEBUG)
+    redact_credentials()  # as the server does at start-up
+    for url in (base_url, with_login):
+        backend = OpenAIChatBackend("echo-key", url, secret, timeout_s=10)
+        with pytest.raises(UpstreamError) as refused:
+            backend.chat([ChatMessage("user", "hi")], GenerationOptions(max_tokens=4, temperature=0.0))
+        assert "401" in refused.value.message and "***" in refused.value.message
+        for shown in (refused.value.message, backend.info.model, backend.info.device):
+            assert secret not in shown and "hunter2pass" not in shown
+    logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.__dict__!r}" for r in caplog.records)
+    assert caplog.records and secret not in logged and "hunter2pass" not in logged

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -30,9 +32,16 @@ class OpenAIChatBackend:
             max_retries=1,
         )
         self._model = model
+        login = urlsplit(base_url)
+        basic = f"{login.username or ''}:{login.password}" if login.password else ""
+        # The key, the URL's password, and that login as HTTP Basic sends it (a server may quote it).
+        encoded = base64.b64encode(basic.encode()).decode() if basic else ""
+        self._secrets = tuple(v for v in (api_key, login.password or "", encoded) if v)
         self.markers = Markers(pattern=COMMON_MARKERS)
         """The remote model's vocabulary is unknown: the common templates' control tokens."""
-        self.info = ModelInfo(model=model, device=f"remote ({base_url or 'api.openai.com'})", id=model)
+        self.info = ModelInfo(
+            model=model, device=f"remote ({_without_login(base_url) or 'api.openai.com'})", id=model
+        )
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """An estimate, as the remote tokenizer is unknown: ~4 characters a token for Latin scripts,
@@ -55,9 +64,17 @@ class OpenAIChatBackend:
                 stream=stream,
             )
         except openai.APIStatusError as e:
-            raise UpstreamError(f"the LLM server answered {e.status_code}: {e.message}") from e
+            raise UpstreamError(
+                self._scrub(f"the LLM server answered {e.status_code}: {e.message}")
+            ) from None
         except openai.APIError as e:
-            raise UpstreamError(f"the LLM server could not be reached: {e}") from e
+            raise UpstreamError(self._scrub(f"the LLM server could not be reached: {e}")) from None
+
+    def _scrub(self, text: str) -> str:
+        """`text` without LLM_API_KEY or the URL's password (a server may quote the key it got)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def chat(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> str:
         response = self._create(messages, options, stream=False)
@@ -75,9 +92,17 @@ class OpenAIChatBackend:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         except openai.APIError as e:
-            raise UpstreamError(f"the LLM stream broke off: {e}") from e
+            raise UpstreamError(self._scrub(f"the LLM stream broke off: {e}")) from None
         finally:
             stream.close()
+
+
+def _without_login(url: str) -> str:
+    """`url` as it may be shown: without a user name or password in it."""
+    parts = urlsplit(url)
+    if not parts.username and not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def load(settings: Settings) -> OpenAIChatBackend:

@@ -33,12 +33,15 @@ class _RequestIdFilter(logging.Filter):
 _CREDENTIALS = (
     (re.compile(r"(?i)(authorization:\s*(?:bearer\s+|basic\s+)?)\S+"), r"\1<redacted>"),
     (re.compile(r"(bearer\.|openai-insecure-api-key\.)[^\s,'\"\]]+"), r"\1<redacted>"),
+    # A password in a URL (LLM_BASE_URL, DATABASE_URL): http://user:secret@host -> http://user:***@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE), r"\1***@"),
 )
 
-HANDSHAKE_LOGGERS = ("uvicorn.error", "uvicorn.asgi", "websockets.server")
-"""Loggers of other libraries that print a request's credentials: websockets logs every handshake
-header (`Authorization`, the subprotocols a browser's key travels in) at DEBUG through uvicorn's
-logger, and uvicorn's TRACE prints each scope's subprotocols."""
+HANDSHAKE_LOGGERS = ("uvicorn.error", "uvicorn.asgi", "websockets.server", "httpx", "httpx2", "openai")
+"""Loggers of other libraries that print credentials: websockets logs every handshake header
+(`Authorization`, the subprotocols a browser's key travels in) at DEBUG through uvicorn's logger,
+uvicorn's TRACE prints each scope's subprotocols, and the HTTP clients print each request's URL
+(a password in LLM_BASE_URL with it)."""
 
 
 class RedactCredentials(logging.Filter):
@@ -125,6 +128,9 @@ def configure_logging(level: str, fmt: str) -> None:
                 "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
                 # faster-whisper logs every file's duration at INFO: that is the access line's job.
                 "faster_whisper": {"level": "WARNING" if level.lower() != "debug" else "DEBUG"},
+                # The HTTP clients log every request at INFO (each token count asked of llama.cpp).
+                "httpx": {"level": "WARNING" if level.lower() != "debug" else "DEBUG"},
+                "httpx2": {"level": "WARNING" if level.lower() != "debug" else "DEBUG"},
             },
         }
     )
