@@ -178,3 +178,33 @@ def test_a_flood_of_items_is_stored_and_its_memory_given_back(server: Server) ->
     trim_heap()
     after = rss_kib(os.getpid())
     assert after <= before * 1.10, (before, after)
+
+
+def test_session_instructions_are_kept_with_the_stored_conversation(server: Server) -> None:
+    """The conversation, read back or continued over another route later, has the instructions the
+    realtime session gave; a later session.update replaces them."""
+    store = server.services.history.store
+
+    def stored(conversation_id: str) -> str | None:
+        conversation = store.get(conversation_id)
+        return conversation.system_prompt if conversation else None
+
+    async def run() -> tuple[str, str | None, str | None]:
+        async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
+            events = Events(connection)
+            await events.of("session.created")
+            conversation_id = (await events.of("conversation.created"))["conversation"]["id"]
+            await connection.session.update(session={**TEXT_ONLY, "instructions": "Answer like a pirate."})
+            await events.of("session.updated")
+            await _user_item(connection, "Hello.")
+            await events.of("conversation.item.done")
+            first = stored(conversation_id)
+            await connection.session.update(session={**TEXT_ONLY, "instructions": "Answer like a poet."})
+            await events.of("session.updated")
+            await connection.response.create()
+            await events.of("response.done", within=120)
+            return conversation_id, first, stored(conversation_id)
+
+    _, first, later = asyncio.run(run())
+    assert first == "Answer like a pirate."
+    assert later == "Answer like a poet."

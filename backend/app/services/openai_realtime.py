@@ -113,6 +113,7 @@ class OpenAIRealtime(RealtimeEvents):
             self.state = previous
             raise
         await self._event("session.updated", session=self._session_view())
+        await self.keep_instructions()
 
     async def _append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")

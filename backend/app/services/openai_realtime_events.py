@@ -60,6 +60,7 @@ class RealtimeEvents:
         self._pending_text: deque[str] = deque()  # ids of typed items being stored
         self._durations: dict[str, float] = {}  # committed items' seconds of audio
         self._metadata: dict[str, str] | None = None  # for the next response
+        self._kept_instructions: str | None = None  # the instructions stored with the conversation
         self.model = model
 
     async def error(
@@ -162,7 +163,23 @@ class RealtimeEvents:
 
     async def user_text(self, text: str) -> None:
         item_id = self._pending_text.popleft() if self._pending_text else new_id("item")
+        await self.keep_instructions()
         await self._added(message_item(item_id, "user", "completed", [{"type": "input_text", "text": text}]))
+
+    async def keep_instructions(self) -> None:
+        """The session's instructions become the stored conversation's system prompt (once it
+        exists: its first item makes it), so that the conversation, continued later over any
+        route, is answered as it was here."""
+        instructions = self.state.get("instructions") or None
+        if self.session is None or not instructions or instructions == self._kept_instructions:
+            return
+        try:
+            await self.session.conversation.history.update(
+                self.session.conversation_id, system_prompt=instructions
+            )
+        except AppError:
+            return  # not stored yet (no item), or the store is down: kept at the next item
+        self._kept_instructions = instructions
 
     async def reply_started(self) -> None:
         options = self._reply_options()
@@ -198,6 +215,7 @@ class RealtimeEvents:
         await self._audio_deltas(response, samples)
 
     async def reply_finished(self, turn: Turn) -> None:
+        await self.keep_instructions()
         response = self._response
         if response is None:
             return  # nothing was said, so nothing was answered
