@@ -28,6 +28,15 @@ def server(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield from _serve(services, tmp_path_factory.mktemp("rt-abuse"), chat_tokens=8)
 
 
+async def _text_session(connection: Any) -> Events:
+    """The connection's events, once its session answers in text (quicker than speech)."""
+    events = Events(connection)
+    await events.of("session.created")
+    await connection.session.update(session=TEXT_ONLY)
+    await events.of("session.updated")
+    return events
+
+
 async def _user_item(connection: Any, text: str) -> None:
     await connection.conversation.item.create(
         item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
@@ -41,10 +50,7 @@ def test_responses_asked_one_after_another_each_end(server: Server) -> None:
 
     async def run() -> list[dict[str, Any]]:
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
-            events = Events(connection)
-            await events.of("session.created")
-            await connection.session.update(session=TEXT_ONLY)
-            await events.of("session.updated")
+            events = await _text_session(connection)
             await _user_item(connection, "Name a fruit.")
             done = []
             for _ in range(3):
@@ -63,10 +69,7 @@ def test_every_response_create_is_answered(server: Server) -> None:
 
     async def run() -> tuple[int, int]:
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
-            events = Events(connection)
-            await events.of("session.created")
-            await connection.session.update(session=TEXT_ONLY)
-            await events.of("session.updated")
+            events = await _text_session(connection)
             await _user_item(connection, "Say hello.")
             for index in range(11):
                 await connection.response.create(event_id=f"ask_{index}")
@@ -102,10 +105,7 @@ def test_a_response_that_fails_ends_with_an_error_and_a_failed_done(server: Serv
 
     async def run() -> list[dict[str, Any]]:
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
-            events = Events(connection)
-            await events.of("session.created")
-            await connection.session.update(session=TEXT_ONLY)
-            await events.of("session.updated")
+            events = await _text_session(connection)
             await _user_item(connection, "Hello?")
             await events.of("conversation.item.done")
             backend.chat_stream = broken  # a rare failure, forced: the engine raising mid-reply
@@ -152,10 +152,7 @@ def test_huge_numbers_are_an_error_event_and_the_session_goes_on(server: Server)
 def _flood(server: Server, items: int) -> None:
     async def run() -> None:
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
-            events = Events(connection)
-            await events.of("session.created")
-            await connection.session.update(session=TEXT_ONLY)
-            await events.of("session.updated")
+            events = await _text_session(connection)
             for index in range(items):
                 await _user_item(connection, f"Item number {index}, a line of a long list.")
             await connection.response.create()
