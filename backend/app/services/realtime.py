@@ -10,9 +10,7 @@ trailing silence), then, unless the session only transcribes, streams the reply'
 A reply can also be asked for (`respond`), on the conversation as it is stored. Speech that starts
 while a reply is under way cancels it, as `cancel` does — the LLM stops generating and no further
 TTS is done — and the reply is stored as far as the listener heard it. A turn cut before its reply
-began (still being transcribed, or waiting for the turn before it) is not thrown away: it is
-transcribed, stored and told, and only its reply is called off (the turn is told finished,
-`interrupted`, with nothing said).
+began is still transcribed, stored and told; only its reply is called off (told `interrupted`).
 
 Pre-emptive replies (WS_PREEMPTIVE_REPLIES): the trailing silence that may end the turn is used.
 At its first silent window the utterance so far is transcribed and, on that transcript, a reply is
@@ -56,8 +54,7 @@ logger = logging.getLogger(__name__)
 MIN_COMMIT_S = 0.1
 """The shortest audio a commit accepts (OpenAI's rule too)."""
 MAX_UNSTORED_ITEMS = 16
-"""Typed items waiting to be stored, at most: a client that sends them faster than they are stored
-waits (its socket is not read meanwhile) instead of queueing tasks, and memory, without end."""
+"""Typed items waiting to be stored, at most; a faster client waits (its socket unread) instead."""
 
 
 class RealtimeSession(TurnRunner):
@@ -93,7 +90,7 @@ class RealtimeSession(TurnRunner):
         self._partial_at = 0.0
         self._utterances = 0
         self._storing: asyncio.Task[None] | None = None  # typed items, stored in order
-        self._unstored = 0  # typed items not yet stored
+        self._unstored, self._asked = 0, None  # items not yet stored; a response not yet begun
 
     @property
     def busy(self) -> bool:
@@ -212,7 +209,8 @@ class RealtimeSession(TurnRunner):
                 "conversation_already_has_active_response",
             )
         previous, self._turn_replies = self._turn, True
-        self._turn = asyncio.create_task(self._run_response(options or self.config.reply, previous))
+        respond = self._run_response(options or self.config.reply, previous)
+        self._turn = self._asked = asyncio.create_task(respond)
 
     async def cancel(self, reason: CutReason = "client_cancelled") -> bool:
         """Stop the reply under way; False when there is none."""
@@ -304,14 +302,16 @@ class RealtimeSession(TurnRunner):
         if not self.replying:
             return False
         assert self._turn is not None
-        if self._turn in self._hearing:
-            # Its reply has not begun: the user's words are still transcribed, stored and told
-            # (a cancel now would lose them); the turn then says its reply was cut.
-            self._withdrawn.add(self._turn)
+        if self._turn in self._hearing:  # its words are still transcribed, stored and told
+            self._withdrawn.add(self._turn)  # (a cancel would lose them); its reply is called off
             return True
         said = self._reply.cut()
         self._turn.cancel()
         await asyncio.wait([self._turn])
+        if self._asked is self._turn:  # cut before it began: it is still answered (begun, then cut)
+            self._asked = None
+            self._reply.reset()
+            await self._reply.start()
         await self._listener.reply_cut(said, reason)
         return True
 

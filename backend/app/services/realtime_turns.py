@@ -79,6 +79,7 @@ class TurnRunner:
     _listener: Listener
     _reply: ReplySender
     _storing: asyncio.Task[None] | None
+    _asked: asyncio.Task[None] | None
     _hearing: set[asyncio.Task[None]]
     """Turn tasks not yet replying: until then, a cut withdraws the reply (`_withdrawn`) instead
     of cancelling the task, so that the user's words are kept."""
@@ -259,6 +260,8 @@ class TurnRunner:
             waiting = [t for t in (previous, self._storing) if t is not None]
             if waiting:
                 await asyncio.wait(waiting)
+            if self._asked is asyncio.current_task():
+                self._asked = None  # it begins: a cut from now on is an ordinary one
             self._reply.reset()
             await self._reply.start()
             events = await self._open_reply(None, None, {}, time.perf_counter(), options)

@@ -118,9 +118,8 @@ class Connection:
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """Read events into the inbox; the end of the stream (or a broken event) is its last item.
-        Whatever happens here, that last item is put, so that the connection ends and its slot is
-        given back."""
+        """Read events into the inbox; the end of the stream (or a broken event) is its last item,
+        whatever happens here, so that the connection ends and its slot is given back."""
         item: Event | ProtocolError | None = None
         try:
             while True:
@@ -144,22 +143,29 @@ class Connection:
         await self._inbox.put(item)
 
     async def _next_line(self) -> bytes | None:
-        """The next header line. A connection that makes no request for WYOMING_IDLE_TIMEOUT_S
-        (pings do not count), with no request of its own under way, ends; a request under way may
-        take longer than that (the client waits for it). A header trickled in slowly must be whole
-        within the same time."""
+        """The next header line. A connection with no request for WYOMING_IDLE_TIMEOUT_S (pings do
+        not count) and none under way ends (one under way may take longer: the client waits for it);
+        a header trickled in slowly must be whole within that time too."""
         idle = self._settings.idle_timeout_s
         while True:
-            remaining = self._last_request + idle - time.monotonic()
+            remaining = self._active_at() + idle - time.monotonic()
             try:
                 async with asyncio.timeout(max(remaining, 0.05)):
                     return await read_line(self._reader)
             except TimeoutError:
-                if self._busy == 0 and self._text is None:
+                if self._busy:
+                    self._last_request = time.monotonic()  # wait again, from now
+                elif time.monotonic() - self._active_at() >= idle:
                     raise ProtocolError(
                         f"closed after {idle:g} s without a request", code="idle_timeout"
                     ) from None
-                self._last_request = time.monotonic()  # wait again, from now
+
+    def _active_at(self) -> float:
+        """The connection's last sign of life: its last request, or, while a streamed synthesis
+        is open, the last audio it was sent (a stream waiting for text that never comes is idle)."""
+        if self._text is None:
+            return self._last_request
+        return max(self._last_request, self._out.last_write)
 
     async def _job(self, work: Awaitable[T]) -> T:
         """Run `work` until it ends or the client goes, whichever is first (then it is cancelled,
@@ -190,7 +196,7 @@ class Connection:
         handler = self._HANDLERS.get(kind)
         if handler is None:
             if kind not in KNOWN_TYPES:
-                await self._inbox_error(_protocol(f"unknown event type {kind!r}"))
+                await self._inbox_error(ProtocolError(f"unknown event type {kind!r}"))
                 return False
             logger.debug("dropped a Wyoming %r event (not served here)", kind)
             return True
@@ -239,7 +245,7 @@ class Connection:
     async def _select(self, event: Event) -> None:
         name = parse(SelectProgram, event).name
         if name not in (info.ASR_PROGRAM, info.TTS_PROGRAM, info.HANDLE_PROGRAM):
-            raise _protocol(f"no program {name!r} here; describe lists them")
+            raise ProtocolError(f"no program {name!r} here; describe lists them")
 
     # -- speech to text --------------------------------------------------------------------
 
@@ -268,10 +274,10 @@ class Connection:
         if self._audio is None and self._discarding:
             return
         if self._audio is None:
-            raise _protocol("audio-chunk before audio-start")
+            raise ProtocolError("audio-chunk before audio-start")
         chunk = parse(AudioChunk, event)
         if not isinstance(chunk.audio, bytes):
-            raise _protocol("an audio-chunk needs its audio as the payload")
+            raise ProtocolError("an audio-chunk needs its audio as the payload")
         # Charged before it is held, in what it will cost held (not in what the client declares).
         cost = self._audio.cost(len(chunk.audio), chunk.rate, chunk.width, chunk.channels)
         self._budget.take(cost)
@@ -283,15 +289,14 @@ class Connection:
             self._discarding = False
             return
         if self._audio is None:
-            raise _protocol("audio-stop before audio-start")
+            raise ProtocolError("audio-stop before audio-start")
         audio = self._audio.finish()
         self._drop_audio()
         options, self._options = self._options, TranscribeOptions()
         services = self._ready()
         await self._job(speech.send_transcript(self._out, services.stt, audio, options))
 
-    def _drop_audio(self) -> None:
-        """Forget the audio being collected and give its bytes back to the budget."""
+    def _drop_audio(self) -> None:  # and give its bytes back to the budget
         self._audio = None
         self._budget.give(self._held)
         self._held = 0
@@ -312,21 +317,21 @@ class Connection:
         check_voice(request.voice)
         services = self._ready()
         if self._text is not None:
-            raise _protocol("synthesize-start while a stream is open")
+            raise ProtocolError("synthesize-start while a stream is open")
         stream = speech.TextStream(services.tts, self._out, request.voice)
         await stream.start()
         self._text = stream
 
     async def _synthesize_chunk(self, event: Event) -> None:
         if self._text is None:
-            raise _protocol("synthesize-chunk before synthesize-start")
+            raise ProtocolError("synthesize-chunk before synthesize-start")
         text = parse(SynthesizeChunk, event).text
         check_str(text, "synthesize-chunk", required=True)
         self._text.push(text)
 
     async def _synthesize_stop(self, event: Event) -> None:
         if self._text is None:
-            raise _protocol("synthesize-stop before synthesize-start")
+            raise ProtocolError("synthesize-stop before synthesize-start")
         stream, self._text = self._text, None
         stream.end()
         if stream.failed:  # the client has had its error event
@@ -391,8 +396,3 @@ class Connection:
         "transcript": _handle,
         "handle": _handle,
     }
-
-
-def _protocol(message: str) -> ProtocolError:
-    """A request that breaks the protocol: an error event, then the connection is closed."""
-    return ProtocolError(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
@@ -161,6 +162,8 @@ class EventWriter:
         self._writer = writer
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
+        self.last_write = time.monotonic()
+        """When an event last went out (a streamed synthesis is under way while it speaks)."""
 
     async def write(self, event: Event) -> None:
         await self.write_many((event,))
@@ -178,6 +181,7 @@ class EventWriter:
                     await self._writer.drain()
             except (TimeoutError, ConnectionError, OSError):
                 raise ClientGone from None
+            self.last_write = time.monotonic()
 
 
 LINGER_S = 1.0
