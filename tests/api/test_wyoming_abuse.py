@@ -201,8 +201,7 @@ def test_a_flood_of_held_audio_gives_its_memory_back(
         before, peak = asyncio.run(run())
         trim_heap()
         after = rss_kib(os.getpid())
-        # Held audio never passed its budget (64 MB) by much, and went back.
-        assert peak - before < 96 * 1024, (before, peak)
+        # What was held went back (the budget itself is checked above, to the byte).
         assert after <= before * 1.10, (before, peak, after)
 
     finally:
