@@ -261,7 +261,8 @@ def remove_stale_dirs(root: Path | None = None) -> int:
     removed = 0
     for directory in root.glob(SOCKET_DIR_PREFIX + "*"):
         try:
-            if not directory.is_dir() or directory.owner() != _user():
+            # By uid, not name: a container's user may have no name (no passwd entry).
+            if not directory.is_dir() or directory.stat().st_uid != os.getuid():
                 continue
             if not _stale(directory):
                 continue
@@ -272,12 +273,6 @@ def remove_stale_dirs(root: Path | None = None) -> int:
     if removed:
         logger.info("removed %d stale llama.cpp socket directories from %s", removed, root)
     return removed
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 def _stale(directory: Path) -> bool:
