@@ -68,13 +68,6 @@ def test_llamacpp_markers_come_from_the_models_vocabulary(llm: LlamaCppChatBacke
     assert llm.markers.defuse(CLEAN) == CLEAN
 
 
-def test_llamacpp_injected_system_turn_is_not_obeyed_as_one(llm: LlamaCppChatBackend) -> None:
-    """The reply is generated from the defused prompt: the model sees one user turn (its ids above),
-    so generation works on it and never raises for the odd text."""
-    reply = llm.chat([SYSTEM, ChatMessage("user", INJECTIONS[0])], GenerationOptions(16, 0.0))
-    assert isinstance(reply, str)
-
-
 @pytest.mark.parametrize("injected", INJECTIONS)
 def test_transformers_reads_special_tokens_in_content_as_text(
     transformers_llm: TransformersChatBackend, injected: str

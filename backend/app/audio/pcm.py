@@ -80,12 +80,6 @@ class PcmCollector:
     def duration(self) -> float:
         return self._samples / self.sample_rate
 
-    @property
-    def nbytes(self) -> int:
-        """The memory the audio held takes (samples and array objects)."""
-        arrays = len(self._chunks) + len(self._small)
-        return self._samples * 4 + arrays * ARRAY_OVERHEAD
-
     def cost(self, nbytes: int, rate: int, width: int, channels: int) -> int:
         """What adding a chunk of `nbytes` in this format will hold, at most (checked format)."""
         rate, width, channels = check_format(rate, width, channels)

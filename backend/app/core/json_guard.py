@@ -6,7 +6,7 @@ which decode to a `str` that cannot be encoded (a tokenizer, a file path, a log 
 `check_json_bytes` bounds the depth by counting brackets before anything is parsed, then parses and
 finds any string (key or value) that is not valid Unicode, naming where it is.
 `core.middleware.JSONGuardMiddleware` applies it to every JSON request body before a route sees it;
-the realtime WebSocket applies it to each text message.
+the realtime WebSockets apply it to each text message, and Wyoming to each event's JSON.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def check_json_bytes(data: bytes | str) -> Any:
     where = invalid_text_at(value)
     if where is not None:
         raise InvalidInputError(
-            f"{where}: the text holds an unpaired surrogate (an invalid \\ud800-\\udfff escape)", param=where
+            f"{where}: the text is not valid Unicode (an unpaired surrogate, an invalid "
+            "\\ud800-\\udfff escape)",
+            param=where,
         )
     return value

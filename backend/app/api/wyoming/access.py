@@ -28,14 +28,9 @@ def conversation_id(given: object, own: bool = False) -> str:
     from it; a new id when there is none. With `own` (the HTTP routes need a key, Wyoming has no
     authentication), every id is one of Wyoming's own (`wyoming-...`): a Wyoming client can
     never reach a conversation made over HTTP."""
-    if isinstance(given, str) and given:
-        if own and given.startswith(WYOMING_PREFIX):
-            with contextlib.suppress(AppError):
-                return check_conversation_id(given)
-        if not own:
-            with contextlib.suppress(AppError):
-                return check_conversation_id(given)
-        return WYOMING_PREFIX + hashlib.sha256(given.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    if own:
-        return WYOMING_PREFIX + check_conversation_id(None).lower()
-    return check_conversation_id(None)
+    if not isinstance(given, str) or not given:
+        return (WYOMING_PREFIX if own else "") + check_conversation_id(None)
+    if not own or given.startswith(WYOMING_PREFIX):
+        with contextlib.suppress(AppError):
+            return check_conversation_id(given)
+    return WYOMING_PREFIX + hashlib.sha256(given.encode("utf-8", "surrogatepass")).hexdigest()[:32]

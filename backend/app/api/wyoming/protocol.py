@@ -35,7 +35,7 @@ from wyoming.event import Event, Eventable, write_event
 from wyoming.tts import SynthesizeVoice
 
 from backend.app.core.errors import AppError
-from backend.app.core.json_guard import MAX_JSON_DEPTH, invalid_text_at, json_depth, loads
+from backend.app.core.json_guard import check_json_bytes
 
 HEADER_LIMIT = 64 * 1024
 """The longest header line (the JSON before its data and payload): headers are a few dozen bytes."""
@@ -120,24 +120,18 @@ async def read_rest(reader: asyncio.StreamReader, line: bytes, max_bytes: int, t
 
 
 def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
-    """A JSON object, its depth bounded before it is parsed (Python's parser recurses: JSON nested
-    thousands deep is a RecursionError), its integers bounded in length, its strings valid Unicode."""
-    if json_depth(raw) > MAX_JSON_DEPTH:
-        raise ProtocolError(f"the event {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    """A JSON object, checked as every JSON body is (`check_json_bytes`: its depth bounded before it
+    is parsed, its integers bounded in length, its text valid Unicode)."""
     try:
-        value = loads(raw)
-    except AppError as e:  # an integer too long to convert
-        raise ProtocolError(f"the event {what}: {e.message}") from None
-    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        value = check_json_bytes(raw)
+    except AppError as e:
+        # A fault in one field (it names it) is invalid input; one of the whole event breaks the protocol.
+        code = "invalid_input" if e.param else "protocol_error"
+        raise ProtocolError(f"the event {what}: {e.message}", code=code) from None
+    except ValueError:  # JSONDecodeError
         raise ProtocolError(f"the event {what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"the event {what} must be a JSON object")
-    where = invalid_text_at(value)
-    if where is not None:
-        raise ProtocolError(
-            f"the event {what} holds text that is not valid Unicode (an unpaired surrogate) at {where}",
-            code="invalid_input",
-        )
     return value
 
 
