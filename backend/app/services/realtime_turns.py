@@ -15,7 +15,7 @@ import anyio
 from backend.app.audio.types import Audio
 from backend.app.core.config import VADSettings
 from backend.app.core.errors import AppError, InternalError
-from backend.app.core.values import TranscribeOptions
+from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.chat import elapsed_ms
 from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
 from backend.app.services.realtime_reply import (
@@ -175,11 +175,7 @@ class TurnRunner:
             return
         if previous is not None:
             await asyncio.wait([previous])
-        if transcription.text:
-            await self.conversation.add_user_turn(
-                self.conversation_id, transcription.text, transcription.language, stt_ms
-            )
-        await self._listener.transcribed(transcription, stt_ms)
+        await self._store_transcript(transcription, stt_ms)
 
     async def _run_turn(
         self,
@@ -241,15 +237,19 @@ class TurnRunner:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait([early.task])
 
-    async def _keep_unanswered(self, transcript: TimedTranscription) -> None:
-        """A turn cut before its reply began: the user's words are stored and told all the same,
-        then the turn is told finished, unanswered (`interrupted`, with nothing said)."""
-        transcription, stt_ms = transcript
+    async def _store_transcript(self, transcription: Transcription, stt_ms: float) -> None:
+        """The user's words stored (unless none were heard), then told."""
         if transcription.text:
             await self.conversation.add_user_turn(
                 self.conversation_id, transcription.text, transcription.language, stt_ms
             )
         await self._listener.transcribed(transcription, stt_ms)
+
+    async def _keep_unanswered(self, transcript: TimedTranscription) -> None:
+        """A turn cut before its reply began: the user's words are stored and told all the same,
+        then the turn is told finished, unanswered (`interrupted`, with nothing said)."""
+        transcription, stt_ms = transcript
+        await self._store_transcript(transcription, stt_ms)
         turn = Turn(transcription.text, "", self.conversation_id, None, {"stt_ms": stt_ms}, interrupted=True)
         await self._listener.reply_finished(turn)
 
