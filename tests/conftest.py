@@ -13,9 +13,9 @@ from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.piper import PiperBackend
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.backends.whisper import WhisperBackend
+from backend.app.container import Services, build_services
 from backend.app.core.config import Settings
 from backend.app.main import create_app
-from backend.app.services.container import Services, build_services
 from tests.postgres import postgres  # noqa: F401 - the session's PostgreSQL server, as a fixture
 
 DATA = Path(__file__).parent / "data"
@@ -37,7 +37,7 @@ def realtime_services(services: Services, settings: Settings, chat_tokens: int) 
     `chat_tokens` tokens (long enough to be cut, or short to be quick)."""
     from backend.app.services.chat import ChatService
     from backend.app.services.conversation import ConversationService
-    from backend.app.services.realtime import RealtimeService
+    from backend.app.services.realtime.session import RealtimeService
 
     base = services.chat
     chat = ChatService(

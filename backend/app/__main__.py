@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_CONFIG
     if args.check:
-        from backend.app.services.container import build_services
+        from backend.app.container import build_services
 
         try:
             services = build_services(settings)

@@ -17,11 +17,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
+from backend.app.api.protocols.wyoming.server import WyomingServer
 from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
 from backend.app.api.routes.ququ import QuquStats
-from backend.app.api.wyoming.server import WyomingServer
 from backend.app.backends import manifest
+from backend.app.container import Services, build_services
 from backend.app.core.auth import ApiKeyMiddleware
 from backend.app.core.config import Settings
 from backend.app.core.errors import StorageUnavailableError, install_error_handlers
@@ -35,7 +36,6 @@ from backend.app.core.middleware import (
     RequestContextMiddleware,
 )
 from backend.app.core.quotas import KeyLedger
-from backend.app.services.container import Services, build_services
 
 logger = logging.getLogger("backend.app")
 

@@ -25,8 +25,8 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from backend.app.container import Backends, StageConcurrency, assemble_services
 from backend.app.main import create_app
-from backend.app.services.container import Backends, StageConcurrency, assemble_services
 from backend.serve.deployments import (
     ChatDeployment,
     EngineInfo,

@@ -21,6 +21,7 @@ from ray import serve
 from backend.app.audio.types import Audio
 from backend.app.backends import registry
 from backend.app.backends.protocols import DialogueSpeech
+from backend.app.container import warm_up_chat
 from backend.app.core.config import Settings
 from backend.app.core.logs import configure_logging
 from backend.app.core.process import set_model_process_env
@@ -34,7 +35,6 @@ from backend.app.core.values import (
     Transcription,
     TranscriptSegment,
 )
-from backend.app.services.container import warm_up_chat
 
 logger = logging.getLogger(__name__)
 

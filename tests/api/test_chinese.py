@@ -22,10 +22,10 @@ from backend.app.backends import registry
 from backend.app.backends.baker_zh import FILES
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.whisper import ByLanguage, WhisperBackend
+from backend.app.container import Backends, Services, assemble_services
 from backend.app.core.config import Settings
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.main import create_app
-from backend.app.services.container import Backends, Services, assemble_services
 from backend.app.text.chinese import script_language
 from backend.app.text.wer import character_error_rate
 from tests.conftest import REPO, make_settings

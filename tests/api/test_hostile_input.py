@@ -15,10 +15,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
+from backend.app.container import Services
 from backend.app.core.errors import AppError
 from backend.app.core.json_guard import MAX_JSON_DEPTH, json_depth
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from tests.conftest import make_settings
 from tests.hostile_audio import CASES
 from tests.server import in_thread

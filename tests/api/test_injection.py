@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from backend.app.backends.chat_prompt import JOINER, engine_messages
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
+from backend.app.container import Services
 from backend.app.core.values import ChatMessage, GenerationOptions
-from backend.app.services.container import Services
 from tests.api.test_openai_realtime import Events, sdk
 from tests.api.test_openai_realtime import _serve as serve_realtime
 from tests.api.test_wyoming import _serve as serve_wyoming

@@ -25,12 +25,12 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from backend.app.container import Services
 from backend.app.core.auth import ANY_KEY, is_public, rule_for
 from backend.app.core.config import Settings
 from backend.app.core.keys import KeyFileError
 from backend.app.core.logs import JsonFormatter, TextFormatter
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from tests.conftest import DATA, REPO, make_settings
 from tests.server import in_thread
 from tests.sse import parse_sse

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.app.services.container import Services
+from backend.app.container import Services
 from tests.conftest import clip
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -25,9 +25,9 @@ from pydantic import TypeAdapter
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
+from backend.app.container import Services
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
 from tests.server import in_thread

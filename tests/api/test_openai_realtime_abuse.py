@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import websockets
 
+from backend.app.container import Services
 from backend.app.core.memory import trim_heap
-from backend.app.services.container import Services
 from tests.api.test_openai_realtime import Events, Server, _serve, sdk
 from tests.server import rss_kib
 

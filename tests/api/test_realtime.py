@@ -20,9 +20,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
+from backend.app.container import Services
 from backend.app.core.values import SynthesisRequest
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
 

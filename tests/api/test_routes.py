@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from backend.app.api.deps import get_tts
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.errors import (
     AppError,
@@ -31,7 +32,6 @@ from backend.app.core.errors import (
 )
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from tests.conftest import REPO, make_settings
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
+from backend.app.container import Services
 from backend.app.core.values import TranscribeOptions
-from backend.app.services.container import Services
 from backend.app.text.wer import word_error_rate
 from tests.conftest import SENTENCE, SYNTH_WER, clip
 from tests.sse import TURN_TIMINGS, parse_sse

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from backend.app.api.websocket import ClientGone, Limit, Receiver, Sender
+from backend.app.api.protocols.websocket import ClientGone, Limit, Receiver, Sender
 
 
 class StuckClient:

@@ -34,13 +34,13 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from backend.app.api.wyoming.server import WyomingServer
+from backend.app.api.protocols.wyoming.server import WyomingServer
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
+from backend.app.container import Services
 from backend.app.core.values import TranscribeOptions
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.services.stt import STTService
 from backend.app.text.wer import word_error_rate
 from tests.conftest import DATA, SENTENCE, SYNTH_WER, make_settings
@@ -155,7 +155,7 @@ def test_describe_lists_three_programs_from_the_live_services(wyoming: Server) -
 
 
 def test_a_cloning_engine_lists_the_voice_library_by_file_name(wyoming: Server) -> None:
-    from backend.app.api.wyoming.info import tts_voices
+    from backend.app.api.protocols.wyoming.info import tts_voices
 
     services = wyoming.services
     cloning = dataclasses.replace(services, tts=_CloningView(services.tts))  # type: ignore[arg-type]

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from backend.app.container import Services
 from backend.app.core.memory import trim_heap
-from backend.app.services.container import Services
 from tests.api.test_wyoming import Server, _serve
 from tests.server import rss_kib
 

@@ -17,10 +17,10 @@ from backend.app.backends.baker_zh import FILES
 from backend.app.backends.by_language import LanguageRouter, check_spoken
 from backend.app.backends.piper import PiperBackend, espeak_language
 from backend.app.backends.whisper import WhisperBackend
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
-from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.text.wer import character_error_rate, word_error_rate
 from tests.conftest import REPO, make_settings

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from backend.app.audio.decode import decode_audio
 from backend.app.backends.registry import load_tts
 from backend.app.backends.vibevoice import SAMPLE_RATE, VibeVoiceBackend, VibeVoicePrompt
+from backend.app.container import Services
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
 from backend.app.services.casts import CastService
-from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService

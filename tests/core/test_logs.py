@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.app.container import Services
 from backend.app.core.logs import JsonFormatter, TextFormatter, configure_logging, request_id
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from tests.conftest import make_settings
 
 

@@ -323,8 +323,8 @@ def test_the_log_check_finds_errors_and_tracebacks(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text(
         '{"level": "warning", "message": "wyoming client refused"}\n'
-        '{"level": "error", "logger": "backend.app.api.wyoming.connection", "message": "wyoming connection '
-        'failed", "exc": "RuntimeError: boom"}\n'
+        '{"level": "error", "logger": "backend.app.api.protocols.wyoming.connection", '
+        '"message": "wyoming connection failed", "exc": "RuntimeError: boom"}\n'
         "Traceback (most recent call last):\n"
         '{"level": "info", "message": "GET /health 200"}\n'
     )

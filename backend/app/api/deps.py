@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
 
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
 from backend.app.core.values import TranscribeOptions
 from backend.app.services.casts import CastService
 from backend.app.services.chat import ChatService
-from backend.app.services.container import Services
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import ReplyAudioStore

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.app.api import v1
+from backend.app.api.protocols.conversation_ws import route as realtime
 from backend.app.api.routes import (
     chat,
     conversation,
@@ -18,7 +19,6 @@ from backend.app.api.routes import (
     optimize,
     page,
     ququ,
-    realtime,
     speakers,
     stt,
     tts,

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.schemas import HealthResponse, ModuleHealth
+from backend.app.container import Services
 from backend.app.core.values import ModelInfo
 from backend.app.core.worker import ModelWorker
-from backend.app.services.container import Services
 
 router = APIRouter(tags=["health"])
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.app.api.v1 import audio, chat, models, realtime
+from backend.app.api.protocols.openai_realtime import route as realtime
+from backend.app.api.v1 import audio, chat, models
 
 router = APIRouter(prefix="/v1")
 for module in (models, audio, chat, realtime):

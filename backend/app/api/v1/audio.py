@@ -23,6 +23,7 @@ from backend.app.api.deps import (
     require_multipart,
     transcribe_options,
 )
+from backend.app.api.v1.compat import ModelCatalog
 from backend.app.api.v1.deps import CatalogDep, VoiceMapDep
 from backend.app.api.v1.schemas import (
     OPENAI_ERRORS,
@@ -46,7 +47,6 @@ from backend.app.core.errors import (
     PayloadTooLargeError,
 )
 from backend.app.core.values import Transcription, TranscriptSegment
-from backend.app.services.compat import ModelCatalog
 from backend.app.services.stt import STTService, text_deltas
 from backend.app.text.languages import language_name
 from backend.app.text.subtitles import to_srt, to_vtt

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from backend.app.api.deps import ServicesDep, SettingsDep
-from backend.app.services.compat import ModelCatalog, Stage, VoiceMap
+from backend.app.api.v1.compat import ModelCatalog, Stage, VoiceMap
 
 
 def get_catalog(services: ServicesDep, settings: SettingsDep) -> ModelCatalog:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from backend.app.api.v1.compat import ServedModel
 from backend.app.api.v1.deps import CatalogDep
 from backend.app.api.v1.schemas import OPENAI_ERRORS, ModelList, ModelOut
-from backend.app.services.compat import ServedModel
 
 router = APIRouter(tags=["openai"])
 

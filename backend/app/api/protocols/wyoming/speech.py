@@ -14,7 +14,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped, SynthesizeVoice
 
-from backend.app.api.wyoming.protocol import EventWriter, error_event
+from backend.app.api.protocols.wyoming.protocol import EventWriter, error_event
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AppError, NotFoundError, TextTooLongError

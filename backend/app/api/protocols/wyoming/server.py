@@ -15,13 +15,13 @@ from urllib.parse import urlparse
 
 from wyoming.error import Error
 
-from backend.app.api.wyoming.access import LOOPBACK, auth_configured
-from backend.app.api.wyoming.connection import Connection
-from backend.app.api.wyoming.protocol import HEADER_LIMIT, EventWriter
+from backend.app.api.protocols.wyoming.access import LOOPBACK, auth_configured
+from backend.app.api.protocols.wyoming.connection import Connection
+from backend.app.api.protocols.wyoming.protocol import HEADER_LIMIT, EventWriter
 from backend.app.audio.pcm import AudioBudget
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.memory import request_trim
-from backend.app.services.container import Services
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from backend.app.services.chat import ChatService
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import DatabaseOutputs, OutputStore, ReplyAudioStore
-from backend.app.services.realtime import RealtimeService
+from backend.app.services.realtime.session import RealtimeService
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService

@@ -11,14 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import soxr
 
-from backend.app.audio.encode import to_pcm16
-from backend.app.audio.types import Audio
-from backend.app.core.config import RealtimeSettings, VADSettings
-from backend.app.core.errors import AppError
-from backend.app.core.values import Transcription
-from backend.app.services.compat import VoiceMap
-from backend.app.services.conversation import Turn
-from backend.app.services.openai_realtime_schema import (
+from backend.app.api.protocols.openai_realtime.schema import (
     AUDIO_DELTA_S,
     OUTPUT_RATE,
     Send,
@@ -28,8 +21,15 @@ from backend.app.services.openai_realtime_schema import (
     speaks,
     voice_name,
 )
-from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionError
-from backend.app.services.realtime_reply import CutReason
+from backend.app.api.v1.compat import VoiceMap
+from backend.app.audio.encode import to_pcm16
+from backend.app.audio.types import Audio
+from backend.app.core.config import RealtimeSettings, VADSettings
+from backend.app.core.errors import AppError
+from backend.app.core.values import Transcription
+from backend.app.services.conversation import Turn
+from backend.app.services.realtime.reply import CutReason
+from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionError
 from backend.app.services.speech import ReplyAudio
 
 

@@ -22,11 +22,8 @@ import numpy as np
 import soxr
 from pydantic import ValidationError
 
-from backend.app.audio.vad import SAMPLE_RATE
-from backend.app.core.errors import AppError
-from backend.app.core.values import TranscribeOptions
-from backend.app.services.openai_realtime_events import RealtimeEvents
-from backend.app.services.openai_realtime_schema import (
+from backend.app.api.protocols.openai_realtime.events import RealtimeEvents
+from backend.app.api.protocols.openai_realtime.schema import (
     EAGERNESS_SILENCE_MS,
     ItemFields,
     ResponseFields,
@@ -41,7 +38,10 @@ from backend.app.services.openai_realtime_schema import (
     validation_problem,
     voice_name,
 )
-from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionConfig, SessionError
+from backend.app.audio.vad import SAMPLE_RATE
+from backend.app.core.errors import AppError
+from backend.app.core.values import TranscribeOptions
+from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionConfig, SessionError
 
 __all__ = ["OpenAIRealtime", "new_id"]
 

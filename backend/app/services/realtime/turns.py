@@ -18,7 +18,7 @@ from backend.app.core.errors import AppError, InternalError
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.chat import elapsed_ms
 from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
-from backend.app.services.realtime_reply import (
+from backend.app.services.realtime.reply import (
     ClientGone,
     EarlyReply,
     Listener,

@@ -25,8 +25,8 @@ from wyoming.info import SelectProgram
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
 
-from backend.app.api.wyoming import access, info, speech
-from backend.app.api.wyoming.protocol import (
+from backend.app.api.protocols.wyoming import access, info, speech
+from backend.app.api.protocols.wyoming.protocol import (
     KNOWN_TYPES,
     ClientGone,
     EventWriter,
@@ -41,11 +41,11 @@ from backend.app.api.wyoming.protocol import (
     read_rest,
 )
 from backend.app.audio.pcm import AudioBudget, PcmCollector, check_format
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.errors import AppError, InvalidInputError, NotReadyError
 from backend.app.core.values import TranscribeOptions
 from backend.app.services.chat import ChatDelta, ChatReply
-from backend.app.services.container import Services
 
 logger = logging.getLogger(__name__)
 

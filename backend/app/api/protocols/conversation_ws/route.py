@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.app.api.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
+from backend.app.api.protocols.conversation_ws.protocol import OwnProtocol, ProtocolError
+from backend.app.api.protocols.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
+from backend.app.container import Services
 from backend.app.core.errors import AppError, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
-from backend.app.services.container import Services
-from backend.app.services.realtime import RealtimeSession
-from backend.app.services.realtime_protocol import OwnProtocol, ProtocolError
-from backend.app.services.realtime_reply import Outbox
+from backend.app.services.realtime.reply import Outbox
+from backend.app.services.realtime.session import RealtimeSession
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from backend.app.core.errors import AppError
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.conversation import Turn
 from backend.app.services.history import check_conversation_id
-from backend.app.services.realtime import RealtimeSession, ReplyOptions, SessionConfig
-from backend.app.services.realtime_reply import CutReason, Outbox
+from backend.app.services.realtime.reply import CutReason, Outbox
+from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionConfig
 from backend.app.services.speech import ReplyAudio
 
 INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)

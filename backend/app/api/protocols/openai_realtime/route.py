@@ -10,14 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.app.api.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
+from backend.app.api.protocols.openai_realtime.session import OpenAIRealtime, new_id
+from backend.app.api.protocols.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
+from backend.app.api.v1.compat import VoiceMap
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.errors import AppError, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
-from backend.app.services.compat import VoiceMap
-from backend.app.services.container import Services
 from backend.app.services.history import check_conversation_id
-from backend.app.services.openai_realtime import OpenAIRealtime, new_id
 
 logger = logging.getLogger(__name__)
 

@@ -38,14 +38,14 @@ from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivit
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
 from backend.app.services.conversation import Commitment, ConversationService
-from backend.app.services.realtime_reply import (
+from backend.app.services.realtime.reply import (
     CutReason,
     EarlyReply,
     Listener,
     ReplySender,
     TimedTranscription,
 )
-from backend.app.services.realtime_turns import ReplyOptions, SessionConfig, SessionError, TurnRunner
+from backend.app.services.realtime.turns import ReplyOptions, SessionConfig, SessionError, TurnRunner
 
 __all__ = ["RealtimeService", "RealtimeSession", "ReplyOptions", "SessionConfig", "SessionError"]
 

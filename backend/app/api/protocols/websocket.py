@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import WebSocket
 
-from backend.app.services.realtime_reply import ClientGone
+from backend.app.services.realtime.reply import ClientGone
 
 __all__ = ["ClientGone", "Limit", "Receiver", "Sender"]
 

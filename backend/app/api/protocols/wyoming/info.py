@@ -25,9 +25,9 @@ from wyoming.info import (
 
 from backend.app import __version__
 from backend.app.backends import registry
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.values import ModelInfo
-from backend.app.services.container import Services
 from backend.app.text.languages import WHISPER_LANGUAGES
 
 ASR_PROGRAM, TTS_PROGRAM, HANDLE_PROGRAM = "voice-dialogue-stt", "voice-dialogue-tts", "voice-dialogue-llm"
