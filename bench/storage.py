@@ -32,7 +32,7 @@ def _timed(fn: Callable[[int], None], count: int) -> list[float]:
 
 
 def _measure_store(store: Any, count: int) -> dict[str, float]:
-    from backend.app.storage.conversations import Turn
+    from backend.app.storage.rows import Turn
 
     def add(i: int) -> None:
         store.add_turns(

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from backend.app.container import Services
 from backend.app.core.errors import NotFoundError
-from backend.app.services.container import Services
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import DatabaseOutputs, OutputStore
-from backend.app.storage.conversations import ConversationStore, Turn
+from backend.app.storage.conversations import ConversationStore
+from backend.app.storage.rows import Turn
 
 
 def aged(store: OutputStore, size: int, age_hours: float) -> str:

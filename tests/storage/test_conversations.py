@@ -10,8 +10,9 @@ import pytest
 
 from backend.app.core.errors import StorageFullError, StorageOpenError
 from backend.app.services.outputs import OutputStore
-from backend.app.storage.conversations import MIGRATIONS, ConversationStore, Turn
+from backend.app.storage.conversations import MIGRATIONS, ConversationStore
 from backend.app.storage.protocols import ConversationStorage
+from backend.app.storage.rows import Turn
 from tests.mounts import fill, tmpfs
 
 """The conversation store's contract, run against both backends (SQLite, the default, and a real

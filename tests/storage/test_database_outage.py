@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.app.container import Services
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import DatabaseOutputs
 from backend.app.storage.postgres import PostgresStore

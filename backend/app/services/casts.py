@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from backend.app.core.errors import AppError, InvalidInputError, NotFoundError
 from backend.app.services.dialogue import check_mapping, resolve_voice
 from backend.app.services.tts import TTSService
-from backend.app.storage.casts import StoredCast
 from backend.app.storage.protocols import CastStorage
+from backend.app.storage.rows import StoredCast
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from backend.app.audio.encode import AudioFormat, encode_audio
 from backend.app.audio.types import Audio
 from backend.app.core.errors import InvalidInputError, NotFoundError, OverloadedError
 from backend.app.services.outputs import ReplyAudioStore
-from backend.app.storage.conversations import Conversation, Turn
 from backend.app.storage.protocols import ConversationStorage, HeldLock
+from backend.app.storage.rows import Conversation, Turn
 from backend.app.voices.library import VoiceLibrary
 
 logger = logging.getLogger(__name__)

@@ -15,13 +15,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from backend.app.core.errors import StorageFullError, StorageOpenError, StorageUnavailableError
 from backend.app.core.paths import low_disk, require_free_disk
 from backend.app.storage.casts import CastTable
+from backend.app.storage.rows import (
+    Conversation,
+    Turn,
+    conversation_from_row,
+    title_of,
+    turn_from_row,
+    update_clauses,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -59,30 +65,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-
-
-@dataclass(frozen=True)
-class Turn:
-    role: str
-    text: str
-    created_at: float = 0.0
-    language: str | None = None
-    voice: str | None = None
-    audio_file: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    interrupted: bool = False
-    """An assistant turn cut short: `text` is what was delivered (spoken) before the cut."""
-
-
-@dataclass(frozen=True)
-class Conversation:
-    id: str
-    title: str
-    system_prompt: str | None
-    voice: str | None
-    created_at: float
-    updated_at: float
-    turn_count: int = 0
 
 
 _WHAT_TO_DO = (
@@ -140,7 +122,7 @@ class ConversationStore:
         except StorageOpenError:
             self._db.close()
             raise
-        self.casts = CastTable(self)
+        self.casts = CastTable(self._transaction, self._reading)
         """The named voice casts of dialogue scripts."""
 
     @classmethod
@@ -216,6 +198,12 @@ class ConversationStore:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for a read, under the lock, its errors as the client-facing ones."""
+        with self._lock, self._guarded():
+            yield self._db
+
     def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
         """Append turns (creating the conversation on its first turn), durably, in one transaction."""
         now = time.time()
@@ -223,7 +211,7 @@ class ConversationStore:
             db.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                (conversation_id, _title(turns), now, now),
+                (conversation_id, title_of(turns), now, now),
             )
             db.executemany(
                 "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
@@ -320,50 +308,3 @@ class ConversationStore:
 class NoLock:
     def release(self) -> None:
         pass
-
-
-def _title(turns: Sequence[Turn]) -> str:
-    first = next((t.text for t in turns if t.role == "user"), "")
-    return first[:60] + ("…" if len(first) > 60 else "")
-
-
-class Row(Protocol):
-    """A result row indexable by column name: sqlite3.Row, or psycopg's dict rows."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-def update_clauses(
-    values: dict[str, str | None], clear: Sequence[str], placeholder: str
-) -> tuple[list[str], list[object]]:
-    """`update`'s SET clauses and their parameters, for either store's placeholder (`?`, `%s`):
-    the given fields set, the names in `clear` (system_prompt, voice) set to NULL."""
-    sets = [f"{name} = {placeholder}" for name, value in values.items() if value is not None]
-    params: list[object] = [value for value in values.values() if value is not None]
-    sets += [f"{name} = NULL" for name in clear if name in ("system_prompt", "voice")]
-    return sets, params
-
-
-def turn_from_row(row: Row) -> Turn:
-    return Turn(
-        role=row["role"],
-        text=row["text"],
-        created_at=row["created_at"],
-        language=row["language"],
-        voice=row["voice"],
-        audio_file=row["audio_file"],
-        timings=json.loads(row["timings"]) if row["timings"] else {},
-        interrupted=bool(row["interrupted"]),
-    )
-
-
-def conversation_from_row(row: Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        voice=row["voice"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        turn_count=int(row["turn_count"]),
-    )

@@ -30,17 +30,17 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from backend.app.core.errors import StorageOpenError, StorageUnavailableError
-from backend.app.storage.conversations import (
-    Conversation,
-    Turn,
-    _title,
-    conversation_from_row,
-    turn_from_row,
-    update_clauses,
-)
 from backend.app.storage.postgres_address import redacted, scrubbed
 from backend.app.storage.postgres_casts import PostgresCasts
 from backend.app.storage.postgres_schema import migrate
+from backend.app.storage.rows import (
+    Conversation,
+    Turn,
+    conversation_from_row,
+    title_of,
+    turn_from_row,
+    update_clauses,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class PostgresStore:
             name="conversations",
         )
         self.pool.open(wait=False)
-        self.casts = PostgresCasts(self)
+        self.casts = PostgresCasts(self._transaction, self.connection)
         """The named voice casts of dialogue scripts."""
 
     @classmethod
@@ -282,7 +282,7 @@ class PostgresStore:
             conn.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
-                (conversation_id, _text(_title(turns)), now, now),
+                (conversation_id, _text(title_of(turns)), now, now),
             )
             with conn.cursor() as cursor:
                 cursor.executemany(

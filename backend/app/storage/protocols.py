@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from backend.app.storage.casts import StoredCast
-from backend.app.storage.conversations import Conversation, Turn
+from backend.app.storage.rows import Conversation, StoredCast, Turn
 
 
 class CastStorage(Protocol):

@@ -32,7 +32,7 @@ from backend.app.api.schemas import (
 )
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.tts import TTSService
-from backend.app.storage.casts import StoredCast
+from backend.app.storage.rows import StoredCast
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 router = APIRouter(tags=["voices"])
