@@ -92,7 +92,7 @@ _ALLOWED = {
     "core/sections.py": "directories from the settings (their defaults)",
     "voices/library.py": "client names go through resolve_inside; listings use is_inside",
     "services/outputs.py": "generated names only (regex), then resolve_inside",
-    "services/tts.py": "reads a VoiceInfo's path, which only the library makes",
+    "services/synthesis.py": "reads a VoiceInfo's path, which only the library makes",
     "api/routes/conversation.py": "serves the path OutputStore.path returned",
     "api/routes/page.py": "reads the page's own files once at start-up; requests look names up in memory",
     "audio/decode.py": "av.open on an in-memory buffer",

@@ -17,28 +17,29 @@ Each piece is one call on the TTS worker, so pieces of concurrent requests inter
   never refused half-way through, and each is bounded by TTS_TIMEOUT_S.
 
 Closing the stream early stops the synthesis (and closes the deltas, which stops their producer).
+
+The stream makes its audio through a `Renderer`, the narrow surface of the engine it needs (built
+by the TTS service: services/synthesis.py), never through the service itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import Protocol
 
 import anyio
 
 from backend.app.audio.types import Audio
-from backend.app.core.errors import StageTimeoutError
 from backend.app.core.quotas import charge_audio
 from backend.app.core.worker import Admission
 from backend.app.services.dialogue import Cast, CastMember, WindowTurn
+from backend.app.text.segment import SentenceChunker
 from backend.app.voices.library import VoiceInfo
-
-if TYPE_CHECKING:
-    from backend.app.services.tts import TTSService
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,60 @@ class ReplyAudio:
 SpeechEvent = ReplyText | ReplyAudio
 
 
+class Renderer(Protocol):
+    """What a speech stream needs of the engine: text into pieces, a voice's prompt, one segment's
+    or one window's audio (blocking), run on the TTS worker, and the stage timings it reports."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def chunker(self) -> SentenceChunker:
+        """A sentence chunker for text that streams in."""
+        ...
+
+    def segments(self, piece: str) -> list[str]:
+        """`piece` cleaned and segmented ([] when it has nothing speakable)."""
+        ...
+
+    def prompt_for(self, voice: VoiceInfo | None) -> object | None:
+        """The engine's prompt for `voice` (blocking), None for a fixed-voice engine."""
+        ...
+
+    def render(
+        self,
+        text: str,
+        prompt: object | None,
+        cfg_scale: float,
+        speed: float,
+        *,
+        first: bool,
+        joined: bool,
+        speaker: str | None = None,
+    ) -> Audio: ...
+
+    def render_window(
+        self,
+        window: tuple[WindowTurn, ...],
+        prompts: Mapping[str, object | None],
+        cfg_scale: float,
+        speed: float,
+        *,
+        first: bool,
+    ) -> Audio: ...
+
+    def deadline(self) -> float | None:
+        """When work admitted now must be done (None: unbounded)."""
+        ...
+
+    async def on_worker(
+        self, render: Callable[[], Audio], admission: Admission | None, deadline: float | None
+    ) -> Audio:
+        """`render()` on the TTS worker, in `admission`'s slot by `deadline`, else as a follow-up."""
+        ...
+
+    def observe_stage(self, stage: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class Piece:
     """One synthesis call's worth of text: as written, and its cleaned segments. A script's turn
@@ -81,7 +136,7 @@ class SpeechStream:
 
     def __init__(
         self,
-        service: TTSService,
+        renderer: Renderer,
         pieces: AsyncGenerator[Piece, None],
         voice: VoiceInfo | None,
         *,
@@ -93,9 +148,9 @@ class SpeechStream:
         engine_voice: str | None = None,
         cast: Cast | None = None,
     ) -> None:
-        self.service = service
-        self.sample_rate = service.backend.sample_rate
-        self.voice = service.applied_voice(voice)
+        self._renderer = renderer
+        self.sample_rate = renderer.sample_rate
+        self.voice = voice
         """The reference voice imitated (None when the engine has a fixed voice)."""
         self.engine_voice = engine_voice
         """One of the engine's own voices, when the request chose one (`piper:<name>`)."""
@@ -117,9 +172,7 @@ class SpeechStream:
         self._joined = segments is None or segments > 1
         self._prompts: dict[str, object | None] = {}
         self._spoken = 0
-        self._deadline: float | None = None
-        if admission is not None and service.worker.timeout_s is not None:
-            self._deadline = asyncio.get_running_loop().time() + service.worker.timeout_s
+        self._deadline = renderer.deadline() if admission is not None else None
         self._events = self._run()
 
     def __aiter__(self) -> AsyncIterator[SpeechEvent]:
@@ -147,7 +200,7 @@ class SpeechStream:
         if voice is None:
             return None
         if voice.file not in self._prompts:
-            self._prompts[voice.file] = self.service.prompt_for(voice)
+            self._prompts[voice.file] = self._renderer.prompt_for(voice)
         return self._prompts[voice.file]
 
     def _render(self, piece: Piece) -> Audio:
@@ -158,7 +211,7 @@ class SpeechStream:
             members = self.cast.members
             prompts = {t.speaker: self._prompt(members[t.speaker].voice) for t in piece.window}
             self._spoken += 1
-            return self.service.render_window(
+            return self._renderer.render_window(
                 piece.window, prompts, self._cfg_scale, self._speed, first=first
             )
         member = piece.speaker
@@ -167,7 +220,7 @@ class SpeechStream:
         chunks = []
         for segment in piece.segments:
             first = self._spoken == 0
-            audio = self.service.render(
+            audio = self._renderer.render(
                 segment,
                 prompt,
                 self._cfg_scale,
@@ -182,21 +235,13 @@ class SpeechStream:
 
     async def _synthesize(self, piece: Piece) -> Audio:
         began = time.perf_counter()
-        worker = self.service.worker
-        if self._admission is None:
-            audio = await worker.follow_up(self._render, piece)
-        else:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    audio = await self._admission.step(self._render, piece)
-            except TimeoutError:
-                raise StageTimeoutError(worker.name, worker.timeout_s or 0) from None
+        audio = await self._renderer.on_worker(partial(self._render, piece), self._admission, self._deadline)
         charge_audio("tts", audio.duration)  # to the request's API key, for its daily audio quota
         took = time.perf_counter() - began
         self.busy_s += took
         if self.first_s is None:
             self.first_s = took
-            self.service.metrics.observe_stage("tts_first_audio", took)
+            self._renderer.observe_stage("tts_first_audio", took)
         return audio
 
     async def _speak(self) -> AsyncGenerator[ReplyAudio, None]:
@@ -224,7 +269,7 @@ class SpeechStream:
                 async with aclosing(self._merged(self._passthrough)) as events:
                     async for event in events:
                         yield event
-            self.service.metrics.observe_stage("tts", self.busy_s)
+            self._renderer.observe_stage("tts", self.busy_s)
         finally:
             if self._admission is not None:
                 self._admission.release()
@@ -263,13 +308,13 @@ class AsyncQueueSource:
     """Reads text deltas on a task of its own: each is passed on as `ReplyText` at once and fed to
     the chunker, whose pieces (cleaned and segmented) go to the speaking side through a queue."""
 
-    def __init__(self, deltas: AsyncIterator[str], service: TTSService) -> None:
+    def __init__(self, deltas: AsyncIterator[str], renderer: Renderer) -> None:
         self._deltas = deltas
-        self._service = service
+        self._renderer = renderer
         self._pieces: asyncio.Queue[Piece | BaseException | None] = asyncio.Queue()
 
     async def pump(self, events: asyncio.Queue[SpeechEvent | BaseException | None]) -> None:
-        chunker = self._service.chunker()
+        chunker = self._renderer.chunker()
         try:
             try:
                 async for delta in self._deltas:
@@ -287,7 +332,7 @@ class AsyncQueueSource:
             self._pieces.put_nowait(e)
 
     def _put(self, piece: str) -> None:
-        segments = self._service.segments(piece)
+        segments = self._renderer.segments(piece)
         if segments:
             self._pieces.put_nowait(Piece(piece, segments))
 

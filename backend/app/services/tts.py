@@ -2,28 +2,24 @@
 
 Every route that speaks reaches synthesis through `speak` (a whole text), `speak_script` (a
 dialogue script, services/dialogue.py) or `speak_stream` (text that streams in); each returns a
-`SpeechStream` (services/speech.py), opened after every check.
+`SpeechStream` (services/speech.py), opened after every check, that makes its audio through a
+`Synthesizer` (services/synthesis.py) built here, never through this service. Each limit is checked
+in one method: `_check_chars` (MAX_TTS_CHARS), `_check_script` (MAX_SCRIPT_TURNS, then the
+characters) and `_check_speech` (MAX_TTS_SPEECH_SECONDS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
 
-import numpy as np
-
-from backend.app.audio.decode import decode_audio
-from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
-from backend.app.backends.by_language import check_spoken
-from backend.app.backends.protocols import DialogueSpeech, TextToSpeech
+from backend.app.backends.protocols import TextToSpeech
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
-from backend.app.core.values import DialogueLine, DialogueRequest, SynthesisRequest
 from backend.app.core.worker import ModelWorker
 from backend.app.services.dialogue import (
     ENGINE_VOICE_PREFIX,
@@ -36,9 +32,9 @@ from backend.app.services.dialogue import (
     windows,
 )
 from backend.app.services.speech import AsyncQueueSource, Piece, SpeechStream
-from backend.app.text.normalize import clean_for_speech, has_speakable_content
+from backend.app.services.synthesis import Synthesizer
 from backend.app.text.script import Script, parse_script, script_of
-from backend.app.text.segment import SentenceChunker, segment_text
+from backend.app.text.segment import SentenceChunker
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
@@ -74,8 +70,7 @@ class TTSService:
 
     def prepare_text(self, text: str) -> list[str]:
         """Validate and clean `text`, and split it into segments."""
-        if len(text) > self.settings.max_chars:
-            raise TextTooLongError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
+        self._check_chars(len(text))
         segments = self.segments(text)
         if not segments:
             raise InvalidInputError("text has nothing to speak (no letters or digits)")
@@ -124,12 +119,14 @@ class TTSService:
         match = [v for v in self.voices.voices() if (v.language or "").lower() == language]
         return match[0].file if match else None
 
+    def synthesizer(self) -> Synthesizer:
+        """The engine side of synthesis, over this service's engine, worker, cache and settings as
+        they are now: what a `SpeechStream` is handed."""
+        return Synthesizer(self.backend, self.worker, self.cache, self.settings, self.metrics)
+
     def speaker_prompt(self, voice: VoiceInfo) -> object:
         """The engine's prepared prompt for `voice`, from the cache (keyed by the file's content)."""
-        data = voice.path.read_bytes()
-        return self.cache.get_or_create(
-            data, lambda raw: self.backend.prepare_voice(decode_audio(raw, self.backend.sample_rate))
-        )
+        return self.synthesizer().speaker_prompt(voice)
 
     def preload(self, names: list[str]) -> None:
         """Prepare the default voice and `names` now, so first requests find them cached."""
@@ -148,17 +145,11 @@ class TTSService:
 
     def chunker(self) -> SentenceChunker:
         """The sentence chunker for text that streams in, cut to the segment length."""
-        return SentenceChunker(max_chars=self.settings.segment_threshold_chars)
+        return self.synthesizer().chunker()
 
     def segments(self, piece: str) -> list[str]:
         """Text cleaned for speech and segmented ([] when it has nothing speakable)."""
-        cleaned = clean_for_speech(piece)
-        if not has_speakable_content(cleaned):
-            return []
-        segments = segment_text(cleaned, self.settings.segment_threshold_chars)
-        for segment in segments:
-            check_spoken(segment, getattr(self.backend, "languages", ()))
-        return segments
+        return self.synthesizer().segments(piece)
 
     async def speak(
         self,
@@ -176,9 +167,9 @@ class TTSService:
         )
         admission = self.worker.admit()  # the slot is kept until the last segment
         return SpeechStream(
-            self,
+            self.synthesizer(),
             _each([Piece(segment, [segment]) for segment in segments]),
-            chosen,
+            self.applied_voice(chosen),
             cfg_scale=cfg,
             speed=speed,
             segments=len(segments),
@@ -200,7 +191,7 @@ class TTSService:
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
         admission = self.worker.admit()
         stream = SpeechStream(
-            self,
+            self.synthesizer(),
             _each(pieces),
             None,
             cfg_scale=cfg,
@@ -216,37 +207,42 @@ class TTSService:
         self, text: str, known: Collection[str] = (), dialogue: bool | None = None
     ) -> Script | None:
         """The script `text` holds (None: plain text), its length checked first (blocking)."""
-        if len(text) > self.settings.max_chars:
-            raise TextTooLongError(f"text is {len(text)} characters; the limit is {self.settings.max_chars}")
+        self._check_chars(len(text))
         return parse_script(text, known, dialogue)
 
     def check_script(self, items: Sequence[tuple[str, str]]) -> Script:
         """A script given as (speaker, text) turns, bounded before it is parsed (blocking)."""
-        limit = self.settings.max_script_turns
-        if len(items) > limit:
-            raise TextTooLongError(
-                f"the script has {len(items)} turns; the limit is {limit} (MAX_SCRIPT_TURNS)"
-            )
-        chars = sum(len(text) for _, text in items)
-        if chars > self.settings.max_chars:
-            raise TextTooLongError(
-                f"the script is {chars} characters; the limit is {self.settings.max_chars}"
-            )
+        self._check_script(len(items), sum(len(text) for _, text in items))
         return script_of(items)
+
+    def _check_chars(self, chars: int, what: str = "text") -> None:
+        """MAX_TTS_CHARS, for a text or a script (413 beyond): the one place it is checked."""
+        if chars > self.settings.max_chars:
+            raise TextTooLongError(f"{what} is {chars} characters; the limit is {self.settings.max_chars}")
+
+    def _check_script(self, turns: int, chars: int) -> None:
+        """A script's limits, MAX_SCRIPT_TURNS and then its characters (413 beyond): the one place
+        they are checked, whether the script is given as turns or as text."""
+        limit = self.settings.max_script_turns
+        if turns > limit:
+            raise TextTooLongError(f"the script has {turns} turns; the limit is {limit} (MAX_SCRIPT_TURNS)")
+        self._check_chars(chars, "the script")
+
+    def _check_speech(self, spoken: Iterable[str], speed: float, what: str) -> None:
+        """MAX_TTS_SPEECH_SECONDS, the speech the engine would make of `spoken` at `speed`, estimated
+        before any synthesis (413 beyond): the one place it is checked."""
+        seconds = sum(self.backend.estimate_seconds(text) for text in spoken) / speed
+        if seconds > self.settings.max_speech_seconds:
+            raise TextTooLongError(
+                f"this {what} would be about {seconds:.0f} s of speech; the limit is "
+                f"{self.settings.max_speech_seconds:g} s (MAX_TTS_SPEECH_SECONDS)"
+            )
 
     def _plan_script(
         self, script: Script, speakers: Mapping[str, str], speed: float
     ) -> tuple[list[Piece], Cast]:
         """A script's pieces and cast, validated before any synthesis (blocking: run it in a thread)."""
-        if script.chars > self.settings.max_chars:
-            raise TextTooLongError(
-                f"the script is {script.chars} characters; the limit is {self.settings.max_chars}"
-            )
-        if len(script.turns) > self.settings.max_script_turns:
-            raise TextTooLongError(
-                f"the script has {len(script.turns)} turns; the limit is {self.settings.max_script_turns} "
-                "(MAX_SCRIPT_TURNS)"
-            )
+        self._check_script(len(script.turns), script.chars)
         chosen_cast = choose_cast(
             script,
             speakers,
@@ -267,12 +263,7 @@ class TTSService:
                 segments = self.segments(turn.text)
                 pieces.append(Piece(turn.text, segments, chosen_cast.members[turn.speaker], turns=(i,)))
         spoken = [t.text for p in pieces for t in p.window] or [s for p in pieces for s in p.segments]
-        seconds = sum(self.backend.estimate_seconds(text) for text in spoken) / speed
-        if seconds > self.settings.max_speech_seconds:
-            raise TextTooLongError(
-                f"this script would be about {seconds:.0f} s of speech; the limit is "
-                f"{self.settings.max_speech_seconds:g} s (MAX_TTS_SPEECH_SECONDS)"
-            )
+        self._check_speech(spoken, speed, "script")
         return pieces, chosen_cast
 
     async def speak_stream(self, deltas: AsyncIterator[str], voice: str | None = None) -> SpeechStream:
@@ -280,12 +271,13 @@ class TTSService:
         (404). The stream yields the deltas as `ReplyText` and each piece's audio as it is ready;
         its pieces are follow-ups of work admitted as a whole (a spoken turn), never refused."""
         chosen = await asyncio.to_thread(self.choose_voice, voice, None)
-        source = AsyncQueueSource(deltas, self)
+        synthesizer = self.synthesizer()
+        source = AsyncQueueSource(deltas, synthesizer)
         cfg = self.settings.default_cfg_scale
         return SpeechStream(
-            self,
+            synthesizer,
             source.pieces(),
-            chosen,
+            self.applied_voice(chosen),
             cfg_scale=cfg,
             passthrough=source,
             engine_voice=self.engine_voice(voice),
@@ -317,24 +309,18 @@ class TTSService:
         of it, not by its characters alone: 4,000 CJK characters are 40 minutes of speech for an
         English voice that spells out each one."""
         segments = self.prepare_text(text)
-        seconds = sum(self.backend.estimate_seconds(segment) for segment in segments) / speed
-        if seconds > self.settings.max_speech_seconds:
-            raise TextTooLongError(
-                f"this text would be about {seconds:.0f} s of speech; the limit is "
-                f"{self.settings.max_speech_seconds:g} s (MAX_TTS_SPEECH_SECONDS)"
-            )
+        self._check_speech(segments, speed, "text")
         chosen = self.choose_voice(voice, speaker_voice_path)
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
         return segments, chosen, cfg
 
     def applied_voice(self, voice: VoiceInfo | None) -> VoiceInfo | None:
         """The voice actually imitated: None when the engine has a fixed voice."""
-        return voice if self.backend.supports_cloning else None
+        return self.synthesizer().applied_voice(voice)
 
     def prompt_for(self, voice: VoiceInfo | None) -> object | None:
         """The engine's prompt for `voice` (blocking on a cache miss), or None for fixed-voice engines."""
-        applied = self.applied_voice(voice)
-        return self.speaker_prompt(applied) if applied else None
+        return self.synthesizer().prompt_for(voice)
 
     def render(
         self,
@@ -347,16 +333,10 @@ class TTSService:
         joined: bool,
         speaker: str | None = None,
     ) -> Audio:
-        """One segment's audio (blocking). A segment that is joined to others has its own silent
-        edges trimmed and faded (they would add to the gap), and all but the first get the gap."""
-        native = self.backend.supports_speed
-        request = SynthesisRequest(
-            text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0, speaker=speaker
+        """One segment's audio (blocking): `Synthesizer.render`."""
+        return self.synthesizer().render(
+            text, prompt, cfg_scale, speed, first=first, joined=joined, speaker=speaker
         )
-        audio = self.backend.synthesize(request)
-        if not native:
-            audio = change_tempo(audio, speed)
-        return self._joined(audio, first=first) if joined else self._counted(audio)
 
     def render_window(
         self,
@@ -367,30 +347,8 @@ class TTSService:
         *,
         first: bool,
     ) -> Audio:
-        """One window of a script in one generation (blocking): roles 0, 1, ... are its speakers in
-        order of first appearance, each with its prompt."""
-        roles = {speaker: role for role, speaker in enumerate(dict.fromkeys(t.speaker for t in window))}
-        request = DialogueRequest(
-            lines=tuple(DialogueLine(roles[t.speaker], t.text) for t in window),
-            voices=tuple(prompts[speaker] for speaker in roles),
-            cfg_scale=cfg_scale,
-        )
-        audio = cast(DialogueSpeech, self.backend).synthesize_dialogue(request)
-        if not self.backend.supports_speed:
-            audio = change_tempo(audio, speed)
-        return self._joined(audio, first=first)
-
-    def _joined(self, audio: Audio, *, first: bool) -> Audio:
-        """`audio` with its silent edges trimmed and faded, after the gap unless it comes first."""
-        audio = fade_edges(trim_silence(audio))
-        if not first:
-            gap = Audio.silence(self.settings.segment_silence_ms / 1000, audio.sample_rate).samples
-            audio = Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
-        return self._counted(audio)
-
-    def _counted(self, audio: Audio) -> Audio:
-        self.metrics.synthesized.inc(audio.duration)
-        return audio
+        """One window of a script in one generation (blocking): `Synthesizer.render_window`."""
+        return self.synthesizer().render_window(window, prompts, cfg_scale, speed, first=first)
 
 
 async def _each(pieces: list[Piece]) -> AsyncGenerator[Piece, None]:
