@@ -48,7 +48,9 @@ def realtime_services(services: Services, settings: Settings, chat_tokens: int) 
         max_chars=base.max_chars,
     )
     conversation = ConversationService(services.stt, chat, services.tts, services.history)
-    realtime = RealtimeService(conversation, services.realtime.vad, settings.realtime, settings.vad)
+    realtime = RealtimeService(
+        conversation, services.stt, services.realtime.vad, settings.realtime, settings.vad
+    )
     return dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
 
 

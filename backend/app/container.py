@@ -1,4 +1,5 @@
-"""Build every service once, from the settings: the app's lifespan owns the result."""
+"""The composition root: every service built once, from the settings (the app's lifespan owns
+the result), and the gate every transport asks whether they are up."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
 from backend.app.core.config import Settings
+from backend.app.core.errors import NotReadyError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import (
     ChatMessage,
@@ -57,6 +59,30 @@ class Services:
         for worker in (self.stt.worker, self.chat.worker, self.tts.worker):
             worker.shutdown()
         self.history.close()
+
+
+class ServiceGate:
+    """Whether the services are up: the one place every transport asks (HTTP routes, both
+    WebSockets, Wyoming, QuQu's status). The app starts with none and its loader sets them; a
+    module's model loaded meanwhile is in `loaded` (for /health)."""
+
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services
+        self.load_error: str | None = None
+        """Why the services could not be built, when they could not."""
+        self.loaded: dict[str, ModelInfo] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.services is not None
+
+    def require(self) -> Services:
+        """The services, or NotReadyError (503, Retry-After) saying why there are none yet."""
+        if self.services is None:
+            if self.load_error:
+                raise NotReadyError(f"the server could not start its services: {self.load_error}")
+            raise NotReadyError("the models are still loading; retry shortly")
+        return self.services
 
 
 def warm_up(
@@ -193,6 +219,6 @@ def assemble_services(
     casts.preload()
     conversation = ConversationService(stt, chat, tts, history, metrics)
     voices = VoiceService(library, tts.worker, backends.tts.sample_rate, settings.voices)
-    realtime = RealtimeService(conversation, SileroVAD(), settings.realtime, settings.vad)
+    realtime = RealtimeService(conversation, stt, SileroVAD(), settings.realtime, settings.vad)
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
     return Services(stt, chat, tts, conversation, history, voices, realtime, metrics, casts)

@@ -22,7 +22,7 @@ from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
 from backend.app.api.routes.ququ import QuquStats
 from backend.app.backends import manifest
-from backend.app.container import Services, build_services
+from backend.app.container import ServiceGate, Services, build_services
 from backend.app.core.auth import ApiKeyMiddleware
 from backend.app.core.config import Settings
 from backend.app.core.errors import StorageUnavailableError, install_error_handlers
@@ -47,7 +47,7 @@ server that goes away is logged when it goes (and when it is back), not at the n
 async def _sweep_outputs(app: FastAPI, every_s: float) -> None:
     """Apply the OUTPUTS_DIR retention now and then, for as long as the app runs."""
     while True:
-        services: Services | None = app.state.services
+        services: Services | None = app.state.gate.services
         try:
             if services is not None:
                 removed = await anyio.to_thread.run_sync(services.sweep_outputs)
@@ -67,7 +67,7 @@ async def _watch_storage(app: FastAPI, every_s: float = STORAGE_WATCH_S) -> None
     """Ask the conversation store now and then whether it can be used (`ping`): its outages are
     noticed, and logged, while no request needs it."""
     while True:
-        services: Services | None = app.state.services
+        services: Services | None = app.state.gate.services
         if services is not None:
             try:
                 await services.history.check_storage()
@@ -82,17 +82,18 @@ def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
 
     def load() -> None:
         try:
-            services = build_services(settings, app.state.loaded)
+            services = build_services(settings, gate.loaded)
         except Exception as e:  # ModelLoadError, or an engine's own error (CUDA out of memory, ...)
-            app.state.load_error = str(e) or type(e).__name__
-            logger.error("the models failed to load: %s", app.state.load_error)
+            gate.load_error = str(e) or type(e).__name__
+            logger.error("the models failed to load: %s", gate.load_error)
             return
         try:
             manifest.record(settings.storage.models_dir, manifest.configured_models(settings))
         except Exception as e:  # the record is a convenience: never keep a loaded server from serving
             logger.warning("could not record the models in the manifest: %s", e)
-        app.state.services = services
+        gate.services = services
 
+    gate: ServiceGate = app.state.gate
     thread = threading.Thread(target=load, name="model-loader", daemon=True)
     thread.start()
     return thread
@@ -104,9 +105,7 @@ async def _start_wyoming(app: FastAPI, settings: Settings) -> WyomingServer | No
     if not settings.wyoming.uri:
         return None
     metrics: HttpMetrics = app.state.metrics
-    server = WyomingServer(
-        settings, lambda: app.state.services, metrics.observe_wyoming, metrics.wyoming_connections
-    )
+    server = WyomingServer(settings, app.state.gate, metrics.observe_wyoming, metrics.wyoming_connections)
     try:
         await server.start()
     except OSError as e:  # the port is taken, the socket's directory is missing, ...
@@ -132,7 +131,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             settings.storage.models_dir,
         ):
             directory.mkdir(parents=True, exist_ok=True)
-        owned = app.state.services is None  # services passed in are shut down by their owner
+        gate: ServiceGate = app.state.gate
+        owned = gate.services is None  # services passed in are shut down by their owner
         if owned:
             _load_in_background(app, settings)
         sweeper = asyncio.create_task(_sweep_outputs(app, settings.storage.outputs_sweep_s))
@@ -147,8 +147,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             # (or SHUTDOWN_GRACE_S ran out): the conversation store is flushed and closed here.
             sweeper.cancel()
             watcher.cancel()
-            if owned and app.state.services is not None:
-                app.state.services.shutdown()
+            if owned and gate.services is not None:
+                gate.services.shutdown()
                 logger.info("shut down: models released, conversation store closed")
 
     app = FastAPI(
@@ -159,15 +159,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     redact_credentials()  # websockets prints handshake headers (a key among them) at DEBUG
     app.state.settings = settings
-    app.state.services = services
-    app.state.load_error = None
+    app.state.gate = ServiceGate(services)
     app.state.wyoming = None
-    app.state.loaded = {}
     app.state.started_at = int(time.time())
     app.state.metrics = HttpMetrics()
     app.state.ququ_stats = QuquStats()  # QuQu's /api/status counts
     app.state.keys = KeyLedger(keys)  # each API key's usage against its quotas
-    app.state.metrics.include(lambda: app.state.services.metrics.registry if app.state.services else None)
+    app.state.metrics.include(
+        lambda: app.state.gate.services.metrics.registry if app.state.gate.ready else None
+    )
     install_error_handlers(app)
     app.state.site = load_site()  # the browser page's files, read once
     app.include_router(router)

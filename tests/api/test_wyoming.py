@@ -37,7 +37,7 @@ from wyoming.tts import (
 from backend.app.api.protocols.wyoming.server import WyomingServer
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
-from backend.app.container import Services
+from backend.app.container import ServiceGate, Services
 from backend.app.core.values import TranscribeOptions
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
@@ -389,7 +389,7 @@ def test_a_unix_socket_serves_the_same_protocol(services: Services, tmp_path: Pa
     path = tmp_path / "wyoming.sock"
 
     async def run() -> Info:
-        server = WyomingServer(make_settings(tmp_path, wyoming_uri=f"unix://{path}"), lambda: services)
+        server = WyomingServer(make_settings(tmp_path, wyoming_uri=f"unix://{path}"), ServiceGate(services))
         await server.start()
         try:
             async with AsyncUnixClient(str(path)) as client:
@@ -404,7 +404,7 @@ def test_a_unix_socket_serves_the_same_protocol(services: Services, tmp_path: Pa
 def test_while_the_models_load_requests_get_not_ready(tmp_path: Path) -> None:
 
     async def run() -> Error:
-        server = WyomingServer(make_settings(tmp_path, wyoming_uri="tcp://127.0.0.1:0"), lambda: None)
+        server = WyomingServer(make_settings(tmp_path, wyoming_uri="tcp://127.0.0.1:0"), ServiceGate())
         await server.start()
         try:
             async with AsyncTcpClient("127.0.0.1", server.port) as client:  # type: ignore[arg-type]
@@ -520,7 +520,7 @@ def test_zeroconf_announces_the_server_for_home_assistant_to_find(tmp_path: Path
     )
 
     async def run() -> tuple[int | None, int | None, bool]:
-        server = WyomingServer(settings, lambda: None)
+        server = WyomingServer(settings, ServiceGate())
         await server.start()
         browser = AsyncZeroconf()
         try:

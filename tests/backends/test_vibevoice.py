@@ -237,7 +237,7 @@ def test_a_cast_is_prepared_when_saved_and_at_start(vv_client: TestClient, voice
         after = vv_client.get("/speaker_info").json()["cache"]
         assert after["misses"] == cache["misses"] and after["hits"] == cache["hits"] + 2
         # At start-up: a fresh cache over the same casts table is filled from the stored casts.
-        app_services = vv_client.app.state.services  # type: ignore[attr-defined]
+        app_services = vv_client.app.state.gate.services  # type: ignore[attr-defined]
         tts = app_services.tts
         fresh = TTSService(tts.backend, tts.worker, tts.voices, SpeakerCache(8), tts.settings)
         CastService(app_services.casts.table, fresh).preload()
@@ -282,7 +282,7 @@ def test_a_turn_in_chinese_is_answered_in_a_chinese_library_voice(
     a `zh-*` clip from the library when the default is another language's. (The clip here is an
     English recording named zh-: it is still just a reference clip.)"""
     shutil.copy(REPO / "voices" / "en-Joe_man.wav", voices_dir / "zh-Xinran_woman.wav")
-    app_services = vv_client.app.state.services  # type: ignore[attr-defined]
+    app_services = vv_client.app.state.gate.services  # type: ignore[attr-defined]
     tts = app_services.tts
     assert tts.backend.languages == ("en", "zh")
     assert tts.voice_for_language("zh") == "zh-Xinran_woman.wav"

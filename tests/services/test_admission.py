@@ -11,12 +11,13 @@ from contextlib import aclosing
 
 import pytest
 
+from backend.app.container import Services
 from backend.app.core.errors import InvalidAudioError, OverloadedError
 from backend.app.core.values import ChatMessage, GenerationOptions, TranscribeOptions
 from backend.app.core.worker import ModelWorker
 from backend.app.services.chat import ChatReply
-from backend.app.services.container import Services
-from backend.app.services.conversation import Turn, collect
+from backend.app.services.conversation import collect
+from backend.app.services.turn_events import Turn
 from tests.conftest import clip
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from backend.app.container import Services
 from backend.app.core.errors import AppError, ContextLengthError, InvalidInputError
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.services.chat import ChatDelta, ChatService, Completion
-from backend.app.services.container import Services
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
-from backend.app.storage.conversations import ConversationStore, Turn
+from backend.app.storage.conversations import ConversationStore
+from backend.app.storage.rows import Turn
 from backend.app.text.stops import StopScanner
 
 
@@ -234,7 +235,8 @@ def test_a_spoken_turn_sends_the_users_words_once(services: Services, tmp_path: 
     """A spoken turn stores the user's words before the reply is generated; the prompt the model
     gets still holds them once, after the earlier turns."""
     from backend.app.services.conversation import ConversationService
-    from backend.app.services.conversation import Turn as SpokenTurn
+    from backend.app.services.turn_events import ReplyRequest
+    from backend.app.services.turn_events import Turn as SpokenTurn
 
     base = services.chat
     outputs = OutputStore(tmp_path / "outputs", ttl_hours=1, max_mb=10)
@@ -256,8 +258,7 @@ def test_a_spoken_turn_sends_the_users_words_once(services: Services, tmp_path: 
     async def two_turns() -> list[SpokenTurn]:
         done = []
         for text in ("My name is Ada.", "What is my name?"):
-            events = conversation.respond(text, "spoken", voice=None, language="en", asked=0.0,
-                                          started=time.perf_counter(), timings={})  # fmt: skip
+            events = await conversation.reply_to(text, ReplyRequest("spoken", "en", asked=0.0))
             async with aclosing(events) as stream:
                 done += [event async for event in stream if isinstance(event, SpokenTurn)]
         return done

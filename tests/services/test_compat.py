@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.app.api.v1.compat import STOCK_VOICES, ModelCatalog, VoiceMap
 from backend.app.core.errors import InvalidInputError, ModelNotFoundError
-from backend.app.services.compat import STOCK_VOICES, ModelCatalog, VoiceMap
 from backend.app.voices.library import VoiceLibrary
 
 REPO = Path(__file__).parent.parent.parent

@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from backend.app.audio.decode import decode_audio
 from backend.app.backends import embedded
 from backend.app.backends.piper import PiperBackend
+from backend.app.container import Services
 from backend.app.core.config import Settings
 from backend.app.core.values import TranscribeOptions
 from backend.app.core.worker import ModelWorker
 from backend.app.main import create_app
-from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.text.wer import word_error_rate
 from backend.app.voices.cache import SpeakerCache

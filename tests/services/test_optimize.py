@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from backend.app.container import Services
 from backend.app.core.errors import InvalidInputError, TextTooLongError
-from backend.app.services.container import Services
 from backend.app.services.optimize import Optimized, OptimizeMode, TranscriptOptimizer, word_sequence
 
 ENGLISH = "um so i think we should uh we should meet on friday at the office"

@@ -10,9 +10,9 @@ import pytest
 
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
+from backend.app.container import Services
 from backend.app.core.errors import AppError, InvalidInputError, TextTooLongError
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
-from backend.app.services.container import Services
 from backend.app.services.tts import TTSService
 from backend.app.text.wer import word_error_rate
 from tests.conftest import SYNTH_WER

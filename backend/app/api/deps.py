@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
 
-from backend.app.container import Services
+from backend.app.container import ServiceGate, Services
 from backend.app.core.config import Settings
-from backend.app.core.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
+from backend.app.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from backend.app.core.values import TranscribeOptions
 from backend.app.services.casts import CastService
 from backend.app.services.chat import ChatService
@@ -25,17 +25,18 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_gate(request: Request) -> ServiceGate:
+    gate: ServiceGate = request.app.state.gate
+    return gate
+
+
 def get_services(request: Request) -> Services:
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        failed = getattr(request.app.state, "load_error", None)
-        if failed:
-            raise NotReadyError(f"the server could not start its services: {failed}")
-        raise NotReadyError("the models are still loading; retry shortly")
-    return services
+    """The services, or 503 while they load (the gate every transport asks)."""
+    return get_gate(request).require()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+GateDep = Annotated[ServiceGate, Depends(get_gate)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 

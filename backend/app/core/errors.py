@@ -164,6 +164,11 @@ class InternalError(AppError):
     status_code, code = 500, "internal_error"
 
 
+class ClientGone(Exception):
+    """The client can no longer be reached (it closed the connection, or stopped reading): its
+    connection, and the session under it, are ending. Not an error to tell anyone."""
+
+
 class StorageOpenError(Exception):
     """The conversation database cannot be opened or is damaged. Raised at start-up, never to a client."""
 

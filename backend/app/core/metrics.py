@@ -54,6 +54,11 @@ UNMATCHED = "<unmatched>"
 """The `route` label of requests that matched no route (kept apart so scanners add no series)."""
 
 
+def elapsed_ms(start: float) -> float:
+    """Milliseconds since `start` (a `time.perf_counter()` value), to 0.1 ms."""
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
 class HttpMetrics:
     """The app's metrics: requests per route template, method and status; open realtime sessions;
     Wyoming connections and requests."""

@@ -18,11 +18,11 @@ from typing import Generic, Literal, TypeVar
 from backend.app.backends.protocols import ChatModel
 from backend.app.core.config import LLMSettings
 from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
-from backend.app.core.metrics import ServiceMetrics, StageTimer
+from backend.app.core.metrics import ServiceMetrics, StageTimer, elapsed_ms
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
-from backend.app.storage.conversations import Turn
+from backend.app.storage.rows import Turn
 from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
 from backend.app.text.stops import StopScanner
@@ -54,11 +54,6 @@ class Completion:
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int
-
-
-def elapsed_ms(start: float) -> float:
-    """Milliseconds since `start` (a `time.perf_counter()` value), to 0.1 ms."""
-    return round((time.perf_counter() - start) * 1000, 1)
 
 
 @dataclass

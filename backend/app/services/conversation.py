@@ -13,63 +13,34 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 
 import anyio
 
 from backend.app.audio.encode import AudioFormat
-from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.metrics import ServiceMetrics, elapsed_ms
 from backend.app.core.values import ChatMessage, TranscribeOptions
-from backend.app.core.worker import Admission, Gate, Ticket
-from backend.app.services.chat import ChatService, elapsed_ms
+from backend.app.core.worker import Gate
+from backend.app.services.chat import ChatService
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.services.speech import ReplyAudio, SpeechStream
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.turn_events import (
-    Commitment,
     Heard,
-    PlayedSeconds,
+    ReplyRequest,
     Turn,
     TurnEvent,
+    TurnSlot,
     TurnStream,
     Unspoken,
     Usage,
     heard_pieces,
 )
-from backend.app.storage.conversations import Turn as StoredTurn
+from backend.app.storage.rows import Turn as StoredTurn
 from backend.app.text.segment import join_pieces
 from backend.app.voices.library import VoiceInfo
 
-__all__ = [
-    "Commitment",
-    "ConversationService",
-    "Heard",
-    "PlayedSeconds",
-    "Turn",
-    "TurnEvent",
-    "TurnSlot",
-    "TurnStream",
-    "Unspoken",
-    "Usage",
-    "collect",
-    "heard_pieces",
-]
-
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TurnSlot:
-    """A spoken turn's places: its ticket at the turn gate, and its LLM slot, reserved in order."""
-
-    ticket: Ticket
-    llm: Admission
-
-    def release(self) -> None:
-        """Give both back (idempotent); an LLM slot the reply already used is not counted twice."""
-        self.llm.release()
-        self.ticket.release()
 
 
 class ConversationService:
@@ -97,7 +68,7 @@ class ConversationService:
         out), too many turns in progress or on this conversation (503). A turn is admitted as a
         whole, at the turn gate (as many turns as the LLM admits requests, QUEUE_SIZE + 1 in one
         process), and then reserves its stages in order: the LLM slot now (kept for the reply,
-        `respond(..., admission=)`), its transcription and each TTS piece as follow-ups. So
+        `ReplyRequest.slot`), its transcription and each TTS piece as follow-ups. So
         single-stage requests filling one queue cannot starve turns, which need all three: under
         overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
@@ -107,6 +78,27 @@ class ConversationService:
             self.history.check_room(conversation_id)
         ticket = self.turns.enter()
         return TurnSlot(ticket, self.chat.reserve())
+
+    @property
+    def output_sample_rate(self) -> int:
+        """The rate of the reply audio the TTS engine speaks."""
+        return self.tts.backend.sample_rate
+
+    async def keep_system_prompt(self, conversation_id: str, prompt: str) -> None:
+        """`prompt` becomes the conversation's own system prompt (a realtime session's
+        instructions): its later replies, over any transport, follow it."""
+        await self.history.update(conversation_id, system_prompt=prompt)
+
+    def check_voice(self, voice: str | None) -> None:
+        """A voice a reply may be spoken in (404 when unknown), checked before any work."""
+        if voice:
+            self.tts.choose_voice(voice, None)
+
+    def check_typed(self, conversation_id: str, text: str) -> str:
+        """A typed user message, checked (length) and given room in its conversation; trimmed."""
+        text = self.chat.check_text(text)
+        self.history.check_room(conversation_id)
+        return text
 
     async def begin_turn(
         self,
@@ -119,32 +111,30 @@ class ConversationService:
         """Validate and transcribe now (so errors come before any streaming); the reply follows in
         the returned stream's `events`. Silence gives an empty transcript and no reply."""
         cid = check_conversation_id(conversation_id) if conversation_id else None
-        admission = self.check_ready(voice, cid)
+        slot = self.check_ready(voice, cid)
         try:
             started = time.perf_counter()
             asked = time.time()
             transcription = await self.stt.transcribe(audio, options or TranscribeOptions(), reserved=True)
-            timings = {"stt_ms": elapsed_ms(started)}
-            if not transcription.text:
-                admission.release()
-                return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
-            text = await asyncio.to_thread(self.chat.fit_spoken, transcription.text, transcription.language)
-            cid = cid or check_conversation_id(None)
         except BaseException:
-            admission.release()
+            slot.release()
             raise
-        events = self.respond(
-            text,
-            cid,
-            voice=voice,
-            language=transcription.language,
+        timings = {"stt_ms": elapsed_ms(started)}
+        if not transcription.text:
+            slot.release()
+            return TurnStream(transcription, cid, _nothing_to_say(cid, timings, started))
+        request = ReplyRequest(
+            cid or check_conversation_id(None),
+            transcription.language,
+            voice,
+            audio_format=audio_format,
             asked=asked,
             started=started,
             timings=timings,
-            audio_format=audio_format,
-            admission=admission,
+            slot=slot,
         )
-        return TurnStream(transcription, cid, events)
+        events = await self.reply_to(transcription.text, request)
+        return TurnStream(transcription, request.conversation_id, events)
 
     async def turn(
         self,
@@ -172,54 +162,51 @@ class ConversationService:
         async with self.history.serialised(conversation_id):
             await self.history.add_turns(conversation_id, turn)
 
-    async def respond(
-        self,
-        text: str | None,
-        conversation_id: str,
-        *,
-        voice: str | None,
-        language: str | None,
-        asked: float,
-        started: float,
-        timings: dict[str, float],
-        audio_format: AudioFormat = "wav",
-        played: PlayedSeconds | None = None,
-        admission: TurnSlot | None = None,
-        commitment: Commitment | None = None,
-        speak: bool = True,
-        system_prompt: str | None = None,
-        max_tokens: int | None = None,
-        usage: bool = False,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        """Reply to `text` (already transcribed) as a stream: `Heard` once the user's turn is
-        stored, then `ReplyText` deltas and `ReplyAudio` pieces as they are ready, then the `Turn`.
-        With `text` None, reply to the conversation as it is stored (its user turns are there
-        already): no user turn is stored and no `Heard` comes.
-
-        `speak=False` gives a reply in text only (no TTS, no audio stored). `system_prompt`
-        replaces the conversation's for this reply, `max_tokens` shortens it (never beyond
-        LLM_MAX_TOKENS); `usage` counts its tokens into `Turn.usage`.
+    async def reply_to(self, words: str | None, request: ReplyRequest) -> AsyncGenerator[TurnEvent, None]:
+        """The one turn every transport takes: the user's `words` (a transcript, or a text
+        Wyoming's agent was handed) fitted to the context, the places taken at the turn gate
+        (unless `request.slot` holds them: 503 now, before anything is sent), then the reply as
+        a stream: `Heard` once the user's turn is stored, then `ReplyText` deltas and `ReplyAudio`
+        pieces as they are ready, then the `Turn`. With `words` None, the reply is to the
+        conversation as it is stored (its user turns are there already): no user turn is stored
+        and no `Heard` comes.
 
         Closing the stream early (barge-in, a client gone) cancels the LLM and TTS work and stores
-        the reply as far as the listener heard it (`played`; by default every piece handed out),
-        marked interrupted. `started` is when the user finished speaking: `first_audio_ms` counts
-        from it. `admission` is the LLM slot `check_ready` took for this reply.
+        the reply as far as the listener heard it (`request.played`; by default every piece handed
+        out), marked interrupted.
 
-        With a `commitment`, the reply is pre-emptive: it is generated and spoken as usual, but
-        nothing is stored until the commitment is confirmed (the user has really finished; the
+        With `request.commitment`, the reply is pre-emptive: it is generated and spoken as usual,
+        but nothing is stored until the commitment is confirmed (the user has really finished; the
         timings then count from that moment), and no `Heard` comes (the caller knows when it
         confirmed). Closed before that, it leaves no trace; finished before that, it waits for it.
         """
+        slot = request.slot
+        try:
+            if words is not None:
+                words = await asyncio.to_thread(self.chat.fit_spoken, words, request.language)
+            if slot is None:
+                slot = request.slot = self.check_ready(None, request.conversation_id)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        return self._reply(words, request, slot)
+
+    async def _reply(
+        self, text: str | None, request: ReplyRequest, slot: TurnSlot
+    ) -> AsyncGenerator[TurnEvent, None]:
+        conversation_id, language, timings = request.conversation_id, request.language, request.timings
+        commitment, voice, speak = request.commitment, request.voice, request.speak
         try:
             async with self.history.serialised(conversation_id):
                 # The context is read before the user's turn is stored, so it is there once.
                 messages = await asyncio.to_thread(
-                    self.chat.build_messages, conversation_id, text, system_prompt, language
+                    self.chat.build_messages, conversation_id, text, request.system_prompt, language
                 )
                 user = StoredTurn(
                     "user",
                     text or "",
-                    created_at=asked,
+                    created_at=request.asked,
                     language=language,
                     timings={"stt_ms": timings.get("stt_ms", 0.0)},
                 )
@@ -230,8 +217,9 @@ class ConversationService:
                 if not voice and speak:
                     voice = await asyncio.to_thread(self._reply_voice, conversation_id, language)
                 parts: list[str] = []
-                llm = admission.llm if admission else None
-                generated = self.chat.generate(conversation_id, text or "", llm, messages, max_tokens)
+                generated = self.chat.generate(
+                    conversation_id, text or "", slot.llm, messages, request.max_tokens
+                )
                 deltas = _timed(generated, timings, parts)
                 speech: SpeechStream | Unspoken
                 speech = await self.tts.speak_stream(deltas, voice) if speak else Unspoken(deltas)
@@ -261,7 +249,7 @@ class ConversationService:
                                 heard.cancel()  # never confirmed: nothing was or will be stored
                             await asyncio.wait([heard])
                         if heard is None or (not heard.cancelled() and heard.exception() is None):
-                            origin = commitment.at if commitment and commitment.at else started
+                            origin = commitment.at if commitment and commitment.at else request.started
                             reply, name = await self._store_reply(
                                 conversation_id,
                                 timings,
@@ -269,16 +257,15 @@ class ConversationService:
                                 spoken,
                                 speech.voice,
                                 finished,
-                                None if finished or played is None else played(),
+                                None if finished or request.played is None else request.played(),
                                 origin,
                                 first_audio_at,
-                                audio_format,
+                                request.audio_format,
                             )
-            counted = await asyncio.to_thread(self._usage, messages, reply) if usage else None
+            counted = await asyncio.to_thread(self._usage, messages, reply) if request.usage else None
             yield Turn(text or "", reply, conversation_id, name, dict(timings), not finished, counted)
         finally:
-            if admission is not None:
-                admission.release()  # the LLM slot is unused if the reply never reached the LLM
+            slot.release()  # the LLM slot is unused if the reply never reached the LLM
 
     def _reply_voice(self, conversation_id: str, language: str | None) -> str | None:
         """The conversation's voice, else one of the language the user spoke (blocking)."""

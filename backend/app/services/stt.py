@@ -34,6 +34,16 @@ class STTService:
         self.settings = settings
         self.metrics = metrics or ServiceMetrics()
 
+    @property
+    def max_audio_s(self) -> float:
+        """The longest audio one transcription takes (MAX_AUDIO_SECONDS)."""
+        return self.settings.max_audio_seconds
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is waiting for the model: a courtesy transcription (a partial) may go now."""
+        return not self.worker.pending
+
     def check_options(self, options: TranscribeOptions) -> None:
         language = options.language
         if language is None:

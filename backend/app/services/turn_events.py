@@ -1,17 +1,21 @@
-"""What a spoken turn yields and keeps: its events (`Heard`, the TTS stream's `ReplyText` and
-`ReplyAudio`, then the `Turn`), the pieces a listener heard, the go-ahead of a pre-emptive reply,
-and a reply in text only shaped as a speech stream."""
+"""What a turn is asked and what it yields: the `ReplyRequest` every transport fills in, its
+events (`Heard`, the TTS stream's `ReplyText` and `ReplyAudio`, then the `Turn`), the pieces a
+listener heard, the go-ahead of a pre-emptive reply, and a reply in text only shaped as a speech
+stream."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from backend.app.audio.encode import AudioFormat
 from backend.app.core.values import Transcription
+from backend.app.core.worker import Admission, Ticket
 from backend.app.services.history import ConversationHistory
 from backend.app.services.speech import ReplyAudio, ReplyText
-from backend.app.storage.conversations import Turn as StoredTurn
+from backend.app.storage.rows import Turn as StoredTurn
 from backend.app.voices.library import VoiceInfo
 
 
@@ -47,6 +51,53 @@ TurnEvent = Heard | ReplyText | ReplyAudio | Turn
 
 PlayedSeconds = Callable[[], float]
 """How many seconds of the reply's audio the listener has heard so far."""
+
+
+@dataclass
+class TurnSlot:
+    """A spoken turn's places: its ticket at the turn gate, and its LLM slot, reserved in order."""
+
+    ticket: Ticket
+    llm: Admission
+
+    def release(self) -> None:
+        """Give both back (idempotent); an LLM slot the reply already used is not counted twice."""
+        self.llm.release()
+        self.ticket.release()
+
+
+@dataclass
+class ReplyRequest:
+    """One reply, as every transport asks for it (`ConversationService.reply_to`): the HTTP
+    turn, both realtime WebSockets and Wyoming's conversation agent fill in what they know."""
+
+    conversation_id: str
+    language: str | None = None
+    """The language the user spoke (None: typed text gives its own script's, else English)."""
+    voice: str | None = None
+    """None: the conversation's voice, else one of `language`."""
+    speak: bool = True
+    """False: a reply in text only (no TTS, no audio stored)."""
+    system_prompt: str | None = None
+    """Replaces the conversation's for this reply."""
+    max_tokens: int | None = None
+    """Shortens the reply (never beyond LLM_MAX_TOKENS)."""
+    usage: bool = False
+    """Count the reply's tokens into `Turn.usage`."""
+    audio_format: AudioFormat = "wav"
+    """The stored reply audio's format."""
+    asked: float = field(default_factory=time.time)
+    """When the user's turn was made (wall clock; stored with it)."""
+    started: float = field(default_factory=time.perf_counter)
+    """When the user finished speaking (perf_counter): `first_audio_ms` counts from it."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """The turn's timings so far (`stt_ms`); the reply adds its own."""
+    played: PlayedSeconds | None = None
+    """How much of the reply the listener heard, for a reply closed early (None: all it was sent)."""
+    slot: TurnSlot | None = None
+    """The places `check_ready` took already (else `reply_to` takes them)."""
+    commitment: Commitment | None = None
+    """Makes the reply pre-emptive: nothing is stored until it is confirmed."""
 
 
 @dataclass

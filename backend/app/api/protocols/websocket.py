@@ -1,18 +1,19 @@
-"""What both realtime WebSockets share: sends that give up on a client that stops reading, and a
-receive that notices it, times out an idle client and ends a session at its limit."""
+"""What the WebSocket protocols share: sends that give up on a client that stops reading, a
+receive that notices it, times out an idle client and ends a session at its limit, and the last
+words before a close."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from fastapi import WebSocket
+from fastapi import WebSocket, WebSocketDisconnect
 
-from backend.app.services.realtime.reply import ClientGone
-
-__all__ = ["ClientGone", "Limit", "Receiver", "Sender"]
+from backend.app.api.protocols.errors import ProtocolError
+from backend.app.core.errors import ClientGone
 
 SEND_TIMEOUT_S = 10.0
 """A send that cannot go out for this long (the client stopped reading) gives the client up."""
@@ -93,3 +94,13 @@ class Receiver:
                 continue
             self.last = time.monotonic()
             return message
+
+
+async def close_with(websocket: WebSocket, event: dict[str, Any], error: ProtocolError) -> None:
+    """Send `event` (the protocol's error, in its shape), then close with the error's code; a
+    client already gone is fine."""
+    try:
+        await asyncio.wait_for(websocket.send_text(json.dumps(event)), SEND_TIMEOUT_S)
+        await websocket.close(error.close_code, reason=error.message[:120])
+    except (WebSocketDisconnect, RuntimeError, TimeoutError):
+        pass

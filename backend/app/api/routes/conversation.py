@@ -22,8 +22,9 @@ from backend.app.api.deps import (
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
-from backend.app.services.conversation import Heard, TurnStream, collect
+from backend.app.services.conversation import collect
 from backend.app.services.speech import ReplyAudio, ReplyText
+from backend.app.services.turn_events import Heard, TurnStream
 
 router = APIRouter(tags=["conversation"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.schemas import HealthResponse, ModuleHealth
-from backend.app.container import Services
+from backend.app.container import ServiceGate
 from backend.app.core.values import ModelInfo
 from backend.app.core.worker import ModelWorker
 
@@ -26,11 +26,10 @@ def _module(info: ModelInfo | None, worker: ModelWorker | None) -> ModuleHealth:
 
 
 async def _health(request: Request) -> HealthResponse:
-    state = request.app.state
-    services: Services | None = getattr(state, "services", None)
-    failed = getattr(state, "load_error", None)
+    gate: ServiceGate = request.app.state.gate
+    services, failed = gate.services, gate.load_error
     # While the models load, a module whose model is up reports it (not yet ready for requests).
-    loaded: dict[str, ModelInfo] = getattr(state, "loaded", {})
+    loaded = gate.loaded
     modules: dict[str, ModuleHealth] = {}
     for name in ("stt", "chat", "tts"):
         service = getattr(services, name, None) if services else None

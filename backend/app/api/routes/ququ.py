@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from backend.app import __version__
 from backend.app.api.deps import (
     ChatServiceDep,
+    GateDep,
     SettingsDep,
     STTServiceDep,
     read_upload,
@@ -77,9 +78,9 @@ async def _transcribe(
 
 
 @router.get("/health")
-async def health(request: Request) -> dict[str, str]:
+async def health(gate: GateDep) -> dict[str, str]:
     """`healthy` once the models are loaded (`loading` before), as QuQu's health check reads it."""
-    ready = request.app.state.services is not None
+    ready = gate.ready
     return {
         "status": "healthy" if ready else "loading",
         "message": "the voice server is running" if ready else "the models are loading",
@@ -87,13 +88,13 @@ async def health(request: Request) -> dict[str, str]:
 
 
 @router.get("/status")
-async def status(request: Request) -> dict[str, Any]:
+async def status(request: Request, gate: GateDep) -> dict[str, Any]:
     """The recogniser, the LLM and the GPU, in QuQu's status shape."""
-    services = request.app.state.services
+    services = gate.services
     settings = request.app.state.settings
     loaded = services is not None
-    stt_model = services.stt.backend.info.id if loaded else None
-    llm_model = services.chat.backend.info.id if loaded else None
+    stt_model = services.stt.backend.info.id if services else None
+    llm_model = services.chat.backend.info.id if services else None
     return {
         "success": True,
         "funasr": {

@@ -1,87 +1,20 @@
-"""What a realtime session tells its client, and the reply begun early (pre-emptively).
+"""The reply a realtime session is sending, and the reply begun early (pre-emptively).
 
-A session (services/realtime.py) does the turn-taking; a `Listener` turns what happens into one
-wire protocol's messages: our own (services/realtime_protocol.py) or OpenAI's Realtime protocol
-(services/openai_realtime.py). `ReplySender` hands a reply's events to the listener and keeps what
-it has sent of the reply's audio, so that a barge-in knows what the listener heard. `EarlyReply`
-is a reply begun during the trailing silence, whose events wait until the turn takes it over.
+`ReplySender` hands one reply's events at a time to the session's `Listener` and keeps what it
+has sent of the reply's audio, so that a barge-in knows what the listener heard. `EarlyReply` is
+a reply begun during the trailing silence, whose events wait until the turn takes it over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
 
-from backend.app.audio.types import Audio
-from backend.app.core.errors import AppError
-from backend.app.core.values import Transcription
-from backend.app.services.conversation import Commitment, Heard, Turn, TurnEvent, heard_pieces
+from backend.app.services.realtime.listener import Listener, TimedTranscription
 from backend.app.services.speech import ReplyAudio, ReplyText
+from backend.app.services.turn_events import Commitment, Heard, TurnEvent, heard_pieces
 from backend.app.text.segment import join_pieces
-
-TimedTranscription = tuple[Transcription, float]
-"""A transcription and the milliseconds it took."""
-
-CutReason = Literal["turn_detected", "client_cancelled"]
-"""Why a reply stopped early: the user spoke over it, or the client asked."""
-
-
-class ClientGone(Exception):
-    """The client can no longer be reached (it stopped reading): the session is ending."""
-
-
-@dataclass
-class Outbox:
-    """How a protocol talks back: JSON events and binary audio (the route serialises them)."""
-
-    event: Callable[[dict[str, Any]], Awaitable[None]]
-    audio: Callable[[bytes], Awaitable[None]]
-
-
-class Listener(Protocol):
-    """What a session reports, in order, for one protocol to put into words."""
-
-    async def speech_started(self, at_s: float) -> None:
-        """The VAD heard speech start, `at_s` seconds into the session's input."""
-
-    async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
-        """The user's turn ended (the VAD's silence, or a commit when `committed`); `utterance`
-        is what will be transcribed."""
-
-    async def partial_transcript(self, text: str) -> None:
-        """The utterance so far, transcribed while the user is still speaking."""
-
-    async def transcribed(self, transcription: Transcription, stt_ms: float) -> None:
-        """The user's words (stored once this is called, unless empty)."""
-
-    async def transcription_failed(self, error: AppError) -> None:
-        """A committed utterance could not be transcribed (e.g. the STT queue is full)."""
-
-    async def user_text(self, text: str) -> None:
-        """A typed user message is stored."""
-
-    async def reply_started(self) -> None:
-        """A reply begins (before any of its text or audio)."""
-
-    async def reply_text(self, delta: str) -> None:
-        """The reply's text as it is generated."""
-
-    async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
-        """One synthesised piece of the reply (`first` of this reply)."""
-
-    async def reply_finished(self, turn: Turn) -> None:
-        """The reply is complete and stored (an empty transcript: `turn.reply` is empty and
-        `reply_started` was never called). `turn.interrupted`: the turn was cut before its reply
-        began (its words are stored and told), so it has none, and `reply_started` never came."""
-
-    async def reply_cut(self, said: str, reason: CutReason) -> None:
-        """The reply stopped early; `said` is what the listener heard, which is what is stored."""
-
-    async def reply_failed(self, error: AppError) -> None:
-        """The reply could not be made (a busy model, an over-long text); the session goes on."""
 
 
 @dataclass

@@ -1,16 +1,14 @@
 """A realtime voice session: PCM in, turn-taking, streamed replies out, barge-in.
 
-The transport (a WebSocket route) turns its protocol's messages into calls here, and a `Listener`
-(services/realtime_reply.py) turns what happens back into that protocol's messages: our own
-protocol (docs/realtime.md) or OpenAI's Realtime protocol. Everything about turns lives here.
+A transport (api/protocols/) turns its protocol's messages into calls here, and its `Listener`
+(services/realtime/listener.py) turns what happens back into that protocol's messages: our own
+protocol (docs/realtime.md) or OpenAI's Realtime protocol. The session decides when a turn ends
+(turn-taking); `Turns` (services/realtime/turns.py) runs what a turn then does, in order.
 
 A turn ends when the VAD hears enough silence, or when the client commits its audio (with the
-VAD off, only then). A turn task transcribes it (or takes the transcript already made during the
-trailing silence), then, unless the session only transcribes, streams the reply's text and audio.
-A reply can also be asked for (`respond`), on the conversation as it is stored. Speech that starts
-while a reply is under way cancels it, as `cancel` does — the LLM stops generating and no further
-TTS is done — and the reply is stored as far as the listener heard it. A turn cut before its reply
-began is still transcribed, stored and told; only its reply is called off (told `interrupted`).
+VAD off, only then). Speech that starts while a reply is under way cancels it, as `cancel` does —
+the LLM stops generating and no further TTS is done — and the reply is stored as far as the
+listener heard it.
 
 Pre-emptive replies (WS_PREEMPTIVE_REPLIES): the trailing silence that may end the turn is used.
 At its first silent window the utterance so far is transcribed and, on that transcript, a reply is
@@ -37,27 +35,21 @@ from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError, OverloadedError
-from backend.app.services.conversation import Commitment, ConversationService
-from backend.app.services.realtime.reply import (
-    CutReason,
-    EarlyReply,
-    Listener,
-    ReplySender,
-    TimedTranscription,
-)
-from backend.app.services.realtime.turns import ReplyOptions, SessionConfig, SessionError, TurnRunner
-
-__all__ = ["RealtimeService", "RealtimeSession", "ReplyOptions", "SessionConfig", "SessionError"]
+from backend.app.services.conversation import ConversationService
+from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
+from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
+from backend.app.services.realtime.reply import EarlyReply
+from backend.app.services.realtime.turns import Turns, retrieve
+from backend.app.services.stt import STTService
+from backend.app.services.turn_events import Commitment
 
 logger = logging.getLogger(__name__)
 
 MIN_COMMIT_S = 0.1
 """The shortest audio a commit accepts (OpenAI's rule too)."""
-MAX_UNSTORED_ITEMS = 16
-"""Typed items waiting to be stored, at most; a faster client waits (its socket unread) instead."""
 
 
-class RealtimeSession(TurnRunner):
+class RealtimeSession:
     """One client's session. `configure` it, feed it 16 kHz audio (`feed`); `commit`, `clear`,
     `add_text`, `respond` and `cancel` are the client's explicit requests; `stop` ends the input
     (the turn under way finishes); `close` is the end, however it came (cancels what is running)."""
@@ -65,62 +57,66 @@ class RealtimeSession(TurnRunner):
     def __init__(
         self,
         conversation: ConversationService,
+        stt: STTService,
         vad: SileroVAD,
         settings: RealtimeSettings,
         listener: Listener,
         conversation_id: str = "",
     ) -> None:
-        self.conversation = conversation
         self.settings = settings
-        self.conversation_id = conversation_id
-        self.config = SessionConfig()
+        self.turns = Turns(conversation, stt, listener, conversation_id)
+        self._conversation = conversation
+        self._stt = stt
         self._vad_model = vad
         self._listener = listener
-        self._reply = ReplySender(listener)
         self._detector: VoiceActivityDetector | None = None
         self._buffer: list[np.ndarray] = []  # input awaiting a commit, with the VAD off
         self._fed = 0  # samples received, for the input's clock
-        self._turn: asyncio.Task[None] | None = None
-        self._turn_replies = False
-        self._hearing: set[asyncio.Task[None]] = set()  # turns whose reply has not begun
-        self._withdrawn: set[asyncio.Task[None]] = set()  # ... and will not: they were cut
         self._speculative: asyncio.Task[TimedTranscription] | None = None
         self._early: EarlyReply | None = None
         self._partial: asyncio.Task[None] | None = None
         self._partial_at = 0.0
         self._utterances = 0
-        self._storing: asyncio.Task[None] | None = None  # typed items, stored in order
-        self._unstored, self._asked = 0, None  # items not yet stored; a response not yet begun
+
+    @property
+    def config(self) -> SessionConfig:
+        return self.turns.config
+
+    @property
+    def conversation_id(self) -> str:
+        return self.turns.conversation_id
+
+    @conversation_id.setter
+    def conversation_id(self, value: str) -> None:
+        self.turns.conversation_id = value
 
     @property
     def busy(self) -> bool:
         """A turn is being transcribed or answered."""
-        return self._turn is not None and not self._turn.done()
+        return self.turns.busy
 
     @property
     def replying(self) -> bool:
-        """A reply is under way (or the turn that will be answered): not yet told finished, so
-        a cancel can still cut it."""
-        return (
-            self.busy
-            and self._turn_replies
-            and self._reply.finished_in is not self._turn
-            and self._turn not in self._withdrawn
-        )
+        """A reply is under way (or the turn that will be answered): a cancel can still cut it."""
+        return self.turns.replying
 
     @property
     def input_s(self) -> float:
         """Seconds of audio received so far."""
         return self._fed / SAMPLE_RATE
 
+    @property
+    def output_sample_rate(self) -> int:
+        """The rate of the reply audio the TTS engine speaks."""
+        return self._conversation.output_sample_rate
+
     # --- configuration ----------------------------------------------------------------------------
 
     def configure(self, config: SessionConfig) -> None:
         """Apply `config`, checked (voice, language: AppError). A change of turn detection
         starts it afresh: audio of an utterance in progress is dropped."""
-        if config.reply.voice:
-            self.conversation.tts.choose_voice(config.reply.voice, None)
-        self.conversation.stt.check_options(config.options)
+        self._conversation.check_voice(config.reply.voice)
+        self._stt.check_options(config.options)
         if config.vad != self.config.vad or (self._detector is None and config.vad is not None):
             self._cancel_speculative()
             self._cancel_partial()
@@ -128,7 +124,11 @@ class RealtimeSession(TurnRunner):
             self._detector = None
             if config.vad is not None:
                 self._detector = VoiceActivityDetector(self._vad_model.stream(), config.vad)
-        self.config = config
+        self.turns.config = config
+
+    async def keep_instructions(self, instructions: str) -> None:
+        """The session's instructions become its conversation's system prompt (kept with it)."""
+        await self._conversation.keep_system_prompt(self.conversation_id, instructions)
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class RealtimeSession(TurnRunner):
         self._fed += len(samples)
         if self._detector is None:
             held = sum(len(chunk) for chunk in self._buffer) + len(samples)
-            limit = self.conversation.stt.settings.max_audio_seconds
+            limit = self._stt.max_audio_s
             if held > limit * SAMPLE_RATE:
                 raise SessionError(
                     f"the input audio buffer holds at most {limit:g} s (MAX_AUDIO_SECONDS); commit or "
@@ -182,62 +182,36 @@ class RealtimeSession(TurnRunner):
     async def add_text(self, text: str) -> None:
         """A typed user message: stored in order with the session's other items (not answered
         until the client asks)."""
-        text = self.conversation.chat.check_text(text)
-        self.conversation.history.check_room(self.conversation_id)
-        if self._unstored >= MAX_UNSTORED_ITEMS and self._storing is not None:
-            await asyncio.wait([self._storing])  # back-pressure: the client's socket waits
-        previous = self._storing
-
-        async def store() -> None:
-            try:
-                if previous is not None:
-                    await asyncio.wait([previous])
-                await self.conversation.add_user_turn(self.conversation_id, text)
-                await self._listener.user_text(text)
-            finally:
-                self._unstored -= 1
-
-        self._unstored += 1
-        self._storing = asyncio.create_task(store())
-        self._storing.add_done_callback(_retrieve)
+        await self.turns.add_text(text)
 
     async def respond(self, options: ReplyOptions | None = None) -> None:
         """A reply to the conversation as stored (the client asks for it)."""
-        if self.replying:
-            raise SessionError(
-                "a response is already in progress; cancel it first",
-                "conversation_already_has_active_response",
-            )
-        previous, self._turn_replies = self._turn, True
-        respond = self._run_response(options or self.config.reply, previous)
-        self._turn = self._asked = asyncio.create_task(respond)
+        self.turns.respond(options or self.config.reply)
 
     async def cancel(self, reason: CutReason = "client_cancelled") -> bool:
         """Stop the reply under way; False when there is none."""
-        return await self._cut(reason)
+        return await self.turns.cut(reason)
 
     def limit_heard(self, seconds: float) -> None:
         """The client played only `seconds` of the reply under way (it truncated it)."""
-        self._reply.limit_heard(seconds)
+        self.turns.reply.limit_heard(seconds)
 
     async def stop(self) -> None:
         """End of input: an utterance in progress is answered, and the turn under way finishes."""
         if self._detector is not None:
             for event in self._detector.flush():
                 await self._on_vad(event)
-        if self._turn is not None:
-            await asyncio.wait([self._turn])
+        await self.turns.finish()
 
     async def close(self) -> None:
         """Cancel whatever is running (a reply is stored as far as it was heard; typed items
         already sent are stored)."""
         early = [self._early.transcription, self._early.task] if self._early else []
-        tasks = [t for t in (self._speculative, self._turn, self._partial, *early) if t is not None]
+        tasks = [t for t in (self._speculative, self._partial, *early) if t is not None]
         for task in tasks:
             if not task.done():
                 task.cancel()
-        if self._storing is not None:
-            tasks.append(self._storing)
+        await self.turns.close()
         if tasks:
             await asyncio.wait(tasks)
 
@@ -251,16 +225,16 @@ class RealtimeSession(TurnRunner):
             assert self._detector is not None
             await self._listener.speech_started(max(0.0, self.input_s - self._detector.utterance_s + pad_s))
             if self.config.interrupt:
-                await self._cut("turn_detected")
+                await self.turns.cut("turn_detected")
         elif event.kind == "pause" and event.audio is not None:
             self._cancel_speculative()
             self._cancel_partial()
             # Transcribe during the trailing silence; used if the turn ends without more speech.
-            self._speculative = asyncio.create_task(self._timed_transcribe(event.audio))
-            self._speculative.add_done_callback(_retrieve)
+            self._speculative = asyncio.create_task(self.turns.transcribe(event.audio))
+            self._speculative.add_done_callback(retrieve)
             if self.settings.preemptive_replies and self.config.respond and not self.busy:
                 self._early = EarlyReply(self._speculative, Commitment(), asyncio.Queue())
-                self._early.task = asyncio.create_task(self._early_reply(self._early))
+                self._early.task = asyncio.create_task(self.turns.early_reply(self._early))
         elif event.kind == "resume":
             self._cancel_speculative()
         elif event.kind == "speech_end" and event.audio is not None:
@@ -278,16 +252,7 @@ class RealtimeSession(TurnRunner):
         committed: bool,
     ) -> None:
         await self._listener.speech_stopped(utterance, self.input_s, committed)
-        # A turn still under way (one not cut by speech) finishes first: each waits for the last.
-        previous = self._turn if self.busy else None
-        self._turn_replies = self.config.respond
-        if self.config.respond:
-            self._turn = asyncio.create_task(
-                self._run_turn(utterance, speculative, ended_at, early, previous)
-            )
-            self._hearing.add(self._turn)
-        else:
-            self._turn = asyncio.create_task(self._transcribe_only(utterance, speculative, previous))
+        self.turns.begin(utterance, speculative, ended_at, early)
 
     def _cancel_speculative(self) -> None:
         """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
@@ -297,23 +262,6 @@ class RealtimeSession(TurnRunner):
         if self._early is not None:
             self._early.cancel()
             self._early = None
-
-    async def _cut(self, reason: CutReason) -> bool:
-        if not self.replying:
-            return False
-        assert self._turn is not None
-        if self._turn in self._hearing:  # its words are still transcribed, stored and told
-            self._withdrawn.add(self._turn)  # (a cancel would lose them); its reply is called off
-            return True
-        said = self._reply.cut()
-        self._turn.cancel()
-        await asyncio.wait([self._turn])
-        if self._asked is self._turn:  # cut before it began: it is still answered (begun, then cut)
-            self._asked = None
-            self._reply.reset()
-            await self._reply.start()
-        await self._listener.reply_cut(said, reason)
-        return True
 
     # --- partial transcripts ----------------------------------------------------------------------
 
@@ -328,7 +276,7 @@ class RealtimeSession(TurnRunner):
             return
         speech_s = detector.utterance_s
         # Only when the STT model is idle: a partial never delays a turn's own transcription.
-        if speech_s - self._partial_at < every or self.conversation.stt.worker.pending:
+        if speech_s - self._partial_at < every or not self._stt.idle:
             return
         audio = detector.current()
         if audio is None:
@@ -338,7 +286,7 @@ class RealtimeSession(TurnRunner):
 
     async def _run_partial(self, audio: Audio, utterance: int) -> None:
         try:
-            transcription = await self.conversation.stt.transcribe_audio(audio, self.config.options)
+            transcription = await self._stt.transcribe_audio(audio, self.config.options)
         except AppError:
             return  # a partial is a courtesy: the final transcript still comes
         detector = self._detector
@@ -356,12 +304,6 @@ class RealtimeSession(TurnRunner):
         self._partial = None
 
 
-def _retrieve(task: asyncio.Task[object]) -> None:
-    """Mark a discarded task's failure as seen (it is retried, irrelevant, or was logged)."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.debug("a realtime side task failed: %r", task.exception())
-
-
 class RealtimeService:
     """Opens sessions, at most `max_sessions` at once (both protocols together); owns the VAD
     model they share."""
@@ -369,11 +311,13 @@ class RealtimeService:
     def __init__(
         self,
         conversation: ConversationService,
+        stt: STTService,
         vad: SileroVAD,
         settings: RealtimeSettings,
         vad_settings: VADSettings | None = None,
     ) -> None:
         self.conversation = conversation
+        self.stt = stt
         self.vad = vad
         self.settings = settings
         self.vad_settings = vad_settings or VADSettings()
@@ -390,7 +334,9 @@ class RealtimeService:
                 retry_after_s=5,
             )
         self.active += 1
-        session = RealtimeSession(self.conversation, self.vad, self.settings, listener, conversation_id)
+        session = RealtimeSession(
+            self.conversation, self.stt, self.vad, self.settings, listener, conversation_id
+        )
         try:
             yield session
         finally:

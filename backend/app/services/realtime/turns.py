@@ -1,5 +1,13 @@
-"""A realtime session's settings and its turns: how a committed utterance is transcribed,
-stored and answered (services/realtime.py decides when; this is what a turn does)."""
+"""A realtime session's turns and replies, run in order: what a turn does once the session
+(services/realtime/session.py, the turn-taking) has decided that it ends.
+
+A turn task transcribes the utterance (or takes the transcript made during the trailing silence),
+then, unless the session only transcribes, answers it through the one turn
+(`ConversationService.reply_to`). A reply can also be asked for (`respond`), on the conversation
+as it is stored. Each task waits for the one before it and for typed items still being stored. A
+cut stops the reply under way; a turn cut before its reply began is still transcribed, stored and
+told, and only its reply is called off (told `interrupted`).
+"""
 
 from __future__ import annotations
 
@@ -8,148 +16,168 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 
 import anyio
 
 from backend.app.audio.types import Audio
-from backend.app.core.config import VADSettings
-from backend.app.core.errors import AppError, InternalError
-from backend.app.core.values import TranscribeOptions, Transcription
-from backend.app.services.chat import elapsed_ms
-from backend.app.services.conversation import Commitment, ConversationService, Turn, TurnEvent
-from backend.app.services.realtime.reply import (
-    ClientGone,
-    EarlyReply,
-    Listener,
-    ReplySender,
-    TimedTranscription,
-)
+from backend.app.core.errors import AppError, ClientGone, InternalError
+from backend.app.core.metrics import elapsed_ms
+from backend.app.core.values import Transcription
+from backend.app.services.conversation import ConversationService
+from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
+from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
+from backend.app.services.realtime.reply import EarlyReply, ReplySender
+from backend.app.services.stt import STTService
+from backend.app.services.turn_events import Commitment, ReplyRequest, Turn, TurnEvent
 
 logger = logging.getLogger(__name__)
 
+MAX_UNSTORED_ITEMS = 16
+"""Typed items waiting to be stored, at most; a faster client waits (its socket unread) instead."""
 
-class SessionError(Exception):
-    """A request the session cannot do now (nothing to commit, no reply to cancel...): the
-    protocol tells the client, and the session goes on."""
-
-    def __init__(self, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
+Speculation = asyncio.Task[TimedTranscription] | None
+"""The transcript begun during the trailing silence, if any."""
 
 
-@dataclass(frozen=True)
-class ReplyOptions:
-    """How replies are made: the voice (None: the conversation's or the default), spoken or in
-    text only, the system prompt (None: the conversation's or LLM_SYSTEM_PROMPT), a shorter
-    token limit than LLM_MAX_TOKENS."""
+class Turns:
+    """One session's turns and replies: started by the session, told to its listener."""
 
-    voice: str | None = None
-    speak: bool = True
-    instructions: str | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How a session takes turns; each protocol sets it from its own messages."""
-
-    vad: VADSettings | None = field(default_factory=VADSettings)
-    """Turn detection; None: a turn ends only when the client commits its audio."""
-    respond: bool = True
-    """Answer each turn (False: transcribe and store it only, as dictation does)."""
-    interrupt: bool = True
-    """Speech that starts during a reply cuts it."""
-    options: TranscribeOptions = field(default_factory=TranscribeOptions)
-    reply: ReplyOptions = field(default_factory=ReplyOptions)
-    partials_every_s: float = 0.0
-    """Live partial transcripts after each this many seconds of new speech (0: none)."""
-    usage: bool = False
-    """Count each reply's tokens (`Turn.usage`)."""
-
-
-class TurnRunner:
-    """What a session's turn tasks run; RealtimeSession builds on it and holds the state."""
-
-    conversation: ConversationService
-    conversation_id: str
-    config: SessionConfig
-    _listener: Listener
-    _reply: ReplySender
-    _storing: asyncio.Task[None] | None
-    _asked: asyncio.Task[None] | None
-    _hearing: set[asyncio.Task[None]]
-    """Turn tasks not yet replying: until then, a cut withdraws the reply (`_withdrawn`) instead
-    of cancelling the task, so that the user's words are kept."""
-    _withdrawn: set[asyncio.Task[None]]
-
-    # --- turns and replies ------------------------------------------------------------------------
-
-    async def _timed_transcribe(self, utterance: Audio) -> TimedTranscription:
-        """The transcription and the milliseconds it took (queue wait included)."""
-        began = time.perf_counter()
-        transcription = await self.conversation.stt.transcribe_audio(utterance, self.config.options)
-        return transcription, elapsed_ms(began)
-
-    async def _transcribe(
-        self, utterance: Audio, speculative: asyncio.Task[TimedTranscription] | None
-    ) -> TimedTranscription:
-        if speculative is not None:
-            try:
-                return await speculative
-            except AppError:
-                pass  # e.g. the STT queue was full then; try once more now
-        return await self._timed_transcribe(utterance)
-
-    async def _open_reply(
+    def __init__(
         self,
-        text: str | None,
-        language: str | None,
-        timings: dict[str, float],
-        started: float,
-        options: ReplyOptions,
-        commitment: Commitment | None = None,
-        asked: float | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]:
-        """The reply to `text` (None: to the stored conversation), admitted now (503 when the
-        models are full); `started` is when the user finished speaking, `commitment` makes it
-        pre-emptive."""
-        if text is not None:
-            text = await asyncio.to_thread(self.conversation.chat.fit_spoken, text, language)
-        admission = self.conversation.check_ready(None, self.conversation_id)
-        return self.conversation.respond(
-            text,
-            self.conversation_id,
-            voice=options.voice,
-            language=language,
-            asked=asked if asked is not None else time.time(),
-            started=started,
-            timings=timings,
-            played=self._reply.played_s,
-            admission=admission,
-            commitment=commitment,
-            speak=options.speak,
-            system_prompt=options.instructions,
-            max_tokens=options.max_tokens,
-            usage=self.config.usage,
+        conversation: ConversationService,
+        stt: STTService,
+        listener: Listener,
+        conversation_id: str = "",
+    ) -> None:
+        self.conversation = conversation
+        self.stt = stt
+        self.listener = listener
+        self.conversation_id = conversation_id
+        self.config = SessionConfig()
+        """The session's settings (it replaces them on `configure`)."""
+        self.reply = ReplySender(listener)
+        self._task: asyncio.Task[None] | None = None  # the turn or response under way (or the last)
+        self._task_replies = False
+        self._hearing: set[asyncio.Task[None]] = set()
+        """Turn tasks not yet replying: until then, a cut withdraws the reply (`_withdrawn`)
+        instead of cancelling the task, so that the user's words are kept."""
+        self._withdrawn: set[asyncio.Task[None]] = set()
+        self._storing: asyncio.Task[None] | None = None  # typed items, stored in order
+        self._unstored = 0  # items not yet stored
+        self._asked: asyncio.Task[None] | None = None  # a response not yet begun
+
+    @property
+    def busy(self) -> bool:
+        """A turn is being transcribed or answered."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def replying(self) -> bool:
+        """A reply is under way (or the turn that will be answered): not yet told finished, so
+        a cut can still stop it."""
+        return (
+            self.busy
+            and self._task_replies
+            and self.reply.finished_in is not self._task
+            and self._task not in self._withdrawn
         )
 
-    async def _early_reply(self, early: EarlyReply) -> None:
+    # --- what the session starts ------------------------------------------------------------------
+
+    def begin(
+        self, utterance: Audio, speculative: Speculation, ended_at: float, early: EarlyReply | None
+    ) -> None:
+        """A turn ended: transcribe it and (unless the session only transcribes) answer it, after
+        the turn still under way (one not cut by speech)."""
+        previous = self._task if self.busy else None
+        self._task_replies = self.config.respond
+        if self.config.respond:
+            self._task = asyncio.create_task(
+                self._run_turn(utterance, speculative, ended_at, early, previous)
+            )
+            self._hearing.add(self._task)
+        else:
+            self._task = asyncio.create_task(self._transcribe_only(utterance, speculative, previous))
+
+    def respond(self, options: ReplyOptions) -> None:
+        """A reply to the conversation as stored (the client asks for it)."""
+        if self.replying:
+            raise SessionError(
+                "a response is already in progress; cancel it first",
+                "conversation_already_has_active_response",
+            )
+        previous, self._task_replies = self._task, True
+        self._task = self._asked = asyncio.create_task(self._run_response(options, previous))
+
+    async def add_text(self, text: str) -> None:
+        """A typed user message: stored in order with the session's other items (not answered
+        until the client asks)."""
+        text = self.conversation.check_typed(self.conversation_id, text)
+        if self._unstored >= MAX_UNSTORED_ITEMS and self._storing is not None:
+            await asyncio.wait([self._storing])  # back-pressure: the client's socket waits
+        previous = self._storing
+
+        async def store() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                await self.conversation.add_user_turn(self.conversation_id, text)
+                await self.listener.user_text(text)
+            finally:
+                self._unstored -= 1
+
+        self._unstored += 1
+        self._storing = asyncio.create_task(store())
+        self._storing.add_done_callback(retrieve)
+
+    async def cut(self, reason: CutReason) -> bool:
+        """Stop the reply under way; False when there is none."""
+        if not self.replying:
+            return False
+        assert self._task is not None
+        if self._task in self._hearing:  # its words are still transcribed, stored and told
+            self._withdrawn.add(self._task)  # (a cancel would lose them); its reply is called off
+            return True
+        said = self.reply.cut()
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        if self._asked is self._task:  # cut before it began: it is still answered (begun, then cut)
+            self._asked = None
+            self.reply.reset()
+            await self.reply.start()
+        await self.listener.reply_cut(said, reason)
+        return True
+
+    async def finish(self) -> None:
+        """Wait for the turn under way."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    async def close(self) -> None:
+        """Cancel the turn under way (its reply is stored as far as it was heard); typed items
+        already sent are stored."""
+        tasks = [t for t in (self._task, self._storing) if t is not None]
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # --- the turn tasks ---------------------------------------------------------------------------
+
+    async def transcribe(self, utterance: Audio) -> TimedTranscription:
+        """The transcription and the milliseconds it took (queue wait included)."""
+        began = time.perf_counter()
+        transcription = await self.stt.transcribe_audio(utterance, self.config.options)
+        return transcription, elapsed_ms(began)
+
+    async def early_reply(self, early: EarlyReply) -> None:
         """Begin the reply on the transcript so far; its events wait in `early.events`."""
         try:
             transcription, stt_ms = await early.transcription
             if not transcription.text:
                 return
-            timings = {"stt_ms": stt_ms}
             events = await self._open_reply(
-                transcription.text,
-                transcription.language,
-                timings,
-                time.perf_counter(),
-                self.config.reply,
-                early.commitment,
+                transcription.text, transcription.language, stt_ms, time.perf_counter(), early.commitment
             )
             async with aclosing(events) as stream:
                 async for event in stream:
@@ -159,19 +187,53 @@ class TurnRunner:
         finally:
             early.events.put_nowait(None)
 
-    async def _transcribe_only(
+    async def _transcribed(self, utterance: Audio, speculative: Speculation) -> TimedTranscription:
+        if speculative is not None:
+            try:
+                return await speculative
+            except AppError:
+                pass  # e.g. the STT queue was full then; try once more now
+        return await self.transcribe(utterance)
+
+    async def _open_reply(
         self,
-        utterance: Audio,
-        speculative: asyncio.Task[TimedTranscription] | None,
-        previous: asyncio.Task[None] | None,
+        text: str | None,
+        language: str | None,
+        stt_ms: float | None,
+        started: float,
+        commitment: Commitment | None = None,
+        options: ReplyOptions | None = None,
+        asked: float | None = None,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """The reply to `text` (None: to the stored conversation), admitted now (503 when the
+        models are full); `started` is when the user finished speaking."""
+        options = options or self.config.reply
+        request = ReplyRequest(
+            self.conversation_id,
+            language,
+            options.voice,
+            options.speak,
+            options.instructions,
+            options.max_tokens,
+            self.config.usage,
+            asked=asked if asked is not None else time.time(),
+            started=started,
+            timings={"stt_ms": stt_ms} if stt_ms is not None else {},
+            played=self.reply.played_s,
+            commitment=commitment,
+        )
+        return await self.conversation.reply_to(text, request)
+
+    async def _transcribe_only(
+        self, utterance: Audio, speculative: Speculation, previous: asyncio.Task[None] | None
     ) -> None:
         """A turn that is not answered: transcribed, stored, told — in order with the others."""
         try:
-            transcription, stt_ms = await self._transcribe(utterance, speculative)
+            transcription, stt_ms = await self._transcribed(utterance, speculative)
         except AppError as e:
             if previous is not None:
                 await asyncio.wait([previous])
-            await self._listener.transcription_failed(e)
+            await self.listener.transcription_failed(e)
             return
         if previous is not None:
             await asyncio.wait([previous])
@@ -180,10 +242,10 @@ class TurnRunner:
     async def _run_turn(
         self,
         utterance: Audio,
-        speculative: asyncio.Task[TimedTranscription] | None,
+        speculative: Speculation,
         ended_at: float,
-        early: EarlyReply | None = None,
-        previous: asyncio.Task[None] | None = None,
+        early: EarlyReply | None,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         asked = time.time()
         task = asyncio.current_task()
@@ -192,9 +254,9 @@ class TurnRunner:
             try:
                 # stt_ms is the transcription's own time, even when it ran during the trailing
                 # silence and was ready before the turn began (then it adds nothing to total_ms).
-                transcript = await self._transcribe(utterance, speculative)
+                transcript = await self._transcribed(utterance, speculative)
             except AppError as e:
-                await self._listener.transcription_failed(e)
+                await self.listener.transcription_failed(e)
                 return
             waiting = [t for t in (previous, self._storing) if t is not None]
             if waiting:
@@ -203,26 +265,25 @@ class TurnRunner:
             if task in self._withdrawn:
                 await self._keep_unanswered(transcript)
                 return
-            self._reply.reset()
+            self.reply.reset()
             transcription, stt_ms = transcript
-            timings = {"stt_ms": stt_ms}
             if not transcription.text:
-                await self._listener.transcribed(transcription, stt_ms)
-                timings["total_ms"] = elapsed_ms(ended_at)
-                self._reply.finished_in = asyncio.current_task()  # nothing to answer, nor to cut
-                await self._listener.reply_finished(Turn("", "", self.conversation_id, None, timings))
+                await self.listener.transcribed(transcription, stt_ms)
+                timings = {"stt_ms": stt_ms, "total_ms": elapsed_ms(ended_at)}
+                self.reply.finished_in = task  # nothing to answer, nor to cut
+                await self.listener.reply_finished(Turn("", "", self.conversation_id, None, timings))
                 return
-            if early is not None and await self._reply.take_over(early, transcript, ended_at):
+            if early is not None and await self.reply.take_over(early, transcript, ended_at):
                 return
             events = await self._open_reply(
-                transcription.text, transcription.language, timings, ended_at, self.config.reply, asked=asked
+                transcription.text, transcription.language, stt_ms, ended_at, asked=asked
             )
             async with aclosing(events) as stream:
                 async for event in stream:
-                    await self._reply.send(event, transcript)
+                    await self.reply.send(event, transcript)
         except AppError as e:
             # The turn fails (a busy model, an over-long text); the session goes on.
-            await self._listener.reply_failed(e)
+            await self.listener.reply_failed(e)
         except ClientGone:
             pass  # the transport notices too, and ends the session
         except Exception:
@@ -243,7 +304,7 @@ class TurnRunner:
             await self.conversation.add_user_turn(
                 self.conversation_id, transcription.text, transcription.language, stt_ms
             )
-        await self._listener.transcribed(transcription, stt_ms)
+        await self.listener.transcribed(transcription, stt_ms)
 
     async def _keep_unanswered(self, transcript: TimedTranscription) -> None:
         """A turn cut before its reply began: the user's words are stored and told all the same,
@@ -251,7 +312,7 @@ class TurnRunner:
         transcription, stt_ms = transcript
         await self._store_transcript(transcription, stt_ms)
         turn = Turn(transcription.text, "", self.conversation_id, None, {"stt_ms": stt_ms}, interrupted=True)
-        await self._listener.reply_finished(turn)
+        await self.listener.reply_finished(turn)
 
     async def _run_response(self, options: ReplyOptions, previous: asyncio.Task[None] | None) -> None:
         """A reply the client asked for, on the conversation as stored."""
@@ -262,14 +323,14 @@ class TurnRunner:
                 await asyncio.wait(waiting)
             if self._asked is asyncio.current_task():
                 self._asked = None  # it begins: a cut from now on is an ordinary one
-            self._reply.reset()
-            await self._reply.start()
-            events = await self._open_reply(None, None, {}, time.perf_counter(), options)
+            self.reply.reset()
+            await self.reply.start()
+            events = await self._open_reply(None, None, None, time.perf_counter(), options=options)
             async with aclosing(events) as stream:
                 async for event in stream:
-                    await self._reply.send(event)
+                    await self.reply.send(event)
         except AppError as e:
-            await self._listener.reply_failed(e)
+            await self.listener.reply_failed(e)
         except ClientGone:
             pass
         except Exception:
@@ -279,8 +340,14 @@ class TurnRunner:
     async def _tell_failed(self) -> None:
         """The client hears that its reply failed (unless it is gone)."""
         try:
-            await self._listener.reply_failed(
+            await self.listener.reply_failed(
                 InternalError("the reply failed on the server; the conversation goes on")
             )
         except Exception:  # the client is gone, or cannot be told: the transport ends the session
             logger.debug("could not report a failed reply", exc_info=True)
+
+
+def retrieve(task: asyncio.Task[object]) -> None:
+    """Mark a discarded task's failure as seen (it is retried, irrelevant, or was logged)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("a realtime side task failed: %r", task.exception())

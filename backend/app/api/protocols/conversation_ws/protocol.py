@@ -1,24 +1,32 @@
-"""Our own realtime protocol (/ws/conversation, docs/realtime.md): the `start` message, and what a
-session reports put into our events (JSON) and binary PCM16 frames."""
+"""Our own realtime protocol (/ws/conversation, docs/realtime.md): the client's messages (`start`,
+`interrupt`, `stop`, binary PCM16 audio), and what a session reports put into our events (JSON)
+and binary PCM16 frames."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import soxr
 
+from backend.app.api.protocols.dispatch import Dispatch
+from backend.app.api.protocols.errors import ProtocolError
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE
 from backend.app.core.config import RealtimeSettings, VADSettings
-from backend.app.core.errors import AppError
+from backend.app.core.errors import AppError, InvalidInputError
+from backend.app.core.json_guard import check_json_bytes
 from backend.app.core.values import TranscribeOptions, Transcription
-from backend.app.services.conversation import Turn
 from backend.app.services.history import check_conversation_id
-from backend.app.services.realtime.reply import CutReason, Outbox
-from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionConfig
+from backend.app.services.realtime.config import ReplyOptions, SessionConfig
+from backend.app.services.realtime.listener import CutReason
+from backend.app.services.realtime.session import RealtimeSession
 from backend.app.services.speech import ReplyAudio
+from backend.app.services.turn_events import Turn
 
 INPUT_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -26,18 +34,33 @@ AUDIO_FRAME_S = 0.2
 """Reply audio goes out in binary messages of this much PCM16."""
 
 
-class ProtocolError(Exception):
-    """The client broke the protocol: the session ends with an error event and this close code."""
+@dataclass
+class Outbox:
+    """How the protocol talks back: JSON events and binary audio (the route sends them)."""
 
-    def __init__(self, message: str, code: str = "protocol_error", close_code: int = 1008) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.close_code = close_code
+    event: Callable[[dict[str, Any]], Awaitable[None]]
+    audio: Callable[[bytes], Awaitable[None]]
+
+
+MESSAGES: Dispatch[OwnProtocol, dict[str, Any]] = Dispatch()
+"""The client's JSON messages by `type`."""
+
+
+def parse(text: str) -> dict[str, Any]:
+    """A text message: a JSON object with a string `type` (ProtocolError otherwise)."""
+    try:
+        message = check_json_bytes(text)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"a text message must be a JSON object ({e.msg})") from e
+    except InvalidInputError as e:
+        raise ProtocolError(f"a text message must be valid JSON text: {e.message}") from e
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError('a text message must be a JSON object with a "type"')
+    return message
 
 
 class OwnProtocol:
-    """A session's events in our protocol; also the input side (`start`, binary frames)."""
+    """A session's events in our protocol; also the input side (its messages, binary frames)."""
 
     def __init__(self, outbox: Outbox, settings: RealtimeSettings, vad: VADSettings) -> None:
         self._out = outbox
@@ -46,9 +69,21 @@ class OwnProtocol:
         self.session: RealtimeSession | None = None
         self._resampler: soxr.ResampleStream | None = None
         self.started = False
+        self.ended = False
+        """The client said `stop`, and was told `session_end`: the connection closes."""
 
     # --- the client's messages --------------------------------------------------------------------
 
+    async def text(self, text: str) -> None:
+        """A text message, to its handler; an unknown type breaks the protocol."""
+        message = parse(text)
+        handler = MESSAGES.find(message["type"])
+        if handler is None:
+            known = ", ".join(MESSAGES.kinds)
+            raise ProtocolError(f"unknown message type {message['type']!r} ({known})")
+        await handler(self, message)
+
+    @MESSAGES.on("start")
     async def start(self, message: dict[str, Any]) -> None:
         session = self.session
         assert session is not None
@@ -90,7 +125,7 @@ class OwnProtocol:
                 "type": "ready",
                 "conversation_id": conversation_id,
                 "sample_rate": rate,
-                "output_sample_rate": session.conversation.tts.backend.sample_rate,
+                "output_sample_rate": session.output_sample_rate,
             }
         )
 
@@ -104,11 +139,20 @@ class OwnProtocol:
             samples = self._resampler.resample_chunk(samples)
         await self.session.feed(samples)
 
-    async def interrupt(self) -> None:
+    @MESSAGES.on("interrupt")
+    async def interrupt(self, message: dict[str, Any]) -> None:
         """The client asks the reply under way to stop (a button, not speech)."""
         if not self.started or self.session is None:
             raise ProtocolError('send {"type": "start"} first')
         await self.session.cancel()
+
+    @MESSAGES.on("stop")
+    async def stop(self, message: dict[str, Any]) -> None:
+        """The end of input: the turn under way finishes, then `session_end`."""
+        assert self.session is not None
+        await self.session.stop()
+        await self._out.event({"type": "session_end"})
+        self.ended = True
 
     # --- the session's events ---------------------------------------------------------------------
 

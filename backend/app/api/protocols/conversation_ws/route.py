@@ -1,55 +1,33 @@
-"""WebSocket /ws/conversation: the realtime voice session (protocol in docs/realtime.md)."""
+"""WebSocket /ws/conversation: the realtime voice session in our protocol (docs/realtime.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.app.api.protocols.conversation_ws.protocol import OwnProtocol, ProtocolError
-from backend.app.api.protocols.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
-from backend.app.container import Services
-from backend.app.core.errors import AppError, InvalidInputError
-from backend.app.core.json_guard import check_json_bytes
-from backend.app.services.realtime.reply import Outbox
-from backend.app.services.realtime.session import RealtimeSession
-
-logger = logging.getLogger(__name__)
+from backend.app.api.protocols.conversation_ws.protocol import Outbox, OwnProtocol
+from backend.app.api.protocols.errors import ProtocolError
+from backend.app.api.protocols.websocket import Limit, Receiver, Sender, close_with
+from backend.app.core.errors import AppError, ClientGone
+from backend.app.services.realtime.session import RealtimeService, RealtimeSession
 
 router = APIRouter(tags=["realtime"])
 
 SUBPROTOCOL = "voice-dialogue"
 
 
-async def _close_with_error(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
-    """Tell the client why, then close; a client already gone is fine."""
-    try:
-        event = json.dumps({"type": "error", "code": code, "message": message})
-        await asyncio.wait_for(websocket.send_text(event), SEND_TIMEOUT_S)
-        await websocket.close(close_code, reason=message[:120])
-    except (WebSocketDisconnect, RuntimeError, TimeoutError):
-        pass
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        message = check_json_bytes(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"a text message must be a JSON object ({e.msg})") from e
-    except InvalidInputError as e:
-        raise ProtocolError(f"a text message must be valid JSON text: {e.message}") from e
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError('a text message must be a JSON object with a "type"')
-    return message
+async def _refuse(websocket: WebSocket, error: ProtocolError) -> None:
+    """Our `error` event, then the close."""
+    event = {"type": "error", "code": error.code, "message": error.message}
+    await close_with(websocket, event, error)
 
 
 async def _serve(
     websocket: WebSocket, protocol: OwnProtocol, session: RealtimeSession, sender: Sender
 ) -> None:
-    """The receive loop: limits, then each message to the session. Returns on a clean end."""
+    """The receive loop: limits, then each message to the protocol. Returns on a clean end."""
     limits = session.settings
     receiver = Receiver(websocket, sender, limits.idle_timeout_s, limits.max_session_s)
     while True:
@@ -76,19 +54,10 @@ async def _serve(
         if data is not None:
             await protocol.audio(data)
             continue
-        request = _parse(text or "")
-        kind = request["type"]
-        if kind == "start":
-            await protocol.start(request)
-        elif kind == "interrupt":
-            await protocol.interrupt()
-        elif kind == "stop":
-            await session.stop()
-            await sender.text(json.dumps({"type": "session_end"}))
+        await protocol.text(text or "")
+        if protocol.ended:
             await websocket.close(1000)
             return
-        else:
-            raise ProtocolError(f"unknown message type {kind!r} (start, stop, interrupt)")
 
 
 @router.websocket("/ws/conversation")
@@ -97,9 +66,10 @@ async def realtime_conversation(websocket: WebSocket) -> None:
     # A browser that sends its key as a subprotocol also offers ours, and gets it back.
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    services: Services | None = getattr(websocket.app.state, "services", None)
-    if services is None:
-        await _close_with_error(websocket, "not_ready", "the models are still loading; retry shortly", 1013)
+    try:
+        realtime: RealtimeService = websocket.app.state.gate.require().realtime
+    except AppError as e:  # the models are still loading
+        await _refuse(websocket, ProtocolError(e.message, e.code, 1013))
         return
     sender = Sender(websocket)
 
@@ -107,15 +77,14 @@ async def realtime_conversation(websocket: WebSocket) -> None:
         await sender.text(json.dumps(event, ensure_ascii=False))
 
     try:
-        realtime = services.realtime
         protocol = OwnProtocol(Outbox(send_event, sender.bytes), realtime.settings, realtime.vad_settings)
         async with realtime.session(protocol) as session:
             protocol.session = session
             try:
                 await _serve(websocket, protocol, session, sender)
             except ProtocolError as e:
-                await _close_with_error(websocket, e.code, e.message, e.close_code)
+                await _refuse(websocket, e)
             except (WebSocketDisconnect, ClientGone):
                 pass  # the client went away: the session's work is cancelled on the way out
     except AppError as e:  # too many sessions
-        await _close_with_error(websocket, e.code, e.message, 1013)
+        await _refuse(websocket, ProtocolError(e.message, e.code, 1013))

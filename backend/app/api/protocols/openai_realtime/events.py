@@ -1,6 +1,7 @@
-"""The server half of OpenAI's Realtime protocol: what a `RealtimeSession` reports (it is the
-session's `Listener`), sent as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
-error shape and order. The client half, services/openai_realtime.py, builds on it."""
+"""The server half of OpenAI's Realtime protocol: what a `RealtimeSession` reports (`ServerEvents`
+is the session's `Listener`), sent as OpenAI's server events, with OpenAI's ids (`item_...`,
+`resp_...`), error shape and order. It also holds the connection's state (OpenAI's session
+object, the items and the response under way), which the client half (session.py) updates."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ from backend.app.audio.types import Audio
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError
 from backend.app.core.values import Transcription
-from backend.app.services.conversation import Turn
-from backend.app.services.realtime.reply import CutReason
-from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionError
+from backend.app.services.realtime.config import ReplyOptions, SessionError
+from backend.app.services.realtime.listener import CutReason
+from backend.app.services.realtime.session import RealtimeSession
 from backend.app.services.speech import ReplyAudio
+from backend.app.services.turn_events import Turn
 
 
-class RealtimeEvents:
+class ServerEvents:
     """One /v1/realtime connection's state and server events."""
 
     def __init__(
@@ -51,15 +53,13 @@ class RealtimeEvents:
         self.voices = voices
         self.session: RealtimeSession | None = None
         self.state: dict[str, Any] = initial_state(model, transcription_only, vad)
-        self._input_rate = OUTPUT_RATE
-        self._resampler: soxr.ResampleStream | None = None
         self._last_item: str | None = None
-        self._speech_item: str | None = None  # the user item the VAD's speech will become
+        self.speech_item: str | None = None  # the user item the VAD's speech will become
         self._awaiting: deque[str] = deque()  # committed audio items, awaiting their transcripts
-        self._response: ResponseState | None = None
-        self._pending_text: deque[str] = deque()  # ids of typed items being stored
+        self.response: ResponseState | None = None
+        self.pending_text: deque[str] = deque()  # ids of typed items being stored
         self._durations: dict[str, float] = {}  # committed items' seconds of audio
-        self._metadata: dict[str, str] | None = None  # for the next response
+        self.metadata: dict[str, str] | None = None  # for the next response
         self._kept_instructions: str | None = None  # the instructions stored with the conversation
         self.model = model
 
@@ -71,7 +71,7 @@ class RealtimeEvents:
         client_event_id: str | None = None,
         kind: str = "invalid_request_error",
     ) -> None:
-        await self._event(
+        await self.event(
             "error",
             error={
                 "type": kind,
@@ -82,19 +82,19 @@ class RealtimeEvents:
             },
         )
 
-    def _reply_options(self) -> ReplyOptions:
+    def reply_options(self) -> ReplyOptions:
         state = self.state
         if state["type"] != "realtime":
             return ReplyOptions()
         voice = voice_name(state["audio"]["output"].get("voice"))
         return ReplyOptions(
-            voice=self._resolve_voice(voice, "session.audio.output.voice") if voice else None,
+            voice=self.resolve_voice(voice, "session.audio.output.voice") if voice else None,
             speak=speaks(state.get("output_modalities")),
             instructions=state.get("instructions") or None,
             max_tokens=checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens"),
         )
 
-    def _resolve_voice(self, voice: str, param: str) -> str | None:
+    def resolve_voice(self, voice: str, param: str) -> str | None:
         try:
             return self.voices.resolve(voice)
         except AppError as e:
@@ -103,19 +103,19 @@ class RealtimeEvents:
     # --- the session's events (Listener) ----------------------------------------------------------
 
     async def speech_started(self, at_s: float) -> None:
-        self._speech_item = new_id("item")
-        await self._event(
-            "input_audio_buffer.speech_started", audio_start_ms=round(at_s * 1000), item_id=self._speech_item
+        self.speech_item = new_id("item")
+        await self.event(
+            "input_audio_buffer.speech_started", audio_start_ms=round(at_s * 1000), item_id=self.speech_item
         )
 
     async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
-        item_id = self._speech_item or new_id("item")
-        self._speech_item = None
+        item_id = self.speech_item or new_id("item")
+        self.speech_item = None
         if not committed:
-            await self._event(
+            await self.event(
                 "input_audio_buffer.speech_stopped", audio_end_ms=round(at_s * 1000), item_id=item_id
             )
-        await self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
+        await self.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
         await self._added(
             message_item(item_id, "user", "completed", [{"type": "input_audio", "transcript": None}])
         )
@@ -133,10 +133,10 @@ class RealtimeEvents:
         if self._transcribes:
             common = {"item_id": item_id, "content_index": 0}
             if transcription.text:
-                await self._event(
+                await self.event(
                     "conversation.item.input_audio_transcription.delta", **common, delta=transcription.text
                 )
-            await self._event(
+            await self.event(
                 "conversation.item.input_audio_transcription.completed",
                 **common,
                 transcript=transcription.text,
@@ -149,7 +149,7 @@ class RealtimeEvents:
             return
         item_id = self._awaiting.popleft()
         self._durations.pop(item_id, None)
-        await self._event(
+        await self.event(
             "conversation.item.input_audio_transcription.failed",
             item_id=item_id,
             content_index=0,
@@ -162,7 +162,7 @@ class RealtimeEvents:
         )
 
     async def user_text(self, text: str) -> None:
-        item_id = self._pending_text.popleft() if self._pending_text else new_id("item")
+        item_id = self.pending_text.popleft() if self.pending_text else new_id("item")
         await self.keep_instructions()
         await self._added(message_item(item_id, "user", "completed", [{"type": "input_text", "text": text}]))
 
@@ -174,35 +174,33 @@ class RealtimeEvents:
         if self.session is None or not instructions or instructions == self._kept_instructions:
             return
         try:
-            await self.session.conversation.history.update(
-                self.session.conversation_id, system_prompt=instructions
-            )
+            await self.session.keep_instructions(instructions)
         except AppError:
             return  # not stored yet (no item), or the store is down: kept at the next item
         self._kept_instructions = instructions
 
     async def reply_started(self) -> None:
-        options = self._reply_options()
-        response = ResponseState(new_id("resp"), new_id("item"), options.speak, self._metadata)
-        self._metadata = None
-        self._response = response
-        await self._event("response.created", response=self._response_view(response, "in_progress", []))
+        options = self.reply_options()
+        response = ResponseState(new_id("resp"), new_id("item"), options.speak, self.metadata)
+        self.metadata = None
+        self.response = response
+        await self.event("response.created", response=self._response_view(response, "in_progress", []))
         item = response.item("in_progress", [])
-        await self._event("response.output_item.added", response_id=response.id, output_index=0, item=item)
-        await self._event("conversation.item.added", item=item, previous_item_id=self._last_item)
+        await self.event("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await self.event("conversation.item.added", item=item, previous_item_id=self._last_item)
         self._last_item = response.item_id
-        await self._event("response.content_part.added", **response.where(), part=response.part(""))
+        await self.event("response.content_part.added", **response.where(), part=response.part(""))
 
     async def reply_text(self, delta: str) -> None:
-        response = self._response
+        response = self.response
         if response is None or not delta:
             return
         response.text.append(delta)
         kind = "response.output_audio_transcript.delta" if response.speak else "response.output_text.delta"
-        await self._event(kind, **response.where(), delta=delta)
+        await self.event(kind, **response.where(), delta=delta)
 
     async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
-        response = self._response
+        response = self.response
         if response is None:
             return
         samples = piece.audio.samples
@@ -216,7 +214,7 @@ class RealtimeEvents:
 
     async def reply_finished(self, turn: Turn) -> None:
         await self.keep_instructions()
-        response = self._response
+        response = self.response
         if response is None:
             return  # nothing was said, so nothing was answered
         usage = None
@@ -236,7 +234,7 @@ class RealtimeEvents:
         await self._finish(response, turn.reply, "completed", None, usage)
 
     async def reply_cut(self, said: str, reason: CutReason) -> None:
-        response = self._response
+        response = self.response
         if response is None:
             # Cut before it was answered (new speech during the transcription): that turn is dropped.
             if self._awaiting:
@@ -247,7 +245,7 @@ class RealtimeEvents:
         await self._finish(response, said, "cancelled", {"type": "cancelled", "reason": reason}, None)
 
     async def reply_failed(self, error: AppError) -> None:
-        response = self._response
+        response = self.response
         if response is None:
             await self.error(
                 error.message,
@@ -267,8 +265,8 @@ class RealtimeEvents:
         return self.state["audio"]["input"].get("transcription") is not None
 
     async def _added(self, item: dict[str, Any]) -> None:
-        await self._event("conversation.item.added", item=item, previous_item_id=self._last_item)
-        await self._event("conversation.item.done", item=item, previous_item_id=self._last_item)
+        await self.event("conversation.item.added", item=item, previous_item_id=self._last_item)
+        await self.event("conversation.item.done", item=item, previous_item_id=self._last_item)
         self._last_item = item["id"]
 
     async def _audio_deltas(self, response: ResponseState, samples: np.ndarray) -> None:
@@ -277,7 +275,7 @@ class RealtimeEvents:
         for offset in range(0, len(pcm), step):
             chunk = pcm[offset : offset + step]
             response.audio_s += len(chunk) / 2 / OUTPUT_RATE
-            await self._event(
+            await self.event(
                 "response.output_audio.delta", **response.where(), delta=base64.b64encode(chunk).decode()
             )
 
@@ -289,23 +287,23 @@ class RealtimeEvents:
         details: dict[str, Any] | None,
         usage: dict[str, Any] | None,
     ) -> None:
-        self._response = None
+        self.response = None
         if response.resampler is not None and status == "completed":
             tail = response.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if len(tail):
                 await self._audio_deltas(response, tail)
         where = response.where()
         if response.speak:
-            await self._event("response.output_audio.done", **where)
-            await self._event("response.output_audio_transcript.done", **where, transcript=text)
+            await self.event("response.output_audio.done", **where)
+            await self.event("response.output_audio_transcript.done", **where, transcript=text)
         else:
-            await self._event("response.output_text.done", **where, text=text)
-        await self._event("response.content_part.done", **where, part=response.part(text))
+            await self.event("response.output_text.done", **where, text=text)
+        await self.event("response.content_part.done", **where, part=response.part(text))
         item = response.item("completed" if status == "completed" else "incomplete", [response.content(text)])
-        await self._event("response.output_item.done", response_id=response.id, output_index=0, item=item)
-        await self._event("conversation.item.done", item=item, previous_item_id=None)
+        await self.event("response.output_item.done", response_id=response.id, output_index=0, item=item)
+        await self.event("conversation.item.done", item=item, previous_item_id=None)
         view = self._response_view(response, status, [item], details, usage)
-        await self._event("response.done", response=view)
+        await self.event("response.done", response=view)
 
     def _response_view(
         self,
@@ -316,7 +314,7 @@ class RealtimeEvents:
         usage: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         assert self.session is not None
-        options = self._reply_options()
+        options = self.reply_options()
         return {
             "id": response.id,
             "object": "realtime.response",
@@ -336,7 +334,7 @@ class RealtimeEvents:
             "usage": usage,
         }
 
-    async def _event(self, kind: str, **fields: Any) -> None:
+    async def event(self, kind: str, **fields: Any) -> None:
         await self._send({"type": kind, "event_id": new_id("event"), **fields})
 
 

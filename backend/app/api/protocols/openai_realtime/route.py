@@ -1,25 +1,23 @@
-"""WebSocket /v1/realtime: OpenAI's Realtime protocol (services/openai_realtime.py) over our
-pipeline, for the `openai` SDK's `client.realtime.connect(...)` and clients built for OpenAI."""
+"""WebSocket /v1/realtime: OpenAI's Realtime protocol (session.py, events.py) over our pipeline,
+for the `openai` SDK's `client.realtime.connect(...)` and clients built for OpenAI."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.app.api.protocols.openai_realtime.session import OpenAIRealtime, new_id
-from backend.app.api.protocols.websocket import SEND_TIMEOUT_S, ClientGone, Limit, Receiver, Sender
+from backend.app.api.protocols.errors import ProtocolError
+from backend.app.api.protocols.openai_realtime.schema import new_id
+from backend.app.api.protocols.openai_realtime.session import OpenAIRealtime
+from backend.app.api.protocols.websocket import Limit, Receiver, Sender, close_with
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.container import Services
 from backend.app.core.config import Settings
-from backend.app.core.errors import AppError, InvalidInputError
+from backend.app.core.errors import AppError, ClientGone, InvalidInputError
 from backend.app.core.json_guard import check_json_bytes
 from backend.app.services.history import check_conversation_id
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai"])
 
@@ -27,32 +25,20 @@ SUBPROTOCOL = "realtime"
 """What a browser offers (beside `openai-insecure-api-key.<key>`), and gets back."""
 
 
-class _Closing(Exception):
-    """End the connection: an error event, then this close code."""
-
-    def __init__(self, message: str, code: str, close_code: int) -> None:
-        super().__init__(message)
-        self.message, self.code, self.close_code = message, code, close_code
-
-
-async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int) -> None:
-    """An error event in OpenAI's shape, then the close; a client already gone is fine."""
+async def _refuse(websocket: WebSocket, error: ProtocolError) -> None:
+    """An error event in OpenAI's shape, then the close."""
     event = {
         "type": "error",
         "event_id": new_id("event"),
         "error": {
             "type": "invalid_request_error",
-            "code": code,
-            "message": message,
+            "code": error.code,
+            "message": error.message,
             "param": None,
             "event_id": None,
         },
     }
-    try:
-        await asyncio.wait_for(websocket.send_text(json.dumps(event)), SEND_TIMEOUT_S)
-        await websocket.close(close_code, reason=message[:120])
-    except (WebSocketDisconnect, RuntimeError, TimeoutError):
-        pass
+    await close_with(websocket, event, error)
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -76,17 +62,17 @@ async def _serve(websocket: WebSocket, protocol: OpenAIRealtime, sender: Sender,
             message = await receiver.next(lambda: session.busy)
         except Limit as e:
             if e.reason == "idle_timeout":
-                raise _Closing(
+                raise ProtocolError(
                     f"Nothing was received for {limits.idle_timeout_s:g} s.", "idle_timeout", 1000
                 ) from None
-            raise _Closing(
+            raise ProtocolError(
                 f"The session reached its {limits.max_session_s:g} s limit.", "session_expired", 1000
             ) from None
         if message["type"] == "websocket.disconnect":
             return
         data, text = message.get("bytes"), message.get("text")
         if data is not None:
-            await protocol.error(
+            await protocol.server.error(
                 "Binary messages are not part of the Realtime protocol: send audio as "
                 "input_audio_buffer.append events, base64 PCM16.",
                 "invalid_value",
@@ -94,7 +80,7 @@ async def _serve(websocket: WebSocket, protocol: OpenAIRealtime, sender: Sender,
             continue
         size = len((text or "").encode())
         if size > limits.max_event_bytes:
-            await protocol.error(
+            await protocol.server.error(
                 f"An event may be at most {limits.max_event_bytes} bytes (WS_MAX_EVENT_BYTES); this one was "
                 f"{size}, and was ignored. Send audio in smaller appends.",
                 "event_too_large",
@@ -103,7 +89,7 @@ async def _serve(websocket: WebSocket, protocol: OpenAIRealtime, sender: Sender,
         try:
             event = _parse(text or "")
         except AppError as e:
-            await protocol.error(e.message, "invalid_json")
+            await protocol.server.error(e.message, "invalid_json")
             continue
         await protocol.handle(event)
 
@@ -114,16 +100,17 @@ async def realtime(websocket: WebSocket) -> None:
     transcription session; `?conversation_id=` continues a stored conversation."""
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    services: Services | None = getattr(websocket.app.state, "services", None)
     settings: Settings = websocket.app.state.settings
-    if services is None:
-        await _refuse(websocket, "The models are still loading; retry shortly.", "not_ready", 1013)
+    try:
+        services: Services = websocket.app.state.gate.require()
+    except AppError as e:  # the models are still loading
+        await _refuse(websocket, ProtocolError(e.message, e.code, 1013))
         return
     query = websocket.query_params
     try:
         conversation_id = check_conversation_id(query.get("conversation_id") or None)
     except AppError as e:
-        await _refuse(websocket, e.message, "invalid_value", 1008)
+        await _refuse(websocket, ProtocolError(e.message, "invalid_value"))
         return
     sender = Sender(websocket)
 
@@ -139,13 +126,13 @@ async def realtime(websocket: WebSocket) -> None:
         transcription_only=query.get("intent") == "transcription",
     )
     try:
-        async with services.realtime.session(protocol, conversation_id) as session:
+        async with services.realtime.session(protocol.server, conversation_id) as session:
             try:
                 await protocol.start(session)
                 await _serve(websocket, protocol, sender, settings)
-            except _Closing as e:
-                await _refuse(websocket, e.message, e.code, e.close_code)
+            except ProtocolError as e:
+                await _refuse(websocket, e)
             except (WebSocketDisconnect, ClientGone):
                 pass  # the client went away: the session's work is cancelled on the way out
     except AppError as e:  # too many sessions
-        await _refuse(websocket, e.message, e.code, 1013)
+        await _refuse(websocket, ProtocolError(e.message, e.code, 1013))

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.app.core.config import VADSettings
-from backend.app.services.realtime.session import SessionError
+from backend.app.services.realtime.config import SessionError
 
 OUTPUT_RATE = 24000
 """The Realtime protocol's PCM rate, both ways."""

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import soxr
 from pydantic import ValidationError
 
-from backend.app.api.protocols.openai_realtime.events import RealtimeEvents
+from backend.app.api.protocols.dispatch import Dispatch
+from backend.app.api.protocols.openai_realtime.events import ServerEvents
 from backend.app.api.protocols.openai_realtime.schema import (
     EAGERNESS_SILENCE_MS,
+    OUTPUT_RATE,
     ItemFields,
     ResponseFields,
+    Send,
     SessionFields,
     check_input_format,
     check_output_format,
@@ -38,24 +40,45 @@ from backend.app.api.protocols.openai_realtime.schema import (
     validation_problem,
     voice_name,
 )
+from backend.app.api.v1.compat import VoiceMap
 from backend.app.audio.vad import SAMPLE_RATE
+from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError
 from backend.app.core.values import TranscribeOptions
-from backend.app.services.realtime.session import RealtimeSession, ReplyOptions, SessionConfig, SessionError
+from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
+from backend.app.services.realtime.session import RealtimeSession
 
-__all__ = ["OpenAIRealtime", "new_id"]
+EVENTS: Dispatch[OpenAIRealtime, dict[str, Any]] = Dispatch()
+"""The client events this server handles, by type."""
 
 
-class OpenAIRealtime(RealtimeEvents):
-    """One /v1/realtime connection: `handle` each client event; as the session's `Listener`
-    (RealtimeEvents), it sends OpenAI's server events."""
+class OpenAIRealtime:
+    """One /v1/realtime connection: `handle` each client event; `server` is the session's
+    `Listener`, which sends OpenAI's server events and holds the connection's state."""
+
+    def __init__(
+        self,
+        send: Send,
+        settings: RealtimeSettings,
+        vad: VADSettings,
+        voices: VoiceMap,
+        model: str,
+        transcription_only: bool = False,
+    ) -> None:
+        self.server = ServerEvents(send, settings, vad, voices, model, transcription_only)
+        self._input_rate = OUTPUT_RATE
+        self._resampler: soxr.ResampleStream | None = None
+
+    @property
+    def session(self) -> RealtimeSession | None:
+        return self.server.session
 
     async def start(self, session: RealtimeSession) -> None:
         """The connection is accepted: apply the defaults and say so."""
-        self.session = session
+        self.server.session = session
         self._apply()
-        await self._event("session.created", session=self._session_view())
-        await self._event(
+        await self.server.event("session.created", session=self._session_view())
+        await self.server.event(
             "conversation.created",
             conversation={"id": session.conversation_id, "object": "realtime.conversation"},
         )
@@ -67,9 +90,9 @@ class OpenAIRealtime(RealtimeEvents):
         client_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         try:
             kind = event.get("type")
-            handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+            handler = EVENTS.find(kind)
             if handler is None:
-                known = ", ".join(_HANDLERS)
+                known = ", ".join(EVENTS.kinds)
                 raise SessionError(
                     f"Invalid value for 'type': {kind!r} is not a client event this server handles "
                     f"({known}).",
@@ -78,10 +101,11 @@ class OpenAIRealtime(RealtimeEvents):
                 )
             await handler(self, event)
         except SessionError as e:
-            await self.error(e.message, e.code, e.param, client_id)
+            await self.server.error(e.message, e.code, e.param, client_id)
         except AppError as e:
-            await self.error(e.message, e.code, e.param, client_id)
+            await self.server.error(e.message, e.code, e.param, client_id)
 
+    @EVENTS.on("session.update")
     async def _session_update(self, event: dict[str, Any]) -> None:
         try:
             update = SessionFields.model_validate(event.get("session") or {})
@@ -97,24 +121,25 @@ class OpenAIRealtime(RealtimeEvents):
             raise SessionError(
                 "Tools are not supported by this server.", "unsupported", "session.tool_choice"
             )
-        base = self.state
+        base = self.server.state
         if update.type is not None and update.type != base["type"]:
             # A connection opened for conversation may become a transcription session, or back.
             base = {
-                **initial_state(self.model, update.type == "transcription", self.vad_defaults),
+                **initial_state(self.server.model, update.type == "transcription", self.server.vad_defaults),
                 "id": base["id"],
             }
         state = merged(base, update.model_dump(exclude_unset=True, exclude={"id", "object"}))
         checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens")
-        previous, self.state = self.state, state
+        previous, self.server.state = self.server.state, state
         try:
             self._apply()
         except (SessionError, AppError):
-            self.state = previous
+            self.server.state = previous
             raise
-        await self._event("session.updated", session=self._session_view())
-        await self.keep_instructions()
+        await self.server.event("session.updated", session=self._session_view())
+        await self.server.keep_instructions()
 
+    @EVENTS.on("input_audio_buffer.append")
     async def _append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
         if not isinstance(audio, str):
@@ -136,19 +161,22 @@ class OpenAIRealtime(RealtimeEvents):
         samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
-        assert self.session is not None
-        await self.session.feed(samples)
+        assert self.server.session is not None
+        await self.server.session.feed(samples)
 
+    @EVENTS.on("input_audio_buffer.commit")
     async def _commit(self, event: dict[str, Any]) -> None:
-        assert self.session is not None
-        await self.session.commit()
+        assert self.server.session is not None
+        await self.server.session.commit()
 
+    @EVENTS.on("input_audio_buffer.clear")
     async def _clear(self, event: dict[str, Any]) -> None:
-        assert self.session is not None
-        self.session.clear()
-        self._speech_item = None
-        await self._event("input_audio_buffer.cleared")
+        assert self.server.session is not None
+        self.server.session.clear()
+        self.server.speech_item = None
+        await self.server.event("input_audio_buffer.cleared")
 
+    @EVENTS.on("conversation.item.create")
     async def _item_create(self, event: dict[str, Any]) -> None:
         try:
             item = ItemFields.model_validate(event.get("item"))
@@ -183,14 +211,15 @@ class OpenAIRealtime(RealtimeEvents):
                 "missing_required_parameter",
                 "item.content",
             )
-        assert self.session is not None
-        self._pending_text.append(item.id or new_id("item"))
+        assert self.server.session is not None
+        self.server.pending_text.append(item.id or new_id("item"))
         try:
-            await self.session.add_text(text)
+            await self.server.session.add_text(text)
         except BaseException:
-            self._pending_text.pop()
+            self.server.pending_text.pop()
             raise
 
+    @EVENTS.on("conversation.item.truncate")
     async def _truncate(self, event: dict[str, Any]) -> None:
         item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
         if not isinstance(item_id, str):
@@ -203,7 +232,7 @@ class OpenAIRealtime(RealtimeEvents):
                 "invalid_value",
                 "audio_end_ms",
             )
-        response = self._response
+        response = self.server.response
         if response is None or response.item_id != item_id:
             raise SessionError(
                 f"Item {item_id!r} is not the reply being spoken: only the reply in progress can be "
@@ -217,14 +246,15 @@ class OpenAIRealtime(RealtimeEvents):
                 "invalid_value",
                 "audio_end_ms",
             )
-        assert self.session is not None
-        self.session.limit_heard(end_ms / 1000)
-        await self._event(
+        assert self.server.session is not None
+        self.server.session.limit_heard(end_ms / 1000)
+        await self.server.event(
             "conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms
         )
 
+    @EVENTS.on("response.create")
     async def _response_create(self, event: dict[str, Any]) -> None:
-        if self.state["type"] == "transcription":
+        if self.server.state["type"] == "transcription":
             raise SessionError("A transcription session makes no responses.", "invalid_request", "type")
         try:
             asked = ResponseFields.model_validate(event.get("response") or {})
@@ -239,33 +269,35 @@ class OpenAIRealtime(RealtimeEvents):
                 "unsupported",
                 "response.conversation",
             )
-        options = self._reply_options()
+        options = self.server.reply_options()
         voice = voice_name(asked.audio.output.voice) if asked.audio and asked.audio.output else None
         if asked.audio and asked.audio.output and asked.audio.output.format:
             check_output_format(asked.audio.output.format, "response.audio.output.format")
         options = ReplyOptions(
-            voice=self._resolve_voice(voice, "response.audio.output.voice") if voice else options.voice,
+            voice=self.server.resolve_voice(voice, "response.audio.output.voice") if voice else options.voice,
             speak=speaks(asked.output_modalities) if asked.output_modalities else options.speak,
             instructions=asked.instructions or options.instructions,
             max_tokens=checked_max_tokens(asked.max_output_tokens, "response.max_output_tokens")
             if asked.max_output_tokens is not None
             else options.max_tokens,
         )
-        assert self.session is not None
-        self._metadata = asked.metadata
-        await self.session.respond(options)
+        assert self.server.session is not None
+        self.server.metadata = asked.metadata
+        await self.server.session.respond(options)
 
+    @EVENTS.on("response.cancel")
     async def _response_cancel(self, event: dict[str, Any]) -> None:
         wanted = event.get("response_id")
-        response = self._response
+        response = self.server.response
         if wanted is not None and (response is None or wanted != response.id):
             raise SessionError(
                 f"No response {wanted!r} is in progress.", "response_cancel_not_active", "response_id"
             )
-        assert self.session is not None
-        if not await self.session.cancel():
+        assert self.server.session is not None
+        if not await self.server.session.cancel():
             raise SessionError("There is no response in progress to cancel.", "response_cancel_not_active")
 
+    @EVENTS.on("conversation.item.delete", "conversation.item.retrieve", "output_audio_buffer.clear")
     async def _unsupported(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         why = {
@@ -280,8 +312,8 @@ class OpenAIRealtime(RealtimeEvents):
 
     def _apply(self) -> None:
         """Turn the session state into the session's config (checks voices, languages, formats)."""
-        assert self.session is not None
-        state = self.state
+        assert self.server.session is not None
+        state = self.server.state
         audio_in = state["audio"]["input"]
         rate = check_input_format(audio_in.get("format"), "session.audio.input.format")
         if state["type"] == "realtime":
@@ -299,7 +331,7 @@ class OpenAIRealtime(RealtimeEvents):
             silence = detection.get("silence_duration_ms")
             if detection["type"] == "semantic_vad":
                 silence = EAGERNESS_SILENCE_MS.get(detection.get("eagerness") or "auto")
-            vad = self.vad_defaults.model_copy(
+            vad = self.server.vad_defaults.model_copy(
                 update={
                     k: v
                     for k, v in (
@@ -314,14 +346,14 @@ class OpenAIRealtime(RealtimeEvents):
         language = transcription.get("language") or None
         realtime = state["type"] == "realtime"
         creates = bool(detection is not None and detection.get("create_response", True) is not False)
-        self.session.configure(
+        self.server.session.configure(
             SessionConfig(
                 vad=vad,
                 respond=realtime and creates,
                 interrupt=realtime
                 and bool(detection is None or detection.get("interrupt_response", True) is not False),
-                options=TranscribeOptions(language=language, beam_size=self.settings.stt_beam_size),
-                reply=self._reply_options(),
+                options=TranscribeOptions(language=language, beam_size=self.server.settings.stt_beam_size),
+                reply=self.server.reply_options(),
                 usage=True,
             )
         )
@@ -332,24 +364,9 @@ class OpenAIRealtime(RealtimeEvents):
             )
 
     def _session_view(self) -> dict[str, Any]:
-        assert self.session is not None
-        view = dict(self.state)
+        assert self.server.session is not None
+        view = dict(self.server.state)
         if view["type"] == "transcription":
             view = {k: v for k, v in view.items() if k in ("type", "id", "object", "audio", "include")}
             view["audio"] = {"input": view["audio"]["input"]}
         return view
-
-
-_HANDLERS: dict[str, Callable[[OpenAIRealtime, dict[str, Any]], Awaitable[None]]] = {
-    "session.update": OpenAIRealtime._session_update,
-    "input_audio_buffer.append": OpenAIRealtime._append,
-    "input_audio_buffer.commit": OpenAIRealtime._commit,
-    "input_audio_buffer.clear": OpenAIRealtime._clear,
-    "conversation.item.create": OpenAIRealtime._item_create,
-    "conversation.item.truncate": OpenAIRealtime._truncate,
-    "response.create": OpenAIRealtime._response_create,
-    "response.cancel": OpenAIRealtime._response_cancel,
-    "conversation.item.delete": OpenAIRealtime._unsupported,
-    "conversation.item.retrieve": OpenAIRealtime._unsupported,
-    "output_audio_buffer.clear": OpenAIRealtime._unsupported,
-}

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
@@ -25,12 +25,12 @@ from wyoming.info import SelectProgram
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
 
+from backend.app.api.protocols.dispatch import Dispatch
+from backend.app.api.protocols.errors import ProtocolError
 from backend.app.api.protocols.wyoming import access, info, speech
 from backend.app.api.protocols.wyoming.protocol import (
     KNOWN_TYPES,
-    ClientGone,
     EventWriter,
-    ProtocolError,
     check_str,
     check_strings,
     check_voice,
@@ -41,11 +41,12 @@ from backend.app.api.protocols.wyoming.protocol import (
     read_rest,
 )
 from backend.app.audio.pcm import AudioBudget, PcmCollector, check_format
-from backend.app.container import Services
+from backend.app.container import ServiceGate, Services
 from backend.app.core.config import Settings
-from backend.app.core.errors import AppError, InvalidInputError, NotReadyError
+from backend.app.core.errors import AppError, ClientGone, InvalidInputError
 from backend.app.core.values import TranscribeOptions
-from backend.app.services.chat import ChatDelta, ChatReply
+from backend.app.services.speech import ReplyText
+from backend.app.services.turn_events import ReplyRequest, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +55,16 @@ _END = None
 MAX_BIAS_CHARS = 2000
 """Most characters of Home Assistant's names and terms passed to Whisper as hotwords."""
 
+EVENTS: Dispatch[Connection, Event] = Dispatch()
+"""The client's events this server serves, by type."""
+
 
 class Connection:
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        services: Callable[[], Services | None],
+        gate: ServiceGate,
         settings: Settings,
         observe: Callable[[str, str], None],
         budget: AudioBudget | None = None,
@@ -68,7 +72,7 @@ class Connection:
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._services = services
+        self._gate = gate
         self._settings = settings.wyoming
         self._app_settings = settings
         self._observe = observe
@@ -193,7 +197,7 @@ class Connection:
         """Serve one event; False ends the connection. An `AppError` answers the request that
         raised it with an `error` event and resets that request; the connection goes on."""
         kind = event.type
-        handler = self._HANDLERS.get(kind)
+        handler = EVENTS.find(kind)
         if handler is None:
             if kind not in KNOWN_TYPES:
                 await self._inbox_error(ProtocolError(f"unknown event type {kind!r}"))
@@ -227,21 +231,18 @@ class Connection:
         if self._text is not None:
             self._text.failed = True
 
-    def _ready(self) -> Services:
-        services = self._services()
-        if services is None:
-            raise NotReadyError("the models are still loading; retry shortly")
-        return services
-
+    @EVENTS.on("describe")
     async def _describe(self, event: Event) -> None:
-        services = self._ready()
+        services = self._gate.require()
         described = await asyncio.to_thread(info.describe, services, self._app_settings)
         await self.write(described.event())
 
+    @EVENTS.on("ping")
     async def _ping(self, event: Event) -> None:
         text = parse(Ping, event).text
         await self.write(Pong(text=text if isinstance(text, str) else None).event())
 
+    @EVENTS.on("select-program")
     async def _select(self, event: Event) -> None:
         name = parse(SelectProgram, event).name
         if name not in (info.ASR_PROGRAM, info.TTS_PROGRAM, info.HANDLE_PROGRAM):
@@ -249,27 +250,30 @@ class Connection:
 
     # -- speech to text --------------------------------------------------------------------
 
+    @EVENTS.on("transcribe")
     async def _transcribe(self, event: Event) -> None:
         request = parse(Transcribe, event)
         check_str(request.language, "transcribe")
         names = check_strings(request.transcript_names, "transcribe", "transcript_names")
         terms = check_strings(request.transcript_terms, "transcribe", "transcript_terms")
-        services = self._ready()
+        services = self._gate.require()
         bias = [*names, *terms]
         hotwords = ", ".join(str(word) for word in bias)[:MAX_BIAS_CHARS] or None
         options = TranscribeOptions(language=speech.primary_language(request.language), hotwords=hotwords)
         services.stt.check_options(options)
         self._options = options
 
+    @EVENTS.on("audio-start")
     async def _audio_start(self, event: Event) -> None:
         start = parse(AudioStart, event)
-        services = self._ready()
+        services = self._gate.require()
         self._drop_audio()
         self._discarding = False
         check_format(start.rate, start.width, start.channels)  # 422 now, not at the first chunk
         stt = services.stt
         self._audio = PcmCollector(stt.backend.sample_rate, stt.settings.max_audio_seconds)
 
+    @EVENTS.on("audio-chunk")
     async def _audio_chunk(self, event: Event) -> None:
         if self._audio is None and self._discarding:
             return
@@ -284,6 +288,7 @@ class Connection:
         self._held += cost
         self._audio.add(chunk.audio, chunk.rate, chunk.width, chunk.channels)
 
+    @EVENTS.on("audio-stop")
     async def _audio_stop(self, event: Event) -> None:
         if self._audio is None and self._discarding:
             self._discarding = False
@@ -293,7 +298,7 @@ class Connection:
         audio = self._audio.finish()
         self._drop_audio()
         options, self._options = self._options, TranscribeOptions()
-        services = self._ready()
+        services = self._gate.require()
         await self._job(speech.send_transcript(self._out, services.stt, audio, options))
 
     def _drop_audio(self) -> None:  # and give its bytes back to the budget
@@ -303,25 +308,28 @@ class Connection:
 
     # -- text to speech --------------------------------------------------------------------
 
+    @EVENTS.on("synthesize")
     async def _synthesize(self, event: Event) -> None:
         if self._text is not None:
             return  # the copy a streaming client also sends, for servers that do not stream
         request = parse(Synthesize, event)
         check_str(request.text, "synthesize", required=True)
         check_voice(request.voice)
-        services = self._ready()
+        services = self._gate.require()
         await self._job(speech.synthesize(services.tts, self._out, request.text, request.voice))
 
+    @EVENTS.on("synthesize-start")
     async def _synthesize_start(self, event: Event) -> None:
         request = parse(SynthesizeStart, event)
         check_voice(request.voice)
-        services = self._ready()
+        services = self._gate.require()
         if self._text is not None:
             raise ProtocolError("synthesize-start while a stream is open")
         stream = speech.TextStream(services.tts, self._out, request.voice)
         await stream.start()
         self._text = stream
 
+    @EVENTS.on("synthesize-chunk")
     async def _synthesize_chunk(self, event: Event) -> None:
         if self._text is None:
             raise ProtocolError("synthesize-chunk before synthesize-start")
@@ -329,6 +337,7 @@ class Connection:
         check_str(text, "synthesize-chunk", required=True)
         self._text.push(text)
 
+    @EVENTS.on("synthesize-stop")
     async def _synthesize_stop(self, event: Event) -> None:
         if self._text is None:
             raise ProtocolError("synthesize-stop before synthesize-start")
@@ -345,6 +354,7 @@ class Connection:
 
     # -- conversation agent ----------------------------------------------------------------
 
+    @EVENTS.on("transcript", "handle")
     async def _handle(self, event: Event) -> None:
         """The LLM's reply to a text (`transcript`, as Home Assistant sends it), in the conversation
         its context names (`conversation_id`; a new one otherwise, returned in the context):
@@ -360,7 +370,7 @@ class Connection:
         try:
             if not isinstance(text, str):
                 raise InvalidInputError("the text to handle must be a string")
-            services = self._ready()
+            services = self._gate.require()
             await self._job(self._reply(services, text, conversation_id, reply_context))
         except AppError as e:
             self._observe(event.type, e.code)
@@ -369,30 +379,18 @@ class Connection:
     async def _reply(
         self, services: Services, text: str, conversation_id: str, context: dict[str, Any]
     ) -> None:
-        stream = await services.chat.open_reply(text, conversation_id)
+        """The one turn, in text only: what Home Assistant hands the agent is what its STT heard."""
+        conversation = services.conversation
+        words = conversation.check_typed(conversation_id, text)
+        request = ReplyRequest(conversation_id, speak=False)
+        events = await conversation.reply_to(words, request)
         try:
             await self.write(HandledStart(context=context).event())
-            async for item in stream.events:
-                if isinstance(item, ChatDelta) and item.text:
+            async for item in events:
+                if isinstance(item, ReplyText) and item.text:
                     await self.write(HandledChunk(text=item.text).event())
-                elif isinstance(item, ChatReply):
+                elif isinstance(item, Turn):
                     await self.write(Handled(text=item.reply, context=context).event())
             await self.write(HandledStop().event())
         finally:
-            await stream.aclose()
-
-    _HANDLERS: ClassVar[dict[str, Callable[[Connection, Event], Awaitable[None]]]] = {
-        "describe": _describe,
-        "ping": _ping,
-        "select-program": _select,
-        "transcribe": _transcribe,
-        "audio-start": _audio_start,
-        "audio-chunk": _audio_chunk,
-        "audio-stop": _audio_stop,
-        "synthesize": _synthesize,
-        "synthesize-start": _synthesize_start,
-        "synthesize-chunk": _synthesize_chunk,
-        "synthesize-stop": _synthesize_stop,
-        "transcript": _handle,
-        "handle": _handle,
-    }
+            await events.aclose()

@@ -34,7 +34,8 @@ from wyoming.error import Error
 from wyoming.event import Event, Eventable, write_event
 from wyoming.tts import SynthesizeVoice
 
-from backend.app.core.errors import AppError
+from backend.app.api.protocols.errors import ProtocolError
+from backend.app.core.errors import AppError, ClientGone
 from backend.app.core.json_guard import check_json_bytes
 
 HEADER_LIMIT = 64 * 1024
@@ -56,19 +57,6 @@ KNOWN_TYPES = _types(
 )
 """Wyoming's event types. A client's event of one of these that we do not serve is dropped, as the
 protocol asks (newer clients send events older servers do not know); any other type is malformed."""
-
-
-class ProtocolError(Exception):
-    """An event that breaks the protocol: the connection is told why, then closed."""
-
-    def __init__(self, message: str, code: str = "protocol_error") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-class ClientGone(Exception):
-    """The client closed the connection, mid-event or between events."""
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes | None:

@@ -19,7 +19,7 @@ from backend.app.api.protocols.wyoming.access import LOOPBACK, auth_configured
 from backend.app.api.protocols.wyoming.connection import Connection
 from backend.app.api.protocols.wyoming.protocol import HEADER_LIMIT, EventWriter
 from backend.app.audio.pcm import AudioBudget
-from backend.app.container import Services
+from backend.app.container import ServiceGate
 from backend.app.core.config import Settings
 from backend.app.core.memory import request_trim
 
@@ -30,12 +30,12 @@ class WyomingServer:
     def __init__(
         self,
         settings: Settings,
-        services: Callable[[], Services | None],
+        gate: ServiceGate,
         observe: Callable[[str, str], None] | None = None,
         connections: Any = None,
     ) -> None:
         self.settings = settings
-        self._services = services
+        self._gate = gate
         self._observe = observe or (lambda kind, outcome: None)
         self._gauge = connections
         self._server: asyncio.AbstractServer | None = None
@@ -142,7 +142,7 @@ class WyomingServer:
             connection = Connection(
                 reader,
                 writer,
-                self._services,
+                self._gate,
                 self.settings,
                 self._observe,
                 budget=self.budget,
