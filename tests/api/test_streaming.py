@@ -3,7 +3,6 @@ the real embedded models."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import numpy as np
@@ -11,8 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
-from backend.app.container import Services
-from backend.app.core.values import TranscribeOptions
 from backend.app.text.wer import word_error_rate
 from tests.conftest import SENTENCE, SYNTH_WER, clip
 from tests.sse import TURN_TIMINGS, parse_sse
@@ -164,19 +161,3 @@ def test_stt_stream_refuses_bad_input_before_it_starts(client: TestClient) -> No
     both = {"stream": "true", "optimize_mode": "optimize"}
     refused = client.post("/stt", files={"file": ("s.wav", clip("speech.wav"), "audio/wav")}, data=both)
     assert refused.status_code == 422 and "stream" in refused.json()["error"]["message"]
-
-
-def test_a_transcription_stream_closed_early_frees_the_model(services: Services) -> None:
-    stt = services.stt
-
-    async def run() -> int:
-        items = await stt.open_stream(clip("speech.wav"), TranscribeOptions(language="en"))
-        await items.__anext__()  # the first segment, then the client goes away
-        await items.aclose()
-        for _ in range(100):
-            if stt.worker.pending == 0:
-                break
-            await asyncio.sleep(0.05)
-        return stt.worker.pending
-
-    assert asyncio.run(run()) == 0

@@ -166,7 +166,7 @@ class DatabaseOutputs:
         """Expired audio first, then the oldest until under the size cap; never `protected` ones."""
         now = time.time() if now is None else now
         keep = sorted(protected)
-        with self.store._transaction() as conn:
+        with self.store.transaction() as conn:
             removed = conn.execute(
                 "DELETE FROM reply_audio WHERE created_at < %s AND NOT (name = ANY(%s))",
                 (now - self.ttl_s, keep),

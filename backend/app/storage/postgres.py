@@ -101,7 +101,7 @@ class PostgresStore:
             name="conversations",
         )
         self.pool.open(wait=False)
-        self.casts = PostgresCasts(self._transaction, self.connection)
+        self.casts = PostgresCasts(self.transaction, self.connection)
         """The named voice casts of dialogue scripts."""
 
     @classmethod
@@ -224,7 +224,9 @@ class PostgresStore:
         logger.info("the database %s is reachable again, after %.0f s", self.where, lasted)
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection inside one transaction (committed on the way out, else rolled
+        back), for the store's own writes and those of its tables (casts, reply audio)."""
         with self.connection(writing=True) as conn, conn.transaction():
             yield conn
 
@@ -278,7 +280,7 @@ class PostgresStore:
     def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
         """Append turns (creating the conversation on its first turn), in one committed transaction."""
         now = time.time()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
@@ -355,7 +357,7 @@ class PostgresStore:
         return self.get(conversation_id)
 
     def delete(self, conversation_id: str) -> list[str] | None:
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             files = [
                 str(row["audio_file"])
                 for row in conn.execute(
