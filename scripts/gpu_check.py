@@ -285,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastapi.testclient import TestClient
 
+    from backend.app.container import build_services
     from backend.app.core.config import Settings
     from backend.app.core.errors import ModelLoadError
     from backend.app.core.logs import configure_logging
     from backend.app.main import create_app
-    from backend.app.container import build_services
 
     settings = Settings()
     configure_logging("info", "text")  # each model's load time, as the server logs it

@@ -39,6 +39,15 @@ from backend.app.voices.library import VoiceLibrary
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StageLoad:
+    """A model stage as /health reports it: its model, the requests in progress, how many it admits."""
+
+    info: ModelInfo
+    pending: int
+    capacity: int
+
+
 @dataclass
 class Services:
     stt: STTService
@@ -50,6 +59,15 @@ class Services:
     realtime: RealtimeService
     metrics: ServiceMetrics
     casts: CastService
+
+    def stages(self) -> dict[str, StageLoad]:
+        """Each model stage (stt, chat, tts): its model and its load, for /health."""
+        stages = (
+            ("stt", self.stt.info, self.stt.worker),
+            ("chat", self.chat.info, self.chat.worker),
+            ("tts", self.tts.info, self.tts.worker),
+        )
+        return {name: StageLoad(info, worker.pending, worker.capacity) for name, info, worker in stages}
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
@@ -83,6 +101,16 @@ class ServiceGate:
                 raise NotReadyError(f"the server could not start its services: {self.load_error}")
             raise NotReadyError("the models are still loading; retry shortly")
         return self.services
+
+
+def engine_name(stage: registry.Stage, settings: Settings) -> str:
+    """The name of the engine the settings select for `stage` ("faster-whisper", "llama.cpp", ...)."""
+    return registry.engine(stage, settings).name
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA device is there (QuQu's status reports it)."""
+    return registry.cuda_available()
 
 
 def warm_up(

@@ -171,12 +171,9 @@ class _CloningView:
     def __init__(self, tts: Any) -> None:
         self.voices = tts.voices
         self.engine_voices = ()
-        fields = [
-            ("supports_cloning", bool, True),
-            ("languages", tuple, ("en",)),
-            ("info", Any, tts.backend.info),
-        ]
-        self.backend = dataclasses.make_dataclass("Engine", fields)()
+        self.supports_cloning = True
+        self.languages = ("en",)
+        self.info = tts.info
 
 
 def test_speech_to_text_at_16_khz_streams_its_transcript(wyoming: Server, speech: Audio) -> None:

@@ -19,7 +19,7 @@ from backend.app.backends.protocols import ChatModel
 from backend.app.core.config import LLMSettings
 from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer, elapsed_ms
-from backend.app.core.values import ChatMessage, GenerationOptions
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import Admission, ModelWorker
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.rows import Turn
@@ -102,6 +102,16 @@ class ChatService:
         """The longest message accepted (MAX_TTS_CHARS)."""
         self.history = history
         self.metrics = metrics or ServiceMetrics()
+
+    @property
+    def info(self) -> ModelInfo:
+        """The LLM: its id, name and device."""
+        return self.backend.info
+
+    def completion_options(self, max_tokens: int | None, temperature: float | None) -> GenerationOptions:
+        """A generation's options: at most LLM_MAX_TOKENS tokens (the default), LLM_TEMPERATURE by default."""
+        limit = min(max_tokens or self.settings.max_tokens, self.settings.max_tokens)
+        return GenerationOptions(limit, self.settings.temperature if temperature is None else temperature)
 
     @property
     def capacity(self) -> int:
@@ -241,17 +251,15 @@ class ChatService:
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
-        The context is `build_messages` now, or `messages` when the caller built it before storing
-        `text` (a spoken turn stores the user's words first; they must not appear twice). Runs in
-        `admission`'s slot if given (see `open_reply`), else is admitted when it starts; `max_tokens`
-        shortens it (never beyond LLM_MAX_TOKENS). Closing this iterator early stops the generation
-        on the model's worker."""
+        The context is `build_messages` now, or `messages` when the caller built it before storing `text` (a
+        spoken turn stores the user's words first; they must not appear twice). Runs in `admission`'s slot if
+        given (see `open_reply`), else is admitted when it starts; `max_tokens` shortens it (never beyond
+        LLM_MAX_TOKENS). Closing this iterator early stops the generation on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             if messages is None:
                 messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
-            limit = min(max_tokens, self.settings.max_tokens) if max_tokens else self.settings.max_tokens
-            options = GenerationOptions(limit, self.settings.temperature)
+            options = self.completion_options(max_tokens, None)
             leading = True
             async with aclosing(self._stream(admission, messages, options)) as deltas:
                 async for delta in deltas:
@@ -283,10 +291,9 @@ class ChatService:
     async def open_completion(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, stop: Sequence[str] = ()
     ) -> CompletionStream:
-        """A stateless completion of `messages` (nothing is stored), opened after every check:
-        the context fit (400 context_length_exceeded, as OpenAI), then the model's queue (503),
-        whose slot is taken now. Generation stops at the first stop string, which is not part of
-        the text."""
+        """A stateless completion of `messages` (nothing is stored), opened after every check: the
+        context fit (400 context_length_exceeded, as OpenAI), then the model's queue (503), whose slot
+        is taken now. Generation stops at the first stop string, which is not part of the text."""
         max_tokens = options.max_tokens
         if not messages:
             raise InvalidInputError("messages must not be empty", param="messages")

@@ -13,7 +13,7 @@ from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.quotas import charge_audio
-from backend.app.core.values import TranscribeOptions, Transcription, TranscriptSegment
+from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment
 from backend.app.core.worker import ModelWorker
 from backend.app.text.languages import WHISPER_LANGUAGES
 from backend.app.text.segment import join_pieces
@@ -33,6 +33,21 @@ class STTService:
         self.worker = worker
         self.settings = settings
         self.metrics = metrics or ServiceMetrics()
+
+    @property
+    def info(self) -> ModelInfo:
+        """The STT model: its id, name and device."""
+        return self.backend.info
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model hears at (audio collected for it is kept at this rate)."""
+        return self.backend.sample_rate
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model hears languages other than English."""
+        return self.backend.multilingual
 
     @property
     def max_audio_s(self) -> float:

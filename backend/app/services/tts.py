@@ -4,8 +4,8 @@ Every route that speaks reaches synthesis through `speak` (a whole text), `speak
 dialogue script, services/dialogue.py) or `speak_stream` (text that streams in); each returns a
 `SpeechStream` (services/speech.py), opened after every check, that makes its audio through a
 `Synthesizer` (services/synthesis.py) built here, never through this service. Each limit is checked
-in one method: `_check_chars` (MAX_TTS_CHARS), `_check_script` (MAX_SCRIPT_TURNS, then the
-characters) and `_check_speech` (MAX_TTS_SPEECH_SECONDS).
+in one method: `_check_chars` (MAX_TTS_CHARS; `check_streamed_chars` for text that streams in),
+`_check_script` (MAX_SCRIPT_TURNS, then the characters) and `_check_speech` (MAX_TTS_SPEECH_SECONDS).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from backend.app.backends.protocols import TextToSpeech
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
+from backend.app.core.values import ModelInfo
 from backend.app.core.worker import ModelWorker
 from backend.app.services.dialogue import (
     ENGINE_VOICE_PREFIX,
@@ -67,6 +68,32 @@ class TTSService:
         self.cache = cache
         self.settings = settings
         self.metrics = metrics or ServiceMetrics()
+
+    @property
+    def info(self) -> ModelInfo:
+        """The TTS engine's model: its id, name and device."""
+        return self.backend.info
+
+    @property
+    def supports_cloning(self) -> bool:
+        """Whether the engine speaks in a reference voice (else it has voices of its own)."""
+        return self.backend.supports_cloning
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the engine speaks (ISO 639-1); empty when it does not say."""
+        return tuple(getattr(self.backend, "languages", ()))
+
+    @property
+    def dialogue_window_chars(self) -> int:
+        """The most characters of a script one generation voices, for an engine that voices several
+        speakers at once (DIALOGUE_WINDOW_CHARS)."""
+        return self.settings.dialogue_window_chars
+
+    def check_admission(self) -> None:
+        """Refuse now (503) when the TTS queue is full: for speech whose pieces follow it up (text
+        that streams in)."""
+        self.worker.check()
 
     def prepare_text(self, text: str) -> list[str]:
         """Validate and clean `text`, and split it into segments."""
@@ -219,6 +246,13 @@ class TTSService:
         """MAX_TTS_CHARS, for a text or a script (413 beyond): the one place it is checked."""
         if chars > self.settings.max_chars:
             raise TextTooLongError(f"{what} is {chars} characters; the limit is {self.settings.max_chars}")
+
+    def check_streamed_chars(self, chars: int) -> None:
+        """MAX_TTS_CHARS for text that streams in, `chars` of it so far (413 beyond)."""
+        if chars > self.settings.max_chars:
+            raise TextTooLongError(
+                f"the streamed text passed {self.settings.max_chars} characters (MAX_TTS_CHARS)"
+            )
 
     def _check_script(self, turns: int, chars: int) -> None:
         """A script's limits, MAX_SCRIPT_TURNS and then its characters (413 beyond): the one place

@@ -8,20 +8,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.schemas import HealthResponse, ModuleHealth
-from backend.app.container import ServiceGate
+from backend.app.container import ServiceGate, StageLoad
 from backend.app.core.values import ModelInfo
-from backend.app.core.worker import ModelWorker
 
 router = APIRouter(tags=["health"])
 
 
-def _module(info: ModelInfo | None, worker: ModelWorker | None) -> ModuleHealth:
+def _module(info: ModelInfo | None, load: StageLoad | None) -> ModuleHealth:
     return ModuleHealth(
-        ready=info is not None and worker is not None,
+        ready=info is not None and load is not None,
         model=info.model if info else None,
         device=info.device if info else None,
-        in_progress=worker.pending if worker else None,
-        capacity=worker.capacity if worker else None,
+        in_progress=load.pending if load else None,
+        capacity=load.capacity if load else None,
     )
 
 
@@ -30,13 +29,11 @@ async def _health(request: Request) -> HealthResponse:
     services, failed = gate.services, gate.load_error
     # While the models load, a module whose model is up reports it (not yet ready for requests).
     loaded = gate.loaded
+    stages = services.stages() if services else {}
     modules: dict[str, ModuleHealth] = {}
     for name in ("stt", "chat", "tts"):
-        service = getattr(services, name, None) if services else None
-        if service is not None:
-            modules[name] = _module(service.backend.info, service.worker)
-        else:
-            modules[name] = _module(loaded.get(name), None)
+        load = stages.get(name)
+        modules[name] = _module(load.info if load else loaded.get(name), load)
     vad = services.realtime.vad if services else None
     modules["vad"] = ModuleHealth(ready=vad is not None, model=vad.model if vad else None, device="cpu")
     # The store is asked now (a database server down is seen without a request failing first).

@@ -28,7 +28,7 @@ from backend.app.api.deps import (
     require_json,
     require_multipart,
 )
-from backend.app.backends import registry
+from backend.app.container import cuda_available, engine_name
 from backend.app.core.errors import InvalidInputError
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.optimize import TranscriptOptimizer
@@ -74,7 +74,7 @@ async def _transcribe(
         raise InvalidInputError("hotword is longer than 1000 characters", param="hotword")
     options = TranscribeOptions(hotwords=hotword.strip() or None, vad_filter=use_vad)
     result = await stt.transcribe(data, options)
-    return _asr_result(result, use_punc, stt.backend.info.id or stt.backend.info.model)
+    return _asr_result(result, use_punc, stt.info.id or stt.info.model)
 
 
 @router.get("/health")
@@ -93,8 +93,8 @@ async def status(request: Request, gate: GateDep) -> dict[str, Any]:
     services = gate.services
     settings = request.app.state.settings
     loaded = services is not None
-    stt_model = services.stt.backend.info.id if services else None
-    llm_model = services.chat.backend.info.id if services else None
+    stt_model = services.stt.info.id if services else None
+    llm_model = services.chat.info.id if services else None
     return {
         "success": True,
         "funasr": {
@@ -109,10 +109,10 @@ async def status(request: Request, gate: GateDep) -> dict[str, Any]:
         "ollama": {
             "success": loaded,
             "available": loaded,
-            "engine": registry.engine("llm", settings).name,
+            "engine": engine_name("llm", settings),
             "model": llm_model,
         },
-        "gpu_available": registry.cuda_available(),
+        "gpu_available": cuda_available(),
         "performance_stats": request.app.state.ququ_stats.as_dict(loaded),
     }
 
@@ -150,7 +150,7 @@ async def optimize(body: OptimizeBody, chat: ChatServiceDep) -> dict[str, Any]:
         "original_text": body.text,
         "optimized_text": result.text,
         "mode": body.mode,
-        "model": chat.backend.info.id or chat.backend.info.model,
+        "model": chat.info.id or chat.info.model,
         "warnings": result.warnings,
         "duration": round(time.perf_counter() - started, 3),
     }
@@ -189,7 +189,7 @@ async def transcribe_and_optimize(
         "optimized_text": optimized,
         "optimize_mode": chosen,
         "model": asr["model"],
-        "llm_model": chat.backend.info.id or chat.backend.info.model,
+        "llm_model": chat.info.id or chat.info.model,
         "duration": asr["duration"],
         "warnings": warnings,
         "asr_result": asr,

@@ -32,7 +32,6 @@ from backend.app.api.schemas import (
 )
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.tts import TTSService
-from backend.app.storage.rows import StoredCast
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 router = APIRouter(tags=["voices"])
@@ -75,8 +74,9 @@ def _engine_voices(tts: TTSService) -> list[VoiceOut]:
     ]
 
 
-def cast_out(stored: StoredCast) -> CastOut:
-    return CastOut(**asdict(stored))
+def cast_out(stored: object) -> CastOut:
+    """A cast as CastService returns it (name, speakers, times), in the API's shape."""
+    return CastOut.model_validate(stored, from_attributes=True)
 
 
 @router.get("/speaker_info", response_model=SpeakerInfoResponse)
@@ -89,12 +89,12 @@ async def speaker_info(tts: TTSServiceDep, casts: CastServiceDep) -> SpeakerInfo
     return SpeakerInfoResponse(
         voices=voices + _engine_voices(tts),
         default_voice=default,
-        supports_cloning=tts.backend.supports_cloning,
+        supports_cloning=tts.supports_cloning,
         cache=CacheOut(**asdict(tts.cache.stats())),
         dialogue=DialogueInfo(
             native=native,
             max_speakers_per_window=tts.dialogue_speakers if native else None,
-            window_chars=tts.settings.dialogue_window_chars if native else None,
+            window_chars=tts.dialogue_window_chars if native else None,
             distinct_voices=len(default_cast) > 1,
             default_cast=default_cast,
         ),

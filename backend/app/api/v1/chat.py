@@ -23,7 +23,7 @@ from backend.app.api.v1.schemas import (
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
 from backend.app.core.errors import InvalidInputError
-from backend.app.core.values import ChatMessage, GenerationOptions, Role
+from backend.app.core.values import ChatMessage, Role
 from backend.app.services.chat import Completion
 
 router = APIRouter(tags=["openai"])
@@ -83,11 +83,7 @@ async def create_chat_completion(
     model = catalog.resolve(body.model, "chat").id
     messages = [_message(i, m) for i, m in enumerate(body.messages)]
     stops = _stops(body.stop)
-    settings = chat.settings
-    asked = body.max_completion_tokens or body.max_tokens or settings.max_tokens
-    max_tokens = min(asked, settings.max_tokens)
-    temperature = settings.temperature if body.temperature is None else body.temperature
-    options = GenerationOptions(max_tokens=max_tokens, temperature=temperature)
+    options = chat.completion_options(body.max_completion_tokens or body.max_tokens, body.temperature)
     completion = await chat.open_completion(messages, options, stops)  # 400 / 503 before any stream
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     events = completion.events

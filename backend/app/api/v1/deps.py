@@ -12,9 +12,9 @@ from backend.app.api.v1.compat import ModelCatalog, Stage, VoiceMap
 
 def get_catalog(services: ServicesDep, settings: SettingsDep) -> ModelCatalog:
     ids: dict[Stage, str] = {
-        "stt": services.stt.backend.info.id,
-        "tts": services.tts.backend.info.id,
-        "chat": services.chat.backend.info.id,
+        "stt": services.stt.info.id,
+        "tts": services.tts.info.id,
+        "chat": services.chat.info.id,
     }
     return ModelCatalog(ids, settings.openai.model_aliases)
 

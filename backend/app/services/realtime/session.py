@@ -323,6 +323,16 @@ class RealtimeService:
         self.vad_settings = vad_settings or VADSettings()
         self.active = 0
 
+    @property
+    def session_settings(self) -> RealtimeSettings:
+        """What every session runs under (WS_*): its limits, partial transcripts, beam size."""
+        return self.settings
+
+    @property
+    def turn_detection(self) -> VADSettings:
+        """The voice-activity turn detection a session starts with (VAD_*)."""
+        return self.vad_settings
+
     @contextlib.asynccontextmanager
     async def session(
         self, listener: Listener, conversation_id: str = ""

@@ -77,7 +77,9 @@ async def realtime_conversation(websocket: WebSocket) -> None:
         await sender.text(json.dumps(event, ensure_ascii=False))
 
     try:
-        protocol = OwnProtocol(Outbox(send_event, sender.bytes), realtime.settings, realtime.vad_settings)
+        protocol = OwnProtocol(
+            Outbox(send_event, sender.bytes), realtime.session_settings, realtime.turn_detection
+        )
         async with realtime.session(protocol) as session:
             protocol.session = session
             try:

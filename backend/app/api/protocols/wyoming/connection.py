@@ -271,7 +271,7 @@ class Connection:
         self._discarding = False
         check_format(start.rate, start.width, start.channels)  # 422 now, not at the first chunk
         stt = services.stt
-        self._audio = PcmCollector(stt.backend.sample_rate, stt.settings.max_audio_seconds)
+        self._audio = PcmCollector(stt.sample_rate, stt.max_audio_s)
 
     @EVENTS.on("audio-chunk")
     async def _audio_chunk(self, event: Event) -> None:

@@ -24,8 +24,7 @@ from wyoming.info import (
 )
 
 from backend.app import __version__
-from backend.app.backends import registry
-from backend.app.container import Services
+from backend.app.container import Services, engine_name
 from backend.app.core.config import Settings
 from backend.app.core.values import ModelInfo
 from backend.app.text.languages import WHISPER_LANGUAGES
@@ -51,20 +50,20 @@ def _ours(settings: Settings) -> Attribution:
 
 def _engine(stage: str, settings: Settings) -> Attribution:
     try:
-        name = registry.engine(stage, settings).name  # type: ignore[arg-type]
+        name = engine_name(stage, settings)  # type: ignore[arg-type]
     except Exception:  # an engine served elsewhere (Ray Serve) still describes itself
         name = ""
     return _ENGINES.get(name, Attribution(name or stage, ""))
 
 
 def stt_languages(services: Services) -> list[str]:
-    return list(WHISPER_LANGUAGES) if services.stt.backend.multilingual else ["en"]
+    return list(WHISPER_LANGUAGES) if services.stt.multilingual else ["en"]
 
 
 def describe(services: Services, settings: Settings) -> Info:
     """The info event's content (blocking: lists the voice library)."""
     ours = _ours(settings)
-    stt, tts, chat = services.stt.backend, services.tts, services.chat.backend
+    stt, tts, chat = services.stt, services.tts, services.chat
     languages = stt_languages(services)
 
     def program(name: str, description: str) -> dict[str, Any]:
@@ -87,7 +86,7 @@ def describe(services: Services, settings: Settings) -> Info:
         supports_transcript_streaming=True,
     )
     speech = TtsProgram(
-        **program(TTS_PROGRAM, f"Text to speech: {tts.backend.info.model}"),
+        **program(TTS_PROGRAM, f"Text to speech: {tts.info.model}"),
         version=__version__,
         voices=tts_voices(services, settings),
         supports_synthesize_streaming=True,
@@ -106,8 +105,8 @@ def tts_voices(services: Services, settings: Settings) -> list[TtsVoice]:
     file name), else the engine's fixed voice with its speakers (a multi-speaker Piper model)."""
     tts = services.tts
     engine = _engine("tts", settings)
-    spoken = list(getattr(tts.backend, "languages", ()) or ["en"])
-    if tts.backend.supports_cloning:
+    spoken = list(tts.languages or ["en"])
+    if tts.supports_cloning:
         voices = tts.voices.voices()
         return [
             TtsVoice(
@@ -121,7 +120,7 @@ def tts_voices(services: Services, settings: Settings) -> list[TtsVoice]:
             for voice in voices
         ]
     speakers = [TtsVoiceSpeaker(name) for name in tts.engine_voices] or None
-    info = tts.backend.info
+    info = tts.info
     return [
         TtsVoice(
             name=info.id or info.model,

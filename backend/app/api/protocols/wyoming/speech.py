@@ -17,7 +17,7 @@ from wyoming.tts import SynthesizeStopped, SynthesizeVoice
 from backend.app.api.protocols.wyoming.protocol import EventWriter, error_event
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
-from backend.app.core.errors import AppError, NotFoundError, TextTooLongError
+from backend.app.core.errors import AppError, NotFoundError
 from backend.app.core.values import TranscribeOptions, Transcription
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.speech import ReplyAudio, SpeechStream
@@ -44,8 +44,8 @@ def chosen_voice(tts: TTSService, voice: SynthesizeVoice | None) -> str | None:
     picks a library voice of that language."""
     if voice is None:
         return None
-    info = tts.backend.info
-    if voice.name in (info.id, info.model) and not tts.backend.supports_cloning:
+    info = tts.info
+    if voice.name in (info.id, info.model) and not tts.supports_cloning:
         if not voice.speaker:
             return None
         if voice.speaker not in tts.engine_voices:
@@ -132,7 +132,7 @@ class TextStream:
     async def start(self) -> None:
         """Check the voice and the TTS queue (errors before anything is spoken), then start."""
         name = await _voice_name(self._tts, self._voice)
-        self._tts.worker.check()  # 503 now when the queue is full; the sentences follow it up
+        self._tts.check_admission()  # 503 now when the queue is full; the sentences follow it up
         stream = await self._tts.speak_stream(self._deltas(), voice=name)
         self.task = asyncio.create_task(self._speak(stream), name="wyoming-tts-stream")
 
@@ -140,10 +140,7 @@ class TextStream:
         if self.failed:
             return  # the client has had its error; the rest of the text is not spoken
         self._chars += len(text)
-        if self._chars > self._tts.settings.max_chars:
-            raise TextTooLongError(
-                f"the streamed text passed {self._tts.settings.max_chars} characters (MAX_TTS_CHARS)"
-            )
+        self._tts.check_streamed_chars(self._chars)
         self._text.put_nowait(text)
 
     def end(self) -> None:
