@@ -37,7 +37,7 @@ def realtime_services(services: Services, settings: Settings, chat_tokens: int) 
     `chat_tokens` tokens (long enough to be cut, or short to be quick)."""
     from backend.app.services.chat import ChatService
     from backend.app.services.conversation import ConversationService
-    from backend.app.services.realtime.session import RealtimeService
+    from backend.app.services.realtime.service import RealtimeService
 
     base = services.chat
     chat = ChatService(
@@ -49,7 +49,12 @@ def realtime_services(services: Services, settings: Settings, chat_tokens: int) 
     )
     conversation = ConversationService(services.stt, chat, services.tts, services.history)
     realtime = RealtimeService(
-        conversation, services.stt, services.realtime.vad, settings.realtime, settings.vad
+        conversation,
+        services.stt,
+        services.realtime.vad,
+        settings.realtime,
+        settings.vad,
+        services.realtime.end_of_turn,
     )
     return dataclasses.replace(services, chat=chat, conversation=conversation, realtime=realtime)
 

@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 
 from backend.app.audio.decode import resample
+from backend.app.audio.turn import EndOfTurn
 from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
 from backend.app.core.config import Settings
-from backend.app.core.errors import NotReadyError
+from backend.app.core.errors import ModelLoadError, NotReadyError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import (
     ChatMessage,
@@ -27,7 +28,7 @@ from backend.app.services.chat import ChatService
 from backend.app.services.conversation import ConversationService
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import DatabaseOutputs, OutputStore, ReplyAudioStore
-from backend.app.services.realtime.session import RealtimeService
+from backend.app.services.realtime.service import RealtimeService
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.voices import VoiceService
@@ -111,6 +112,18 @@ def engine_name(stage: registry.Stage, settings: Settings) -> str:
 def cuda_available() -> bool:
     """Whether a CUDA device is there (QuQu's status reports it)."""
     return registry.cuda_available()
+
+
+def load_end_of_turn(settings: Settings) -> EndOfTurn | None:
+    """The semantic end-of-turn model, unless turns end by silence everywhere. A session may still
+    ask for semantic turns (OpenAI's `semantic_vad`), so it is loaded whenever it can be; one that
+    cannot load leaves turns to silence, said once here."""
+    try:
+        return EndOfTurn()
+    except ModelLoadError as e:
+        if settings.vad.turn_detection == "semantic":
+            logger.warning("%s; turns end by silence (VAD_MIN_SILENCE_MS)", e)
+        return None
 
 
 def warm_up(
@@ -247,6 +260,8 @@ def assemble_services(
     casts.preload()
     conversation = ConversationService(stt, chat, tts, history, metrics)
     voices = VoiceService(library, tts.worker, backends.tts.sample_rate, settings.voices)
-    realtime = RealtimeService(conversation, stt, SileroVAD(), settings.realtime, settings.vad)
+    realtime = RealtimeService(
+        conversation, stt, SileroVAD(), settings.realtime, settings.vad, load_end_of_turn(settings)
+    )
     metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
     return Services(stt, chat, tts, conversation, history, voices, realtime, metrics, casts)

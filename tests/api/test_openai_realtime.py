@@ -135,17 +135,25 @@ def tokens(services: Services) -> int:
     return backend.tokens_generated()
 
 
-def test_a_spoken_turn_with_server_vad(server: Server, speech: bytes) -> None:
+@pytest.mark.parametrize(
+    "detection",
+    [{"type": "server_vad"}, {"type": "semantic_vad", "eagerness": "high"}],
+    ids=lambda d: d["type"],
+)
+def test_a_spoken_turn_with_server_vad(server: Server, speech: bytes, detection: dict[str, Any]) -> None:
     async def run() -> tuple[Events, str]:
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
             events = Events(connection)
             created = await events.of("session.created")
             assert created["session"]["type"] == "realtime"
             conversation = (await events.of("conversation.created"))["conversation"]["id"]
+            audio_in = {**TRANSCRIBED, "turn_detection": detection}
             await connection.session.update(
-                session={"type": "realtime", "audio": {"input": TRANSCRIBED, "output": {"voice": "alloy"}}}
+                session={"type": "realtime", "audio": {"input": audio_in, "output": {"voice": "alloy"}}}
             )
-            await events.of("session.updated")
+            updated = await events.of("session.updated")
+            turn_detection = updated["session"]["audio"]["input"]["turn_detection"]
+            assert {k: turn_detection[k] for k in detection} == detection
             await send_paced(connection, silence(0.5) + speech + silence(1.5))
             await events.of("response.done")
             return events, conversation
@@ -389,7 +397,9 @@ def test_speech_during_the_last_turns_transcription_keeps_that_turn(server: Serv
         async with sdk(server).realtime.connect(model="gpt-realtime") as connection:
             events = Events(connection)
             conversation = (await events.of("conversation.created"))["conversation"]["id"]
-            await connection.session.update(session={"type": "realtime", "audio": {"input": TRANSCRIBED}})
+            # Turns ended by silence (server_vad): the first must end before its words are known.
+            by_silence = {**TRANSCRIBED, "turn_detection": {"type": "server_vad"}}
+            await connection.session.update(session={"type": "realtime", "audio": {"input": by_silence}})
             await events.of("session.updated")
             await send_paced(connection, silence(0.3) + speech + silence(0.8) + speech + silence(1.2), pace=0)
             for _ in range(2):  # both turns are committed while the first still waits for the model

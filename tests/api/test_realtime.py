@@ -211,7 +211,8 @@ def test_speech_during_the_last_turns_transcription_keeps_that_turn(
             realtime_client(services, tmp_path) as client,
             client.websocket_connect("/ws/conversation") as ws,
         ):
-            ready = start(ws)
+            # Turns ended by silence: the first must end before its words are known.
+            ready = start(ws, turn_detection="silence")
             send_audio(ws, silence(0.3) + speech + silence(0.8) + speech)
             got = Received()
             receive_until(ws, lambda e: got.types.count("speech_start") == 2, got)
@@ -272,6 +273,8 @@ def test_a_client_that_vanishes_mid_turn_frees_the_models(
         ('{"type": "start", "voice": "Nobody"}', "not_found", 1008),
         ('{"type": "start", "conversation_id": "../../etc"}', "invalid_input", 1008),
         ('{"type": "start", "language": "xx"}', "invalid_input", 1008),
+        ('{"type": "start", "turn_detection": "telepathy"}', "invalid_turn_detection", 1008),
+        ('{"type": "start", "turn_detection": ["semantic"]}', "invalid_turn_detection", 1008),
     ],
 )
 def test_protocol_errors_end_the_session_with_an_error_event(
@@ -334,9 +337,10 @@ def _trimmed(pcm: bytes) -> bytes:
 def _speak_and_pause(
     ws: WebSocketTestSession, services: Services, speech: bytes
 ) -> tuple[dict[str, Any], Received]:
-    """Start a session, speak, and pause (less audio than VAD_MIN_SILENCE_MS, but long enough in
-    time for a reply to begin): the LLM must be generating by then."""
-    ready = start(ws)
+    """Start a session whose turns end by silence, speak, and pause (less audio than
+    VAD_MIN_SILENCE_MS, but long enough in time for a reply to begin): the LLM must be generating
+    by then."""
+    ready = start(ws, turn_detection="silence")
     before = _tokens(services)
     send_audio(ws, silence(0.3) + speech + silence(0.1))
     got = Received()
@@ -407,7 +411,7 @@ def test_preemptive_replies_can_be_turned_off(services: Services, tmp_path: Path
         realtime_client(services, tmp_path, ws_preemptive_replies=False) as client,
         client.websocket_connect("/ws/conversation") as ws,
     ):
-        start(ws)
+        start(ws, turn_detection="silence")
         before = _tokens(services)
         send_audio(ws, silence(0.3) + speech + silence(0.1))
         receive_until(ws, lambda e: e["type"] == "speech_start", Received())

@@ -20,7 +20,9 @@ APP = Path(__file__).resolve().parents[2] / "backend" / "app"
 LOWER = ("core", "text", "audio", "storage", "voices")
 UPPER = ("backends", "services", "container", "api", "main")
 MAX_LINES = 400
-LONGER: dict[str, str] = {}
+LONGER: dict[str, str] = {
+    "core/sections.py": "every settings section, a class each: the one place a setting is looked up",
+}
 """Modules allowed past MAX_LINES, each with the seam that makes it one piece. The limit is a
 guide: a split made only to pass it (a mixin, a re-export) is worse than the long file."""
 PRIVATE_ALLOWED = {

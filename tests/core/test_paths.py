@@ -109,6 +109,7 @@ _ALLOWED = {
     "backends/llamacpp_llm.py": "the GGUF file from the settings, and its own private socket directory",
     "backends/cuda_libs.py": "library files of an installed package, found by importlib",
     "audio/vad.py": "silero-vad's ONNX file in its installed package, found by importlib",
+    "audio/turn.py": "Smart Turn's ONNX file in the installed pipecat-ai package, found by importlib",
     "api/protocols/wyoming/server.py": "the Unix socket WYOMING_URI names, from the settings",
     "storage/postgres.py": "ConnectionPool.open: a connection pool, no file",
     "selfcheck.py": "reads the default voice clip, a VoiceInfo path only the library makes",

@@ -14,8 +14,9 @@ import pytest
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.types import Audio
 from backend.app.container import Services
+from backend.app.core.config import VADSettings
 from backend.app.core.errors import AppError
-from backend.app.core.values import TranscribeOptions, Transcription
+from backend.app.core.values import SynthesisRequest, TranscribeOptions, Transcription
 from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
 from backend.app.services.realtime.listener import CutReason
 from backend.app.services.realtime.session import RealtimeSession
@@ -44,6 +45,7 @@ class Recorder:
 
     async def speech_stopped(self, utterance: Audio, at_s: float, committed: bool) -> None:
         self.told.append(("speech_stopped", committed))
+        self.told.append(("speech_stopped_at", at_s))
 
     async def partial_transcript(self, text: str) -> None:
         self.told.append(("partial", text))
@@ -176,3 +178,64 @@ def test_a_commit_of_too_little_audio_is_refused_and_the_session_goes_on(rt: Ser
 
     told = run(rt, scenario, "rs-short", COMMITTED)
     assert told.kinds()[-1] == "reply_finished" and "speech_stopped" not in told.kinds()
+
+
+SEMANTIC = SessionConfig(
+    vad=VADSettings(turn_detection="semantic", turn_max_silence_ms=2500),
+    respond=False,  # transcribe and store only: the turn's end is what is measured
+    options=TranscribeOptions(language="en"),
+)
+
+
+def _paced(rt: Services, conversation_id: str, audio: np.ndarray) -> Recorder:
+    """Feed `audio` in 32 ms chunks at real time (the session's clock is the audio fed; the
+    transcript made during a pause takes wall time), then stop."""
+
+    async def scenario(session: RealtimeSession, told: Recorder) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for index, start in enumerate(range(0, len(audio), 512)):
+            await session.feed(audio[start : start + 512])
+            await asyncio.sleep(max(0.0, began + (index + 1) * 0.032 - loop.time()))
+        await session.stop()
+
+    recorder = Recorder()
+
+    async def go() -> None:
+        async with rt.realtime.session(recorder, conversation_id) as session:
+            session.configure(SEMANTIC)
+            await asyncio.wait_for(scenario(session, recorder), 120)
+
+    asyncio.run(go())
+    return recorder
+
+
+def test_a_finished_question_ends_its_turn_by_meaning_and_a_hanging_one_waits(rt: Services) -> None:
+    """Semantic turns: a question that sounds finished, and whose words do not hang, ends soon
+    after the speech; "What is bigger than" (which the voice says with a final fall, so the
+    end-of-turn model hears it finished) leaves its words hanging and waits for more, here until
+    the silence ceiling."""
+    if rt.realtime.end_of_turn is None:
+        pytest.fail("the end-of-turn model did not load")
+    from backend.app.audio.decode import resample
+
+    def said(text: str) -> np.ndarray:
+        return resample(rt.tts.backend.synthesize(SynthesisRequest(text)), 16000).samples
+
+    lead = np.zeros(8000, np.float32)
+    for text, hangs in (("How tall is the Eiffel Tower?", False), ("What is bigger than", True)):
+        speech = said(text)
+        told = _paced(
+            rt, f"rs-semantic-{hangs}", np.concatenate([lead, speech, np.zeros(4 * 16000, np.float32)])
+        )
+        stopped = [detail for kind, detail in told.told if kind == "speech_stopped_at"]
+        assert len(stopped) == 1, told.kinds()
+        after = stopped[0] - (len(lead) + len(speech)) / 16000
+        if hangs:
+            assert after > 2.4, (
+                after,
+                told.of("transcribed"),
+            )  # TURN_MAX_SILENCE_MS (2.5 s here), less the pad's slack
+        else:
+            assert after < 1.6, after  # the voice and the words agreed; 2.5 s would be the ceiling
+        assert told.of("transcribed")

@@ -3,14 +3,26 @@
 
 The model gives a speech probability per 32 ms window (512 samples at 16 kHz); the turn-taking rules
 on top are ours: speech starts after `min_speech_ms` of windows over the threshold (so a click or a
-cough does not barge in), and ends after `min_silence_ms` under it (with hysteresis, as silero's own
-iterator does). The first silent window after speech is reported as a `pause`, so that a caller can
-start transcribing before the silence is long enough to end the turn.
+cough does not barge in). The first silent window after speech is reported as a `pause`, so that a
+caller can start transcribing before the silence is long enough to end the turn.
+
+When the turn ends is decided one of two ways (`VADSettings.turn_detection`):
+- `silence`: after `min_silence_ms` under the threshold (with hysteresis, as silero's own
+  iterator does);
+- `semantic`: an end-of-turn model (audio/turn.py) judges the utterance once `turn_pause_ms` of
+  silence has passed, and again every RECHECK_MS while the silence lasts; when it says the
+  speaker has finished (`turn_threshold`) the detector reports `finished`, and the caller ends
+  the turn (`flush`) once it agrees (the realtime session also reads the words said so far).
+  The silence ends the turn in any case after `turn_max_silence_ms`. A model that fails falls
+  back to `min_silence_ms`.
+A turn never outgrows `max_utterance_s`, whatever the model says.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -21,9 +33,17 @@ from backend.app.audio.types import Audio
 from backend.app.core.config import VADSettings
 from backend.app.core.errors import ModelLoadError
 
+logger = logging.getLogger(__name__)
+
 SAMPLE_RATE = 16000
 WINDOW = 512
 _WINDOW_MS = WINDOW * 1000 / SAMPLE_RATE
+RECHECK_MS = 480
+"""While a pause lasts and the speaker seemed unfinished, the end-of-turn model is asked again
+this often (the pause itself is part of what it hears)."""
+
+Judge = Callable[[np.ndarray], float]
+"""The probability that the speaker of an utterance (16 kHz samples) has finished."""
 
 
 class SpeechProbability(Protocol):
@@ -88,19 +108,31 @@ class SileroVAD:
 
 @dataclass(frozen=True)
 class VADEvent:
-    """`speech_start`; `pause` (first silence: `audio` is the utterance so far); `resume` (speech
-    again before the turn ended); `speech_end` (`audio` is the utterance, padded)."""
+    """`speech_start`; `pause` (first silence: `audio` is the utterance so far); `finished` (the
+    end-of-turn model heard a speaker who has finished; once a pause); `resume` (speech again
+    before the turn ended); `speech_end` (`audio` is the utterance, padded)."""
 
-    kind: Literal["speech_start", "pause", "resume", "speech_end"]
+    kind: Literal["speech_start", "pause", "finished", "resume", "speech_end"]
     audio: Audio | None = None
 
 
-class VoiceActivityDetector:
-    """Feed 16 kHz mono float32 samples in any chunk sizes; get turn events back."""
+def _windows(ms: float) -> int:
+    return max(1, round(ms / _WINDOW_MS))
 
-    def __init__(self, probability: SpeechProbability, settings: VADSettings) -> None:
+
+class VoiceActivityDetector:
+    """Feed 16 kHz mono float32 samples in any chunk sizes; get turn events back. `end_of_turn`
+    is the judge semantic turn detection asks (without one, turns end by silence)."""
+
+    def __init__(
+        self, probability: SpeechProbability, settings: VADSettings, end_of_turn: Judge | None = None
+    ) -> None:
         self.settings = settings
         self._probability = probability
+        self._judge = end_of_turn if settings.turn_detection == "semantic" else None
+        self.verdicts: list[float] = []
+        """What the end-of-turn model said of the utterance in progress, in order."""
+        self._said_finished = False  # the model said so, in this pause
         self._pending = np.zeros(0, dtype=np.float32)
         pad_windows = max(1, round(settings.speech_pad_ms / _WINDOW_MS))
         self._preroll: deque[np.ndarray] = deque(maxlen=pad_windows)
@@ -109,7 +141,10 @@ class VoiceActivityDetector:
         self._speaking = False
         self._silent_windows = 0
         self._min_speech = max(1, round(settings.min_speech_ms / _WINDOW_MS))
-        self._min_silence = max(1, round(settings.min_silence_ms / _WINDOW_MS))
+        self._min_silence = _windows(settings.min_silence_ms)
+        self._first_check = _windows(settings.turn_pause_ms)
+        self._recheck = _windows(RECHECK_MS)
+        self._ceiling = _windows(settings.turn_max_silence_ms)
         self._pad = pad_windows
         self._max_windows = int(settings.max_utterance_s * 1000 / _WINDOW_MS)
 
@@ -157,6 +192,7 @@ class VoiceActivityDetector:
             del self._utterance[-drop:]
         event = VADEvent("speech_end", self._audio())
         self._utterance, self._candidate = [], []
+        self.verdicts, self._said_finished = [], False
         self._speaking, self._silent_windows = False, 0
         self._preroll.clear()
         return event
@@ -187,11 +223,29 @@ class VoiceActivityDetector:
             self._silent_windows += 1
             if self._silent_windows == 1:
                 events.append(VADEvent("pause", self._audio()))
-            if self._silent_windows >= self._min_silence:
+            if self._judged_finished():
+                events.append(VADEvent("finished"))
+            if self._silent_windows >= (self._min_silence if self._judge is None else self._ceiling):
                 events.append(self._end())
         elif speech and self._silent_windows:
-            self._silent_windows = 0
+            self._silent_windows, self._said_finished = 0, False
             events.append(VADEvent("resume"))
         if self._speaking and len(self._utterance) >= self._max_windows:
             events.append(self._end())  # a turn cannot grow without bound
         return events
+
+    def _judged_finished(self) -> bool:
+        """At this point of the pause, does the end-of-turn model (asked now) hear a speaker who
+        has finished? At most once a pause: after a yes it is not asked again."""
+        since = self._silent_windows - self._first_check
+        if self._judge is None or since < 0 or since % self._recheck or self._said_finished:
+            return False
+        try:
+            probability = self._judge(np.concatenate(self._utterance))
+        except Exception:
+            logger.exception("the end-of-turn model failed; turns of this session end by silence")
+            self._judge = None
+            return False
+        self.verdicts.append(probability)
+        self._said_finished = probability >= self.settings.turn_threshold
+        return self._said_finished

@@ -286,7 +286,19 @@ class VADSettings(Section):
     min_speech_ms: int = Field(200, ge=32, le=5_000)
     """Realtime mode: speech this long starts a turn (and interrupts a reply being spoken)."""
     min_silence_ms: int = Field(500, ge=64, le=10_000)
-    """Realtime mode: silence this long ends the user's turn."""
+    """Realtime mode: silence this long ends the user's turn (TURN_DETECTION=silence, or when the
+    end-of-turn model cannot be used)."""
+    turn_detection: Literal["semantic", "silence"] = "semantic"
+    """Realtime mode: how a turn ends. `semantic`: an end-of-turn model (Smart Turn) judges each
+    pause and ends the turn as soon as the speaker sounds finished; `silence`: VAD_MIN_SILENCE_MS."""
+    turn_pause_ms: int = Field(200, ge=32, le=5_000)
+    """Realtime mode, semantic turns: silence after which the end-of-turn model first judges."""
+    turn_max_silence_ms: int = Field(3000, ge=64, le=30_000)
+    """Realtime mode, semantic turns: silence that ends the turn even when the speaker sounded
+    unfinished (a thinking pause is waited out up to this)."""
+    turn_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Realtime mode, semantic turns: the end-of-turn model's probability above which the speaker
+    has finished (lower ends turns sooner, higher waits more)."""
     speech_pad_ms: int = Field(300, ge=0, le=2_000)
     """Realtime mode: audio kept before speech starts and after it ends."""
     max_utterance_s: float = Field(30, gt=0, le=600)

@@ -24,17 +24,16 @@ and the user is not pausing (a pause is when the turn's own transcription runs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
 
 import numpy as np
 
+from backend.app.audio.turn import EndOfTurn
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
-from backend.app.core.config import RealtimeSettings, VADSettings
-from backend.app.core.errors import AppError, OverloadedError
+from backend.app.core.config import RealtimeSettings
+from backend.app.core.errors import AppError
 from backend.app.services.conversation import ConversationService
 from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
 from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
@@ -42,6 +41,7 @@ from backend.app.services.realtime.reply import EarlyReply
 from backend.app.services.realtime.turns import Turns, retrieve
 from backend.app.services.stt import STTService
 from backend.app.services.turn_events import Commitment
+from backend.app.text.endings import sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +62,19 @@ class RealtimeSession:
         settings: RealtimeSettings,
         listener: Listener,
         conversation_id: str = "",
+        end_of_turn: EndOfTurn | None = None,
     ) -> None:
         self.settings = settings
         self.turns = Turns(conversation, stt, listener, conversation_id)
         self._conversation = conversation
         self._stt = stt
         self._vad_model = vad
+        self._end_of_turn = end_of_turn
         self._listener = listener
         self._detector: VoiceActivityDetector | None = None
+        self._detecting = asyncio.Lock()  # one reader of the detector at a time
+        self._heard_finished = False  # semantic turns: the voice sounded finished in this pause
+        self._ending: asyncio.Task[None] | None = None
         self._buffer: list[np.ndarray] = []  # input awaiting a commit, with the VAD off
         self._fed = 0  # samples received, for the input's clock
         self._speculative: asyncio.Task[TimedTranscription] | None = None
@@ -123,7 +128,7 @@ class RealtimeSession:
             self._buffer = []
             self._detector = None
             if config.vad is not None:
-                self._detector = VoiceActivityDetector(self._vad_model.stream(), config.vad)
+                self._detector = self._new_detector(config)
         self.turns.config = config
 
     async def keep_instructions(self, instructions: str) -> None:
@@ -146,9 +151,10 @@ class RealtimeSession:
                 )
             self._buffer.append(samples)
             return
-        detector = self._detector
-        for event in await asyncio.to_thread(detector.feed, samples):
-            await self._on_vad(event)
+        async with self._detecting:
+            detector = self._detector
+            for event in await asyncio.to_thread(detector.feed, samples):
+                await self._on_vad(event)
         self._maybe_partial()
 
     async def commit(self) -> None:
@@ -158,8 +164,9 @@ class RealtimeSession:
                 raise SessionError(
                     "no speech to commit: the input audio buffer is empty", "input_audio_buffer_commit_empty"
                 )
-            for event in self._detector.flush():
-                await self._on_vad(event, committed=True)
+            async with self._detecting:
+                for event in self._detector.flush():
+                    await self._on_vad(event, committed=True)
             return
         audio = Audio(np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32), SAMPLE_RATE)
         if audio.duration < MIN_COMMIT_S:
@@ -177,7 +184,7 @@ class RealtimeSession:
         self._cancel_partial()
         self._buffer = []
         if self._detector is not None and self.config.vad is not None:
-            self._detector = VoiceActivityDetector(self._vad_model.stream(), self.config.vad)
+            self._detector = self._new_detector(self.config)
 
     async def add_text(self, text: str) -> None:
         """A typed user message: stored in order with the session's other items (not answered
@@ -199,15 +206,16 @@ class RealtimeSession:
     async def stop(self) -> None:
         """End of input: an utterance in progress is answered, and the turn under way finishes."""
         if self._detector is not None:
-            for event in self._detector.flush():
-                await self._on_vad(event)
+            async with self._detecting:
+                for event in self._detector.flush():
+                    await self._on_vad(event)
         await self.turns.finish()
 
     async def close(self) -> None:
         """Cancel whatever is running (a reply is stored as far as it was heard; typed items
         already sent are stored)."""
         early = [self._early.transcription, self._early.task] if self._early else []
-        tasks = [t for t in (self._speculative, self._partial, *early) if t is not None]
+        tasks = [t for t in (self._speculative, self._partial, self._ending, *early) if t is not None]
         for task in tasks:
             if not task.done():
                 task.cancel()
@@ -229,13 +237,19 @@ class RealtimeSession:
         elif event.kind == "pause" and event.audio is not None:
             self._cancel_speculative()
             self._cancel_partial()
+            self._heard_finished = False
             # Transcribe during the trailing silence; used if the turn ends without more speech.
             self._speculative = asyncio.create_task(self.turns.transcribe(event.audio))
             self._speculative.add_done_callback(retrieve)
+            self._speculative.add_done_callback(self._transcript_ready)
             if self.settings.preemptive_replies and self.config.respond and not self.busy:
                 self._early = EarlyReply(self._speculative, Commitment(), asyncio.Queue())
                 self._early.task = asyncio.create_task(self.turns.early_reply(self._early))
+        elif event.kind == "finished":
+            self._heard_finished = True
+            await self._end_if_agreed()
         elif event.kind == "resume":
+            self._heard_finished = False
             self._cancel_speculative()
         elif event.kind == "speech_end" and event.audio is not None:
             self._cancel_partial()
@@ -253,6 +267,41 @@ class RealtimeSession:
     ) -> None:
         await self._listener.speech_stopped(utterance, self.input_s, committed)
         self.turns.begin(utterance, speculative, ended_at, early)
+
+    def _new_detector(self, config: SessionConfig) -> VoiceActivityDetector:
+        assert config.vad is not None
+        judge = self._end_of_turn.finished if self._end_of_turn is not None else None
+        return VoiceActivityDetector(self._vad_model.stream(), config.vad, judge)
+
+    # --- semantic turns: the voice and the words agree ------------------------------------------
+
+    def _transcript_ready(self, task: asyncio.Task[TimedTranscription]) -> None:
+        """The words of the pause are known: the turn may end now, if the voice said so first."""
+        if task is self._speculative and self._heard_finished and not task.cancelled():
+            self._ending = asyncio.create_task(self._end_when_agreed())
+
+    async def _end_when_agreed(self) -> None:
+        async with self._detecting:
+            await self._end_if_agreed()
+
+    async def _end_if_agreed(self) -> None:
+        """End the turn (holding the detector) once the end-of-turn model heard a finished speaker
+        and the words said so far do not leave a sentence hanging ("...a table for"). Until the
+        words are known, wait for them: the reply cannot start sooner anyway. Words that could not
+        be transcribed leave the voice to decide; words that hang wait for more speech, or for
+        the silence ceiling (TURN_MAX_SILENCE_MS)."""
+        detector, words = self._detector, self._speculative
+        if detector is None or not detector.speaking or not self._heard_finished:
+            return
+        if words is not None:
+            if not words.done():
+                return  # `_transcript_ready` comes back
+            if not words.cancelled() and words.exception() is None:
+                transcription, _ = words.result()
+                if sounds_unfinished(transcription.text, transcription.language):
+                    return
+        for event in detector.flush():
+            await self._on_vad(event)
 
     def _cancel_speculative(self) -> None:
         """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
@@ -302,55 +351,3 @@ class RealtimeSession:
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()
         self._partial = None
-
-
-class RealtimeService:
-    """Opens sessions, at most `max_sessions` at once (both protocols together); owns the VAD
-    model they share."""
-
-    def __init__(
-        self,
-        conversation: ConversationService,
-        stt: STTService,
-        vad: SileroVAD,
-        settings: RealtimeSettings,
-        vad_settings: VADSettings | None = None,
-    ) -> None:
-        self.conversation = conversation
-        self.stt = stt
-        self.vad = vad
-        self.settings = settings
-        self.vad_settings = vad_settings or VADSettings()
-        self.active = 0
-
-    @property
-    def session_settings(self) -> RealtimeSettings:
-        """What every session runs under (WS_*): its limits, partial transcripts, beam size."""
-        return self.settings
-
-    @property
-    def turn_detection(self) -> VADSettings:
-        """The voice-activity turn detection a session starts with (VAD_*)."""
-        return self.vad_settings
-
-    @contextlib.asynccontextmanager
-    async def session(
-        self, listener: Listener, conversation_id: str = ""
-    ) -> AsyncGenerator[RealtimeSession, None]:
-        """A session for the length of the block; closed (its work cancelled) on the way out."""
-        if self.active >= self.settings.max_sessions:
-            raise OverloadedError(
-                f"{self.active} realtime sessions are open, the most this server allows; retry later",
-                retry_after_s=5,
-            )
-        self.active += 1
-        session = RealtimeSession(
-            self.conversation, self.stt, self.vad, self.settings, listener, conversation_id
-        )
-        try:
-            yield session
-        finally:
-            try:
-                await session.close()
-            finally:
-                self.active -= 1

@@ -104,9 +104,13 @@ class OwnProtocol:
             language = message.get("language")
             if language is not None and not isinstance(language, str):
                 raise ProtocolError("language must be a string")
+            turns = message.get("turn_detection", self.vad.turn_detection)
+            if turns not in ("semantic", "silence"):
+                wrong = 'turn_detection must be "semantic" or "silence"'
+                raise ProtocolError(wrong, "invalid_turn_detection")
             session.configure(
                 SessionConfig(
-                    vad=self.vad,
+                    vad=self.vad.model_copy(update={"turn_detection": turns}),
                     options=TranscribeOptions(
                         language=language or None, beam_size=self.settings.stt_beam_size
                     ),

@@ -11,7 +11,8 @@ from backend.app.api.protocols.conversation_ws.protocol import Outbox, OwnProtoc
 from backend.app.api.protocols.errors import ProtocolError
 from backend.app.api.protocols.websocket import Limit, Receiver, Sender, close_with
 from backend.app.core.errors import AppError, ClientGone
-from backend.app.services.realtime.session import RealtimeService, RealtimeSession
+from backend.app.services.realtime.service import RealtimeService
+from backend.app.services.realtime.session import RealtimeSession
 
 router = APIRouter(tags=["realtime"])
 

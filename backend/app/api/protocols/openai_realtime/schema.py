@@ -24,8 +24,10 @@ AUDIO_DELTA_S = 0.2
 
 MAX_INSTRUCTIONS_CHARS = 32_768
 
-EAGERNESS_SILENCE_MS = {"low": 1200, "high": 300}
-"""semantic_vad's eagerness, as silence that ends a turn; `medium` and `auto` use VAD_MIN_SILENCE_MS."""
+EAGERNESS = {"low": (0.8, 8000), "medium": (0.5, 4000), "high": (0.25, 2000)}
+"""semantic_vad's eagerness, as (the end-of-turn model's threshold, the silence that ends a turn
+whatever it says): `low` lets the user take their time, `high` answers sooner (OpenAI's own
+ceilings are 8, 4 and 2 s). `auto` is the server's TURN_THRESHOLD and TURN_MAX_SILENCE_MS."""
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -187,16 +189,36 @@ def voice_name(voice: str | VoiceId | dict[str, Any] | None) -> str | None:
     return voice
 
 
+def turn_settings(detection: dict[str, Any], defaults: VADSettings) -> VADSettings:
+    """A session's `turn_detection` as the VAD's settings: `server_vad` ends turns by silence
+    (`silence_duration_ms`), `semantic_vad` by the end-of-turn model (`eagerness`)."""
+    update: dict[str, Any] = {
+        "turn_detection": "silence" if detection["type"] == "server_vad" else "semantic"
+    }
+    for key, field in (
+        ("threshold", "threshold"),
+        ("prefix_padding_ms", "speech_pad_ms"),
+        ("silence_duration_ms", "min_silence_ms"),
+    ):
+        if detection.get(key) is not None:
+            update[field] = detection[key]
+    eagerness = detection.get("eagerness") or "auto"
+    if detection["type"] == "semantic_vad" and eagerness in EAGERNESS:
+        update["turn_threshold"], update["turn_max_silence_ms"] = EAGERNESS[eagerness]
+    return defaults.model_copy(update=update)
+
+
 def initial_state(model: str, transcription_only: bool, vad: VADSettings) -> dict[str, Any]:
-    detection = {
+    detection: dict[str, Any] = {
         "type": "server_vad",
         "threshold": vad.threshold,
         "prefix_padding_ms": vad.speech_pad_ms,
         "silence_duration_ms": vad.min_silence_ms,
         "idle_timeout_ms": None,
-        "create_response": not transcription_only,
-        "interrupt_response": not transcription_only,
     }
+    if vad.turn_detection == "semantic":  # the server's default turns, in OpenAI's words
+        detection = {"type": "semantic_vad", "eagerness": "auto"}
+    detection |= {"create_response": not transcription_only, "interrupt_response": not transcription_only}
     audio_in = {
         "format": {"type": "audio/pcm", "rate": OUTPUT_RATE},
         "transcription": {"model": model or "whisper-1", "language": None, "prompt": None}

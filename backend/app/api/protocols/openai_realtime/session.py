@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from backend.app.api.protocols.dispatch import Dispatch
 from backend.app.api.protocols.openai_realtime.events import ServerEvents
 from backend.app.api.protocols.openai_realtime.schema import (
-    EAGERNESS_SILENCE_MS,
     OUTPUT_RATE,
     ItemFields,
     ResponseFields,
@@ -37,6 +36,7 @@ from backend.app.api.protocols.openai_realtime.schema import (
     merged,
     new_id,
     speaks,
+    turn_settings,
     validation_problem,
     voice_name,
 )
@@ -326,22 +326,7 @@ class OpenAIRealtime:
                     "session.audio.output.speed",
                 )
         detection = audio_in.get("turn_detection")
-        vad = None
-        if detection is not None:
-            silence = detection.get("silence_duration_ms")
-            if detection["type"] == "semantic_vad":
-                silence = EAGERNESS_SILENCE_MS.get(detection.get("eagerness") or "auto")
-            vad = self.server.vad_defaults.model_copy(
-                update={
-                    k: v
-                    for k, v in (
-                        ("threshold", detection.get("threshold")),
-                        ("speech_pad_ms", detection.get("prefix_padding_ms")),
-                        ("min_silence_ms", silence),
-                    )
-                    if v is not None
-                }
-            )
+        vad = turn_settings(detection, self.server.vad_defaults) if detection is not None else None
         transcription = audio_in.get("transcription") or {}
         language = transcription.get("language") or None
         realtime = state["type"] == "realtime"
