@@ -15,6 +15,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
   factor, against the same words as plain text;
 - streamed vs non-streamed time to first audio (and the realtime WebSocket);
 - OpenAI's Realtime protocol (/v1/realtime, through the SDK) against our own WebSocket, same turns;
+- turn-taking: turns ended by meaning against turns ended by silence (requests with a pause to
+  think, cut off or not; complete questions, last speech to first audio);
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
 - cold start to ready, and resident memory with every model loaded;
@@ -53,6 +55,7 @@ SECTIONS = (
     "dialogue",
     "latency",
     "realtime",
+    "turns",
     "cpu",
     "concurrency",
     "startup",
@@ -201,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     runs, durations = realtime.measure(port, 1 if args.quick else repeats)
                     write(out, "realtime", realtime.section(runs, durations, out))
+                if "turns" in args.sections:
+                    from bench import turns
+
+                    runs = 1 if args.quick else 2
+                    write(out, "turns", turns.section(turns.measure(port, runs), runs, out))
                 if "cpu" in args.sections and not args.gpu:
                     from bench import cpu_share
 

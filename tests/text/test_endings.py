@@ -20,6 +20,9 @@ from backend.app.text.endings import sounds_unfinished
         "Remind me to call,",
         "Well, I'm —",
         "Set an alarm for seven and …",
+        "Please send a message to",
+        "Where is the station? I need a ticket to",  # the question before does not count
+        "I would like to book a table for.",  # the period is the transcriber's, not the speaker's
     ],
 )
 def test_a_hanging_sentence_is_unfinished(transcript: str) -> None:
@@ -32,6 +35,11 @@ def test_a_hanging_sentence_is_unfinished(transcript: str) -> None:
         "How tall is the Eiffel Tower?",
         "What is it for?",  # questions end on a preposition
         "Where are you from?",
+        "Tell me where you are from",
+        "Turn the lights on.",
+        "I've never seen it before.",
+        "I'd love to.",
+        "You don't have to!",
         "I told her.",
         "I think so.",
         "It's good, though.",

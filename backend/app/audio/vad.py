@@ -167,14 +167,24 @@ class VoiceActivityDetector:
         return self._audio() if self._speaking and self._utterance else None
 
     def feed(self, samples: np.ndarray) -> list[VADEvent]:
-        """Process new audio; the events it completes, in order."""
+        """Process new audio; the events it completes, in order. A `finished` event is the last of
+        its batch: the rest waits (`pending`) until the caller has acted on it."""
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         events: list[VADEvent] = []
         usable = len(self._pending) // WINDOW * WINDOW
+        done = 0
         for start in range(0, usable, WINDOW):
             events += self._window(self._pending[start : start + WINDOW].copy())
-        self._pending = self._pending[usable:]
+            done = start + WINDOW
+            if events and events[-1].kind == "finished":
+                break  # the caller may end the turn here, before any later audio is taken in
+        self._pending = self._pending[done:]
         return events
+
+    @property
+    def pending(self) -> bool:
+        """Audio is waiting to be read (`feed` stopped at a `finished` event): feed again."""
+        return len(self._pending) >= WINDOW
 
     def flush(self) -> list[VADEvent]:
         """The end of the stream: an utterance in progress ends here."""

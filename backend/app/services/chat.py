@@ -165,12 +165,12 @@ class ChatService:
         the conversation's queue, the context fit, then the model's slot (taken now, kept for the
         reply). Both turns are stored at the end; a reply stopped early is stored as far as it was
         delivered, marked interrupted. Without `conversation_id` a new conversation starts."""
-        text, conversation_id = await self._check_reply(text, conversation_id)
+        text, conversation_id = await self.check_reply(text, conversation_id)
         admission = self.worker.admit()
         events = self._reply_events(text, conversation_id, admission)
         return ReplyStream(events, admission, conversation_id=conversation_id)
 
-    async def _check_reply(self, text: str, conversation_id: str | None) -> tuple[str, str]:
+    async def check_reply(self, text: str, conversation_id: str | None) -> tuple[str, str]:
         text = self.check_text(text)
         conversation_id = check_conversation_id(conversation_id)
         self.history.require_room()
@@ -383,7 +383,7 @@ class ChatService:
         """The whole reply at once. Checked as `open_reply`, but the model's slot is taken only
         once the conversation's earlier requests are done (nothing has been sent yet, so a 503
         then is still a clean answer): requests queued on one conversation hold no slot."""
-        text, conversation_id = await self._check_reply(text, conversation_id)
+        text, conversation_id = await self.check_reply(text, conversation_id)
         async with aclosing(self._reply_events(text, conversation_id, None)) as events:
             async for event in events:
                 if isinstance(event, ChatReply):

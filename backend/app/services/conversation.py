@@ -27,6 +27,7 @@ from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
 from backend.app.services.turn_events import (
     Heard,
+    ReplyEvents,
     ReplyRequest,
     Turn,
     TurnEvent,
@@ -62,7 +63,9 @@ class ConversationService:
         self.turns = Gate("spoken turns", chat.capacity)
         """Turns in progress, from admission to the stored reply: as many as the LLM admits."""
 
-    def check_ready(self, voice: str | None, conversation_id: str | None = None) -> TurnSlot:
+    def check_ready(
+        self, voice: str | None, conversation_id: str | None = None, with_audio: bool = True
+    ) -> TurnSlot:
         """Fail fast, before any work: an unknown voice (404), a full disk (507: the turn and its
         audio are stored, so refused before any work, not an error event after the audio went
         out), too many turns in progress or on this conversation (503). A turn is admitted as a
@@ -73,7 +76,7 @@ class ConversationService:
         overload turns are served at the gate's rate, and refused only when it is full."""
         if voice:
             self.tts.choose_voice(voice, None)
-        self.history.require_room(with_audio=True)
+        self.history.require_room(with_audio=with_audio)
         if conversation_id:
             self.history.check_room(conversation_id)
         ticket = self.turns.enter()
@@ -98,6 +101,13 @@ class ConversationService:
         """A typed user message, checked (length) and given room in its conversation; trimmed."""
         text = self.chat.check_text(text)
         self.history.check_room(conversation_id)
+        return text
+
+    async def check_typed_reply(self, conversation_id: str, text: str) -> str:
+        """A typed message about to be answered, checked as the chat route checks it: its length,
+        the disk, the conversation's queue, and the context (413 when it does not fit, rather than
+        cut as a long transcript is); trimmed."""
+        text, _ = await self.chat.check_reply(text, conversation_id)
         return text
 
     async def begin_turn(
@@ -162,7 +172,7 @@ class ConversationService:
         async with self.history.serialised(conversation_id):
             await self.history.add_turns(conversation_id, turn)
 
-    async def reply_to(self, words: str | None, request: ReplyRequest) -> AsyncGenerator[TurnEvent, None]:
+    async def reply_to(self, words: str | None, request: ReplyRequest) -> ReplyEvents:
         """The one turn every transport takes: the user's `words` (a transcript, or a text
         Wyoming's agent was handed) fitted to the context, the places taken at the turn gate
         (unless `request.slot` holds them: 503 now, before anything is sent), then the reply as
@@ -185,12 +195,12 @@ class ConversationService:
             if words is not None:
                 words = await asyncio.to_thread(self.chat.fit_spoken, words, request.language)
             if slot is None:
-                slot = request.slot = self.check_ready(None, request.conversation_id)
+                slot = request.slot = self.check_ready(None, request.conversation_id, request.speak)
         except BaseException:
             if slot is not None:
                 slot.release()
             raise
-        return self._reply(words, request, slot)
+        return ReplyEvents(self._reply(words, request, slot), slot)
 
     async def _reply(
         self, text: str | None, request: ReplyRequest, slot: TurnSlot
@@ -261,6 +271,7 @@ class ConversationService:
                                 origin,
                                 first_audio_at,
                                 request.audio_format,
+                                text_only=not speak,
                             )
             counted = await asyncio.to_thread(self._usage, messages, reply) if request.usage else None
             yield Turn(text or "", reply, conversation_id, name, dict(timings), not finished, counted)
@@ -287,11 +298,15 @@ class ConversationService:
         origin: float,
         first_audio_at: float,
         audio_format: AudioFormat,
+        *,
+        text_only: bool = False,
     ) -> tuple[str, str | None]:
-        """Store the reply as far as it was heard, with its timings counted from `origin` (the end
-        of the user's speech); returns the reply's text and its audio's name."""
+        """Store the reply as far as it was heard (a reply in text only: as far as it was
+        delivered), with its timings counted from `origin` (the end of the user's speech); returns
+        the reply's text and its audio's name."""
         heard = heard_pieces(spoken, played_s)
-        reply = "".join(parts).strip() if finished else join_pieces([p.text for p in heard])
+        whole = finished or text_only
+        reply = "".join(parts).strip() if whole else join_pieces([p.text for p in heard])
         timings.setdefault("tts_first_audio_ms", 0.0)
         if first_audio_at:
             timings["first_audio_ms"] = round(max(0.0, first_audio_at - origin) * 1000, 1)

@@ -28,7 +28,7 @@ class Turn:
     timings: dict[str, float]
     interrupted: bool = False
     usage: Usage | None = None
-    """Tokens the reply took, when `respond(..., usage=True)` counted them."""
+    """Tokens the reply took, when `ReplyRequest.usage` asked for them."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class Heard:
-    """The user's turn is stored; the reply follows. (First event of `respond`.)"""
+    """The user's turn is stored; the reply follows. (First event of `reply_to`.)"""
 
     text: str
 
@@ -100,13 +100,35 @@ class ReplyRequest:
     """Makes the reply pre-emptive: nothing is stored until it is confirmed."""
 
 
+class ReplyEvents:
+    """A reply's events (`ConversationService.reply_to`), and its places at the turn gate: closing
+    it stops the reply and gives the places back, even when it was closed before it began (an
+    unstarted generator's own `finally` never runs)."""
+
+    def __init__(self, events: AsyncGenerator[TurnEvent, None], slot: TurnSlot) -> None:
+        self._events = events
+        self._slot = slot
+
+    def __aiter__(self) -> ReplyEvents:
+        return self
+
+    async def __anext__(self) -> TurnEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._slot.release()
+
+
 @dataclass
 class TurnStream:
     """A turn whose transcript is known and whose reply is still to come (`events`)."""
 
     transcription: Transcription
     conversation_id: str | None
-    events: AsyncGenerator[TurnEvent, None]
+    events: ReplyEvents | AsyncGenerator[TurnEvent, None]
 
 
 def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[ReplyAudio]:
@@ -123,7 +145,7 @@ def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[Reply
 
 
 class Commitment:
-    """The go-ahead for a pre-emptive reply (`respond(..., commitment=)`): the realtime session
+    """The go-ahead for a pre-emptive reply (`ReplyRequest.commitment`): the realtime session
     starts a reply during the silence that may end the user's turn, and confirms it when the turn
     does end. Until then nothing of the turn is stored."""
 

@@ -74,7 +74,8 @@ class RealtimeSession:
         self._detector: VoiceActivityDetector | None = None
         self._detecting = asyncio.Lock()  # one reader of the detector at a time
         self._heard_finished = False  # semantic turns: the voice sounded finished in this pause
-        self._ending: asyncio.Task[None] | None = None
+        self._endings: set[asyncio.Task[None]] = set()  # ends waiting for the detector
+        self._closed = False
         self._buffer: list[np.ndarray] = []  # input awaiting a commit, with the VAD off
         self._fed = 0  # samples received, for the input's clock
         self._speculative: asyncio.Task[TimedTranscription] | None = None
@@ -153,18 +154,24 @@ class RealtimeSession:
             return
         async with self._detecting:
             detector = self._detector
-            for event in await asyncio.to_thread(detector.feed, samples):
-                await self._on_vad(event)
+            events = await asyncio.to_thread(detector.feed, samples)
+            while True:
+                for event in events:
+                    await self._on_vad(event)
+                if detector is not self._detector or not detector.pending:
+                    break
+                events = await asyncio.to_thread(detector.feed, np.zeros(0, np.float32))
         self._maybe_partial()
 
     async def commit(self) -> None:
         """End the user's turn now (the VAD's own end, or the only one with the VAD off)."""
         if self._detector is not None:
-            if not self._detector.speaking:
-                raise SessionError(
-                    "no speech to commit: the input audio buffer is empty", "input_audio_buffer_commit_empty"
-                )
-            async with self._detecting:
+            async with self._detecting:  # (a turn the session ended meanwhile leaves none)
+                if not self._detector.speaking:
+                    raise SessionError(
+                        "no speech to commit: the input audio buffer is empty",
+                        "input_audio_buffer_commit_empty",
+                    )
                 for event in self._detector.flush():
                     await self._on_vad(event, committed=True)
             return
@@ -214,8 +221,9 @@ class RealtimeSession:
     async def close(self) -> None:
         """Cancel whatever is running (a reply is stored as far as it was heard; typed items
         already sent are stored)."""
+        self._closed, self._heard_finished = True, False
         early = [self._early.transcription, self._early.task] if self._early else []
-        tasks = [t for t in (self._speculative, self._partial, self._ending, *early) if t is not None]
+        tasks = [t for t in (self._speculative, self._partial, *self._endings, *early) if t is not None]
         for task in tasks:
             if not task.done():
                 task.cancel()
@@ -253,6 +261,7 @@ class RealtimeSession:
             self._cancel_speculative()
         elif event.kind == "speech_end" and event.audio is not None:
             self._cancel_partial()
+            self._heard_finished = False
             speculative, self._speculative = self._speculative, None
             early, self._early = self._early, None
             await self._end_turn(event.audio, speculative, time.perf_counter(), early, committed)
@@ -277,12 +286,18 @@ class RealtimeSession:
 
     def _transcript_ready(self, task: asyncio.Task[TimedTranscription]) -> None:
         """The words of the pause are known: the turn may end now, if the voice said so first."""
-        if task is self._speculative and self._heard_finished and not task.cancelled():
-            self._ending = asyncio.create_task(self._end_when_agreed())
+        if task is self._speculative and self._heard_finished and not self._closed and not task.cancelled():
+            ending = asyncio.create_task(self._end_when_agreed())
+            self._endings.add(ending)
+            ending.add_done_callback(self._endings.discard)
+            ending.add_done_callback(retrieve)
 
     async def _end_when_agreed(self) -> None:
-        async with self._detecting:
-            await self._end_if_agreed()
+        try:
+            async with self._detecting:
+                await self._end_if_agreed()
+        except AppError as e:  # e.g. the store refused the turn: the client hears it
+            await self._listener.reply_failed(e)
 
     async def _end_if_agreed(self) -> None:
         """End the turn (holding the detector) once the end-of-turn model heard a finished speaker
@@ -291,20 +306,20 @@ class RealtimeSession:
         be transcribed leave the voice to decide; words that hang wait for more speech, or for
         the silence ceiling (TURN_MAX_SILENCE_MS)."""
         detector, words = self._detector, self._speculative
-        if detector is None or not detector.speaking or not self._heard_finished:
+        if detector is None or not detector.speaking or not self._heard_finished or words is None:
             return
-        if words is not None:
-            if not words.done():
-                return  # `_transcript_ready` comes back
-            if not words.cancelled() and words.exception() is None:
-                transcription, _ = words.result()
-                if sounds_unfinished(transcription.text, transcription.language):
-                    return
+        if not words.done():
+            return  # `_transcript_ready` comes back
+        if not words.cancelled() and words.exception() is None:
+            transcription, _ = words.result()
+            if sounds_unfinished(transcription.text, transcription.language):
+                return
         for event in detector.flush():
             await self._on_vad(event)
 
     def _cancel_speculative(self) -> None:
         """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
+        self._heard_finished = False
         if self._speculative is not None:
             self._speculative.cancel()
             self._speculative = None

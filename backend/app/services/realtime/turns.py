@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import anyio
@@ -28,7 +27,7 @@ from backend.app.services.realtime.config import ReplyOptions, SessionConfig, Se
 from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
 from backend.app.services.realtime.reply import EarlyReply, ReplySender
 from backend.app.services.stt import STTService
-from backend.app.services.turn_events import Commitment, ReplyRequest, Turn, TurnEvent
+from backend.app.services.turn_events import Commitment, ReplyEvents, ReplyRequest, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +203,7 @@ class Turns:
         commitment: Commitment | None = None,
         options: ReplyOptions | None = None,
         asked: float | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]:
+    ) -> ReplyEvents:
         """The reply to `text` (None: to the stored conversation), admitted now (503 when the
         models are full); `started` is when the user finished speaking."""
         options = options or self.config.reply

@@ -381,9 +381,8 @@ class Connection:
     ) -> None:
         """The one turn, in text only: what Home Assistant hands the agent is what its STT heard."""
         conversation = services.conversation
-        words = conversation.check_typed(conversation_id, text)
-        request = ReplyRequest(conversation_id, speak=False)
-        events = await conversation.reply_to(words, request)
+        words = await conversation.check_typed_reply(conversation_id, text)
+        events = await conversation.reply_to(words, ReplyRequest(conversation_id, speak=False))
         try:
             await self.write(HandledStart(context=context).event())
             async for item in events:
