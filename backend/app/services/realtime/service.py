@@ -45,7 +45,10 @@ class RealtimeService:
 
     @property
     def turn_detection(self) -> VADSettings:
-        """The voice-activity turn detection a session starts with (VAD_*)."""
+        """The turn detection a session starts with (VAD_*, TURN_*): by silence when the
+        end-of-turn model could not be loaded, whatever TURN_DETECTION says."""
+        if self.end_of_turn is None:
+            return self.vad_settings.model_copy(update={"turn_detection": "silence"})
         return self.vad_settings
 
     @contextlib.asynccontextmanager

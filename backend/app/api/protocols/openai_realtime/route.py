@@ -120,7 +120,7 @@ async def realtime(websocket: WebSocket) -> None:
     protocol = OpenAIRealtime(
         send,
         settings.realtime,
-        settings.vad,
+        services.realtime.turn_detection,
         VoiceMap(services.tts.voices, settings.openai.voices),
         model=query.get("model") or "",
         transcription_only=query.get("intent") == "transcription",

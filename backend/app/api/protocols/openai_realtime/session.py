@@ -1,7 +1,7 @@
 """OpenAI's Realtime protocol (the GA events of the `openai` SDK's `types.realtime`) over our
 realtime session: /v1/realtime.
 
-The client's JSON events become calls on a `RealtimeSession` (services/realtime.py); what the
+The client's JSON events become calls on a `RealtimeSession` (services/realtime/); what the
 session reports comes back as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
 error shape and order. Audio is base64 PCM16 at 24 kHz both ways (resampled inside: the VAD and
 Whisper take 16 kHz, the TTS engine has its own rate). What of OpenAI's protocol is not supported
