@@ -30,6 +30,7 @@ def settings(**values: object) -> Settings:
         ({}, "tts", "piper"),
         ({"tts_model_name": "voices/my.onnx"}, "tts", "piper"),
         ({"tts_model_name": "zh-baker"}, "tts", "baker-zh"),
+        ({"tts_model_name": "hibari"}, "tts", "hibari"),
         ({"tts_model_name": "vibevoice/VibeVoice-1.5B-hf"}, "tts", "vibevoice"),
         ({"tts_model_name": "voices/my.onnx", "tts_engine": "vibevoice"}, "tts", "vibevoice"),
         ({"llm_backend": "openai", "llm_engine": "transformers"}, "llm", "transformers"),

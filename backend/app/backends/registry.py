@@ -81,6 +81,7 @@ ENGINES: dict[Stage, tuple[Engine, ...]] = {
     "tts": (
         Engine("piper", "backend.app.backends.piper", _is_piper),
         Engine("baker-zh", "backend.app.backends.baker_zh", lambda s: s.tts.model_name == "zh-baker"),
+        Engine("hibari", "backend.app.backends.hibari", lambda s: s.tts.model_name == "hibari"),
         Engine("vibevoice", "backend.app.backends.vibevoice", lambda s: True),
     ),
 }

@@ -144,7 +144,7 @@ class LLMSettings(Section):
 class TTSSettings(Section):
     """Text to speech: the engine, and how text is cut and joined."""
 
-    engine: Literal["auto", "piper", "baker-zh", "vibevoice"] = "auto"
+    engine: Literal["auto", "piper", "baker-zh", "hibari", "vibevoice"] = "auto"
     """The TTS engine (`backends/registry.py`); `auto` infers it from TTS_MODEL_NAME (`embedded` and
     `.onnx` voice files are Piper, `zh-baker` the Mandarin voice, anything else a VibeVoice
     checkpoint)."""
