@@ -171,6 +171,7 @@ class ChatService:
         return ReplyStream(events, admission, conversation_id=conversation_id)
 
     async def check_reply(self, text: str, conversation_id: str | None) -> tuple[str, str]:
+        """A typed message about to be answered, checked (see `open_reply`); (text, its id)."""
         text = self.check_text(text)
         conversation_id = check_conversation_id(conversation_id)
         self.history.require_room()
