@@ -134,13 +134,13 @@ class VoiceActivityDetector:
         """What the end-of-turn model said of the utterance in progress, in order."""
         self._said_finished = False  # the model said so, in this pause
         self._pending = np.zeros(0, dtype=np.float32)
-        pad_windows = max(1, round(settings.speech_pad_ms / _WINDOW_MS))
+        pad_windows = _windows(settings.speech_pad_ms)
         self._preroll: deque[np.ndarray] = deque(maxlen=pad_windows)
         self._candidate: list[np.ndarray] = []  # windows over the threshold, not yet long enough
         self._utterance: list[np.ndarray] = []
         self._speaking = False
         self._silent_windows = 0
-        self._min_speech = max(1, round(settings.min_speech_ms / _WINDOW_MS))
+        self._min_speech = _windows(settings.min_speech_ms)
         self._min_silence = _windows(settings.min_silence_ms)
         self._first_check = _windows(settings.turn_pause_ms)
         self._recheck = _windows(RECHECK_MS)

@@ -25,7 +25,6 @@ from backend.app.core.worker import ModelWorker
 from backend.app.services.dialogue import (
     ENGINE_VOICE_PREFIX,
     Cast,
-    WindowTurn,
     choose_cast,
     default_order,
     engine_voice_name,
@@ -35,7 +34,6 @@ from backend.app.services.dialogue import (
 from backend.app.services.speech import AsyncQueueSource, Piece, SpeechStream
 from backend.app.services.synthesis import Synthesizer
 from backend.app.text.script import Script, parse_script, script_of
-from backend.app.text.segment import SentenceChunker
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
@@ -169,10 +167,6 @@ class TTSService:
         for voice in chosen:
             self.speaker_prompt(voice)
             logger.info("voice %s prepared", voice.file)
-
-    def chunker(self) -> SentenceChunker:
-        """The sentence chunker for text that streams in, cut to the segment length."""
-        return self.synthesizer().chunker()
 
     def segments(self, piece: str) -> list[str]:
         """Text cleaned for speech and segmented ([] when it has nothing speakable)."""
@@ -351,38 +345,6 @@ class TTSService:
     def applied_voice(self, voice: VoiceInfo | None) -> VoiceInfo | None:
         """The voice actually imitated: None when the engine has a fixed voice."""
         return self.synthesizer().applied_voice(voice)
-
-    def prompt_for(self, voice: VoiceInfo | None) -> object | None:
-        """The engine's prompt for `voice` (blocking on a cache miss), or None for fixed-voice engines."""
-        return self.synthesizer().prompt_for(voice)
-
-    def render(
-        self,
-        text: str,
-        prompt: object | None,
-        cfg_scale: float,
-        speed: float,
-        *,
-        first: bool,
-        joined: bool,
-        speaker: str | None = None,
-    ) -> Audio:
-        """One segment's audio (blocking): `Synthesizer.render`."""
-        return self.synthesizer().render(
-            text, prompt, cfg_scale, speed, first=first, joined=joined, speaker=speaker
-        )
-
-    def render_window(
-        self,
-        window: tuple[WindowTurn, ...],
-        prompts: Mapping[str, object | None],
-        cfg_scale: float,
-        speed: float,
-        *,
-        first: bool,
-    ) -> Audio:
-        """One window of a script in one generation (blocking): `Synthesizer.render_window`."""
-        return self.synthesizer().render_window(window, prompts, cfg_scale, speed, first=first)
 
 
 async def _each(pieces: list[Piece]) -> AsyncGenerator[Piece, None]:
