@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,8 +72,13 @@ def test_two_ingress_replicas_keep_one_history_and_serve_every_reply(shared_serv
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             assert set(pool.map(fetch, range(32))) == {200}
-    # Both ingress replicas answered some of those requests (each logs its own, under its pid).
-    served = set(
-        re.findall(r"ServeReplica:voice:ingress pid=(\d+)\D[^\n]*backend\.app\.access", log_path.read_text())
+    # Both ingress replicas answered some of those requests. Each logs its own, under its pid: our
+    # access lines and Serve's request lines. Ray's log monitor copies worker logs to the driver's
+    # output a moment later, so the file is read until both appear or a deadline passes.
+    line = re.compile(
+        r"ServeReplica:voice:ingress pid=(\d+)\)[^\n]*(?:backend\.app\.access| -- (?:GET|POST) )"
     )
+    deadline = time.monotonic() + 30
+    while len(served := set(line.findall(log_path.read_text()))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert len(served) == 2, log_path.read_text()[-3000:]
