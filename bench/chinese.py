@@ -13,7 +13,7 @@ LLM_MODEL=Qwen2.5 0.5B, TTS_CHINESE_MODEL_NAME=zh-baker), in one run:
    pace, then silence, from the last loud sample sent to the first reply audio, beside the English
    questions on the same server, interleaved.
 
-Needs the Mandarin voice and Qwen prepared (`make zh-voice zh-llm`).
+Needs the Mandarin voice prepared (`make zh-voice`) and the default Qwen (`make setup`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.encode import encode_audio, to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.backends.baker_zh import BakerMandarinBackend, model_dir
+from backend.app.backends.embedded import SPLIT_MODELS
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.whisper import WhisperBackend
 from backend.app.core.config import Settings
@@ -38,7 +39,6 @@ from backend.app.text.wer import character_error_rate, word_error_rate
 from bench import machine
 from bench.common import interleaved, median, percentile, pyplot, start_server, stop_server, table, timed
 from bench.latency import speech_end_offset, spoken_requests, websocket_turn
-from bench.llm_quality import QWEN_05B
 
 QUESTIONS = (
     "请问北京是哪个国家的首都？",
@@ -68,7 +68,7 @@ CHINESE_SETTINGS = {
 
 
 def chinese_env(settings: Settings) -> dict[str, str]:
-    return CHINESE_SETTINGS | {"LLM_MODEL": str(settings.storage.models_dir / QWEN_05B)}
+    return CHINESE_SETTINGS | {"LLM_MODEL": ""}  # the default Qwen2.5-Coder-1.5B
 
 
 def available(settings: Settings) -> str:
@@ -76,8 +76,8 @@ def available(settings: Settings) -> str:
     missing = []
     if not (model_dir(settings) / ".complete").is_file():
         missing.append("the Mandarin voice (make zh-voice)")
-    if not (settings.storage.models_dir / QWEN_05B).is_file():
-        missing.append("Qwen2.5 0.5B (make zh-llm)")
+    if not (settings.storage.models_dir / SPLIT_MODELS["embedded"].filename).is_file():
+        missing.append("the default Qwen2.5 1.5B (make setup)")
     return ", ".join(missing)
 
 
@@ -150,7 +150,7 @@ def stages(
     whisper = WhisperBackend(
         "base-multilingual", settings.storage.models_dir, beam_size=settings.stt.beam_size
     )
-    llm = LlamaCppChatBackend(str(settings.storage.models_dir / QWEN_05B), settings.llm.context_tokens)
+    llm = LlamaCppChatBackend("", settings.llm.context_tokens, models_dir=settings.storage.models_dir)
     options = GenerationOptions(settings.llm.max_tokens, 0.0)
     system = f"{settings.llm.system_prompt}\n\nThe user speaks Chinese: answer in Chinese."
     rows = []
@@ -242,9 +242,9 @@ def section(result: dict[str, Any], out: Path) -> list[str]:
     lines = [
         "## Chinese on the CPU",
         "",
-        "The README's Chinese configuration: `STT_MODEL_NAME=auto`, `LLM_MODEL` = "
-        "Qwen2.5-Coder-0.5B-Instruct Q4_K_M, `TTS_CHINESE_MODEL_NAME=zh-baker` beside the English "
-        "Piper voice.",
+        "The README's Chinese configuration (`make zh`): `STT_MODEL_NAME=auto`, the default LLM "
+        "(Qwen2.5-Coder-1.5B-Instruct Q4_K_M), `TTS_CHINESE_MODEL_NAME=zh-baker` beside the English "
+        "voices.",
         "",
         "### What STT_MODEL_NAME=auto costs",
         "",

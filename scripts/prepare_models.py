@@ -1,6 +1,6 @@
-"""Prepare the embedded models once (assemble Whisper base, convert SmolLM2 from GGUF) and record
-every model file's SHA-256 in MODELS_DIR/manifest.json, which the server's start-up pre-flight
-checks.
+"""Prepare the embedded models once (assemble Whisper base, convert Moonshine from ORT format and
+SmolLM2 from GGUF) and record every model file's SHA-256 in MODELS_DIR/manifest.json, which the
+server's start-up pre-flight checks.
 
 Run by `make setup`; safe to run again: finished copies are kept, models already recorded are only
 re-checked (by size; the server checks hashes), new ones are recorded. `--rerecord` records every
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("whisper tiny.en:", embedded.whisper_tiny_en_dir())
         print("whisper base (multilingual):", embedded.whisper_base_dir(settings.storage.models_dir))
+        print("moonshine base:", embedded.moonshine_base_dir(settings.storage.models_dir))
         print("SmolLM2:", embedded.smollm2_dir(settings.storage.models_dir))
         print("piper voice:", embedded.piper_voice_file())
         models = manifest.embedded_models(settings.storage.models_dir)

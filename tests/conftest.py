@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.piper import PiperBackend
 from backend.app.backends.transformers_llm import TransformersChatBackend
+from backend.app.backends.voice_pair import VoicePair
 from backend.app.backends.whisper import WhisperBackend
 from backend.app.container import Services, build_services
 from backend.app.core.config import Settings
@@ -66,6 +67,9 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "voices_dir": REPO / "voices",
         "outputs_dir": tmp / "outputs",
         "data_dir": tmp / "data",
+        # The small LLM keeps the suite within its time; the default Qwen has its own tests
+        # (tests/backends/test_embedded_llm.py) and test_api.py serves on it.
+        "llm_model": "small",
         "llm_max_tokens": 24,
         "stt_beam_size": 1,
         "_env_file": None,
@@ -93,16 +97,20 @@ def services(settings: Settings) -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def whisper(services: Services) -> WhisperBackend:
-    backend = services.stt.backend
+    """Whisper tiny.en: the default STT's engine for what Moonshine does not take (stt_router.py)."""
+    backend = getattr(services.stt.backend, "whisper", services.stt.backend)
     assert isinstance(backend, WhisperBackend)
     return backend
 
 
 @pytest.fixture(scope="session")
 def piper(services: Services) -> PiperBackend:
-    backend = services.tts.backend
-    assert isinstance(backend, PiperBackend)
-    return backend
+    """Piper's joe, the embedded voices' second voice."""
+    pair = services.tts.backend
+    assert isinstance(pair, VoicePair)
+    joe = pair.voice("joe")
+    assert isinstance(joe, PiperBackend)
+    return joe
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +124,7 @@ def llm(services: Services) -> LlamaCppChatBackend:
 @pytest.fixture(scope="session")
 def transformers_llm(settings: Settings) -> TransformersChatBackend:
     """The transformers engine on the same embedded model (LLM_ENGINE=transformers)."""
-    return TransformersChatBackend("", settings.storage.models_dir, "cpu")
+    return TransformersChatBackend("small", settings.storage.models_dir, "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,7 @@ def server_settings(tmp: Path, **extra: str) -> dict[str, str]:
         "VOICES_DIR": str(tmp / "voices"),
         "OUTPUTS_DIR": str(tmp / "outputs"),
         "DATA_DIR": str(tmp / "data"),
+        "LLM_MODEL": "small",  # the default Qwen is served by test_api.py and its own tests
         "LLM_MAX_TOKENS": "32",
         "QUEUE_SIZE": "1",
         "MAX_AUDIO_SECONDS": "60",

@@ -62,11 +62,9 @@ def zh_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def chinese(services: Services, zh_settings: Settings) -> Iterator[Services]:
+def chinese(services: Services, whisper: WhisperBackend, zh_settings: Settings) -> Iterator[Services]:
     settings = zh_settings
-    tiny = services.stt.backend
-    assert isinstance(tiny, WhisperBackend)
-    stt = ByLanguage(tiny, WhisperBackend("base-multilingual", settings.storage.models_dir, beam_size=1))
+    stt = ByLanguage(whisper, WhisperBackend("base-multilingual", settings.storage.models_dir, beam_size=1))
     chat = LlamaCppChatBackend(str(QWEN), settings.llm.context_tokens)
     built = assemble_services(settings, Backends(stt, chat, registry.load_tts(settings)))
     yield built

@@ -106,7 +106,7 @@ def test_conversation_stream_events_in_order(client: TestClient) -> None:
     pieces = [data for name, data in events if name == "audio"]
     assert [p["index"] for p in pieces] == list(range(len(pieces)))
     audio = [decode_audio(base64.b64decode(str(p["audio"]))) for p in pieces]
-    assert all(a.duration > 0.2 for a in audio) and pieces[0]["sample_rate"] == 22050
+    assert all(a.duration > 0.2 for a in audio) and pieces[0]["sample_rate"] == 24000
     timings = done["timings"]
     assert isinstance(timings, dict) and set(timings) == TURN_TIMINGS
     assert 0 < timings["first_audio_ms"] <= timings["total_ms"]

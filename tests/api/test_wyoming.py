@@ -146,9 +146,10 @@ def test_describe_lists_three_programs_from_the_live_services(wyoming: Server) -
     assert "faster-whisper" in model.attribution.url
     (tts,) = info.tts
     assert tts.installed and tts.supports_synthesize_streaming
-    (voice,) = tts.voices  # Piper clones nothing: its own voice, not the reference clips
+    (voice,) = tts.voices  # the embedded voices clone nothing: their own, not the reference clips
     assert voice.name == services.tts.backend.info.id and voice.languages == ["en"]
-    assert "piper" in voice.attribution.url.lower()
+    assert "hibari" in voice.attribution.url.lower()
+    assert [speaker.name for speaker in voice.speakers or []] == ["heart", "joe"]
     (agent,) = info.handle
     assert agent.installed and agent.supports_handled_streaming
     assert agent.models[0].name == services.chat.backend.info.id and "en" in agent.models[0].languages

@@ -42,7 +42,10 @@ def vad() -> SileroVAD:
 
 
 def said(services: Services, text: str) -> np.ndarray:
-    return resample(services.tts.backend.synthesize(SynthesisRequest(text)), SAMPLE_RATE).samples
+    """`text` in Piper's joe (`piper:joe`): its flat, even prosody is the hard case for the model, and
+    its speech runs to the end of the clip, so a pause measured from the clip's end is the pause."""
+    speech = services.tts.backend.synthesize(SynthesisRequest(text, speaker="joe"))
+    return resample(speech, SAMPLE_RATE).samples
 
 
 def silence(seconds: float) -> np.ndarray:

@@ -19,15 +19,19 @@ def settings(**values: object) -> Settings:
 @pytest.mark.parametrize(
     ("values", "stage", "expected"),
     [
-        ({}, "stt", "faster-whisper"),
-        ({}, "llm", "llama.cpp"),  # no CUDA here: the embedded GGUF on llama.cpp
+        ({}, "stt", "faster-whisper"),  # Moonshine beside it: registry.pairs_moonshine
+        ({"stt_model_name": "moonshine"}, "stt", "moonshine"),
+        ({}, "llm", "llama.cpp"),  # the embedded Qwen GGUF on llama.cpp
+        ({"llm_model": "small"}, "llm", "llama.cpp"),  # no CUDA here: SmolLM2's GGUF on llama.cpp
         ({"llm_model": "models/qwen.Q4_K_M.gguf"}, "llm", "llama.cpp"),
         ({"llm_model": "models/qwen.Q4_K_M.gguf", "llm_device": "cuda"}, "llm", "transformers"),
         ({"llm_model": "HuggingFaceTB/SmolLM2-360M-Instruct"}, "llm", "transformers"),
-        ({"llm_device": "cuda"}, "llm", "transformers"),
+        ({"llm_model": "small", "llm_device": "cuda"}, "llm", "transformers"),
+        ({"llm_device": "cuda"}, "llm", "llama.cpp"),  # the embedded Qwen is a GGUF for llama.cpp
         ({"llm_engine": "transformers"}, "llm", "transformers"),
         ({"llm_backend": "openai"}, "llm", "openai"),
-        ({}, "tts", "piper"),
+        ({}, "tts", "embedded"),
+        ({"tts_model_name": "joe"}, "tts", "piper"),
         ({"tts_model_name": "voices/my.onnx"}, "tts", "piper"),
         ({"tts_model_name": "zh-baker"}, "tts", "baker-zh"),
         ({"tts_model_name": "hibari"}, "tts", "hibari"),
@@ -56,7 +60,12 @@ def test_every_engine_module_declares_load_and_model_files() -> None:
 
 def test_only_local_models_have_files_to_check(tmp_path: Path) -> None:
     keys = [m.key for m in registry.configured_models(settings(models_dir=tmp_path))]
-    assert keys == ["whisper-tiny.en", "smollm2-135m-instruct-gguf", "piper-en_US-joe-medium"]
+    assert keys == [
+        "whisper-tiny.en",
+        "moonshine-base-en",
+        "qwen2.5-coder-1.5b-instruct-gguf",
+        "embedded-voices",
+    ]
     remote = settings(models_dir=tmp_path, llm_backend="openai", tts_model_name="vibevoice/VibeVoice-1.5B-hf")
-    assert [m.key for m in registry.configured_models(remote)] == ["whisper-tiny.en"]
+    assert [m.key for m in registry.configured_models(remote)] == ["whisper-tiny.en", "moonshine-base-en"]
     assert not registry.engine("llm", remote).local

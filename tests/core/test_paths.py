@@ -105,6 +105,7 @@ _ALLOWED = {
     "backends/piper.py": "model file from the settings",
     "backends/vibevoice.py": "model directory from the settings",
     "backends/vibevoice_convert.py": "the checkpoint from the settings, converted into MODELS_DIR",
+    "backends/moonshine_convert.py": "Moonshine's files in its installed package, converted into MODELS_DIR",
     "backends/transformers_llm.py": "model directory from the settings",
     "backends/llamacpp_llm.py": "the GGUF file from the settings, and its own private socket directory",
     "backends/cuda_libs.py": "library files of an installed package, found by importlib",

@@ -1,6 +1,6 @@
-"""Dialogue scripts on the embedded Piper engine (turn by turn), over HTTP: the round trip through
-Whisper, honest headers for one shared voice, casts, hostile scripts; and a multi-speaker Piper model
-whose speakers become library voices."""
+"""Dialogue scripts on the embedded voices (turn by turn), over HTTP: the round trip through Whisper,
+two speakers in the two embedded voices, honest headers when a third must share one, casts, hostile
+scripts; and a multi-speaker Piper model whose speakers become library voices."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def test_a_three_turn_script_round_trips_through_whisper(client: TestClient, ser
     response = client.post("/tts", json={"text": text, "format": "wav"})
     assert response.status_code == 200, response.text
     assert response.headers["x-turns"] == "3" and response.headers["x-segments"] == "3"
-    # One embedded voice: the response says every speaker shares it.
-    assert response.headers["x-shared-voice"] == "true"
-    assert response.headers["x-speakers"] == "Speaker%201=builtin,Speaker%202=builtin"
+    # Two embedded voices: each speaker has one of their own.
+    assert response.headers["x-shared-voice"] == "false"
+    assert response.headers["x-speakers"] == "Speaker%201=piper%3Aheart,Speaker%202=piper%3Ajoe"
     audio = decode_audio(response.content, 16_000)
     heard = services.stt.backend.transcribe(audio, TranscribeOptions(language="en")).text
     reference = " ".join(line for _, line in TURNS)
@@ -55,15 +55,23 @@ def test_plain_text_is_spoken_as_before(client: TestClient) -> None:
     assert response.headers["x-voice"] == "builtin" and "x-turns" not in response.headers
 
 
-def test_speaker_info_says_the_voice_is_shared(client: TestClient) -> None:
+def test_speaker_info_lists_the_two_voices_of_the_default_cast(client: TestClient) -> None:
     dialogue = client.get("/speaker_info").json()["dialogue"]
     assert dialogue == {
         "native": False,
         "max_speakers_per_window": None,
         "window_chars": None,
-        "distinct_voices": False,
-        "default_cast": ["builtin"],
+        "distinct_voices": True,
+        "default_cast": ["piper:heart", "piper:joe"],
     }
+
+
+def test_a_third_speaker_takes_the_first_voice_again_as_the_headers_say(client: TestClient) -> None:
+    text = "Ann: Hello there.\nBob: Hi Ann.\nCarl: Good evening, both of you."
+    response = client.post("/tts", json={"text": text, "format": "wav"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-shared-voice"] == "false"  # not every speaker in one voice
+    assert response.headers["x-speakers"] == "Ann=piper%3Aheart,Bob=piper%3Ajoe,Carl=piper%3Aheart"
 
 
 def test_streamed_script_events_carry_turn_indices(client: TestClient) -> None:
@@ -76,7 +84,7 @@ def test_streamed_script_events_carry_turn_indices(client: TestClient) -> None:
     assert [e["speakers"] for e in audio] == [["Speaker 1"], ["Speaker 2"], ["Speaker 1"]]
     assert all(decode_audio(base64.b64decode(e["audio"])).duration > 1 for e in audio)
     name, done = events[-1]
-    assert name == "done" and done["turns"] == 3 and done["shared_voice"] is True
+    assert name == "done" and done["turns"] == 3 and done["shared_voice"] is False
 
 
 def test_casts_are_stored_listed_used_and_removed(client: TestClient) -> None:

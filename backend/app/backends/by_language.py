@@ -101,6 +101,10 @@ class LanguageRouter:
         return self.main.synthesize_dialogue(request)  # type: ignore[attr-defined, no-any-return]
 
     def warm_up(self) -> None:
-        """One tiny synthesis by each engine of another language (the main one is warmed by the caller)."""
+        """One tiny synthesis by each engine of another language, and the main one's other voices (its
+        default voice is warmed by the caller)."""
+        main_voices = getattr(self.main, "warm_up", None)
+        if main_voices is not None:
+            main_voices()
         for engine in self.others.values():
             engine.synthesize(SynthesisRequest(getattr(engine, "warm_up_text", "Ready.")))

@@ -19,13 +19,14 @@ from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
+from backend.app.text.wer import spell_numbers
 
 PACKAGE = "hibari"
 MODEL_FILE = "assets/hibari.onnx"
 VOICE = "heart"
 SECONDS_PER_CHARACTER = 0.065
 """Speech per character of English text at speed 1.0, measured on hibari's af_heart voice (0.057 to
-0.070 on plain sentences; digits, read out in words, take about twice that)."""
+0.070 on plain sentences), numbers counted as their words."""
 
 
 class HibariBackend:
@@ -56,7 +57,8 @@ class HibariBackend:
         raise NotImplementedError("hibari's voice is fixed; it cannot clone a reference clip")
 
     def estimate_seconds(self, text: str) -> float:
-        return len(text) * SECONDS_PER_CHARACTER
+        """Characters at the measured rate, numbers counted as the words they are read out as."""
+        return len(spell_numbers(text)) * SECONDS_PER_CHARACTER
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         chunks = []

@@ -61,12 +61,18 @@ class PromptTimings:
     generate_ms: float
 
 
-def gguf_path(model: str) -> tuple[Path, str, str]:
-    """(file, label, id) of LLM_MODEL: empty = the embedded SmolLM2, else a `.gguf` file."""
-    if not model:
+def gguf_path(model: str, models_dir: Path | None = None) -> tuple[Path, str, str]:
+    """(file, label, id) of LLM_MODEL: empty or `embedded` = the embedded Qwen2.5-Coder-1.5B (prepared
+    in `models_dir`), `small` = the embedded SmolLM2-135M, else a `.gguf` file."""
+    if model == embedded.SMALL_LLM:
         gguf = embedded.package_dir(embedded.SMOLLM2_PACKAGE) / embedded.SMOLLM2_GGUF
         path = embedded.require_file(gguf, "the embedded SmolLM2 GGUF file")
         return path, EMBEDDED_LABEL, EMBEDDED_ID
+    if model in ("", "embedded"):
+        if models_dir is None:
+            raise ModelLoadError("the embedded LLM needs MODELS_DIR")
+        split = embedded.SPLIT_MODELS["embedded"]
+        return embedded.split_model_file(models_dir, "embedded"), f"{split.label} (embedded)", split.model_id
     path = Path(model)
     if not path.is_file():
         raise ModelLoadError(f"LLM_MODEL={model}: the llama.cpp engine needs a local .gguf file (none there)")
@@ -78,17 +84,18 @@ class LlamaCppChatBackend:
 
     def __init__(
         self,
-        model: str = "",
+        model: str = embedded.SMALL_LLM,
         context_tokens: int = 2048,
         threads: int = 0,
         prompt_cache_mb: int = 256,
         reuse_prompts: bool = True,
+        models_dir: Path | None = None,
     ) -> None:
         try:
             import xllamacpp
         except ImportError as e:  # pragma: no cover - a requirement of the project
             raise ModelLoadError(f"the llama.cpp engine needs the `xllamacpp` package: {e}") from e
-        path, label, model_id = gguf_path(model)
+        path, label, model_id = gguf_path(model, models_dir)
         remove_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # 0700: this user's only
         (Path(self._dir) / "pid").write_text(str(os.getpid()))
@@ -321,13 +328,23 @@ def _error(error: dict[str, Any]) -> Exception:
 
 def load(settings: Settings) -> LlamaCppChatBackend:
     llm = settings.llm
-    return LlamaCppChatBackend(llm.model, llm.context_tokens, llm.threads, llm.prompt_cache_mb)
+    return LlamaCppChatBackend(
+        llm.model,
+        llm.context_tokens,
+        llm.threads,
+        llm.prompt_cache_mb,
+        models_dir=settings.storage.models_dir,
+    )
 
 
 def model_files(settings: Settings) -> ModelFiles | None:
-    """The GGUF file: the embedded wheel's, or LLM_MODEL's."""
-    if not settings.llm.model:
+    """The GGUF file: the embedded models', or LLM_MODEL's."""
+    model = settings.llm.model
+    if model == embedded.SMALL_LLM:
         directory = embedded.package_dir(embedded.SMOLLM2_PACKAGE)
         return ModelFiles("smollm2-135m-instruct-gguf", "chat", (directory / embedded.SMOLLM2_GGUF,))
-    path = Path(settings.llm.model)
+    if model in ("", "embedded"):
+        path = settings.storage.models_dir / embedded.SPLIT_MODELS["embedded"].filename
+        return ModelFiles("qwen2.5-coder-1.5b-instruct-gguf", "chat", (path,))
+    path = Path(model)
     return ModelFiles(str(path.resolve()), "chat", (path,)) if path.is_file() else None

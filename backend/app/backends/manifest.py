@@ -46,15 +46,23 @@ def configured_models(settings: Settings) -> list[ModelFiles]:
 
 def embedded_models(models_dir: Path) -> list[ModelFiles]:
     """All the embedded models (what `make setup` installs and records): the default ones, the
-    multilingual Whisper base, and SmolLM2 converted for the transformers engine."""
+    multilingual Whisper base, and the small SmolLM2 (its GGUF, and converted for transformers)."""
     base = Settings(_env_file=None, models_dir=models_dir)
     multilingual = Settings(_env_file=None, models_dir=models_dir, stt_model_name="base-multilingual")
-    transformers = Settings(_env_file=None, models_dir=models_dir, llm_engine="transformers")
+    moonshine = Settings(_env_file=None, models_dir=models_dir, stt_model_name="moonshine")
+    small = Settings(_env_file=None, models_dir=models_dir, llm_model="small", llm_device="cpu")
+    transformers = Settings(
+        _env_file=None, models_dir=models_dir, llm_model="small", llm_engine="transformers"
+    )
     extra = [
         registry.engine("stt", multilingual).model_files(multilingual),
+        registry.engine("stt", moonshine).model_files(moonshine),  # the default pairs it only on a CPU
+        registry.engine("llm", small).model_files(small),
         registry.engine("llm", transformers).model_files(transformers),
     ]
-    return [*registry.configured_models(base), *(model for model in extra if model)]
+    default = registry.configured_models(base)
+    keys = {model.key for model in default}
+    return [*default, *(model for model in extra if model and model.key not in keys)]
 
 
 def _manifest_path(models_dir: Path) -> Path:

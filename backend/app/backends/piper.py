@@ -53,7 +53,7 @@ class PiperBackend:
     def __init__(self, model_name: str, device: str = "auto") -> None:
         from piper import PiperVoice
 
-        if model_name == "embedded":
+        if model_name in ("joe", "embedded"):
             path, label = embedded.piper_voice_file(), "piper en_US-joe-medium (embedded)"
             model_id = "piper-en_US-joe-medium"
         else:
@@ -109,7 +109,7 @@ def load(settings: Settings) -> PiperBackend:
 def model_files(settings: Settings) -> ModelFiles:
     """The bundled voice, or a local `.onnx` voice file and its `.onnx.json` config."""
     name = settings.tts.model_name
-    if name == "embedded":
+    if name in ("joe", "embedded"):
         voice = embedded.package_dir(embedded.PIPER_PACKAGE) / embedded.PIPER_VOICE
         return ModelFiles("piper-en_US-joe-medium", "tts", (voice, voice.with_suffix(".onnx.json")))
     voice = Path(name)

@@ -1,16 +1,19 @@
 """The engines, one registry per stage: engine name -> the module that loads it.
 
 `STT_ENGINE`, `LLM_ENGINE` and `TTS_ENGINE` name an engine; `auto` (the default) takes the first
-engine of the stage that claims the settings (Piper for `embedded` and `.onnx` voices, VibeVoice
-for any other TTS model; for `LLM_BACKEND=local`, llama.cpp for a GGUF model on the CPU and
-transformers for the rest, the OpenAI client for `openai`). An engine module defines two functions:
+engine of the stage that claims the settings (Moonshine for `STT_MODEL_NAME=moonshine`, Whisper for
+any other STT model; Piper for `embedded` and `.onnx` voices, VibeVoice for any other TTS model; for
+`LLM_BACKEND=local`, llama.cpp for a GGUF model on the CPU and transformers for the rest, the OpenAI
+client for `openai`). An engine module defines two functions:
 
 - `load(settings: Settings)` -> the engine, implementing its stage's Protocol (`protocols.py`);
 - `model_files(settings: Settings)` -> its `ModelFiles` for the manifest, or None when the model
   is not a local file at start-up (a hub download, a remote server).
 
 Adding an engine is that module plus one line in its stage's tuple below. Modules are imported
-only when their engine is chosen, so an unused engine's libraries are never loaded.
+only when their engine is chosen, so an unused engine's libraries are never loaded. Two stages can
+pair engines: STT puts Moonshine in front of Whisper for short English clips (`stt_router.py`),
+TTS a Chinese voice beside the main one (`by_language.py`).
 """
 
 from __future__ import annotations
@@ -59,26 +62,35 @@ def cuda_available() -> bool:
 
 
 def _is_llamacpp(settings: Settings) -> bool:
-    """A GGUF model (the embedded one when LLM_MODEL is empty) that is not to run on CUDA."""
+    """A GGUF model not to run on CUDA: the embedded Qwen (LLM_MODEL empty or `embedded`: llama.cpp
+    only), a `.gguf` file, or the small SmolLM2 unless CUDA is there (transformers runs it there)."""
     llm = settings.llm
-    if llm.backend != "local" or not (llm.model == "" or llm.model.lower().endswith(".gguf")):
+    if llm.backend != "local":
         return False
-    return llm.device == "cpu" or (llm.device == "auto" and (llm.model != "" or not cuda_available()))
+    if llm.model in ("", "embedded"):
+        return True
+    if llm.model == "small":
+        return llm.device == "cpu" or (llm.device == "auto" and not cuda_available())
+    return llm.model.lower().endswith(".gguf") and llm.device in ("auto", "cpu")
 
 
 def _is_piper(settings: Settings) -> bool:
     name = settings.tts.model_name
-    return name == "embedded" or name.endswith(".onnx")
+    return name == "joe" or name.endswith(".onnx")
 
 
 ENGINES: dict[Stage, tuple[Engine, ...]] = {
-    "stt": (Engine("faster-whisper", "backend.app.backends.whisper", lambda s: True),),
+    "stt": (
+        Engine("moonshine", "backend.app.backends.moonshine", lambda s: s.stt.model_name == "moonshine"),
+        Engine("faster-whisper", "backend.app.backends.whisper", lambda s: True),
+    ),
     "llm": (
         Engine("llama.cpp", "backend.app.backends.llamacpp_llm", _is_llamacpp),
         Engine("transformers", "backend.app.backends.transformers_llm", lambda s: s.llm.backend == "local"),
         Engine("openai", "backend.app.backends.openai_llm", lambda s: s.llm.backend == "openai", local=False),
     ),
     "tts": (
+        Engine("embedded", "backend.app.backends.voice_pair", lambda s: s.tts.model_name == "embedded"),
         Engine("piper", "backend.app.backends.piper", _is_piper),
         Engine("baker-zh", "backend.app.backends.baker_zh", lambda s: s.tts.model_name == "zh-baker"),
         Engine("hibari", "backend.app.backends.hibari", lambda s: s.tts.model_name == "hibari"),
@@ -98,7 +110,34 @@ def engine(stage: Stage, settings: Settings) -> Engine:
 
 
 def load_stt(settings: Settings) -> SpeechToText:
-    return cast(SpeechToText, engine("stt", settings).load(settings))
+    """The STT engine, behind Moonshine for short English clips when `pairs_moonshine` says so
+    (`stt_router.ShortClipRouter`)."""
+    main = cast(SpeechToText, engine("stt", settings).load(settings))
+    if not pairs_moonshine(settings):
+        return main
+    from backend.app.backends.stt_router import ShortClipRouter
+
+    alone = moonshine_settings(settings)
+    moonshine = cast(SpeechToText, engine("stt", alone).load(alone))
+    return ShortClipRouter(moonshine, main, settings.stt.moonshine_max_seconds)
+
+
+def pairs_moonshine(settings: Settings) -> bool:
+    """Whether Moonshine goes in front of Whisper: for the bundled English Whisper (`embedded`,
+    `auto`) chosen by `STT_ENGINE=auto`, on a CPU (on CUDA Whisper is the faster one), unless
+    STT_MOONSHINE_MAX_SECONDS is 0."""
+    stt = settings.stt
+    on_cpu = stt.device == "cpu" or (stt.device == "auto" and not cuda_available())
+    return (
+        stt.engine == "auto"
+        and stt.model_name in ("embedded", "auto")
+        and stt.moonshine_max_seconds > 0
+        and on_cpu
+    )
+
+
+def moonshine_settings(settings: Settings) -> Settings:
+    return _with(settings, "stt", model_name="moonshine", engine="moonshine")
 
 
 def load_chat(settings: Settings) -> ChatModel:
@@ -131,12 +170,15 @@ def chinese_settings(settings: Settings) -> Settings | None:
 
 def configured_models(settings: Settings) -> list[ModelFiles]:
     """The local model files the settings select (hub downloads and remote servers excluded):
-    with STT_MODEL_NAME=auto both bundled Whisper models, with TTS_CHINESE_MODEL_NAME that voice too."""
+    with STT_MODEL_NAME=auto both bundled Whisper models, Moonshine when it is paired with them,
+    with TTS_CHINESE_MODEL_NAME that voice too."""
     chosen: list[tuple[Stage, Settings]] = [(stage, settings) for stage in ENGINES]
     if settings.stt.model_name == "auto":
         chosen[0:1] = [
             ("stt", _with(settings, "stt", model_name=n)) for n in ("embedded", "base-multilingual")
         ]
+    if pairs_moonshine(settings):
+        chosen.insert(sum(stage == "stt" for stage, _ in chosen), ("stt", moonshine_settings(settings)))
     chinese = chinese_settings(settings)
     if chinese is not None:
         chosen.append(("tts", chinese))

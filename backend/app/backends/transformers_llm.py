@@ -29,7 +29,12 @@ class TransformersChatBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if model:
+        if model in ("", "embedded"):
+            raise ModelLoadError(
+                "the embedded Qwen2.5-Coder-1.5B is a GGUF file for the llama.cpp engine; on transformers "
+                f"choose LLM_MODEL={embedded.SMALL_LLM} (SmolLM2-135M), a model directory or a hub id"
+            )
+        if model != embedded.SMALL_LLM:
             source, label = model, model
             model_id = Path(model).name if Path(model).is_dir() else model
         else:
@@ -46,7 +51,7 @@ class TransformersChatBackend:
         except Exception as e:  # missing files, corrupt safetensors, unknown hub id offline
             hint = (
                 f"delete {source} and {embedded.SETUP_HINT}"
-                if not model
+                if model == embedded.SMALL_LLM
                 else "LLM_MODEL must be a local model dir (or a hub id already cached) when offline"
             )
             raise ModelLoadError(f"could not load the LLM {label!r} from {source}: {e}; {hint}") from e
@@ -174,7 +179,9 @@ def load(settings: Settings) -> TransformersChatBackend:
 def model_files(settings: Settings) -> ModelFiles | None:
     """The embedded SmolLM2 (converted into MODELS_DIR at load) or a local directory; None for a
     hub id."""
-    if not settings.llm.model:
+    if settings.llm.model in ("", "embedded"):
+        return None  # refused at load: the embedded Qwen is llama.cpp's
+    if settings.llm.model == embedded.SMALL_LLM:
         directory = settings.storage.models_dir / embedded.SMOLLM2_DIRNAME
         return ModelFiles("smollm2-135m-instruct", "chat", dir_files(directory), prepared_at_load=True)
     return local_dir("chat", settings.llm.model)

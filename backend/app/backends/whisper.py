@@ -17,6 +17,9 @@ from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import join_pieces
 
 T = TypeVar("T")
+TINY_EN_NAMES = ("embedded", "whisper-tiny.en")
+"""The bundled tiny.en: `embedded` (which the registry pairs with Moonshine on a CPU) and
+`whisper-tiny.en` (tiny.en alone)."""
 
 
 def _cancellable(segments: Iterable[T]) -> Iterator[T]:
@@ -50,7 +53,7 @@ class WhisperBackend:
     ) -> None:
         from backend.app.backends.whisper_budget import BoundedWhisperModel
 
-        if model_name == "embedded":
+        if model_name in TINY_EN_NAMES:
             source, label = str(embedded.whisper_tiny_en_dir()), "whisper-tiny.en (embedded)"
             model_id = "whisper-tiny.en"
         elif model_name == "base-multilingual":
@@ -206,7 +209,7 @@ def model_files(settings: Settings) -> ModelFiles | None:
     tiny = embedded.package_dir(embedded.WHISPER_TINY_EN[0]) / embedded.WHISPER_TINY_EN[1]
     tiny_files = dir_files(tiny) or (tiny / "model.bin",)
     base = settings.storage.models_dir / embedded.WHISPER_BASE_DIRNAME
-    if name == "embedded":
+    if name in TINY_EN_NAMES:
         return ModelFiles("whisper-tiny.en", "stt", tiny_files)
     if name == "base-multilingual":
         return ModelFiles("whisper-base-multilingual", "stt", dir_files(base), prepared_at_load=True)

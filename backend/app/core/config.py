@@ -65,6 +65,7 @@ ENV: dict[str, tuple[str, str]] = {
     "MAX_UPLOAD_MB": ("server", "max_upload_mb"),
     "STT_ENGINE": ("stt", "engine"),
     "STT_MODEL_NAME": ("stt", "model_name"),
+    "STT_MOONSHINE_MAX_SECONDS": ("stt", "moonshine_max_seconds"),
     "STT_DEVICE": ("stt", "device"),
     "STT_COMPUTE_TYPE": ("stt", "compute_type"),
     "STT_BEAM_SIZE": ("stt", "beam_size"),

@@ -75,12 +75,18 @@ class ServerSettings(Section):
 class STTSettings(Section):
     """Speech to text."""
 
-    engine: Literal["auto", "faster-whisper"] = "auto"
-    """The STT engine (`backends/registry.py`); `auto` infers it from STT_MODEL_NAME."""
+    engine: Literal["auto", "faster-whisper", "moonshine"] = "auto"
+    """The STT engine (`backends/registry.py`); `auto` infers it from STT_MODEL_NAME and, for
+    `embedded` and `auto` on a CPU, puts Moonshine in front of Whisper for short English clips."""
     model_name: str = "embedded"
-    """`embedded` (bundled Whisper tiny.en), `base-multilingual` (bundled Whisper base, 99 languages),
-    `auto` (both: tiny.en for audio said to be English, base for any other or unknown language),
-    a faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
+    """`embedded` (bundled Moonshine base for English clips up to STT_MOONSHINE_MAX_SECONDS, bundled
+    Whisper tiny.en for the rest), `whisper-tiny.en` (tiny.en alone), `moonshine` (Moonshine alone,
+    English), `base-multilingual` (bundled Whisper base, 99 languages), `auto` (Moonshine and tiny.en
+    as `embedded` for audio said to be English, base for any other or unknown language), a
+    faster-whisper size (`large-v3`, `turbo`, ...) or a local CTranslate2 model directory."""
+    moonshine_max_seconds: float = Field(6.0, ge=0, le=60)
+    """`embedded` and `auto`: the longest English clip Moonshine transcribes; longer ones go to
+    Whisper, which is cheaper past it. 0 = Whisper only."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for faster-whisper; `auto` picks CUDA when available."""
     compute_type: str = "auto"
@@ -104,8 +110,9 @@ class LLMSettings(Section):
     """`local` = a model in this process (llama.cpp or transformers); `openai` = any OpenAI-compatible
     server."""
     model: str = ""
-    """Model. Local: empty = the embedded SmolLM2-135M-Instruct, else a `.gguf` file (llama.cpp) or a
-    transformers model dir or hub id. OpenAI: the model name the server knows (required)."""
+    """Model. Local: empty or `embedded` = the embedded Qwen2.5-Coder-1.5B-Instruct (llama.cpp),
+    `small` = the embedded SmolLM2-135M-Instruct (fast, often wrong), else a `.gguf` file (llama.cpp)
+    or a transformers model dir or hub id. OpenAI: the model name the server knows (required)."""
     base_url: str = ""
     """Base URL of the OpenAI-compatible server, e.g. http://localhost:11434/v1 (empty = OpenAI)."""
     api_key: SecretStr = SecretStr("")
@@ -144,12 +151,13 @@ class LLMSettings(Section):
 class TTSSettings(Section):
     """Text to speech: the engine, and how text is cut and joined."""
 
-    engine: Literal["auto", "piper", "baker-zh", "hibari", "vibevoice"] = "auto"
-    """The TTS engine (`backends/registry.py`); `auto` infers it from TTS_MODEL_NAME (`embedded` and
-    `.onnx` voice files are Piper, `zh-baker` the Mandarin voice, anything else a VibeVoice
-    checkpoint)."""
+    engine: Literal["auto", "embedded", "piper", "baker-zh", "hibari", "vibevoice"] = "auto"
+    """The TTS engine (`backends/registry.py`); `auto` infers it from TTS_MODEL_NAME (`embedded` the
+    two bundled voices, `joe` and `.onnx` voice files Piper, `hibari` and `zh-baker` their voices,
+    anything else a VibeVoice checkpoint)."""
     model_name: str = "embedded"
-    """`embedded` (bundled Piper en_US-joe-medium), `zh-baker` (the opt-in Mandarin voice, prepared by
+    """`embedded` (the bundled voices: hibari's af_heart by default, Piper's joe as `piper:joe`),
+    `hibari` or `joe` (one of them alone), `zh-baker` (the opt-in Mandarin voice, prepared by
     `make zh-voice`; non-commercial licence), a local Piper `.onnx` voice file, or a VibeVoice
     checkpoint: `vibevoice/VibeVoice-1.5B-hf` (downloaded into MODELS_DIR), the original release
     `microsoft/VibeVoice-1.5B` (converted once into MODELS_DIR), or a local directory of either."""

@@ -107,6 +107,12 @@ class TTSService:
         return tuple(getattr(self.backend, "speakers", ()))
 
     @property
+    def engine_voice_genders(self) -> dict[str, str]:
+        """The engine's own voices with the gender each is heard as ("" when unknown)."""
+        genders = getattr(self.backend, "speaker_genders", {})
+        return {name: genders.get(name, "") for name in self.engine_voices}
+
+    @property
     def dialogue_speakers(self) -> int:
         """Speakers the engine voices in one generation (0: a script is spoken turn by turn)."""
         return int(getattr(self.backend, "max_dialogue_speakers", 0))

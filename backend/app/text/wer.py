@@ -48,6 +48,11 @@ def _english_number(match: re.Match[str]) -> str:
     return f" {' '.join(spoken)} "
 
 
+def spell_numbers(text: str) -> str:
+    """`text` in lower case with its numbers written out in words, as a voice reads them."""
+    return _NUMBER.sub(_english_number, text.lower())
+
+
 def words(text: str) -> list[str]:
     """The lower-case words of `text`, numbers in digits written out (`21st` -> `twenty first`)."""
     return _WORD.findall(_NUMBER.sub(_english_number, text.lower()))

@@ -62,13 +62,14 @@ def _listing(library: VoiceLibrary) -> tuple[list[VoiceOut], str | None]:
 
 
 def _engine_voices(tts: TTSService) -> list[VoiceOut]:
-    """The engine's own voices (a multi-speaker Piper model), as `piper:<name>`."""
+    """The engine's own voices (the embedded pair, a multi-speaker Piper model), as `piper:<name>`."""
+    genders = tts.engine_voice_genders
     return [
         VoiceOut(
             file=f"{ENGINE_VOICE_PREFIX}{name}",
             name=f"{ENGINE_VOICE_PREFIX}{name}",
             language=None,
-            gender=None,
+            gender=genders.get(name) or None,
         )
         for name in tts.engine_voices
     ]

@@ -342,4 +342,4 @@ def list_voices(voices: VoiceMapDep) -> VoiceList:
     names with the library voice each stands for now (null: the engine's own voice)."""
     listed = voices.library.voices()
     table = voices.table(listed)
-    return VoiceList(voices=[*(v.name for v in listed), *table], openai_voices=table)
+    return VoiceList(voices=[*(v.name for v in listed), *voices.engine_voices, *table], openai_voices=table)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from backend.app.core.errors import InvalidInputError, ModelNotFoundError, NotFoundError
+from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 Stage = Literal["stt", "tts", "chat"]
@@ -117,9 +118,17 @@ class VoiceMap:
     clone and the name is a stock one).
     """
 
-    def __init__(self, library: VoiceLibrary, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        library: VoiceLibrary,
+        overrides: dict[str, str] | None = None,
+        engine_voices: dict[str, str] | None = None,
+    ) -> None:
         self.library = library
         self.overrides = {name.lower(): target for name, target in (overrides or {}).items()}
+        self.engine_voices = engine_voices or {}
+        """A fixed-voice engine's own voices (name -> gender): a stock name stands for the first of its
+        gender, as `piper:<name>`, and each is a valid name itself."""
 
     def resolve(self, voice: str, voices: list[VoiceInfo] | None = None) -> str | None:
         """The library voice file `voice` stands for, among `voices` when already listed."""
@@ -128,14 +137,23 @@ class VoiceMap:
             raise InvalidInputError("voice is empty", param="voice")
         voices = self.library.voices() if voices is None else voices
         if wanted in self.overrides:
-            return self._known(self.overrides[wanted], voices).file
+            target = self.overrides[wanted]
+            if target.lower() in self.engine_voices:
+                return ENGINE_VOICE_PREFIX + target.lower()
+            return self._known(target, voices).file
+        if wanted in self.engine_voices:
+            return ENGINE_VOICE_PREFIX + wanted
         try:
             return self.library.by_name(wanted, voices).file
         except NotFoundError:
             pass
         if wanted not in STOCK_VOICES:
-            known = ", ".join([*STOCK_VOICES, *(v.name for v in voices)])
+            known = ", ".join([*STOCK_VOICES, *self.engine_voices, *(v.name for v in voices)])
             raise InvalidInputError(f"unknown voice {voice!r}; use one of: {known}", param="voice")
+        if self.engine_voices:
+            gender = STOCK_VOICES[wanted]
+            same = [name for name, of in self.engine_voices.items() if gender and of in _GENDERS[gender]]
+            return ENGINE_VOICE_PREFIX + same[0] if same else None
         chosen = self.stock_voice(wanted, voices)
         return chosen.file if chosen else None
 

@@ -20,7 +20,8 @@ def get_catalog(services: ServicesDep, settings: SettingsDep) -> ModelCatalog:
 
 
 def get_voice_map(services: ServicesDep, settings: SettingsDep) -> VoiceMap:
-    return VoiceMap(services.tts.voices, settings.openai.voices)
+    fixed = {} if services.tts.supports_cloning else services.tts.engine_voice_genders
+    return VoiceMap(services.tts.voices, settings.openai.voices, fixed)
 
 
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]

