@@ -37,7 +37,6 @@ class HibariBackend:
     max_dialogue_speakers = 0  # a script is spoken turn by turn
     speakers: tuple[str, ...] = ()
     languages = ("en",)
-    warm_up_text = "Ready."
 
     def __init__(self) -> None:
         try:

@@ -41,7 +41,6 @@ class VoicePair:
         self._default = voices[self.speakers[0]]
         self.sample_rate = self._default.sample_rate
         self.supports_speed = all(engine.supports_speed for engine in voices.values())
-        self.warm_up_text = getattr(self._default, "warm_up_text", "Ready.")
         names = " + ".join(engine.info.model for engine in voices.values())
         ids = "+".join(engine.info.id or name for name, engine in voices.items())
         self.info = ModelInfo(model=names, device=self._default.info.device, id=ids)
