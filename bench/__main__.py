@@ -5,7 +5,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - per-stage latency by input length, and server-over-raw-library ratios (STT, LLM, TTS);
 - the LLM engines side by side in-process (llama.cpp, transformers): first sentence, tokens/s,
   prompt reuse across turns;
-- the LLM candidates' Chinese and English answers side by side (SmolLM2, Qwen2.5 0.5B);
+- the LLM candidates scored on 88 everyday spoken questions, English and Chinese (SmolLM2, Qwen2.5
+  0.5B and 1.5B), with the first-audio latency each gives;
 - the embedded English voices side by side (hibari af_heart, Piper joe): speed, round-trip errors;
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
