@@ -30,6 +30,7 @@ import numpy as np
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
+from backend.app.backends.protocols import final_transcription
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment
@@ -151,10 +152,7 @@ class MoonshineBackend:
         """Decoder steps so far: what the decoder did."""
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
-        for item in self.transcribe_stream(audio, options):
-            if isinstance(item, Transcription):
-                return item
-        raise RuntimeError("the transcription stream ended without its result")
+        return final_transcription(self.transcribe_stream(audio, options))
 
     def transcribe_stream(
         self, audio: Audio, options: TranscribeOptions

@@ -10,7 +10,7 @@ All methods here block; services call them on the model's worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from backend.app.audio.types import Audio
@@ -96,3 +96,11 @@ class DialogueSpeech(TextToSpeech, Protocol):
     """An engine that speaks several voices in one generation (VibeVoice: up to four)."""
 
     def synthesize_dialogue(self, request: DialogueRequest) -> Audio: ...
+
+
+def final_transcription(items: Iterable[TranscriptSegment | Transcription]) -> Transcription:
+    """The whole transcription a `transcribe_stream` ends with (its segments are passed over)."""
+    for item in items:
+        if isinstance(item, Transcription):
+            return item
+    raise RuntimeError("the transcription stream ended without its result")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
+from backend.app.backends.protocols import final_transcription
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
@@ -91,10 +92,7 @@ class WhisperBackend:
         self.info = ModelInfo(model=label, device=f"{device} ({compute_type})", id=model_id)
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
-        for item in self.transcribe_stream(audio, options):
-            if isinstance(item, Transcription):
-                return item
-        raise RuntimeError("the transcription stream ended without its result")
+        return final_transcription(self.transcribe_stream(audio, options))
 
     def transcribe_stream(
         self, audio: Audio, options: TranscribeOptions
