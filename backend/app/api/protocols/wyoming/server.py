@@ -25,6 +25,8 @@ from backend.app.core.memory import request_trim
 
 logger = logging.getLogger(__name__)
 
+_REFUSAL_LINGER_S = 1.0  # how long a refused connection is drained before it is closed
+
 
 class WyomingServer:
     def __init__(
@@ -110,11 +112,20 @@ class WyomingServer:
                 where,
             )
 
-    async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: str) -> None:
         self._observe("connection", "overloaded")
         with contextlib.suppress(Exception):
             out = EventWriter(writer, 5)
             await out.write(Error(text=message, code="overloaded").event())
+            # A lingering close: closing with the peer's unread bytes (a ping sent meanwhile) in the
+            # receive buffer makes the kernel reset the connection, and a reset can discard the
+            # error above before the peer reads it. Say end-of-stream, then drop what still comes
+            # for a moment.
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(_REFUSAL_LINGER_S):
+                while await reader.read(4096):
+                    pass
         writer.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -124,10 +135,13 @@ class WyomingServer:
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else ""  # "" for a Unix socket
         if self.connections >= wyoming.max_connections:
-            await self._refuse(writer, f"{wyoming.max_connections} connections are open; retry shortly")
+            await self._refuse(
+                reader, writer, f"{wyoming.max_connections} connections are open; retry shortly"
+            )
             return
         if client and self._per_client.get(client, 0) >= wyoming.max_connections_per_client:
             await self._refuse(
+                reader,
                 writer,
                 f"{wyoming.max_connections_per_client} connections from {client} are open, the most one "
                 "address may hold (WYOMING_MAX_CONNECTIONS_PER_CLIENT); retry shortly",
