@@ -20,7 +20,7 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - turn-taking: turns ended by meaning against turns ended by silence (requests with a pause to
   think, cut off or not; complete questions, last speech to first audio);
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
-- a concurrency sweep (1, 2, 4, 8 clients: throughput, p50/p95);
+- a concurrency sweep (1, 2, 4, 8 clients on spoken questions: throughput, p50/p90/max);
 - cold start to ready, and resident memory with every model loaded;
 - our Wyoming endpoint against wyoming-faster-whisper and wyoming-piper, protocol against protocol;
 - a stored turn on SQLite and on PostgreSQL (DATABASE_URL), 1,000 turns each;
@@ -226,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 if "concurrency" in args.sections:
                     from bench import concurrency
 
-                    turns = 1 if args.quick else 3
-                    rows = concurrency.measure(base, turns)
-                    write(out, "concurrency", concurrency.section(rows, turns, QUEUE_SIZE, out))
+                    window = 30.0 if args.quick else 90.0
+                    clips = concurrency.spoken_questions(http)
+                    rows = concurrency.measure(base, clips, window)
+                    write(
+                        out, "concurrency", concurrency.section(rows, window, len(clips), QUEUE_SIZE, out)
+                    )
                 if "wyoming" in args.sections:
                     from bench import wyoming
 

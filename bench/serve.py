@@ -98,7 +98,7 @@ def _measure_one(base: str, pid: int, ready_s: float, repeats: int) -> dict[str,
         for _ in range(repeats):
             plain.append(conversation_plain(http, clip)["total_s"])
             streamed.append(conversation_streamed(http, clip)["first_audio_s"])
-    concurrent = _level(base, clip, clients=2, turns_per_client=max(2, repeats // 2))
+    concurrent = _level(base, [clip], clients=2, turns_per_client=max(2, repeats // 2))
     return {
         "ready_s": ready_s,
         "rss_gib": rss_bytes(pid) / 2**30,

@@ -12,6 +12,7 @@ from backend.app.audio.turn import EndOfTurn
 from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
+from backend.app.backends.turn_words import WordsEndOfTurn
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, NotReadyError
 from backend.app.core.metrics import ServiceMetrics
@@ -119,11 +120,17 @@ def load_end_of_turn(settings: Settings) -> EndOfTurn | None:
     ask for semantic turns (OpenAI's `semantic_vad`), so it is loaded whenever it can be; one that
     cannot load leaves turns to silence, said once here."""
     try:
-        return EndOfTurn()
+        end_of_turn = EndOfTurn()
     except ModelLoadError as e:
         if settings.vad.turn_detection == "semantic":
             logger.warning("%s; turns end by silence (VAD_MIN_SILENCE_MS)", e)
         return None
+    if settings.vad.turn_words_threshold > 0:
+        try:
+            end_of_turn.words = WordsEndOfTurn(settings.storage.models_dir)
+        except ModelLoadError as e:
+            logger.warning("%s; the words of a pause are judged by their last word only", e)
+    return end_of_turn
 
 
 def warm_up(

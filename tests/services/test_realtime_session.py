@@ -214,7 +214,9 @@ def test_a_finished_question_ends_its_turn_by_meaning_and_a_hanging_one_waits(rt
     """Semantic turns: a question that sounds finished, and whose words do not hang, ends soon
     after the speech; "Send a message to" leaves its words hanging (whether or not the voice's final
     fall makes the end-of-turn model hear it finished) and waits for more, here until the silence
-    ceiling. (Not "What is bigger than": Moonshine now and then hears "then".)"""
+    ceiling, as "Could you please tell me" does, whose last word could end a sentence but whose
+    words the embedded SmolLM2 reads as a message that goes on. (Not "What is bigger than":
+    Moonshine now and then hears "then".)"""
     if rt.realtime.end_of_turn is None:
         pytest.fail("the end-of-turn model did not load")
     from backend.app.audio.decode import resample
@@ -224,7 +226,12 @@ def test_a_finished_question_ends_its_turn_by_meaning_and_a_hanging_one_waits(rt
         return resample(rt.tts.backend.synthesize(SynthesisRequest(text, speaker="joe")), 16000).samples
 
     lead = np.zeros(8000, np.float32)
-    for text, hangs in (("How tall is the Eiffel Tower?", False), ("Send a message to", True)):
+    cases = (
+        ("How tall is the Eiffel Tower?", False),
+        ("Send a message to", True),  # the word list's
+        ("Could you please tell me", True),  # the words' model's: "me" can end a sentence
+    )
+    for text, hangs in cases:
         speech = said(text)
         told = _paced(
             rt, f"rs-semantic-{hangs}", np.concatenate([lead, speech, np.zeros(4 * 16000, np.float32)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -107,10 +108,20 @@ def model_path() -> Path:
     return path
 
 
+class WordsJudge(Protocol):
+    """The words' half of semantic turns: the probability that the user's message ends after
+    `words` (None: nothing to judge)."""
+
+    def finished(self, words: str, language: str | None = "en") -> float | None: ...
+
+
 class EndOfTurn:
     """The loaded model, shared by every session (onnxruntime's `run` is thread-safe)."""
 
     model = "smart-turn v3.2"
+
+    words: WordsJudge | None = None
+    """The words' half, set beside the voice's when it loads (backends/turn_words.py)."""
 
     def __init__(self) -> None:
         try:

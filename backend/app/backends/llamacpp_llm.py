@@ -162,6 +162,32 @@ class LlamaCppChatBackend:
     def count_text_tokens(self, text: str) -> int:
         return self._tokens(text, special=False)
 
+    def next_tokens(self, messages: Sequence[ChatMessage], top: int = 20) -> list[tuple[str, float]]:
+        """The `top` likeliest tokens to follow the last message's text, before the template closes
+        that message, with their probabilities (the model's full distribution: no sampling
+        settings applied). One read of the prompt and one token; the prompt cache keeps what it
+        shares with the previous call."""
+        prompt = str(
+            self._post("/apply-template", {"messages": engine_messages(messages, self.markers)})["prompt"]
+        )
+        last = self.markers.defuse(messages[-1].content)
+        cut = prompt.rfind(last)
+        if not last or cut < 0:
+            raise InvalidInputError("the chat template does not hold the last message's text as written")
+        body = {
+            "prompt": prompt[: cut + len(last)],
+            "n_predict": 1,
+            "n_probs": top,
+            "temperature": 1.0,
+            "top_k": 0,
+            "top_p": 1.0,
+            "min_p": 0.0,
+            "post_sampling_probs": True,
+            "cache_prompt": self._reuse_prompts,
+        }
+        (step,) = self._post("/completion", body)["completion_probabilities"]
+        return [(str(entry["token"]), float(entry["prob"])) for entry in step["top_probs"]]
+
     # -- generation --------------------------------------------------------------------------
 
     def _request(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> dict[str, Any]:

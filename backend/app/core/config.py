@@ -125,6 +125,7 @@ ENV: dict[str, tuple[str, str]] = {
     "TURN_PAUSE_MS": ("vad", "turn_pause_ms"),
     "TURN_MAX_SILENCE_MS": ("vad", "turn_max_silence_ms"),
     "TURN_THRESHOLD": ("vad", "turn_threshold"),
+    "TURN_WORDS_THRESHOLD": ("vad", "turn_words_threshold"),
     "WS_MAX_UTTERANCE_S": ("vad", "max_utterance_s"),
     "WS_STT_BEAM_SIZE": ("realtime", "stt_beam_size"),
     "WS_PREEMPTIVE_REPLIES": ("realtime", "preemptive_replies"),

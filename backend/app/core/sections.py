@@ -307,6 +307,10 @@ class VADSettings(Section):
     turn_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """Realtime mode, semantic turns: the end-of-turn model's probability above which the speaker
     has finished (lower ends turns sooner, higher waits more)."""
+    turn_words_threshold: float = Field(0.005, ge=0.0, lt=1.0)
+    """Realtime mode, semantic turns: English words whose end-of-message probability (read by the
+    embedded SmolLM2) is below this leave the sentence hanging, and the turn waits for more speech
+    or the silence ceiling; 0 leaves the words to the word list alone."""
     speech_pad_ms: int = Field(300, ge=0, le=2_000)
     """Realtime mode: audio kept before speech starts and after it ends."""
     max_utterance_s: float = Field(30, gt=0, le=600)

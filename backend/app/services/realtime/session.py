@@ -45,6 +45,9 @@ from backend.app.text.endings import sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
+WORDS_TIMEOUT_S = 1.0
+"""How long a pause's words may take to judge before the voice decides alone."""
+
 MIN_COMMIT_S = 0.1
 """The shortest audio a commit accepts (OpenAI's rule too)."""
 
@@ -314,8 +317,31 @@ class RealtimeSession:
             transcription, _ = words.result()
             if sounds_unfinished(transcription.text, transcription.language):
                 return
+            if await self._words_hang(transcription.text, transcription.language):
+                return
+            if words is not self._speculative or not self._heard_finished or not detector.speaking:
+                return  # the speaker went on meanwhile
         for event in detector.flush():
             await self._on_vad(event)
+
+    async def _words_hang(self, text: str, language: str | None) -> bool:
+        """Whether the words' model reads `text` as a message that goes on (its end-of-message
+        probability under TURN_WORDS_THRESHOLD). A model that is missing, slow or failing
+        leaves the turn to the voice and the word list."""
+        judge = self._end_of_turn.words if self._end_of_turn is not None else None
+        assert self.config.vad is not None
+        floor = self.config.vad.turn_words_threshold
+        if judge is None or floor <= 0:
+            return False
+        try:
+            async with asyncio.timeout(WORDS_TIMEOUT_S):
+                probability = await asyncio.to_thread(judge.finished, text, language)
+        except Exception as e:  # TimeoutError included
+            logger.warning(
+                "the words' end-of-turn model did not answer (%s); the voice decides", e or type(e)
+            )
+            return False
+        return probability is not None and probability < floor
 
     def _cancel_speculative(self) -> None:
         """The user goes on: the transcript so far, and any reply begun on it, are thrown away."""
