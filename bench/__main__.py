@@ -20,7 +20,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - turn-taking: turns ended by meaning against turns ended by silence (requests with a pause to
   think, cut off or not; complete questions, last speech to first audio);
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
-- a concurrency sweep (1, 2, 4, 8 clients on spoken questions: throughput, p50/p90/max);
+- a concurrency sweep (1, 2, 8 clients on spoken questions: throughput, p50/p90/max), the models
+  taking turns on the cores and not, and a short answer beside a long Piper synthesis;
 - cold start to ready, and resident memory with every model loaded;
 - our Wyoming endpoint against wyoming-faster-whisper and wyoming-piper, protocol against protocol;
 - a stored turn on SQLite and on PostgreSQL (DATABASE_URL), 1,000 turns each;
@@ -226,11 +227,26 @@ def main(argv: list[str] | None = None) -> int:
                 if "concurrency" in args.sections:
                     from bench import concurrency
 
-                    window = 30.0 if args.quick else 90.0
+                    window = 30.0 if args.quick else 60.0
                     clips = concurrency.spoken_questions(http)
-                    rows = concurrency.measure(base, clips, window)
+                    repeats_n = 1 if args.quick else 3
+                    sweeps = {"turns": concurrency.measure(base, clips, window)}
+                    neighbours = {"turns": concurrency.neighbour(base, repeats_n)}
+                    other_port = free_port()
+                    other = start_server(other_port, CPU_SLICE_MS="0")
+                    try:
+                        other_base = f"http://127.0.0.1:{other_port}"
+                        sweeps["at once"] = concurrency.measure(other_base, clips, window)
+                        neighbours["at once"] = concurrency.neighbour(other_base, repeats_n)
+                    finally:
+                        stop_server(other)
+                    slice_ms = settings.limits.cpu_slice_ms
                     write(
-                        out, "concurrency", concurrency.section(rows, window, len(clips), QUEUE_SIZE, out)
+                        out,
+                        "concurrency",
+                        concurrency.section(
+                            sweeps, neighbours, window, len(clips), QUEUE_SIZE, slice_ms, out
+                        ),
                     )
                 if "wyoming" in args.sections:
                     from bench import wyoming

@@ -14,6 +14,7 @@ from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
 from backend.app.backends.turn_words import WordsEndOfTurn
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns
 from backend.app.core.errors import ModelLoadError, NotReadyError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import (
@@ -224,6 +225,16 @@ def open_storage(settings: Settings) -> tuple[ConversationStorage, ReplyAudioSto
     )
 
 
+def share_cores(engine: object, turns: CpuTurns) -> None:
+    """Give `turns` to each engine, or part of a composite engine (`parts`), that runs a call on
+    every core of this machine's CPU (those with a `cpu` attribute): they take turns."""
+    info = getattr(engine, "info", None)
+    if hasattr(engine, "cpu") and info is not None and info.device.startswith("cpu"):
+        engine.cpu = turns
+    for part in getattr(engine, "parts", ()):
+        share_cores(part, turns)
+
+
 def assemble_services(
     settings: Settings,
     backends: Backends,
@@ -234,6 +245,10 @@ def assemble_services(
     metrics = metrics or ServiceMetrics()
     concurrency = concurrency or StageConcurrency()
     queue = settings.limits.queue_size
+    if settings.limits.cpu_slice_ms and (concurrency.stt, concurrency.chat, concurrency.tts) == (1, 1, 1):
+        turns = CpuTurns(settings.limits.cpu_slice_ms / 1000)
+        for engine in (backends.stt, backends.chat, backends.tts):
+            share_cores(engine, turns)
     storage = settings.storage
     stt = STTService(
         backends.stt,

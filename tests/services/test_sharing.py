@@ -1,7 +1,7 @@
 """Concurrent requests share the server by stage: one request's long work on one model does not
 hold another request's work on the others (each model has its own worker, and its engine's idle
-threads sleep), so two clients' turns overlap instead of queueing whole (one exception is written
-at the first test). Checked by the order in
+threads sleep; the models take turns on the cores, the LLM between two tokens: core/cpu.py), so
+two clients' turns overlap instead of queueing whole. Checked by the order in
 which work finishes, on the real embedded models, never by a timer."""
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ async def _until_running(worker: object, finished: list[str]) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_long_synthesis_does_not_hold_transcription(services: Services) -> None:
-    """(Not the LLM: during a long Piper synthesis a 16-token reply of the small LLM took from
-    1 s to the whole synthesis, ~15 s; llama.cpp's threads lose the cores to ONNX Runtime's.)"""
+def test_a_long_synthesis_does_not_hold_transcription_or_chat(services: Services) -> None:
+    """Without turns on the cores (CPU_SLICE_MS=0), the 16-token reply here took from 1 s to the
+    whole synthesis (~15 s): llama.cpp's threads lost the cores to ONNX Runtime's."""
     finished: list[str] = []
 
-    async def scenario() -> tuple[str, int]:
+    async def scenario() -> tuple[str, str, int]:
         async def speech() -> int:
             stream = await services.tts.speak(LONG_TEXT, voice="piper:joe")
             pieces = 0
@@ -42,13 +42,18 @@ def test_a_long_synthesis_does_not_hold_transcription(services: Services) -> Non
         await _until_running(services.tts.worker, finished)
         heard = await services.stt.transcribe(clip("speech.wav"), TranscribeOptions(language="en"))
         finished.append("stt")
-        return heard.text, await long
+        said = await services.chat.complete_whole(
+            [ChatMessage("user", "What is the capital of France?")],
+            GenerationOptions(max_tokens=16, temperature=0.0),
+        )
+        finished.append("chat")
+        return heard.text, said, await long
 
-    heard, pieces = asyncio.run(scenario())
-    assert finished == ["stt", "tts"], finished
+    heard, said, pieces = asyncio.run(scenario())
+    assert finished == ["stt", "chat", "tts"], finished
     assert word_error_rate(SENTENCE, heard) <= SYNTH_WER, heard
-    # Every segment was spoken, none dropped for the other request.
-    assert pieces == len(services.tts.prepare_text(LONG_TEXT)) > 5
+    # Every segment was spoken, none dropped for the other requests.
+    assert said.strip() and pieces == len(services.tts.prepare_text(LONG_TEXT)) > 5
 
 
 def test_a_long_generation_does_not_hold_transcription_or_speech(services: Services) -> None:

@@ -50,6 +50,7 @@ class LanguageRouter:
 
     def __init__(self, main: TextToSpeech, others: dict[str, TextToSpeech]) -> None:
         self.main = main
+        self.parts = (main, *others.values())
         self.others = {lang: engine for lang, engine in others.items() if lang not in main.languages}
         self.info = main.info
         self.sample_rate = main.sample_rate

@@ -38,6 +38,7 @@ from backend.app.backends.chat_prompt import engine_messages, gguf_markers
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.streaming import beside
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns, generating
 from backend.app.core.errors import ContextLengthError, InvalidInputError, ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
 from backend.app.core.worker import cancel_event, raise_if_cancelled
@@ -137,6 +138,8 @@ class LlamaCppChatBackend:
         self.context_tokens = context_tokens
         self._reuse_prompts = reuse_prompts
         self.last_timings: PromptTimings | None = None
+        self.cpu: CpuTurns | None = None
+        """Set by the server: generation takes turns on the cores with the other models."""
         self.info = ModelInfo(model=label, device=f"cpu (llama.cpp, {self.threads} threads)", id=model_id)
 
     # -- tokens ------------------------------------------------------------------------------
@@ -206,7 +209,13 @@ class LlamaCppChatBackend:
     def _run(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, on_delta: Callable[[str], bool]
     ) -> None:
-        """One generation; `on_delta` gets each piece of text and answers True to stop it there."""
+        """One generation; `on_delta` gets each piece of text and answers True to stop it there.
+        With `cpu` set, the engines sharing the cores leave it room while it runs."""
+        with generating(self.cpu):
+            self._segment(self._request(messages, options), on_delta)
+
+    def _segment(self, body: dict[str, Any], on_delta: Callable[[str], bool]) -> None:
+        """One streamed chat completion request to llama.cpp."""
         failures: list[dict[str, Any]] = []
 
         def callback(chunk: Any) -> bool:
@@ -224,10 +233,12 @@ class LlamaCppChatBackend:
                     float(timings.get("predicted_ms", 0.0)),
                 )
             choices = chunk["choices"]
-            text = choices[0].get("delta", {}).get("content") if choices else None
+            if not choices:
+                return False
+            text = choices[0].get("delta", {}).get("content")
             return bool(text) and on_delta(str(text))
 
-        self._server.handle_chat_completions(self._request(messages, options), callback)
+        self._server.handle_chat_completions(body, callback)
         if failures:
             raise _error(failures[0])
 

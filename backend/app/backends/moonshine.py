@@ -32,6 +32,7 @@ from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.protocols import final_transcription
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns, taking_turn
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment
 from backend.app.core.worker import raise_if_cancelled
@@ -146,6 +147,8 @@ class MoonshineBackend:
             device=f"cpu (onnxruntime, {threads} threads)",
             id="moonshine-base-en",
         )
+        self.cpu: CpuTurns | None = None
+        """Set by the server: each piece takes its turn on the cores (core/cpu.py)."""
         self.frames_encoded = 0
         """Encoder output frames so far (one per 24 ms of audio read): what the encoder did."""
         self.tokens_decoded = 0
@@ -169,7 +172,10 @@ class MoonshineBackend:
             start, end = piece[0][0] / SAMPLE_RATE, piece[-1][1] / SAMPLE_RATE
             edge = np.zeros(round(EDGE_SILENCE_S * SAMPLE_RATE), np.float32)
             speech = np.concatenate([edge, *(samples[a:b] for a, b in piece), edge])
-            tokens, logprob = self.generate(speech, MIN_TOKENS + math.ceil(TOKENS_PER_SECOND * (end - start)))
+            with taking_turn(self.cpu):
+                tokens, logprob = self.generate(
+                    speech, MIN_TOKENS + math.ceil(TOKENS_PER_SECOND * (end - start))
+                )
             text = _OLD_HYPHENS.sub(r"\1o\2", self._tokenizer.decode(tokens)).strip()
             segment = TranscriptSegment(
                 start=round(start, 3),

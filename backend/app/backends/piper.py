@@ -15,6 +15,7 @@ from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns, in_turns
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
@@ -75,6 +76,8 @@ class PiperBackend:
         self._speaker_ids = speaker_ids
         self.speakers: tuple[str, ...] = tuple(sorted(speaker_ids, key=lambda name: speaker_ids[name]))
         self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu", id=model_id)
+        self.cpu: CpuTurns | None = None
+        """Set by the server on a CPU: each sentence takes its turn on the cores (core/cpu.py)."""
 
     def prepare_voice(self, audio: Audio) -> object:
         raise NotImplementedError("Piper voices are fixed; they cannot clone a reference clip")
@@ -95,7 +98,8 @@ class PiperBackend:
             speaker_id = self._speaker_ids[request.speaker]
         config = SynthesisConfig(length_scale=1.0 / request.speed, speaker_id=speaker_id)
         chunks = []
-        for chunk in self._voice.synthesize(request.text, syn_config=config):  # one per sentence
+        sentences = self._voice.synthesize(request.text, syn_config=config)
+        for chunk in in_turns(sentences, self.cpu):  # one per sentence
             chunks.append(chunk.audio_float_array.astype(np.float32, copy=False))
             raise_if_cancelled()
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)

@@ -33,6 +33,7 @@ class ShortClipRouter:
         if moonshine.sample_rate != whisper.sample_rate:
             raise ValueError("Moonshine and Whisper must hear at the same rate")
         self.moonshine, self.whisper, self.max_seconds = moonshine, whisper, max_seconds
+        self.parts = (moonshine, whisper)
         self.sample_rate = whisper.sample_rate
         self.multilingual = whisper.multilingual
         pair = f"{moonshine.info.model} for English up to {max_seconds:g} s, {whisper.info.model} otherwise"

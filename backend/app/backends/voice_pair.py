@@ -36,6 +36,7 @@ class VoicePair:
 
     def __init__(self, voices: dict[str, TextToSpeech]) -> None:
         self._voices = voices
+        self.parts = tuple(voices.values())
         self.speakers = tuple(voices)
         self.speaker_genders = {name: GENDERS.get(name, "") for name in voices}
         self._default = voices[self.speakers[0]]

@@ -12,6 +12,7 @@ from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
 from backend.app.backends.protocols import final_transcription
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns, in_turns, taking_turn
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
 from backend.app.core.worker import raise_if_cancelled
@@ -90,6 +91,8 @@ class WhisperBackend:
         self._vad_filter = vad_filter
         self.multilingual = bool(self._model.model.is_multilingual)
         self.info = ModelInfo(model=label, device=f"{device} ({compute_type})", id=model_id)
+        self.cpu: CpuTurns | None = None
+        """Set by the server on a CPU: each window takes its turn on the cores (core/cpu.py)."""
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
         return final_transcription(self.transcribe_stream(audio, options))
@@ -100,24 +103,25 @@ class WhisperBackend:
         """Each segment as it is decoded, then the whole transcription."""
         if audio.sample_rate != self.sample_rate:
             raise ValueError(f"audio must be at {self.sample_rate} Hz")
-        segments, info = self._model.transcribe(
-            audio.samples,
-            language=options.language,
-            initial_prompt=options.initial_prompt,
-            hotwords=options.hotwords,
-            word_timestamps=options.word_timestamps,
-            beam_size=options.beam_size or self._beam_size,
-            vad_filter=self._vad_filter if options.vad_filter is None else options.vad_filter,
-            task=options.task,
-            **({"temperature": options.temperature} if options.temperature else {}),
-        )
+        with taking_turn(self.cpu):  # language detection and the VAD run here, at once
+            segments, info = self._model.transcribe(
+                audio.samples,
+                language=options.language,
+                initial_prompt=options.initial_prompt,
+                hotwords=options.hotwords,
+                word_timestamps=options.word_timestamps,
+                beam_size=options.beam_size or self._beam_size,
+                vad_filter=self._vad_filter if options.vad_filter is None else options.vad_filter,
+                task=options.task,
+                **({"temperature": options.temperature} if options.temperature else {}),
+            )
         # The segments are a lazy generator, decoded as they are read: consume it here, on the
         # worker thread, within the decoding budget of this audio.
         from backend.app.backends.whisper_budget import DecodeBudget
 
         self._model.set_budget(DecodeBudget.for_audio(info.duration_after_vad))
         try:
-            yield from self._collect(segments, info, audio.duration)
+            yield from self._collect(in_turns(segments, self.cpu), info, audio.duration)
         finally:
             self._model.set_budget(None)
 
@@ -164,6 +168,7 @@ class ByLanguage:
 
     def __init__(self, english: WhisperBackend, multilingual: WhisperBackend) -> None:
         self.english, self.other = english, multilingual
+        self.parts = (english, multilingual)
         self.info = ModelInfo(
             model=f"auto: {english.info.model} for English, {multilingual.info.model} otherwise",
             device=multilingual.info.device,

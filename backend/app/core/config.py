@@ -117,6 +117,7 @@ ENV: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("storage", "database_url"),
     "QUEUE_SIZE": ("limits", "queue_size"),
     "CONVERSATION_QUEUE_SIZE": ("limits", "conversation_queue_size"),
+    "CPU_SLICE_MS": ("limits", "cpu_slice_ms"),
     "VAD_THRESHOLD": ("vad", "threshold"),
     "VAD_MIN_SPEECH_MS": ("vad", "min_speech_ms"),
     "VAD_MIN_SILENCE_MS": ("vad", "min_silence_ms"),
