@@ -14,6 +14,7 @@ from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.cpu import CpuTurns, in_turns
 from backend.app.core.values import ChatMessage, GenerationOptions
 from backend.app.core.worker import WorkCancelled
+from tests.overlap import Overlap
 
 
 def _wait_for(condition: object) -> None:
@@ -24,20 +25,11 @@ def _wait_for(condition: object) -> None:
 def test_one_holder_at_a_time_in_the_order_asked() -> None:
     turns = CpuTurns(0.1)
     order: list[int] = []
-    inside = 0
-    most = 0
-    lock = threading.Lock()
+    overlap = Overlap()
 
     def call(index: int) -> None:
-        nonlocal inside, most
-        with turns.turn():
-            with lock:
-                inside += 1
-                most = max(most, inside)
+        with turns.turn(), overlap.inside(0.002):
             order.append(index)
-            time.sleep(0.002)
-            with lock:
-                inside -= 1
 
     threads = []
     with turns.turn():  # hold the cores while eight calls line up, one after another
@@ -48,7 +40,7 @@ def test_one_holder_at_a_time_in_the_order_asked() -> None:
             _wait_for(lambda index=index: turns.waiting() == index + 1)
     for thread in threads:
         thread.join()
-    assert order == list(range(8)) and most == 1 and turns.waiting() == 0
+    assert order == list(range(8)) and overlap.most == 1 and turns.waiting() == 0
 
 
 def test_a_waiter_whose_request_went_away_leaves_the_line() -> None:
@@ -99,19 +91,11 @@ def _unit(turns: CpuTurns, ran: list[str]) -> None:
 def test_engines_sharing_the_cores_never_compute_at_once() -> None:
     """Two engines' work, one item per turn (a sentence, a Whisper window), never overlaps."""
     turns = CpuTurns(0.1)
-    inside = 0
-    most = 0
-    lock = threading.Lock()
+    overlap = Overlap()
 
     def compute(index: int) -> int:
-        nonlocal inside, most
-        with lock:
-            inside += 1
-            most = max(most, inside)
-        time.sleep(0.003)
-        with lock:
-            inside -= 1
-        return index
+        with overlap.inside(0.003):
+            return index
 
     def engine(results: list[int]) -> None:
         results.extend(in_turns((compute(i) for i in range(6)), turns))
@@ -122,7 +106,7 @@ def test_engines_sharing_the_cores_never_compute_at_once() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert most == 1 and outputs == [list(range(6))] * 2
+    assert overlap.most == 1 and outputs == [list(range(6))] * 2
 
 
 @pytest.mark.parametrize("stream", [False, True])

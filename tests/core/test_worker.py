@@ -10,30 +10,24 @@ import pytest
 
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.worker import ModelWorker, raise_if_cancelled, stage_times
+from tests.overlap import Overlap
 
 
 def test_calls_run_off_the_event_loop_one_at_a_time() -> None:
     worker = ModelWorker("test", queue_size=4)
-    active, peak = 0, 0
-    lock = threading.Lock()
+    overlap = Overlap()
     loop_thread = threading.get_ident()
 
     def job() -> int:
-        nonlocal active, peak
         assert threading.get_ident() != loop_thread
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.02)
-        with lock:
-            active -= 1
-        return 7
+        with overlap.inside(0.02):
+            return 7
 
     async def main() -> list[int]:
         return await asyncio.gather(*(worker.run(job) for _ in range(5)))
 
     assert asyncio.run(main()) == [7] * 5
-    assert peak == 1
+    assert overlap.most == 1
     worker.shutdown()
 
 

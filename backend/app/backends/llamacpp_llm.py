@@ -139,7 +139,7 @@ class LlamaCppChatBackend:
         self._reuse_prompts = reuse_prompts
         self.last_timings: PromptTimings | None = None
         self.cpu: CpuTurns | None = None
-        """Set by the server: generation takes turns on the cores with the other models."""
+        """Set by the server: while it generates, the engines sharing the cores leave it room."""
         self.info = ModelInfo(model=label, device=f"cpu (llama.cpp, {self.threads} threads)", id=model_id)
 
     # -- tokens ------------------------------------------------------------------------------
@@ -211,11 +211,6 @@ class LlamaCppChatBackend:
     ) -> None:
         """One generation; `on_delta` gets each piece of text and answers True to stop it there.
         With `cpu` set, the engines sharing the cores leave it room while it runs."""
-        with generating(self.cpu):
-            self._segment(self._request(messages, options), on_delta)
-
-    def _segment(self, body: dict[str, Any], on_delta: Callable[[str], bool]) -> None:
-        """One streamed chat completion request to llama.cpp."""
         failures: list[dict[str, Any]] = []
 
         def callback(chunk: Any) -> bool:
@@ -233,12 +228,11 @@ class LlamaCppChatBackend:
                     float(timings.get("predicted_ms", 0.0)),
                 )
             choices = chunk["choices"]
-            if not choices:
-                return False
-            text = choices[0].get("delta", {}).get("content")
+            text = choices[0].get("delta", {}).get("content") if choices else None
             return bool(text) and on_delta(str(text))
 
-        self._server.handle_chat_completions(body, callback)
+        with generating(self.cpu):
+            self._server.handle_chat_completions(self._request(messages, options), callback)
         if failures:
             raise _error(failures[0])
 

@@ -17,7 +17,6 @@ the model knows little else, and other languages are left to the voice.
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 from backend.app.backends import embedded
@@ -48,7 +47,6 @@ class WordsEndOfTurn:
             prompt_cache_mb=8,
             models_dir=models_dir,
         )
-        self._lock = threading.Lock()  # one read at a time: the engine has one slot
 
     def finished(self, words: str, language: str | None = "en") -> float | None:
         """The probability that the message ends after `words`; None when there is nothing to
@@ -57,8 +55,7 @@ class WordsEndOfTurn:
         if len(text.split()) < MIN_WORDS or language not in (None, "en"):
             return None
         messages = [ChatMessage("system", SYSTEM), ChatMessage("user", text)]
-        with self._lock:
-            tokens = self._llm.next_tokens(messages, TOP_TOKENS)
+        tokens = self._llm.next_tokens(messages, TOP_TOKENS)  # llama.cpp serves one read at a time
         return min(1.0, sum(p for token, p in tokens if _closes(token)))
 
     def close(self) -> None:

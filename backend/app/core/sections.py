@@ -285,10 +285,9 @@ class LimitsSettings(Section):
     """Requests that may wait on one conversation while one of its requests runs (they are served
     in order); beyond, 503 with Retry-After."""
     cpu_slice_ms: int = Field(100, ge=0, le=10_000)
-    """The engines that run a call on every core (llama.cpp, Moonshine, Whisper, Piper on the CPU)
-    take turns on the cores: a window, piece or sentence runs to its end, and the local LLM steps
-    aside between two tokens after this many milliseconds when another waits, then goes on where
-    it stopped. 0: they run at once."""
+    """The engines that run a call on every core on the CPU (Moonshine, Whisper, Piper) take turns
+    on the cores, one piece, window or sentence at a time; while the local LLM generates, each unit
+    first leaves it the cores for this many milliseconds. 0: they run at once."""
 
 
 class VADSettings(Section):
