@@ -127,7 +127,7 @@ def test_the_llm_answers_whole_beside_an_engine_taking_turns(llm: LlamaCppChatBa
                 units += 1
                 sum(i * i for i in range(20_000))  # a unit of work on this core
 
-    llm.cpu = turns
+    shared_cores, llm.cpu = llm.cpu, turns  # the session's services' engine: put back after
     neighbour = threading.Thread(target=other_engine)
     neighbour.start()
     try:
@@ -137,5 +137,5 @@ def test_the_llm_answers_whole_beside_an_engine_taking_turns(llm: LlamaCppChatBa
     finally:
         done.set()
         neighbour.join()
-        llm.cpu = None
+        llm.cpu = shared_cores
     assert units > 3 and shared == alone
