@@ -128,7 +128,8 @@ def load_end_of_turn(settings: Settings) -> EndOfTurn | None:
         return None
     if settings.vad.turn_words_threshold > 0:
         try:
-            end_of_turn.words = WordsEndOfTurn(settings.storage.models_dir)
+            end_of_turn.words = words = WordsEndOfTurn(settings.storage.models_dir)
+            words.finished("Is this thing on")  # reads its system prompt now, not at the first pause
         except ModelLoadError as e:
             logger.warning("%s; the words of a pause are judged by their last word only", e)
     return end_of_turn

@@ -245,5 +245,6 @@ def test_a_finished_question_ends_its_turn_by_meaning_and_a_hanging_one_waits(rt
                 told.of("transcribed"),
             )  # TURN_MAX_SILENCE_MS (2.5 s here), less the pad's slack
         else:
-            assert after < 1.6, after  # the voice and the words agreed; 2.5 s would be the ceiling
+            # the voice and the words agreed; 2.5 s would be the ceiling
+            assert after < 1.6, (after, told.of("transcribed"), told.kinds())
         assert told.of("transcribed")
