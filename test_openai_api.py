@@ -323,7 +323,12 @@ def test_errors_surface_as_the_sdks_exceptions(client: OpenAI) -> None:
         openai.BadRequestError,
         lambda: chat(model="gpt-4o", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]),
     )
-    assert "role" in str(body["param"])
+    assert body["param"] == "messages.[0].tool_call_id"  # it answers no call made before it
+    body = error_of(
+        openai.BadRequestError,
+        lambda: chat(model="gpt-4o", messages=[{"role": "function", "content": "x", "name": "f"}]),
+    )
+    assert body["param"] == "messages.[0].role"  # the legacy role: `tool` messages instead
     body = error_of(
         openai.BadRequestError,
         lambda: chat(model="gpt-4o", messages=[{"role": "user", "content": "word " * 3000}]),

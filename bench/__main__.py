@@ -7,6 +7,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
   prompt reuse across turns;
 - the LLM candidates scored on 88 everyday spoken questions, English and Chinese (SmolLM2, Qwen2.5
   0.5B and 1.5B), with the first-audio latency each gives;
+- the same candidates on tool calling: 50 spoken requests over ten functions (right function, right
+  arguments, no call when none is needed), with the time to the decision and to the answer;
 - the embedded English voices side by side (hibari af_heart, Piper joe): speed, round-trip errors;
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
@@ -52,6 +54,7 @@ SECTIONS = (
     "stages",
     "llm",
     "llm_quality",
+    "tool_calls",
     "voices",
     "chinese",
     "beam",
@@ -145,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
         write(out, "llm_quality", llm_quality.section(llm_quality.measure(settings), out))
 
+    if "tool_calls" in args.sections and not args.gpu:
+        from bench import tool_calls
+
+        write(out, "tool_calls", tool_calls.section(tool_calls.measure(settings)))
+
     if "voices" in args.sections and not args.gpu:
         from bench import voices
 
@@ -184,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
     own_process = (
-        "startup", "serve", "llm", "llm_quality", "voices", "chinese", "beam", "stt_cost", "dialogue",
-        "storage",
+        "startup", "serve", "llm", "llm_quality", "tool_calls", "voices", "chinese", "beam", "stt_cost",
+        "dialogue", "storage",
     )  # fmt: skip
     needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:

@@ -20,17 +20,20 @@ from ray import serve
 
 from backend.app.audio.types import Audio
 from backend.app.backends import registry
-from backend.app.backends.protocols import DialogueSpeech
+from backend.app.backends.protocols import DialogueSpeech, ToolCallingChat
 from backend.app.container import warm_up_chat
 from backend.app.core.config import Settings
+from backend.app.core.errors import InvalidInputError
 from backend.app.core.logs import configure_logging
 from backend.app.core.process import set_model_process_env
+from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
     ModelInfo,
     SynthesisRequest,
+    ToolCall,
     TranscribeOptions,
     Transcription,
     TranscriptSegment,
@@ -127,6 +130,15 @@ class ChatDeployment:
         """Text deltas as they are generated; a consumer that stops early ends the generation."""
         with self._generating:
             yield from _relayed(self.backend.chat_stream(messages, options))
+
+    def chat_tools_stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[str | ToolCall]:
+        """Answer text and calls, as the engine's own `chat_tools_stream`."""
+        if not isinstance(self.backend, ToolCallingChat):
+            raise InvalidInputError(f"the LLM ({self.backend.info.model}) cannot call tools on this engine")
+        with self._generating:
+            yield from _relayed(self.backend.chat_tools_stream(messages, options, tools))
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return self.backend.count_tokens(messages)

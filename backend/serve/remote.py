@@ -18,11 +18,13 @@ from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from backend.app.audio.types import Audio
+from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
     SynthesisRequest,
+    ToolCall,
     TranscribeOptions,
     Transcription,
     TranscriptSegment,
@@ -98,6 +100,13 @@ class RemoteChatModel(RemoteEngine):
 
     def chat_stream(self, messages: Sequence[ChatMessage], options: GenerationOptions) -> Iterator[str]:
         return cast(Iterator[str], self.stream("chat_stream", list(messages), options))
+
+    def chat_tools_stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[str | ToolCall]:
+        return cast(
+            Iterator[str | ToolCall], self.stream("chat_tools_stream", list(messages), options, tools)
+        )
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return cast(int, self.call("count_tokens", list(messages)))

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend.app.backends.llamacpp_llm import SOCKET_DIR_PREFIX, STALE_AFTER_S, remove_stale_dirs
+from backend.app.backends.llamacpp_dirs import SOCKET_DIR_PREFIX, STALE_AFTER_S, remove_stale_dirs
 
 
 def _dead_pid() -> int:

@@ -108,6 +108,7 @@ _ALLOWED = {
     "backends/moonshine_convert.py": "Moonshine's files in its installed package, converted into MODELS_DIR",
     "backends/transformers_llm.py": "model directory from the settings",
     "backends/llamacpp_llm.py": "the GGUF file from the settings, and its own private socket directory",
+    "backends/llamacpp_dirs.py": "its own llama.cpp servers' private socket directories (temp dir)",
     "backends/cuda_libs.py": "library files of an installed package, found by importlib",
     "audio/vad.py": "silero-vad's ONNX file in its installed package, found by importlib",
     "audio/turn.py": "Smart Turn's ONNX file in the installed pipecat-ai package, found by importlib",

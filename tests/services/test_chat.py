@@ -12,7 +12,8 @@ import pytest
 from backend.app.container import Services
 from backend.app.core.errors import AppError, ContextLengthError, InvalidInputError
 from backend.app.core.values import ChatMessage, GenerationOptions
-from backend.app.services.chat import ChatDelta, ChatService, Completion
+from backend.app.services.chat import ChatDelta, ChatService
+from backend.app.services.completion import Completion
 from backend.app.services.history import ConversationHistory
 from backend.app.services.outputs import OutputStore
 from backend.app.storage.conversations import ConversationStore

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from backend.app.core.values import ChatMessage
 
@@ -69,16 +70,30 @@ class Markers:
         return self.pattern.sub(lambda m: m.group(0)[0] + JOINER + m.group(0)[1:], text)
 
 
-def engine_messages(messages: Sequence[ChatMessage], markers: Markers) -> list[dict[str, str]]:
+def engine_messages(messages: Sequence[ChatMessage], markers: Markers) -> list[dict[str, Any]]:
     """`messages` as an engine's template takes them: content defused, one system message first
-    (every system message merged into it), consecutive messages of one role merged into one."""
-    merged: list[dict[str, str]] = []
+    (every system message merged into it), consecutive messages of one role merged into one. An
+    assistant message with tool calls and a tool result keep their own message (OpenAI's shape:
+    `tool_calls`, `tool_call_id`), the calls' arguments defused as content is."""
+    merged: list[dict[str, Any]] = []
     system: list[str] = []
     for message in messages:
         content = markers.defuse(message.content)
         if message.role == "system":
             system.append(content)
-        elif merged and merged[-1]["role"] == message.role:
+        elif message.tool_calls:
+            calls = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": markers.defuse(c.arguments)},
+                }
+                for c in message.tool_calls
+            ]
+            merged.append({"role": "assistant", "content": content, "tool_calls": calls})
+        elif message.role == "tool":
+            merged.append({"role": "tool", "tool_call_id": message.tool_call_id or "", "content": content})
+        elif merged and merged[-1]["role"] == message.role and "tool_calls" not in merged[-1]:
             merged[-1]["content"] += "\n\n" + content
         else:
             merged.append({"role": message.role, "content": content})

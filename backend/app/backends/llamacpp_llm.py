@@ -23,10 +23,8 @@ import os
 import queue
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,12 +33,15 @@ from typing import Any
 
 from backend.app.backends import embedded
 from backend.app.backends.chat_prompt import engine_messages, gguf_markers
+from backend.app.backends.llamacpp_dirs import SOCKET_DIR_PREFIX, remove_stale_dirs
+from backend.app.backends.llamacpp_tools import run_with_tools
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.streaming import beside
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns, generating
 from backend.app.core.errors import ContextLengthError, InvalidInputError, ModelLoadError
-from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
+from backend.app.core.tools import ToolRequest
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo, ToolCall, ToolSpec
 from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,46 @@ class LlamaCppChatBackend:
     def count_text_tokens(self, text: str) -> int:
         return self._tokens(text, special=False)
 
+    def render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()) -> str:
+        """The prompt the model's own template writes for `messages` (and `tools`, described as
+        the template describes them), ready for `complete`."""
+        body: dict[str, Any] = {"messages": engine_messages(messages, self.markers)}
+        if tools:
+            body["tools"] = [t.openai() for t in tools]
+        return str(self._post("/apply-template", body)["prompt"])
+
+    def complete(
+        self,
+        prompt: str,
+        options: GenerationOptions,
+        on_text: Callable[[str], bool],
+        schema: dict[str, Any] | None = None,
+    ) -> bool:
+        """Generate from a raw `prompt` (under the grammar of the JSON Schema `schema` when given),
+        each piece of text to `on_text`, which answers True to stop; True when it stopped it."""
+        body = {**self._request((), options), "prompt": prompt, "n_predict": options.max_tokens}
+        del body["messages"], body["max_tokens"]
+        if schema is not None:
+            body["json_schema"] = schema
+        failures: list[dict[str, Any]] = []
+        stopped = False
+
+        def callback(chunk: Any) -> bool:
+            nonlocal stopped
+            if isinstance(chunk, dict) and "choices" not in chunk:  # an error object
+                failures.append(chunk.get("error", chunk))
+                return True
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            text = choices[0].get("text") if choices else None
+            stopped = bool(text) and on_text(str(text))
+            return stopped
+
+        with generating(self.cpu):
+            self._server.handle_completions(body, callback)
+        if failures:
+            raise _error(failures[0])
+        return stopped
+
     def next_tokens(self, messages: Sequence[ChatMessage], top: int = 20) -> list[tuple[str, float]]:
         """The `top` likeliest tokens to follow the last message's text, before the template closes
         that message, with their probabilities (the model's full distribution: no sampling
@@ -273,6 +314,33 @@ class LlamaCppChatBackend:
 
         yield from beside(generate, (str(item) for item in iter(deltas.get, _END)), stop, failures)
 
+    def chat_tools_stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[str | ToolCall]:
+        """A reply that may call `tools`: answer text as it is generated, then the calls, checked
+        against their schemas (llamacpp_tools.py). Closing it stops the generation."""
+        stop = threading.Event()
+        cancelled = cancel_event()
+        items: queue.Queue[object] = queue.Queue()
+        failures: list[BaseException] = []
+
+        def push(item: str | ToolCall) -> bool:
+            if stop.is_set() or (cancelled is not None and cancelled.is_set()):
+                return True
+            items.put(item)
+            return False
+
+        def generate() -> None:
+            try:
+                run_with_tools(self, messages, options, tools, push)
+            except BaseException as e:
+                failures.append(e)
+            finally:
+                items.put(_END)
+
+        outputs = (item for item in iter(items.get, _END) if isinstance(item, str | ToolCall))
+        yield from beside(generate, outputs, stop, failures)
+
     def tokens_generated(self) -> int:
         """Tokens generated since load, as llama.cpp counts them (its Prometheus counter)."""
         for line in self._server.handle_metrics().splitlines():
@@ -283,67 +351,6 @@ class LlamaCppChatBackend:
     def close(self) -> None:
         self._http.close()
         self._finalizer()
-
-
-SOCKET_DIR_PREFIX = "voice-llamacpp-"
-STALE_AFTER_S = 60.0
-"""A socket directory without a pid file (one being made, or one of an older version) is left
-alone this long before it counts as stale."""
-
-
-def remove_stale_dirs(root: Path | None = None) -> int:
-    """Remove the socket directories of servers that no longer run (a process killed with -9
-    cannot remove its own): those whose `pid` names a process that is gone, and old ones with no
-    pid file and no socket that answers. Returns how many were removed."""
-    root = Path(root or tempfile.gettempdir())
-    removed = 0
-    for directory in root.glob(SOCKET_DIR_PREFIX + "*"):
-        try:
-            # By uid, not name: a container's user may have no name (no passwd entry).
-            if not directory.is_dir() or directory.stat().st_uid != os.getuid():
-                continue
-            if not _stale(directory):
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(directory, ignore_errors=True)
-        removed += 1
-    if removed:
-        logger.info("removed %d stale llama.cpp socket directories from %s", removed, root)
-    return removed
-
-
-def _stale(directory: Path) -> bool:
-    pid_file = directory / "pid"
-    if pid_file.exists():
-        try:
-            pid = int(pid_file.read_text().strip())
-        except ValueError:
-            return True
-        return not _alive(pid)
-    if time.time() - directory.stat().st_mtime < STALE_AFTER_S:
-        return False
-    return not _answers(directory / "llama.sock")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def _error(error: dict[str, Any]) -> Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -13,7 +14,8 @@ import openai
 from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_messages
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
-from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
+from backend.app.core.tools import ToolRequest, check_arguments, new_call
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo, ToolCall
 from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import is_cjk
 
@@ -53,8 +55,20 @@ class OpenAIChatBackend:
         cjk = sum(1 for ch in text if is_cjk(ch))
         return math.ceil((len(text) - cjk) / 4 + cjk * 1.5)
 
-    def _create(self, messages: Sequence[ChatMessage], options: GenerationOptions, stream: bool) -> Any:
+    def _create(
+        self,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        stream: bool,
+        tools: ToolRequest | None = None,
+    ) -> Any:
         """One chat.completions call, its failures as UpstreamError (503)."""
+        extra: dict[str, Any] = {}
+        if tools is not None and tools.tools:
+            extra["tools"] = [t.openai() for t in tools.tools]
+            named = {"type": "function", "function": {"name": tools.choice}}
+            extra["tool_choice"] = tools.choice if tools.choice in ("auto", "none", "required") else named
+            extra["parallel_tool_calls"] = tools.parallel
         try:
             return self._client.chat.completions.create(
                 model=self._model,
@@ -62,6 +76,7 @@ class OpenAIChatBackend:
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
                 stream=stream,
+                **extra,
             )
         except openai.APIStatusError as e:
             raise UpstreamError(
@@ -95,6 +110,41 @@ class OpenAIChatBackend:
             raise UpstreamError(self._scrub(f"the LLM stream broke off: {e}")) from None
         finally:
             stream.close()
+
+    def chat_tools_stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[str | ToolCall]:
+        """The tools passed on to the server, which runs the model's template and reads its calls;
+        the calls' pieces are gathered by index and each call checked against its schema here as
+        on the local engine (one that fails is given back as text)."""
+        stream = self._create(messages, options, stream=True, tools=tools)
+        pieces: dict[int, dict[str, str]] = {}
+        try:
+            for chunk in stream:
+                raise_if_cancelled()
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    yield delta.content
+                for call in delta.tool_calls or ():
+                    piece = pieces.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                    piece["id"] = call.id or piece["id"]
+                    if call.function is not None:
+                        piece["name"] += call.function.name or ""
+                        piece["arguments"] += call.function.arguments or ""
+        except openai.APIError as e:
+            raise UpstreamError(self._scrub(f"the LLM stream broke off: {e}")) from None
+        finally:
+            stream.close()
+        for index in sorted(pieces):
+            piece = pieces[index]
+            spec = tools.spec(piece["name"])
+            if spec is None or check_arguments(spec, piece["arguments"]) is not None:
+                yield json.dumps({"name": piece["name"], "arguments": piece["arguments"]})
+                continue
+            call = new_call(piece["name"], piece["arguments"])
+            yield ToolCall(piece["id"] or call.id, call.name, call.arguments)
 
 
 def _without_login(url: str) -> str:

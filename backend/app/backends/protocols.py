@@ -11,15 +11,17 @@ All methods here block; services call them on the model's worker thread.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from backend.app.audio.types import Audio
+from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
     ModelInfo,
     SynthesisRequest,
+    ToolCall,
     TranscribeOptions,
     Transcription,
     TranscriptSegment,
@@ -58,6 +60,19 @@ class ChatModel(Protocol):
 
     def count_text_tokens(self, text: str) -> int:
         """Tokens of generated text (exact with a local tokenizer, an estimate otherwise)."""
+        ...
+
+
+@runtime_checkable
+class ToolCallingChat(Protocol):
+    """A chat engine whose model can call functions (llama.cpp with the model's template, an
+    OpenAI-compatible server). Engines without it answer requests that offer tools with a 400."""
+
+    def chat_tools_stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[str | ToolCall]:
+        """The reply as answer-text deltas and, at its end, the calls it makes (each checked
+        against its function's schema). Closing the iterator early stops the generation."""
         ...
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def beside(
-    generate: Callable[[], None], deltas: Iterable[str], stop: threading.Event, failures: list[BaseException]
-) -> Iterator[str]:
+    generate: Callable[[], None], deltas: Iterable[T], stop: threading.Event, failures: list[BaseException]
+) -> Iterator[T]:
     """Yield `deltas` while `generate` runs on a thread of its own and feeds them. The iterator
     waits for that thread, so the model's worker stays busy exactly as long as the model is;
     closing it sets `stop`, which the generation checks at every token. The first failure that

@@ -7,7 +7,7 @@ through the Protocols in `backends/protocols.py`. They hold data only: no engine
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,51 @@ class Transcription:
     segments: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
 
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call, as OpenAI's API describes one: its name, what it does, and
+    the JSON Schema of its arguments (an object)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def openai(self) -> dict[str, Any]:
+        """The tool as OpenAI's chat API (and chat templates) take it."""
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made: an id the result refers to, the function's name, its arguments as
+    JSON text (an object)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant message's calls (its content may be empty)."""
+    tool_call_id: str | None = None
+    """A `tool` message: the call whose result `content` is."""
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,15 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar, cast
+from dataclasses import dataclass
+from typing import Generic, ParamSpec, TypeVar, cast
 
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.memory import request_trim
 
 P = ParamSpec("P")
 T = TypeVar("T")
+E = TypeVar("E")
 
 _END = object()
 
@@ -352,3 +354,16 @@ class ModelWorker:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class OpenedStream(Generic[E]):
+    """Work opened after every check: `events` yields its output; `aclose()` stops it and gives
+    the model's slot back if the work never started."""
+
+    events: AsyncGenerator[E, None]
+    admission: Admission
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+        self.admission.release()

@@ -13,21 +13,19 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
 
 from backend.app.backends.protocols import ChatModel
 from backend.app.core.config import LLMSettings
-from backend.app.core.errors import ContextLengthError, InvalidInputError, TextTooLongError
+from backend.app.core.errors import InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer, elapsed_ms
+from backend.app.core.tools import ToolRequest
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
-from backend.app.core.worker import Admission, ModelWorker
+from backend.app.core.worker import Admission, ModelWorker, OpenedStream
+from backend.app.services.completion import Completions, CompletionStream
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.storage.rows import Turn
 from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
-from backend.app.text.stops import StopScanner
-
-E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -45,42 +43,11 @@ class ChatDelta:
     text: str
 
 
-@dataclass(frozen=True)
-class Completion:
-    """The end of a stateless completion (the OpenAI-compatible route): the whole text, why it
-    ended, and token counts (exact with a local tokenizer, estimated for a remote server)."""
-
-    text: str
-    finish_reason: Literal["stop", "length"]
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class OpenedStream(Generic[E]):
-    """Work opened after every check: `events` yields its output; `aclose()` stops it and gives
-    the model's slot back if the work never started."""
-
-    events: AsyncGenerator[E, None]
-    admission: Admission
-
-    async def aclose(self) -> None:
-        await self.events.aclose()
-        self.admission.release()
-
-
 @dataclass
 class ReplyStream(OpenedStream[ChatDelta | ChatReply]):
     """A reply (`ChatService.open_reply`): `ChatDelta`s, then the `ChatReply`."""
 
     conversation_id: str = field(kw_only=True)
-
-
-@dataclass
-class CompletionStream(OpenedStream[str | Completion]):
-    """A stateless completion (`ChatService.open_completion`): text deltas, then the `Completion`."""
-
-    prompt_tokens: int = field(kw_only=True)
 
 
 class ChatService:
@@ -290,67 +257,15 @@ class ChatService:
         return self.backend.count_text_tokens(text)
 
     async def open_completion(
-        self, messages: Sequence[ChatMessage], options: GenerationOptions, stop: Sequence[str] = ()
-    ) -> CompletionStream:
-        """A stateless completion of `messages` (nothing is stored), opened after every check: the
-        context fit (400 context_length_exceeded, as OpenAI), then the model's queue (503), whose slot
-        is taken now. Generation stops at the first stop string, which is not part of the text."""
-        max_tokens = options.max_tokens
-        if not messages:
-            raise InvalidInputError("messages must not be empty", param="messages")
-        context = self.settings.context_tokens
-        # No token is longer than a few dozen characters: refuse huge inputs without tokenising.
-        if sum(len(m.content) for m in messages) > context * 32:
-            raise ContextLengthError(
-                f"This model's maximum context length is {context} tokens; the messages are far "
-                "longer. Please reduce the length of the messages.",
-                param="messages",
-            )
-        prompt_tokens = await asyncio.to_thread(self.backend.count_tokens, messages)
-        if prompt_tokens + max_tokens > context:
-            raise ContextLengthError(
-                f"This model's maximum context length is {context} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
-                "in the completion). Please reduce the length of the messages or completion.",
-                param="messages",
-            )
-        admission = self.worker.admit()
-        events = self._completion(messages, options, stop, prompt_tokens, admission)
-        return CompletionStream(events, admission, prompt_tokens=prompt_tokens)
-
-    async def _completion(
         self,
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
-        stop: Sequence[str],
-        prompt_tokens: int,
-        admission: Admission,
-    ) -> AsyncGenerator[str | Completion, None]:
-        timer = StageTimer(self.metrics, "llm_first_token", "llm")
-        scanner = StopScanner(stop)
-        parts: list[str] = []
-        leading = True
-        async with aclosing(admission.stream(self.backend.chat_stream, messages, options)) as deltas:
-            async for delta in deltas:
-                if leading:
-                    delta = delta.lstrip()
-                    leading = not delta
-                text = scanner.feed(delta)
-                if text:
-                    timer.first()
-                    parts.append(text)
-                    yield text
-                if scanner.stopped:
-                    break
-        timer.done()
-        tail = "" if scanner.stopped else scanner.flush()
-        if tail:
-            parts.append(tail)
-            yield tail
-        answer = "".join(parts)
-        completion_tokens = await asyncio.to_thread(self.backend.count_text_tokens, answer)
-        ran_out = not scanner.stopped and completion_tokens >= options.max_tokens
-        yield Completion(answer, "length" if ran_out else "stop", prompt_tokens, completion_tokens)
+        stop: Sequence[str] = (),
+        tools: ToolRequest | None = None,
+    ) -> CompletionStream:
+        """A stateless completion of `messages`, which may call `tools` (services/completion.py)."""
+        completions = Completions(self.backend, self.worker, self.settings, self.metrics)
+        return await completions.begin(messages, options, stop, tools)
 
     async def _reply_events(
         self, text: str, conversation_id: str, admission: Admission | None

@@ -19,12 +19,17 @@ from backend.app.api.v1.schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
     Choice,
+    ContentPart,
+    FunctionCallOut,
+    NamedToolChoice,
+    ToolCallOut,
     Usage,
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
 from backend.app.core.errors import InvalidInputError
-from backend.app.core.values import ChatMessage, Role
-from backend.app.services.chat import Completion
+from backend.app.core.tools import ToolRequest, check_tool, check_tools
+from backend.app.core.values import ChatMessage, Role, ToolCall
+from backend.app.services.completion import Completion
 
 router = APIRouter(tags=["openai"])
 
@@ -33,19 +38,13 @@ _ROLES: dict[str, Role] = {
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 
-def _message(index: int, message: ChatMessageIn) -> ChatMessage:
-    role = _ROLES.get(message.role)
-    if role is None:
-        raise InvalidInputError(
-            f"messages[{index}]: the role {message.role!r} is not supported (no tools or functions here)",
-            param=f"messages.[{index}].role",
-        )
-    content = message.content
+def _text(index: int, content: str | list[ContentPart] | None) -> str:
     if content is None or isinstance(content, str):
-        return ChatMessage(role, content or "")
+        return content or ""
     texts = []
     for part in content:
         if part.type != "text" or part.text is None:
@@ -54,7 +53,60 @@ def _message(index: int, message: ChatMessageIn) -> ChatMessage:
                 param=f"messages.[{index}].content",
             )
         texts.append(part.text)
-    return ChatMessage(role, "\n".join(texts))
+    return "\n".join(texts)
+
+
+def _messages(messages: list[ChatMessageIn]) -> list[ChatMessage]:
+    """The conversation as the engines take it. A `tool` message must answer a call made by an
+    earlier assistant message (its `tool_call_id`), as OpenAI's API requires."""
+    out: list[ChatMessage] = []
+    called: set[str] = set()
+    for index, message in enumerate(messages):
+        role = _ROLES.get(message.role)
+        if role is None:
+            raise InvalidInputError(
+                f"messages[{index}]: the role {message.role!r} is not supported (the legacy "
+                "`function` role: send `tool` messages with a tool_call_id)",
+                param=f"messages.[{index}].role",
+            )
+        text = _text(index, message.content)
+        if role == "tool":
+            if not message.tool_call_id:
+                raise InvalidInputError(
+                    f"messages[{index}]: a tool message needs tool_call_id",
+                    param=f"messages.[{index}].tool_call_id",
+                )
+            if message.tool_call_id not in called:
+                raise InvalidInputError(
+                    f"messages[{index}]: tool_call_id {message.tool_call_id[:80]!r} answers no call of an "
+                    "earlier assistant message's tool_calls",
+                    param=f"messages.[{index}].tool_call_id",
+                )
+            out.append(ChatMessage("tool", text, tool_call_id=message.tool_call_id))
+            continue
+        calls: tuple[ToolCall, ...] = ()
+        if message.tool_calls and role == "assistant":
+            calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls)
+            called.update(c.id for c in calls)
+        out.append(ChatMessage(role, text, tool_calls=calls))
+    return out
+
+
+def _tools(body: ChatCompletionRequest) -> ToolRequest | None:
+    """The request's tools, each checked (a 400 names the field), and how the model may use them."""
+    choice = body.tool_choice
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+    if not body.tools:
+        if named is not None or choice == "required":
+            raise InvalidInputError("tool_choice needs tools", param="tool_choice")
+        return None
+    specs = tuple(
+        check_tool(i, t.function.name, t.function.description, t.function.parameters, "tools")
+        for i, t in enumerate(body.tools)
+    )
+    mode = named or (choice if isinstance(choice, str) else "auto")
+    check_tools(specs, mode)
+    return ToolRequest(specs, mode, body.parallel_tool_calls)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -77,14 +129,19 @@ async def create_chat_completion(
 
     Honoured: `max_tokens` / `max_completion_tokens` (default and ceiling LLM_MAX_TOKENS, the
     operator's bound on one reply: a larger request ends with finish_reason "length"), `temperature`
-    (default LLM_TEMPERATURE), `stop`, `stream` and `stream_options.include_usage`. Other fields
-    are accepted and ignored; `n` must be 1. Nothing is stored: use /chat for kept conversations.
+    (default LLM_TEMPERATURE), `stop`, `stream` and `stream_options.include_usage`, and tools:
+    `tools`, `tool_choice` (`auto`, `none`, `required`, a named function), `parallel_tool_calls`,
+    assistant messages with `tool_calls` and `tool` messages with `tool_call_id`. A call's
+    arguments are checked against its function's schema; one the model writes wrong is generated
+    again under the schema's grammar (llama.cpp) or given back as text. Other fields are accepted
+    and ignored; `n` must be 1. Nothing is stored: use /chat for kept conversations.
     """
     model = catalog.resolve(body.model, "chat").id
-    messages = [_message(i, m) for i, m in enumerate(body.messages)]
+    messages = _messages(body.messages)
+    tools = _tools(body)
     stops = _stops(body.stop)
     options = chat.completion_options(body.max_completion_tokens or body.max_tokens, body.temperature)
-    completion = await chat.open_completion(messages, options, stops)  # 400 / 503 before any stream
+    completion = await chat.open_completion(messages, options, stops, tools)  # 400 / 503 before any stream
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     events = completion.events
     if body.stream:
@@ -94,7 +151,13 @@ async def create_chat_completion(
     async with aclosing(events):
         async for event in events:
             if isinstance(event, Completion):
-                message = AssistantMessage(content=event.text)
+                calls = [
+                    ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+                    for c in event.tool_calls
+                ]
+                message = AssistantMessage(
+                    content=event.text or (None if calls else ""), tool_calls=calls or None
+                )
                 choice = Choice(message=message, finish_reason=event.finish_reason)
                 return ChatCompletion(
                     id=completion_id, created=created, model=model, choices=[choice], usage=_usage(event)
@@ -111,25 +174,29 @@ def _usage(end: Completion) -> Usage:
 
 
 async def _chunks(
-    events: AsyncGenerator[str | Completion, None],
+    events: AsyncGenerator[str | ToolCall | Completion, None],
     completion_id: str,
     created: int,
     model: str,
     include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
-    """`chat.completion.chunk`s: the role, the content deltas, the finish reason, the usage (when
-    asked), then `[DONE]`."""
+    """`chat.completion.chunk`s: the role, the content deltas, each tool call (one chunk with its
+    whole arguments), the finish reason, the usage (when asked), then `[DONE]`."""
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
     extra = {"usage": None} if include_usage else {}
 
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+    def chunk(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return sse_data({**head, "choices": [choice], **extra})
 
     yield chunk({"role": "assistant", "content": ""})
+    calls = 0
     async with aclosing(events):
         async for event in events:
-            if isinstance(event, Completion):
+            if isinstance(event, ToolCall):  # a call comes whole, its arguments checked
+                yield chunk({"tool_calls": [{"index": calls, **event.openai()}]})
+                calls += 1
+            elif isinstance(event, Completion):
                 yield chunk({}, event.finish_reason)
                 if include_usage:
                     yield sse_data({**head, "choices": [], "usage": _usage(event).model_dump()})

@@ -1,12 +1,12 @@
 """Request and response models of the OpenAI-compatible routes, shaped as OpenAI's.
 
 Requests accept (and ignore) fields this server has no use for, as clients send many (`user`,
-`seed`, `tools`, ...); the fields we honour are validated with OpenAI's bounds.
+`seed`, ...); the fields we honour are validated with OpenAI's bounds.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -128,12 +128,54 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., max_length=64)
+    arguments: str = Field("", max_length=1_000_000, description="The arguments, as JSON text.")
+
+
+class ToolCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(..., min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = Field(
+        None, max_length=128, description="An assistant message's calls."
+    )
+    tool_call_id: str | None = Field(
+        None, max_length=128, description="A `tool` message: the call it answers."
+    )
+
+
+class FunctionIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Any = Field(..., description="1-64 letters, digits, '_' or '-'.")
+    description: Any = None
+    parameters: Any = Field(None, description="A JSON Schema of an object.")
+    strict: bool | None = None
+
+
+class ToolIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionIn
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -155,18 +197,35 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences that end the reply.")
     stream: bool = False
     stream_options: StreamOptions | None = None
+    tools: list[ToolIn] | None = Field(None, description="Functions the model may call (at most 128).")
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = Field(
+        None, description="Default `auto` when tools are given."
+    )
+    parallel_tool_calls: bool = True
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None = None
 
 
