@@ -36,6 +36,7 @@ from backend.app.core.middleware import (
     RequestContextMiddleware,
 )
 from backend.app.core.quotas import KeyLedger
+from backend.app.services.mcp_tools import McpTools
 
 logger = logging.getLogger("backend.app")
 
@@ -91,6 +92,7 @@ def _load_in_background(app: FastAPI, settings: Settings) -> threading.Thread:
             manifest.record(settings.storage.models_dir, manifest.configured_models(settings))
         except Exception as e:  # the record is a convenience: never keep a loaded server from serving
             logger.warning("could not record the models in the manifest: %s", e)
+        services.chat.tools = getattr(app.state, "tools", None)
         gate.services = services
 
     gate: ServiceGate = app.state.gate
@@ -133,6 +135,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             directory.mkdir(parents=True, exist_ok=True)
         gate: ServiceGate = app.state.gate
         owned = gate.services is None  # services passed in are shut down by their owner
+        # Server-side tools (MCP_SERVERS): connected beside the models' loading, handed to the chat
+        # service as soon as both are there.
+        tools = app.state.tools = McpTools(settings.tools) if settings.tools.mcp_servers else None
+        if tools is not None:
+            asyncio.create_task(tools.start())  # noqa: RUF006 - close() ends what it starts
+            if gate.services is not None:
+                gate.services.chat.tools = tools
         if owned:
             _load_in_background(app, settings)
         sweeper = asyncio.create_task(_sweep_outputs(app, settings.storage.outputs_sweep_s))
@@ -143,6 +152,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             if wyoming is not None:
                 await wyoming.stop()
+            if tools is not None:
+                await tools.close()
             # Runs after the server has stopped accepting and in-flight requests have finished
             # (or SHUTDOWN_GRACE_S ran out): the conversation store is flushed and closed here.
             sweeper.cancel()

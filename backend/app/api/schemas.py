@@ -31,12 +31,22 @@ class ModuleHealth(BaseModel):
     error: str | None = Field(None, description="What is wrong with this module, when it is not ready.")
 
 
+class ToolServerHealth(BaseModel):
+    connected: bool
+    tools: int = Field(..., description="The tools it offers now.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "degraded"]
     modules: dict[str, ModuleHealth]
     error: str | None = Field(
         None,
         description="Why the server is degraded: a model that failed to load, a full disk, a bad database.",
+    )
+    tools: dict[str, ToolServerHealth] = Field(
+        default_factory=dict,
+        description="Each MCP server of MCP_SERVERS: connected or not, and its tools (one that is down "
+        "does not degrade the server: its tools are not offered until it is back).",
     )
 
 
@@ -210,6 +220,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+class ToolStepOut(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="The arguments the model gave, as JSON text.")
+    result: str = Field(description="What the tool answered (cut to TOOL_RESULT_CHARS), or the error.")
+    server: str = Field("", description="The MCP server that has the tool.")
+    error: bool = False
+    ms: float = 0.0
+
+
 class TurnOut(BaseModel):
     role: Literal["user", "assistant"]
     text: str
@@ -220,6 +240,9 @@ class TurnOut(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     interrupted: bool = Field(
         False, description="A reply cut short (barge-in or client gone): `text` is what was delivered."
+    )
+    tools: list[ToolStepOut] = Field(
+        default_factory=list, description="A reply's calls of MCP tools, in order, with their results."
     )
 
 

@@ -29,6 +29,7 @@ from backend.app.core.sections import (
     ServerSettings,
     StorageSettings,
     STTSettings,
+    ToolsSettings,
     TTSSettings,
     VADSettings,
     VoicesSettings,
@@ -47,6 +48,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "TTSSettings",
+    "ToolsSettings",
     "VADSettings",
     "VoicesSettings",
     "WyomingSettings",
@@ -136,6 +138,12 @@ ENV: dict[str, tuple[str, str]] = {
     "WS_MAX_EVENT_BYTES": ("realtime", "max_event_bytes"),
     "WS_PARTIAL_TRANSCRIPT_S": ("realtime", "partial_transcript_s"),
     "WS_MAX_SESSIONS": ("realtime", "max_sessions"),
+    "MCP_SERVERS": ("tools", "mcp_servers"),
+    "TOOL_MAX_STEPS": ("tools", "max_steps"),
+    "TOOL_TIMEOUT_S": ("tools", "timeout_s"),
+    "TOOL_RESULT_CHARS": ("tools", "result_chars"),
+    "MCP_REFRESH_S": ("tools", "refresh_s"),
+    "TOOL_ACKNOWLEDGEMENT": ("tools", "acknowledgement"),
     "OPENAI_VOICES": ("openai", "voices"),
     "OPENAI_MODEL_ALIASES": ("openai", "model_aliases"),
     "WYOMING_URI": ("wyoming", "uri"),
@@ -199,6 +207,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     vad: VADSettings = Field(default_factory=VADSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 

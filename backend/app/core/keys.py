@@ -27,7 +27,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-ScopeName = Literal["stages", "conversation", "realtime", "voices", "metrics"]
+ScopeName = Literal["stages", "conversation", "realtime", "voices", "metrics", "tools"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 """The route groups a key may be given (README: API keys)."""
 

@@ -346,6 +346,69 @@ class RealtimeSettings(Section):
     """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
 
 
+class McpServer(BaseModel):
+    """One MCP server: a command started on stdio, or a streamable-HTTP URL (with headers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("an MCP server's url must be http:// or https://")
+        return value
+
+    def model_post_init(self, context: object) -> None:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server has either a command (stdio) or a url (streamable HTTP)")
+
+
+class ToolsSettings(Section):
+    """Server-side tools: MCP servers whose tools the model may call in a spoken or typed turn."""
+
+    mcp_servers: Annotated[dict[str, McpServer], NoDecode] = Field(default_factory=dict)
+    """JSON: `{"name": {"command": "...", "args": [...], "env": {...}}, "other": {"url": "...",
+    "headers": {...}}}` (the `mcpServers` object of other MCP clients' configuration, which is
+    accepted whole too). Empty: no server-side tools."""
+    max_steps: int = Field(3, ge=1, le=16)
+    """Rounds of tool calls one reply may make before it must answer."""
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """The longest one tool call may take; a slower server is told to the user as not reached."""
+    result_chars: int = Field(4000, ge=100, le=1_000_000)
+    """A tool's result is cut to this many characters before the model reads it (and it is stored)."""
+    refresh_s: float = Field(300.0, ge=5, le=86_400)
+    """How often each MCP server's tool list is read again (and a server that was down retried)."""
+    acknowledgement: str = Field("One moment.", max_length=200)
+    """Said when an English reply calls a tool before it has said anything (empty: nothing)."""
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError as e:
+                raise ValueError(f"MCP_SERVERS is not JSON: {e}") from None
+        if isinstance(value, dict) and isinstance(value.get("mcpServers"), dict):
+            value = value["mcpServers"]
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str) or not name or len(name) > 64:
+                    raise ValueError(f"an MCP server's name must be 1-64 characters, got {name!r}")
+        return value
+
+
 class OpenAISettings(Section):
     """The OpenAI-compatible /v1 routes."""
 

@@ -9,20 +9,24 @@ independently (up to the model's queue). Streamed work is opened after every che
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from backend.app.backends.protocols import ChatModel
+from backend.app.backends.protocols import ChatModel, ToolCallingChat
 from backend.app.core.config import LLMSettings
 from backend.app.core.errors import InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer, elapsed_ms
+from backend.app.core.quotas import current_account
 from backend.app.core.tools import ToolRequest
-from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
+from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo, ToolCall
 from backend.app.core.worker import Admission, ModelWorker, OpenedStream
 from backend.app.services.completion import Completions, CompletionStream
 from backend.app.services.history import ConversationHistory, check_conversation_id
+from backend.app.services.mcp_tools import McpTools, ToolStep
+from backend.app.services.tool_loop import reply_with_tools
 from backend.app.storage.rows import Turn
 from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
@@ -69,6 +73,8 @@ class ChatService:
         """The longest message accepted (MAX_TTS_CHARS)."""
         self.history = history
         self.metrics = metrics or ServiceMetrics()
+        self.tools: McpTools | None = None
+        """Server-side tools (MCP_SERVERS), set by the container when any are configured."""
 
     @property
     def info(self) -> ModelInfo:
@@ -181,7 +187,7 @@ class ChatService:
         self._check_fit(system, text or "")
         turns = self.history.recent_turns(conversation_id, self.settings.max_history_messages)
         # A reply cut off before any of it was heard is kept in the record, not shown to the model.
-        history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns if t.text]
+        history = [m for t in turns for m in _as_messages(t)]
         # The longest tail of the history that fits: fewer messages never take more tokens, so a
         # binary search finds it in a handful of tokenisations rather than one per message.
         fits, over = len(history), -1  # history[fits:] fits (the empty tail does); history[over:] not
@@ -197,17 +203,37 @@ class ChatService:
                     over = middle
         kept = history[fits:]
         # Never start the window on an assistant turn: the model should see the question it answered.
-        while kept and kept[0].role == "assistant" and (new or len(kept) > 1):
+        while kept and kept[0].role in ("assistant", "tool") and (new or len(kept) > 1):
             kept = kept[1:]
         return [system, *kept, *new]
 
     def _stream(
-        self, admission: Admission | None, messages: Sequence[ChatMessage], options: GenerationOptions
-    ) -> AsyncGenerator[str, None]:
-        """The model's deltas, in `admission`'s slot when the caller took one up front."""
-        if admission is None:
-            return self.worker.stream(self.backend.chat_stream, messages, options)
-        return admission.stream(self.backend.chat_stream, messages, options)
+        self,
+        admission: Admission | None,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        text: str,
+    ) -> AsyncGenerator[str | ToolStep, None]:
+        """The model's deltas, in `admission`'s slot when the caller took one up front; with MCP
+        tools (and an engine that calls them), the reply's rounds of calls too (tool_loop.py)."""
+        work: Callable[[], Iterator[str | ToolStep]] = functools.partial(
+            self.backend.chat_stream, messages, options
+        )
+        tools, backend, account = self.tools, self.backend, current_account.get()
+        allowed = account is None or "tools" in account.key.scopes  # a key needs the `tools` scope
+        if tools is not None and tools.specs and allowed and isinstance(backend, ToolCallingChat):
+            settings = tools.settings
+            work = functools.partial(
+                reply_with_tools,
+                backend,
+                messages,
+                options,
+                ToolRequest(tools.specs),
+                tools.call_blocking,
+                settings.max_steps,
+                settings.acknowledgement if script_language(text) is None else "",
+            )
+        return admission.stream(work) if admission is not None else self.worker.stream(work)
 
     async def generate(
         self,
@@ -216,21 +242,27 @@ class ChatService:
         admission: Admission | None = None,
         messages: Sequence[ChatMessage] | None = None,
         max_tokens: int | None = None,
+        steps: list[ToolStep] | None = None,
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
         The context is `build_messages` now, or `messages` when the caller built it before storing `text` (a
         spoken turn stores the user's words first; they must not appear twice). Runs in `admission`'s slot if
         given (see `open_reply`), else is admitted when it starts; `max_tokens` shortens it (never beyond
-        LLM_MAX_TOKENS). Closing this iterator early stops the generation on the model's worker."""
+        LLM_MAX_TOKENS). The calls of server-side tools it makes go to `steps`. Closing this iterator early
+        stops the generation on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             if messages is None:
                 messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
             options = self.completion_options(max_tokens, None)
             leading = True
-            async with aclosing(self._stream(admission, messages, options)) as deltas:
+            async with aclosing(self._stream(admission, messages, options, text)) as deltas:
                 async for delta in deltas:
+                    if isinstance(delta, ToolStep):
+                        if steps is not None:
+                            steps.append(delta)
+                        continue
                     if leading:
                         delta = delta.lstrip()
                         if not delta:
@@ -275,9 +307,10 @@ class ChatService:
             started = time.perf_counter()
             timings: dict[str, float] = {}
             parts: list[str] = []
+            steps: list[ToolStep] = []
             finished = False
             try:
-                async with aclosing(self.generate(conversation_id, text, admission)) as deltas:
+                async with aclosing(self.generate(conversation_id, text, admission, steps=steps)) as deltas:
                     async for delta in deltas:
                         timings.setdefault("llm_first_token_ms", elapsed_ms(started))
                         parts.append(delta)
@@ -291,7 +324,13 @@ class ChatService:
                     await self.history.add_turns(
                         conversation_id,
                         Turn("user", text, created_at=asked),
-                        Turn("assistant", answer, timings=dict(timings), interrupted=not finished),
+                        Turn(
+                            "assistant",
+                            answer,
+                            timings=dict(timings),
+                            interrupted=not finished,
+                            tools=tuple(step.stored() for step in steps),
+                        ),
                     )
         yield ChatReply(answer, conversation_id, timings)
 
@@ -313,3 +352,16 @@ def _answer_in(system: ChatMessage, language: str | None) -> ChatMessage:
         return system
     name = language_name(language).title()
     return ChatMessage("system", f"{system.content}\n\nThe user speaks {name}: answer in {name}.")
+
+
+def _as_messages(turn: Turn) -> list[ChatMessage]:
+    """A stored turn as the model reads it again: an assistant turn that called tools is its calls,
+    their results (`tool` messages), then its answer."""
+    if turn.role == "user":
+        return [ChatMessage("user", turn.text)] if turn.text else []
+    messages = []
+    for step in turn.tools:
+        call = ToolCall(str(step.get("id", "")), str(step.get("name", "")), str(step.get("arguments", "")))
+        messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
+        messages.append(ChatMessage("tool", str(step.get("result", "")), tool_call_id=call.id))
+    return [*messages, ChatMessage("assistant", turn.text)] if turn.text else messages

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
 import anyio
@@ -22,6 +22,7 @@ from backend.app.core.values import ChatMessage, TranscribeOptions
 from backend.app.core.worker import Gate
 from backend.app.services.chat import ChatService
 from backend.app.services.history import ConversationHistory, check_conversation_id
+from backend.app.services.mcp_tools import ToolStep
 from backend.app.services.speech import ReplyAudio, SpeechStream
 from backend.app.services.stt import STTService
 from backend.app.services.tts import TTSService
@@ -227,8 +228,9 @@ class ConversationService:
                 if not voice and speak:
                     voice = await asyncio.to_thread(self._reply_voice, conversation_id, language)
                 parts: list[str] = []
+                steps: list[ToolStep] = []
                 generated = self.chat.generate(
-                    conversation_id, text or "", slot.llm, messages, request.max_tokens
+                    conversation_id, text or "", slot.llm, messages, request.max_tokens, steps
                 )
                 deltas = _timed(generated, timings, parts)
                 speech: SpeechStream | Unspoken
@@ -272,6 +274,7 @@ class ConversationService:
                                 first_audio_at,
                                 request.audio_format,
                                 text_only=not speak,
+                                steps=steps,
                             )
             counted = await asyncio.to_thread(self._usage, messages, reply) if request.usage else None
             yield Turn(text or "", reply, conversation_id, name, dict(timings), not finished, counted)
@@ -300,6 +303,7 @@ class ConversationService:
         audio_format: AudioFormat,
         *,
         text_only: bool = False,
+        steps: Sequence[ToolStep] = (),
     ) -> tuple[str, str | None]:
         """Store the reply as far as it was heard (a reply in text only: as far as it was
         delivered), with its timings counted from `origin` (the end of the user's speech); returns
@@ -323,6 +327,7 @@ class ConversationService:
                 audio_file=name,
                 timings=dict(timings),
                 interrupted=not finished,
+                tools=tuple(step.stored() for step in steps),
             ),
         )
         return reply, name

@@ -64,6 +64,8 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # The calls of server-side tools an assistant turn made, with their results, as JSON.
+    "ALTER TABLE turns ADD COLUMN tools TEXT;",
 )
 
 
@@ -215,7 +217,7 @@ class ConversationStore:
             )
             db.executemany(
                 "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
-                " timings, interrupted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timings, interrupted, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         conversation_id,
@@ -227,6 +229,7 @@ class ConversationStore:
                         t.audio_file,
                         json.dumps(t.timings) if t.timings else None,
                         int(t.interrupted),
+                        json.dumps(t.tools, ensure_ascii=False) if t.tools else None,
                     )
                     for t in turns
                 ],

@@ -289,7 +289,7 @@ class PostgresStore:
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO turns (conversation_id, role, text, created_at, language, voice, audio_file,"
-                    " timings, interrupted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " timings, interrupted, tools) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             conversation_id,
@@ -301,6 +301,7 @@ class PostgresStore:
                             t.audio_file,
                             json.dumps(t.timings) if t.timings else None,
                             t.interrupted,
+                            _text(json.dumps(t.tools, ensure_ascii=False)) if t.tools else None,
                         )
                         for t in turns
                     ],

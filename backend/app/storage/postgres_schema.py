@@ -54,6 +54,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reply_audio_by_age ON reply_audio (created_at);
     """,
+    # The calls of server-side tools an assistant turn made, with their results, as JSON.
+    "ALTER TABLE turns ADD COLUMN tools TEXT;",
 )
 
 MIGRATION_LOCK = 0x766F6963  # pg_advisory_xact_lock key of the migrations ("voic")

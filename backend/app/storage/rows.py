@@ -23,6 +23,9 @@ class Turn:
     timings: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     """An assistant turn cut short: `text` is what was delivered (spoken) before the cut."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """An assistant turn's calls of server-side tools, in order: id, name, arguments, result,
+    server, error, ms (services/mcp_tools.ToolStep)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def turn_from_row(row: Row) -> Turn:
         audio_file=row["audio_file"],
         timings=json.loads(row["timings"]) if row["timings"] else {},
         interrupted=bool(row["interrupted"]),
+        tools=tuple(json.loads(row["tools"])) if row["tools"] else (),
     )
 
 

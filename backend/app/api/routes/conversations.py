@@ -14,6 +14,7 @@ from backend.app.api.schemas import (
     ConversationOut,
     ConversationPage,
     ConversationPatch,
+    ToolStepOut,
     TurnOut,
 )
 
@@ -49,6 +50,7 @@ async def get_conversation(conversation_id: str, history: HistoryDep) -> Convers
                 audio_url=f"/outputs/{t.audio_file}" if t.audio_file else None,
                 timings=t.timings,
                 interrupted=t.interrupted,
+                tools=[ToolStepOut.model_validate(step) for step in t.tools],
             )
             for t in turns
         ],

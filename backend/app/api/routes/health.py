@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from backend.app.api.schemas import HealthResponse, ModuleHealth
+from backend.app.api.schemas import HealthResponse, ModuleHealth, ToolServerHealth
 from backend.app.container import ServiceGate, StageLoad
 from backend.app.core.values import ModelInfo
 
@@ -54,7 +54,9 @@ async def _health(request: Request) -> HealthResponse:
         failed = failed or storage_problem
     else:
         status = "loading"
-    return HealthResponse(status=status, modules=modules, error=failed)
+    tools = getattr(request.app.state, "tools", None)
+    servers = {name: ToolServerHealth(**state) for name, state in tools.status().items()} if tools else {}
+    return HealthResponse(status=status, modules=modules, error=failed, tools=servers)
 
 
 @router.get("/health", response_model=HealthResponse)

@@ -1,0 +1,86 @@
+"""Turns that call server-side tools, end to end: the real server on the default LLM with an MCP
+server (tests/tools/home_server.py, on stdio) in MCP_SERVERS. A typed and a spoken turn call the
+tool and answer with its result; the calls are stored with the turn; a tool that does not answer
+in time is said aloud as not reached, and the turn ends."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.app.core.config import Settings
+from tests.conftest import REPO
+from tests.server import server_dir, start_server, stop_server
+
+SERVERS = {"home": {"command": sys.executable, "args": ["-m", "tests.tools.home_server"], "cwd": str(REPO)}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp: Path = server_dir(tmp_path_factory, "tool-turns")
+    process, base = start_server(
+        tmp,
+        "tools.log",
+        LLM_MODEL="embedded",
+        LLM_MAX_TOKENS="48",
+        MCP_SERVERS=json.dumps(SERVERS),
+        TOOL_TIMEOUT_S="3",
+    )
+    try:
+        yield base
+        assert process.poll() is None, "the server died during the tests"
+    finally:
+        stop_server(process)
+
+
+def _tools_of(http: httpx.Client, conversation: str) -> list[dict[str, object]]:
+    turns = http.get(f"/conversations/{conversation}").json()["turns"]
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    return list(turns[1]["tools"])
+
+
+def test_health_names_the_mcp_server(server: str) -> None:
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["tools"] == {"home": {"connected": True, "tools": 4}}
+
+
+def test_a_typed_turn_calls_the_tool_and_answers_with_its_result(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=120) as http:
+        reply = http.post("/chat", json={"text": "What's the weather like in Chicago right now?"})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert "31" in body["reply"], body
+        (step,) = _tools_of(http, body["conversation_id"])
+        assert step["name"] == "get_weather" and step["server"] == "home" and not step["error"]
+        assert json.loads(str(step["arguments"]))["city"].lower().startswith("chicago")
+        assert "31" in str(step["result"])
+
+
+def test_a_spoken_turn_calls_the_tool(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=120) as http:
+        said = http.post("/tts", json={"text": "Please turn on the light in the kitchen."})
+        assert said.status_code == 200
+        turn = http.post("/conversation", files={"audio_file": ("ask.wav", said.content)})
+        assert turn.status_code == 200, turn.text
+        body = turn.json()
+        steps = _tools_of(http, body["conversation_id"])
+        assert [s["name"] for s in steps] == ["set_light"], (body, steps)
+        arguments = json.loads(str(steps[0]["arguments"]))
+        assert "kitchen" in arguments["room"].lower() and arguments["on"] is True
+        assert http.get(body["audio_url"]).status_code == 200
+
+
+def test_a_tool_that_does_not_answer_is_said_not_reached(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=120) as http:
+        reply = http.post("/chat", json={"text": "Use the slow archive to look up the history of tea."})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert "couldn't reach home" in body["reply"], body
+        (step,) = _tools_of(http, body["conversation_id"])
+        assert step["name"] == "slow_lookup" and step["error"]
+        assert Settings().tools.acknowledgement in body["reply"]
