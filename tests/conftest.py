@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.backends.piper import PiperBackend
+from backend.app.backends.protocols import ChatModel
 from backend.app.backends.transformers_llm import TransformersChatBackend
 from backend.app.backends.voice_pair import VoicePair
 from backend.app.backends.whisper import WhisperBackend
@@ -33,16 +34,18 @@ SENTENCE = (DATA / "SENTENCE.txt").read_text().strip()
 SYNTH_WER = 0.4
 
 
-def realtime_services(services: Services, settings: Settings, chat_tokens: int) -> Services:
+def realtime_services(
+    services: Services, settings: Settings, chat_tokens: int, backend: ChatModel | None = None
+) -> Services:
     """The shared models, with a realtime service on `settings`' limits and replies of at most
-    `chat_tokens` tokens (long enough to be cut, or short to be quick)."""
+    `chat_tokens` tokens (long enough to be cut, or short to be quick); `backend` replaces the LLM."""
     from backend.app.services.chat import ChatService
     from backend.app.services.conversation import ConversationService
     from backend.app.services.realtime.service import RealtimeService
 
     base = services.chat
     chat = ChatService(
-        base.backend,
+        backend or base.backend,
         base.worker,
         base.settings.model_copy(update={"max_tokens": chat_tokens}),
         base.history,
@@ -119,6 +122,14 @@ def llm(services: Services) -> LlamaCppChatBackend:
     backend = services.chat.backend
     assert isinstance(backend, LlamaCppChatBackend)
     return backend
+
+
+@pytest.fixture(scope="session")
+def qwen() -> Iterator[LlamaCppChatBackend]:
+    """The default LLM (Qwen2.5-Coder-1.5B), for the tests of what the small one cannot do: tools."""
+    engine = LlamaCppChatBackend("embedded", 2048, models_dir=REPO / "models")
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="session")

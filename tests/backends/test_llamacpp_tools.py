@@ -7,7 +7,6 @@ under the schema's grammar)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,9 +14,7 @@ from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.config import Settings
 from backend.app.core.tools import ToolRequest, check_arguments
 from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall, ToolSpec
-from tests.conftest import REPO
 
-MODEL = REPO / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 WEATHER = ToolSpec(
     "get_weather",
     "Get the current weather in a city",
@@ -43,12 +40,8 @@ SYSTEM = ChatMessage("system", Settings().llm.system_prompt)
 
 
 @pytest.fixture(scope="module")
-def tool_llm() -> Iterator[LlamaCppChatBackend]:
-    if not MODEL.is_file():
-        pytest.fail(f"{MODEL} is not prepared (make models, which the test command runs)")
-    engine = LlamaCppChatBackend(str(MODEL), 2048)
-    yield engine
-    engine.close()
+def tool_llm(qwen: LlamaCppChatBackend) -> LlamaCppChatBackend:
+    return qwen
 
 
 def _reply(

@@ -16,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from backend.app.backends.protocols import ChatModel, ToolCallingChat
-from backend.app.core.config import LLMSettings
+from backend.app.core.config import LLMSettings, ToolsSettings
 from backend.app.core.errors import InvalidInputError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics, StageTimer, elapsed_ms
 from backend.app.core.quotas import current_account
@@ -213,25 +213,29 @@ class ChatService:
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
         text: str,
-    ) -> AsyncGenerator[str | ToolStep, None]:
-        """The model's deltas, in `admission`'s slot when the caller took one up front; with MCP
-        tools (and an engine that calls them), the reply's rounds of calls too (tool_loop.py)."""
-        work: Callable[[], Iterator[str | ToolStep]] = functools.partial(
-            self.backend.chat_stream, messages, options
-        )
+        client: ToolRequest | None = None,
+    ) -> AsyncGenerator[str | ToolStep | ToolCall, None]:
+        """The model's deltas, in `admission`'s slot when the caller took one up front; with tools
+        (MCP's, and the `client`'s own) and an engine that calls them, through tool_loop.py."""
+        work: Callable[[], Iterator[str | ToolStep | ToolCall]]
+        work = functools.partial(self.backend.chat_stream, messages, options)
         tools, backend, account = self.tools, self.backend, current_account.get()
         allowed = account is None or "tools" in account.key.scopes  # a key needs the `tools` scope
-        if tools is not None and tools.specs and allowed and isinstance(backend, ToolCallingChat):
-            settings = tools.settings
+        served = tools.specs if tools is not None and allowed else ()
+        theirs = client.tools if client is not None and client.choice != "none" else ()
+        if (served or theirs) and isinstance(backend, ToolCallingChat):
+            choice, parallel = (client.choice, client.parallel) if client is not None else ("auto", True)
+            limits = self.tools.settings if self.tools is not None else ToolsSettings()
             work = functools.partial(
                 reply_with_tools,
                 backend,
                 messages,
                 options,
-                ToolRequest(tools.specs),
-                tools.call_blocking,
-                settings.max_steps,
-                settings.acknowledgement if script_language(text) is None else "",
+                ToolRequest((*theirs, *served), choice, parallel),
+                tools.call_blocking if tools is not None else _unserved,
+                limits.max_steps,
+                limits.acknowledgement if script_language(text) is None else "",
+                frozenset(t.name for t in theirs),
             )
         return admission.stream(work) if admission is not None else self.worker.stream(work)
 
@@ -243,25 +247,32 @@ class ChatService:
         messages: Sequence[ChatMessage] | None = None,
         max_tokens: int | None = None,
         steps: list[ToolStep] | None = None,
+        client: ToolRequest | None = None,
+        calls: list[ToolCall] | None = None,
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
         The context is `build_messages` now, or `messages` when the caller built it before storing `text` (a
         spoken turn stores the user's words first; they must not appear twice). Runs in `admission`'s slot if
         given (see `open_reply`), else is admitted when it starts; `max_tokens` shortens it (never beyond
-        LLM_MAX_TOKENS). The calls of server-side tools it makes go to `steps`. Closing this iterator early
-        stops the generation on the model's worker."""
+        LLM_MAX_TOKENS). The calls of server-side tools it makes go to `steps`; with the `client`'s own tools,
+        the calls it ends with go to `calls`. Closing this iterator early stops the generation on the
+        model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             if messages is None:
                 messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
             options = self.completion_options(max_tokens, None)
             leading = True
-            async with aclosing(self._stream(admission, messages, options, text)) as deltas:
+            async with aclosing(self._stream(admission, messages, options, text, client)) as deltas:
                 async for delta in deltas:
                     if isinstance(delta, ToolStep):
                         if steps is not None:
                             steps.append(delta)
+                        continue
+                    if isinstance(delta, ToolCall):
+                        if calls is not None:
+                            calls.append(delta)
                         continue
                     if leading:
                         delta = delta.lstrip()
@@ -365,3 +376,8 @@ def _as_messages(turn: Turn) -> list[ChatMessage]:
         messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
         messages.append(ChatMessage("tool", str(step.get("result", "")), tool_call_id=call.id))
     return [*messages, ChatMessage("assistant", turn.text)] if turn.text else messages
+
+
+def _unserved(call: ToolCall) -> ToolStep:
+    """A call of a tool no server has (never offered: the client's own are not run here)."""
+    return ToolStep(call, f"the tool {call.name} is not available", "", True)

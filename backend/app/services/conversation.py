@@ -18,7 +18,7 @@ import anyio
 
 from backend.app.audio.encode import AudioFormat
 from backend.app.core.metrics import ServiceMetrics, elapsed_ms
-from backend.app.core.values import ChatMessage, TranscribeOptions
+from backend.app.core.values import ChatMessage, ToolCall, TranscribeOptions
 from backend.app.core.worker import Gate
 from backend.app.services.chat import ChatService
 from backend.app.services.history import ConversationHistory, check_conversation_id
@@ -173,6 +173,14 @@ class ConversationService:
         async with self.history.serialised(conversation_id):
             await self.history.add_turns(conversation_id, turn)
 
+    async def add_tool_result(self, conversation_id: str, call: ToolCall, output: str) -> None:
+        """Store the result of a call of the client's own tool (an OpenAI Realtime function
+        call): an assistant turn of that call and its result, which the next reply reads."""
+        step = {"id": call.id, "name": call.name, "arguments": call.arguments, "result": output}
+        turn = StoredTurn("assistant", "", created_at=time.time(), tools=({**step, "server": "client"},))
+        async with self.history.serialised(conversation_id):
+            await self.history.add_turns(conversation_id, turn)
+
     async def reply_to(self, words: str | None, request: ReplyRequest) -> ReplyEvents:
         """The one turn every transport takes: the user's `words` (a transcript, or a text
         Wyoming's agent was handed) fitted to the context, the places taken at the turn gate
@@ -229,8 +237,16 @@ class ConversationService:
                     voice = await asyncio.to_thread(self._reply_voice, conversation_id, language)
                 parts: list[str] = []
                 steps: list[ToolStep] = []
+                calls: list[ToolCall] = []  # of the client's own tools: the reply ends with them
                 generated = self.chat.generate(
-                    conversation_id, text or "", slot.llm, messages, request.max_tokens, steps
+                    conversation_id,
+                    text or "",
+                    slot.llm,
+                    messages,
+                    request.max_tokens,
+                    steps,
+                    request.tools,
+                    calls,
                 )
                 deltas = _timed(generated, timings, parts)
                 speech: SpeechStream | Unspoken
@@ -277,7 +293,9 @@ class ConversationService:
                                 steps=steps,
                             )
             counted = await asyncio.to_thread(self._usage, messages, reply) if request.usage else None
-            yield Turn(text or "", reply, conversation_id, name, dict(timings), not finished, counted)
+            yield Turn(
+                text or "", reply, conversation_id, name, dict(timings), not finished, counted, tuple(calls)
+            )
         finally:
             slot.release()  # the LLM slot is unused if the reply never reached the LLM
 

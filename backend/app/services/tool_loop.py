@@ -6,7 +6,8 @@ are run through `call` (McpTools.call_blocking: on the event loop, bounded by TO
 results appended to the conversation as OpenAI's `tool` messages, and the model asked again. After
 TOOL_MAX_STEPS rounds of calls the model must answer (the tools are withdrawn). A round whose
 every call failed ends the reply with "I couldn't reach <server>." said aloud, rather than asking a
-small model to explain an error.
+small model to explain an error. A call of one of the client's own tools (OpenAI Realtime's
+function tools) ends the reply: the client runs it, and asks for the next response with its result.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ def reply_with_tools(
     call: Callable[[ToolCall], ToolStep],
     max_steps: int,
     acknowledgement: str = "",
-) -> Iterator[str | ToolStep]:
-    """The reply's text deltas, and each `ToolStep` once its call has run."""
+    client: frozenset[str] = frozenset(),
+) -> Iterator[str | ToolStep | ToolCall]:
+    """The reply's text deltas, and each `ToolStep` once its call has run. Calls of the `client`'s
+    own tools (by name) are not run here: the reply ends with them (`ToolCall`s), after the round's
+    server-side calls."""
     conversation = list(messages)
     said = False
     for step in range(max_steps + 1):
@@ -42,11 +46,16 @@ def reply_with_tools(
                 yield item
         if not calls:
             return
-        if acknowledgement and not said:
+        theirs = [c for c in calls if c.name in client]
+        calls = [c for c in calls if c.name not in client]
+        if calls and acknowledgement and not said:
             said = True
             yield acknowledgement + " "
         steps = [call(c) for c in calls]
         yield from steps
+        if theirs:
+            yield from theirs
+            return
         if all(s.error for s in steps):
             servers = sorted({s.server or s.call.name for s in steps})
             yield f" I couldn't reach {' or '.join(servers)}."

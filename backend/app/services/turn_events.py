@@ -11,7 +11,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from backend.app.audio.encode import AudioFormat
-from backend.app.core.values import Transcription
+from backend.app.core.tools import ToolRequest
+from backend.app.core.values import ToolCall, Transcription
 from backend.app.core.worker import Admission, Ticket
 from backend.app.services.history import ConversationHistory
 from backend.app.services.speech import ReplyAudio, ReplyText
@@ -29,6 +30,8 @@ class Turn:
     interrupted: bool = False
     usage: Usage | None = None
     """Tokens the reply took, when `ReplyRequest.usage` asked for them."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Calls of the client's tools the reply ends with (`ReplyRequest.tools`): the client runs them."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class ReplyRequest:
     """The places `check_ready` took already (else `reply_to` takes them)."""
     commitment: Commitment | None = None
     """Makes the reply pre-emptive: nothing is stored until it is confirmed."""
+    tools: ToolRequest | None = None
+    """The client's own tools (OpenAI Realtime's function tools): a call to one ends the reply."""
 
 
 class ReplyEvents:

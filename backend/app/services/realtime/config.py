@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.app.core.config import VADSettings
+from backend.app.core.tools import ToolRequest
 from backend.app.core.values import TranscribeOptions
 
 
@@ -30,6 +31,8 @@ class ReplyOptions:
     speak: bool = True
     instructions: str | None = None
     max_tokens: int | None = None
+    tools: ToolRequest | None = None
+    """The client's own function tools and how the model may use them (None: none)."""
 
 
 @dataclass(frozen=True)

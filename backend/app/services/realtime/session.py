@@ -34,6 +34,7 @@ from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE, SileroVAD, VADEvent, VoiceActivityDetector
 from backend.app.core.config import RealtimeSettings
 from backend.app.core.errors import AppError
+from backend.app.core.values import ToolCall
 from backend.app.services.conversation import ConversationService
 from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
 from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
@@ -200,6 +201,10 @@ class RealtimeSession:
         """A typed user message: stored in order with the session's other items (not answered
         until the client asks)."""
         await self.turns.add_text(text)
+
+    async def add_tool_result(self, call: ToolCall, output: str) -> None:
+        """The result of a call of the client's own tool: stored in order with the other items."""
+        await self.turns.add_tool_result(call, output)
 
     async def respond(self, options: ReplyOptions | None = None) -> None:
         """A reply to the conversation as stored (the client asks for it)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 import anyio
@@ -21,7 +22,7 @@ import anyio
 from backend.app.audio.types import Audio
 from backend.app.core.errors import AppError, ClientGone, InternalError
 from backend.app.core.metrics import elapsed_ms
-from backend.app.core.values import Transcription
+from backend.app.core.values import ToolCall, Transcription
 from backend.app.services.conversation import ConversationService
 from backend.app.services.realtime.config import ReplyOptions, SessionConfig, SessionError
 from backend.app.services.realtime.listener import CutReason, Listener, TimedTranscription
@@ -112,21 +113,38 @@ class Turns:
         """A typed user message: stored in order with the session's other items (not answered
         until the client asks)."""
         text = self.conversation.check_typed(self.conversation_id, text)
+
+        async def store() -> None:
+            await self.conversation.add_user_turn(self.conversation_id, text)
+            await self.listener.user_text(text)
+
+        await self._in_order(store)
+
+    async def add_tool_result(self, call: ToolCall, output: str) -> None:
+        """The result of a call of the client's own tool, stored in order with the typed items
+        (the next reply reads it)."""
+        output = self.conversation.check_typed(self.conversation_id, output)
+
+        async def store() -> None:
+            await self.conversation.add_tool_result(self.conversation_id, call, output)
+
+        await self._in_order(store)
+
+    async def _in_order(self, store: Callable[[], Awaitable[None]]) -> None:
         if self._unstored >= MAX_UNSTORED_ITEMS and self._storing is not None:
             await asyncio.wait([self._storing])  # back-pressure: the client's socket waits
         previous = self._storing
 
-        async def store() -> None:
+        async def stored() -> None:
             try:
                 if previous is not None:
                     await asyncio.wait([previous])
-                await self.conversation.add_user_turn(self.conversation_id, text)
-                await self.listener.user_text(text)
+                await store()
             finally:
                 self._unstored -= 1
 
         self._unstored += 1
-        self._storing = asyncio.create_task(store())
+        self._storing = asyncio.create_task(stored())
         self._storing.add_done_callback(retrieve)
 
     async def cut(self, reason: CutReason) -> bool:
@@ -220,6 +238,7 @@ class Turns:
             timings={"stt_ms": stt_ms} if stt_ms is not None else {},
             played=self.reply.played_s,
             commitment=commitment,
+            tools=options.tools,
         )
         return await self.conversation.reply_to(text, request)
 

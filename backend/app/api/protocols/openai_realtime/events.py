@@ -15,24 +15,30 @@ import soxr
 from backend.app.api.protocols.openai_realtime.schema import (
     AUDIO_DELTA_S,
     OUTPUT_RATE,
+    ResponseState,
     Send,
     checked_max_tokens,
     initial_state,
+    message_item,
     new_id,
     speaks,
     voice_name,
 )
+from backend.app.api.protocols.openai_realtime.tools import call_item, session_tools
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError
-from backend.app.core.values import Transcription
+from backend.app.core.values import ToolCall, Transcription
 from backend.app.services.realtime.config import ReplyOptions, SessionError
 from backend.app.services.realtime.listener import CutReason
 from backend.app.services.realtime.session import RealtimeSession
 from backend.app.services.speech import ReplyAudio
 from backend.app.services.turn_events import Turn
+
+MAX_OPEN_CALLS = 64
+"""Calls awaiting their output that a connection remembers (the oldest are forgotten)."""
 
 
 class ServerEvents:
@@ -46,8 +52,12 @@ class ServerEvents:
         voices: VoiceMap,
         model: str,
         transcription_only: bool = False,
+        mcp_servers: frozenset[str] = frozenset(),
     ) -> None:
         self._send = send
+        self.mcp_servers = mcp_servers
+        self.calls: dict[str, ToolCall] = {}
+        """Calls of the client's tools made and not yet answered (`function_call_output`)."""
         self.settings = settings
         self.vad_defaults = vad
         self.voices = voices
@@ -92,6 +102,7 @@ class ServerEvents:
             speak=speaks(state.get("output_modalities")),
             instructions=state.get("instructions") or None,
             max_tokens=checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens"),
+            tools=session_tools(state.get("tools"), state.get("tool_choice"), "session", self.mcp_servers),
         )
 
     def resolve_voice(self, voice: str, param: str) -> str | None:
@@ -116,7 +127,7 @@ class ServerEvents:
                 "input_audio_buffer.speech_stopped", audio_end_ms=round(at_s * 1000), item_id=item_id
             )
         await self.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
-        await self._added(
+        await self.added(
             message_item(item_id, "user", "completed", [{"type": "input_audio", "transcript": None}])
         )
         self._awaiting.append(item_id)
@@ -164,7 +175,7 @@ class ServerEvents:
     async def user_text(self, text: str) -> None:
         item_id = self.pending_text.popleft() if self.pending_text else new_id("item")
         await self.keep_instructions()
-        await self._added(message_item(item_id, "user", "completed", [{"type": "input_text", "text": text}]))
+        await self.added(message_item(item_id, "user", "completed", [{"type": "input_text", "text": text}]))
 
     async def keep_instructions(self) -> None:
         """The session's instructions become the stored conversation's system prompt (once it
@@ -231,7 +242,7 @@ class ServerEvents:
                 },
                 "output_token_details": {"text_tokens": turn.usage.output_tokens, "audio_tokens": 0},
             }
-        await self._finish(response, turn.reply, "completed", None, usage)
+        await self._finish(response, turn.reply, "completed", None, usage, turn.tool_calls)
 
     async def reply_cut(self, said: str, reason: CutReason) -> None:
         response = self.response
@@ -264,7 +275,7 @@ class ServerEvents:
     def _transcribes(self) -> bool:
         return self.state["audio"]["input"].get("transcription") is not None
 
-    async def _added(self, item: dict[str, Any]) -> None:
+    async def added(self, item: dict[str, Any]) -> None:
         await self.event("conversation.item.added", item=item, previous_item_id=self._last_item)
         await self.event("conversation.item.done", item=item, previous_item_id=self._last_item)
         self._last_item = item["id"]
@@ -286,6 +297,7 @@ class ServerEvents:
         status: Literal["completed", "cancelled", "failed"],
         details: dict[str, Any] | None,
         usage: dict[str, Any] | None,
+        calls: tuple[ToolCall, ...] = (),
     ) -> None:
         self.response = None
         if response.resampler is not None and status == "completed":
@@ -302,8 +314,32 @@ class ServerEvents:
         item = response.item("completed" if status == "completed" else "incomplete", [response.content(text)])
         await self.event("response.output_item.done", response_id=response.id, output_index=0, item=item)
         await self.event("conversation.item.done", item=item, previous_item_id=None)
-        view = self._response_view(response, status, [item], details, usage)
+        output = [item]
+        for index, call in enumerate(calls, start=1):
+            output.append(await self._function_call(response, index, call))
+        view = self._response_view(response, status, output, details, usage)
         await self.event("response.done", response=view)
+
+    async def _function_call(self, response: ResponseState, index: int, call: ToolCall) -> dict[str, Any]:
+        """A call of the client's tool, as OpenAI streams one: the item, its arguments, done."""
+        item_id = new_id("item")
+        where = {"response_id": response.id, "output_index": index}
+        added = call_item(call, item_id, "in_progress")
+        await self.event("response.output_item.added", **where, item=added)
+        await self.event("conversation.item.added", item=added, previous_item_id=self._last_item)
+        self._last_item = item_id
+        ids = {"item_id": item_id, "call_id": call.id}
+        await self.event("response.function_call_arguments.delta", **where, **ids, delta=call.arguments)
+        await self.event(
+            "response.function_call_arguments.done", **where, **ids, name=call.name, arguments=call.arguments
+        )
+        done = call_item(call, item_id, "completed")
+        await self.event("response.output_item.done", **where, item=done)
+        await self.event("conversation.item.done", item=done, previous_item_id=None)
+        self.calls[call.id] = call
+        while len(self.calls) > MAX_OPEN_CALLS:
+            self.calls.pop(next(iter(self.calls)))
+        return done
 
     def _response_view(
         self,
@@ -336,42 +372,3 @@ class ServerEvents:
 
     async def event(self, kind: str, **fields: Any) -> None:
         await self._send({"type": kind, "event_id": new_id("event"), **fields})
-
-
-class ResponseState:
-    """The response under way: its ids, modality, the text and seconds of audio sent."""
-
-    def __init__(self, response_id: str, item_id: str, speak: bool, metadata: dict[str, str] | None) -> None:
-        self.id = response_id
-        self.item_id = item_id
-        self.speak = speak
-        self.metadata = metadata
-        self.text: list[str] = []
-        self.audio_s = 0.0
-        self.resampler: soxr.ResampleStream | None = None
-
-    def where(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
-
-    def part(self, text: str) -> dict[str, Any]:
-        return {"type": "audio", "transcript": text} if self.speak else {"type": "text", "text": text}
-
-    def content(self, text: str) -> dict[str, Any]:
-        if self.speak:
-            return {"type": "output_audio", "transcript": text}
-        return {"type": "output_text", "text": text}
-
-    def item(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
-        return message_item(self.item_id, "assistant", status, content)
-
-
-def message_item(item_id: str, role: str, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
-    """A conversation item of type `message`, in OpenAI's shape."""
-    return {
-        "id": item_id,
-        "object": "realtime.item",
-        "type": "message",
-        "role": role,
-        "status": status,
-        "content": content,
-    }

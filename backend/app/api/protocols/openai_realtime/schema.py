@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
+import soxr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.app.core.config import VADSettings
@@ -302,3 +303,42 @@ def check_output_format(value: dict[str, Any] | AudioFormat | None, param: str) 
             "unsupported",
             param,
         )
+
+
+class ResponseState:
+    """The response under way: its ids, modality, the text and seconds of audio sent."""
+
+    def __init__(self, response_id: str, item_id: str, speak: bool, metadata: dict[str, str] | None) -> None:
+        self.id = response_id
+        self.item_id = item_id
+        self.speak = speak
+        self.metadata = metadata
+        self.text: list[str] = []
+        self.audio_s = 0.0
+        self.resampler: soxr.ResampleStream | None = None
+
+    def where(self) -> dict[str, Any]:
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+    def part(self, text: str) -> dict[str, Any]:
+        return {"type": "audio", "transcript": text} if self.speak else {"type": "text", "text": text}
+
+    def content(self, text: str) -> dict[str, Any]:
+        if self.speak:
+            return {"type": "output_audio", "transcript": text}
+        return {"type": "output_text", "text": text}
+
+    def item(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+        return message_item(self.item_id, "assistant", status, content)
+
+
+def message_item(item_id: str, role: str, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    """A conversation item of type `message`, in OpenAI's shape."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": role,
+        "status": status,
+        "content": content,
+    }

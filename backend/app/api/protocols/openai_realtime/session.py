@@ -5,7 +5,8 @@ The client's JSON events become calls on a `RealtimeSession` (services/realtime/
 session reports comes back as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
 error shape and order. Audio is base64 PCM16 at 24 kHz both ways (resampled inside: the VAD and
 Whisper take 16 kHz, the TTS engine has its own rate). What of OpenAI's protocol is not supported
-(tools, images, WebRTC...) is refused with an error event that says so; docs/realtime.md lists it.
+(images, WebRTC...) is refused with an error event that says so; docs/realtime.md lists it. Tools:
+the client's `function` tools, and `mcp` tools naming the operator's MCP servers (tools.py).
 
 A protocol mistake (unknown event, malformed field, bad base64) is answered with an `error` event
 that names the client's `event_id` and the field; the connection goes on, as OpenAI's does.
@@ -40,6 +41,7 @@ from backend.app.api.protocols.openai_realtime.schema import (
     validation_problem,
     voice_name,
 )
+from backend.app.api.protocols.openai_realtime.tools import output_item, session_tools
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.audio.vad import SAMPLE_RATE
 from backend.app.core.config import RealtimeSettings, VADSettings
@@ -64,8 +66,9 @@ class OpenAIRealtime:
         voices: VoiceMap,
         model: str,
         transcription_only: bool = False,
+        mcp_servers: frozenset[str] = frozenset(),
     ) -> None:
-        self.server = ServerEvents(send, settings, vad, voices, model, transcription_only)
+        self.server = ServerEvents(send, settings, vad, voices, model, transcription_only, mcp_servers)
         self._input_rate = OUTPUT_RATE
         self._resampler: soxr.ResampleStream | None = None
 
@@ -111,16 +114,6 @@ class OpenAIRealtime:
             update = SessionFields.model_validate(event.get("session") or {})
         except ValidationError as e:
             raise validation_problem(e, "session") from None
-        if update.tools:
-            raise SessionError(
-                "Tools (function calling, MCP) are not supported by this server.",
-                "unsupported",
-                "session.tools",
-            )
-        if isinstance(update.tool_choice, dict) or update.tool_choice not in (None, "auto", "none"):
-            raise SessionError(
-                "Tools are not supported by this server.", "unsupported", "session.tool_choice"
-            )
         base = self.server.state
         if update.type is not None and update.type != base["type"]:
             # A connection opened for conversation may become a transcription session, or back.
@@ -182,9 +175,13 @@ class OpenAIRealtime:
             item = ItemFields.model_validate(event.get("item"))
         except ValidationError as e:
             raise validation_problem(e, "item") from None
+        if item.type == "function_call_output":
+            await self._function_output(item)
+            return
         if item.type != "message":
             raise SessionError(
-                f"Items of type {item.type!r} are not supported (tools are not); send a user message.",
+                f"Items of type {item.type!r} are not supported; send a user message or a "
+                "function_call_output.",
                 "unsupported",
                 "item.type",
             )
@@ -218,6 +215,33 @@ class OpenAIRealtime:
         except BaseException:
             self.server.pending_text.pop()
             raise
+
+    async def _function_output(self, item: ItemFields) -> None:
+        """The result of a call of the client's tool: stored, for the next response to use."""
+        extra = item.model_extra or {}
+        call_id, output = extra.get("call_id"), extra.get("output")
+        if not isinstance(call_id, str) or not call_id:
+            raise SessionError(
+                "Missing required parameter: 'item.call_id'.", "missing_required_parameter", "item.call_id"
+            )
+        if not isinstance(output, str):
+            raise SessionError(
+                "Invalid value for 'item.output': the function's result, as a string.",
+                "invalid_value",
+                "item.output",
+            )
+        call = self.server.calls.get(call_id)
+        if call is None:
+            raise SessionError(
+                f"Invalid value for 'item.call_id': {call_id[:64]!r} is no function call of this "
+                "session awaiting its output.",
+                "invalid_value",
+                "item.call_id",
+            )
+        assert self.server.session is not None
+        await self.server.session.add_tool_result(call, output)
+        del self.server.calls[call_id]
+        await self.server.added(output_item(item.id or new_id("item"), call_id, output))
 
     @EVENTS.on("conversation.item.truncate")
     async def _truncate(self, event: dict[str, Any]) -> None:
@@ -260,8 +284,6 @@ class OpenAIRealtime:
             asked = ResponseFields.model_validate(event.get("response") or {})
         except ValidationError as e:
             raise validation_problem(e, "response") from None
-        if asked.tools:
-            raise SessionError("Tools are not supported by this server.", "unsupported", "response.tools")
         if asked.input is not None or asked.conversation not in (None, "auto"):
             raise SessionError(
                 "Out-of-band responses (response.conversation 'none', response.input) are not supported; "
@@ -273,7 +295,16 @@ class OpenAIRealtime:
         voice = voice_name(asked.audio.output.voice) if asked.audio and asked.audio.output else None
         if asked.audio and asked.audio.output and asked.audio.output.format:
             check_output_format(asked.audio.output.format, "response.audio.output.format")
+        tools = options.tools
+        if asked.tools is not None or asked.tool_choice is not None:
+            tools = session_tools(
+                asked.tools if asked.tools is not None else self.server.state.get("tools"),
+                asked.tool_choice if asked.tool_choice is not None else self.server.state.get("tool_choice"),
+                "response",
+                self.server.mcp_servers,
+            )
         options = ReplyOptions(
+            tools=tools,
             voice=self.server.resolve_voice(voice, "response.audio.output.voice") if voice else options.voice,
             speak=speaks(asked.output_modalities) if asked.output_modalities else options.speak,
             instructions=asked.instructions or options.instructions,
