@@ -500,10 +500,10 @@ def test_a_realtime_connection_can_become_a_transcription_session(server: Server
         (
             {
                 "type": "session.update",
-                "session": {"type": "realtime", "tools": [{"type": "function", "name": "f"}]},
+                "session": {"type": "realtime", "tools": [{"type": "mcp", "server_label": "elsewhere"}]},
             },
-            "unsupported",
-            "session.tools",
+            "invalid_value",
+            "session.tools[0].server_label",  # a client cannot name an MCP server of its own
         ),
         (
             {

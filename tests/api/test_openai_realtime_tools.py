@@ -30,7 +30,9 @@ ASK = "What's the weather like in Chicago right now?"
 
 
 @pytest.fixture(scope="module")
-def server(services: Services, qwen: LlamaCppChatBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    services: Services, qwen: LlamaCppChatBackend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     config = make_settings(tmp_path_factory.mktemp("rt-tools"))
     custom = realtime_services(services, config, 48, backend=qwen)
     with in_thread(create_app(config, custom)) as port:
@@ -47,7 +49,12 @@ def test_a_function_call_its_output_and_the_answer(server: Server) -> None:
             events = Events(connection)
             conversation = (await events.of("conversation.created"))["conversation"]["id"]
             await connection.session.update(
-                session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER], "tool_choice": "auto"}
+                session={
+                    "type": "realtime",
+                    "output_modalities": ["text"],
+                    "tools": [WEATHER],
+                    "tool_choice": "auto",
+                }
             )
             updated = await events.of("session.updated")
             assert updated["session"]["tools"][0]["name"] == "get_weather"
@@ -56,10 +63,17 @@ def test_a_function_call_its_output_and_the_answer(server: Server) -> None:
             first = (await events.of("response.done"))["response"]
             call = next(o for o in first["output"] if o["type"] == "function_call")
             await connection.conversation.item.create(
-                item={"type": "function_call_output", "call_id": call["call_id"], "output": '{"temperature_c": 31}'}
+                item={
+                    "type": "function_call_output",
+                    "call_id": call["call_id"],
+                    "output": '{"temperature_c": 31}',
+                }
             )
             added = await events.of("conversation.item.done")
-            assert added["item"]["type"] == "function_call_output" and added["item"]["call_id"] == call["call_id"]
+            assert (
+                added["item"]["type"] == "function_call_output"
+                and added["item"]["call_id"] == call["call_id"]
+            )
             await connection.response.create()
             second = (await events.of("response.done"))["response"]
             return events, first, second, conversation
@@ -70,7 +84,10 @@ def test_a_function_call_its_output_and_the_answer(server: Server) -> None:
     assert json.loads(call["arguments"])["city"].lower().startswith("chicago")
     kinds = events.types()
     at = kinds.index("response.function_call_arguments.done")
-    assert kinds[at - 1] == "response.function_call_arguments.delta" and kinds[at + 1] == "response.output_item.done"
+    assert (
+        kinds[at - 1] == "response.function_call_arguments.delta"
+        and kinds[at + 1] == "response.output_item.done"
+    )
     delta = next(e for e in events.all if e["type"] == "response.function_call_arguments.delta")
     assert delta["delta"] == call["arguments"] and delta["call_id"] == call["call_id"]
     answer = second["output"][0]["content"][0]["text"]
@@ -89,7 +106,11 @@ def test_protocol_mistakes_are_error_events_naming_the_field(server: Server) -> 
             for session in (
                 {"tools": [{**WEATHER, "parameters": {"type": "array"}}]},
                 {"tools": [{**WEATHER, "name": "no spaces allowed"}]},
-                {"tools": [{"type": "mcp", "server_label": "anywhere", "server_url": "http://evil.example/mcp"}]},
+                {
+                    "tools": [
+                        {"type": "mcp", "server_label": "anywhere", "server_url": "http://evil.example/mcp"}
+                    ]
+                },
                 {"tools": [WEATHER], "tool_choice": {"type": "function", "name": "launch"}},
             ):
                 await connection.session.update(session={"type": "realtime", **session})
@@ -98,7 +119,9 @@ def test_protocol_mistakes_are_error_events_naming_the_field(server: Server) -> 
                 item={"type": "function_call_output", "call_id": "call_nobody", "output": "x"}
             )
             errors.append((await events.of("error"))["error"])
-            await connection.response.create(response={"tools": [{"type": "function", "name": "f", "parameters": 3}]})
+            await connection.response.create(
+                response={"tools": [{"type": "function", "name": "f", "parameters": 3}]}
+            )
             errors.append((await events.of("error"))["error"])
             return errors
 

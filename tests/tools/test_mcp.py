@@ -6,6 +6,7 @@ reply loop's bound on rounds of calls."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -134,11 +135,13 @@ def test_settings_refuse_a_server_that_is_neither_or_both() -> None:
 
 
 class _AlwaysCalls:
-    """An engine that calls a tool in every round, whatever it is told: the loop, not a model,
-    is what this checks (the real model's calls are tested in tests/backends)."""
+    """An engine that calls a tool in every round, whatever it is told (a new city each round, or
+    the same one when `repeats`): the loop, not a model, is what this checks (the real model's
+    calls are tested in tests/backends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, repeats: bool = False) -> None:
         self.rounds: list[str] = []
+        self.repeats = repeats
 
     def chat_tools_stream(
         self, messages: list[ChatMessage], options: GenerationOptions, tools: ToolRequest
@@ -147,7 +150,8 @@ class _AlwaysCalls:
         if tools.choice == "none":
             yield "Here is what I found."
             return
-        yield ToolCall(f"c{len(self.rounds)}", "get_weather", '{"city": "Oslo"}')
+        city = "Oslo" if self.repeats else f"City {len(self.rounds)}"
+        yield ToolCall(f"c{len(self.rounds)}", "get_weather", json.dumps({"city": city}))
 
 
 def test_a_tool_loop_that_never_ends_is_bounded() -> None:
@@ -167,6 +171,22 @@ def test_a_tool_loop_that_never_ends_is_bounded() -> None:
     assert engine.rounds == ["auto", "auto", "auto", "none"]  # three rounds of calls, then an answer
     assert [i for i in items if isinstance(i, str)] == ["One moment. ", "Here is what I found."]
     assert sum(isinstance(i, ToolStep) for i in items) == 3
+
+
+def test_a_call_repeated_after_its_answer_makes_the_model_answer() -> None:
+    engine = _AlwaysCalls(repeats=True)
+    spec = ToolSpec("get_weather", "", {"type": "object"})
+    answered = ToolCall("c0", "get_weather", '{ "city":"Oslo" }')  # the same call, spaced otherwise
+    history = [
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", tool_calls=(answered,)),
+        ChatMessage("tool", "sunny", tool_call_id="c0"),
+    ]
+    run = lambda call: ToolStep(call, "sunny", "home")  # noqa: E731
+    items = list(
+        reply_with_tools(engine, history, GenerationOptions(16, 0.0), ToolRequest((spec,)), run, max_steps=3)
+    )
+    assert engine.rounds == ["auto", "none"] and items == ["Here is what I found."]
 
 
 def test_a_round_whose_calls_all_fail_is_said_aloud() -> None:

@@ -6,12 +6,15 @@ are run through `call` (McpTools.call_blocking: on the event loop, bounded by TO
 results appended to the conversation as OpenAI's `tool` messages, and the model asked again. After
 TOOL_MAX_STEPS rounds of calls the model must answer (the tools are withdrawn). A round whose
 every call failed ends the reply with "I couldn't reach <server>." said aloud, rather than asking a
-small model to explain an error. A call of one of the client's own tools (OpenAI Realtime's
+small model to explain an error. A round that only repeats calls already answered in the
+conversation (small models ask again for what they were just told) is generated once more with the
+tools withdrawn, so that it answers. A call of one of the client's own tools (OpenAI Realtime's
 function tools) ends the reply: the client runs it, and asks for the next response with its result.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 
 from backend.app.backends.protocols import ToolCallingChat
@@ -34,9 +37,12 @@ def reply_with_tools(
     own tools (by name) are not run here: the reply ends with them (`ToolCall`s), after the round's
     server-side calls."""
     conversation = list(messages)
+    answered = {_key(c) for m in conversation for c in m.tool_calls}
     said = False
+    withdrawn = False
     for step in range(max_steps + 1):
-        offered = tools if step < max_steps else ToolRequest(tools.tools, "none", tools.parallel)
+        last = step == max_steps or withdrawn
+        offered = ToolRequest(tools.tools, "none", tools.parallel) if last else tools
         calls: list[ToolCall] = []
         for item in engine.chat_tools_stream(conversation, options, offered):
             if isinstance(item, ToolCall):
@@ -46,8 +52,12 @@ def reply_with_tools(
                 yield item
         if not calls:
             return
+        if all(_key(c) in answered for c in calls):
+            withdrawn = True  # it asks again for what it was just told: it must answer now
+            continue
         theirs = [c for c in calls if c.name in client]
         calls = [c for c in calls if c.name not in client]
+        answered.update(_key(c) for c in calls)
         if calls and acknowledgement and not said:
             said = True
             yield acknowledgement + " "
@@ -62,3 +72,12 @@ def reply_with_tools(
             return
         conversation.append(ChatMessage("assistant", "", tool_calls=tuple(calls)))
         conversation += [ChatMessage("tool", s.result, tool_call_id=s.call.id) for s in steps]
+
+
+def _key(call: ToolCall) -> tuple[str, str]:
+    """A call by what it asks (its function and arguments, however they are spaced or ordered)."""
+    try:
+        arguments = json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except ValueError:
+        arguments = call.arguments
+    return call.name, arguments
