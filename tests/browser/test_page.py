@@ -70,9 +70,13 @@ def _fake_microphone(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = server_dir(tmp_path_factory, "browser")
-    process, base = start_server(root, API_KEY=API_KEY, WS_MAX_SESSIONS="1", LLM_MAX_TOKENS="40")
+def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return server_dir(tmp_path_factory, "browser")
+
+
+@pytest.fixture(scope="module")
+def server(server_root: Path) -> Iterator[str]:
+    process, base = start_server(server_root, API_KEY=API_KEY, WS_MAX_SESSIONS="1", LLM_MAX_TOKENS="40")
     try:
         yield base
     finally:
@@ -409,3 +413,41 @@ def test_server_errors_are_shown_in_the_pages_chinese(server: str, browser: Any)
     _screenshot(page, "zh-CN-error")
     assert page.errors == []
     page.context.close()
+
+
+def test_a_replys_tool_calls_are_shown(server: str, server_root: Path, browser: Any) -> None:
+    """A stored reply that called server-side tools shows each call, its result, and a failed one."""
+    from backend.app.storage.conversations import ConversationStore
+    from backend.app.storage.rows import Turn
+
+    steps = (
+        {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}', "result": "18 C and sunny"},
+        {
+            "id": "call_2",
+            "name": "set_light",
+            "arguments": '{"room": "hall"}',
+            "result": "home did not answer",
+            "error": True,
+        },
+    )
+    store = ConversationStore(server_root / "data" / "conversations.db")
+    store.add_turns(
+        "tool-turn",
+        [
+            Turn("user", "How is the weather in Oslo?"),
+            Turn("assistant", "It is 18 degrees and sunny.", tools=steps),
+        ],
+    )
+    store.close()
+    page = _new_page(browser, server)
+    try:
+        _ready(page)
+        page.locator(".conversation-list .open[data-id='tool-turn']").click()
+        tools = page.locator(".message.assistant .tools li")
+        tools.first.wait_for(timeout=10_000)
+        texts = tools.all_inner_texts()
+        assert "get_weather" in texts[0] and "18 C and sunny" in texts[0], texts
+        assert "set_light" in texts[1] and "failed" in tools.nth(1).get_attribute("class"), texts
+        _screenshot(page, "tools")
+    finally:
+        page.close()

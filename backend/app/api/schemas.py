@@ -81,10 +81,21 @@ class ChatRequest(BaseModel):
     stream: bool = Field(False, description="Answer Server-Sent Events as the reply is generated.")
 
 
+class ToolStepOut(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="The arguments the model gave, as JSON text.")
+    result: str = Field(description="What the tool answered (cut to TOOL_RESULT_CHARS), or the error.")
+    server: str = Field("", description="The MCP server that has the tool.")
+    error: bool = False
+    ms: float = 0.0
+
+
 class ChatResponse(BaseModel):
     reply: str
     conversation_id: str
     timings: dict[str, float]
+    tools: list[ToolStepOut] = Field(default_factory=list, description="The reply's calls of MCP tools.")
 
 
 class ScriptTurnIn(BaseModel):
@@ -181,6 +192,7 @@ class ConversationResponse(BaseModel):
     conversation_id: str | None
     audio_url: str | None
     timings: dict[str, float]
+    tools: list[ToolStepOut] = Field(default_factory=list, description="The reply's calls of MCP tools.")
 
 
 class VoiceOut(BaseModel):
@@ -218,16 +230,6 @@ class SpeakerInfoResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 422, 503, 507)
 }
-
-
-class ToolStepOut(BaseModel):
-    id: str
-    name: str
-    arguments: str = Field(description="The arguments the model gave, as JSON text.")
-    result: str = Field(description="What the tool answered (cut to TOOL_RESULT_CHARS), or the error.")
-    server: str = Field("", description="The MCP server that has the tool.")
-    error: bool = False
-    ms: float = 0.0
 
 
 class TurnOut(BaseModel):

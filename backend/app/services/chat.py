@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 from backend.app.backends.protocols import ChatModel, ToolCallingChat
 from backend.app.core.config import LLMSettings, ToolsSettings
@@ -38,6 +39,8 @@ class ChatReply:
     conversation_id: str
     timings: dict[str, float] = field(default_factory=dict)
     """llm_first_token_ms and llm_ms."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """The server-side (MCP) calls the reply made, with their results, as stored."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ class ChatService:
                             tools=tuple(step.stored() for step in steps),
                         ),
                     )
-        yield ChatReply(answer, conversation_id, timings)
+        yield ChatReply(answer, conversation_id, timings, tuple(step.stored() for step in steps))
 
     async def reply(self, text: str, conversation_id: str | None = None) -> ChatReply:
         """The whole reply at once. Checked as `open_reply`, but the model's slot is taken only

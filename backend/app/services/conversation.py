@@ -293,8 +293,17 @@ class ConversationService:
                                 steps=steps,
                             )
             counted = await asyncio.to_thread(self._usage, messages, reply) if request.usage else None
+            stored = tuple(step.stored() for step in steps)
             yield Turn(
-                text or "", reply, conversation_id, name, dict(timings), not finished, counted, tuple(calls)
+                text or "",
+                reply,
+                conversation_id,
+                name,
+                dict(timings),
+                not finished,
+                counted,
+                tuple(calls),
+                stored,
             )
         finally:
             slot.release()  # the LLM slot is unused if the reply never reached the LLM

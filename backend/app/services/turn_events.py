@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backend.app.audio.encode import AudioFormat
 from backend.app.core.tools import ToolRequest
@@ -32,6 +33,8 @@ class Turn:
     """Tokens the reply took, when `ReplyRequest.usage` asked for them."""
     tool_calls: tuple[ToolCall, ...] = ()
     """Calls of the client's tools the reply ends with (`ReplyRequest.tools`): the client runs them."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """The server-side (MCP) calls the reply made, with their results, as stored."""
 
 
 @dataclass(frozen=True)

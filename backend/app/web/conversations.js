@@ -107,6 +107,7 @@ export async function openConversation(id) {
   for (const turn of detail.turns) {
     const view = new MessageView(turn.role, turn.text);
     if (turn.role === "assistant") {
+      view.setTools(turn.tools);
       view.setTimings(turn.timings);
       view.setAudio(turn.audio_url);
       if (turn.interrupted) view.markInterrupted();

@@ -134,6 +134,7 @@ export const live = {
       case "turn_end":
         if (this.assistant) {
           this.assistant.pending = false;
+          this.assistant.setTools(message.tools);
           this.assistant.setTimings(message.timings);
           this.assistant.setAudio(message.audio_url);
         }

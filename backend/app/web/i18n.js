@@ -80,6 +80,8 @@ const WORDS = {
   "Play this reply again": ["再播放一次這個回覆", "再播放一次这条回复"],
   "Send again": ["重新送出", "重新发送"],
   interrupted: ["已打斷", "已打断"],
+  "Tools used": ["使用的工具", "使用的工具"],
+  "(failed)": ["（失敗）", "（失败）"],
   "not spoken": ["未朗讀", "未朗读"],
   "{count} messages": ["{count} 則訊息", "{count} 条消息"],
   Timings: ["耗時", "耗时"],

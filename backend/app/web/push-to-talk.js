@@ -114,6 +114,7 @@ export async function spokenTurn(blob) {
       } else if (event === "done") {
         if (assistant) {
           assistant.pending = false;
+          assistant.setTools(data.tools);
           assistant.setTimings(data.timings);
           assistant.setAudio(data.audio_url);
         } else if (data.transcript) {

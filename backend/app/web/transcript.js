@@ -91,6 +91,30 @@ export class MessageView {
     this.scroll();
   }
 
+  // The tools the reply called on the server (MCP): each call, its arguments and what came back.
+  setTools(tools) {
+    if (!tools || !tools.length) return;
+    this.el.querySelector(".tools")?.remove();
+    const list = document.createElement("ul");
+    list.className = "tools";
+    list.setAttribute("aria-label", t("Tools used"));
+    for (const step of tools) {
+      const item = document.createElement("li");
+      item.classList.toggle("failed", Boolean(step.error));
+      const call = document.createElement("code");
+      call.textContent = `${step.name}(${step.arguments})`;
+      const result = document.createElement("span");
+      result.className = "result";
+      const text = String(step.result ?? "");
+      result.textContent = `→ ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`;
+      item.append(call, " ", result);
+      if (step.error) item.append(" ", t("(failed)"));
+      list.append(item);
+    }
+    this.textEl.before(list);
+    this.scroll();
+  }
+
   markInterrupted(said) {
     this.pending = false;
     this.el.classList.add("interrupted");

@@ -51,6 +51,7 @@ export async function typedTurn(text) {
         reply = data.reply;
         replied = true;
         setConversation(data.conversation_id);
+        assistant.setTools(data.tools);
         assistant.setTimings(data.timings);
       } else if (event === "error") throw new ApiError(200, data.code, data.message);
     }

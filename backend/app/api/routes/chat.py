@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from backend.app.api.deps import ChatServiceDep, media_type
-from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
+from backend.app.api.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ToolStepOut
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.core import json_guard
 from backend.app.core.errors import InvalidInputError, UnsupportedMediaTypeError
@@ -65,14 +65,19 @@ async def chat(request: Request, chat: ChatServiceDep) -> ChatResponse | Respons
     """Reply to `text`. Without `conversation_id` a new conversation starts; its id is returned.
 
     With `stream=true` the answer is Server-Sent Events: `reply_delta` events (`{"text"}`) as the
-    reply is generated, then `done` (`{"reply", "conversation_id", "timings"}`), or `error`.
+    reply is generated, then `done` (`{"reply", "conversation_id", "timings", "tools"}`), or `error`.
     """
     body = await _parse_chat_request(request)
     if body.stream:
         stream = await chat.open_reply(body.text, body.conversation_id)  # 4xx/503 before the stream
         return sse_response(_chat_events(stream))
     answer = await chat.reply(body.text, body.conversation_id)
-    return ChatResponse(reply=answer.reply, conversation_id=answer.conversation_id, timings=answer.timings)
+    return ChatResponse(
+        reply=answer.reply,
+        conversation_id=answer.conversation_id,
+        timings=answer.timings,
+        tools=[ToolStepOut.model_validate(step) for step in answer.tools],
+    )
 
 
 async def _chat_events(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
@@ -82,4 +87,4 @@ async def _chat_events(stream: ReplyStream) -> AsyncGenerator[bytes, None]:
                 yield sse_event("reply_delta", {"text": event.text})
             else:
                 done = {"reply": event.reply, "conversation_id": event.conversation_id}
-                yield sse_event("done", {**done, "timings": event.timings})
+                yield sse_event("done", {**done, "timings": event.timings, "tools": list(event.tools)})

@@ -19,7 +19,7 @@ from backend.app.api.deps import (
     require_multipart,
     transcribe_options,
 )
-from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse
+from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse, ToolStepOut
 from backend.app.api.sse import sse_event, sse_response
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
 from backend.app.services.conversation import collect
@@ -77,6 +77,7 @@ async def conversation(
         conversation_id=turn.conversation_id,
         audio_url=f"/outputs/{turn.audio_name}" if turn.audio_name else None,
         timings=turn.timings,
+        tools=[ToolStepOut.model_validate(step) for step in turn.tools],
     )
 
 
@@ -111,6 +112,7 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
                         "conversation_id": event.conversation_id,
                         "audio_url": f"/outputs/{event.audio_name}" if event.audio_name else None,
                         "timings": event.timings,
+                        "tools": list(event.tools),
                     },
                 )
 

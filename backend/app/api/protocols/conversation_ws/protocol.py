@@ -204,6 +204,7 @@ class OwnProtocol:
                 "reply": turn.reply,
                 "audio_url": f"/outputs/{turn.audio_name}" if turn.audio_name else None,
                 "timings": turn.timings,
+                "tools": list(turn.tools),
             }
         )
 
