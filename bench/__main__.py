@@ -9,6 +9,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
   0.5B and 1.5B), with the first-audio latency each gives;
 - the same candidates on tool calling: 50 spoken requests over ten functions (right function, right
   arguments, no call when none is needed), with the time to the decision and to the answer;
+- spoken turns that call a server-side (MCP) tool against plain ones: end of speech to first audio,
+  with the spoken acknowledgement and without;
 - the embedded English voices side by side (hibari af_heart, Piper joe): speed, round-trip errors;
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
@@ -55,6 +57,7 @@ SECTIONS = (
     "llm",
     "llm_quality",
     "tool_calls",
+    "tool_turns",
     "voices",
     "chinese",
     "beam",
@@ -153,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 
         write(out, "tool_calls", tool_calls.section(tool_calls.measure(settings)))
 
+    if "tool_turns" in args.sections and not args.gpu:
+        from bench import tool_turns
+
+        write(out, "tool_turns", tool_turns.section(tool_turns.measure(1 if args.quick else 2)))
+
     if "voices" in args.sections and not args.gpu:
         from bench import voices
 
@@ -192,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         write(out, "dialogue", dialogue.section(dialogue.measure(settings, runs), runs))
 
     own_process = (
-        "startup", "serve", "llm", "llm_quality", "tool_calls", "voices", "chinese", "beam", "stt_cost",
-        "dialogue", "storage",
+        "startup", "serve", "llm", "llm_quality", "tool_calls", "tool_turns", "voices", "chinese", "beam",
+        "stt_cost", "dialogue", "storage",
     )  # fmt: skip
     needs_server = [s for s in args.sections if s not in own_process]
     if needs_server:

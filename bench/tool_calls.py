@@ -26,7 +26,7 @@ from typing import Any
 
 from backend.app.core.config import Settings
 from backend.app.core.tools import ToolRequest, check_arguments
-from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall, ToolSpec
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall, ToolSpec
 from bench import machine
 from bench.common import median, percentile, table
 from bench.llm_quality import candidates
@@ -190,6 +190,8 @@ def ask(engine: Any, system: str, request: Request) -> Outcome:
     calls: list[ToolCall] = []
     text: list[str] = []
     for item in engine.chat_tools_stream(messages, OPTIONS, tools):
+        if isinstance(item, CallPending):
+            continue
         if decided is None and (isinstance(item, ToolCall) or str(item).strip()):
             decided = time.perf_counter() - began
         (calls if isinstance(item, ToolCall) else text).append(item)

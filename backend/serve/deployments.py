@@ -28,6 +28,7 @@ from backend.app.core.logs import configure_logging
 from backend.app.core.process import set_model_process_env
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
+    CallPending,
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
@@ -133,7 +134,7 @@ class ChatDeployment:
 
     def chat_tools_stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
-    ) -> Iterator[str | ToolCall]:
+    ) -> Iterator[str | ToolCall | CallPending]:
         """Answer text and calls, as the engine's own `chat_tools_stream`."""
         if not isinstance(self.backend, ToolCallingChat):
             raise InvalidInputError(f"the LLM ({self.backend.info.model}) cannot call tools on this engine")

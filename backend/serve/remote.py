@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from backend.app.audio.types import Audio
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
+    CallPending,
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
@@ -103,9 +104,10 @@ class RemoteChatModel(RemoteEngine):
 
     def chat_tools_stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
-    ) -> Iterator[str | ToolCall]:
+    ) -> Iterator[str | ToolCall | CallPending]:
         return cast(
-            Iterator[str | ToolCall], self.stream("chat_tools_stream", list(messages), options, tools)
+            Iterator[str | ToolCall | CallPending],
+            self.stream("chat_tools_stream", list(messages), options, tools),
         )
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:

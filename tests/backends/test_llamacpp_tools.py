@@ -13,7 +13,7 @@ import pytest
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
 from backend.app.core.config import Settings
 from backend.app.core.tools import ToolRequest, check_arguments
-from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall, ToolSpec
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall, ToolSpec
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -50,7 +50,8 @@ def _reply(
     text: list[object] = []
     calls: list[object] = []
     for item in engine.chat_tools_stream([SYSTEM, *messages], OPTIONS, request):
-        (calls if isinstance(item, ToolCall) else text).append(item)
+        if not isinstance(item, CallPending):
+            (calls if isinstance(item, ToolCall) else text).append(item)
     return "".join(str(t) for t in text), [c for c in calls if isinstance(c, ToolCall)]
 
 

@@ -1,5 +1,5 @@
-"""Server-side tools over MCP, against a real MCP server written with the SDK (tests/tools/
-home_server.py), on stdio and on streamable HTTP behind a bearer token: tools listed, calls
+"""Server-side tools over MCP, against a real MCP server written with the SDK (bench/mcp_home.py),
+on stdio and on streamable HTTP behind a bearer token: tools listed, calls
 answered, a slow server bounded, a huge result cut, a server that is down left out; and the
 reply loop's bound on rounds of calls."""
 
@@ -23,7 +23,7 @@ from backend.app.services.tool_loop import reply_with_tools
 from tests.conftest import REPO
 from tests.ports import free_port
 
-STDIO = {"command": sys.executable, "args": ["-m", "tests.tools.home_server"], "cwd": str(REPO)}
+STDIO = {"command": sys.executable, "args": ["-m", "bench.mcp_home"], "cwd": str(REPO)}
 
 
 def _run(settings: ToolsSettings, calls: list[ToolCall]) -> tuple[set[str], list[ToolStep]]:
@@ -49,7 +49,7 @@ def test_a_stdio_servers_tools_are_listed_and_called() -> None:
         ToolCall("c4", "launch_rockets", "{}"),
     ]
     tools, (weather, report, refused, unknown) = _run(settings, calls)
-    assert tools == {"get_weather", "set_light", "slow_lookup", "big_report"}
+    assert tools == {"get_weather", "set_light", "set_timer", "slow_lookup", "big_report"}
     assert '"temperature_c": 31' in weather.result and not weather.error and weather.server == "home"
     assert len(report.result) <= 520 and report.result.endswith("[cut]")  # 10 MB, cut to 500
     assert refused.error and unknown.error
@@ -65,7 +65,7 @@ def test_a_slow_tool_is_bounded_and_reported() -> None:
 def http_server() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.tools.home_server", "http", str(port), "s3cret"],
+        [sys.executable, "-m", "bench.mcp_home", "http", str(port), "s3cret"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -119,7 +119,7 @@ def test_servers_that_are_down_are_left_out_and_the_others_kept() -> None:
             await tools.close()
 
     status = asyncio.run(go())
-    assert status["home"] == {"connected": True, "tools": 4}
+    assert status["home"] == {"connected": True, "tools": 5}
     assert status["gone"]["connected"] is False and status["broken"]["connected"] is False
 
 

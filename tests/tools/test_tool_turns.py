@@ -1,5 +1,5 @@
 """Turns that call server-side tools, end to end: the real server on the default LLM with an MCP
-server (tests/tools/home_server.py, on stdio) in MCP_SERVERS. A typed and a spoken turn call the
+server (bench/mcp_home.py, on stdio) in MCP_SERVERS. A typed and a spoken turn call the
 tool and answer with its result; the calls are stored with the turn; a tool that does not answer
 in time is said aloud as not reached, and the turn ends."""
 
@@ -17,7 +17,7 @@ from backend.app.core.config import Settings
 from tests.conftest import REPO
 from tests.server import server_dir, start_server, stop_server
 
-SERVERS = {"home": {"command": sys.executable, "args": ["-m", "tests.tools.home_server"], "cwd": str(REPO)}}
+SERVERS = {"home": {"command": sys.executable, "args": ["-m", "bench.mcp_home"], "cwd": str(REPO)}}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def _tools_of(http: httpx.Client, conversation: str) -> list[dict[str, object]]:
 
 def test_health_names_the_mcp_server(server: str) -> None:
     health = httpx.get(f"{server}/health", timeout=10).json()
-    assert health["tools"] == {"home": {"connected": True, "tools": 4}}
+    assert health["tools"] == {"home": {"connected": True, "tools": 5}}
 
 
 def test_a_typed_turn_calls_the_tool_and_answers_with_its_result(server: str) -> None:

@@ -41,7 +41,7 @@ from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns, generating
 from backend.app.core.errors import ContextLengthError, InvalidInputError, ModelLoadError
 from backend.app.core.tools import ToolRequest
-from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo, ToolCall, ToolSpec
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ModelInfo, ToolCall, ToolSpec
 from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
@@ -316,15 +316,16 @@ class LlamaCppChatBackend:
 
     def chat_tools_stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
-    ) -> Iterator[str | ToolCall]:
-        """A reply that may call `tools`: answer text as it is generated, then the calls, checked
-        against their schemas (llamacpp_tools.py). Closing it stops the generation."""
+    ) -> Iterator[str | ToolCall | CallPending]:
+        """A reply that may call `tools`: answer text as it is generated, `CallPending` when a call
+        begins, then the calls, checked against their schemas (llamacpp_tools.py). Closing it stops
+        the generation."""
         stop = threading.Event()
         cancelled = cancel_event()
         items: queue.Queue[object] = queue.Queue()
         failures: list[BaseException] = []
 
-        def push(item: str | ToolCall) -> bool:
+        def push(item: str | ToolCall | CallPending) -> bool:
             if stop.is_set() or (cancelled is not None and cancelled.is_set()):
                 return True
             items.put(item)
@@ -338,7 +339,7 @@ class LlamaCppChatBackend:
             finally:
                 items.put(_END)
 
-        outputs = (item for item in iter(items.get, _END) if isinstance(item, str | ToolCall))
+        outputs = (item for item in iter(items.get, _END) if isinstance(item, str | ToolCall | CallPending))
         yield from beside(generate, outputs, stop, failures)
 
     def tokens_generated(self) -> int:

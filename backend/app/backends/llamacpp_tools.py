@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from backend.app.backends.tool_format import ParsedCall, ToolTextScanner, parse_calls
 from backend.app.core.tools import ToolRequest, call_schema, check_arguments, new_call
-from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall, ToolSpec
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall, ToolSpec
 
 
 class Engine(Protocol):
@@ -39,8 +39,9 @@ class Engine(Protocol):
     ) -> bool: ...
 
 
-Push = Callable[[str | ToolCall], bool]
-"""Takes a piece of answer text or a finished call; answers True to stop the generation."""
+Push = Callable[[str | ToolCall | CallPending], bool]
+"""Takes a piece of answer text, the sign that a call begins, or a finished call; answers True to
+stop the generation."""
 
 
 def run_with_tools(
@@ -55,6 +56,7 @@ def run_with_tools(
     opener = "<tool_call>\n" if "<tool_call>" in prompt else ""  # the template's own call marker
     names = {t.name for t in request.offered}
     if request.forced:
+        push(CallPending())
         calls = _constrained(engine, prompt + opener, options, request, None, push)
         _give(calls, request, push)
         return
@@ -62,10 +64,14 @@ def run_with_tools(
     said: list[str] = []
 
     def on_text(text: str) -> bool:
+        holding = scanner is not None and scanner.holding
         out = scanner.feed(text) if scanner is not None else text
         if out:
             said.append(out)
-            return push(out)
+            if push(out):
+                return True
+        if scanner is not None and scanner.holding and not holding:
+            return push(CallPending())
         return False
 
     if engine.complete(prompt, options, on_text) or scanner is None:

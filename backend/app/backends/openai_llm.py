@@ -15,7 +15,7 @@ from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_mes
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.tools import ToolRequest, check_arguments, new_call
-from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo, ToolCall
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ModelInfo, ToolCall
 from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import is_cjk
 
@@ -113,7 +113,7 @@ class OpenAIChatBackend:
 
     def chat_tools_stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
-    ) -> Iterator[str | ToolCall]:
+    ) -> Iterator[str | ToolCall | CallPending]:
         """The tools passed on to the server, which runs the model's template and reads its calls;
         the calls' pieces are gathered by index and each call checked against its schema here as
         on the local engine (one that fails is given back as text)."""
@@ -127,6 +127,8 @@ class OpenAIChatBackend:
                 delta = chunk.choices[0].delta
                 if delta.content:
                     yield delta.content
+                if delta.tool_calls and not pieces:
+                    yield CallPending()
                 for call in delta.tool_calls or ():
                     piece = pieces.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                     piece["id"] = call.id or piece["id"]

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from backend.app.audio.types import Audio
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
+    CallPending,
     ChatMessage,
     DialogueRequest,
     GenerationOptions,
@@ -70,9 +71,10 @@ class ToolCallingChat(Protocol):
 
     def chat_tools_stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions, tools: ToolRequest
-    ) -> Iterator[str | ToolCall]:
-        """The reply as answer-text deltas and, at its end, the calls it makes (each checked
-        against its function's schema). Closing the iterator early stops the generation."""
+    ) -> Iterator[str | ToolCall | CallPending]:
+        """The reply as answer-text deltas, `CallPending` as soon as a call begins, and at its end
+        the calls it makes (each checked against its function's schema). Closing the iterator early
+        stops the generation."""
         ...
 
 

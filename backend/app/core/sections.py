@@ -385,8 +385,9 @@ class ToolsSettings(Section):
     """A tool's result is cut to this many characters before the model reads it (and it is stored)."""
     refresh_s: float = Field(300.0, ge=5, le=86_400)
     """How often each MCP server's tool list is read again (and a server that was down retried)."""
-    acknowledgement: str = Field("One moment.", max_length=200)
-    """Said when an English reply calls a tool before it has said anything (empty: nothing)."""
+    acknowledgement: str = Field("One moment, please.", max_length=200)
+    """Said as soon as a reply in a Latin script begins a tool call before it has said anything
+    (empty: nothing)."""
 
     @field_validator("mcp_servers", mode="before")
     @classmethod

@@ -111,6 +111,12 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class CallPending:
+    """The model has begun writing a tool call (its text is held until the call is read): what a
+    spoken reply can acknowledge at once, before the call is even complete."""
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str

@@ -21,7 +21,7 @@ from backend.app.core.config import LLMSettings
 from backend.app.core.errors import ContextLengthError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics, StageTimer
 from backend.app.core.tools import ToolRequest
-from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall
 from backend.app.core.worker import Admission, ModelWorker, OpenedStream
 from backend.app.text.stops import StopScanner
 
@@ -107,7 +107,7 @@ class Completions:
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
         tools: ToolRequest | None,
-    ) -> AsyncGenerator[str | ToolCall, None]:
+    ) -> AsyncGenerator[str | ToolCall | CallPending, None]:
         if tools is None:
             return admission.stream(self.backend.chat_stream, messages, options)
         backend = self.backend
@@ -130,6 +130,8 @@ class Completions:
         leading = True
         async with aclosing(self._deltas(admission, messages, options, tools)) as deltas:
             async for delta in deltas:
+                if isinstance(delta, CallPending):
+                    continue
                 if isinstance(delta, ToolCall):
                     timer.first()
                     calls.append(delta)

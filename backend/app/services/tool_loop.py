@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from backend.app.backends.protocols import ToolCallingChat
 from backend.app.core.tools import ToolRequest
-from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall
+from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall
 from backend.app.services.mcp_tools import ToolStep
 
 
@@ -45,7 +45,11 @@ def reply_with_tools(
         offered = ToolRequest(tools.tools, "none", tools.parallel) if last else tools
         calls: list[ToolCall] = []
         for item in engine.chat_tools_stream(conversation, options, offered):
-            if isinstance(item, ToolCall):
+            if isinstance(item, CallPending):
+                if acknowledgement and not said:  # a call begins: said at once, not after it
+                    said = True
+                    yield acknowledgement + " "
+            elif isinstance(item, ToolCall):
                 calls.append(item)
             elif item:
                 said = said or bool(item.strip())

@@ -1,6 +1,7 @@
-"""A small MCP server for the tests, written with the `mcp` SDK: a home's weather, lights and a
-slow tool. `python -m tests.tools.home_server` serves it on stdio; `... http PORT [TOKEN]` on
-streamable HTTP at /mcp (with TOKEN, requests must carry `Authorization: Bearer TOKEN`)."""
+"""A small MCP server for the tests and benchmarks, written with the `mcp` SDK: a home's weather,
+lights, a timer, a slow tool and one with a huge result. `python -m bench.mcp_home` serves it on
+stdio; `... http PORT [TOKEN]` on streamable HTTP at /mcp (with TOKEN, requests must carry
+`Authorization: Bearer TOKEN`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def set_light(room: str, on: bool) -> str:
     """Turn the lights in a room on or off."""
     LIGHTS[room] = on
     return f"The {room} light is now {'on' if on else 'off'}."
+
+
+@home.tool()
+def set_timer(minutes: int) -> str:
+    """Start a kitchen timer for a number of minutes."""
+    return f"A timer is set for {minutes} minutes."
 
 
 @home.tool()
