@@ -19,7 +19,7 @@ from backend.app.core.sections import ToolsSettings
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import ChatMessage, GenerationOptions, ToolCall, ToolSpec
 from backend.app.services.mcp_tools import McpTools, ToolStep
-from backend.app.services.tool_loop import reply_with_tools
+from backend.app.services.tool_loop import held, reply_with_tools
 from tests.conftest import REPO
 from tests.ports import free_port
 
@@ -204,3 +204,27 @@ def test_a_round_whose_calls_all_fail_is_said_aloud() -> None:
     )
     assert [i for i in items if isinstance(i, str)] == [" I couldn't reach home."]
     assert engine.rounds == ["auto"]
+
+
+def test_a_pre_emptive_replys_tool_waits_for_the_turn_to_be_confirmed() -> None:
+    """A reply begun during the silence runs no tool until the user has surely finished."""
+    import threading
+    import time
+
+    class Hold:
+        confirmed = False
+
+    hold, order = Hold(), []
+
+    def run(call: ToolCall) -> ToolStep:
+        order.append("ran")
+        return ToolStep(call, "done")
+
+    def confirm() -> None:
+        time.sleep(0.2)
+        order.append("confirmed")
+        hold.confirmed = True
+
+    threading.Thread(target=confirm).start()
+    step = held(run, hold)(ToolCall("c1", "set_light", "{}"))
+    assert order == ["confirmed", "ran"] and step.result == "done"

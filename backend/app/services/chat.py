@@ -27,7 +27,7 @@ from backend.app.core.worker import Admission, ModelWorker, OpenedStream
 from backend.app.services.completion import Completions, CompletionStream
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.services.mcp_tools import McpTools, ToolStep
-from backend.app.services.tool_loop import reply_with_tools
+from backend.app.services.tool_loop import Confirmation, held, reply_with_tools, unserved
 from backend.app.storage.rows import Turn
 from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
@@ -217,6 +217,7 @@ class ChatService:
         options: GenerationOptions,
         text: str,
         client: ToolRequest | None = None,
+        hold: Confirmation | None = None,
     ) -> AsyncGenerator[str | ToolStep | ToolCall, None]:
         """The model's deltas, in `admission`'s slot when the caller took one up front; with tools
         (MCP's, and the `client`'s own) and an engine that calls them, through tool_loop.py."""
@@ -235,7 +236,7 @@ class ChatService:
                 messages,
                 options,
                 ToolRequest((*theirs, *served), choice, parallel),
-                tools.call_blocking if tools is not None else _unserved,
+                held(tools.call_blocking, hold) if tools is not None else unserved,
                 limits.max_steps,
                 limits.acknowledgement if script_language(text) is None else "",
                 frozenset(t.name for t in theirs),
@@ -252,6 +253,7 @@ class ChatService:
         steps: list[ToolStep] | None = None,
         client: ToolRequest | None = None,
         calls: list[ToolCall] | None = None,
+        hold: Confirmation | None = None,
     ) -> AsyncGenerator[str, None]:
         """A reply to `text` in the conversation's context, as text deltas (not stored; see `reply`).
 
@@ -259,15 +261,16 @@ class ChatService:
         spoken turn stores the user's words first; they must not appear twice). Runs in `admission`'s slot if
         given (see `open_reply`), else is admitted when it starts; `max_tokens` shortens it (never beyond
         LLM_MAX_TOKENS). The calls of server-side tools it makes go to `steps`; with the `client`'s own tools,
-        the calls it ends with go to `calls`. Closing this iterator early stops the generation on the
-        model's worker."""
+        the calls it ends with go to `calls`. With `hold` (a pre-emptive reply's commitment), a server-side
+        call waits until it is confirmed: no tool acts on words the user may not have finished. Closing
+        this iterator early stops the generation on the model's worker."""
         timer = StageTimer(self.metrics, "llm_first_token", "llm")
         try:
             if messages is None:
                 messages = await asyncio.to_thread(self.build_messages, conversation_id, text)
             options = self.completion_options(max_tokens, None)
             leading = True
-            async with aclosing(self._stream(admission, messages, options, text, client)) as deltas:
+            async with aclosing(self._stream(admission, messages, options, text, client, hold)) as deltas:
                 async for delta in deltas:
                     if isinstance(delta, ToolStep):
                         if steps is not None:
@@ -379,8 +382,3 @@ def _as_messages(turn: Turn) -> list[ChatMessage]:
         messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
         messages.append(ChatMessage("tool", str(step.get("result", "")), tool_call_id=call.id))
     return [*messages, ChatMessage("assistant", turn.text)] if turn.text else messages
-
-
-def _unserved(call: ToolCall) -> ToolStep:
-    """A call of a tool no server has (never offered: the client's own are not run here)."""
-    return ToolStep(call, f"the tool {call.name} is not available", "", True)

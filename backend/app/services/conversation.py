@@ -247,6 +247,7 @@ class ConversationService:
                     steps,
                     request.tools,
                     calls,
+                    commitment,  # a pre-emptive reply runs no tool before the turn is confirmed
                 )
                 deltas = _timed(generated, timings, parts)
                 speech: SpeechStream | Unspoken

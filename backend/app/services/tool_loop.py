@@ -15,11 +15,14 @@ function tools) ends the reply: the client runs it, and asks for the next respon
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from backend.app.backends.protocols import ToolCallingChat
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall
+from backend.app.core.worker import WorkCancelled, cancel_event
 from backend.app.services.mcp_tools import ToolStep
 
 
@@ -85,3 +88,32 @@ def _key(call: ToolCall) -> tuple[str, str]:
     except ValueError:
         arguments = call.arguments
     return call.name, arguments
+
+
+class Confirmation(Protocol):
+    """What a pre-emptive reply waits on before a tool acts (turn_events.Commitment)."""
+
+    @property
+    def confirmed(self) -> bool: ...
+
+
+def held(run: Callable[[ToolCall], ToolStep], hold: Confirmation | None) -> Callable[[ToolCall], ToolStep]:
+    """`run`, made to wait (on the LLM's worker thread) until `hold` is confirmed; the reply's
+    cancellation (the user went on speaking) ends the wait and the reply."""
+    if hold is None:
+        return run
+
+    def after_confirmation(call: ToolCall) -> ToolStep:
+        cancelled = cancel_event()
+        while not hold.confirmed:
+            if cancelled is not None and cancelled.is_set():
+                raise WorkCancelled
+            time.sleep(0.02)
+        return run(call)
+
+    return after_confirmation
+
+
+def unserved(call: ToolCall) -> ToolStep:
+    """A call of a tool no server has (never offered: the client's own are not run here)."""
+    return ToolStep(call, f"the tool {call.name} is not available", "", True)
