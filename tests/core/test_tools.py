@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,56 @@ def test_the_scanner_lets_an_answer_through_and_holds_a_call() -> None:
     assert said == "" and held.strip() == '{"name": "x"}'
     said, held = _scan(["Use `", "`", "x"])  # a partial fence is held, then given back when it is not one
     assert said + held == "Use ``x"
+
+
+class _Writes:
+    """An engine that writes what it is given: `free` when unconstrained, `under_grammar` under a
+    schema's grammar. What is checked is what the llama.cpp engine's reading does with a call that
+    is not JSON (the real model's calls are tested in tests/backends/test_llamacpp_tools.py)."""
+
+    def __init__(self, free: str, under_grammar: str) -> None:
+        self.free, self.under_grammar = free, under_grammar
+        self.schemas: list[object] = []
+
+    def render(self, messages: object, tools: object = ()) -> str:
+        return "<|im_start|>system\nFor each call, write <tool_call></tool_call>.<|im_end|>\n"
+
+    def complete(self, prompt: str, options: object, on_text: Any, schema: object = None) -> bool:
+        self.schemas.append(schema)
+        text = self.free if schema is None else self.under_grammar
+        return any(piece and on_text(piece) for piece in (text[:10], text[10:]))
+
+
+def _items(engine: _Writes, request: ToolRequest) -> list[object]:
+    from backend.app.backends.llamacpp_tools import run_with_tools
+    from backend.app.core.values import ChatMessage, GenerationOptions
+
+    items: list[object] = []
+    run_with_tools(
+        engine, [ChatMessage("user", "weather?")], GenerationOptions(32, 0.0), request, items.append
+    )  # type: ignore[arg-type]
+    return items
+
+
+def test_a_call_that_is_not_json_is_written_again_under_the_grammar() -> None:
+    from backend.app.core.values import CallPending, ToolCall
+
+    engine = _Writes(
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": ',
+        '{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+    )
+    items = _items(engine, ToolRequest((WEATHER,)))
+    assert isinstance(items[0], CallPending) and len(items) == 2
+    assert isinstance(items[1], ToolCall) and json.loads(items[1].arguments) == {"city": "Oslo"}
+    assert engine.schemas[0] is None and engine.schemas[1] == call_schema([WEATHER])
+
+
+def test_a_call_that_fails_even_under_the_grammar_comes_back_as_text() -> None:
+    from backend.app.core.values import ToolCall
+
+    refused = '<tool_call>{"name": "get_weather", "arguments": {"unit": "kelvin"}}'
+    engine = _Writes(refused, '{"name": "get_weather", "arguments": {"unit": "x"}}')
+    items = _items(engine, ToolRequest((WEATHER,)))
+    assert not any(isinstance(i, ToolCall) for i in items)
+    said = "".join(i for i in items if isinstance(i, str))
+    assert said == refused  # the model's own text, once (not the retry's as well)

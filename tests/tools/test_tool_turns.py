@@ -1,10 +1,12 @@
 """Turns that call server-side tools, end to end: the real server on the default LLM with an MCP
-server (bench/mcp_home.py, on stdio) in MCP_SERVERS. A typed and a spoken turn call the
-tool and answer with its result; the calls are stored with the turn; a tool that does not answer
-in time is said aloud as not reached, and the turn ends."""
+server (bench/mcp_home.py, on stdio) in MCP_SERVERS and two API keys. A typed, a spoken and a
+Wyoming `handle` turn call the tool and answer with its result; the calls are stored with the turn;
+a tool that does not answer in time is said aloud as not reached, and the turn ends; a key without
+the `tools` scope gets answers without tools."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterator
@@ -15,14 +17,28 @@ import pytest
 
 from backend.app.core.config import Settings
 from tests.conftest import REPO
+from tests.ports import free_port
 from tests.server import server_dir, start_server, stop_server
 
 SERVERS = {"home": {"command": sys.executable, "args": ["-m", "bench.mcp_home"], "cwd": str(REPO)}}
+FAMILY, GUEST = "family-key", "guest-key"
+KEYS = f"""
+[[keys]]
+name = "family"
+key = "{FAMILY}"
+
+[[keys]]
+name = "guest"
+key = "{GUEST}"
+scopes = ["stages", "conversation", "realtime"]
+"""
+WYOMING_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = server_dir(tmp_path_factory, "tool-turns")
+    (tmp / "keys.toml").write_text(KEYS)
     process, base = start_server(
         tmp,
         "tools.log",
@@ -30,12 +46,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         LLM_MAX_TOKENS="48",
         MCP_SERVERS=json.dumps(SERVERS),
         TOOL_TIMEOUT_S="3",
+        API_KEYS_FILE=str(tmp / "keys.toml"),
+        WYOMING_URI=f"tcp://127.0.0.1:{WYOMING_PORT}",
     )
     try:
         yield base
         assert process.poll() is None, "the server died during the tests"
     finally:
         stop_server(process)
+
+
+def _client(server: str, key: str = FAMILY) -> httpx.Client:
+    return httpx.Client(base_url=server, timeout=120, headers={"Authorization": f"Bearer {key}"})
 
 
 def _tools_of(http: httpx.Client, conversation: str) -> list[dict[str, object]]:
@@ -50,7 +72,7 @@ def test_health_names_the_mcp_server(server: str) -> None:
 
 
 def test_a_typed_turn_calls_the_tool_and_answers_with_its_result(server: str) -> None:
-    with httpx.Client(base_url=server, timeout=120) as http:
+    with _client(server) as http:
         reply = http.post("/chat", json={"text": "What's the weather like in Chicago right now?"})
         assert reply.status_code == 200, reply.text
         body = reply.json()
@@ -62,7 +84,7 @@ def test_a_typed_turn_calls_the_tool_and_answers_with_its_result(server: str) ->
 
 
 def test_a_spoken_turn_calls_the_tool(server: str) -> None:
-    with httpx.Client(base_url=server, timeout=120) as http:
+    with _client(server) as http:
         said = http.post("/tts", json={"text": "Please turn on the light in the kitchen."})
         assert said.status_code == 200
         turn = http.post("/conversation", files={"audio_file": ("ask.wav", said.content)})
@@ -76,7 +98,7 @@ def test_a_spoken_turn_calls_the_tool(server: str) -> None:
 
 
 def test_a_tool_that_does_not_answer_is_said_not_reached(server: str) -> None:
-    with httpx.Client(base_url=server, timeout=120) as http:
+    with _client(server) as http:
         reply = http.post("/chat", json={"text": "Use the slow archive to look up the history of tea."})
         assert reply.status_code == 200, reply.text
         body = reply.json()
@@ -84,3 +106,36 @@ def test_a_tool_that_does_not_answer_is_said_not_reached(server: str) -> None:
         (step,) = _tools_of(http, body["conversation_id"])
         assert step["name"] == "slow_lookup" and step["error"]
         assert Settings().tools.acknowledgement in body["reply"]
+
+
+def test_a_key_without_the_tools_scope_is_answered_without_tools(server: str) -> None:
+    with _client(server, GUEST) as http:
+        reply = http.post("/chat", json={"text": "Please turn on the light in the hall."})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["tools"] == [] and _tools_of(http, body["conversation_id"]) == []
+
+
+def test_a_wyoming_handle_turn_calls_the_tool(server: str) -> None:
+    from wyoming.asr import Transcript
+    from wyoming.client import AsyncTcpClient
+    from wyoming.handle import Handled
+
+    async def run() -> Handled:
+        async with AsyncTcpClient("127.0.0.1", WYOMING_PORT) as client:
+            context = {"conversation_id": "wyoming-tools"}
+            await client.write_event(
+                Transcript(text="Switch off the bedroom light.", context=context).event()
+            )
+            async with asyncio.timeout(120):
+                while True:
+                    event = await client.read_event()
+                    assert event is not None, "the server closed the connection"
+                    if Handled.is_type(event.type):
+                        return Handled.from_event(event)
+
+    handled = asyncio.run(run())
+    assert handled.text
+    with _client(server) as http:
+        (step,) = _tools_of(http, "wyoming-tools")
+    assert step["name"] == "set_light" and json.loads(str(step["arguments"]))["on"] is False

@@ -84,7 +84,9 @@ def run_with_tools(
         return
     if attempt:  # a call the model meant but wrote wrong: once more, under the schemas' grammar
         named = {c.name for c in parsed}
-        calls = _constrained(engine, prompt + "".join(said) + opener, options, request, named or None, push)
+        calls = _constrained(
+            engine, prompt + "".join(said) + opener, options, request, named or None, push, give_back=False
+        )
         if calls:
             _give(calls, request, push)
             return
@@ -110,10 +112,12 @@ def _constrained(
     request: ToolRequest,
     names: set[str] | None,
     push: Push,
+    give_back: bool = True,
 ) -> list[ToolCall]:
     """One call generated under the grammar of the offered functions' schemas (only `names`, when
     the model already chose among them); [] if the result still fails the check (a schema feature
-    the grammar cannot express), after giving its text back as text."""
+    the grammar cannot express), after giving its text back as text when `give_back` (a retry
+    gives back the model's first text instead)."""
     specs = [t for t in request.offered if names is None or t.name in names] or list(request.offered)
     pieces: list[str] = []
 
@@ -131,6 +135,6 @@ def _constrained(
         call = ParsedCall(value["name"], value.get("arguments", {}))
         if _problem(request, call) is None:
             return [new_call(call.name, call.arguments)]
-    if text.strip():
+    if give_back and text.strip():
         push(text)
     return []
