@@ -24,6 +24,13 @@ WEATHER = ToolSpec(
 NAMES = {"get_weather", "set_timer"}
 
 
+def _deep(levels: int) -> dict[str, object]:
+    schema: dict[str, object] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return schema
+
+
 @pytest.mark.parametrize(
     ("name", "parameters", "field"),
     [
@@ -37,6 +44,13 @@ NAMES = {"get_weather", "set_timer"}
         ("ok", {"type": "object", "properties": {"a": {"type": "no-such-type"}}}, "tools[0].parameters"),
         ("ok", {"type": "object", "required": "city"}, "tools[0].parameters"),
         ("ok", {"type": "object", "properties": {"x": {"description": "d" * 70_000}}}, "tools[0].parameters"),
+        (
+            "ok",
+            {"type": "object", "properties": {"x": {"$ref": "https://example.org/s.json"}}},
+            "tools[0].parameters",
+        ),
+        ("ok", {"type": "object", "properties": {"x": {"$ref": "#/$defs/Missing"}}}, "tools[0].parameters"),
+        ("ok", _deep(3000), "tools[0].parameters"),
     ],
 )
 def test_a_malformed_tool_is_refused_naming_its_field(name: object, parameters: object, field: str) -> None:
@@ -86,6 +100,22 @@ def test_arguments_are_checked_against_the_schema(arguments: str, fine: bool) ->
     assert (check_arguments(WEATHER, arguments) is None) == fine
 
 
+def test_local_definitions_are_followed_and_moved_up_for_the_grammar() -> None:
+    parameters = {
+        "type": "object",
+        "properties": {"where": {"$ref": "#/$defs/Place"}},
+        "required": ["where"],
+        "$defs": {
+            "Place": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        },
+    }
+    spec = check_tool(0, "go", "", parameters, "tools")
+    assert check_arguments(spec, '{"where": {"city": "Oslo"}}') is None
+    assert check_arguments(spec, '{"where": {}}') is not None
+    schema = call_schema([spec])
+    assert "Place" in schema["$defs"] and "$defs" not in schema["properties"]["arguments"]
+
+
 def test_the_call_schema_names_each_function() -> None:
     timer = ToolSpec("set_timer", "", {"type": "object", "properties": {"minutes": {"type": "integer"}}})
     one = call_schema([WEATHER])
@@ -131,7 +161,11 @@ def test_several_calls_are_read_in_order() -> None:
         ('```json\n{"colour": "red"}\n```', False),
         ('<tool_call>{"name": "get_weather", "arguments": {"city": ', True),  # broken JSON
         ('<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>', True),  # not offered
-        ('{"name": "launch_rockets"}', True),
+        ('{"name": "launch_rockets"}', False),  # a JSON answer, not a call of an offered function
+        ('{"name": "Bob", "age": 3}', False),
+        ("[1, 2, 3]", False),
+        ("[a link](https://example.org)", False),
+        ('{"name": "get_weather", "arguments": {"city": ', True),  # broken, but naming one
     ],
 )
 def test_text_that_is_no_usable_call(text: str, attempt: bool) -> None:

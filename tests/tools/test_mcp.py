@@ -228,3 +228,54 @@ def test_a_pre_emptive_replys_tool_waits_for_the_turn_to_be_confirmed() -> None:
     threading.Thread(target=confirm).start()
     step = held(run, hold)(ToolCall("c1", "set_light", "{}"))
     assert order == ["confirmed", "ran"] and step.result == "done"
+
+
+class _WritesBadCall:
+    """An engine whose call could not be read: it signals the call, then gives its markup back."""
+
+    def chat_tools_stream(
+        self, messages: list[ChatMessage], options: GenerationOptions, tools: ToolRequest
+    ) -> Iterator[object]:
+        from backend.app.core.values import CallPending
+
+        yield CallPending()
+        yield '<tool_call>{"name": "get_weather", "arguments": {"city": '
+
+
+def test_a_call_given_back_as_text_is_never_read_aloud() -> None:
+    spec = ToolSpec("get_weather", "", {"type": "object"})
+    items = list(
+        reply_with_tools(
+            _WritesBadCall(),  # type: ignore[arg-type]
+            [ChatMessage("user", "weather?")],
+            GenerationOptions(16, 0.0),
+            ToolRequest((spec,)),
+            lambda call: ToolStep(call, "sunny"),
+            max_steps=3,
+            acknowledgement="One moment, please.",
+        )
+    )
+    assert items == ["One moment, please. ", " Sorry, I couldn't do that."]
+
+
+def test_the_same_action_asked_again_in_a_later_turn_is_run_again() -> None:
+    engine = _AlwaysCalls(repeats=True)
+    spec = ToolSpec("get_weather", "", {"type": "object"})
+    before = ToolCall("c0", "get_weather", '{"city": "Oslo"}')
+    history = [
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", tool_calls=(before,)),
+        ChatMessage("tool", "sunny", tool_call_id="c0"),
+        ChatMessage("assistant", "It is sunny."),
+        ChatMessage("user", "and now?"),
+    ]
+    ran: list[ToolCall] = []
+
+    def run(call: ToolCall) -> ToolStep:
+        ran.append(call)
+        return ToolStep(call, "rain")
+
+    list(
+        reply_with_tools(engine, history, GenerationOptions(16, 0.0), ToolRequest((spec,)), run, max_steps=3)
+    )
+    assert len(ran) == 1 and engine.rounds == ["auto", "none"]  # run once now, then not repeated

@@ -19,12 +19,13 @@ consecutive messages of one role into one, and every system message into the fir
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from backend.app.core.values import ChatMessage
+from backend.app.core.values import ChatMessage, ToolSpec
 
 JOINER = "\u2060"
 """U+2060 WORD JOINER: invisible, and no tokenizer makes a control token of text that holds it."""
@@ -84,15 +85,16 @@ def engine_messages(messages: Sequence[ChatMessage], markers: Markers) -> list[d
         elif message.tool_calls:
             calls = [
                 {
-                    "id": c.id,
+                    "id": markers.defuse(c.id),
                     "type": "function",
-                    "function": {"name": c.name, "arguments": markers.defuse(c.arguments)},
+                    "function": {"name": markers.defuse(c.name), "arguments": markers.defuse(c.arguments)},
                 }
                 for c in message.tool_calls
             ]
             merged.append({"role": "assistant", "content": content, "tool_calls": calls})
         elif message.role == "tool":
-            merged.append({"role": "tool", "tool_call_id": message.tool_call_id or "", "content": content})
+            call_id = markers.defuse(message.tool_call_id or "")
+            merged.append({"role": "tool", "tool_call_id": call_id, "content": content})
         elif merged and merged[-1]["role"] == message.role and "tool_calls" not in merged[-1]:
             merged[-1]["content"] += "\n\n" + content
         else:
@@ -123,3 +125,16 @@ def gguf_markers(path: Path) -> Markers:
         if kind in (GGUF_CONTROL, GGUF_USER_DEFINED):
             found.append(bytes(tokens.parts[index]).decode("utf-8", "replace"))
     return Markers(found)
+
+
+def engine_tools(tools: Sequence[ToolSpec], markers: Markers) -> list[dict[str, Any]]:
+    """The tools as a template describes them, their descriptions and schemas defused as content
+    is: an MCP server's description (or a client's) is text a template writes into the prompt."""
+    described = []
+    for tool in tools:
+        text = json.dumps(tool.openai())
+        try:
+            described.append(json.loads(markers.defuse(text)))
+        except ValueError:  # a vocabulary whose control token spells JSON syntax: left as it is
+            described.append(json.loads(text))
+    return described

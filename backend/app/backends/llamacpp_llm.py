@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.app.backends import embedded
-from backend.app.backends.chat_prompt import engine_messages, gguf_markers
+from backend.app.backends.chat_prompt import engine_messages, engine_tools, gguf_markers
 from backend.app.backends.llamacpp_dirs import SOCKET_DIR_PREFIX, remove_stale_dirs
 from backend.app.backends.llamacpp_tools import run_with_tools
 from backend.app.backends.model_files import ModelFiles
@@ -171,7 +171,7 @@ class LlamaCppChatBackend:
         the template describes them), ready for `complete`."""
         body: dict[str, Any] = {"messages": engine_messages(messages, self.markers)}
         if tools:
-            body["tools"] = [t.openai() for t in tools]
+            body["tools"] = engine_tools(tools, self.markers)
         return str(self._post("/apply-template", body)["prompt"])
 
     def complete(
@@ -331,9 +331,12 @@ class LlamaCppChatBackend:
             items.put(item)
             return False
 
+        def stopped() -> bool:
+            return stop.is_set() or (cancelled is not None and cancelled.is_set())
+
         def generate() -> None:
             try:
-                run_with_tools(self, messages, options, tools, push)
+                run_with_tools(self, messages, options, tools, push, stopped)
             except BaseException as e:
                 failures.append(e)
             finally:

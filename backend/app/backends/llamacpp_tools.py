@@ -50,20 +50,24 @@ def run_with_tools(
     options: GenerationOptions,
     request: ToolRequest,
     push: Push,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """One reply that may call the offered tools: answer text and calls go to `push` in order."""
+    """One reply that may call the offered tools: answer text and calls go to `push` in order;
+    `stopped` is asked at every token (a call being written is not pushed, but is stopped too)."""
     prompt = engine.render(messages, request.offered)
     opener = "<tool_call>\n" if "<tool_call>" in prompt else ""  # the template's own call marker
     names = {t.name for t in request.offered}
     if request.forced:
         push(CallPending())
-        calls = _constrained(engine, prompt + opener, options, request, None, push)
+        calls = _constrained(engine, prompt + opener, options, request, None, push, stopped=stopped)
         _give(calls, request, push)
         return
     scanner = ToolTextScanner() if names else None
     said: list[str] = []
 
     def on_text(text: str) -> bool:
+        if stopped():
+            return True
         holding = scanner is not None and scanner.holding
         out = scanner.feed(text) if scanner is not None else text
         if out:
@@ -85,7 +89,7 @@ def run_with_tools(
     if attempt:  # a call the model meant but wrote wrong: once more, under the schemas' grammar
         named = {c.name for c in parsed}
         calls = _constrained(
-            engine, prompt + "".join(said) + opener, options, request, named or None, push, give_back=False
+            engine, prompt + "".join(said) + opener, options, request, named or None, push, False, stopped
         )
         if calls:
             _give(calls, request, push)
@@ -113,6 +117,7 @@ def _constrained(
     names: set[str] | None,
     push: Push,
     give_back: bool = True,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> list[ToolCall]:
     """One call generated under the grammar of the offered functions' schemas (only `names`, when
     the model already chose among them); [] if the result still fails the check (a schema feature
@@ -123,9 +128,10 @@ def _constrained(
 
     def collect(text: str) -> bool:
         pieces.append(text)
-        return False
+        return stopped()
 
-    engine.complete(prompt, options, collect, call_schema(specs))
+    if engine.complete(prompt, options, collect, call_schema(specs)):
+        return []
     text = "".join(pieces)
     try:
         value = json.loads(text)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_messages
+from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_messages, engine_tools
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.tools import ToolRequest, check_arguments, new_call
@@ -65,7 +65,7 @@ class OpenAIChatBackend:
         """One chat.completions call, its failures as UpstreamError (503)."""
         extra: dict[str, Any] = {}
         if tools is not None and tools.tools:
-            extra["tools"] = [t.openai() for t in tools.tools]
+            extra["tools"] = engine_tools(tools.tools, self.markers)
             named = {"type": "function", "function": {"name": tools.choice}}
             extra["tool_choice"] = tools.choice if tools.choice in ("auto", "none", "required") else named
             extra["parallel_tool_calls"] = tools.parallel
@@ -139,7 +139,7 @@ class OpenAIChatBackend:
             raise UpstreamError(self._scrub(f"the LLM stream broke off: {e}")) from None
         finally:
             stream.close()
-        for index in sorted(pieces):
+        for index in sorted(pieces)[: None if tools.parallel else 1]:
             piece = pieces[index]
             spec = tools.spec(piece["name"])
             if spec is None or check_arguments(spec, piece["arguments"]) is not None:

@@ -90,9 +90,10 @@ def _partial_opener(text: str) -> int:
 
 
 def parse_calls(text: str, names: set[str] | frozenset[str]) -> tuple[list[ParsedCall], bool]:
-    """The calls `text` holds, in any of the formats above, and whether it looked like a call
-    attempt at all (a marker, or an object with a `name`): an attempt that parses to no usable
-    call is what an engine retries under a grammar. Only calls to `names` count."""
+    """The calls `text` holds, in any of the formats above, and whether it was a call attempt at
+    all: a call marker, or an object naming one of `names`, even one too broken to parse. An
+    attempt that parses to no usable call is what an engine retries under a grammar; anything
+    else (a JSON answer, a code sample, `{"name": "Bob"}`) is text. Only calls to `names` count."""
     stripped = text.strip()
     if not stripped:
         return [], False
@@ -110,21 +111,17 @@ def parse_calls(text: str, names: set[str] | frozenset[str]) -> tuple[list[Parse
         objects.extend(_objects(stripped[len("<|python_tag|>") :]))
     elif "```" in stripped:
         for body in _FENCE.findall(stripped):
-            found = _objects(body)
-            if any(_named(o) for o in found):
-                attempt = True
-                objects.extend(found)
+            objects.extend(_objects(body))
     else:
         objects.extend(_objects(stripped))
-        attempt = bool(objects) or stripped[0] in "{["
     calls = []
     for item in objects:
         name = _named(item)
-        if name is None:
-            continue
-        attempt = True
-        if name in names:
+        if name is not None and name in names:
+            attempt = True
             calls.append(ParsedCall(name, item.get("arguments", item.get("parameters", {}))))
+    if not attempt and stripped[0] in "{[`":  # too broken to parse, but naming an offered function
+        attempt = any(re.search(rf'"name"\s*:\s*"{re.escape(n)}"', stripped) for n in names)
     return calls, attempt
 
 

@@ -75,8 +75,8 @@ def check_tool(index: int, name: object, description: object, parameters: object
         raise InvalidInputError(f"{field} must be a JSON Schema object", param=field)
     try:
         text = json.dumps(schema)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"{field} is not JSON: {e}", param=field) from e
+    except (TypeError, ValueError, RecursionError) as e:
+        raise InvalidInputError(f"{field} is not JSON: {str(e)[:200]}", param=field) from None
     if len(text) > MAX_SCHEMA_CHARS:
         raise InvalidInputError(f"{field} is longer than {MAX_SCHEMA_CHARS} characters", param=field)
     if schema.get("type", "object") != "object":
@@ -90,8 +90,46 @@ def check_tool(index: int, name: object, description: object, parameters: object
         path = "/".join(str(p) for p in e.path) or "(root)"
         raise InvalidInputError(
             f"{field} is not a valid JSON Schema at {path}: {e.message}", param=field
-        ) from e
+        ) from None
+    except Exception as e:  # a schema too deep to walk
+        raise InvalidInputError(f"{field} cannot be used: {type(e).__name__}", param=field) from None
+    for ref in _refs(schema):
+        if not ref.startswith("#") or _pointer(schema, ref[1:]) is None:
+            raise InvalidInputError(
+                f"{field}: the $ref {ref[:100]!r} does not point inside the schema (only local "
+                "references such as #/$defs/Name are followed)",
+                param=field,
+            )
     return ToolSpec(name, description or "", dict(schema))
+
+
+def _refs(value: object) -> list[str]:
+    """Every `$ref` in a schema."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            ref = item.get("$ref")
+            if isinstance(ref, str):
+                found.append(ref)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _pointer(schema: object, pointer: str) -> object | None:
+    """The part of `schema` a JSON pointer (`/$defs/Name`) names, or None."""
+    item = schema
+    for part in (p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]):
+        if isinstance(item, Mapping) and part in item:
+            item = item[part]
+        elif isinstance(item, list) and part.isdigit() and int(part) < len(item):
+            item = item[int(part)]
+        else:
+            return None
+    return item
 
 
 def check_tools(tools: Sequence[ToolSpec], choice: str, where: str = "tools") -> None:
@@ -124,7 +162,10 @@ def check_arguments(spec: ToolSpec, arguments: str | Mapping[str, Any]) -> str |
         return "the arguments are not a JSON object"
     from jsonschema import Draft202012Validator
 
-    error = next(iter(Draft202012Validator(spec.parameters).iter_errors(value)), None)
+    try:
+        error = next(iter(Draft202012Validator(spec.parameters).iter_errors(value)), None)
+    except Exception as e:  # a reference or keyword the validator cannot follow
+        return f"the arguments could not be checked against the schema ({type(e).__name__})"
     if error is not None:
         path = "/".join(str(p) for p in error.path) or "(root)"
         return f"the arguments do not match the schema at {path}: {error.message}"
@@ -134,16 +175,24 @@ def check_arguments(spec: ToolSpec, arguments: str | Mapping[str, Any]) -> str |
 def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
     """The JSON Schema of one call to any of `tools`: `{"name": ..., "arguments": {...}}` (the
     grammar that constrains a forced or retried call)."""
-    options = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": t.parameters or {"type": "object"}},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for t in tools
-    ]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    definitions: dict[str, Any] = {}
+    options = []
+    for tool in tools:
+        parameters = dict(tool.parameters or {"type": "object"})
+        # Local references (#/$defs/X) name the root: the definitions move up to the call's root.
+        for key in ("$defs", "definitions"):
+            if isinstance(parameters.get(key), dict):
+                definitions.setdefault(key, {}).update(parameters.pop(key))
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, "arguments": parameters},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, **definitions}
 
 
 def new_call(name: str, arguments: Mapping[str, Any] | str) -> ToolCall:

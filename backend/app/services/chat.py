@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing
@@ -78,6 +79,7 @@ class ChatService:
         self.metrics = metrics or ServiceMetrics()
         self.tools: McpTools | None = None
         """Server-side tools (MCP_SERVERS), set by the container when any are configured."""
+        self._counted_tools: tuple[tuple[object, ...], int] = ((), 0)
 
     @property
     def info(self) -> ModelInfo:
@@ -186,7 +188,8 @@ class ChatService:
         )
         system = _answer_in(system, language or script_language(text or ""))
         new = [ChatMessage("user", text)] if text is not None else []
-        budget = self.settings.context_tokens - self.settings.max_tokens
+        # The tools' descriptions are part of the prompt when MCP tools are offered.
+        budget = self.settings.context_tokens - self.settings.max_tokens - self._tools_tokens()
         self._check_fit(system, text or "")
         turns = self.history.recent_turns(conversation_id, self.settings.max_history_messages)
         # A reply cut off before any of it was heard is kept in the record, not shown to the model.
@@ -209,6 +212,16 @@ class ChatService:
         while kept and kept[0].role in ("assistant", "tool") and (new or len(kept) > 1):
             kept = kept[1:]
         return [system, *kept, *new]
+
+    def _tools_tokens(self) -> int:
+        """Tokens the MCP tools' descriptions take in a prompt (blocking; kept per tool list)."""
+        specs = self.tools.specs if self.tools is not None else ()
+        if not specs or not isinstance(self.backend, ToolCallingChat):
+            return 0
+        if self._counted_tools[0] != specs:
+            described = json.dumps([t.openai() for t in specs])
+            self._counted_tools = (specs, self.backend.count_text_tokens(described) + 16 * len(specs))
+        return self._counted_tools[1]
 
     def _stream(
         self,

@@ -2,13 +2,15 @@
 
 Each server gets a task of its own that connects (a command on stdio, or a streamable-HTTP URL
 with its headers), lists its tools, lists them again every MCP_REFRESH_S, and reconnects after a
-failure; a server that is down has no tools offered until it is back. Start-up waits for every
-server's first listing (bounded by TOOL_TIMEOUT_S), so the tools are there for the first turn.
+failure (backing off up to MCP_REFRESH_S); a server that is down has no tools offered until it is
+back. The server starts connecting at start-up, beside the models' loading; a turn offers the
+tools listed by then.
 
 Tool names are offered as OpenAI's rule allows (letters, digits, `_`, `-`; other characters become
 `_`); a name two servers share is prefixed with its server's name. A call is bounded by
 TOOL_TIMEOUT_S and its result by TOOL_RESULT_CHARS; a server that is down, slow or failing gives
-an error step (`ToolStep.error`), which the turn says aloud as "I couldn't reach ...".
+an error step (`ToolStep.error`): when every call of a round failed, the turn says "I couldn't
+reach ..." aloud and ends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +119,8 @@ class McpTools:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
 
-    def _client(self, server: McpServer) -> AbstractAsyncContextManager[Any]:
+    def _client(self, server: McpServer, stack: AsyncExitStack) -> AbstractAsyncContextManager[Any]:
+        """A client of `server`; an HTTP connection pool it needs is closed with `stack`."""
         from mcp import Client, StdioServerParameters
 
         if server.command is not None:
@@ -129,21 +132,24 @@ class McpTools:
         from mcp.client.streamable_http import streamable_http_client
 
         assert server.url is not None
-        http = httpx2.AsyncClient(headers=server.headers, timeout=self.settings.timeout_s)
-        return Client(
-            streamable_http_client(server.url, http_client=http), read_timeout_seconds=self.settings.timeout_s
-        )
+        # Calls are bounded by TOOL_TIMEOUT_S; the server's event stream may idle longer.
+        timeout = httpx2.Timeout(self.settings.timeout_s, read=300)
+        http = httpx2.AsyncClient(headers=server.headers, timeout=timeout)
+        stack.push_async_callback(http.aclose)
+        transport = streamable_http_client(server.url, http_client=http)
+        return Client(transport, read_timeout_seconds=self.settings.timeout_s)
 
     async def _keep(self, name: str, server: McpServer, first: asyncio.Event) -> None:
         """Keep one server connected and its tools listed, for as long as the server runs."""
         delay = 1.0
         while not self._stop.is_set():
             try:
-                async with self._client(server) as client:
+                async with AsyncExitStack() as stack:
+                    client = await stack.enter_async_context(self._client(server, stack))
                     self._clients[name] = client
-                    delay = 1.0
                     while True:
                         await self._list(name, client)
+                        delay = 1.0  # listed: a later failure starts its back-off afresh
                         first.set()
                         try:
                             await asyncio.wait_for(self._stop.wait(), self.settings.refresh_s)
@@ -197,6 +203,10 @@ class McpTools:
                 name = spec.name
                 if counts[name] > 1:
                     name = _UNSAFE.sub("_", f"{server}_{name}")[:64]
+                base, n = name, 2
+                while name in offered:  # names that became one when made safe or cut to 64
+                    name = f"{base[: 64 - len(str(n)) - 1]}_{n}"
+                    n += 1
                 offered[name] = _Offered(server, own, ToolSpec(name, spec.description, spec.parameters))
         self._offered = offered
 

@@ -40,24 +40,32 @@ def reply_with_tools(
     own tools (by name) are not run here: the reply ends with them (`ToolCall`s), after the round's
     server-side calls."""
     conversation = list(messages)
-    answered = {_key(c) for m in conversation for c in m.tool_calls}
+    # Calls already answered since the user last spoke (a repeated action in a later turn is new).
+    since = max((i for i, m in enumerate(conversation) if m.role == "user"), default=-1)
+    answered = {_key(c) for m in conversation[since + 1 :] for c in m.tool_calls}
     said = False
     withdrawn = False
     for step in range(max_steps + 1):
         last = step == max_steps or withdrawn
         offered = ToolRequest(tools.tools, "none", tools.parallel) if last else tools
         calls: list[ToolCall] = []
+        pending = dropped = False
         for item in engine.chat_tools_stream(conversation, options, offered):
             if isinstance(item, CallPending):
+                pending = True
                 if acknowledgement and not said:  # a call begins: said at once, not after it
                     said = True
                     yield acknowledgement + " "
             elif isinstance(item, ToolCall):
                 calls.append(item)
+            elif pending and _markup(item):
+                dropped = True  # a call written wrong, given back as text: never read aloud
             elif item:
                 said = said or bool(item.strip())
                 yield item
         if not calls:
+            if dropped and acknowledgement:
+                yield " Sorry, I couldn't do that."
             return
         if all(_key(c) in answered for c in calls):
             withdrawn = True  # it asks again for what it was just told: it must answer now
@@ -79,6 +87,12 @@ def reply_with_tools(
             return
         conversation.append(ChatMessage("assistant", "", tool_calls=tuple(calls)))
         conversation += [ChatMessage("tool", s.result, tool_call_id=s.call.id) for s in steps]
+
+
+def _markup(text: str) -> bool:
+    """Text that is a tool call's markup rather than words (a call the engine could not read)."""
+    stripped = text.strip()
+    return stripped[:1] in ("{", "[", "`", "<") or "<tool_call>" in stripped
 
 
 def _key(call: ToolCall) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from backend.app.api.v1.schemas import (
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
 from backend.app.core.errors import InvalidInputError
-from backend.app.core.tools import ToolRequest, check_tool, check_tools
+from backend.app.core.tools import NAME, ToolRequest, check_tool, check_tools
 from backend.app.core.values import ChatMessage, Role, ToolCall
 from backend.app.services.completion import Completion
 
@@ -86,6 +86,12 @@ def _messages(messages: list[ChatMessageIn]) -> list[ChatMessage]:
             continue
         calls: tuple[ToolCall, ...] = ()
         if message.tool_calls and role == "assistant":
+            for number, c in enumerate(message.tool_calls):
+                if not NAME.match(c.function.name):
+                    raise InvalidInputError(
+                        f"messages[{index}]: a function name is 1-64 letters, digits, '_' or '-'",
+                        param=f"messages.[{index}].tool_calls.[{number}].function.name",
+                    )
             calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls)
             called.update(c.id for c in calls)
         out.append(ChatMessage(role, text, tool_calls=calls))

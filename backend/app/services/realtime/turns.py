@@ -32,6 +32,8 @@ from backend.app.services.turn_events import Commitment, ReplyEvents, ReplyReque
 
 logger = logging.getLogger(__name__)
 
+MAX_TOOL_OUTPUT_CHARS = 8000
+"""A function call's output is cut to this before it is stored and read (the empty one is fine)."""
 MAX_UNSTORED_ITEMS = 16
 """Typed items waiting to be stored, at most; a faster client waits (its socket unread) instead."""
 
@@ -123,7 +125,9 @@ class Turns:
     async def add_tool_result(self, call: ToolCall, output: str) -> None:
         """The result of a call of the client's own tool, stored in order with the typed items
         (the next reply reads it)."""
-        output = self.conversation.check_typed(self.conversation_id, output)
+        self.conversation.history.check_room(self.conversation_id)
+        if len(output) > MAX_TOOL_OUTPUT_CHARS:  # the model reads a bounded result, as of MCP tools
+            output = output[:MAX_TOOL_OUTPUT_CHARS] + " [cut]"
 
         async def store() -> None:
             await self.conversation.add_tool_result(self.conversation_id, call, output)

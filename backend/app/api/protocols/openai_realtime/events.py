@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -52,10 +53,10 @@ class ServerEvents:
         voices: VoiceMap,
         model: str,
         transcription_only: bool = False,
-        mcp_servers: frozenset[str] = frozenset(),
+        mcp_servers: Mapping[str, str | None] | None = None,
     ) -> None:
         self._send = send
-        self.mcp_servers = mcp_servers
+        self.mcp_servers: Mapping[str, str | None] = mcp_servers or {}
         self.calls: dict[str, ToolCall] = {}
         """Calls of the client's tools made and not yet answered (`function_call_output`)."""
         self.settings = settings

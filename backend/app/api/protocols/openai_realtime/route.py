@@ -124,7 +124,7 @@ async def realtime(websocket: WebSocket) -> None:
         VoiceMap(services.tts.voices, settings.openai.voices),
         model=query.get("model") or "",
         transcription_only=query.get("intent") == "transcription",
-        mcp_servers=frozenset(settings.tools.mcp_servers),
+        mcp_servers={name: server.url for name, server in settings.tools.mcp_servers.items()},
     )
     try:
         async with services.realtime.session(protocol.server, conversation_id) as session:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ class OpenAIRealtime:
         voices: VoiceMap,
         model: str,
         transcription_only: bool = False,
-        mcp_servers: frozenset[str] = frozenset(),
+        mcp_servers: Mapping[str, str | None] | None = None,
     ) -> None:
         self.server = ServerEvents(send, settings, vad, voices, model, transcription_only, mcp_servers)
         self._input_rate = OUTPUT_RATE

@@ -6,12 +6,13 @@ item (`response.output_item.added`, `response.function_call_arguments.delta` / `
 `response.output_item.done`), the client runs it and adds a `function_call_output` item, then asks
 for the next response. An `mcp` tool names one of the MCP servers the operator configured
 (MCP_SERVERS): those tools are the server's own, run in the turn (docs/tools.md); a client cannot
-make this server connect to a server it names.
+make this server connect to a server it names. `allowed_tools` and `require_approval` are not
+honoured: every tool of the operator's servers is offered, and runs without asking.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from typing import Any
 
 from backend.app.core.errors import InvalidInputError
@@ -21,7 +22,10 @@ from backend.app.services.realtime.config import SessionError
 
 
 def session_tools(
-    tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] | None, where: str, mcp: Collection[str]
+    tools: list[dict[str, Any]] | None,
+    choice: str | dict[str, Any] | None,
+    where: str,
+    mcp: Mapping[str, str | None],
 ) -> ToolRequest | None:
     """The client's function tools and how the model may use them (None: none); a malformed one is
     a SessionError naming its field (`session.tools[1].parameters`)."""
@@ -71,8 +75,16 @@ def _choice(choice: str | dict[str, Any] | None, where: str) -> str:
     )
 
 
-def _check_mcp(tool: dict[str, Any], field: str, mcp: Collection[str]) -> None:
-    label = tool.get("server_label")
+def _check_mcp(tool: dict[str, Any], field: str, mcp: Mapping[str, str | None]) -> None:
+    """An `mcp` tool names one of the operator's servers, by its label (and its URL, if given)."""
+    label, url = tool.get("server_label"), tool.get("server_url")
+    if isinstance(label, str) and label in mcp and url is not None and url != mcp[label]:
+        raise SessionError(
+            f"Invalid value for '{field}.server_url': this server connects to its MCP server "
+            f"{label!r} at the address its operator configured, not at one a client names.",
+            "invalid_value",
+            f"{field}.server_url",
+        )
     if not isinstance(label, str) or label not in mcp:
         known = ", ".join(sorted(mcp)) or "none are configured"
         raise SessionError(
