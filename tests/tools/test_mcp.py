@@ -278,4 +278,5 @@ def test_the_same_action_asked_again_in_a_later_turn_is_run_again() -> None:
     list(
         reply_with_tools(engine, history, GenerationOptions(16, 0.0), ToolRequest((spec,)), run, max_steps=3)
     )
-    assert len(ran) == 1 and engine.rounds == ["auto", "none"]  # run once now, then not repeated
+    assert len(ran) == 1  # run again in this turn, once: its repeat within the turn is not
+    assert engine.rounds == ["auto", "auto", "none"]
