@@ -167,7 +167,17 @@ def openai_event(rng: random.Random, index: int, kind: str | None = None) -> Sen
                 {"output_modalities": ["video"]},
                 {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 1}}}},
                 {"audio": {"input": {"format": {"type": "audio/pcmu"}}}},
-                {"tools": [{"type": "function", "name": "f"}]},
+                {"tools": [{"type": "function", "name": "f", "parameters": {"type": "array"}}]},
+                {"tools": [{"type": "function", "name": "no spaces"}]},
+                {
+                    "tools": [
+                        {"type": "mcp", "server_label": "elsewhere", "server_url": "http://10.0.0.1/mcp"}
+                    ]
+                },
+                {
+                    "tools": [{"type": "function", "name": "f"}],
+                    "tool_choice": {"type": "function", "name": "g"},
+                },
                 {"max_output_tokens": -5},
                 {"max_output_tokens": 100_000},
                 {"audio": {"output": {"voice": "no-such-voice"}}},
@@ -182,6 +192,8 @@ def openai_event(rng: random.Random, index: int, kind: str | None = None) -> Sen
                 None,
                 5,
                 {"type": "function_call"},
+                {"type": "function_call_output", "call_id": "call_nobody", "output": "x"},
+                {"type": "function_call_output", "output": "x"},
                 {"type": "message", "role": "assistant", "content": []},
                 {"type": "message", "role": "user", "content": []},
                 {"type": "message", "role": "user", "content": [{"type": "input_image"}]},

@@ -251,7 +251,8 @@ class ChatService:
                 ToolRequest((*theirs, *served), choice, parallel),
                 held(tools.call_blocking, hold) if tools is not None else unserved,
                 limits.max_steps,
-                limits.acknowledgement if script_language(text) is None else "",
+                # Said for the server's own tools only: a client with its own speaks for itself.
+                limits.acknowledgement if script_language(text) is None and not theirs else "",
                 frozenset(t.name for t in theirs),
             )
         return admission.stream(work) if admission is not None else self.worker.stream(work)
