@@ -174,10 +174,7 @@ def openai_event(rng: random.Random, index: int, kind: str | None = None) -> Sen
                         {"type": "mcp", "server_label": "elsewhere", "server_url": "http://10.0.0.1/mcp"}
                     ]
                 },
-                {
-                    "tools": [{"type": "function", "name": "f"}],
-                    "tool_choice": {"type": "function", "name": "g"},
-                },
+                {"tools": [{"type": "function", "name": "f"}], "tool_choice": "g"},
                 {"max_output_tokens": -5},
                 {"max_output_tokens": 100_000},
                 {"audio": {"output": {"voice": "no-such-voice"}}},
