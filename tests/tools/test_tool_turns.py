@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from backend.app.core.config import Settings
@@ -139,3 +140,34 @@ def test_a_wyoming_handle_turn_calls_the_tool(server: str) -> None:
     with _client(server) as http:
         (step,) = _tools_of(http, "wyoming-tools")
     assert step["name"] == "set_light" and json.loads(str(step["arguments"]))["on"] is False
+
+
+def test_a_websocket_turn_calls_the_tool_and_says_so(server: str) -> None:
+    """/ws/conversation: a spoken request; the turn's end carries the call, and the reply's audio
+    begins with the acknowledgement, said as the call began."""
+    from websockets.sync.client import connect
+
+    from backend.app.audio.decode import decode_audio, resample
+
+    with _client(server) as http:
+        said = http.post("/tts", json={"text": "Please switch on the light in the garage."})
+    speech = resample(decode_audio(said.content), 16000).samples
+    pcm = (np.clip(np.concatenate([np.zeros(8000), speech, np.zeros(64000)]), -1, 1) * 32767).astype("<i2")
+    url = server.replace("http://", "ws://") + "/ws/conversation"
+    events: list[dict[str, object]] = []
+    with connect(url, additional_headers={"Authorization": f"Bearer {FAMILY}"}, open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        data = pcm.tobytes()
+        for offset in range(0, len(data), 3200):  # 100 ms frames
+            ws.send(data[offset : offset + 3200])
+        while not events or events[-1].get("type") != "turn_end":
+            message = ws.recv(timeout=120)
+            if isinstance(message, str):
+                events.append(json.loads(message))
+        ws.send(json.dumps({"type": "stop"}))
+    end = events[-1]
+    tools = end["tools"]
+    assert isinstance(tools, list) and [t["name"] for t in tools] == ["set_light"], end
+    assert json.loads(tools[0]["arguments"])["on"] is True
+    deltas = "".join(str(e["text"]) for e in events if e.get("type") == "reply_delta")
+    assert deltas.startswith(Settings().tools.acknowledgement), deltas
