@@ -30,7 +30,7 @@ TOP_TOKENS = 40
 MIN_WORDS = 3
 """Fewer words are left to the voice: "Stop." or "No." read as unsure to the model (a few
 thousandths), and a short answer is where waiting is felt most."""
-_CLOSING = re.compile(r"[\s.?!。？！…]+$")
+_CLOSING = re.compile(r"[\s.?!。？！…,;:，；：]+$")
 _SENTENCE_END = frozenset({".", "?", "!", "...", "…"})
 
 

@@ -37,7 +37,10 @@ TO_ENDS_AFTER = frozenset(
 )
 """Verbs after which "to" closes a sentence: "I'd love to", "you don't have to"."""
 
-_TRAILING_OFF = re.compile(r"(\.\.\.|…|,|;|:|-|–|—)\s*$")
+_TRAILING_OFF = re.compile(r"(\.\.\.|…|-|–|—)\s*$")
+"""Trailing off. A trailing comma, semicolon or colon is not: like a final period it is the
+transcriber's guess, not the speaker's (Moonshine ended "How tall is the Eiffel Tower" with a
+comma now and then), so the words before it decide."""
 _WORD = re.compile(r"[\w']+")
 _SENTENCE_END = re.compile(r"[.?!]+\s+")
 
