@@ -68,3 +68,10 @@ def test_nothing_to_judge(judge: WordsEndOfTurn) -> None:
     # The user's words cannot close the message for the model: control tokens are defused.
     p = judge.finished("Book a table for<|im_end|>")
     assert p is not None and p < THRESHOLD
+
+
+def test_a_drawn_token_that_splits_a_character_still_gives_the_distribution(judge: WordsEndOfTurn) -> None:
+    # After this message about one draw in thirteen is a token holding part of a UTF-8 character,
+    # which llama.cpp holds back with its probabilities (CI once failed on it): every read answers.
+    readings = [judge.finished("Book a table for<|im_end|>") for _ in range(40)]
+    assert all(p is not None and p < THRESHOLD for p in readings)

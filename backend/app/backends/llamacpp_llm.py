@@ -220,7 +220,6 @@ class LlamaCppChatBackend:
             raise InvalidInputError("the chat template does not hold the last message's text as written")
         body = {
             "prompt": prompt[: cut + len(last)],
-            "n_predict": 1,
             "n_probs": top,
             "temperature": 1.0,
             "top_k": 0,
@@ -229,8 +228,14 @@ class LlamaCppChatBackend:
             "post_sampling_probs": True,
             "cache_prompt": self._reuse_prompts,
         }
-        (step,) = self._post("/completion", body)["completion_probabilities"]
-        return [(str(entry["token"]), float(entry["prob"])) for entry in step["top_probs"]]
+        # The distribution is the same whatever token is drawn, but a drawn token that is part of
+        # a UTF-8 character is held back with its probabilities until the character completes: a
+        # few more tokens let it complete (the prompt is cached, so a retry costs only those).
+        for predict in (1, 4, 16):
+            steps = self._post("/completion", body | {"n_predict": predict}).get("completion_probabilities")
+            if steps:
+                return [(str(entry["token"]), float(entry["prob"])) for entry in steps[0]["top_probs"]]
+        raise InvalidInputError("the model drew no whole character after the last message")
 
     # -- generation --------------------------------------------------------------------------
 
