@@ -117,6 +117,9 @@ EXPECTED = {
     ("GET", "/v1/audio/voices"): ANY_KEY,
     ("POST", "/v1/chat/completions"): "stages",
     ("WS", "/v1/realtime"): "realtime",
+    ("WS", "/phone/twilio"): "realtime",
+    ("GET", "/phone/twilio/twiml"): "realtime",
+    ("POST", "/phone/twilio/twiml"): "realtime",
 }
 """Every route the app has and what it needs: a route added without a decision here fails."""
 

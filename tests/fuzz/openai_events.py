@@ -166,7 +166,8 @@ def openai_event(rng: random.Random, index: int, kind: str | None = None) -> Sen
                 {"output_modalities": "text"},
                 {"output_modalities": ["video"]},
                 {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 1}}}},
-                {"audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+                {"audio": {"input": {"format": {"type": "audio/pcmu", "rate": 16000}}}},
+                {"audio": {"output": {"format": {"type": "audio/g729"}}}},
                 {"tools": [{"type": "function", "name": "f", "parameters": {"type": "array"}}]},
                 {"tools": [{"type": "function", "name": "no spaces"}]},
                 {

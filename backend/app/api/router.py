@@ -1,7 +1,8 @@
 """Every route of the server, in one place: the app factory includes `router`.
 
 The seed API (page, health, metrics, STT, optimize, chat, TTS, spoken turns, conversations, voices,
-the realtime WebSocket), then the OpenAI-compatible routes under /v1 and QuQu's under /api.
+the realtime WebSocket, phone calls' media streams), then the OpenAI-compatible routes under /v1
+and QuQu's under /api.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from fastapi import APIRouter
 
 from backend.app.api import v1
 from backend.app.api.protocols.conversation_ws import route as realtime
+from backend.app.api.protocols.phone import twilio
 from backend.app.api.routes import (
     chat,
     conversation,
@@ -37,6 +39,7 @@ for module in (
     conversations,
     speakers,
     realtime,
+    twilio,
     ququ,
 ):
     router.include_router(module.router)

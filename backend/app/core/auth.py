@@ -3,7 +3,10 @@ whether its quotas leave room (429), for HTTP requests, Server-Sent Events and W
 
 A key comes as `Authorization: Bearer <key>`; a WebSocket may carry it as a subprotocol instead
 (a browser cannot set headers on one): `bearer.<the key, base64url without padding>`, or OpenAI's
-`openai-insecure-api-key.<key>`. Refusals:
+`openai-insecure-api-key.<key>`. The phone routes (/phone/...) also take HTTP Basic credentials
+whose password is the key (a telephony webhook can carry no other), and the phone's media stream,
+whose client can set neither headers nor subprotocols, carries its key inside its own protocol:
+the middleware lets that WebSocket through with a `KeyCheck` the route applies. Refusals:
 
 - HTTP: 401 `unauthorized` (with `WWW-Authenticate: Bearer`), 403 `forbidden`, 429 with
   `Retry-After` (`rate_limited`, `audio_quota_exceeded`), in the error shape of the path.
@@ -35,6 +38,13 @@ WS_KEY_PROTOCOL_PREFIX = "bearer."
 
 OPENAI_KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
 """How a browser sends its key to OpenAI's Realtime API (the key as it is), beside `realtime`."""
+
+KEY_CHECK_STATE = "key_check"
+"""`scope["state"][KEY_CHECK_STATE]`: the `KeyCheck` of a WebSocket that carries its key in-band."""
+
+IN_BAND_KEY_PATHS = frozenset({"/phone/twilio"})
+"""WebSockets whose clients send the key inside the protocol (Twilio's media stream: a `start`
+message's custom parameter)."""
 
 KEY_STATE = "key_name"
 """`scope["state"][KEY_STATE]`: the name of the key a request came with (the access line's `key`)."""
@@ -71,7 +81,7 @@ RULES: tuple[Rule, ...] = (
     _rule(r"/api/.+", "stages"),
     _rule(r"/conversation", "conversation", audio=True),
     _rule(r"/conversations(/[^/]+)?|/outputs/[^/]+", "conversation"),
-    _rule(r"/ws/conversation|/v1/realtime", "realtime", audio=True),
+    _rule(r"/ws/conversation|/v1/realtime|/v1/realtime/calls(/.+)?|/phone/.+", "realtime", audio=True),
     _rule(r"/voices(/[^/]+)?|/casts/[^/]+", "voices", methods=_WRITES),
     _rule(r"/voices|/speaker_info|/casts(/[^/]+)?", ANY_KEY),
     _rule(r"/metrics", "metrics"),
@@ -103,6 +113,13 @@ def supplied_keys(scope: Scope) -> list[bytes]:
     scheme, _, token = dict(scope["headers"]).get(b"authorization", b"").strip().partition(b" ")
     if scheme.lower() == b"bearer" and token.strip():  # the scheme is case-insensitive (RFC 9110)
         found.append(token.strip())
+    if scheme.lower() == b"basic" and scope["path"].startswith("/phone/"):
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        except (ValueError, binascii.Error):
+            user = password = b""
+        if password or user:
+            found.append(password or user)
     if scope["type"] == "websocket":
         key = _websocket_key(scope.get("subprotocols", []))
         if key is not None:
@@ -145,8 +162,13 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
         key = None
-        for supplied in supplied_keys(scope):
-            key = key or self.ring.match(supplied)
+        supplied = supplied_keys(scope)
+        for secret in supplied:
+            key = key or self.ring.match(secret)
+        if not supplied and scope["type"] == "websocket" and scope["path"] in IN_BAND_KEY_PATHS:
+            scope.setdefault("state", {})[KEY_CHECK_STATE] = KeyCheck(self.ring, self.ledger, scope["path"])
+            await self.app(scope, receive, send)
+            return
         if key is None:
             self.ledger.unauthorized()
             message = "missing or wrong API key (Authorization: Bearer <key>)"
@@ -182,7 +204,10 @@ class ApiKeyMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         if scope["type"] == "http":
-            headers = {"www-authenticate": "Bearer"} if refusal.status == 401 else {}
+            challenge = (
+                'Bearer, Basic realm="voice-dialogue"' if scope["path"].startswith("/phone/") else "Bearer"
+            )
+            headers = {"www-authenticate": challenge} if refusal.status == 401 else {}
             if refusal.retry_after_s is not None:
                 headers["retry-after"] = str(refusal.retry_after_s)
             await send_error(scope, send, refusal.status, refusal.code, refusal.message, headers)
@@ -190,6 +215,29 @@ class ApiKeyMiddleware:
             await send({"type": "websocket.close", "code": 1008})
         else:
             await _close_over_quota(scope, receive, send, refusal)
+
+
+class KeyCheck:
+    """The door of a WebSocket that carries its key inside its protocol: `admit` the key once the
+    client has sent it; the route ends the account's session (`Account.end_session`) when it closes."""
+
+    def __init__(self, ring: KeyRing, ledger: KeyLedger, path: str) -> None:
+        self._ring = ring
+        self._ledger = ledger
+        self._rule = rule_for("WS", path)
+        self._path = path
+
+    def admit(self, secret: str) -> Account | Refusal:
+        key = self._ring.match(secret.encode()) if secret else None
+        if key is None:
+            self._ledger.unauthorized()
+            return Refusal(401, "unauthorized", "missing or wrong API key")
+        account = self._ledger.account(key)
+        if not _allows(key, self._rule):
+            account.refuse("forbidden")
+            return Refusal(403, "forbidden", f"key {key.name!r} lacks the scope {self._rule.scope!r}")
+        refusal = account.admit(audio=True, session=True)
+        return account if refusal is None else refusal
 
 
 def _allows(key: ApiKey, rule: Rule) -> bool:

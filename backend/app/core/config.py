@@ -138,6 +138,8 @@ ENV: dict[str, tuple[str, str]] = {
     "WS_MAX_EVENT_BYTES": ("realtime", "max_event_bytes"),
     "WS_PARTIAL_TRANSCRIPT_S": ("realtime", "partial_transcript_s"),
     "WS_MAX_SESSIONS": ("realtime", "max_sessions"),
+    "PHONE_STREAM_URL": ("realtime", "phone_stream_url"),
+    "WEBRTC_ICE_SERVERS": ("realtime", "webrtc_ice_servers"),
     "MCP_SERVERS": ("tools", "mcp_servers"),
     "TOOL_MAX_STEPS": ("tools", "max_steps"),
     "TOOL_TIMEOUT_S": ("tools", "timeout_s"),

@@ -344,6 +344,19 @@ class RealtimeSettings(Section):
     the STT model is idle. 0 turns live partial transcripts off."""
     max_sessions: int = Field(8, ge=1, le=10_000)
     """Realtime mode: sessions open at once; more are refused (close code 1013, try again later)."""
+    phone_stream_url: str | None = Field(None, pattern=r"^wss?://[^\s<>\"']+$")
+    """Phone calls: the public `wss://` URL of the media stream (/phone/twilio) that the TwiML of
+    /phone/twilio/twiml points a call at (unset: this server's URL as the request reached it)."""
+    webrtc_ice_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """WebRTC calls: STUN/TURN servers for ICE, comma-separated (`stun:host:3478`,
+    `turn:user:password@host:3478`); empty: the host's own addresses only, which is enough on a LAN."""
+
+    @field_validator("webrtc_ice_servers", mode="before")
+    @classmethod
+    def _servers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class McpServer(BaseModel):

@@ -10,14 +10,11 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
-import soxr
-
 from backend.app.api.protocols.openai_realtime.schema import (
     AUDIO_DELTA_S,
-    OUTPUT_RATE,
     ResponseState,
     Send,
+    check_output_format,
     checked_max_tokens,
     initial_state,
     message_item,
@@ -26,8 +23,8 @@ from backend.app.api.protocols.openai_realtime.schema import (
     voice_name,
 )
 from backend.app.api.protocols.openai_realtime.tools import call_item, session_tools
+from backend.app.api.protocols.wire_audio import WireFormat
 from backend.app.api.v1.compat import VoiceMap
-from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.core.config import RealtimeSettings, VADSettings
 from backend.app.core.errors import AppError
@@ -105,6 +102,12 @@ class ServerEvents:
             max_tokens=checked_max_tokens(state.get("max_output_tokens"), "session.max_output_tokens"),
             tools=session_tools(state.get("tools"), state.get("tool_choice"), "session", self.mcp_servers),
         )
+
+    @property
+    def output_format(self) -> WireFormat:
+        """The session's reply audio format (PCM16 at 24 kHz unless set)."""
+        output = self.state["audio"].get("output") or {}
+        return check_output_format(output.get("format"), "session.audio.output.format")
 
     def resolve_voice(self, voice: str, param: str) -> str | None:
         try:
@@ -193,7 +196,9 @@ class ServerEvents:
 
     async def reply_started(self) -> None:
         options = self.reply_options()
-        response = ResponseState(new_id("resp"), new_id("item"), options.speak, self.metadata)
+        response = ResponseState(
+            new_id("resp"), new_id("item"), options.speak, self.metadata, self.output_format
+        )
         self.metadata = None
         self.response = response
         await self.event("response.created", response=self._response_view(response, "in_progress", []))
@@ -215,14 +220,9 @@ class ServerEvents:
         response = self.response
         if response is None:
             return
-        samples = piece.audio.samples
-        if piece.audio.sample_rate != OUTPUT_RATE:
-            if response.resampler is None:
-                response.resampler = soxr.ResampleStream(
-                    piece.audio.sample_rate, OUTPUT_RATE, 1, dtype="float32"
-                )
-            samples = response.resampler.resample_chunk(samples)
-        await self._audio_deltas(response, samples)
+        await self._audio_deltas(
+            response, response.encoder.encode(piece.audio.samples, piece.audio.sample_rate)
+        )
 
     async def reply_finished(self, turn: Turn) -> None:
         await self.keep_instructions()
@@ -281,12 +281,12 @@ class ServerEvents:
         await self.event("conversation.item.done", item=item, previous_item_id=self._last_item)
         self._last_item = item["id"]
 
-    async def _audio_deltas(self, response: ResponseState, samples: np.ndarray) -> None:
-        pcm = to_pcm16(Audio(samples, OUTPUT_RATE))
-        step = int(OUTPUT_RATE * AUDIO_DELTA_S) * 2
-        for offset in range(0, len(pcm), step):
-            chunk = pcm[offset : offset + step]
-            response.audio_s += len(chunk) / 2 / OUTPUT_RATE
+    async def _audio_deltas(self, response: ResponseState, data: bytes) -> None:
+        fmt = response.encoder.format
+        step = int(fmt.rate * AUDIO_DELTA_S) * fmt.sample_bytes
+        for offset in range(0, len(data), step):
+            chunk = data[offset : offset + step]
+            response.audio_s += fmt.seconds(len(chunk))
             await self.event(
                 "response.output_audio.delta", **response.where(), delta=base64.b64encode(chunk).decode()
             )
@@ -301,9 +301,9 @@ class ServerEvents:
         calls: tuple[ToolCall, ...] = (),
     ) -> None:
         self.response = None
-        if response.resampler is not None and status == "completed":
-            tail = response.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            if len(tail):
+        if status == "completed":
+            tail = response.encoder.flush()
+            if tail:
                 await self._audio_deltas(response, tail)
         where = response.where()
         if response.speak:
@@ -362,7 +362,7 @@ class ServerEvents:
             "output_modalities": ["audio"] if response.speak else ["text"],
             "audio": {
                 "output": {
-                    "format": {"type": "audio/pcm", "rate": OUTPUT_RATE},
+                    "format": response.encoder.format.view(),
                     "voice": voice_name(self.state["audio"]["output"].get("voice")),
                 }
             },

@@ -8,9 +8,10 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
-import soxr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from backend.app.api.protocols.wire_audio import PCMA, PCMU, WireEncoder, WireFormat
+from backend.app.audio.g711 import G711_RATE
 from backend.app.core.config import VADSettings
 from backend.app.services.realtime.config import SessionError
 
@@ -273,49 +274,76 @@ def speaks(modalities: Sequence[str] | None) -> bool:
     return modalities is None or "audio" in modalities
 
 
-def check_input_format(value: dict[str, Any] | None, param: str) -> int:
+def _format(value: dict[str, Any] | AudioFormat | None) -> tuple[str, Any]:
+    if isinstance(value, AudioFormat):
+        value = value.model_dump(exclude_none=True)
     value = value or {}
-    kind = value.get("type") or "audio/pcm"
+    return str(value.get("type") or "audio/pcm"), value.get("rate")
+
+
+def check_input_format(value: dict[str, Any] | AudioFormat | None, param: str) -> WireFormat:
+    """The input audio's format: PCM16 at one of INPUT_RATES (24 kHz unless said), or G.711
+    µ-law/A-law (`audio/pcmu`, `audio/pcma`) at 8 kHz."""
+    kind, rate = _format(value)
+    if kind in ("audio/pcmu", "audio/pcma"):
+        return _g711(kind, rate, param)
     if kind != "audio/pcm":
         raise SessionError(
-            f"Invalid value for '{param}.type': only audio/pcm (PCM16) is supported, not {kind}.",
-            "unsupported",
+            f"Invalid value for '{param}.type': audio/pcm, audio/pcmu or audio/pcma, not {kind}.",
+            "invalid_value",
             f"{param}.type",
         )
-    rate = value.get("rate") or OUTPUT_RATE
+    rate = rate or OUTPUT_RATE
     if rate not in INPUT_RATES:
         rates = ", ".join(map(str, INPUT_RATES))
         raise SessionError(
             f"Invalid value for '{param}.rate': one of {rates}.", "invalid_value", f"{param}.rate"
         )
-    return int(rate)
+    return WireFormat("audio/pcm", int(rate))
 
 
-def check_output_format(value: dict[str, Any] | AudioFormat | None, param: str) -> None:
-    if isinstance(value, AudioFormat):
-        value = value.model_dump(exclude_none=True)
-    value = value or {}
-    kind = value.get("type") or "audio/pcm"
-    rate = value.get("rate") or OUTPUT_RATE
-    if kind != "audio/pcm" or rate != OUTPUT_RATE:
+def check_output_format(value: dict[str, Any] | AudioFormat | None, param: str) -> WireFormat:
+    """The reply audio's format: PCM16 at 24 kHz, or G.711 µ-law/A-law at 8 kHz."""
+    kind, rate = _format(value)
+    if kind in ("audio/pcmu", "audio/pcma"):
+        return _g711(kind, rate, param)
+    if kind != "audio/pcm" or (rate or OUTPUT_RATE) != OUTPUT_RATE:
         raise SessionError(
-            f"Invalid value for '{param}': output audio is audio/pcm at {OUTPUT_RATE} Hz.",
+            f"Invalid value for '{param}': output audio is audio/pcm at {OUTPUT_RATE} Hz, or "
+            "audio/pcmu or audio/pcma (G.711 at 8 kHz).",
             "unsupported",
             param,
         )
+    return WireFormat("audio/pcm", OUTPUT_RATE)
+
+
+def _g711(kind: str, rate: Any, param: str) -> WireFormat:
+    if rate not in (None, G711_RATE):
+        raise SessionError(
+            f"Invalid value for '{param}.rate': {kind} is {G711_RATE} Hz.", "invalid_value", f"{param}.rate"
+        )
+    return PCMU if kind == "audio/pcmu" else PCMA
 
 
 class ResponseState:
-    """The response under way: its ids, modality, the text and seconds of audio sent."""
+    """The response under way: its ids, modality, the text and seconds of audio sent, and the
+    audio's format (the session's when it began: a later `session.update` changes the next one)."""
 
-    def __init__(self, response_id: str, item_id: str, speak: bool, metadata: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        response_id: str,
+        item_id: str,
+        speak: bool,
+        metadata: dict[str, str] | None,
+        output_format: WireFormat,
+    ) -> None:
         self.id = response_id
         self.item_id = item_id
         self.speak = speak
         self.metadata = metadata
         self.text: list[str] = []
         self.audio_s = 0.0
-        self.resampler: soxr.ResampleStream | None = None
+        self.encoder = WireEncoder(output_format)
 
     def where(self) -> dict[str, Any]:
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}

@@ -3,10 +3,13 @@ realtime session: /v1/realtime.
 
 The client's JSON events become calls on a `RealtimeSession` (services/realtime/); what the
 session reports comes back as OpenAI's server events, with OpenAI's ids (`item_...`, `resp_...`),
-error shape and order. Audio is base64 PCM16 at 24 kHz both ways (resampled inside: the VAD and
-Whisper take 16 kHz, the TTS engine has its own rate). What of OpenAI's protocol is not supported
-(images, WebRTC...) is refused with an error event that says so; docs/realtime.md lists it. Tools:
-the client's `function` tools, and `mcp` tools naming the operator's MCP servers (tools.py).
+error shape and order. Audio is base64 PCM16 at 24 kHz both ways unless the session says otherwise
+(PCM16 at another input rate, or G.711 µ-law/A-law at 8 kHz for telephony; resampled inside: the
+VAD and the STT take 16 kHz, the TTS engine has its own rate). A `session.update` that does not
+name a format keeps the one in use; a response keeps the format it began in. What of OpenAI's
+protocol is not supported (images, SIP...) is refused with an error event that says so;
+docs/realtime.md lists it. Tools: the client's `function` tools, and `mcp` tools naming the
+operator's MCP servers (tools.py).
 
 A protocol mistake (unknown event, malformed field, bad base64) is answered with an `error` event
 that names the client's `event_id` and the field; the connection goes on, as OpenAI's does.
@@ -19,8 +22,6 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import soxr
 from pydantic import ValidationError
 
 from backend.app.api.protocols.dispatch import Dispatch
@@ -43,6 +44,7 @@ from backend.app.api.protocols.openai_realtime.schema import (
     voice_name,
 )
 from backend.app.api.protocols.openai_realtime.tools import output_item, session_tools
+from backend.app.api.protocols.wire_audio import WireDecoder, WireFormat
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.audio.vad import SAMPLE_RATE
 from backend.app.core.config import RealtimeSettings, VADSettings
@@ -70,8 +72,7 @@ class OpenAIRealtime:
         mcp_servers: Mapping[str, str | None] | None = None,
     ) -> None:
         self.server = ServerEvents(send, settings, vad, voices, model, transcription_only, mcp_servers)
-        self._input_rate = OUTPUT_RATE
-        self._resampler: soxr.ResampleStream | None = None
+        self._decoder = WireDecoder(WireFormat("audio/pcm", OUTPUT_RATE), SAMPLE_RATE)
 
     @property
     def session(self) -> RealtimeSession | None:
@@ -138,7 +139,9 @@ class OpenAIRealtime:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise SessionError(
-                "Missing required parameter: 'audio' (base64 PCM16).", "missing_required_parameter", "audio"
+                "Missing required parameter: 'audio' (base64 audio in the session's input format).",
+                "missing_required_parameter",
+                "audio",
             )
         try:
             data = base64.b64decode(audio, validate=True)
@@ -146,17 +149,11 @@ class OpenAIRealtime:
             raise SessionError(
                 "Invalid value for 'audio': not valid base64.", "invalid_value", "audio"
             ) from None
-        if len(data) % 2:
-            raise SessionError(
-                "Invalid value for 'audio': PCM16 has two bytes a sample; this has an odd number.",
-                "invalid_value",
-                "audio",
-            )
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
+        problem = self._decoder.problem(data)
+        if problem is not None:
+            raise SessionError(f"Invalid value for 'audio': {problem}.", "invalid_value", "audio")
         assert self.server.session is not None
-        await self.server.session.feed(samples)
+        await self.server.session.feed(self._decoder.decode(data))
 
     @EVENTS.on("input_audio_buffer.commit")
     async def _commit(self, event: dict[str, Any]) -> None:
@@ -295,7 +292,14 @@ class OpenAIRealtime:
         options = self.server.reply_options()
         voice = voice_name(asked.audio.output.voice) if asked.audio and asked.audio.output else None
         if asked.audio and asked.audio.output and asked.audio.output.format:
-            check_output_format(asked.audio.output.format, "response.audio.output.format")
+            param = "response.audio.output.format"
+            if check_output_format(asked.audio.output.format, param) != self.server.output_format:
+                raise SessionError(
+                    f"Invalid value for '{param}': a response's audio is in the session's format "
+                    f"({self.server.output_format.kind}); change it with session.update.",
+                    "invalid_value",
+                    param,
+                )
         tools = options.tools
         if asked.tools is not None or asked.tool_choice is not None:
             tools = session_tools(
@@ -347,7 +351,7 @@ class OpenAIRealtime:
         assert self.server.session is not None
         state = self.server.state
         audio_in = state["audio"]["input"]
-        rate = check_input_format(audio_in.get("format"), "session.audio.input.format")
+        input_format = check_input_format(audio_in.get("format"), "session.audio.input.format")
         if state["type"] == "realtime":
             check_output_format(state["audio"]["output"].get("format"), "session.audio.output.format")
             speed = state["audio"]["output"].get("speed")
@@ -374,11 +378,8 @@ class OpenAIRealtime:
                 usage=True,
             )
         )
-        if rate != self._input_rate or (self._resampler is None and rate != SAMPLE_RATE):
-            self._input_rate = rate
-            self._resampler = (
-                soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
-            )
+        if input_format != self._decoder.format:
+            self._decoder = WireDecoder(input_format, SAMPLE_RATE)
 
     def _session_view(self) -> dict[str, Any]:
         assert self.server.session is not None
