@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend.app import __version__
+from backend.app.api.protocols.calls import Calls
 from backend.app.api.protocols.wyoming.server import WyomingServer
 from backend.app.api.router import router
 from backend.app.api.routes.page import load_site
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
+            await app.state.calls.close_all()  # WebRTC calls: their sessions end before the models go
             if wyoming is not None:
                 await wyoming.stop()
             if tools is not None:
@@ -176,6 +178,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.metrics = HttpMetrics()
     app.state.ququ_stats = QuquStats()  # QuQu's /api/status counts
     app.state.keys = KeyLedger(keys)  # each API key's usage against its quotas
+    app.state.calls = Calls()  # WebRTC calls open now
     app.state.metrics.include(
         lambda: app.state.gate.services.metrics.registry if app.state.gate.ready else None
     )

@@ -105,6 +105,16 @@ class OverloadedError(AppError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class QuotaError(AppError):
+    """An API key's quota is used up (requests a minute, audio a day, sessions at once)."""
+
+    status_code, code = 429, "rate_limited"
+
+    def __init__(self, message: str, code: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)} if retry_after_s else None)
+        self.code = code
+
+
 class StageTimeoutError(AppError):
     """A model stage did not finish within its timeout (STT_TIMEOUT_S, LLM_TIMEOUT_S, TTS_TIMEOUT_S)."""
 

@@ -220,9 +220,7 @@ class ServerEvents:
         response = self.response
         if response is None:
             return
-        await self._audio_deltas(
-            response, response.encoder.encode(piece.audio.samples, piece.audio.sample_rate)
-        )
+        await self.send_audio(response, response.encoder.encode(piece.audio.samples, piece.audio.sample_rate))
 
     async def reply_finished(self, turn: Turn) -> None:
         await self.keep_instructions()
@@ -281,7 +279,13 @@ class ServerEvents:
         await self.event("conversation.item.done", item=item, previous_item_id=self._last_item)
         self._last_item = item["id"]
 
-    async def _audio_deltas(self, response: ResponseState, data: bytes) -> None:
+    async def clear_output(self) -> bool:
+        """`output_audio_buffer.clear`: a transport that plays the audio itself (WebRTC) stops it;
+        False here, where the client plays what it was sent."""
+        return False
+
+    async def send_audio(self, response: ResponseState, data: bytes) -> None:
+        """Reply audio in the response's format, to the client: `response.output_audio.delta`s."""
         fmt = response.encoder.format
         step = int(fmt.rate * AUDIO_DELTA_S) * fmt.sample_bytes
         for offset in range(0, len(data), step):
@@ -304,7 +308,7 @@ class ServerEvents:
         if status == "completed":
             tail = response.encoder.flush()
             if tail:
-                await self._audio_deltas(response, tail)
+                await self.send_audio(response, tail)
         where = response.where()
         if response.speak:
             await self.event("response.output_audio.done", **where)

@@ -70,8 +70,9 @@ class OpenAIRealtime:
         model: str,
         transcription_only: bool = False,
         mcp_servers: Mapping[str, str | None] | None = None,
+        events: type[ServerEvents] = ServerEvents,
     ) -> None:
-        self.server = ServerEvents(send, settings, vad, voices, model, transcription_only, mcp_servers)
+        self.server = events(send, settings, vad, voices, model, transcription_only, mcp_servers)
         self._decoder = WireDecoder(WireFormat("audio/pcm", OUTPUT_RATE), SAMPLE_RATE)
 
     @property
@@ -333,7 +334,12 @@ class OpenAIRealtime:
         if not await self.server.session.cancel():
             raise SessionError("There is no response in progress to cancel.", "response_cancel_not_active")
 
-    @EVENTS.on("conversation.item.delete", "conversation.item.retrieve", "output_audio_buffer.clear")
+    @EVENTS.on("output_audio_buffer.clear")
+    async def _clear_output(self, event: dict[str, Any]) -> None:
+        if not await self.server.clear_output():
+            await self._unsupported(event)
+
+    @EVENTS.on("conversation.item.delete", "conversation.item.retrieve")
     async def _unsupported(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         why = {

@@ -8,12 +8,12 @@ format, the `<Parameter>`s of the TwiML as `customParameters`), `media` (base64 
 `clear` when the caller speaks over a reply (Twilio drops what it has not played yet).
 
 A reply is sent at the pace the caller hears it (at most LEAD_S ahead of the marks echoed), so
-that it is still under way, and can be cut, while it plays. The call runs the same realtime session as the other transports (VAD, turns ended by meaning,
-pre-emptive replies, barge-in, server-side tools) and is stored as a conversation named by its
-CallSid (or by the TwiML's `conversation_id` parameter, to continue one); the marks Twilio
-echoes say how much of a reply the caller heard, and a cut reply is stored as far as that.
-Twilio's messages carry no reply channel for errors: a message we cannot use is logged and
-skipped, and the call goes on.
+that it is still under way, and can be cut, while it plays. The call runs the same realtime
+session as the other transports (VAD, turns ended by meaning, pre-emptive replies, barge-in,
+server-side tools) and is stored as a conversation named by its CallSid (or by the TwiML's
+`conversation_id` parameter, to continue one); the marks Twilio echoes say how much of a reply the
+caller heard, and a cut reply is stored as far as that. Twilio's messages carry no reply channel
+for errors: a message we cannot use is logged and skipped, and the call goes on.
 """
 
 from __future__ import annotations
