@@ -118,6 +118,8 @@ EXPECTED = {
     ("POST", "/v1/chat/completions"): "stages",
     ("WS", "/v1/realtime"): "realtime",
     ("WS", "/phone/twilio"): "realtime",
+    ("POST", "/conversation/calls"): "realtime",
+    ("DELETE", "/conversation/calls/{call_id}"): "realtime",
     ("POST", "/v1/realtime/calls"): "realtime",
     ("POST", "/v1/realtime/calls/{call_id}/hangup"): "realtime",
     ("GET", "/phone/twilio/twiml"): "realtime",

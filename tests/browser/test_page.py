@@ -208,10 +208,28 @@ def test_hands_free_turn(server: str, browser: Any) -> None:
     assert page.locator(".message.user.pending").count() == 0
     assert page.locator(".message.user").count() == 1  # the partial became the transcript
     assert len(partial) <= len(turn["transcript"]) + 5
+    # Over WebRTC (the microphone a WebRTC track, with the browser's echo cancellation on).
+    assert page.get_attribute("#talk", "data-transport") == "webrtc"
     _screenshot(page, "hands-free")
     page.click("#talk")  # stop: the session ends and the microphone is let go
     page.wait_for_selector('#talk[data-state="idle"]', timeout=20_000)
     assert page.errors == []
+    page.context.close()
+
+
+def test_hands_free_falls_back_to_the_websocket_without_webrtc(server: str, browser: Any) -> None:
+    page = _new_page(browser, server, key=None)
+    key = f"localStorage.setItem('voice-dialogue.api-key', {json.dumps(API_KEY)});"
+    page.context.add_init_script(key + " delete window.RTCPeerConnection;")
+    page.reload()
+    _ready(page)
+    page.check("input[name='mode'][value='handsfree']")
+    page.click("#talk")
+    page.wait_for_selector('#talk[data-state="listening"]', timeout=20_000)
+    assert page.get_attribute("#talk", "data-transport") == "websocket"
+    _assert_whole_turn(page)
+    page.click("#talk")
+    page.wait_for_selector('#talk[data-state="idle"]', timeout=20_000)
     page.context.close()
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from backend.app.api import v1
 from backend.app.api.protocols.conversation_ws import route as realtime
+from backend.app.api.protocols.conversation_ws import webrtc as realtime_calls
 from backend.app.api.protocols.phone import twilio
 from backend.app.api.routes import (
     chat,
@@ -39,6 +40,7 @@ for module in (
     conversations,
     speakers,
     realtime,
+    realtime_calls,
     twilio,
     ququ,
 ):

@@ -79,6 +79,7 @@ RULES: tuple[Rule, ...] = (
     _rule(r"/v1/(chat/completions|models|models/.+)", "stages"),
     _rule(r"/api/asr/.+", "stages", audio=True),
     _rule(r"/api/.+", "stages"),
+    _rule(r"/conversation/calls(/[^/]+)?", "realtime", audio=True),
     _rule(r"/conversation", "conversation", audio=True),
     _rule(r"/conversations(/[^/]+)?|/outputs/[^/]+", "conversation"),
     _rule(r"/ws/conversation|/v1/realtime|/v1/realtime/calls(/.+)?|/phone/.+", "realtime", audio=True),

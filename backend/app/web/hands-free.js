@@ -1,8 +1,11 @@
-// Hands-free: the realtime WebSocket session (/ws/conversation), where the server detects turns and barge-in.
+// Hands-free: the realtime session, where the server detects turns and barge-in. Over WebRTC
+// (/conversation/calls: the microphone as a WebRTC track, so that the browser's echo cancellation
+// hears the reply it plays and the reply does not interrupt itself on a laptop's speakers), or over
+// the WebSocket (/ws/conversation) when WebRTC cannot connect.
 
 import { t } from "./i18n.js";
 import { $, state, WS_SAMPLE_RATES, WS_SUBPROTOCOL } from "./state.js";
-import { api, ApiError, apiKey, base64Url } from "./server.js";
+import { api, ApiError, apiKey, authHeaders, base64Url, errorFrom } from "./server.js";
 import { explain, hideNotice, setActivity, showError, showNotice } from "./notices.js";
 import { player, updatePlaybackControls } from "./playback.js";
 import { MessageView } from "./transcript.js";
@@ -18,6 +21,7 @@ export const live = {
   heard: null, // the user's words so far (transcript_delta), until the transcript
   assistant: null,
   answering: false,
+  speaking: null, // over WebRTC: the reply view whose audio is playing, until audio_end
   outputRate: 24000,
   opened: false,
   closing: false,
@@ -42,6 +46,20 @@ export const live = {
       showError(error);
       return;
     }
+    if (window.RTCPeerConnection) {
+      try {
+        await this.openRtc();
+        return;
+      } catch (error) {
+        if (error instanceof ApiError && error.status !== 0 && error.status !== 503 && error.status < 500) {
+          showError(error); // refused (a key, a quota): the WebSocket would be refused too
+          setTalkState("idle");
+          setActivity("");
+          return;
+        }
+        // No WebRTC path to the server (a proxy, a firewall): the WebSocket instead.
+      }
+    }
     if (!WS_SAMPLE_RATES.includes(ctx.sampleRate)) {
       showNotice(t("Hands-free mode cannot use this audio device's rate ({rate} Hz); use push to talk.", { rate: ctx.sampleRate }));
       return;
@@ -58,6 +76,7 @@ export const live = {
     const ws = new WebSocket(`${scheme}//${location.host}/ws/conversation`, protocols);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    $("talk").dataset.transport = "websocket";
     this.opened = false;
     this.closing = false;
     setTalkState("busy", t("Stop"));
@@ -74,6 +93,68 @@ export const live = {
       else this.audio(message.data);
     };
     ws.onclose = (event) => this.closed(event);
+  },
+
+  // The session over WebRTC: resolves once its events channel is open, throws if it cannot be.
+  async openRtc() {
+    const pc = new RTCPeerConnection();
+    const channel = pc.createDataChannel("events");
+    const sound = new Audio();
+    sound.autoplay = true;
+    for (const track of mic.stream.getAudioTracks()) pc.addTrack(track, mic.stream);
+    pc.ontrack = ({ streams, track }) => {
+      sound.srcObject = streams[0] ?? new MediaStream([track]);
+      sound.play().catch(() => {});
+    };
+    const link = {
+      rtc: true,
+      get readyState() {
+        return channel.readyState === "open" ? WebSocket.OPEN : WebSocket.CLOSED;
+      },
+      send: (text) => channel.send(text),
+      close: () => {
+        channel.close();
+        pc.close();
+        sound.srcObject = null;
+      },
+    };
+    setTalkState("busy", t("Stop"));
+    setActivity(t("Connecting…"));
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await settled(pc, "icegatheringstatechange", () => pc.iceGatheringState === "complete", 3000);
+      let response;
+      try {
+        response = await fetch("/conversation/calls", {
+          method: "POST",
+          headers: { "Content-Type": "application/sdp", ...authHeaders() },
+          body: pc.localDescription.sdp,
+        });
+      } catch {
+        throw new ApiError(0, "network", t("The server cannot be reached. Is it running?"));
+      }
+      if (!response.ok) throw await errorFrom(response);
+      await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+      await settled(channel, "open", () => channel.readyState === "open", 10000);
+    } catch (error) {
+      link.close();
+      throw error;
+    }
+    this.ws = link;
+    $("talk").dataset.transport = "webrtc";
+    this.opened = true;
+    this.closing = false;
+    channel.onmessage = (message) => this.event(JSON.parse(message.data));
+    channel.onclose = () => {
+      if (this.ws === link) this.closed({ code: this.closing ? 1000 : 1006, reason: "" });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" && this.ws === link) link.close();
+    };
+    const start = { type: "start", sample_rate: 16000 };
+    if (state.conversationId) start.conversation_id = state.conversationId;
+    if (state.voice) start.voice = state.voice;
+    channel.send(JSON.stringify(start));
   },
 
   capture() {
@@ -94,7 +175,7 @@ export const live = {
     switch (message.type) {
       case "ready":
         setConversation(message.conversation_id);
-        this.capture();
+        if (!this.ws?.rtc) this.capture(); // over WebRTC the microphone is the call's own track
         setTalkState("listening", t("Stop"));
         setActivity(t("Listening: just talk."));
         break;
@@ -129,6 +210,7 @@ export const live = {
         break;
       case "audio_start":
         this.outputRate = message.sample_rate;
+        this.speaking = this.assistant;
         setActivity(t("Speaking… talk to interrupt."));
         break;
       case "turn_end":
@@ -141,8 +223,14 @@ export const live = {
         this.endTurn();
         if (this.assistant === null && !player.playing) setActivity(t("Listening: just talk."));
         break;
+      case "audio_end": // over WebRTC: the reply has played
+        this.speaking?.addPlayed(message.played_s);
+        this.speaking = null;
+        if (!this.answering && this.ws) setActivity(t("Listening: just talk."));
+        break;
       case "interrupted":
         player.stop();
+        this.speaking = null;
         this.assistant?.markInterrupted(message.said);
         this.endTurn();
         setActivity(t("Interrupted. Listening."));
@@ -233,3 +321,24 @@ export const live = {
     this.closing = false;
   },
 };
+
+// Until `ready()` after `event` on `target`, or a timeout.
+function settled(target, event, ready, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    if (ready()) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(() => {
+      target.removeEventListener(event, check);
+      reject(new Error(`${event}: timed out`));
+    }, timeoutMs);
+    function check() {
+      if (!ready()) return;
+      clearTimeout(timer);
+      target.removeEventListener(event, check);
+      resolve();
+    }
+    target.addEventListener(event, check);
+  });
+}

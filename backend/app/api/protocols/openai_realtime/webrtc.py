@@ -9,7 +9,7 @@ events, carried on the `oai-events` data channel. Audio travels as Opus over RTP
 track of ours at real time, with `output_audio_buffer.started`/`stopped`/`cleared`, and
 `output_audio_buffer.clear` or the caller's speech cuts it at once. ICE uses the host's own
 addresses (enough on a LAN) and WEBRTC_ICE_SERVERS when set. A call whose peer never connects is
-closed after CONNECT_TIMEOUT_S; every call ends at WS_MAX_SESSION_S, and counts among
+closed after 20 s (webrtc_call.py); every call ends at WS_MAX_SESSION_S, and counts among
 WS_MAX_SESSIONS (and the key's realtime_sessions)."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import logging
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
@@ -33,7 +32,16 @@ from backend.app.api.protocols.openai_realtime.schema import (
     validation_problem,
 )
 from backend.app.api.protocols.openai_realtime.session import OpenAIRealtime
-from backend.app.api.protocols.webrtc_audio import FRAME_SAMPLES, TRACK_RATE, Feed, ReplyTrack, listen
+from backend.app.api.protocols.webrtc_audio import FRAME_SAMPLES, TRACK_RATE, ReplyTrack
+from backend.app.api.protocols.webrtc_call import (
+    MAX_SDP_BYTES,
+    Call,
+    answer,
+    check_offer,
+    hang_up,
+    peer,
+    start,
+)
 from backend.app.api.protocols.wire_audio import WireEncoder, WireFormat
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.container import Services
@@ -49,14 +57,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai"])
 
-CONNECT_TIMEOUT_S = 20.0
-"""A call whose peer has not connected (ICE and DTLS) this long after the answer is closed."""
-
-MAX_SDP_BYTES = 64 * 1024
 EVENTS_CHANNEL = "oai-events"
 TRACK_FORMAT = WireFormat("audio/pcm", TRACK_RATE)
-MAX_QUEUED_EVENTS = 256
-"""Client events waiting to be handled; more are answered with an error and dropped."""
 
 
 class WebRtcEvents(ServerEvents):
@@ -115,51 +117,13 @@ class WebRtcEvents(ServerEvents):
             await self.event("output_audio_buffer.cleared", response_id=stopped)
 
 
-class Call:
-    """One WebRTC call: its peer connection, protocol and the events waiting to be handled."""
-
-    def __init__(self, call_id: str, pc: RTCPeerConnection, protocol: OpenAIRealtime) -> None:
-        self.id = call_id
-        self.pc = pc
-        self.protocol = protocol
-        self.channel: Any = None
-        self.pending: list[str] = []
-        self.inbox: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED_EVENTS)
-        self.connected = asyncio.Event()
-        self.ended = asyncio.Event()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def send(self, event: dict[str, Any]) -> None:
-        text = json.dumps(event, ensure_ascii=False)
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(text)
-        elif len(self.pending) < MAX_QUEUED_EVENTS:
-            self.pending.append(text)  # before the data channel opens: sent when it does
-
-
-def ice_servers(urls: list[str]) -> list[RTCIceServer]:
-    """WEBRTC_ICE_SERVERS as aiortc's: `turn:user:password@host:port` carries its credentials."""
-    servers = []
-    for url in urls:
-        scheme, _, rest = url.partition(":")
-        credentials, at, host = rest.rpartition("@")
-        if at:
-            user, _, password = credentials.partition(":")
-            servers.append(RTCIceServer(urls=f"{scheme}:{host}", username=user, credential=password))
-        else:
-            servers.append(RTCIceServer(urls=url))
-    return servers
-
-
 async def _offer(request: Request) -> tuple[str, dict[str, Any]]:
     """The SDP offer and the session configuration of a call request."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     session: Any = {}
     if kind == "application/sdp":
         body = await request.body()
-        if len(body) > MAX_SDP_BYTES:
-            raise InvalidInputError(f"An SDP offer may be at most {MAX_SDP_BYTES} bytes.", param="sdp")
-        sdp = body.decode("utf-8", errors="replace")
+        sdp = check_offer(body.decode("utf-8", errors="replace"))
     elif kind == "multipart/form-data":
         form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
         raw_sdp, raw_session = form.get("sdp"), form.get("session")
@@ -175,14 +139,7 @@ async def _offer(request: Request) -> tuple[str, dict[str, Any]]:
             "Send the SDP offer as application/sdp, or as multipart/form-data with 'sdp' (and 'session').",
             param="sdp",
         )
-    if not sdp.strip():
-        raise InvalidInputError("Missing required parameter: 'sdp'.", param="sdp")
-    if not sdp.lstrip().startswith("v=0"):
-        raise InvalidInputError(
-            "Invalid value for 'sdp': not an SDP offer (it begins with v=0).", param="sdp"
-        )
-    if "\nm=audio " not in sdp.replace("\r\n", "\n"):
-        raise InvalidInputError("Invalid value for 'sdp': the offer has no audio (m=audio).", param="sdp")
+    check_offer(sdp)
     if not isinstance(session, dict):
         raise InvalidInputError("'session' must be a JSON object.", param="session")
     try:
@@ -210,7 +167,7 @@ async def create_call(request: Request) -> Response:
     holder: dict[str, Call] = {}
 
     async def send(event: dict[str, Any]) -> None:
-        await holder[call_id].send(event)
+        await holder[call_id].send(json.dumps(event, ensure_ascii=False))
 
     protocol = OpenAIRealtime(
         send,
@@ -233,123 +190,34 @@ async def create_call(request: Request) -> Response:
             stack.callback(account.end_session)
         conversation_id = check_conversation_id(request.query_params.get("conversation_id") or None)
         session = await stack.enter_async_context(services.realtime.session(server, conversation_id))
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(settings.realtime.webrtc_ice_servers)))
-        stack.push_async_callback(pc.close)
-        call = holder[call_id] = Call(call_id, pc, protocol)
-        _wire(call, session.feed, settings)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            why = str(e)[:200] or type(e).__name__
-            raise InvalidInputError(f"Invalid value for 'sdp': {why}", param="sdp") from None
-        pc.addTrack(server.track)
-        await pc.setLocalDescription(await pc.createAnswer())
+        call = holder[call_id] = Call(call_id, peer(settings), EVENTS_CHANNEL)
+        answer_sdp = await answer(call, sdp, server.track, session.feed, settings, stack)
         await protocol.start(session)
         if session_fields:
             await protocol.handle({"type": "session.update", "session": session_fields})
     except BaseException:
         await stack.aclose()
         raise
-    calls.open[call_id] = call
-    task = asyncio.create_task(_run(call, calls, stack, settings))
-    call.tasks.add(task)
-    logger.info("webrtc call %s: answered", call_id)
+
+    async def handle(text: str | None) -> bool:
+        await _handle(protocol, text, settings.realtime.max_event_bytes)
+        return True
+
+    start(call, calls, stack, handle, settings)
     return Response(
-        pc.localDescription.sdp,
+        answer_sdp,
         status_code=201,
         media_type="application/sdp",
         headers={"Location": f"/v1/realtime/calls/{call_id}"},
     )
 
 
-def _wire(call: Call, feed: Feed, settings: Settings) -> None:
-    """The peer connection's events: the caller's audio, the events channel, its state."""
-    pc = call.pc
-    limit = settings.realtime.max_event_bytes
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        if track.kind == "audio":
-            task = asyncio.create_task(listen(track, feed))
-            call.tasks.add(task)
-            task.add_done_callback(call.tasks.discard)
-
-    @pc.on("datachannel")
-    def on_channel(channel: Any) -> None:
-        if channel.label != EVENTS_CHANNEL or call.channel is not None:
-            return
-        call.channel = channel
-        for text in call.pending:
-            channel.send(text)
-        call.pending.clear()
-
-        @channel.on("message")  # type: ignore[untyped-decorator]
-        def on_message(message: Any) -> None:
-            if not isinstance(message, str) or len(message.encode()) > limit:
-                message = json.dumps({"type": "_too_large"})
-            with contextlib.suppress(asyncio.QueueFull):  # a flood beyond the queue is lost
-                call.inbox.put_nowait(message)
-
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        if pc.connectionState == "connected":
-            call.connected.set()
-        elif pc.connectionState in ("failed", "closed"):
-            call.ended.set()
-
-
-async def _run(call: Call, calls: Calls, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
-    """The call, from the answer to its end: its events handled in order."""
-    limits = settings.realtime
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            await _first(call.connected, call.ended)
-        if call.connected.is_set() and not call.ended.is_set():
-            async with asyncio.timeout(limits.max_session_s):
-                while not call.ended.is_set():
-                    text = await _next(call)
-                    if text is not None:
-                        await _handle(call, text, limits.max_event_bytes)
-    except TimeoutError:
-        logger.info(
-            "webrtc call %s: %s",
-            call.id,
-            "ended at its limit" if call.connected.is_set() else "never connected",
-        )
-    except Exception:
-        logger.exception("webrtc call %s failed", call.id)
-    finally:
-        for task in list(call.tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
-        calls.open.pop(call.id, None)
-        with contextlib.suppress(Exception):
-            await stack.aclose()
-        logger.info("webrtc call %s: closed", call.id)
-
-
-async def _first(*flags: asyncio.Event) -> None:
-    waits = [asyncio.create_task(flag.wait()) for flag in flags]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-
-
-async def _next(call: Call) -> str | None:
-    """The next client event, or None when the call ended first."""
-    get = asyncio.create_task(call.inbox.get())
-    end = asyncio.create_task(call.ended.wait())
-    done, _ = await asyncio.wait({get, end}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (get, end):
-        if task not in done:
-            task.cancel()
-    return get.result() if get in done else None
-
-
-async def _handle(call: Call, text: str, limit: int) -> None:
-    server = call.protocol.server
+async def _handle(protocol: OpenAIRealtime, text: str | None, limit: int) -> None:
+    server = protocol.server
+    if text is None:
+        message = f"An event may be at most {limit} bytes (WS_MAX_EVENT_BYTES); a larger one was ignored."
+        await server.error(message, "event_too_large")
+        return
     try:
         event = json.loads(text)
     except json.JSONDecodeError as e:
@@ -357,20 +225,13 @@ async def _handle(call: Call, text: str, limit: int) -> None:
         return
     if not isinstance(event, dict):
         await server.error("An event must be a JSON object with a 'type'.", "invalid_json")
-    elif event.get("type") == "_too_large":
-        await server.error(
-            f"An event may be at most {limit} bytes; a larger one was ignored.", "event_too_large"
-        )
-    else:
-        await call.protocol.handle(event)
+        return
+    await protocol.handle(event)
 
 
 @router.post("/realtime/calls/{call_id}/hangup", status_code=200)
 async def hangup(call_id: str, request: Request) -> dict[str, Any]:
     """End a WebRTC call."""
-    calls: Calls = request.app.state.calls
-    call = calls.open.get(call_id)
-    if call is None or not call_id.startswith("rtc_"):
+    if not call_id.startswith("rtc_") or not await hang_up(request.app.state.calls, call_id):
         raise NotFoundError(f"No call {call_id[:64]!r} is open.", param="call_id")
-    call.ended.set()
     return {}
