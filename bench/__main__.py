@@ -65,6 +65,7 @@ SECTIONS = (
     "dialogue",
     "latency",
     "realtime",
+    "transports",
     "turns",
     "cpu",
     "concurrency",
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     runs, durations = realtime.measure(port, 1 if args.quick else repeats)
                     write(out, "realtime", realtime.section(runs, durations, out))
+                if "transports" in args.sections:
+                    from bench import transports
+
+                    rows, rates = transports.measure(port, 1 if args.quick else 2)
+                    write(out, "transports", transports.section(rows, rates, out))
                 if "turns" in args.sections:
                     from bench import turns
 

@@ -27,9 +27,11 @@ from backend.app.audio.decode import decode_audio
 from backend.app.audio.types import Audio
 from backend.app.container import Services
 from backend.app.core.values import SynthesisRequest
+from backend.app.main import create_app
 from backend.app.text.wer import word_error_rate
 from tests.api.test_openai_realtime import SERVER_EVENTS, Server, _serve, heard
-from tests.conftest import DATA, SENTENCE
+from tests.conftest import DATA, SENTENCE, make_settings, realtime_services
+from tests.server import in_thread
 
 RATE = 16000
 
@@ -287,11 +289,19 @@ def test_calls_that_never_connect_are_bounded_and_freed(
     from backend.app.api.protocols import webrtc_call as webrtc
 
     monkeypatch.setattr(webrtc, "CONNECT_TIMEOUT_S", 5.0)
-    serving = _serve(services, tmp_path, chat_tokens=24, ws_max_sessions=4)
-    limited = next(serving)
-    realtime = limited.services.realtime
-    try:
+    config = make_settings(tmp_path, ws_max_sessions=4)
+    custom = realtime_services(services, config, 24)
+    app = create_app(config, custom)
+
+    async def tasks() -> int:  # the server loop's tasks, counted in that loop
+        return len(asyncio.all_tasks())
+
+    app.add_api_route("/_tasks", tasks)
+    with in_thread(app) as port:
+        limited = Server(f"http://127.0.0.1:{port}", custom)
+        realtime = custom.realtime
         before = _open_sockets()
+        tasks_before = httpx.get(f"{limited.url}/_tasks").json()
         # Offers whose peers never go on to connect hold a session each, WS_MAX_SESSIONS at most.
         assert asyncio.run(_offers(limited, 8)) == [201] * 4 + [503] * 4
         assert asyncio.run(_wait_for(lambda: realtime.active == 0, 15)), f"{realtime.active} still open"
@@ -301,9 +311,9 @@ def test_calls_that_never_connect_are_bounded_and_freed(
         assert set(statuses) <= {201, 503} and 201 in statuses
         assert asyncio.run(_wait_for(lambda: realtime.active == 0, 15)), f"{realtime.active} still open"
         assert asyncio.run(_wait_for(lambda: _open_sockets() <= before + 2, 15)), (before, _open_sockets())
+        tasks_after = httpx.get(f"{limited.url}/_tasks").json()
+        assert tasks_after <= tasks_before + 1, (tasks_before, tasks_after)
         assert asyncio.run(_offers(limited, 1)) == [201]  # freed: a new call is answered again
-    finally:
-        serving.close()
 
 
 async def _offers(server: Server, count: int) -> list[int]:

@@ -29,7 +29,7 @@ FRAME_SAMPLES = TRACK_RATE // 50
 LEAD_S = 0.3
 """How far a reply's audio may be handed to the track ahead of what it has played."""
 
-FEED_S = 0.1
+FEED_S = 0.02
 """The caller's audio goes to the session in pieces of this much."""
 
 Feed = Callable[[np.ndarray], Awaitable[None]]
