@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -393,6 +394,32 @@ def test_a_stream_in_another_format_is_closed(server: Server) -> None:
             return closed.value.rcvd.code if closed.value.rcvd else None
 
     assert asyncio.run(run()) == 1003
+
+
+def test_a_stream_that_never_starts_is_closed(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.app.api.protocols.phone import twilio
+
+    monkeypatch.setattr(twilio, "START_TIMEOUT_S", 1.0)
+
+    async def run() -> int | None:
+        async with websockets.connect(_stream_url(server)) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            try:
+                while True:  # a client that keeps talking but never starts is still closed
+                    await ws.send(json.dumps({"event": "connected"}))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ws.recv(), 0.3)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+
+    async def bounded() -> int | None:
+        async with asyncio.timeout(20):
+            try:
+                return await run()
+            except TimeoutError:
+                raise AssertionError("still open") from None
+
+    assert asyncio.run(bounded()) == 1000
 
 
 def test_twiml_points_the_call_at_the_stream(server: Server) -> None:

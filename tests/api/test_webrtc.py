@@ -266,6 +266,24 @@ def test_the_pages_calls_refuse_bad_offers_in_our_shape(
     assert httpx.delete(f"{server.url}/conversation/calls/call_nope").status_code == 404
 
 
+def test_an_offer_with_no_codec_in_common_is_refused(server: Server) -> None:
+    async def run() -> httpx.Response:
+        peer = Peer(None)
+        try:
+            offer = await peer.offer()
+        finally:
+            await peer.close()
+        for codec in ("opus", "G722", "PCMU", "PCMA"):  # only linear PCM left, which we do not speak
+            offer = offer.replace(f" {codec}/", " L16/")
+        async with httpx.AsyncClient() as client:
+            headers = {"content-type": "application/sdp"}
+            return await client.post(f"{server.url}/v1/realtime/calls", content=offer, headers=headers)
+
+    response = asyncio.run(run())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "sdp"
+
+
 def test_a_session_that_is_not_valid_is_refused(server: Server) -> None:
     async def run() -> httpx.Response:
         peer = Peer(None)

@@ -116,6 +116,21 @@ class Account:
             self.outcomes["ok"] += 1
         return None
 
+    def open_session(self) -> Refusal | None:
+        """Take one of the key's realtime sessions for a request already admitted (a WebRTC call
+        made by an HTTP request), or say why not; `end_session` gives it back."""
+        sessions = self.key.quotas.realtime_sessions
+        with self._lock:
+            if sessions is not None and self.sessions >= sessions:
+                return self._refused(
+                    "too_many_sessions",
+                    f"key {self.key.name!r} is over its realtime_sessions quota of {sessions} "
+                    "(sessions open at once); end one and retry",
+                    None,
+                )
+            self.sessions += 1
+        return None
+
     def end_session(self) -> None:
         with self._lock:
             self.sessions -= 1

@@ -51,7 +51,7 @@ export const live = {
         await this.openRtc();
         return;
       } catch (error) {
-        if (error instanceof ApiError && error.status !== 0 && error.status !== 503 && error.status < 500) {
+        if (error instanceof ApiError && [401, 403, 429].includes(error.status)) {
           showError(error); // refused (a key, a quota): the WebSocket would be refused too
           setTalkState("idle");
           setActivity("");
@@ -120,6 +120,7 @@ export const live = {
     };
     setTalkState("busy", t("Stop"));
     setActivity(t("Connecting…"));
+    let call = null; // the call's URL once answered: hung up if it never connects
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await settled(pc, "icegatheringstatechange", () => pc.iceGatheringState === "complete", 3000);
@@ -134,10 +135,13 @@ export const live = {
         throw new ApiError(0, "network", t("The server cannot be reached. Is it running?"));
       }
       if (!response.ok) throw await errorFrom(response);
+      call = response.headers.get("Location");
       await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
       await settled(channel, "open", () => channel.readyState === "open", 10000);
     } catch (error) {
       link.close();
+      // Give its session back at once, or the WebSocket fallback may find the key's sessions taken.
+      if (call) fetch(call, { method: "DELETE", headers: authHeaders() }).catch(() => {});
       throw error;
     }
     this.ws = link;

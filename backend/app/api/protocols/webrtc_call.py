@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 
 from backend.app.api.protocols.calls import Calls
 from backend.app.api.protocols.webrtc_audio import Feed, ReplyTrack, listen
@@ -29,6 +31,11 @@ CONNECT_TIMEOUT_S = 20.0
 MAX_SDP_BYTES = 64 * 1024
 MAX_QUEUED_MESSAGES = 256
 """Client messages waiting to be handled; more are dropped."""
+
+_AIORTC_ERRORS = (InternalError, InvalidAccessError, InvalidStateError, OperationError)
+
+FLUSH_S = 1.0
+"""At the end of a call, its last messages (an error, `session_end`) get this long to go out."""
 
 Handle = Callable[[str | None], Awaitable[bool]]
 """A protocol's handler of one client message (None: one over the size limit); False ends the call."""
@@ -94,11 +101,12 @@ async def answer(
     _wire(call, feed, settings.realtime.max_event_bytes)
     try:
         await call.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-    except (ValueError, TypeError, KeyError, IndexError) as e:
+        call.pc.addTrack(track)
+        await call.pc.setLocalDescription(await call.pc.createAnswer())
+    except (ValueError, TypeError, KeyError, IndexError, *_AIORTC_ERRORS) as e:
+        # A malformed offer, or one we cannot answer (no codec in common, no ICE credentials).
         why = str(e)[:200] or type(e).__name__
         raise InvalidInputError(f"Invalid value for 'sdp': {why}", param="sdp") from None
-    call.pc.addTrack(track)
-    await call.pc.setLocalDescription(await call.pc.createAnswer())
     return str(call.pc.localDescription.sdp)
 
 
@@ -169,6 +177,7 @@ async def _run(
     except Exception:
         logger.exception("webrtc call %s failed", call.id)
     finally:
+        await _flush(call)
         for task in list(call.tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -176,6 +185,17 @@ async def _run(
         with contextlib.suppress(Exception):
             await stack.aclose()
         logger.info("webrtc call %s: closed", call.id)
+
+
+async def _flush(call: Call) -> None:
+    """Let the data channel send what is queued before the connection closes (bounded)."""
+    channel = call.channel
+    deadline = time.monotonic() + FLUSH_S
+    while channel is not None and channel.readyState == "open" and time.monotonic() < deadline:
+        if not channel.bufferedAmount:
+            await asyncio.sleep(0.1)  # queued in SCTP: let it go out on the wire
+            return
+        await asyncio.sleep(0.02)
 
 
 async def _first(*flags: asyncio.Event) -> None:

@@ -97,7 +97,7 @@ async def conversation_call(request: Request) -> Response:
     sdp = check_offer((await request.body()).decode("utf-8", errors="replace"))
     account = current_account.get()
     if account is not None:
-        refusal = account.admit(audio=True, session=True)
+        refusal = account.open_session()  # the request itself was admitted by the middleware
         if refusal is not None:
             raise QuotaError(refusal.message, refusal.code, refusal.retry_after_s)
     realtime = services.realtime

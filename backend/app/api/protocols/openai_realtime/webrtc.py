@@ -68,9 +68,18 @@ class WebRtcEvents(ServerEvents):
     track: ReplyTrack
     _encoder: tuple[str, WireEncoder] | None = None
 
+    tasks: set[asyncio.Task[None]]
+
     def playing(self, kind: str, response_id: str) -> None:
         """The track began or finished playing a response: say so (from the track's loop)."""
-        asyncio.get_running_loop().create_task(self.event(kind, response_id=response_id))
+        task = asyncio.get_running_loop().create_task(self.event(kind, response_id=response_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def speech_started(self, at_s: float) -> None:
+        await super().speech_started(at_s)
+        if self.response is None and self.track.queued_s:  # over the tail of a reply sent whole
+            await self._cleared()
 
     async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
         response = self.response
@@ -117,6 +126,11 @@ class WebRtcEvents(ServerEvents):
             await self.event("output_audio_buffer.cleared", response_id=stopped)
 
 
+async def _text(part: Any) -> str:
+    """A form field's text, or an uploaded part's (decoded leniently: a bad byte is the offer's fault)."""
+    return part if isinstance(part, str) else bytes(await part.read()).decode(errors="replace")
+
+
 async def _offer(request: Request) -> tuple[str, dict[str, Any]]:
     """The SDP offer and the session configuration of a call request."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -127,13 +141,24 @@ async def _offer(request: Request) -> tuple[str, dict[str, Any]]:
     elif kind == "multipart/form-data":
         form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
         raw_sdp, raw_session = form.get("sdp"), form.get("session")
-        sdp = raw_sdp if isinstance(raw_sdp, str) else (await raw_sdp.read()).decode() if raw_sdp else ""
+        sdp = (
+            raw_sdp
+            if isinstance(raw_sdp, str)
+            else (await raw_sdp.read()).decode(errors="replace")
+            if raw_sdp
+            else ""
+        )
         if raw_session is not None:
-            text = raw_session if isinstance(raw_session, str) else (await raw_session.read()).decode()
+            text = (
+                raw_session
+                if isinstance(raw_session, str)
+                else (await raw_session.read()).decode(errors="replace")
+            )
             try:
                 session = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InvalidInputError(f"'session' is not valid JSON ({e.msg}).", param="session") from e
+            except (json.JSONDecodeError, RecursionError) as e:
+                why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                raise InvalidInputError(f"'session' is not valid JSON ({why}).", param="session") from None
     else:
         raise UnsupportedMediaTypeError(
             "Send the SDP offer as application/sdp, or as multipart/form-data with 'sdp' (and 'session').",
@@ -158,7 +183,7 @@ async def create_call(request: Request) -> Response:
     sdp, session_fields = await _offer(request)
     account = current_account.get()
     if account is not None:
-        refusal = account.admit(audio=True, session=True)
+        refusal = account.open_session()  # the request itself was admitted by the middleware
         if refusal is not None:
             raise QuotaError(refusal.message, refusal.code, refusal.retry_after_s)
     calls: Calls = request.app.state.calls
@@ -180,6 +205,7 @@ async def create_call(request: Request) -> Response:
     )
     server = protocol.server
     assert isinstance(server, WebRtcEvents)
+    server.tasks = set()
     server.track = ReplyTrack(
         lambda rid: server.playing("output_audio_buffer.started", rid),
         lambda rid: server.playing("output_audio_buffer.stopped", rid),
@@ -191,6 +217,7 @@ async def create_call(request: Request) -> Response:
         conversation_id = check_conversation_id(request.query_params.get("conversation_id") or None)
         session = await stack.enter_async_context(services.realtime.session(server, conversation_id))
         call = holder[call_id] = Call(call_id, peer(settings), EVENTS_CHANNEL)
+        server.tasks = call.tasks
         answer_sdp = await answer(call, sdp, server.track, session.feed, settings, stack)
         await protocol.start(session)
         if session_fields:

@@ -68,6 +68,9 @@ sent at the pace it is heard, so it is still under way, and can be cut, while th
 GRACE_S = 2.0
 """A stream that does not echo marks is trusted to play in real time, this much late at most."""
 
+START_TIMEOUT_S = 10.0
+"""A stream that has not sent `start` this long after it opened is closed."""
+
 MAX_MESSAGE_BYTES = 65_536
 """A Twilio message is a few hundred bytes; a larger one is not Twilio's and is skipped."""
 
@@ -101,7 +104,7 @@ class TwilioCall:
         """One message from Twilio; False once the stream has stopped."""
         try:
             message = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return self._skip("a message that is not JSON")
         if not isinstance(message, dict):
             return self._skip("a message that is not a JSON object")
@@ -135,7 +138,7 @@ class TwilioCall:
     def _mark(self, mark: Any) -> None:
         name = mark.get("name") if isinstance(mark, dict) else None
         reply, _, ms = str(name or "").partition(":")
-        if reply != str(self._reply) or not ms.isdigit():
+        if reply != str(self._reply) or not (ms.isascii() and ms.isdigit()):
             return  # a mark of an earlier reply (cleared), or not ours
         self.played_s = max(self.played_s, int(ms) / 1000)
         self._progress.set()
@@ -238,7 +241,7 @@ async def _start(receiver: Receiver) -> dict[str, Any] | None:
             continue
         try:
             event = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(event, dict) and event.get("event") == "start" and isinstance(event.get("start"), dict):
             return event
@@ -274,8 +277,9 @@ async def twilio_stream(websocket: WebSocket) -> None:
     limits = settings.realtime
     receiver = Receiver(websocket, sender, limits.idle_timeout_s, limits.max_session_s)
     try:
-        start = await _start(receiver)
-    except (Limit, WebSocketDisconnect, ClientGone):
+        async with asyncio.timeout(START_TIMEOUT_S):  # Twilio sends it at once; no key is checked before it
+            start = await _start(receiver)
+    except (TimeoutError, Limit, WebSocketDisconnect, ClientGone):
         start = None
     if start is None:
         await _close(websocket, 1000, "no start message")
@@ -360,7 +364,8 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, reason=reason[:120])
 
 
-@router.api_route("/phone/twilio/twiml", methods=["GET", "POST"], response_class=Response)
+@router.get("/phone/twilio/twiml", response_class=Response, operation_id="twilio_twiml_get")
+@router.post("/phone/twilio/twiml", response_class=Response, operation_id="twilio_twiml_post")
 async def twilio_twiml(request: Request) -> Response:
     """The TwiML for a phone number's voice webhook: it connects the call to /phone/twilio as a
     bidirectional media stream (with the webhook's API key as the stream's `api_key` parameter
@@ -368,8 +373,11 @@ async def twilio_twiml(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     url = settings.realtime.phone_stream_url
     if not url:
+        # Twilio only connects to wss://; plain ws:// only for a server tried on this machine.
+        local = (request.url.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        secure = request.url.scheme == "https" or not local
         base = request.url.replace(path=STREAM_PATH, query="", fragment="")
-        url = str(base.replace(scheme="wss" if request.url.scheme == "https" else "ws"))
+        url = str(base.replace(scheme="wss" if secure else "ws"))
     root = ElementTree.Element("Response")
     stream = ElementTree.SubElement(ElementTree.SubElement(root, "Connect"), "Stream", url=url)
     keys = supplied_keys(request.scope) if getattr(request.state, "key_name", None) else []
