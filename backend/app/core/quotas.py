@@ -102,14 +102,9 @@ class Account:
                         f"per UTC day); retry in {wait} s, after midnight UTC",
                         wait,
                     )
-            sessions = quotas.realtime_sessions
-            if session and sessions is not None and self.sessions >= sessions:
-                return self._refused(
-                    "too_many_sessions",
-                    f"key {self.key.name!r} is over its realtime_sessions quota of {sessions} "
-                    "(sessions open at once); end one and retry",
-                    None,
-                )
+            full = self._sessions_full() if session else None
+            if full is not None:
+                return full
             window.append(now)
             if session:
                 self.sessions += 1
@@ -119,17 +114,23 @@ class Account:
     def open_session(self) -> Refusal | None:
         """Take one of the key's realtime sessions for a request already admitted (a WebRTC call
         made by an HTTP request), or say why not; `end_session` gives it back."""
-        sessions = self.key.quotas.realtime_sessions
         with self._lock:
-            if sessions is not None and self.sessions >= sessions:
-                return self._refused(
-                    "too_many_sessions",
-                    f"key {self.key.name!r} is over its realtime_sessions quota of {sessions} "
-                    "(sessions open at once); end one and retry",
-                    None,
-                )
-            self.sessions += 1
-        return None
+            full = self._sessions_full()
+            if full is None:
+                self.sessions += 1
+        return full
+
+    def _sessions_full(self) -> Refusal | None:
+        """The refusal of one more session when the key has all of its own open (under the lock)."""
+        sessions = self.key.quotas.realtime_sessions
+        if sessions is None or self.sessions < sessions:
+            return None
+        return self._refused(
+            "too_many_sessions",
+            f"key {self.key.name!r} is over its realtime_sessions quota of {sessions} "
+            "(sessions open at once); end one and retry",
+            None,
+        )
 
     def end_session(self) -> None:
         with self._lock:

@@ -18,10 +18,14 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.frame import AudioFrame
 
+from backend.app.api.protocols.wire_audio import WireFormat
 from backend.app.audio.vad import SAMPLE_RATE
 
 TRACK_RATE = 48000
 """The rate the reply track plays at (Opus's)."""
+
+TRACK_FORMAT = WireFormat("audio/pcm", TRACK_RATE)
+"""What is handed to the reply track: PCM16 mono at 48 kHz."""
 
 FRAME_SAMPLES = TRACK_RATE // 50
 """20 ms, a frame of the reply track."""
@@ -122,6 +126,17 @@ class ReplyTrack(MediaStreamTrack):
         self._playing = False
         if self._response is not None:
             self._on_stopped(self._response)
+
+    async def play(self, response: str, pcm: bytes, pushed: Callable[[float], None]) -> None:
+        """Hand `pcm` (of `response`) to the track 100 ms at a time, at the pace it is heard (the
+        reply is then still under way, and can be cut, while it plays); `pushed(seconds)` after
+        each piece."""
+        step = TRACK_RATE // 10 * 2
+        for offset in range(0, len(pcm), step):
+            piece = pcm[offset : offset + step]
+            await self.room()
+            self.push(response, piece)
+            pushed(len(piece) / 2 / TRACK_RATE)
 
     async def room(self) -> None:
         """Until the track holds no more than LEAD_S unplayed (or stops playing: 2 s of no

@@ -17,11 +17,13 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from fastapi import Response
 
 from backend.app.api.protocols.calls import Calls
 from backend.app.api.protocols.webrtc_audio import Feed, ReplyTrack, listen
 from backend.app.core.config import Settings
-from backend.app.core.errors import InvalidInputError
+from backend.app.core.errors import InvalidInputError, QuotaError
+from backend.app.core.quotas import current_account
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,23 @@ async def answer(
         why = str(e)[:200] or type(e).__name__
         raise InvalidInputError(f"Invalid value for 'sdp': {why}", param="sdp") from None
     return str(call.pc.localDescription.sdp)
+
+
+def key_session(stack: contextlib.AsyncExitStack) -> None:
+    """One of the calling key's realtime sessions (when keys are configured), given back when
+    `stack` closes; the request itself was admitted by the middleware."""
+    account = current_account.get()
+    if account is None:
+        return
+    refusal = account.open_session()
+    if refusal is not None:
+        raise QuotaError(refusal.message, refusal.code, refusal.retry_after_s)
+    stack.callback(account.end_session)
+
+
+def answered(sdp: str, location: str) -> Response:
+    """The 201 of an answered call: the SDP answer, and the call's URL."""
+    return Response(sdp, status_code=201, media_type="application/sdp", headers={"Location": location})
 
 
 def peer(settings: Settings) -> RTCPeerConnection:

@@ -22,14 +22,22 @@ from fastapi import APIRouter, Request, Response
 from backend.app.api.protocols.calls import Calls
 from backend.app.api.protocols.conversation_ws.protocol import Outbox, OwnProtocol
 from backend.app.api.protocols.errors import ProtocolError
-from backend.app.api.protocols.webrtc_audio import ReplyTrack
-from backend.app.api.protocols.webrtc_call import Call, answer, check_offer, hang_up, peer, start
-from backend.app.api.protocols.wire_audio import WireEncoder, WireFormat
+from backend.app.api.protocols.webrtc_audio import TRACK_FORMAT, ReplyTrack
+from backend.app.api.protocols.webrtc_call import (
+    Call,
+    answer,
+    answered,
+    check_offer,
+    hang_up,
+    key_session,
+    peer,
+    start,
+)
+from backend.app.api.protocols.wire_audio import WireEncoder
 from backend.app.audio.vad import SAMPLE_RATE
 from backend.app.container import Services
 from backend.app.core.config import Settings
-from backend.app.core.errors import NotFoundError, QuotaError, UnsupportedMediaTypeError
-from backend.app.core.quotas import current_account
+from backend.app.core.errors import NotFoundError, UnsupportedMediaTypeError
 
 router = APIRouter(tags=["realtime"])
 
@@ -45,14 +53,14 @@ class TrackOutbox:
         self.protocol: OwnProtocol | None = None
         self._rate = SAMPLE_RATE
         self._reply = 0
-        self._encoder = WireEncoder(WireFormat("audio/pcm", 48000))
+        self._encoder = WireEncoder(TRACK_FORMAT)
 
     async def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "audio_start":
             self._reply += 1
             self._rate = int(event["sample_rate"])
-            self._encoder = WireEncoder(WireFormat("audio/pcm", 48000))
+            self._encoder = WireEncoder(TRACK_FORMAT)
         elif kind == "turn_end":
             await self._play(self._encoder.flush())
             self.track.finish(str(self._reply))
@@ -65,13 +73,12 @@ class TrackOutbox:
         await self._play(self._encoder.encode(samples, self._rate))
 
     async def _play(self, data: bytes) -> None:
-        step = 48000 // 10 * 2  # 100 ms
-        for offset in range(0, len(data), step):
-            await self.track.room()  # sent at the pace it is heard: the reply can still be cut
-            self.track.push(str(self._reply), data[offset : offset + step])
+        def pushed(seconds: float) -> None:
             session = self.protocol.session if self.protocol is not None else None
             if session is not None:
                 session.limit_heard(self.track.played_s)
+
+        await self.track.play(str(self._reply), data, pushed)
 
     def stopped(self, reply: str) -> None:
         """The track finished playing a reply: `audio_end`, with the seconds played."""
@@ -95,11 +102,6 @@ async def conversation_call(request: Request) -> Response:
     if kind != "application/sdp":
         raise UnsupportedMediaTypeError("Send the SDP offer as application/sdp.", param="sdp")
     sdp = check_offer((await request.body()).decode("utf-8", errors="replace"))
-    account = current_account.get()
-    if account is not None:
-        refusal = account.open_session()  # the request itself was admitted by the middleware
-        if refusal is not None:
-            raise QuotaError(refusal.message, refusal.code, refusal.retry_after_s)
     realtime = services.realtime
     outbox = TrackOutbox(ReplyTrack(lambda reply: None, lambda reply: outbox.stopped(reply)))
     protocol = OwnProtocol(
@@ -113,8 +115,7 @@ async def conversation_call(request: Request) -> Response:
 
     stack = contextlib.AsyncExitStack()
     try:
-        if account is not None:
-            stack.callback(account.end_session)
+        key_session(stack)
         protocol.session = await stack.enter_async_context(realtime.session(protocol))
         call = outbox.call = Call(f"call_{secrets.token_hex(10)}", peer(settings), CHANNEL)
         answer_sdp = await answer(call, sdp, outbox.track, feed, settings, stack)
@@ -136,12 +137,7 @@ async def conversation_call(request: Request) -> Response:
 
     calls: Calls = request.app.state.calls
     start(call, calls, stack, handle, settings)
-    return Response(
-        answer_sdp,
-        status_code=201,
-        media_type="application/sdp",
-        headers={"Location": f"/conversation/calls/{call.id}"},
-    )
+    return answered(answer_sdp, f"/conversation/calls/{call.id}")
 
 
 @router.delete("/conversation/calls/{call_id}", status_code=204)

@@ -32,22 +32,23 @@ from backend.app.api.protocols.openai_realtime.schema import (
     validation_problem,
 )
 from backend.app.api.protocols.openai_realtime.session import OpenAIRealtime
-from backend.app.api.protocols.webrtc_audio import FRAME_SAMPLES, TRACK_RATE, ReplyTrack
+from backend.app.api.protocols.webrtc_audio import TRACK_FORMAT, ReplyTrack
 from backend.app.api.protocols.webrtc_call import (
     MAX_SDP_BYTES,
     Call,
     answer,
+    answered,
     check_offer,
     hang_up,
+    key_session,
     peer,
     start,
 )
-from backend.app.api.protocols.wire_audio import WireEncoder, WireFormat
+from backend.app.api.protocols.wire_audio import WireEncoder
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.container import Services
 from backend.app.core.config import Settings
-from backend.app.core.errors import InvalidInputError, NotFoundError, QuotaError, UnsupportedMediaTypeError
-from backend.app.core.quotas import current_account
+from backend.app.core.errors import InvalidInputError, NotFoundError, UnsupportedMediaTypeError
 from backend.app.services.history import check_conversation_id
 from backend.app.services.realtime.listener import CutReason
 from backend.app.services.speech import ReplyAudio
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 
 EVENTS_CHANNEL = "oai-events"
-TRACK_FORMAT = WireFormat("audio/pcm", TRACK_RATE)
 
 
 class WebRtcEvents(ServerEvents):
@@ -93,14 +93,12 @@ class WebRtcEvents(ServerEvents):
         pass  # no output_audio deltas over WebRTC: the audio is on the track
 
     async def _play(self, response: ResponseState, data: bytes) -> None:
-        step = FRAME_SAMPLES * 2 * 5  # 100 ms
-        for offset in range(0, len(data), step):
-            chunk = data[offset : offset + step]
-            await self.track.room()  # sent at the pace it is heard: the reply can still be cut
-            self.track.push(response.id, chunk)
-            response.audio_s += TRACK_FORMAT.seconds(len(chunk))
+        def pushed(seconds: float) -> None:
+            response.audio_s += seconds
             if self.session is not None:
                 self.session.limit_heard(self.track.played_s)
+
+        await self.track.play(response.id, data, pushed)
 
     async def reply_finished(self, turn: Turn) -> None:
         response = self.response
@@ -136,24 +134,13 @@ async def _offer(request: Request) -> tuple[str, dict[str, Any]]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     session: Any = {}
     if kind == "application/sdp":
-        body = await request.body()
-        sdp = check_offer(body.decode("utf-8", errors="replace"))
+        sdp = (await request.body()).decode("utf-8", errors="replace")
     elif kind == "multipart/form-data":
         form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
         raw_sdp, raw_session = form.get("sdp"), form.get("session")
-        sdp = (
-            raw_sdp
-            if isinstance(raw_sdp, str)
-            else (await raw_sdp.read()).decode(errors="replace")
-            if raw_sdp
-            else ""
-        )
+        sdp = await _text(raw_sdp) if raw_sdp is not None else ""
         if raw_session is not None:
-            text = (
-                raw_session
-                if isinstance(raw_session, str)
-                else (await raw_session.read()).decode(errors="replace")
-            )
+            text = await _text(raw_session)
             try:
                 session = json.loads(text)
             except (json.JSONDecodeError, RecursionError) as e:
@@ -181,11 +168,6 @@ async def create_call(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     services: Services = request.app.state.gate.require()
     sdp, session_fields = await _offer(request)
-    account = current_account.get()
-    if account is not None:
-        refusal = account.open_session()  # the request itself was admitted by the middleware
-        if refusal is not None:
-            raise QuotaError(refusal.message, refusal.code, refusal.retry_after_s)
     calls: Calls = request.app.state.calls
     call_id = new_id("rtc")
     events = VoiceMap(services.tts.voices, settings.openai.voices)
@@ -212,8 +194,7 @@ async def create_call(request: Request) -> Response:
     )
     stack = contextlib.AsyncExitStack()
     try:
-        if account is not None:
-            stack.callback(account.end_session)
+        key_session(stack)
         conversation_id = check_conversation_id(request.query_params.get("conversation_id") or None)
         session = await stack.enter_async_context(services.realtime.session(server, conversation_id))
         call = holder[call_id] = Call(call_id, peer(settings), EVENTS_CHANNEL)
@@ -231,12 +212,7 @@ async def create_call(request: Request) -> Response:
         return True
 
     start(call, calls, stack, handle, settings)
-    return Response(
-        answer_sdp,
-        status_code=201,
-        media_type="application/sdp",
-        headers={"Location": f"/v1/realtime/calls/{call_id}"},
-    )
+    return answered(answer_sdp, f"/v1/realtime/calls/{call_id}")
 
 
 async def _handle(protocol: OpenAIRealtime, text: str | None, limit: int) -> None:
