@@ -11,7 +11,7 @@ from backend.app.audio.decode import resample
 from backend.app.audio.turn import EndOfTurn
 from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
-from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech
+from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech, WordAligner
 from backend.app.backends.turn_words import WordsEndOfTurn
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns
@@ -236,6 +236,15 @@ def share_cores(engine: object, turns: CpuTurns) -> None:
         share_cores(part, turns)
 
 
+def word_aligner(stt: SpeechToText) -> WordAligner | None:
+    """The STT engine (or the part of it) that places a text's words on speech: the word timings
+    of TTS engines that give none of their own."""
+    for engine in (stt, *getattr(stt, "parts", ())):
+        if isinstance(engine, WordAligner):
+            return engine
+    return None
+
+
 def assemble_services(
     settings: Settings,
     backends: Backends,
@@ -277,6 +286,7 @@ def assemble_services(
         SpeakerCache[object](settings.voices.cache_size),
         settings.tts,
         metrics,
+        aligner=word_aligner(backends.stt),
     )
     tts.preload(settings.voices.preload)
     casts = CastService(history.store.casts, tts)

@@ -20,9 +20,9 @@ from backend.app.core.errors import AppError, AudioTooLongError, InvalidAudioErr
 def resample(audio: Audio, sample_rate: int) -> Audio:
     """Return `audio` at `sample_rate` (soxr, high quality)."""
     if audio.sample_rate == sample_rate or len(audio.samples) == 0:
-        return Audio(audio.samples, sample_rate)
+        return Audio(audio.samples, sample_rate, audio.words)
     samples = soxr.resample(audio.samples, audio.sample_rate, sample_rate, quality="HQ")
-    return Audio(np.ascontiguousarray(samples, dtype=np.float32), sample_rate)
+    return Audio(np.ascontiguousarray(samples, dtype=np.float32), sample_rate, audio.words)
 
 
 # FFmpeg probes up to 5 MB by default before decoding; read through a Python file object that costs

@@ -19,7 +19,7 @@ def trim_silence(audio: Audio, threshold: float = 0.01, keep_ms: float = 30.0) -
     margin = int(audio.sample_rate * keep_ms / 1000)
     start = max(0, int(loud[0]) - margin)
     end = min(len(audio.samples), int(loud[-1]) + 1 + margin)
-    return Audio(audio.samples[start:end], audio.sample_rate)
+    return audio.with_samples(audio.samples[start:end], offset=-start / audio.sample_rate)
 
 
 def fade_edges(audio: Audio, fade_ms: float = 5.0) -> Audio:
@@ -30,7 +30,7 @@ def fade_edges(audio: Audio, fade_ms: float = 5.0) -> Audio:
         ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
         samples[:n] *= ramp
         samples[-n:] *= ramp[::-1]
-    return Audio(samples, audio.sample_rate)
+    return audio.with_samples(samples)
 
 
 def change_tempo(audio: Audio, factor: float) -> Audio:
@@ -68,4 +68,4 @@ def change_tempo(audio: Audio, factor: float) -> Audio:
             break
         out.append(pulled.to_ndarray().reshape(-1))
     stretched = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-    return Audio(stretched, rate)
+    return audio.with_samples(stretched, scale=1.0 / factor)

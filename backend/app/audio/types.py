@@ -10,11 +10,47 @@ import numpy.typing as npt
 
 
 @dataclass(frozen=True)
+class SpokenWord:
+    """A word of the text spoken, and when it is heard: seconds from the start of its audio."""
+
+    word: str
+    start: float
+    end: float
+
+    def shifted(self, seconds: float) -> SpokenWord:
+        return SpokenWord(self.word, self.start + seconds, self.end + seconds)
+
+
+Words = tuple[SpokenWord, ...]
+
+
+@dataclass(frozen=True)
 class Audio:
-    """Mono float32 samples in [-1, 1] at `sample_rate` Hz."""
+    """Mono float32 samples in [-1, 1] at `sample_rate` Hz; for synthesised speech, when the engine
+    can say, where each word of its text falls (`words`; None: not known)."""
 
     samples: npt.NDArray[np.float32]
     sample_rate: int
+    words: Words | None = None
+
+    def with_samples(
+        self, samples: npt.NDArray[np.float32], offset: float = 0.0, scale: float = 1.0
+    ) -> Audio:
+        """Other samples for the same speech: its words' times multiplied by `scale` (a tempo
+        change), then moved by `offset` seconds (silence added before, or cut from, the start) and
+        kept within the new length."""
+        if self.words is None:
+            return Audio(samples, self.sample_rate)
+        length = len(samples) / self.sample_rate if self.sample_rate else 0.0
+        words = tuple(
+            SpokenWord(
+                w.word,
+                min(length, max(0.0, w.start * scale + offset)),
+                min(length, max(0.0, w.end * scale + offset)),
+            )
+            for w in self.words
+        )
+        return Audio(samples, self.sample_rate, words)
 
     @property
     def duration(self) -> float:
@@ -23,7 +59,7 @@ class Audio:
 
     @classmethod
     def silence(cls, seconds: float, sample_rate: int) -> Audio:
-        return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate)
+        return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate, ())
 
     @classmethod
     def join(cls, chunks: Sequence[Audio], sample_rate: int | None = None) -> Audio:
@@ -35,4 +71,12 @@ class Audio:
         rate = chunks[0].sample_rate
         if any(chunk.sample_rate != rate for chunk in chunks):
             raise ValueError("cannot join audio at different sample rates")
-        return cls(np.concatenate([chunk.samples for chunk in chunks]), rate)
+        samples = np.concatenate([chunk.samples for chunk in chunks])
+        if any(chunk.words is None for chunk in chunks):
+            return cls(samples, rate)
+        words: list[SpokenWord] = []
+        offset = 0
+        for chunk in chunks:
+            words += (w.shifted(offset / rate) for w in chunk.words or ())
+            offset += len(chunk.samples)
+        return cls(samples, rate, tuple(words))

@@ -30,6 +30,7 @@ from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.chinese import HAN, to_simplified
+from backend.app.text.word_timing import Sound, place_words
 
 MODEL_NAME = "zh-baker"
 SAMPLE_RATE = 24000
@@ -101,17 +102,29 @@ class BakerMandarinBackend:
         return syllables * SECONDS_PER_SYLLABLE + 0.2 * len(clauses)
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
+        """Clause by clause, with a pause after each; each character's syllable is placed by the
+        durations FastSpeech2's predictor gave its initial and final (the word timings)."""
         pieces: list[np.ndarray] = []
-        spoken, previous = False, ""
+        sounds: list[Sound] = []
+        spoken, previous, offset = False, "", 0
         for clause in _clauses(request.text):
-            ids = self.symbols(clause)
-            if ids is None:
+            planned = self.plan(clause)
+            if planned is None:
                 continue
+            ids, syllables = planned
             spoken = True
             if pieces:
                 pause = PAUSE_S["sentence" if previous[-1:] in _SENTENCE_END else "comma"]
                 pieces.append(np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32))
-            pieces.append(self._speak(ids, request.speed))
+                offset += len(pieces[-1])
+            audio, durations = self._speak(ids, request.speed)
+            per_unit = len(audio) / max(1, int(durations.sum()))
+            edges = offset + np.concatenate([[0], np.cumsum(durations)]) * per_unit
+            sounds += (
+                Sound(char, edges[a] / SAMPLE_RATE, edges[b] / SAMPLE_RATE) for char, a, b in syllables
+            )
+            pieces.append(audio)
+            offset += len(audio)
             previous = clause.strip()
             raise_if_cancelled()
         if not spoken:
@@ -119,23 +132,38 @@ class BakerMandarinBackend:
                 "the Mandarin voice (zh-baker) speaks Chinese only: this text has no Chinese characters "
                 "(or numbers) to read; use a voice of the text's language"
             )
-        return Audio(np.concatenate(pieces), SAMPLE_RATE)
+        words = place_words(request.text, sounds, self._reading)
+        return Audio(np.concatenate(pieces), SAMPLE_RATE, words)
 
     def symbols(self, clause: str) -> list[int] | None:
         """The model's input ids for one clause (None when nothing in it can be spoken)."""
+        planned = self.plan(clause)
+        return None if planned is None else planned[0]
+
+    def plan(self, clause: str) -> tuple[list[int], list[tuple[str, int, int]]] | None:
+        """The model's input ids for one clause, and each spoken character with the range of ids
+        (its initial and final) that speak it; None when nothing in it can be spoken."""
         han = "".join(HAN.findall(self._normalised(clause)))
         if not han:
             return None
         phones = ["sil"]
-        for syllable in self._pinyin(han, style=self._style, neutral_tone_with_five=True, errors="ignore"):
-            phones += self._phones(syllable)
-            phones.append("#0")
+        syllables: list[tuple[str, int, int]] = []
+        readings = self._pinyin(han, style=self._style, neutral_tone_with_five=True, errors="ignore")
+        for char, syllable in zip(han, readings, strict=False):
+            parts = self._phones(syllable)
+            if parts:
+                syllables.append((char, len(phones), len(phones) + len(parts)))
+                phones += [*parts, "#0"]
         if phones[-1] == "#0":
             phones.pop()
         if len(phones) == 1:
             return None
         phones.append("sil")
-        return [self._ids[p] for p in phones] + [self._ids["eos"]]
+        return [self._ids[p] for p in phones] + [self._ids["eos"]], syllables
+
+    def _reading(self, word: str) -> str:
+        """The characters the voice reads for `word` (numbers read out)."""
+        return "".join(HAN.findall(self._normalised(word))) if word.strip() else ""
 
     def _normalised(self, clause: str) -> str:
         """Numbers, dates and units read out (the model's normaliser), in Simplified characters."""
@@ -155,7 +183,8 @@ class BakerMandarinBackend:
             return [initial, final + tone, "er5"]
         return []
 
-    def _speak(self, ids: list[int], speed: float) -> np.ndarray:
+    def _speak(self, ids: list[int], speed: float) -> tuple[np.ndarray, np.ndarray]:
+        """A clause's audio, and the frames the model gave each id."""
         feeds = {
             "input_ids": np.array([ids], np.int32),
             "speaker_ids": np.array([0], np.int32),
@@ -163,9 +192,10 @@ class BakerMandarinBackend:
             "f0_ratios": np.array([1.0], np.float32),
             "energy_ratios": np.array([1.0], np.float32),
         }
-        mel = self._acoustic.run(None, feeds)[1]  # the post-net mel
+        outputs = self._acoustic.run(None, feeds)
+        mel, durations = outputs[1], outputs[2]  # the post-net mel, frames per id
         audio = np.asarray(self._vocoder.run(None, {"mels": mel})[0][0, :, 0], dtype=np.float32)
-        return np.clip(audio, -1.0, 1.0)
+        return np.clip(audio, -1.0, 1.0), np.ravel(durations).astype(np.float64)
 
 
 def _clauses(text: str) -> list[str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TextToSpeech
@@ -85,7 +83,7 @@ class LanguageRouter:
 
     def synthesize(self, request: SynthesisRequest) -> Audio:
         """Each run by its engine, joined with a short pause (the other voices' speech resampled)."""
-        pieces: list[np.ndarray] = []
+        pieces: list[Audio] = []
         for engine, run in self.runs(request.text):
             if engine is self.main:
                 audio = self.main.synthesize(dataclasses.replace(request, text=run))
@@ -93,10 +91,10 @@ class LanguageRouter:
                 speed = request.speed if self.supports_speed else 1.0
                 audio = resample(engine.synthesize(SynthesisRequest(run, speed=speed)), self.sample_rate)
             if pieces:
-                pieces.append(np.zeros(int(PAUSE_S * self.sample_rate), dtype=np.float32))
-            pieces.append(audio.samples)
+                pieces.append(Audio.silence(PAUSE_S, self.sample_rate))
+            pieces.append(audio)
             raise_if_cancelled()
-        return Audio(np.concatenate(pieces), self.sample_rate)
+        return Audio.join(pieces)
 
     def synthesize_dialogue(self, request: DialogueRequest) -> Audio:
         return self.main.synthesize_dialogue(request)  # type: ignore[attr-defined, no-any-return]

@@ -6,6 +6,7 @@ A multi-speaker Piper model (`num_speakers` > 1 in its `.onnx.json`) speaks each
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from backend.app.core.cpu import CpuTurns, in_turns
 from backend.app.core.errors import InvalidInputError, ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.core.worker import raise_if_cancelled
+from backend.app.text.word_timing import Sound, place_words
 
 
-def _quiet_session(path: Path, use_cuda: bool) -> onnxruntime.InferenceSession:
+def _quiet_session(model: Path | bytes, use_cuda: bool) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session whose idle worker threads sleep instead of spinning.
 
     By default ONNX Runtime keeps its threads busy-waiting after each run; in a server that also
@@ -31,7 +33,23 @@ def _quiet_session(path: Path, use_cuda: bool) -> onnxruntime.InferenceSession:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, sess_options=options, providers=providers)
+
+
+def _with_durations(path: Path) -> bytes | Path:
+    """The voice with its duration predictor's output (frames per phoneme id, VITS's `w_ceil`)
+    made a graph output, as piper-tts's `include_alignments` does; the file itself when the model
+    has no such tensor (or already outputs it)."""
+    import onnx
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    model = onnx.load(str(path))
+    try:
+        add_alignment_output(model)
+    except ValueError:
+        return path
+    return bytes(model.SerializeToString())
 
 
 SECONDS_PER_PHONEME = 0.055
@@ -64,7 +82,7 @@ class PiperBackend:
         use_cuda = device == "cuda"
         try:
             self._voice = PiperVoice.load(path, use_cuda=use_cuda)
-            self._voice.session = _quiet_session(path, use_cuda)
+            self._voice.session = _quiet_session(_with_durations(path), use_cuda)
         except Exception as e:  # onnxruntime / json errors for a corrupt voice
             raise ModelLoadError(f"could not load the Piper voice {path}: {e}. {embedded.SETUP_HINT}") from e
         self.sample_rate = int(self._voice.config.sample_rate)
@@ -76,6 +94,7 @@ class PiperBackend:
         self._speaker_ids = speaker_ids
         self.speakers: tuple[str, ...] = tuple(sorted(speaker_ids, key=lambda name: speaker_ids[name]))
         self.info = ModelInfo(model=label, device="cuda" if use_cuda else "cpu", id=model_id)
+        self._reading = functools.lru_cache(maxsize=4096)(self._phonemes)
         self.cpu: CpuTurns | None = None
         """Set by the server on a CPU: each sentence takes its turn on the cores (core/cpu.py)."""
 
@@ -98,12 +117,27 @@ class PiperBackend:
             speaker_id = self._speaker_ids[request.speaker]
         config = SynthesisConfig(length_scale=1.0 / request.speed, speaker_id=speaker_id)
         chunks = []
-        sentences = self._voice.synthesize(request.text, syn_config=config)
+        sounds: list[Sound] | None = []
+        offset = 0
+        sentences = self._voice.synthesize(request.text, syn_config=config, include_alignments=True)
         for chunk in in_turns(sentences, self.cpu):  # one per sentence
             chunks.append(chunk.audio_float_array.astype(np.float32, copy=False))
+            if chunk.phoneme_alignments is None:
+                sounds = None  # a model without durations
+            elif sounds is not None:
+                for aligned in chunk.phoneme_alignments:
+                    end = offset + aligned.num_samples
+                    sounds.append(Sound(aligned.phoneme, offset / self.sample_rate, end / self.sample_rate))
+                    offset = end
+            offset = sum(len(c) for c in chunks)
             raise_if_cancelled()
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        return Audio(samples, self.sample_rate)
+        words = None if sounds is None else place_words(request.text, sounds, self._reading)
+        return Audio(samples, self.sample_rate, words)
+
+    def _phonemes(self, word: str) -> str:
+        """How the voice reads `word` on its own (espeak-ng's phonemes)."""
+        return "".join("".join(sentence) for sentence in self._voice.phonemize(word))
 
 
 def load(settings: Settings) -> PiperBackend:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from backend.app.audio.types import Audio
+from backend.app.audio.types import Audio, Words
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
     CallPending,
@@ -101,12 +101,23 @@ class TextToSpeech(Protocol):
         """Turn a reference clip at `sample_rate` into the engine's speaker prompt (cached by callers)."""
         ...
 
-    def synthesize(self, request: SynthesisRequest) -> Audio: ...
+    def synthesize(self, request: SynthesisRequest) -> Audio:
+        """The speech, with `Audio.words` where the engine knows when each word is heard (from
+        its durations); None leaves them to the STT model's forced alignment."""
+        ...
 
     def estimate_seconds(self, text: str) -> float:
         """About how long the speech for `text` would be at speed 1.0, without synthesising it (cheap:
         the TTS service bounds a request by it before any synthesis)."""
         ...
+
+
+@runtime_checkable
+class WordAligner(Protocol):
+    """An STT engine that can place the words of a known text on its speech (Whisper): the word
+    timings of a TTS engine that gives none of its own (VibeVoice)."""
+
+    def align(self, audio: Audio, text: str) -> Words: ...
 
 
 class DialogueSpeech(TextToSpeech, Protocol):

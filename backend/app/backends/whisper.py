@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backend.app.audio.types import Audio
+from backend.app.audio.decode import resample
+from backend.app.audio.types import Audio, SpokenWord, Words
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
 from backend.app.backends.protocols import final_transcription
@@ -16,9 +17,13 @@ from backend.app.core.cpu import CpuTurns, in_turns, taking_turn
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
 from backend.app.core.worker import raise_if_cancelled
+from backend.app.text.chinese import script_language
 from backend.app.text.segment import join_pieces
+from backend.app.text.word_timing import Sound, place_words, words_of
 
 T = TypeVar("T")
+ALIGN_WINDOW_S = 30.0
+"""Whisper's window: speech this long or shorter is force-aligned in one pass."""
 TINY_EN_NAMES = ("embedded", "whisper-tiny.en")
 """The bundled tiny.en: `embedded` (which the registry pairs with Moonshine on a CPU) and
 `whisper-tiny.en` (tiny.en alone)."""
@@ -124,6 +129,44 @@ class WhisperBackend:
             yield from self._collect(in_turns(segments, self.cpu), info, audio.duration)
         finally:
             self._model.set_budget(None)
+
+    def align(self, audio: Audio, text: str) -> Words:
+        """Where each word of `text` is heard in `audio` (speech of exactly that text, a synthesis):
+        forced alignment with the model's alignment heads, the known text's tokens against the
+        encoded audio, as Whisper's own word timestamps are found. Speech longer than one 30 s
+        window is transcribed with word timestamps instead and its words matched to the text."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        samples = resample(audio, self.sample_rate).samples
+        if len(samples) == 0 or not text.strip():
+            return tuple(SpokenWord(w, 0.0, 0.0) for w in words_of(text))
+        language = script_language(text) or "en"
+        if not self.multilingual:
+            language = "en"
+        model = self._model
+        if len(samples) > self.sample_rate * ALIGN_WINDOW_S:
+            options = TranscribeOptions(language=language, word_timestamps=True, vad_filter=False)
+            found = [
+                w
+                for s in self.transcribe(Audio(samples, self.sample_rate), options).segments
+                for w in s.words
+            ]
+            return place_words(text, [Sound(w.word.lower(), w.start, w.end) for w in found], str.lower)
+        tokenizer = Tokenizer(
+            model.hf_tokenizer,
+            self.multilingual,
+            task="transcribe",
+            language=language if self.multilingual else None,
+        )
+        tokens = tokenizer.encode(" " + text.strip())
+        with taking_turn(self.cpu):
+            features = model.feature_extractor(samples)
+            frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+            encoded = model.encode(pad_or_trim(features[:, :frames]))
+            (found,) = model.find_alignment(tokenizer, [tokens], encoded, frames)
+        sounds = [Sound(w["word"].lower(), float(w["start"]), float(w["end"])) for w in found]
+        return place_words(text, sounds, str.lower)
 
     @staticmethod
     def _collect(

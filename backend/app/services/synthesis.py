@@ -14,13 +14,11 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import cast
 
-import numpy as np
-
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.by_language import check_spoken
-from backend.app.backends.protocols import DialogueSpeech, TextToSpeech
+from backend.app.backends.protocols import DialogueSpeech, TextToSpeech, WordAligner
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import StageTimeoutError
 from backend.app.core.metrics import ServiceMetrics
@@ -43,8 +41,10 @@ class Synthesizer:
         cache: SpeakerCache[object],
         settings: TTSSettings,
         metrics: ServiceMetrics,
+        aligner: WordAligner | None = None,
     ) -> None:
         self._backend = backend
+        self._aligner = aligner
         self._worker = worker
         self._cache = cache
         self._settings = settings
@@ -101,7 +101,7 @@ class Synthesizer:
         request = SynthesisRequest(
             text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0, speaker=speaker
         )
-        audio = self._backend.synthesize(request)
+        audio = self._timed(self._backend.synthesize(request), text)
         if not native:
             audio = change_tempo(audio, speed)
         return self._joined(audio, first=first) if joined else self._counted(audio)
@@ -123,7 +123,8 @@ class Synthesizer:
             voices=tuple(prompts[speaker] for speaker in roles),
             cfg_scale=cfg_scale,
         )
-        audio = cast(DialogueSpeech, self._backend).synthesize_dialogue(request)
+        text = "\n".join(t.text for t in window)
+        audio = self._timed(cast(DialogueSpeech, self._backend).synthesize_dialogue(request), text)
         if not self._backend.supports_speed:
             audio = change_tempo(audio, speed)
         return self._joined(audio, first=first)
@@ -154,9 +155,17 @@ class Synthesizer:
         """`audio` with its silent edges trimmed and faded, after the gap unless it comes first."""
         audio = fade_edges(trim_silence(audio))
         if not first:
-            gap = Audio.silence(self._settings.segment_silence_ms / 1000, audio.sample_rate).samples
-            audio = Audio(np.concatenate([gap, audio.samples]), audio.sample_rate)
+            audio = Audio.join(
+                [Audio.silence(self._settings.segment_silence_ms / 1000, audio.sample_rate), audio]
+            )
         return self._counted(audio)
+
+    def _timed(self, audio: Audio, text: str) -> Audio:
+        """`audio` with its words' times: the engine's own, else found by the aligner (forced
+        alignment of the text on the speech by the STT model), else left unknown."""
+        if audio.words is not None or self._aligner is None:
+            return audio
+        return Audio(audio.samples, audio.sample_rate, self._aligner.align(audio, text))
 
     def _counted(self, audio: Audio) -> Audio:
         self._metrics.synthesized.inc(audio.duration)

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterable,
 from dataclasses import dataclass
 
 from backend.app.audio.types import Audio
-from backend.app.backends.protocols import TextToSpeech
+from backend.app.backends.protocols import TextToSpeech, WordAligner
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
@@ -59,8 +59,10 @@ class TTSService:
         cache: SpeakerCache[object],
         settings: TTSSettings,
         metrics: ServiceMetrics | None = None,
+        aligner: WordAligner | None = None,
     ) -> None:
         self.backend = backend
+        self.aligner = aligner
         self.worker = worker
         self.voices = voices
         self.cache = cache
@@ -153,7 +155,7 @@ class TTSService:
     def synthesizer(self) -> Synthesizer:
         """The engine side of synthesis, over this service's engine, worker, cache and settings as
         they are now: what a `SpeechStream` is handed."""
-        return Synthesizer(self.backend, self.worker, self.cache, self.settings, self.metrics)
+        return Synthesizer(self.backend, self.worker, self.cache, self.settings, self.metrics, self.aligner)
 
     def speaker_prompt(self, voice: VoiceInfo) -> object:
         """The engine's prepared prompt for `voice`, from the cache (keyed by the file's content)."""
