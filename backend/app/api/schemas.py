@@ -149,11 +149,39 @@ class TTSRequest(BaseModel):
         "in `format`), then `done`.",
     )
 
+    timestamps: bool = Field(
+        False,
+        description="Answer JSON: the audio as base64 with `words` (`[{word, start, end}]`, seconds), "
+        "where each word of the text is heard. Streamed `sse` events carry their piece's words always.",
+    )
+    captions: Literal["srt", "vtt"] | None = Field(
+        None, description="Answer JSON (as `timestamps`) with `captions`: SubRip or WebVTT cues of the words."
+    )
+
     @model_validator(mode="after")
     def _text_or_script(self) -> TTSRequest:
         if (self.text is None) == (self.script is None):
             raise ValueError("give either `text` or `script`")
+        if (self.timestamps or self.captions) and self.stream and self.stream_format == "audio":
+            raise ValueError(
+                "`timestamps` and `captions` answer JSON; to stream the words, use stream_format=sse"
+            )
         return self
+
+
+class SpokenWordOut(BaseModel):
+    word: str
+    start: float = Field(description="Seconds from the start of the audio.")
+    end: float
+
+
+class TimedSpeechResponse(BaseModel):
+    audio: str = Field(description="The audio file, base64.")
+    format: AudioFormat
+    sample_rate: int
+    duration: float
+    words: list[SpokenWordOut]
+    captions: str | None = Field(None, description="With `captions`: the SubRip or WebVTT text.")
 
 
 class CastIn(BaseModel):

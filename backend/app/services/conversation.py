@@ -36,10 +36,9 @@ from backend.app.services.turn_events import (
     TurnStream,
     Unspoken,
     Usage,
-    heard_pieces,
+    heard_reply,
 )
 from backend.app.storage.rows import Turn as StoredTurn
-from backend.app.text.segment import join_pieces
 from backend.app.voices.library import VoiceInfo
 
 logger = logging.getLogger(__name__)
@@ -336,16 +335,16 @@ class ConversationService:
         """Store the reply as far as it was heard (a reply in text only: as far as it was
         delivered), with its timings counted from `origin` (the end of the user's speech); returns
         the reply's text and its audio's name."""
-        heard = heard_pieces(spoken, played_s)
+        heard = heard_reply(spoken, played_s)
         whole = finished or text_only
-        reply = "".join(parts).strip() if whole else join_pieces([p.text for p in heard])
+        reply = "".join(parts).strip() if whole else heard.text
         timings.setdefault("tts_first_audio_ms", 0.0)
         if first_audio_at:
             timings["first_audio_ms"] = round(max(0.0, first_audio_at - origin) * 1000, 1)
             self.metrics.observe_stage("first_audio", timings["first_audio_ms"] / 1000)
         timings.setdefault("first_audio_ms", 0.0)
         timings["total_ms"] = elapsed_ms(origin)
-        name = await self.history.save_audio([p.audio for p in heard], audio_format)
+        name = await self.history.save_audio(heard.audio, audio_format)
         await self.history.add_turns(
             conversation_id,
             StoredTurn(

@@ -153,6 +153,12 @@ class ConversationHistory:
         with anyio.CancelScope(shield=True):
             await asyncio.to_thread(self.store.add_turns, conversation_id, turns)
 
+    async def cut_last_reply(self, conversation_id: str, text: str) -> bool:
+        """The last reply stored as only `text` of it was heard (a truncation after it was sent)."""
+        with anyio.CancelScope(shield=True):
+            done = await asyncio.to_thread(self.store.cut_last_reply, conversation_id, text)
+        return done
+
     async def save_audio(self, chunks: Sequence[Audio], audio_format: AudioFormat) -> str | None:
         """Encode and keep a reply's audio for /outputs/{name}; None when there is none."""
         if not chunks:

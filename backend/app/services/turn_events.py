@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.app.audio.encode import AudioFormat
+from backend.app.audio.types import Audio
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import ToolCall, Transcription
 from backend.app.core.worker import Admission, Ticket
 from backend.app.services.history import ConversationHistory
 from backend.app.services.speech import ReplyAudio, ReplyText
 from backend.app.storage.rows import Turn as StoredTurn
+from backend.app.text.segment import join_pieces
+from backend.app.text.word_timing import heard_words, joined
 from backend.app.voices.library import VoiceInfo
 
 
@@ -150,6 +153,32 @@ def heard_pieces(spoken: list[ReplyAudio], played_s: float | None) -> list[Reply
         heard.append(piece)
         offset += piece.audio.duration
     return heard
+
+
+@dataclass(frozen=True)
+class HeardReply:
+    """What the listener heard of a reply: its text and its audio."""
+
+    text: str
+    audio: list[Audio]
+
+
+def heard_reply(spoken: list[ReplyAudio], played_s: float | None) -> HeardReply:
+    """The reply as far as the listener heard it, `played_s` into its audio (None: all it was
+    sent). Whole pieces heard count whole; of the piece playing at the cut, the words that had
+    ended by then (its audio is cut there too), or the whole piece when its words' times are not
+    known."""
+    pieces = heard_pieces(spoken, played_s)
+    texts = [piece.text for piece in pieces]
+    audio = [piece.audio for piece in pieces]
+    if played_s is not None and pieces:
+        last = pieces[-1].audio
+        into = played_s - sum(piece.audio.duration for piece in pieces[:-1])
+        if into < last.duration and last.words is not None:
+            words = heard_words(last.words, into)
+            texts[-1] = joined([w.word for w in words])
+            audio[-1] = last.with_samples(last.samples[: round(into * last.sample_rate)])
+    return HeardReply(join_pieces([text for text in texts if text]), audio)
 
 
 class Commitment:

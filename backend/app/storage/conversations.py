@@ -21,6 +21,7 @@ from backend.app.core.errors import StorageFullError, StorageOpenError, StorageU
 from backend.app.core.paths import low_disk, require_free_disk
 from backend.app.storage.casts import CastTable
 from backend.app.storage.rows import (
+    CUT_LAST_REPLY,
     Conversation,
     Turn,
     conversation_from_row,
@@ -245,6 +246,11 @@ class ConversationStore:
         with self._lock, self._guarded():
             rows = self._db.execute(query, params).fetchall()
         return [turn_from_row(row) for row in reversed(rows)]
+
+    def cut_last_reply(self, conversation_id: str, text: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(CUT_LAST_REPLY.format(p="?", t="1"), (text, conversation_id))
+        return cursor.rowcount > 0
 
     def get(self, conversation_id: str) -> Conversation | None:
         with self._lock, self._guarded():

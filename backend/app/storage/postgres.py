@@ -34,6 +34,7 @@ from backend.app.storage.postgres_address import redacted, scrubbed
 from backend.app.storage.postgres_casts import PostgresCasts
 from backend.app.storage.postgres_schema import migrate
 from backend.app.storage.rows import (
+    CUT_LAST_REPLY,
     Conversation,
     Turn,
     conversation_from_row,
@@ -316,6 +317,11 @@ class PostgresStore:
         with self.connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return [turn_from_row(row) for row in reversed(rows)]
+
+    def cut_last_reply(self, conversation_id: str, text: str) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute(CUT_LAST_REPLY.format(p="%s", t="TRUE"), (text, conversation_id))
+        return cursor.rowcount > 0
 
     def get(self, conversation_id: str) -> Conversation | None:
         with self.connection() as conn:

@@ -53,6 +53,13 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+CUT_LAST_REPLY = (
+    "UPDATE turns SET text = {p}, interrupted = {t} WHERE id = "
+    "(SELECT MAX(id) FROM turns WHERE conversation_id = {p} AND role = 'assistant')"
+)
+"""`cut_last_reply` in either store's placeholder (`{p}`) and its true (`{t}`)."""
+
+
 def title_of(turns: Sequence[Turn]) -> str:
     """A new conversation's title: the start of its first user turn."""
     first = next((t.text for t in turns if t.role == "user"), "")

@@ -1,10 +1,13 @@
-"""Transcript segments as subtitles: SubRip (.srt) and WebVTT (.vtt)."""
+"""Transcript segments, or the words of synthesised speech, as subtitles: SubRip (.srt) and
+WebVTT (.vtt)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from backend.app.audio.types import SpokenWord
 from backend.app.core.values import TranscriptSegment
+from backend.app.text.word_timing import joined
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -35,3 +38,39 @@ def to_vtt(segments: Iterable[TranscriptSegment]) -> str:
         for s in _cues(segments)
     ]
     return "\n".join(["WEBVTT\n", *blocks])
+
+
+CUE_CHARS = 42
+"""The longest caption line (the usual broadcast limit)."""
+CUE_SECONDS = 5.0
+_CUE_ENDS = (".", "!", "?", "。", "！", "？", ";", "；")
+
+
+def word_cues(words: Sequence[SpokenWord]) -> list[TranscriptSegment]:
+    """Spoken words grouped into caption cues: a cue ends after a sentence, before it would pass
+    42 characters or 5 seconds, and runs from its first word's start to its last word's end."""
+    cues: list[TranscriptSegment] = []
+    current: list[SpokenWord] = []
+
+    def close() -> None:
+        if current:
+            text = joined([w.word for w in current])
+            cues.append(TranscriptSegment(current[0].start, current[-1].end, text))
+            current.clear()
+
+    for word in words:
+        if current:
+            longer = len(joined([*(w.word for w in current), word.word])) > CUE_CHARS
+            if longer or word.end - current[0].start > CUE_SECONDS:
+                close()
+        current.append(word)
+        if word.word.endswith(_CUE_ENDS):
+            close()
+    close()
+    return cues
+
+
+def captions(words: Sequence[SpokenWord], kind: str) -> str:
+    """Captions for synthesised speech: `srt` or `vtt`."""
+    cues = word_cues(words)
+    return to_srt(cues) if kind == "srt" else to_vtt(cues)

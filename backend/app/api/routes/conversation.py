@@ -21,6 +21,7 @@ from backend.app.api.deps import (
 )
 from backend.app.api.schemas import ERROR_RESPONSES, ConversationResponse, ToolStepOut
 from backend.app.api.sse import sse_event, sse_response
+from backend.app.api.word_timings import Timeline
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, encode_audio
 from backend.app.services.conversation import collect
 from backend.app.services.speech import ReplyAudio, ReplyText
@@ -56,9 +57,10 @@ async def conversation(
 
     With `stream=true` the answer is Server-Sent Events, in order: `transcript` (`{"text",
     "language", "conversation_id"}`), `reply_delta` (`{"text"}`) and `audio` (`{"index", "text", "format",
-    "sample_rate", "audio"}`: one base64 file in `format` per piece of the reply, spoken while the
-    rest is still being generated) interleaved, then `done` (the non-streamed response's fields,
-    with `timings` incl. `first_audio_ms`), or `error`.
+    "sample_rate", "start", "words", "audio"}`: one base64 file in `format` per piece of the reply,
+    spoken while the rest is still being generated; `words` are `[{word, start, end}]` in seconds
+    from the start of the reply's audio, `start` the piece's own) interleaved, then `done` (the
+    non-streamed response's fields, with `timings` incl. `first_audio_ms`), or `error`.
     """
     data = await read_upload(audio_file, settings, "audio_file")
     turn_stream = await service.begin_turn(
@@ -85,6 +87,7 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
     transcription = turn.transcription
     transcript = {"text": transcription.text, "language": transcription.language}
     yield sse_event("transcript", {**transcript, "conversation_id": turn.conversation_id})
+    timeline = Timeline()
     async with aclosing(turn.events) as events:
         async for event in events:
             if isinstance(event, Heard):
@@ -93,6 +96,7 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
                 yield sse_event("reply_delta", {"text": event.text})
             elif isinstance(event, ReplyAudio):
                 data = await asyncio.to_thread(encode_audio, event.audio, audio_format)
+                start, words = timeline.place(event.audio)
                 yield sse_event(
                     "audio",
                     {
@@ -100,6 +104,8 @@ async def _turn_events(turn: TurnStream, audio_format: AudioFormat) -> AsyncGene
                         "text": event.text,
                         "format": audio_format,
                         "sample_rate": event.audio.sample_rate,
+                        "start": start,
+                        "words": words,
                         "audio": base64.b64encode(data).decode("ascii"),
                     },
                 )

@@ -9,16 +9,18 @@ from contextlib import aclosing
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from backend.app.api.audio_stream import encoded
 from backend.app.api.deps import CastServiceDep, TTSServiceDep, require_json
-from backend.app.api.schemas import ERROR_RESPONSES, TTSRequest
+from backend.app.api.schemas import ERROR_RESPONSES, SpokenWordOut, TimedSpeechResponse, TTSRequest
 from backend.app.api.sse import sse_event, sse_response
+from backend.app.api.word_timings import Timeline, words_json
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.speech import ReplyAudio, SpeechStream
 from backend.app.text.script import Script, speaker_key
+from backend.app.text.subtitles import captions
 
 router = APIRouter(tags=["tts"])
 
@@ -28,8 +30,13 @@ router = APIRouter(tags=["tts"])
     responses={
         **ERROR_RESPONSES,
         200: {
-            "content": {**{t: {} for t in CONTENT_TYPES.values()}, "text/event-stream": {}},
-            "description": "The audio (or, with stream_format=sse, its pieces as events).",
+            "content": {
+                **{t: {} for t in CONTENT_TYPES.values()},
+                "text/event-stream": {},
+                "application/json": {"schema": TimedSpeechResponse.model_json_schema()},
+            },
+            "description": "The audio (with stream_format=sse, its pieces as events; with timestamps "
+            "or captions, JSON with the audio and its words).",
         },
     },
     response_class=Response,
@@ -47,7 +54,12 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep, casts: CastServiceDep
 
     With `stream=true` the audio is sent piece by piece as each is synthesised (chunked transfer):
     wav as an open-ended WAV stream, pcm as bare PCM16, ogg/mp3/flac as one continuous stream; or,
-    with `stream_format=sse`, one `audio` event per piece with its index, turns and speakers.
+    with `stream_format=sse`, one `audio` event per piece with its index, turns and speakers, and
+    its `words` (`[{word, start, end}]`, seconds from the start of the whole speech; `start` is the
+    piece's own).
+
+    With `timestamps=true` the answer is JSON: the audio as base64 and `words`, where each word of
+    the text is heard; `captions=srt|vtt` adds SubRip or WebVTT captions of them.
     """
     script: Script | None
     mapping: dict[str, str] = {}
@@ -83,6 +95,16 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep, casts: CastServiceDep
         )
     audio = await speech.collect()
     data = await asyncio.to_thread(encode_audio, audio, body.format)
+    if body.timestamps or body.captions:
+        timed = TimedSpeechResponse(
+            audio=base64.b64encode(data).decode("ascii"),
+            format=body.format,
+            sample_rate=audio.sample_rate,
+            duration=round(audio.duration, 3),
+            words=[SpokenWordOut.model_validate(w) for w in words_json(audio.words)],
+            captions=captions(audio.words or (), body.captions) if body.captions else None,
+        )
+        return JSONResponse(timed.model_dump(), headers=headers)
     return Response(
         content=data,
         media_type=CONTENT_TYPES[body.format],
@@ -110,11 +132,13 @@ def _headers(speech: SpeechStream) -> dict[str, str]:
 async def _events(speech: SpeechStream, audio_format: AudioFormat) -> AsyncGenerator[bytes, None]:
     """An `audio` event per piece (a whole file in `audio_format`), then `done`."""
     pieces = 0
+    timeline = Timeline()
     async with aclosing(speech):
         async for event in speech:
             if not isinstance(event, ReplyAudio):
                 continue
             data = await asyncio.to_thread(encode_audio, event.audio, audio_format)
+            start, words = timeline.place(event.audio)
             pieces += 1
             yield sse_event(
                 "audio",
@@ -126,6 +150,8 @@ async def _events(speech: SpeechStream, audio_format: AudioFormat) -> AsyncGener
                     "format": audio_format,
                     "sample_rate": event.audio.sample_rate,
                     "duration": round(event.audio.duration, 3),
+                    "start": start,
+                    "words": words,
                     "audio": base64.b64encode(data).decode("ascii"),
                 },
             )

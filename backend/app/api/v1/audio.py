@@ -30,6 +30,7 @@ from backend.app.api.v1.schemas import (
     DurationUsage,
     SpeechFormat,
     SpeechRequest,
+    TimedSpeech,
     TranscriptFormat,
     TranscriptionOut,
     TranscriptionVerboseOut,
@@ -38,7 +39,10 @@ from backend.app.api.v1.schemas import (
     VoiceList,
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
+from backend.app.api.word_timings import Timeline, words_json
+from backend.app.audio.decode import resample
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
+from backend.app.audio.types import Audio
 from backend.app.core.config import Settings
 from backend.app.core.errors import (
     AudioTooLongError,
@@ -282,7 +286,9 @@ async def create_speech(
 
     The audio is sent as it is synthesised, segment by segment (wav is sent whole, so that its
     header gives the length). `pcm` is 24 kHz 16-bit mono, as OpenAI's. With `stream_format=sse`,
-    `speech.audio.delta` events carry base64 chunks of the encoded stream, then `speech.audio.done`.
+    `speech.audio.delta` events carry base64 chunks of the encoded stream, then `speech.audio.done`;
+    each piece's delta also has its `words` (`[{word, start, end}]`, seconds from the start).
+    With `timestamps=true` (not OpenAI's) the answer is JSON: the audio as base64 and its `words`.
     `instructions` is accepted and has no effect on the embedded engines.
     """
     catalog.resolve(body.model, "tts")
@@ -293,13 +299,26 @@ async def create_speech(
         raise InvalidInputError(e.message, param="input") from e
     fmt = _SPEECH_FORMATS[body.response_format]
     out_rate = PCM_RATE if fmt == "pcm" else None
+    if body.timestamps and body.stream_format == "audio":
+        audio = await speech.collect()
+        if out_rate is not None:
+            audio = await asyncio.to_thread(resample, audio, out_rate)
+        data = await asyncio.to_thread(encode_audio, audio, fmt)
+        timed = TimedSpeech(
+            audio=base64.b64encode(data).decode("ascii"),
+            format=body.response_format,
+            sample_rate=audio.sample_rate,
+            duration=round(audio.duration, 3),
+            words=[TranscriptWord.model_validate(w) for w in words_json(audio.words)],
+        )
+        return JSONResponse(timed.model_dump())
     if fmt == "wav" and body.stream_format == "audio":
         audio = await speech.collect()
         data = await asyncio.to_thread(encode_audio, audio, fmt)
         return Response(data, media_type=CONTENT_TYPES[fmt], headers=_speech_headers(audio.sample_rate))
     encoder = StreamEncoder(fmt, speech.sample_rate, out_rate)
     if body.stream_format == "sse":
-        events = _speech_events(encoded(speech.audio(), encoder), math.ceil(len(body.input) / 4))
+        events = _speech_events(speech.audio(), encoder, math.ceil(len(body.input) / 4))
         return openai_sse_response(events)
     return StreamingResponse(
         encoded(speech.audio(), encoder),
@@ -325,15 +344,27 @@ async def _transcript_events(
 
 
 async def _speech_events(
-    audio: AsyncGenerator[bytes, None], input_tokens: int
+    chunks: AsyncGenerator[Audio, None], encoder: StreamEncoder, input_tokens: int
 ) -> AsyncGenerator[bytes, None]:
     """OpenAI's speech SSE: `speech.audio.delta` events, then `speech.audio.done` with a usage
-    estimate (input tokens ~ characters / 4; no output tokens)."""
-    async with aclosing(audio):
-        async for data in audio:
-            yield sse_data({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    estimate (input tokens ~ characters / 4; no output tokens). Each piece's delta also carries its
+    `words` (seconds from the start of the speech), which OpenAI's clients ignore."""
+    timeline = Timeline()
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            data = await asyncio.to_thread(encoder.encode, chunk)
+            _, words = timeline.place(chunk)
+            if data or words:
+                yield sse_data(_delta(data, words))
+    tail = await asyncio.to_thread(encoder.finish)
+    if tail:
+        yield sse_data(_delta(tail, []))
     usage = {"input_tokens": input_tokens, "output_tokens": 0, "total_tokens": input_tokens}
     yield sse_data({"type": "speech.audio.done", "usage": usage})
+
+
+def _delta(data: bytes, words: list[dict[str, object]]) -> dict[str, object]:
+    return {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "words": words}
 
 
 @router.get("/audio/voices", response_model=VoiceList, responses=OPENAI_ERRORS)

@@ -71,6 +71,19 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: the bytes, streamed as synthesised; sse: speech.audio.* events."
     )
+    timestamps: bool = Field(
+        False,
+        description="Not OpenAI's: answer JSON with the audio as base64 and `words` "
+        "(`[{word, start, end}]`, seconds) where each word is heard. sse deltas carry words always.",
+    )
+
+
+class TimedSpeech(BaseModel):
+    audio: str = Field(description="The audio file in `format`, base64.")
+    format: str
+    sample_rate: int
+    duration: float
+    words: list[TranscriptWord]
 
 
 class VoiceList(BaseModel):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from backend.app.services.realtime.listener import Listener, TimedTranscription
 from backend.app.services.speech import ReplyAudio, ReplyText
-from backend.app.services.turn_events import Commitment, Heard, TurnEvent, heard_pieces
-from backend.app.text.segment import join_pieces
+from backend.app.services.turn_events import Commitment, Heard, TurnEvent, heard_reply
 
 
 @dataclass
@@ -74,7 +73,7 @@ class ReplySender:
     def cut(self) -> str:
         """A cut: freeze what was heard, and return its text."""
         self._played_at_cut = self.played_s()
-        return join_pieces([piece.text for piece in heard_pieces(self._sent, self._played_at_cut)])
+        return heard_reply(self._sent, self._played_at_cut).text
 
     async def start(self) -> None:
         """The reply begins (once per reply, however many events follow)."""

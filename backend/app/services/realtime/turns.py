@@ -122,6 +122,11 @@ class Turns:
 
         await self._in_order(store)
 
+    async def cut_stored_reply(self, heard: str) -> None:
+        """The last reply, spoken whole, was heard only as far as `heard` (a truncation after it
+        ended): it is stored so, and the next reply's prompt holds exactly that."""
+        await self.conversation.history.cut_last_reply(self.conversation_id, heard)
+
     async def add_tool_result(self, call: ToolCall, output: str) -> None:
         """The result of a call of the client's own tool, stored in order with the typed items
         (the next reply reads it)."""

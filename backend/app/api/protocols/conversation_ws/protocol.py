@@ -14,6 +14,7 @@ import soxr
 
 from backend.app.api.protocols.dispatch import Dispatch
 from backend.app.api.protocols.errors import ProtocolError
+from backend.app.api.word_timings import Timeline
 from backend.app.audio.encode import to_pcm16
 from backend.app.audio.types import Audio
 from backend.app.audio.vad import SAMPLE_RATE
@@ -69,6 +70,8 @@ class OwnProtocol:
         self.session: RealtimeSession | None = None
         self._resampler: soxr.ResampleStream | None = None
         self.started = False
+        self._timeline = Timeline()
+        """Where the reply's pieces and words fall in its audio."""
         self.ended = False
         """The client said `stop`, and was told `session_end`: the connection closes."""
 
@@ -188,7 +191,10 @@ class OwnProtocol:
 
     async def reply_audio(self, piece: ReplyAudio, first: bool) -> None:
         if first:
+            self._timeline = Timeline()
             await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
+        start, words = self._timeline.place(piece.audio)
+        await self._out.event({"type": "audio_words", "index": piece.index, "start": start, "words": words})
         pcm = to_pcm16(piece.audio)
         step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
         for offset in range(0, len(pcm), step):

@@ -65,6 +65,8 @@ class ServerEvents:
         self.speech_item: str | None = None  # the user item the VAD's speech will become
         self._awaiting: deque[str] = deque()  # committed audio items, awaiting their transcripts
         self.response: ResponseState | None = None
+        self.last_spoken: tuple[str, list[ReplyAudio]] | None = None
+        """The last reply spoken whole: its item id and audio, for a truncation after it."""
         self.pending_text: deque[str] = deque()  # ids of typed items being stored
         self._durations: dict[str, float] = {}  # committed items' seconds of audio
         self.metadata: dict[str, str] | None = None  # for the next response
@@ -195,6 +197,7 @@ class ServerEvents:
         self._kept_instructions = instructions
 
     async def reply_started(self) -> None:
+        self.last_spoken = None  # from now on that reply is no longer the last one stored
         options = self.reply_options()
         response = ResponseState(
             new_id("resp"), new_id("item"), options.speak, self.metadata, self.output_format
@@ -220,7 +223,9 @@ class ServerEvents:
         response = self.response
         if response is None:
             return
-        await self.send_audio(response, response.encoder.encode(piece.audio.samples, piece.audio.sample_rate))
+        words = response.keep(piece)
+        data = response.encoder.encode(piece.audio.samples, piece.audio.sample_rate)
+        await self.send_audio(response, data, words)
 
     async def reply_finished(self, turn: Turn) -> None:
         await self.keep_instructions()
@@ -284,16 +289,19 @@ class ServerEvents:
         False here, where the client plays what it was sent."""
         return False
 
-    async def send_audio(self, response: ResponseState, data: bytes) -> None:
-        """Reply audio in the response's format, to the client: `response.output_audio.delta`s."""
+    async def send_audio(
+        self, response: ResponseState, data: bytes, words: list[dict[str, object]] | None = None
+    ) -> None:
+        """Reply audio in the response's format, to the client: `response.output_audio.delta`s.
+        The first delta of a piece carries the piece's `words` (seconds from the item's start)."""
         fmt = response.encoder.format
         step = int(fmt.rate * AUDIO_DELTA_S) * fmt.sample_bytes
         for offset in range(0, len(data), step):
             chunk = data[offset : offset + step]
             response.audio_s += fmt.seconds(len(chunk))
-            await self.event(
-                "response.output_audio.delta", **response.where(), delta=base64.b64encode(chunk).decode()
-            )
+            extra = {"words": words} if words is not None and offset == 0 else {}
+            delta = base64.b64encode(chunk).decode()
+            await self.event("response.output_audio.delta", **response.where(), delta=delta, **extra)
 
     async def _finish(
         self,
@@ -305,6 +313,7 @@ class ServerEvents:
         calls: tuple[ToolCall, ...] = (),
     ) -> None:
         self.response = None
+        self.last_spoken = (response.item_id, response.spoken) if response.speak else None
         if status == "completed":
             tail = response.encoder.flush()
             if tail:

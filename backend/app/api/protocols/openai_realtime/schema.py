@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.app.api.protocols.wire_audio import PCMA, PCMU, WireEncoder, WireFormat
+from backend.app.api.word_timings import words_json
 from backend.app.audio.g711 import G711_RATE
 from backend.app.core.config import VADSettings
 from backend.app.services.realtime.config import SessionError
+from backend.app.services.speech import ReplyAudio
 
 OUTPUT_RATE = 24000
 """The Realtime protocol's PCM rate, both ways."""
@@ -344,6 +346,14 @@ class ResponseState:
         self.text: list[str] = []
         self.audio_s = 0.0
         self.encoder = WireEncoder(output_format)
+        self.spoken: list[ReplyAudio] = []
+        """The reply's pieces, with their words' times (what a truncation cuts by)."""
+
+    def keep(self, piece: ReplyAudio) -> list[dict[str, object]]:
+        """Keep a piece of the reply; its words in seconds from the start of the item's audio."""
+        start = sum(kept.audio.duration for kept in self.spoken)
+        self.spoken.append(piece)
+        return words_json(piece.audio.words, start)
 
     def where(self) -> dict[str, Any]:
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}

@@ -44,6 +44,7 @@ from backend.app.api.protocols.openai_realtime.schema import (
     voice_name,
 )
 from backend.app.api.protocols.openai_realtime.tools import output_item, session_tools
+from backend.app.api.protocols.openai_realtime.truncation import truncate
 from backend.app.api.protocols.wire_audio import WireDecoder, WireFormat
 from backend.app.api.v1.compat import VoiceMap
 from backend.app.audio.vad import SAMPLE_RATE
@@ -244,36 +245,7 @@ class OpenAIRealtime:
 
     @EVENTS.on("conversation.item.truncate")
     async def _truncate(self, event: dict[str, Any]) -> None:
-        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
-        if not isinstance(item_id, str):
-            raise SessionError(
-                "Missing required parameter: 'item_id'.", "missing_required_parameter", "item_id"
-            )
-        if isinstance(end_ms, bool) or not isinstance(end_ms, int) or end_ms < 0:
-            raise SessionError(
-                "Invalid value for 'audio_end_ms': a whole number of milliseconds.",
-                "invalid_value",
-                "audio_end_ms",
-            )
-        response = self.server.response
-        if response is None or response.item_id != item_id:
-            raise SessionError(
-                f"Item {item_id!r} is not the reply being spoken: only the reply in progress can be "
-                "truncated here (what was heard of a reply is stored when it is cut).",
-                "item_truncate_invalid_item_id",
-                "item_id",
-            )
-        if end_ms > round(response.audio_s * 1000):
-            raise SessionError(
-                f"audio_end_ms {end_ms} is beyond the {round(response.audio_s * 1000)} ms of audio sent.",
-                "invalid_value",
-                "audio_end_ms",
-            )
-        assert self.server.session is not None
-        self.server.session.limit_heard(end_ms / 1000)
-        await self.server.event(
-            "conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms
-        )
+        await truncate(self.server, event)
 
     @EVENTS.on("response.create")
     async def _response_create(self, event: dict[str, Any]) -> None:

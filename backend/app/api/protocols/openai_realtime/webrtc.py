@@ -87,9 +87,12 @@ class WebRtcEvents(ServerEvents):
             return
         if self._encoder is None or self._encoder[0] != response.id:
             self._encoder = (response.id, WireEncoder(TRACK_FORMAT))
+        response.keep(piece)
         await self._play(response, self._encoder[1].encode(piece.audio.samples, piece.audio.sample_rate))
 
-    async def send_audio(self, response: ResponseState, data: bytes) -> None:
+    async def send_audio(
+        self, response: ResponseState, data: bytes, words: list[dict[str, object]] | None = None
+    ) -> None:
         pass  # no output_audio deltas over WebRTC: the audio is on the track
 
     async def _play(self, response: ResponseState, data: bytes) -> None:
