@@ -15,6 +15,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - Chinese: what STT_MODEL_NAME=auto costs, the stages by input length, WebSocket turns
   (needs `make zh-voice zh-llm`);
 - STT decoding for turns: beam 1 against beam 5 (time and word error rate);
+- word timings: where the voices say each word is, against Whisper's word timestamps (English
+  and Chinese) and against the signal where a word follows a pause;
 - what a transcription costs by what is in the audio: crafted repetition loops against speech of the
   same length, the raw library against the server's bounded decoding;
 - dialogue scripts (two speakers, 1,250-1,500 characters): time to the first audio and real-time
@@ -66,6 +68,7 @@ SECTIONS = (
     "latency",
     "realtime",
     "transports",
+    "word_timings",
     "turns",
     "cpu",
     "concurrency",
@@ -188,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import stt_beam
 
         write(out, "beam", stt_beam.section(stt_beam.measure(1 if args.quick else 2)))
+
+    if "word_timings" in args.sections and not args.gpu:  # in-process, the CPU voices
+        from bench import word_timings
+
+        write(out, "word_timings", word_timings.section(word_timings.measure(settings), out))
 
     if "stt_cost" in args.sections and not args.gpu:
         from bench import stt_cost

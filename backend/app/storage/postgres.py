@@ -10,7 +10,7 @@ waits, then finds the work done. A turn is committed (synchronous_commit, Postgr
 A database that is down (at start-up or later) makes each call a 503 with Retry-After; `ping`
 notices it without waiting for a request (/health and the app's watch call it), and the outage is
 logged once when it begins and once when it ends, naming the server, never the password. The pool
-reconnects by itself when it returns, and the schema is checked then.
+reconnects by itself when it returns; the schema is checked then.
 """
 
 from __future__ import annotations
@@ -277,7 +277,6 @@ class PostgresStore:
         return None
 
     # -- turns --------------------------------------------------------------------------------
-
     def add_turns(self, conversation_id: str, turns: Sequence[Turn]) -> None:
         """Append turns (creating the conversation on its first turn), in one committed transaction."""
         now = time.time()
@@ -320,8 +319,7 @@ class PostgresStore:
 
     def cut_last_reply(self, conversation_id: str, text: str) -> bool:
         with self.transaction() as conn:
-            cursor = conn.execute(CUT_LAST_REPLY.format(p="%s", t="TRUE"), (text, conversation_id))
-        return cursor.rowcount > 0
+            return conn.execute(CUT_LAST_REPLY.format(p="%s", t="TRUE"), (text, conversation_id)).rowcount > 0
 
     def get(self, conversation_id: str) -> Conversation | None:
         with self.connection() as conn:

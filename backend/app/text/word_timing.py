@@ -71,20 +71,40 @@ def place_words(text: str, sounds: Sequence[Sound], reading: Callable[[str], str
     if not words:
         return ()
     expected: list[int] = []  # the word each letter of the readings belongs to
-    letters = []
     for index, word in enumerate(words):
-        read = _letters(reading(word))
-        letters.append(read)
-        expected += [index] * len(read)
-    heard = [(s, _letters(s.symbol)) for s in sounds]
-    spoken = [(s, c) for s, text_ in heard for c in text_]
-    spans: list[list[float]] = [[] for _ in words]
-    matcher = SequenceMatcher(None, "".join(letters), "".join(c for _, c in spoken), autojunk=False)
+        expected += [index] * len(_letters(reading(word)))
+    readings = "".join(_letters(reading(word)) for word in words)
+    spoken = [(at, c) for at, sound in enumerate(sounds) for c in _letters(sound.symbol)]
+    owner: list[int | None] = [None] * len(sounds)
+    matcher = SequenceMatcher(None, readings, "".join(c for _, c in spoken), autojunk=False)
     for a, b, size in matcher.get_matching_blocks():
         for k in range(size):
-            sound = spoken[b + k][0]
-            spans[expected[a + k]] += (sound.start, sound.end)
+            owner[spoken[b + k][0]] = expected[a + k]
+    _extend(owner, sounds)
+    spans: list[list[float]] = [[] for _ in words]
+    for at, index in enumerate(owner):
+        if index is not None:
+            spans[index] += (sounds[at].start, sounds[at].end)
     return _filled(words, spans, sounds[-1].end if sounds else 0.0)
+
+
+def _extend(owner: list[int | None], sounds: Sequence[Sound]) -> None:
+    """Sounds nothing matched go to the word they are spoken within: the one before them, else the
+    one after, as long as no boundary (a space, a pause, punctuation) comes between."""
+    for order in (range(len(sounds)), range(len(sounds) - 1, -1, -1)):
+        current: int | None = None
+        for at in order:
+            symbol = sounds[at].symbol
+            if _is_boundary(symbol):
+                current = None
+            elif owner[at] is not None:
+                current = owner[at]
+            elif _letters(symbol) and current is not None:
+                owner[at] = current
+
+
+def _is_boundary(symbol: str) -> bool:
+    return not symbol or any(c.isspace() or unicodedata.category(c)[0] in "PSZ" for c in symbol)
 
 
 def _filled(words: list[str], spans: list[list[float]], length: float) -> tuple[SpokenWord, ...]:

@@ -215,6 +215,15 @@ export const live = {
       case "audio_start":
         this.outputRate = message.sample_rate;
         this.speaking = this.assistant;
+        this.replyAt = 0;
+        if ($("talk").dataset.transport === "webrtc") {
+          // The reply plays from the call's track in real time as the server sends it.
+          this.assistant?.spokenWords(() => performance.now() / 1000).anchor(0, performance.now() / 1000, Infinity);
+        }
+        break;
+      case "audio_words":
+        if ($("talk").dataset.transport === "webrtc") this.assistant?.spokenWords(() => performance.now() / 1000).add(message.words);
+        else this.assistant?.spokenWords(() => player.now()).add(message.words);
         setActivity(t("Speaking… talk to interrupt."));
         break;
       case "turn_end":
@@ -268,10 +277,17 @@ export const live = {
 
   audio(data) {
     const view = this.assistant;
-    player.enqueuePcm16(data, this.outputRate, (seconds) => {
-      view?.addPlayed(seconds);
-      if (!player.playing && !this.answering && this.ws) setActivity(t("Listening: just talk."));
-    });
+    const at = this.replyAt ?? 0;
+    this.replyAt = at + data.byteLength / 2 / this.outputRate;
+    player.enqueuePcm16(
+      data,
+      this.outputRate,
+      (seconds) => {
+        view?.addPlayed(seconds);
+        if (!player.playing && !this.answering && this.ws) setActivity(t("Listening: just talk."));
+      },
+      (clock, seconds) => view?.wordsView?.anchor(at, clock, seconds),
+    );
   },
 
   interrupt() {

@@ -26,32 +26,39 @@ export class Player {
     return this.sources.size > 0;
   }
 
-  enqueueFile(arrayBuffer, onPlayed) {
+  // `onStart(time, seconds)`: when, on the AudioContext's clock, the audio will start playing.
+  enqueueFile(arrayBuffer, onPlayed, onStart) {
     const generation = this.generation;
     this.decoding = this.decoding
       .then(() => this.context().decodeAudioData(arrayBuffer))
       .then((buffer) => {
-        if (generation === this.generation) this.schedule(buffer, onPlayed);
+        if (generation === this.generation) this.schedule(buffer, onPlayed, onStart);
       })
       .catch((error) => console.warn("reply audio could not be decoded", error));
   }
 
-  enqueuePcm16(arrayBuffer, sampleRate, onPlayed) {
+  enqueuePcm16(arrayBuffer, sampleRate, onPlayed, onStart) {
     const samples = new Int16Array(arrayBuffer, 0, arrayBuffer.byteLength >> 1);
     if (!samples.length) return;
     const buffer = this.context().createBuffer(1, samples.length, sampleRate);
     const channel = buffer.getChannelData(0);
     for (let i = 0; i < samples.length; i++) channel[i] = samples[i] / 32768;
-    this.schedule(buffer, onPlayed);
+    this.schedule(buffer, onPlayed, onStart);
   }
 
-  schedule(buffer, onPlayed) {
+  // Seconds on the AudioContext's clock (0 before it exists).
+  now() {
+    return this.ctx ? this.ctx.currentTime : 0;
+  }
+
+  schedule(buffer, onPlayed, onStart) {
     const ctx = this.context();
     const source = ctx.createBufferSource();
     source.buffer = buffer;
     source.connect(ctx.destination);
     const start = Math.max(ctx.currentTime + 0.03, this.nextTime);
     source.start(start);
+    onStart?.(start, buffer.duration);
     this.nextTime = start + buffer.duration;
     this.sources.add(source);
     source.onended = () => {

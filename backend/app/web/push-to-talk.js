@@ -109,7 +109,14 @@ export async function spokenTurn(blob) {
         assistant.append(data.text);
       } else if (event === "audio") {
         const view = assistant;
-        player.enqueueFile(base64ToBuffer(data.audio), (seconds) => view?.addPlayed(seconds));
+        const words = view?.spokenWords(() => player.now());
+        words?.add(data.words);
+        const at = data.start ?? 0;
+        player.enqueueFile(
+          base64ToBuffer(data.audio),
+          (seconds) => view?.addPlayed(seconds),
+          (clock, seconds) => words?.anchor(at, clock, seconds),
+        );
         setActivity(t("Speaking…"));
       } else if (event === "done") {
         if (assistant) {

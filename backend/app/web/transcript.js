@@ -3,6 +3,7 @@
 import { t } from "./i18n.js";
 import { $, TIMING_LABELS } from "./state.js";
 import { playUrl } from "./playback.js";
+import { SpokenWords } from "./captions.js";
 
 export function formatMs(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
@@ -115,8 +116,18 @@ export class MessageView {
     this.scroll();
   }
 
+  // The reply's words, lit as they are heard; `now` tells the time on the clock audio is anchored to.
+  spokenWords(now) {
+    if (!this.wordsView) {
+      this.wordsView = new SpokenWords(this.textEl.parentNode, now);
+      this.textEl.after(this.wordsView.el);
+    }
+    return this.wordsView;
+  }
+
   markInterrupted(said) {
     this.pending = false;
+    this.wordsView?.stopAt(said ?? "");
     this.el.classList.add("interrupted");
     if (said !== undefined) this.text = said || "…";
     this.note(t("interrupted"));

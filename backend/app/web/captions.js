@@ -1,0 +1,116 @@
+// The words of a spoken reply, each lit while it is heard; a reply cut short shows where.
+//
+// The server gives each piece of a reply its words with times in seconds from the start of the
+// reply's audio. The page knows when it started playing each stretch of that audio (an anchor:
+// reply time -> AudioContext or wall-clock time), so it can tell which word is being heard now.
+
+const CJK = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/;
+
+function joinable(previous, word) {
+  return previous && !(CJK.test(previous.slice(-1)) && CJK.test(word[0]));
+}
+
+export class SpokenWords {
+  constructor(host, now) {
+    this.el = document.createElement("p");
+    this.el.className = "words";
+    this.el.setAttribute("aria-hidden", "true"); // the text itself is read out by the reply's .text
+    host.append(this.el);
+    this.now = now; // () => seconds on the anchors' clock
+    this.words = [];
+    this.anchors = [];
+    this.frame = 0;
+    this.current = -1;
+    this.cut = false;
+  }
+
+  // A piece's words, [{word, start, end}] on the reply's clock.
+  add(words) {
+    for (const word of words || []) {
+      const span = document.createElement("span");
+      span.textContent = word.word;
+      const last = this.words[this.words.length - 1];
+      if (joinable(last?.word, word.word)) this.el.append(" ");
+      this.el.append(span);
+      this.words.push({ ...word, span });
+    }
+    this.follow();
+  }
+
+  // `seconds` of the reply's audio, from `at` on its reply clock, began playing at `clock`.
+  anchor(at, clock, seconds) {
+    this.anchors.push({ at, clock, seconds });
+    this.follow();
+  }
+
+  // Where the listener is in the reply now (null before any of it played).
+  position() {
+    const now = this.now();
+    let found = null;
+    for (const anchor of this.anchors) {
+      if (anchor.clock > now) break;
+      found = anchor.at + Math.min(now - anchor.clock, anchor.seconds);
+    }
+    return found;
+  }
+
+  follow() {
+    if (this.frame || this.cut) return;
+    const step = () => {
+      this.frame = 0;
+      const at = this.position();
+      if (at !== null) this.light(at);
+      const last = this.words[this.words.length - 1];
+      if (!this.cut && (at === null || !last || at < last.end)) this.frame = requestAnimationFrame(step);
+    };
+    this.frame = requestAnimationFrame(step);
+  }
+
+  light(at) {
+    let current = -1;
+    this.words.forEach((word, index) => {
+      const said = word.end <= at;
+      word.span.classList.toggle("said", said);
+      if (!said && word.start <= at) current = index;
+    });
+    if (current !== this.current) {
+      this.words[this.current]?.span.classList.remove("current");
+      this.words[current]?.span.classList.add("current");
+      this.current = current;
+      this.el.dataset.currentWord = current >= 0 ? this.words[current].word : "";
+    }
+    this.el.dataset.heardWords = String(this.words.filter((word) => word.end <= at).length);
+  }
+
+  // The reply was cut: the words of `said` (what the server counts as heard) stay, the rest are
+  // shown as not heard, with a mark at the cut.
+  stopAt(said) {
+    this.cut = true;
+    cancelAnimationFrame(this.frame);
+    const heard = (said || "").replace(/\s+/g, "");
+    let prefix = "";
+    let kept = 0;
+    for (const word of this.words) {
+      const next = prefix + word.word.replace(/\s+/g, "");
+      if (!heard.startsWith(next)) break;
+      prefix = next;
+      kept += 1;
+    }
+    this.words.forEach((word, index) => {
+      word.span.classList.remove("current");
+      word.span.classList.toggle("said", index < kept);
+      word.span.classList.toggle("unheard", index >= kept);
+    });
+    if (kept < this.words.length) {
+      const mark = document.createElement("span");
+      mark.className = "cut-mark";
+      mark.textContent = "✂";
+      mark.title = "cut here";
+      const before = this.words[kept - 1]?.span;
+      if (before) before.after(mark);
+      else this.el.prepend(mark);
+    }
+    this.el.dataset.heardWords = String(kept);
+    this.el.dataset.cutAfter = String(kept);
+  }
+}
