@@ -15,6 +15,7 @@ the digit sentences with their digits left unsaid score 0.36-0.44, another sente
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from backend.app.backends.whisper import WhisperBackend
 from backend.app.core.errors import InvalidInputError
 from backend.app.core.values import SynthesisRequest, TranscribeOptions
 from backend.app.text.wer import character_error_rate
+from backend.app.text.word_timing import words_of
+from bench.common import median
+from bench.word_timings import differences
 
 REPO = Path(__file__).parent.parent.parent
 VOICE = REPO / "models" / "zh-baker"
@@ -122,3 +126,20 @@ def test_text_without_chinese_is_refused_naming_the_language(voice: BakerMandari
     with pytest.raises(InvalidInputError, match="Chinese only"):
         voice.synthesize(SynthesisRequest("Hello, how are you?"))
     assert voice.estimate_seconds("你好，世界。") > 0.5
+
+
+def test_each_character_is_timed_by_the_duration_predictor(
+    voice: BakerMandarinBackend, whisper: WhisperBackend
+) -> None:
+    """Each character (numbers read out: their own word) gets its syllable's time, in order; the
+    starts agree with Whisper's word timestamps (median measured 85 ms, Whisper running early)."""
+    starts = []
+    for text, _ in PLAIN + DIGITS[:2]:
+        audio = voice.synthesize(SynthesisRequest(text))
+        assert audio.words is not None and [w.word for w in audio.words] == words_of(text)
+        assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(audio.words))
+        options = TranscribeOptions(language="zh", word_timestamps=True)
+        found = whisper.transcribe(resample(audio, whisper.sample_rate), options)
+        starts += differences(audio.words, [w for s in found.segments for w in s.words])[0]
+    assert len(starts) >= 15
+    assert median([abs(s) for s in starts]) <= 0.15

@@ -15,8 +15,10 @@ import torch
 from fastapi.testclient import TestClient
 
 from backend.app.audio.decode import decode_audio
+from backend.app.audio.types import Audio
 from backend.app.backends.registry import load_tts
 from backend.app.backends.vibevoice import SAMPLE_RATE, VibeVoiceBackend, VibeVoicePrompt
+from backend.app.backends.whisper import WhisperBackend
 from backend.app.container import Services
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, ModelLoadError
@@ -168,6 +170,34 @@ def test_long_text_is_synthesised_in_segments(vibevoice: VibeVoiceBackend, voice
     assert result.audio.sample_rate == 24_000
     speech = 3 * MAX_NEW_TOKENS * HOP
     assert speech < len(result.audio.samples) <= speech + 2 * int(0.1 * 24_000)
+    service.worker.shutdown()
+
+
+def test_its_words_are_placed_by_forced_alignment(
+    vibevoice: VibeVoiceBackend, voices_dir: Path, whisper: WhisperBackend
+) -> None:
+    """VibeVoice gives no durations: the service has the STT's Whisper align the text on the speech
+    (the tiny model speaks noise, so this proves the path, not the placing: every word, in order,
+    within its segment's audio, the second segment's after the gap)."""
+    settings = TTSSettings(max_chars=5000, segment_threshold_chars=40, segment_silence_ms=100)
+    service = TTSService(
+        vibevoice, ModelWorker("tts", 2), VoiceLibrary(voices_dir), SpeakerCache(4), settings, aligner=whisper
+    )
+    text = "The first sentence is short. The second one is short too."
+
+    async def pieces() -> list[Audio]:
+        return [chunk async for chunk in (await service.speak(text)).audio()]
+
+    first, second = asyncio.run(pieces())
+    assert vibevoice.synthesize(SynthesisRequest("Hi.")).words is None
+    assert first.words is not None and second.words is not None
+    assert [w.word for w in (*first.words, *second.words)] == text.split()
+    for piece in (first, second):
+        starts = [w.start for w in piece.words or ()]
+        assert starts == sorted(starts) and (piece.words or ())[-1].end <= piece.duration
+    assert second.words[0].start >= 0.1  # after the gap the second segment starts with
+    whole = asyncio.run(service.synthesize(text)).audio
+    assert whole.words is not None and len(whole.words) == len(text.split())
     service.worker.shutdown()
 
 
