@@ -114,6 +114,7 @@ EXPECTED = {
     ("POST", "/v1/audio/transcriptions"): "stages",
     ("POST", "/v1/audio/translations"): "stages",
     ("POST", "/v1/audio/speech"): "stages",
+    ("POST", "/dev/captioned_speech"): "stages",
     ("GET", "/v1/audio/voices"): ANY_KEY,
     ("POST", "/v1/chat/completions"): "stages",
     ("WS", "/v1/realtime"): "realtime",

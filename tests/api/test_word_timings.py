@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.app.api.routes.captioned import kokoro_voice
 from backend.app.audio.decode import decode_audio
 from backend.app.container import Services
 from backend.app.text.normalize import clean_for_speech
@@ -92,6 +93,34 @@ def test_openai_speech_with_timestamps_and_its_events(client: TestClient) -> Non
     words = [w for e in deltas for w in e["words"]]
     assert [w["word"] for w in words] == [w["word"] for w in data["words"]]
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+
+
+def test_kokoro_captioned_speech_whole_and_streamed(client: TestClient) -> None:
+    """Kokoro-FastAPI's captioned speech, as its clients call it (stream is its default)."""
+    body = {"model": "kokoro", "input": LONG, "voice": "af_heart", "response_format": "wav", "stream": False}
+    whole = client.post("/dev/captioned_speech", json=body)
+    assert whole.status_code == 200, whole.text
+    data = whole.json()
+    audio = decode_audio(base64.b64decode(data["audio"]))
+    stamps = data["timestamps"]
+    assert data["audio_format"] == "wav" and stamps[-1]["end_time"] <= audio.duration + 0.001
+    assert [s["word"] for s in stamps] == words_of(clean_for_speech(LONG))
+    with client.stream(
+        "POST", "/dev/captioned_speech", json={**body, "stream": True, "response_format": "mp3"}
+    ) as r:
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in r.iter_lines() if line]
+    assert len(lines) >= 2 and all(line["audio_format"] == "mp3" for line in lines)
+    streamed = decode_audio(b"".join(base64.b64decode(line["audio"]) for line in lines))
+    assert abs(streamed.duration - audio.duration) < 0.3  # the pieces are one mp3 stream
+    words = [s for line in lines for s in line["timestamps"]]
+    assert [s["word"] for s in words] == [s["word"] for s in stamps]
+    assert [s["start_time"] for s in words] == sorted(s["start_time"] for s in words)
+    quiet = client.post("/dev/captioned_speech", json={**body, "return_timestamps": False}).json()
+    assert quiet["timestamps"] == [] and quiet["audio"]
+    assert client.post("/dev/captioned_speech", json={**body, "voice": "am_adam"}).status_code == 200
+    bad = client.post("/dev/captioned_speech", json={**body, "speed": 9})
+    assert bad.status_code == 422 and "error" in bad.json()
 
 
 def test_conversation_audio_events_carry_the_replys_words(client: TestClient) -> None:
@@ -177,3 +206,11 @@ def test_a_truncation_of_a_reply_no_longer_the_last_is_refused(server: Server) -
 
     error = asyncio.run(run())
     assert error["error"]["code"] == "item_truncate_invalid_item_id"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("af_heart", "heart"), ("af_bella", "heart"), ("am_adam", "joe"), ("bm_george", "joe"), ("Eve", "Eve")],
+)
+def test_kokoro_voice_ids_map_to_the_engines_voices(name: str, expected: str) -> None:
+    assert kokoro_voice(name, {"heart": "woman", "joe": "man"}) == expected

@@ -14,6 +14,7 @@ from backend.app.api.protocols.conversation_ws import route as realtime
 from backend.app.api.protocols.conversation_ws import webrtc as realtime_calls
 from backend.app.api.protocols.phone import twilio
 from backend.app.api.routes import (
+    captioned,
     chat,
     conversation,
     conversations,
@@ -36,6 +37,7 @@ for module in (
     optimize,
     chat,
     tts,
+    captioned,
     conversation,
     conversations,
     speakers,

@@ -72,7 +72,7 @@ def _rule(
 
 
 RULES: tuple[Rule, ...] = (
-    _rule(r"/(stt|tts)", "stages", audio=True),
+    _rule(r"/(stt|tts)|/dev/captioned_speech", "stages", audio=True),
     _rule(r"/(chat|optimize)", "stages"),
     _rule(r"/v1/audio/(transcriptions|translations|speech)", "stages", audio=True),
     _rule(r"/v1/audio/voices", ANY_KEY),

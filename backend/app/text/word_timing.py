@@ -82,9 +82,9 @@ def place_words(text: str, sounds: Sequence[Sound], reading: Callable[[str], str
             owner[spoken[b + k][0]] = expected[a + k]
     _extend(owner, sounds)
     spans: list[list[float]] = [[] for _ in words]
-    for at, index in enumerate(owner):
-        if index is not None:
-            spans[index] += (sounds[at].start, sounds[at].end)
+    for at, owned_by in enumerate(owner):
+        if owned_by is not None:
+            spans[owned_by] += (sounds[at].start, sounds[at].end)
     return _filled(words, spans, sounds[-1].end if sounds else 0.0)
 
 

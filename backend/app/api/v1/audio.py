@@ -60,7 +60,7 @@ router = APIRouter(tags=["openai"])
 PCM_RATE = 24_000
 """OpenAI's `pcm` is 24 kHz 16-bit mono; other formats keep the engine's rate (in their header)."""
 
-_SPEECH_FORMATS: dict[SpeechFormat, AudioFormat] = {
+SPEECH_FORMATS: dict[SpeechFormat, AudioFormat] = {
     "mp3": "mp3",
     "opus": "ogg",  # Ogg/Opus, as OpenAI sends
     "aac": "aac",
@@ -297,7 +297,7 @@ async def create_speech(
         speech = await tts.speak(body.input, voice=voice, speed=body.speed)
     except InvalidInputError as e:
         raise InvalidInputError(e.message, param="input") from e
-    fmt = _SPEECH_FORMATS[body.response_format]
+    fmt = SPEECH_FORMATS[body.response_format]
     out_rate = PCM_RATE if fmt == "pcm" else None
     if body.timestamps and body.stream_format == "audio":
         audio = await speech.collect()
