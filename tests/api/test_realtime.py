@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,6 +193,13 @@ def test_barge_in_stops_the_reply_and_keeps_what_was_said(services: Services, tm
     interrupted = next(e for e in got.events if e["type"] == "interrupted")
     assert turns[1].text == interrupted["said"]
     assert len(turns[1].text) < 600  # a piece or two, not 300 tokens' worth
+    # The cut falls between words: what is stored is the first words of those spoken, whole.
+    first_reply = got.events[: got.events.index(interrupted)]
+    spoken = [w["word"] for e in first_reply if e["type"] == "audio_words" for w in e["words"]]
+    letters = [re.sub(r"\W", "", word).lower() for word in spoken]
+    said = re.sub(r"\W", "", interrupted["said"]).lower()
+    prefixes = {"".join(letters[:k]) for k in range(len(letters) + 1)}
+    assert said in prefixes, (interrupted["said"], spoken)
 
 
 def test_speech_during_the_last_turns_transcription_keeps_that_turn(

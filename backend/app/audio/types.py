@@ -37,20 +37,17 @@ class Audio:
         self, samples: npt.NDArray[np.float32], offset: float = 0.0, scale: float = 1.0
     ) -> Audio:
         """Other samples for the same speech: its words' times multiplied by `scale` (a tempo
-        change), then moved by `offset` seconds (silence added before, or cut from, the start) and
-        kept within the new length."""
+        change), then moved by `offset` seconds (silence added before, or cut from, the start),
+        kept within the new length; words that would start after its end are dropped (cut off)."""
         if self.words is None:
             return Audio(samples, self.sample_rate)
         length = len(samples) / self.sample_rate if self.sample_rate else 0.0
-        words = tuple(
-            SpokenWord(
-                w.word,
-                min(length, max(0.0, w.start * scale + offset)),
-                min(length, max(0.0, w.end * scale + offset)),
-            )
-            for w in self.words
-        )
-        return Audio(samples, self.sample_rate, words)
+        words = []
+        for word in self.words:
+            start, end = word.start * scale + offset, word.end * scale + offset
+            if start <= length + 1e-9:
+                words.append(SpokenWord(word.word, min(length, max(0.0, start)), min(length, max(0.0, end))))
+        return Audio(samples, self.sample_rate, tuple(words))
 
     @property
     def duration(self) -> float:
