@@ -157,6 +157,29 @@ def _wait_for(condition: Any, timeout_s: float = 20) -> None:
         time.sleep(0.1)
 
 
+def _assert_words_followed(page: Any) -> None:
+    """The reply's words: lit one after another while it played, all heard at its end."""
+    words = page.locator(".message.assistant .words").last
+    words.wait_for(state="attached", timeout=TURN_TIMEOUT_MS)
+    lit: list[str] = []
+    deadline = time.monotonic() + TURN_TIMEOUT_MS / 1000
+    spans = words.locator("span:not(.cut-mark)")
+    while time.monotonic() < deadline:
+        current = words.get_attribute("data-current-word") or ""
+        if current and (not lit or lit[-1] != current):
+            lit.append(current)
+        count = spans.count()
+        done = page.locator(".message.assistant .timings").count() > 0  # every piece has come
+        if done and count and words.get_attribute("data-heard-words") == str(count):
+            break
+        time.sleep(0.05)
+    texts = [spans.nth(i).inner_text() for i in range(spans.count())]
+    assert len(lit) >= 2 and set(lit) <= set(texts), (lit, texts)  # followed the voice, word by word
+    assert words.get_attribute("data-heard-words") == str(len(texts))
+    reply = page.locator(".message.assistant .text").last.inner_text()
+    assert word_error_rate(reply, " ".join(texts)) <= 0.2, (reply, texts)
+
+
 def _hold_talk(page: Any, seconds: float = HOLD_S, recording: bool = True) -> None:
     """Hold the talk button with the mouse; `recording`: wait until the page records first."""
     box = page.locator("#talk").bounding_box()
@@ -179,6 +202,7 @@ def test_key_prompt_then_push_to_talk_turn(server: str, browser: Any) -> None:
     assert page.evaluate("localStorage.getItem('voice-dialogue.api-key')") == API_KEY
 
     _hold_talk(page)
+    _assert_words_followed(page)
     turn = _assert_whole_turn(page)
     page.wait_for_selector(".conversation-list .open[aria-current='true']", timeout=10_000)
     _screenshot(page, "push-to-talk")
@@ -204,6 +228,7 @@ def test_hands_free_turn(server: str, browser: Any) -> None:
     # While the user speaks, their words so far show, pending, before the turn's transcript.
     partial = page.wait_for_selector(".message.user.pending .text", timeout=20_000).inner_text()
     assert partial.strip()
+    _assert_words_followed(page)
     turn = _assert_whole_turn(page)
     assert page.locator(".message.user.pending").count() == 0
     assert page.locator(".message.user").count() == 1  # the partial became the transcript
@@ -227,6 +252,7 @@ def test_hands_free_falls_back_to_the_websocket_without_webrtc(server: str, brow
     page.click("#talk")
     page.wait_for_selector('#talk[data-state="listening"]', timeout=20_000)
     assert page.get_attribute("#talk", "data-transport") == "websocket"
+    _assert_words_followed(page)
     _assert_whole_turn(page)
     page.click("#talk")
     page.wait_for_selector('#talk[data-state="idle"]', timeout=20_000)
@@ -469,3 +495,23 @@ def test_a_replys_tool_calls_are_shown(server: str, server_root: Path, browser: 
         _screenshot(page, "tools")
     finally:
         page.close()
+
+
+def test_a_cut_reply_shows_where_it_was_cut(server: str, browser: Any) -> None:
+    """Talking again while the reply plays cuts it: the words heard stay lit, the rest are shown as
+    not heard, with a mark between."""
+    page = _new_page(browser, server)
+    _ready(page)
+    _hold_talk(page)
+    words = page.locator(".message.assistant .words").last
+    words.wait_for(state="attached", timeout=TURN_TIMEOUT_MS)
+    _wait_for(lambda: int(words.get_attribute("data-heard-words") or 0) >= 1, TURN_TIMEOUT_MS / 1000)
+    _hold_talk(page, 0.5, recording=False)  # pressed again: the answer is interrupted
+    page.wait_for_selector(".message.assistant.interrupted .words .cut-mark", timeout=20_000)
+    cut = page.locator(".message.assistant.interrupted .words").first
+    heard = int(cut.get_attribute("data-cut-after") or 0)
+    assert heard >= 1
+    assert cut.locator("span.unheard").count() >= 1
+    assert cut.locator("span.said").count() == heard
+    _screenshot(page, "cut-reply")
+    page.context.close()

@@ -4,7 +4,12 @@
 // reply's audio. The page knows when it started playing each stretch of that audio (an anchor:
 // reply time -> AudioContext or wall-clock time), so it can tell which word is being heard now.
 
+import { t } from "./i18n.js";
+
 const CJK = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/;
+// A word that ends within this of where playback is counts as heard: the times are rounded to the
+// millisecond and a decoded piece can be a few samples shorter than the server's.
+const SLACK_S = 0.03;
 
 function joinable(previous, word) {
   return previous && !(CJK.test(previous.slice(-1)) && CJK.test(word[0]));
@@ -61,7 +66,7 @@ export class SpokenWords {
       const at = this.position();
       if (at !== null) this.light(at);
       const last = this.words[this.words.length - 1];
-      if (!this.cut && (at === null || !last || at < last.end)) this.frame = requestAnimationFrame(step);
+      if (!this.cut && (at === null || !last || at + SLACK_S < last.end)) this.frame = requestAnimationFrame(step);
     };
     this.frame = requestAnimationFrame(step);
   }
@@ -69,7 +74,7 @@ export class SpokenWords {
   light(at) {
     let current = -1;
     this.words.forEach((word, index) => {
-      const said = word.end <= at;
+      const said = word.end <= at + SLACK_S;
       word.span.classList.toggle("said", said);
       if (!said && word.start <= at) current = index;
     });
@@ -79,22 +84,28 @@ export class SpokenWords {
       this.current = current;
       this.el.dataset.currentWord = current >= 0 ? this.words[current].word : "";
     }
-    this.el.dataset.heardWords = String(this.words.filter((word) => word.end <= at).length);
+    this.el.dataset.heardWords = String(this.words.filter((word) => word.end <= at + SLACK_S).length);
   }
 
-  // The reply was cut: the words of `said` (what the server counts as heard) stay, the rest are
-  // shown as not heard, with a mark at the cut.
+  // The reply was cut: the words heard stay (those of `said`, what the server counts as heard;
+  // without it, those that had ended where playback stopped), the rest are shown as not heard,
+  // with a mark at the cut.
   stopAt(said) {
+    const at = this.position();
     this.cut = true;
     cancelAnimationFrame(this.frame);
-    const heard = (said || "").replace(/\s+/g, "");
-    let prefix = "";
     let kept = 0;
-    for (const word of this.words) {
-      const next = prefix + word.word.replace(/\s+/g, "");
-      if (!heard.startsWith(next)) break;
-      prefix = next;
-      kept += 1;
+    if (said === undefined) {
+      kept = at === null ? 0 : this.words.filter((word) => word.end <= at + SLACK_S).length;
+    } else {
+      const heard = said.replace(/\s+/g, "");
+      let prefix = "";
+      for (const word of this.words) {
+        const next = prefix + word.word.replace(/\s+/g, "");
+        if (!heard.startsWith(next)) break;
+        prefix = next;
+        kept += 1;
+      }
     }
     this.words.forEach((word, index) => {
       word.span.classList.remove("current");
@@ -105,7 +116,7 @@ export class SpokenWords {
       const mark = document.createElement("span");
       mark.className = "cut-mark";
       mark.textContent = "✂";
-      mark.title = "cut here";
+      mark.title = t("cut here: the words after it were not heard");
       const before = this.words[kept - 1]?.span;
       if (before) before.after(mark);
       else this.el.prepend(mark);

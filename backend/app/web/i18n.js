@@ -80,6 +80,7 @@ const WORDS = {
   "Play this reply again": ["再播放一次這個回覆", "再播放一次这条回复"],
   "Send again": ["重新送出", "重新发送"],
   interrupted: ["已打斷", "已打断"],
+  "cut here: the words after it were not heard": ["在此打斷：之後的字沒有被聽到", "在此打断：之后的字没有被听到"],
   "Tools used": ["使用的工具", "使用的工具"],
   "(failed)": ["（失敗）", "（失败）"],
   "not spoken": ["未朗讀", "未朗读"],

@@ -13,6 +13,12 @@ export class Player {
     this.nextTime = 0;
     this.decoding = Promise.resolve();
     this.generation = 0;
+    this.onCut = null;
+  }
+
+  // `cut()` is called if playback is stopped while this audio still plays (not when it ends).
+  whenCut(cut) {
+    this.onCut = cut;
   }
 
   // Created (or resumed) from a user gesture: browsers do not let a page start audio on its own.
@@ -63,6 +69,7 @@ export class Player {
     this.sources.add(source);
     source.onended = () => {
       this.sources.delete(source);
+      if (!this.sources.size) this.onCut = null;
       onPlayed?.(buffer.duration);
       updatePlaybackControls();
     };
@@ -70,6 +77,9 @@ export class Player {
   }
 
   stop() {
+    const cut = this.sources.size ? this.onCut : null;
+    this.onCut = null;
+    cut?.();
     this.generation += 1;
     for (const source of this.sources) {
       source.onended = null;

@@ -112,6 +112,7 @@ export async function spokenTurn(blob) {
         const words = view?.spokenWords(() => player.now());
         words?.add(data.words);
         const at = data.start ?? 0;
+        player.whenCut(() => view?.markInterrupted());
         player.enqueueFile(
           base64ToBuffer(data.audio),
           (seconds) => view?.addPlayed(seconds),

@@ -126,8 +126,9 @@ export class MessageView {
   }
 
   markInterrupted(said) {
+    if (this.el.classList.contains("interrupted")) return;
     this.pending = false;
-    this.wordsView?.stopAt(said ?? "");
+    this.wordsView?.stopAt(said);
     this.el.classList.add("interrupted");
     if (said !== undefined) this.text = said || "…";
     this.note(t("interrupted"));
