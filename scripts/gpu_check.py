@@ -11,6 +11,9 @@
    first reply audio).
 5. A two-voice dialogue script through POST /tts, each speaker mapped to its own library voice
    (VibeVoice speaks it in one generation), heard back through POST /stt (word error rate).
+6. Word timings: POST /tts with `timestamps` (VibeVoice's words placed by the STT model's forced
+   alignment) against the word timestamps POST /stt finds on the same audio (median |start
+   difference|, bound 150 ms).
 
 Inside the GPU container: `docker compose run --rm voice python -m scripts.gpu_check`. Against a
 server that is already running (the compose service, a Ray Serve deployment), without loading a
@@ -237,6 +240,37 @@ def check_dialogue(report: Report, client: HTTPClient, production: bool) -> None
         report.check(False, f"POST /stt answered {heard.status_code}")
 
 
+WORDS_BOUND_S = 0.15
+
+
+def check_word_timings(report: Report, client: HTTPClient) -> None:
+    """The synthesis's word times against the transcription's word timestamps of the same audio."""
+    import base64
+    from types import SimpleNamespace
+
+    from backend.app.audio.types import SpokenWord
+    from bench.common import median
+    from bench.word_timings import differences
+
+    timed = report.time(
+        "TTS with word timings", lambda: client.post("/tts", json={"text": SENTENCE, "timestamps": True})
+    )
+    report.check(timed.status_code == 200, f"/tts timestamps answered {timed.status_code}")
+    if timed.status_code != 200:
+        return
+    body = timed.json()
+    audio = base64.b64decode(body["audio"])
+    found = client.post(
+        "/stt", files={"audio_file": ("speech.wav", audio, "audio/wav")}, data={"word_timestamps": "true"}
+    ).json()
+    heard = [SimpleNamespace(**w) for s in found.get("segments", []) for w in s.get("words") or []]
+    ours = [SpokenWord(w["word"], w["start"], w["end"]) for w in body["words"]]
+    starts = differences(ours, heard)[0]
+    error = median([abs(x) for x in starts]) if starts else float("inf")
+    print(f"  {len(ours)} words, {len(starts)} paired; median |start difference| {error * 1000:.0f} ms")
+    report.check(error <= WORDS_BOUND_S, f"word timings within {WORDS_BOUND_S * 1000:.0f} ms of the STT's")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.gpu_check", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -262,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 check_round_trip(report, client, args.voice, production)
                 check_dialogue(report, client, production)
+                check_word_timings(report, client)
             except httpx.TransportError as e:
                 print(f"cannot reach the server at {args.url}: {e}", file=sys.stderr)
                 return 2
@@ -310,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         with TestClient(create_app(settings, services), headers=headers) as client:
             check_round_trip(report, client, args.voice, production)
             check_dialogue(report, client, production)
+            check_word_timings(report, client)
     finally:
         services.shutdown()
     return report.finish(production)

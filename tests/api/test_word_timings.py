@@ -181,7 +181,9 @@ def test_truncating_a_reply_spoken_whole_stores_the_words_heard(server: Server) 
     turns = server.services.history.store.turns(conversation)
     assert turns[-1].role == "assistant" and turns[-1].interrupted
     assert turns[-1].text == joined(heard)
-    # What the model is shown next is exactly that (chat.py: an interrupted reply's text as heard).
+    # What the model is shown next is exactly that.
+    prompt = server.services.chat.build_messages(conversation, "And then?")
+    assert [m.content for m in prompt if m.role == "assistant"][-1] == joined(heard)
     transcript = done["output"][0]["content"][0]["transcript"]
     assert clean_for_speech(transcript).startswith(turns[-1].text.rstrip(",.;:!?"))
 

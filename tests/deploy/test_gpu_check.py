@@ -44,6 +44,11 @@ def test_every_step_runs_on_the_embedded_models(tmp_path: Path) -> None:
     out = result.stdout
     assert "FAILED" not in out and out.rstrip().endswith("OK: the whole stack ran")
     steps = ("TTS -> STT word error rate", "POST /conversation answered 200", "reply audio", "streamed")
-    for step in (*steps, "every turn of the script was spoken", "dialogue word error rate"):
+    for step in (
+        *steps,
+        "every turn of the script was spoken",
+        "dialogue word error rate",
+        "word timings within",
+    ):
         assert step in out, step
     assert '"server total_ms"' in out  # the server's own timings are reported
