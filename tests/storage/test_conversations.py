@@ -45,6 +45,25 @@ def test_schema_is_versioned_and_wal(sqlite_store: ConversationStore) -> None:
     assert ConversationStore(store.path).schema_version == len(MIGRATIONS)  # reopening migrates nothing
 
 
+def test_cut_last_reply_rewrites_only_the_conversations_last_reply(store: ConversationStorage) -> None:
+    store.add_turns(
+        "c1", [Turn("user", "Hi."), Turn("assistant", "Hello there, how are you?", audio_file="x.wav")]
+    )
+    store.add_turns("c1", [Turn("user", "Tell me more."), Turn("assistant", "Well, it is a long story.")])
+    store.add_turns("c2", [Turn("user", "Other."), Turn("assistant", "Another conversation's reply.")])
+    assert store.cut_last_reply("c1", "Well, it")
+    turns = store.turns("c1")
+    assert [(t.text, t.interrupted) for t in turns if t.role == "assistant"] == [
+        ("Hello there, how are you?", False),
+        ("Well, it", True),
+    ]
+    assert turns[-1].audio_file is None and turns[1].audio_file == "x.wav"
+    assert [t.text for t in store.turns("c2")] == ["Other.", "Another conversation's reply."]
+    assert not store.cut_last_reply("unknown", "anything")
+    store.add_turns("c3", [Turn("user", "Only a question.")])
+    assert not store.cut_last_reply("c3", "nothing to cut")
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with sqlite3.connect(path) as db:

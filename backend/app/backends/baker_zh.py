@@ -13,6 +13,7 @@ pause, as the model was trained on single clauses.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -90,6 +91,7 @@ class BakerMandarinBackend:
         from pypinyin import Style, lazy_pinyin
 
         self._style, self._pinyin = Style.TONE3, lazy_pinyin
+        self._reading = functools.lru_cache(maxsize=4096)(self._read)
         label = "zh-baker (FastSpeech2 + MB-MelGAN, Mandarin)"
         self.info = ModelInfo(model=label, device="cpu", id=MODEL_NAME)
 
@@ -161,7 +163,7 @@ class BakerMandarinBackend:
         phones.append("sil")
         return [self._ids[p] for p in phones] + [self._ids["eos"]], syllables
 
-    def _reading(self, word: str) -> str:
+    def _read(self, word: str) -> str:
         """The characters the voice reads for `word` (numbers read out)."""
         return "".join(HAN.findall(self._normalised(word))) if word.strip() else ""
 

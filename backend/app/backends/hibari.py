@@ -47,6 +47,7 @@ class HibariBackend:
 
             self._tts = Hibari(voice=VOICE, model=str(model_file()), threads=1)
             self._session = _session_with_durations(model_file())
+            self._tts.sess = self._session  # one copy of the model: hibari's own session is let go
             self._reading = functools.lru_cache(maxsize=4096)(self._phonemes)
         except ModelLoadError:
             raise

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.app.audio.decode import resample
-from backend.app.audio.types import Audio, SpokenWord, Words
+from backend.app.audio.types import Audio, Words
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
 from backend.app.backends.protocols import final_transcription
@@ -134,37 +134,39 @@ class WhisperBackend:
         """Where each word of `text` is heard in `audio` (speech of exactly that text, a synthesis):
         forced alignment with the model's alignment heads, the known text's tokens against the
         encoded audio, as Whisper's own word timestamps are found. Speech longer than one 30 s
-        window is transcribed with word timestamps instead and its words matched to the text."""
+        window is transcribed with word timestamps instead and its words matched to the text.
+        Raises ValueError when there is nothing to place (no speech, no words, nothing heard)."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
 
         samples = resample(audio, self.sample_rate).samples
-        if len(samples) == 0 or not text.strip():
-            return tuple(SpokenWord(w, 0.0, 0.0) for w in words_of(text))
-        language = script_language(text) or "en"
-        if not self.multilingual:
-            language = "en"
         model = self._model
+        language = script_language(text) or ("en" if not self.multilingual else None)
         if len(samples) > self.sample_rate * ALIGN_WINDOW_S:
             options = TranscribeOptions(language=language, word_timestamps=True, vad_filter=False)
-            found = [
-                w
-                for s in self.transcribe(Audio(samples, self.sample_rate), options).segments
-                for w in s.words
-            ]
+            heard = self.transcribe(Audio(samples, self.sample_rate), options)
+            found = [w for s in heard.segments for w in s.words]
+            if not found:
+                raise ValueError("nothing was heard in the speech to place the words on")
             return place_words(text, [Sound(w.word.lower(), w.start, w.end) for w in found], str.lower)
-        tokenizer = Tokenizer(
-            model.hf_tokenizer,
-            self.multilingual,
-            task="transcribe",
-            language=language if self.multilingual else None,
-        )
-        tokens = tokenizer.encode(" " + text.strip())
         with taking_turn(self.cpu):
             features = model.feature_extractor(samples)
             frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+            if frames <= 0 or not words_of(text):
+                raise ValueError("no speech or no words to align")
+            if language is None:  # a multilingual model, text in a Latin or other shared script
+                language = model.detect_language(features=features[:, :frames])[0]
+            tokenizer = Tokenizer(
+                model.hf_tokenizer,
+                self.multilingual,
+                task="transcribe",
+                language=language if self.multilingual else None,
+            )
+            tokens = tokenizer.encode(" " + text.strip())
             encoded = model.encode(pad_or_trim(features[:, :frames]))
             (found,) = model.find_alignment(tokenizer, [tokens], encoded, frames)
+        if not found:
+            raise ValueError("the alignment placed no words")
         sounds = [Sound(w["word"].lower(), float(w["start"]), float(w["end"])) for w in found]
         return place_words(text, sounds, str.lower)
 

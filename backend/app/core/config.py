@@ -102,6 +102,7 @@ ENV: dict[str, tuple[str, str]] = {
     "SEGMENT_SILENCE_MS": ("tts", "segment_silence_ms"),
     "MAX_SCRIPT_TURNS": ("tts", "max_script_turns"),
     "DIALOGUE_WINDOW_CHARS": ("tts", "dialogue_window_chars"),
+    "TTS_ALIGN_WORDS": ("tts", "align_words"),
     "VOICES_DIR": ("voices", "dir"),
     "DEFAULT_VOICE": ("voices", "default"),
     "SPEAKER_CACHE_SIZE": ("voices", "cache_size"),

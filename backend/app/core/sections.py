@@ -190,6 +190,10 @@ class TTSSettings(Section):
     dialogue_window_chars: int = Field(600, ge=50, le=20_000)
     """An engine that voices several speakers at once (VibeVoice) speaks a script in windows of
     whole turns up to this many characters, streamed window by window."""
+    align_words: bool = True
+    """Word timings for an engine without durations (VibeVoice): the STT's Whisper force-aligns
+    each synthesised piece's text (one encoder pass a piece on the STT model). false: such an
+    engine's words are not timed (empty `words`, cuts by whole pieces)."""
 
 
 class VoicesSettings(Section):

@@ -11,6 +11,7 @@ that on the TTS worker (`deadline`, `on_worker`), and the stage timings it repor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from typing import cast
 
@@ -29,6 +30,8 @@ from backend.app.text.normalize import clean_for_speech, has_speakable_content
 from backend.app.text.segment import SentenceChunker, segment_text
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo
+
+logger = logging.getLogger(__name__)
 
 
 class Synthesizer:
@@ -162,10 +165,16 @@ class Synthesizer:
 
     def _timed(self, audio: Audio, text: str) -> Audio:
         """`audio` with its words' times: the engine's own, else found by the aligner (forced
-        alignment of the text on the speech by the STT model), else left unknown."""
-        if audio.words is not None or self._aligner is None:
+        alignment of the text on the speech by the STT model; TTS_ALIGN_WORDS), else left unknown.
+        An alignment that fails leaves them unknown: the speech is never lost for its timings."""
+        if audio.words is not None or self._aligner is None or not self._settings.align_words:
             return audio
-        return Audio(audio.samples, audio.sample_rate, self._aligner.align(audio, text))
+        try:
+            words = self._aligner.align(audio, text)
+        except Exception:
+            logger.warning("word alignment failed; this piece's words are left untimed", exc_info=True)
+            return audio
+        return Audio(audio.samples, audio.sample_rate, words)
 
     def _counted(self, audio: Audio) -> Audio:
         self._metrics.synthesized.inc(audio.duration)

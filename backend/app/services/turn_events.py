@@ -169,7 +169,9 @@ def heard_reply(spoken: list[ReplyAudio], played_s: float | None) -> HeardReply:
     ended by then (its audio is cut there too), or the whole piece when its words' times are not
     known."""
     pieces = heard_pieces(spoken, played_s)
-    texts = [piece.text for piece in pieces]
+    # In words when they are known (the text as spoken: markup and emoji left out), so that the
+    # whole pieces and the one cut read alike.
+    texts = [joined([w.word for w in p.audio.words]) if p.audio.words else p.text for p in pieces]
     audio = [piece.audio for piece in pieces]
     if played_s is not None and pieces:
         last = pieces[-1].audio

@@ -70,10 +70,9 @@ def place_words(text: str, sounds: Sequence[Sound], reading: Callable[[str], str
     words = words_of(text)
     if not words:
         return ()
-    expected: list[int] = []  # the word each letter of the readings belongs to
-    for index, word in enumerate(words):
-        expected += [index] * len(_letters(reading(word)))
-    readings = "".join(_letters(reading(word)) for word in words)
+    read = [_letters(reading(word)) for word in words]
+    expected = [index for index, letters in enumerate(read) for _ in letters]  # each letter's word
+    readings = "".join(read)
     spoken = [(at, c) for at, sound in enumerate(sounds) for c in _letters(sound.symbol)]
     owner: list[int | None] = [None] * len(sounds)
     matcher = SequenceMatcher(None, readings, "".join(c for _, c in spoken), autojunk=False)

@@ -15,6 +15,11 @@ function joinable(previous, word) {
   return previous && !(CJK.test(previous.slice(-1)) && CJK.test(word[0]));
 }
 
+// Letters and digits only: the server's `said` and the words may differ in punctuation and markup.
+function letters(text) {
+  return text.toLowerCase().replace(/[^\p{L}\p{N}]/gu, "");
+}
+
 export class SpokenWords {
   constructor(host, now) {
     this.el = document.createElement("p");
@@ -60,13 +65,17 @@ export class SpokenWords {
   }
 
   follow() {
-    if (this.frame || this.cut) return;
+    // Runs while there are words still to be heard and audio to hear them in; add() and anchor()
+    // start it again.
+    if (this.frame || this.cut || !this.words.length || !this.anchors.length) return;
     const step = () => {
       this.frame = 0;
       const at = this.position();
       if (at !== null) this.light(at);
       const last = this.words[this.words.length - 1];
-      if (!this.cut && (at === null || !last || at + SLACK_S < last.end)) this.frame = requestAnimationFrame(step);
+      const playing = this.anchors.some((a) => this.now() < a.clock + a.seconds);
+      if (!this.cut && at !== null && at + SLACK_S < last.end && playing) this.frame = requestAnimationFrame(step);
+      else if (!this.cut && at === null) this.frame = requestAnimationFrame(step); // about to start
     };
     this.frame = requestAnimationFrame(step);
   }
@@ -98,10 +107,10 @@ export class SpokenWords {
     if (said === undefined) {
       kept = at === null ? 0 : this.words.filter((word) => word.end <= at + SLACK_S).length;
     } else {
-      const heard = said.replace(/\s+/g, "");
+      const heard = letters(said);
       let prefix = "";
       for (const word of this.words) {
-        const next = prefix + word.word.replace(/\s+/g, "");
+        const next = prefix + letters(word.word);
         if (!heard.startsWith(next)) break;
         prefix = next;
         kept += 1;

@@ -216,14 +216,21 @@ export const live = {
         this.outputRate = message.sample_rate;
         this.speaking = this.assistant;
         this.replyAt = 0;
-        if ($("talk").dataset.transport === "webrtc") {
-          // The reply plays from the call's track in real time as the server sends it.
-          this.assistant?.spokenWords(() => performance.now() / 1000).anchor(0, performance.now() / 1000, Infinity);
-        }
+        this.trackOrigin = performance.now() / 1000;
         break;
       case "audio_words":
-        if ($("talk").dataset.transport === "webrtc") this.assistant?.spokenWords(() => performance.now() / 1000).add(message.words);
-        else this.assistant?.spokenWords(() => player.now()).add(message.words);
+        if ($("talk").dataset.transport === "webrtc") {
+          // The call's track plays each piece in real time after the one before, or as soon as it
+          // comes when the track had run dry: that is where its words are heard.
+          const now = performance.now() / 1000;
+          const clock = Math.max((this.trackOrigin ?? now) + message.start, now);
+          this.trackOrigin = clock - message.start;
+          const words = this.assistant?.spokenWords(() => performance.now() / 1000);
+          words?.add(message.words);
+          words?.anchor(message.start, clock, message.duration ?? Infinity);
+        } else {
+          this.assistant?.spokenWords(() => player.now()).add(message.words);
+        }
         setActivity(t("Speaking… talk to interrupt."));
         break;
       case "turn_end":

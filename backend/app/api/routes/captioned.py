@@ -2,10 +2,11 @@
 
 Clients written for Kokoro-FastAPI's captioned speech work unchanged: the same request as
 /v1/audio/speech plus `stream` and `return_timestamps`, and an answer of `{"audio": base64,
-"audio_format", "timestamps": [{"word", "start_time", "end_time"}]}`; streamed (the default, as
-Kokoro's), one such JSON object a line per piece of the speech, each piece's audio a continuation
-of one encoded stream and its timestamps on the whole speech's clock. Our own routes give the same
-words as `words: [{word, start, end}]` (/tts and /v1/audio/speech with `timestamps=true`).
+"audio_format": a media type (`audio/mpeg`), "timestamps": [{"word", "start_time", "end_time"}]}`.
+Streamed (the default, as Kokoro's): one such JSON object a line per piece of the speech, each
+piece's audio a continuation of one encoded stream, its timestamps on the whole speech's clock.
+Our own routes give the same words as `words: [{word, start, end}]` (/tts and /v1/audio/speech
+with `timestamps=true`).
 """
 
 from __future__ import annotations
@@ -47,13 +48,24 @@ class CaptionedSpeechRequest(SpeechRequest):
     )
 
 
+MIME_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+"""`audio_format` as Kokoro gives it: the format's media type."""
+
 KOKORO_VOICE = re.compile(r"^[a-z]([fm])_([a-z]+)$")
 """Kokoro's voice ids: language, gender (f, m), name (`af_heart`, `bm_george`)."""
 
 
 def kokoro_voice(name: str, genders: dict[str, str]) -> str:
     """A Kokoro voice id as one of the engine's voices: the one of that name (hibari's `heart` is
-    Kokoro's af_heart), else the first of that gender; any other name as it is."""
+    Kokoro's af_heart), else the first of that gender, else the default voice (`alloy`); any
+    other name as it is."""
     found = KOKORO_VOICE.match(name)
     if found is None:
         return name
@@ -61,7 +73,7 @@ def kokoro_voice(name: str, genders: dict[str, str]) -> str:
     if voice in genders:
         return voice
     wanted = "woman" if gender == "f" else "man"
-    return next((engine for engine, heard_as in genders.items() if heard_as == wanted), name)
+    return next((engine for engine, heard_as in genders.items() if heard_as == wanted), "alloy")
 
 
 class WordTimestamp(BaseModel):
@@ -79,7 +91,7 @@ class CaptionedSpeechResponse(BaseModel):
 @router.post(
     "/dev/captioned_speech",
     response_model=CaptionedSpeechResponse,
-    responses={**ERROR_RESPONSES, 200: {"content": {"application/x-ndjson": {}}}},
+    responses={**ERROR_RESPONSES, 200: {"description": "JSON; streamed, one JSON object a line per piece."}},
     dependencies=[Depends(require_json)],
 )
 async def captioned_speech(body: CaptionedSpeechRequest, tts: TTSServiceDep, voices: VoiceMapDep) -> Response:
@@ -96,11 +108,13 @@ async def captioned_speech(body: CaptionedSpeechRequest, tts: TTSServiceDep, voi
         if out_rate is not None:
             audio = await asyncio.to_thread(resample, audio, out_rate)
         data = await asyncio.to_thread(encode_audio, audio, fmt)
-        answer = _answer(data, body.response_format, audio.words if body.return_timestamps else ())
+        answer = _answer(
+            data, MIME_TYPES[body.response_format], audio.words if body.return_timestamps else ()
+        )
         return JSONResponse(answer.model_dump())
     encoder = StreamEncoder(fmt, speech.sample_rate, out_rate)
-    lines = _lines(speech.audio(), encoder, body.response_format, body.return_timestamps)
-    return StreamingResponse(lines, media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
+    lines = _lines(speech.audio(), encoder, MIME_TYPES[body.response_format], body.return_timestamps)
+    return StreamingResponse(lines, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
 
 def _answer(

@@ -194,7 +194,9 @@ class OwnProtocol:
             self._timeline = Timeline()
             await self._out.event({"type": "audio_start", "sample_rate": piece.audio.sample_rate})
         start, words = self._timeline.place(piece.audio)
-        await self._out.event({"type": "audio_words", "index": piece.index, "start": start, "words": words})
+        duration = round(piece.audio.duration, 3)
+        event = {"type": "audio_words", "index": piece.index, "start": start, "duration": duration}
+        await self._out.event({**event, "words": words})
         pcm = to_pcm16(piece.audio)
         step = int(piece.audio.sample_rate * AUDIO_FRAME_S) * 2
         for offset in range(0, len(pcm), step):

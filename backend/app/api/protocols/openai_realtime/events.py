@@ -33,7 +33,7 @@ from backend.app.services.realtime.config import ReplyOptions, SessionError
 from backend.app.services.realtime.listener import CutReason
 from backend.app.services.realtime.session import RealtimeSession
 from backend.app.services.speech import ReplyAudio
-from backend.app.services.turn_events import Turn
+from backend.app.services.turn_events import Turn, heard_reply
 
 MAX_OPEN_CALLS = 64
 """Calls awaiting their output that a connection remembers (the oldest are forgotten)."""
@@ -313,11 +313,16 @@ class ServerEvents:
         calls: tuple[ToolCall, ...] = (),
     ) -> None:
         self.response = None
-        self.last_spoken = (response.item_id, response.spoken) if response.speak else None
+        stored = response.speak and response.spoken and status != "failed" and not calls
+        self.last_spoken = (response.item_id, response.spoken) if stored else None
         if status == "completed":
             tail = response.encoder.flush()
             if tail:
                 await self.send_audio(response, tail)
+            limit = response.heard_limit_s  # truncated while in progress, then finished whole
+            if stored and limit is not None and limit < sum(p.audio.duration for p in response.spoken):
+                assert self.session is not None
+                await self.session.turns.cut_stored_reply(heard_reply(response.spoken, limit).text)
         where = response.where()
         if response.speak:
             await self.event("response.output_audio.done", **where)

@@ -348,6 +348,8 @@ class ResponseState:
         self.encoder = WireEncoder(output_format)
         self.spoken: list[ReplyAudio] = []
         """The reply's pieces, with their words' times (what a truncation cuts by)."""
+        self.heard_limit_s: float | None = None
+        """What the client said it played of it (`conversation.item.truncate` while in progress)."""
 
     def keep(self, piece: ReplyAudio) -> list[dict[str, object]]:
         """Keep a piece of the reply; its words in seconds from the start of the item's audio."""

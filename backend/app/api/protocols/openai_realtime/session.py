@@ -240,6 +240,7 @@ class OpenAIRealtime:
             )
         assert self.server.session is not None
         await self.server.session.add_tool_result(call, output)
+        self.server.last_spoken = None  # the stored turns now end with this result
         del self.server.calls[call_id]
         await self.server.added(output_item(item.id or new_id("item"), call_id, output))
 

@@ -32,11 +32,14 @@ async def truncate(server: ServerEvents, event: dict[str, Any]) -> None:
     response = server.response
     if response is not None and response.item_id == item_id:
         _check_end(end_ms, response.audio_s)
-        session.limit_heard(end_ms / 1000)
+        session.limit_heard(end_ms / 1000)  # counted if it is cut
+        response.heard_limit_s = end_ms / 1000  # and applied if it ends whole
     elif server.last_spoken is not None and server.last_spoken[0] == item_id:
         spoken = server.last_spoken[1]
-        _check_end(end_ms, sum(piece.audio.duration for piece in spoken))
-        await session.turns.cut_stored_reply(heard_reply(spoken, end_ms / 1000).text)
+        length = sum(piece.audio.duration for piece in spoken)
+        _check_end(end_ms, length)
+        if end_ms / 1000 < length:  # all of it heard: nothing to change
+            await session.turns.cut_stored_reply(heard_reply(spoken, end_ms / 1000).text)
     else:
         raise SessionError(
             f"Item {item_id!r} is neither the reply being spoken nor the last one spoken: only "
