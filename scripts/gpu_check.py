@@ -260,9 +260,13 @@ def check_word_timings(report: Report, client: HTTPClient) -> None:
         return
     body = timed.json()
     audio = base64.b64decode(body["audio"])
-    found = client.post(
-        "/stt", files={"audio_file": ("speech.wav", audio, "audio/wav")}, data={"word_timestamps": "true"}
-    ).json()
+    transcribed = client.post(
+        "/stt", files={"file": ("speech.wav", audio, "audio/wav")}, data={"word_timestamps": "true"}
+    )
+    report.check(
+        transcribed.status_code == 200, f"/stt with word timestamps answered {transcribed.status_code}"
+    )
+    found = transcribed.json()
     heard = [SimpleNamespace(**w) for s in found.get("segments", []) for w in s.get("words") or []]
     ours = [SpokenWord(w["word"], w["start"], w["end"]) for w in body["words"]]
     starts = differences(ours, heard)[0]
