@@ -13,7 +13,7 @@
    (VibeVoice speaks it in one generation), heard back through POST /stt (word error rate).
 6. Word timings: POST /tts with `timestamps` (VibeVoice's words placed by the STT model's forced
    alignment) against the word timestamps POST /stt finds on the same audio (median |start
-   difference|, bound 150 ms).
+   difference|, bound 250 ms: one sentence).
 
 Inside the GPU container: `docker compose run --rm voice python -m scripts.gpu_check`. Against a
 server that is already running (the compose service, a Ray Serve deployment), without loading a
@@ -240,7 +240,8 @@ def check_dialogue(report: Report, client: HTTPClient, production: bool) -> None
         report.check(False, f"POST /stt answered {heard.status_code}")
 
 
-WORDS_BOUND_S = 0.15
+WORDS_BOUND_S = 0.25
+"""A smoke bound: one sentence, against /stt with its VAD on (measured 55-100 ms on a CPU)."""
 
 
 def check_word_timings(report: Report, client: HTTPClient) -> None:
