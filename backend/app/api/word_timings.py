@@ -8,6 +8,8 @@ anything up; the piece's own `start` is given too.
 
 from __future__ import annotations
 
+import base64
+
 from backend.app.audio.types import Audio, SpokenWord
 
 
@@ -26,12 +28,20 @@ class Timeline:
 
     def __init__(self) -> None:
         self.offset = 0.0
-        self.words: list[SpokenWord] = []
-        """Every word so far, on the speech's clock."""
 
     def place(self, audio: Audio) -> tuple[float, list[dict[str, object]]]:
         """The piece's start, and its words on the speech's clock; the clock moves past it."""
         start = self.offset
-        self.words += (w.shifted(start) for w in audio.words or ())
         self.offset += audio.duration
         return round(start, 3), words_json(audio.words, start)
+
+
+def timed_fields(data: bytes, audio: Audio) -> dict[str, object]:
+    """What every JSON answer with the audio and its words has: the encoded audio as base64, its
+    rate and length, and `words` (the routes add the format they name, and captions)."""
+    return {
+        "audio": base64.b64encode(data).decode("ascii"),
+        "sample_rate": audio.sample_rate,
+        "duration": round(audio.duration, 3),
+        "words": words_json(audio.words),
+    }

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from backend.app.audio.types import SpokenWord
+from backend.app.text.chinese import HAN
 from backend.app.text.segment import join_pieces
 
-_HAN_SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+_HAN_SPLIT = re.compile(f"({HAN.pattern})")
 _PUNCTUATION = "，。！？；：、,.!?;:…）)」』”’\"'"
 _IGNORED = frozenset("ˈˌ'")
 """Stress marks: the same word is stressed differently in a sentence and alone."""

@@ -24,14 +24,12 @@ from pydantic import BaseModel, Field
 
 from backend.app.api.deps import TTSServiceDep, require_json
 from backend.app.api.schemas import ERROR_RESPONSES
-from backend.app.api.v1.audio import PCM_RATE, SPEECH_FORMATS
+from backend.app.api.v1.audio import PCM_RATE, SPEECH_FORMATS, open_speech, whole_speech
 from backend.app.api.v1.deps import VoiceMapDep
 from backend.app.api.v1.schemas import SpeechRequest
 from backend.app.api.word_timings import Timeline
-from backend.app.audio.decode import resample
-from backend.app.audio.encode import StreamEncoder, encode_audio
+from backend.app.audio.encode import StreamEncoder
 from backend.app.audio.types import Audio, SpokenWord
-from backend.app.core.errors import InvalidInputError
 
 router = APIRouter(tags=["tts"])
 
@@ -97,22 +95,15 @@ class CaptionedSpeechResponse(BaseModel):
 async def captioned_speech(body: CaptionedSpeechRequest, tts: TTSServiceDep, voices: VoiceMapDep) -> Response:
     """Speak `input` and say when each word is heard (Kokoro-FastAPI's captioned speech)."""
     voice = voices.resolve(kokoro_voice(body.voice, tts.engine_voice_genders))
-    try:
-        speech = await tts.speak(body.input, voice=voice, speed=body.speed)
-    except InvalidInputError as e:
-        raise InvalidInputError(e.message, param="input") from e
+    speech = await open_speech(tts, body.input, voice, body.speed)
     fmt = SPEECH_FORMATS[body.response_format]
-    out_rate = PCM_RATE if fmt == "pcm" else None
     if not body.stream:
-        audio = await speech.collect()
-        if out_rate is not None:
-            audio = await asyncio.to_thread(resample, audio, out_rate)
-        data = await asyncio.to_thread(encode_audio, audio, fmt)
+        audio, data = await whole_speech(speech, fmt)
         answer = _answer(
             data, MIME_TYPES[body.response_format], audio.words if body.return_timestamps else ()
         )
         return JSONResponse(answer.model_dump())
-    encoder = StreamEncoder(fmt, speech.sample_rate, out_rate)
+    encoder = StreamEncoder(fmt, speech.sample_rate, PCM_RATE if fmt == "pcm" else None)
     lines = _lines(speech.audio(), encoder, MIME_TYPES[body.response_format], body.return_timestamps)
     return StreamingResponse(lines, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
@@ -136,8 +127,7 @@ async def _lines(
     async with aclosing(chunks):
         async for chunk in chunks:
             data = await asyncio.to_thread(encoder.encode, chunk)
-            start = timeline.offset
-            timeline.place(chunk)
+            start, _ = timeline.place(chunk)
             words = [w.shifted(start) for w in chunk.words or ()] if timestamps else []
             yield _line(_answer(data, audio_format, words))
     tail = await asyncio.to_thread(encoder.finish)

@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from backend.app.api.audio_stream import encoded
 from backend.app.api.deps import CastServiceDep, TTSServiceDep, require_json
-from backend.app.api.schemas import ERROR_RESPONSES, SpokenWordOut, TimedSpeechResponse, TTSRequest
+from backend.app.api.schemas import ERROR_RESPONSES, TimedSpeechResponse, TTSRequest
 from backend.app.api.sse import sse_event, sse_response
-from backend.app.api.word_timings import Timeline, words_json
+from backend.app.api.word_timings import Timeline, timed_fields
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
 from backend.app.services.dialogue import ENGINE_VOICE_PREFIX
 from backend.app.services.speech import ReplyAudio, SpeechStream
@@ -96,13 +96,12 @@ async def synthesize(body: TTSRequest, tts: TTSServiceDep, casts: CastServiceDep
     audio = await speech.collect()
     data = await asyncio.to_thread(encode_audio, audio, body.format)
     if body.timestamps or body.captions:
-        timed = TimedSpeechResponse(
-            audio=base64.b64encode(data).decode("ascii"),
-            format=body.format,
-            sample_rate=audio.sample_rate,
-            duration=round(audio.duration, 3),
-            words=[SpokenWordOut.model_validate(w) for w in words_json(audio.words)],
-            captions=captions(audio.words or (), body.captions) if body.captions else None,
+        timed = TimedSpeechResponse.model_validate(
+            {
+                **timed_fields(data, audio),
+                "format": body.format,
+                "captions": captions(audio.words or (), body.captions) if body.captions else None,
+            }
         )
         return JSONResponse(timed.model_dump(), headers=headers)
     return Response(

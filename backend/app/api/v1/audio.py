@@ -39,7 +39,7 @@ from backend.app.api.v1.schemas import (
     VoiceList,
 )
 from backend.app.api.v1.streaming import openai_sse_response, sse_data
-from backend.app.api.word_timings import Timeline, words_json
+from backend.app.api.word_timings import Timeline, timed_fields
 from backend.app.audio.decode import resample
 from backend.app.audio.encode import CONTENT_TYPES, AudioFormat, StreamEncoder, encode_audio
 from backend.app.audio.types import Audio
@@ -51,7 +51,9 @@ from backend.app.core.errors import (
     PayloadTooLargeError,
 )
 from backend.app.core.values import Transcription, TranscriptSegment
+from backend.app.services.speech import SpeechStream
 from backend.app.services.stt import STTService, text_deltas
+from backend.app.services.tts import TTSService
 from backend.app.text.languages import language_name
 from backend.app.text.subtitles import to_srt, to_vtt
 
@@ -293,28 +295,15 @@ async def create_speech(
     """
     catalog.resolve(body.model, "tts")
     voice = voices.resolve(body.voice if isinstance(body.voice, str) else body.voice.id)
-    try:
-        speech = await tts.speak(body.input, voice=voice, speed=body.speed)
-    except InvalidInputError as e:
-        raise InvalidInputError(e.message, param="input") from e
+    speech = await open_speech(tts, body.input, voice, body.speed)
     fmt = SPEECH_FORMATS[body.response_format]
     out_rate = PCM_RATE if fmt == "pcm" else None
     if body.timestamps and body.stream_format == "audio":
-        audio = await speech.collect()
-        if out_rate is not None:
-            audio = await asyncio.to_thread(resample, audio, out_rate)
-        data = await asyncio.to_thread(encode_audio, audio, fmt)
-        timed = TimedSpeech(
-            audio=base64.b64encode(data).decode("ascii"),
-            format=body.response_format,
-            sample_rate=audio.sample_rate,
-            duration=round(audio.duration, 3),
-            words=[TranscriptWord.model_validate(w) for w in words_json(audio.words)],
-        )
+        audio, data = await whole_speech(speech, fmt)
+        timed = TimedSpeech.model_validate({**timed_fields(data, audio), "format": body.response_format})
         return JSONResponse(timed.model_dump())
     if fmt == "wav" and body.stream_format == "audio":
-        audio = await speech.collect()
-        data = await asyncio.to_thread(encode_audio, audio, fmt)
+        audio, data = await whole_speech(speech, fmt)
         return Response(data, media_type=CONTENT_TYPES[fmt], headers=_speech_headers(audio.sample_rate))
     encoder = StreamEncoder(fmt, speech.sample_rate, out_rate)
     if body.stream_format == "sse":
@@ -325,6 +314,22 @@ async def create_speech(
         media_type=CONTENT_TYPES[fmt],
         headers=_speech_headers(encoder.out_rate),
     )
+
+
+async def open_speech(tts: TTSService, text: str, voice: str | None, speed: float) -> SpeechStream:
+    """`tts.speak`, its bad input named as OpenAI's `input` parameter."""
+    try:
+        return await tts.speak(text, voice=voice, speed=speed)
+    except InvalidInputError as e:
+        raise InvalidInputError(e.message, param="input") from e
+
+
+async def whole_speech(speech: SpeechStream, fmt: AudioFormat) -> tuple[Audio, bytes]:
+    """All the speech, and it encoded in `fmt` (`pcm` at OpenAI's 24 kHz)."""
+    audio = await speech.collect()
+    if fmt == "pcm":
+        audio = await asyncio.to_thread(resample, audio, PCM_RATE)
+    return audio, await asyncio.to_thread(encode_audio, audio, fmt)
 
 
 def _speech_headers(sample_rate: int) -> dict[str, str]:
