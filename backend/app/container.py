@@ -13,6 +13,7 @@ from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech, WordAligner
 from backend.app.backends.turn_words import WordsEndOfTurn
+from backend.app.core.admission import TYPICAL_TURN_S
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns
 from backend.app.core.errors import ModelLoadError, NotReadyError
@@ -262,7 +263,7 @@ def assemble_services(
     storage = settings.storage
     stt = STTService(
         backends.stt,
-        ModelWorker("stt", queue, settings.stt.timeout_s, concurrency.stt),
+        ModelWorker("stt", queue, settings.stt.timeout_s, concurrency.stt, 0.5, TYPICAL_TURN_S),
         settings.stt,
         metrics,
     )
@@ -273,7 +274,7 @@ def assemble_services(
     )
     chat = ChatService(
         backends.chat,
-        ModelWorker("chat", queue, settings.llm.timeout_s, concurrency.chat),
+        ModelWorker("chat", queue, settings.llm.timeout_s, concurrency.chat, 2.0),
         settings.llm,
         history,
         metrics,
@@ -281,7 +282,7 @@ def assemble_services(
     )
     tts = TTSService(
         backends.tts,
-        ModelWorker("tts", queue, settings.tts.timeout_s, concurrency.tts),
+        ModelWorker("tts", queue, settings.tts.timeout_s, concurrency.tts, 0.3, TYPICAL_TURN_S),
         library,
         SpeakerCache[object](settings.voices.cache_size),
         settings.tts,
@@ -296,5 +297,7 @@ def assemble_services(
     realtime = RealtimeService(
         conversation, stt, SileroVAD(), settings.realtime, settings.vad, load_end_of_turn(settings)
     )
-    metrics.watch(lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats)
+    metrics.watch(
+        lambda: (stt.worker, chat.worker, tts.worker), tts.cache.stats, lambda: (conversation.turns,)
+    )
     return Services(stt, chat, tts, conversation, history, voices, realtime, metrics, casts)

@@ -31,6 +31,7 @@ from backend.app.core.keys import KeyRing, load_keys
 from backend.app.core.logs import redact_credentials
 from backend.app.core.metrics import HttpMetrics
 from backend.app.core.middleware import (
+    AdmissionBudgetMiddleware,
     BodySizeLimitMiddleware,
     CancelOnDisconnectMiddleware,
     JSONGuardMiddleware,
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_headers=["*"],
             expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After", "X-Request-ID"],
         )
+    app.add_middleware(AdmissionBudgetMiddleware, budgets=settings.limits.admission_budgets)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 

@@ -119,6 +119,7 @@ ENV: dict[str, tuple[str, str]] = {
     "MODEL_VERIFY": ("storage", "model_verify"),
     "DATABASE_URL": ("storage", "database_url"),
     "QUEUE_SIZE": ("limits", "queue_size"),
+    "ADMISSION_BUDGETS": ("limits", "admission_budgets"),
     "CONVERSATION_QUEUE_SIZE": ("limits", "conversation_queue_size"),
     "CPU_SLICE_MS": ("limits", "cpu_slice_ms"),
     "VAD_THRESHOLD": ("vad", "threshold"),

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from backend.app.core.quotas import NO_KEY, OUTCOMES, KeyLedger
 
 if TYPE_CHECKING:
+    from backend.app.core.admission import Gate
     from backend.app.core.worker import ModelWorker
     from backend.app.voices.cache import CacheStats
 
@@ -144,9 +145,15 @@ class ServiceMetrics:
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stages.labels(stage).observe(seconds)
 
-    def watch(self, workers: Callable[[], Iterable[ModelWorker]], cache: Callable[[], CacheStats]) -> None:
-        """Report the workers' queues and the speaker cache at every scrape."""
-        self.registry.register(_Live(workers, cache))
+    def watch(
+        self,
+        workers: Callable[[], Iterable[ModelWorker]],
+        cache: Callable[[], CacheStats],
+        gates: Callable[[], Iterable[Gate]] = tuple,
+    ) -> None:
+        """Report the workers' queues, expected waits and refusals, the gates' refusals and the
+        speaker cache at every scrape."""
+        self.registry.register(_Live(workers, cache, gates))
 
 
 class StageTimer:
@@ -187,9 +194,15 @@ class _Lazy(Collector):
 class _Live(Collector):
     """Read at each scrape: the workers' queues and the speaker cache."""
 
-    def __init__(self, workers: Callable[[], Iterable[ModelWorker]], cache: Callable[[], CacheStats]) -> None:
+    def __init__(
+        self,
+        workers: Callable[[], Iterable[ModelWorker]],
+        cache: Callable[[], CacheStats],
+        gates: Callable[[], Iterable[Gate]],
+    ) -> None:
         self.workers = workers
         self.cache = cache
+        self.gates = gates
 
     def collect(self) -> Iterator[Metric]:
         busy = GaugeMetricFamily(
@@ -203,12 +216,28 @@ class _Live(Collector):
             "Calls each model admits at once (running + QUEUE_SIZE); more are refused with 503",
             labels=["model"],
         )
+        wait = GaugeMetricFamily(
+            f"{NAMESPACE}_model_expected_wait_seconds",
+            "Seconds a call admitted now would wait for each model (its backlog's expected work)",
+            labels=["model"],
+        )
+        refused = CounterMetricFamily(
+            f"{NAMESPACE}_model_refusals",
+            "Requests each model refused: its queue full (queue), or their expected wait and work past "
+            "their budget (wait, ADMISSION_BUDGETS)",
+            labels=["model", "reason"],
+        )
         for worker in self.workers():
             running, waiting = worker.load()
             busy.add_metric([worker.name], running)
             queued.add_metric([worker.name], waiting)
             capacity.add_metric([worker.name], worker.capacity)
-        yield from (busy, queued, capacity)
+            wait.add_metric([worker.name], round(worker.expected_wait(), 3))
+            for reason, count in worker.refused.items():
+                refused.add_metric([worker.name, reason], count)
+        for gate in self.gates():
+            refused.add_metric([gate.name.replace(" ", "_"), "wait"], gate.refused)
+        yield from (busy, queued, capacity, wait, refused)
         stats = self.cache()
         yield CounterMetricFamily(
             f"{NAMESPACE}_speaker_cache_hits", "Prepared reference voices found in the cache", stats.hits

@@ -279,6 +279,11 @@ class StorageSettings(Section):
         return raw.strip()
 
 
+DEFAULT_BUDGETS = {"turn": 3.0, "stt": 6.0, "chat": 12.0, "tts": 6.0}
+"""ADMISSION_BUDGETS' defaults: a spoken turn that would wait is refused before it is slower than
+about three idle turns; single stages get room for their own longer work."""
+
+
 class LimitsSettings(Section):
     """How much work waits: the per-model and per-conversation queues."""
 
@@ -292,6 +297,30 @@ class LimitsSettings(Section):
     """The engines that run a call on every core on the CPU (Moonshine, Whisper, Piper) take turns
     on the cores, one piece, window or sentence at a time; while the local LLM generates, each unit
     first leaves it the cores for this many milliseconds. 0: they run at once."""
+    admission_budgets: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BUDGETS))
+    """Per route group (`turn`: a spoken turn, `stt`, `chat`, `tts`), the seconds a request may
+    expect to take on a busy stage, its wait and its own work: `turn=3,stt=6,chat=12,tts=6`. A
+    request that would take longer is refused at once (503, Retry-After: when it would fit); on an
+    idle stage a request is always taken. A group left out, or 0, is bounded by QUEUE_SIZE only."""
+
+    @field_validator("admission_budgets", mode="before")
+    @classmethod
+    def _budgets(cls, raw: object) -> object:
+        if not isinstance(raw, str):
+            return raw
+        budgets: dict[str, float] = {}
+        for pair in filter(None, (p.strip() for p in raw.split(","))):
+            group, _, seconds = pair.partition("=")
+            group = group.strip()
+            if group not in DEFAULT_BUDGETS:
+                raise ValueError(f"unknown route group {group!r} (known: {', '.join(DEFAULT_BUDGETS)})")
+            try:
+                budgets[group] = float(seconds)
+            except ValueError:
+                raise ValueError(f"{group}={seconds!r}: the budget is a number of seconds") from None
+            if budgets[group] < 0:
+                raise ValueError(f"{group}: the budget cannot be negative")
+        return budgets
 
 
 class VADSettings(Section):

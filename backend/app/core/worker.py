@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -25,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar, cast
 
+from backend.app.core.admission import Backlog, ServiceTimes, budget, retry_after, run_measured, work_units
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.memory import request_trim
 
@@ -118,52 +120,6 @@ class Admission:
         return self.worker._iterate(self, fn, *args, **kwargs)
 
 
-class Gate:
-    """Counts requests of one kind in flight (spoken turns, say) and refuses more than `capacity`
-    at once with `OverloadedError` (503 + Retry-After). Not tied to a thread: a request that passes
-    the gate may then reserve its stages' slots in order (`ModelWorker.admit(reserved=True)`)."""
-
-    def __init__(self, name: str, capacity: int) -> None:
-        self.name = name
-        self.capacity = capacity
-        self._lock = threading.RLock()  # re-entrant for the same reason as ModelWorker's
-        self._inside = 0
-
-    @property
-    def inside(self) -> int:
-        return self._inside
-
-    def enter(self) -> Ticket:
-        with self._lock:
-            if self._inside >= self.capacity:
-                raise OverloadedError(
-                    f"{self._inside} {self.name} are in progress, the most this server takes at once; "
-                    "retry shortly",
-                    retry_after_s=2,
-                )
-            self._inside += 1
-        return Ticket(self)
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._inside -= 1
-
-
-class Ticket:
-    """A place taken at a `Gate`, given back by `release()` (idempotent) or when dropped."""
-
-    def __init__(self, gate: Gate) -> None:
-        self._gate: Gate | None = gate
-
-    def release(self) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None:
-            gate._leave()
-
-    def __del__(self) -> None:
-        self.release()
-
-
 class ModelWorker:
     """Runs blocking calls for one model in its own thread, admitting at most 1 + queue_size.
 
@@ -172,13 +128,27 @@ class ModelWorker:
     `concurrency + queue_size` are admitted."""
 
     def __init__(
-        self, name: str, queue_size: int, timeout_s: float | None = None, concurrency: int = 1
+        self,
+        name: str,
+        queue_size: int,
+        timeout_s: float | None = None,
+        concurrency: int = 1,
+        prior_s: float = 1.0,
+        typical_units: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.name = name
         self.capacity = queue_size + concurrency
         self.timeout_s = timeout_s
+        self.typical_units = typical_units
+        """The size of a call that does not say (`admission.work_units`), in the stage's unit."""
+        self.times = ServiceTimes(prior_s)
+        """How long its calls take, per size class (`prior_s` until one has run)."""
+        self.backlog = Backlog(parallel=concurrency)
+        """The work admitted and not yet done, each call with its expected cost."""
+        self.refused: dict[str, int] = {"queue": 0, "wait": 0}
+        """Requests refused because the queue was full, or because their expected wait was too long."""
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-worker")
         # Re-entrant: an unused `Admission` gives its slot back when it is collected, which can
         # happen on any thread, at any allocation, including one made while the lock is held.
@@ -197,12 +167,37 @@ class ModelWorker:
         with self._lock:
             return self._running, self._admitted - self._running
 
-    def check(self) -> None:
-        """Refuse now (503) if a new request would be refused: for work admitted up front."""
+    def _units(self, units: float | None) -> float:
+        return self.typical_units if units is None else units
+
+    def expected_wait(self) -> float:
+        """Seconds a call admitted now would wait before it runs (the backlog's expected work)."""
+        return self.backlog.expected_wait()
+
+    def check(self, units: float | None = None) -> None:
+        """Refuse now (503) if a new request would be refused: for work admitted up front. Full
+        queue, or (with the request's route group's budget, `admission.budget`) an expected wait
+        plus its own expected work beyond the budget; Retry-After says when it would fit."""
         if self._admitted >= self.capacity:
+            self.refused["queue"] += 1
             raise OverloadedError(
                 f"the {self.name} model is busy ({self._admitted} requests in progress); retry shortly",
-                retry_after_s=2,
+                retry_after_s=max(1, math.ceil(self.expected_wait())),
+            )
+        limit = budget.get()
+        if limit is None or not limit.seconds:
+            return
+        wait = self.expected_wait()
+        if wait <= 0.0:
+            return  # an idle model takes any request, however long its own work
+        cost = self.times.estimate(self._units(work_units.get() if units is None else units))
+        if wait + cost > limit.seconds:
+            self.refused["wait"] += 1
+            raise OverloadedError(
+                f"the {self.name} model has about {wait:.1f} s of work ahead of this request, which "
+                f"would take {wait + cost:.1f} s of the {limit.seconds:g} s a {limit.group} request "
+                "may take (ADMISSION_BUDGETS); retry later",
+                retry_after_s=retry_after(wait, cost, limit.seconds),
             )
 
     def admit(self, reserved: bool = False) -> Admission:
@@ -226,26 +221,34 @@ class ModelWorker:
         `release` is False: a step of an `Admission` that keeps its slot)."""
         cancel = threading.Event()
         timings = stage_times.get()
+        units = self._units(work_units.get())
+        key = self.backlog.add(self.times.estimate(units))
 
         def call() -> T:
             token = _cancel_event.set(cancel)
             started = time.perf_counter()
+            self.backlog.started(key)
             with self._lock:
                 self._running += 1
+            size: float | None = None
             try:
                 raise_if_cancelled()
-                return fn()
+                result, size = run_measured(units, fn)
+                return result
             finally:
                 with self._lock:
                     self._running -= 1
                 _cancel_event.reset(token)
+                elapsed = time.perf_counter() - started
+                if size is not None:  # a call cut short says nothing of how long one takes
+                    self.times.record(size, elapsed)
                 if timings is not None:
-                    elapsed = (time.perf_counter() - started) * 1000
-                    timings[self.name] = timings.get(self.name, 0.0) + elapsed
+                    timings[self.name] = timings.get(self.name, 0.0) + elapsed * 1000
 
         # The slot is released when the call is done or dropped from the queue, not when the
         # awaiting request goes away: a running call holds the model until it notices `cancel`.
         future = self._executor.submit(call)
+        future.add_done_callback(lambda _: self.backlog.done(key))
         if release:
             future.add_done_callback(self._release)
         return _Job(cast("Future[object]", future), cancel)

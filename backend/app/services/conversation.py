@@ -17,9 +17,9 @@ from contextlib import aclosing
 import anyio
 
 from backend.app.audio.encode import AudioFormat
+from backend.app.core.admission import TYPICAL_TURN_S, Gate
 from backend.app.core.metrics import ServiceMetrics, elapsed_ms
 from backend.app.core.values import ChatMessage, ToolCall, TranscribeOptions
-from backend.app.core.worker import Gate
 from backend.app.services.chat import ChatService
 from backend.app.services.history import ConversationHistory, check_conversation_id
 from backend.app.services.mcp_tools import ToolStep
@@ -64,7 +64,11 @@ class ConversationService:
         """Turns in progress, from admission to the stored reply: as many as the LLM admits."""
 
     def check_ready(
-        self, voice: str | None, conversation_id: str | None = None, with_audio: bool = True
+        self,
+        voice: str | None,
+        conversation_id: str | None = None,
+        with_audio: bool = True,
+        audio_s: float = TYPICAL_TURN_S,
     ) -> TurnSlot:
         """Fail fast, before any work: an unknown voice (404), a full disk (507: the turn and its
         audio are stored, so refused before any work, not an error event after the audio went
@@ -73,14 +77,16 @@ class ConversationService:
         process), and then reserves its stages in order: the LLM slot now (kept for the reply,
         `ReplyRequest.slot`), its transcription and each TTS piece as follow-ups. So
         single-stage requests filling one queue cannot starve turns, which need all three: under
-        overload turns are served at the gate's rate, and refused only when it is full."""
+        overload turns are served at the gate's rate, and refused only when it is full. A turn is
+        also refused when the stages' expected waits and its own work (`audio_s` of speech to
+        transcribe, a reply, its first piece) pass the `turn` budget (ADMISSION_BUDGETS)."""
         if voice:
             self.tts.choose_voice(voice, None)
         self.history.require_room(with_audio=with_audio)
         if conversation_id:
             self.history.check_room(conversation_id)
-        ticket = self.turns.enter()
-        return TurnSlot(ticket, self.chat.reserve())
+        stages = ((self.stt.worker, audio_s), (self.chat.worker, 1.0), (self.tts.worker, 1.0))
+        return TurnSlot(self.turns.enter(stages), self.chat.reserve())
 
     @property
     def output_sample_rate(self) -> int:

@@ -9,6 +9,7 @@ from contextlib import aclosing
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText
+from backend.app.core.admission import measured_units
 from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics
@@ -137,15 +138,19 @@ class STTService:
         return transcription
 
     def _transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcription:
+        measured_units(audio.duration)  # the stage's size: seconds of audio (core/admission.py)
         return self.backend.transcribe(resample(audio, self.backend.sample_rate), options)
 
     def _transcribe_stream(
         self, audio: Audio, options: TranscribeOptions
     ) -> Iterator[TranscriptSegment | Transcription]:
+        measured_units(audio.duration)
         return self.backend.transcribe_stream(resample(audio, self.backend.sample_rate), options)
 
     def _decode_and_transcribe(self, data: bytes, options: TranscribeOptions) -> Transcription:
-        return self.backend.transcribe(self._decode(data), options)
+        audio = self._decode(data)
+        measured_units(audio.duration)
+        return self.backend.transcribe(audio, options)
 
 
 async def text_deltas(

@@ -20,6 +20,7 @@ from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.by_language import check_spoken
 from backend.app.backends.protocols import DialogueSpeech, TextToSpeech, WordAligner
+from backend.app.core.admission import measured_units
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import StageTimeoutError
 from backend.app.core.metrics import ServiceMetrics
@@ -105,6 +106,7 @@ class Synthesizer:
             text, voice=prompt, cfg_scale=cfg_scale, speed=speed if native else 1.0, speaker=speaker
         )
         audio = self._timed(self._backend.synthesize(request), text)
+        measured_units(audio.duration)  # the stage's size: seconds of speech (core/admission.py)
         if not native:
             audio = change_tempo(audio, speed)
         return self._joined(audio, first=first) if joined else self._counted(audio)
@@ -128,6 +130,7 @@ class Synthesizer:
         )
         text = "\n".join(t.text for t in window)
         audio = self._timed(cast(DialogueSpeech, self._backend).synthesize_dialogue(request), text)
+        measured_units(audio.duration)
         if not self._backend.supports_speed:
             audio = change_tempo(audio, speed)
         return self._joined(audio, first=first)

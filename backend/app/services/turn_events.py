@@ -13,9 +13,10 @@ from typing import Any
 
 from backend.app.audio.encode import AudioFormat
 from backend.app.audio.types import Audio
+from backend.app.core.admission import Ticket
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import ToolCall, Transcription
-from backend.app.core.worker import Admission, Ticket
+from backend.app.core.worker import Admission
 from backend.app.services.history import ConversationHistory
 from backend.app.services.speech import ReplyAudio, ReplyText
 from backend.app.storage.rows import Turn as StoredTurn
