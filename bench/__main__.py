@@ -28,6 +28,8 @@ bench/results/README.md (bench/results/gpu/README.md with --gpu): tables and PNG
 - the server against the raw libraries on an idle CPU and beside a CPU hog;
 - a concurrency sweep (1, 2, 8 clients on spoken questions: throughput, p50/p90/max), the models
   taking turns on the cores and not, and a short answer beside a long Piper synthesis;
+- overload: 1, 2, 8 and 50 clients on every route mixed, honouring Retry-After and not, admission
+  by expected wait against the queues' length only (served per minute, refusals, latencies);
 - cold start to ready, and resident memory with every model loaded;
 - our Wyoming endpoint against wyoming-faster-whisper and wyoming-piper, protocol against protocol;
 - a stored turn on SQLite and on PostgreSQL (DATABASE_URL), 1,000 turns each;
@@ -72,6 +74,7 @@ SECTIONS = (
     "turns",
     "cpu",
     "concurrency",
+    "overload",
     "startup",
     "wyoming",
     "storage",
@@ -137,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = startup.measure(1 if args.quick else 3)
         write(out, "startup", startup.section(rows))
+
+    if "overload" in args.sections and not args.gpu:  # servers of its own, one per admission rule
+        from bench import overload
+
+        window = 30.0 if args.quick else overload.WINDOW_S
+        write(out, "overload", overload.section(overload.measure(window), out))
 
     if "serve" in args.sections and not args.gpu:  # the GPU layout is config.yaml's, on a cluster
         from bench import serve
