@@ -78,9 +78,16 @@ class Admission:
     """A slot taken now for work that starts later; the work it runs keeps the slot until it is
     done. Released by `release()`, or when dropped unused (a response that never started)."""
 
-    def __init__(self, worker: ModelWorker) -> None:
+    def __init__(self, worker: ModelWorker, reserved: int | None = None) -> None:
         self.worker = worker
         self._held = True
+        self._reserved = reserved
+        """Its place in the model's backlog, counted from admission until its work starts."""
+
+    def reservation(self) -> int | None:
+        """The backlog entry the work takes over (once: later steps are counted as they start)."""
+        reserved, self._reserved = self._reserved, None
+        return reserved
 
     @property
     def held(self) -> bool:
@@ -93,6 +100,9 @@ class Admission:
 
     def release(self) -> None:
         """Give the slot back if no work has taken it (idempotent)."""
+        reserved = self.reservation()
+        if reserved is not None:
+            self.worker.backlog.done(reserved)
         if self._held:
             self._held = False
             self.worker._release(None)
@@ -103,14 +113,15 @@ class Admission:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """As `ModelWorker.run`, in this slot."""
         self._take()
-        return cast(T, await self.worker._await(self.worker._start(lambda: fn(*args, **kwargs))))
+        job = self.worker._start(lambda: fn(*args, **kwargs), key=self.reservation())
+        return cast(T, await self.worker._await(job))
 
     async def step(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one call of work made of several (the segments of a text) in this slot, and keep
         the slot for the next call; `release()` gives it back after the last."""
         if not self._held:
             raise RuntimeError(f"this {self.worker.name} admission was already used or released")
-        job = self.worker._start(lambda: fn(*args, **kwargs), release=False)
+        job = self.worker._start(lambda: fn(*args, **kwargs), release=False, key=self.reservation())
         return cast(T, await self.worker._await(job))
 
     def stream(
@@ -204,7 +215,7 @@ class ModelWorker:
         """Take a slot now (503 if there is none) for work that starts later. `reserved`: never
         refused, for a stage of work admitted as a whole elsewhere (a spoken turn, at its `Gate`)."""
         self._admit(not reserved)
-        return Admission(self)
+        return Admission(self, self.backlog.add(self.times.estimate(self._units(work_units.get()))))
 
     def _admit(self, check: bool) -> None:
         with self._lock:
@@ -216,13 +227,15 @@ class ModelWorker:
         self._admit(check)
         return self._start(fn)
 
-    def _start(self, fn: Callable[[], T], release: bool = True) -> _Job:
+    def _start(self, fn: Callable[[], T], release: bool = True, key: int | None = None) -> _Job:
         """Run `fn` in a slot already counted; the slot is released when it is done (unless
-        `release` is False: a step of an `Admission` that keeps its slot)."""
+        `release` is False: a step of an `Admission` that keeps its slot). `key`: its entry in the
+        backlog, reserved at admission (else one is added now)."""
         cancel = threading.Event()
         timings = stage_times.get()
         units = self._units(work_units.get())
-        key = self.backlog.add(self.times.estimate(units))
+        if key is None:
+            key = self.backlog.add(self.times.estimate(units))
 
         def call() -> T:
             token = _cancel_event.set(cancel)
@@ -326,7 +339,7 @@ class ModelWorker:
             job = self._submit(True, produce)
         else:
             admission._take()
-            job = self._start(produce)
+            job = self._start(produce, key=admission.reservation())
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
             while True:
