@@ -175,3 +175,22 @@ def test_a_turn_is_refused_as_a_whole_when_its_stages_would_pass_the_budget() ->
     budget.set(None)
     for worker in (stt, llm, tts):
         worker.shutdown()
+
+
+def test_a_turn_holds_its_places_in_the_backlogs_until_its_work_takes_them() -> None:
+    stt, tts = ModelWorker("stt", queue_size=4, prior_s=1.0), ModelWorker("tts", queue_size=4, prior_s=0.5)
+    turns = Gate("spoken turns", 5)
+
+    async def turn() -> tuple[float, float, float]:
+        ticket = turns.enter(((stt, 3.0), (tts, 1.0)), reserve=("stt", "tts"))
+        held = (stt.expected_wait(), tts.expected_wait())  # counted before any of it runs
+        await stt.follow_up(lambda: None)  # its transcription takes up its place
+        after = stt.expected_wait()
+        ticket.release()  # it never spoke: its place on the TTS backlog is given back
+        return held[0], held[1] + after, tts.expected_wait()
+
+    (stt_held, tts_held_plus_after, tts_after) = asyncio.run(turn())
+    assert stt_held == pytest.approx(1.0) and tts_held_plus_after == pytest.approx(0.5)
+    assert tts_after == 0.0 and stt.expected_wait() == 0.0
+    for worker in (stt, tts):
+        worker.shutdown()

@@ -179,6 +179,7 @@ class Staged(Protocol):
 
     name: str
     times: ServiceTimes
+    backlog: Backlog
 
     def expected_wait(self) -> float: ...
 
@@ -204,6 +205,20 @@ def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
         )
 
 
+reservations: contextvars.ContextVar[dict[str, tuple[Backlog, int]] | None] = contextvars.ContextVar(
+    "reservations", default=None
+)
+"""The backlog places a request admitted as a whole holds on its stages, by stage name (`Gate.enter`)."""
+
+
+def take_reservation(stage: str) -> int | None:
+    """The place the current request holds in `stage`'s backlog, for its first call there (once)."""
+    held = reservations.get()
+    if not held or stage not in held:
+        return None
+    return held.pop(stage)[1]
+
+
 def retry_after(wait_s: float, cost_s: float, limit_s: float) -> int:
     """Whole seconds until a call costing `cost_s` behind `wait_s` of work would fit `limit_s`."""
     return max(1, math.ceil(wait_s + cost_s - limit_s))
@@ -226,9 +241,11 @@ class Gate:
     def inside(self) -> int:
         return self._inside
 
-    def enter(self, stages: Sequence[tuple[Staged, float]] = ()) -> Ticket:
+    def enter(self, stages: Sequence[tuple[Staged, float]] = (), reserve: Sequence[str] = ()) -> Ticket:
         """A place, if one is free and the `stages` the work needs (each with its size) admit it
-        as a whole within the request's budget (`check_whole`); else 503."""
+        as a whole within the request's budget (`check_whole`); else 503. The stages named in
+        `reserve` get the work's place in their backlog now (`reservations`), so that work
+        admitted after it counts it before it runs."""
         with self._lock:
             if self._inside >= self.capacity:
                 raise OverloadedError(
@@ -242,7 +259,13 @@ class Gate:
                 self.refused += 1
                 raise
             self._inside += 1
-        return Ticket(self)
+        held = {
+            stage.name: (stage.backlog, stage.backlog.add(stage.times.estimate(units)))
+            for stage, units in stages
+            if stage.name in reserve
+        }
+        reservations.set(held)
+        return Ticket(self, held)
 
     def _leave(self) -> None:
         with self._lock:
@@ -252,11 +275,15 @@ class Gate:
 class Ticket:
     """A place taken at a `Gate`, given back by `release()` (idempotent) or when dropped."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, held: dict[str, tuple[Backlog, int]] | None = None) -> None:
         self._gate: Gate | None = gate
+        self._held = held or {}
 
     def release(self) -> None:
         gate, self._gate = self._gate, None
+        while self._held:  # places in the backlogs the work never took up
+            backlog, key = self._held.popitem()[1]
+            backlog.done(key)
         if gate is not None:
             gate._leave()
 

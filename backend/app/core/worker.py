@@ -26,7 +26,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar, cast
 
-from backend.app.core.admission import Backlog, ServiceTimes, budget, retry_after, run_measured, work_units
+from backend.app.core.admission import (
+    Backlog,
+    ServiceTimes,
+    budget,
+    retry_after,
+    run_measured,
+    take_reservation,
+    work_units,
+)
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.memory import request_trim
 
@@ -234,6 +242,8 @@ class ModelWorker:
         cancel = threading.Event()
         timings = stage_times.get()
         units = self._units(work_units.get())
+        if key is None:
+            key = take_reservation(self.name)  # a spoken turn's place, taken at its gate
         if key is None:
             key = self.backlog.add(self.times.estimate(units))
 

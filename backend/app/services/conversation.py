@@ -86,7 +86,7 @@ class ConversationService:
         if conversation_id:
             self.history.check_room(conversation_id)
         stages = ((self.stt.worker, audio_s), (self.chat.worker, 1.0), (self.tts.worker, 1.0))
-        return TurnSlot(self.turns.enter(stages), self.chat.reserve())
+        return TurnSlot(self.turns.enter(stages, reserve=("stt", "tts")), self.chat.reserve())
 
     @property
     def output_sample_rate(self) -> int:
