@@ -13,10 +13,10 @@ from backend.app.audio.vad import SileroVAD
 from backend.app.backends import registry
 from backend.app.backends.protocols import ChatModel, SpeechToText, TextToSpeech, WordAligner
 from backend.app.backends.turn_words import WordsEndOfTurn
-from backend.app.core.admission import TYPICAL_TURN_S
+from backend.app.core.admission import TYPICAL_TURN_S, refuse_early
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns
-from backend.app.core.errors import ModelLoadError, NotReadyError
+from backend.app.core.errors import ModelLoadError, NotReadyError, OverloadedError
 from backend.app.core.metrics import ServiceMetrics
 from backend.app.core.values import (
     ChatMessage,
@@ -72,6 +72,23 @@ class Services:
             ("tts", self.tts.info, self.tts.worker),
         )
         return {name: StageLoad(info, worker.pending, worker.capacity) for name, info, worker in stages}
+
+    def refuse_early(self, group: str) -> OverloadedError | None:
+        """The 503 a request of route group `group` gets before its body is read, when the work
+        ahead of it already rules it out (core/admission.py), counted as a refusal by wait."""
+        workers = {
+            "turn": (self.stt.worker, self.chat.worker, self.tts.worker),
+            "stt": (self.stt.worker,),
+            "chat": (self.chat.worker,),
+            "tts": (self.tts.worker,),
+        }.get(group, ())
+        refusal = refuse_early(workers)
+        if refusal is not None:
+            if group == "turn":
+                self.conversation.turns.refused += 1
+            else:
+                workers[0].refused["wait"] += 1
+        return refusal
 
     def sweep_outputs(self) -> int:
         """One retention pass over OUTPUTS_DIR, sparing audio that young stored turns refer to."""
@@ -177,6 +194,8 @@ class StageConcurrency:
     stt: int = 1
     chat: int = 1
     tts: int = 1
+    ingress: int = 1
+    """Ingress replicas calling those replicas: each admits work against 1/ingress of them."""
 
 
 def build_services(settings: Settings, loaded: dict[str, ModelInfo] | None = None) -> Services:
@@ -260,10 +279,11 @@ def assemble_services(
         turns = CpuTurns(settings.limits.cpu_slice_ms / 1000)
         for engine in (backends.stt, backends.chat, backends.tts):
             share_cores(engine, turns)
+    share = 1.0 / concurrency.ingress
     storage = settings.storage
     stt = STTService(
         backends.stt,
-        ModelWorker("stt", queue, settings.stt.timeout_s, concurrency.stt, 0.5, TYPICAL_TURN_S),
+        ModelWorker("stt", queue, settings.stt.timeout_s, concurrency.stt, 0.5, TYPICAL_TURN_S, share),
         settings.stt,
         metrics,
     )
@@ -274,7 +294,7 @@ def assemble_services(
     )
     chat = ChatService(
         backends.chat,
-        ModelWorker("chat", queue, settings.llm.timeout_s, concurrency.chat, 2.0),
+        ModelWorker("chat", queue, settings.llm.timeout_s, concurrency.chat, 2.0, 1.0, share),
         settings.llm,
         history,
         metrics,
@@ -282,7 +302,7 @@ def assemble_services(
     )
     tts = TTSService(
         backends.tts,
-        ModelWorker("tts", queue, settings.tts.timeout_s, concurrency.tts, 0.3, TYPICAL_TURN_S),
+        ModelWorker("tts", queue, settings.tts.timeout_s, concurrency.tts, 0.3, TYPICAL_TURN_S, share),
         library,
         SpeakerCache[object](settings.voices.cache_size),
         settings.tts,

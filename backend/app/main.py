@@ -26,18 +26,18 @@ from backend.app.backends import manifest
 from backend.app.container import ServiceGate, Services, build_services
 from backend.app.core.auth import ApiKeyMiddleware
 from backend.app.core.config import Settings
-from backend.app.core.errors import StorageUnavailableError, install_error_handlers
+from backend.app.core.errors import AppError, StorageUnavailableError, install_error_handlers
 from backend.app.core.keys import KeyRing, load_keys
 from backend.app.core.logs import redact_credentials
 from backend.app.core.metrics import HttpMetrics
 from backend.app.core.middleware import (
-    AdmissionBudgetMiddleware,
     BodySizeLimitMiddleware,
     CancelOnDisconnectMiddleware,
     JSONGuardMiddleware,
     RequestContextMiddleware,
 )
 from backend.app.core.quotas import KeyLedger
+from backend.app.core.shedding import AdmissionBudgetMiddleware, EarlyRefusalMiddleware, EarlyReturnMiddleware
 from backend.app.services.mcp_tools import McpTools
 
 logger = logging.getLogger("backend.app")
@@ -187,11 +187,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.site = load_site()  # the browser page's files, read once
     app.include_router(router)
 
-    # Added innermost first: a request meets RequestContext, CORS, auth, the body limit, the JSON
-    # guard, then the disconnect watcher. CORS sits outside auth so that a 401 still carries its headers.
+    # Added innermost first: a request meets RequestContext, its admission budget, CORS, auth, the
+    # early refusal, the body limit, the JSON guard, then the disconnect watcher. CORS sits outside
+    # auth so that a 401 still carries its headers.
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(JSONGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_upload_bytes)
+    app.add_middleware(EarlyRefusalMiddleware, refuse_early=lambda group: _refuse_early(app, group))
     if keys:
         app.add_middleware(ApiKeyMiddleware, ring=KeyRing(keys), ledger=app.state.keys)
         app.state.metrics.watch_keys(app.state.keys)
@@ -205,8 +207,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             expose_headers=["X-Segments", "X-Sample-Rate", "X-Voice", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(AdmissionBudgetMiddleware, budgets=settings.limits.admission_budgets)
+    app.add_middleware(EarlyReturnMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
+
+
+def _refuse_early(app: FastAPI, group: str) -> AppError | None:
+    services: Services | None = app.state.gate.services
+    return services.refuse_early(group) if services is not None else None
 
 
 def __getattr__(name: str) -> FastAPI:

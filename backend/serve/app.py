@@ -137,7 +137,9 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
             },
         }
 
-    concurrency = StageConcurrency(args.stt.num_replicas, args.chat.num_replicas, args.tts.num_replicas)
+    concurrency = StageConcurrency(
+        args.stt.num_replicas, args.chat.num_replicas, args.tts.num_replicas, args.ingress_replicas
+    )
     # The decorated classes are Serve deployments (mypy sees the classes).
     ingress, stt, chat, tts = cast(
         tuple[Any, ...], (VoiceIngress, STTDeployment, ChatDeployment, TTSDeployment)

@@ -18,6 +18,7 @@ from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from backend.app.audio.types import Audio
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import (
     CallPending,
@@ -30,7 +31,6 @@ from backend.app.core.values import (
     Transcription,
     TranscriptSegment,
 )
-from backend.app.core.worker import raise_if_cancelled
 from backend.serve.deployments import EngineInfo
 
 POLL_S = 0.1

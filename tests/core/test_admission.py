@@ -10,16 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from backend.app.core.admission import (
-    Backlog,
-    Budget,
-    Gate,
-    ServiceTimes,
-    budget,
-    measured_units,
-    route_group,
-    work_units,
-)
+from backend.app.core.admission import Gate, route_group
+from backend.app.core.backlog import Backlog, Budget, ServiceTimes, budget, measured_units, work_units
 from backend.app.core.errors import OverloadedError
 from backend.app.core.worker import ModelWorker
 

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from backend.app.backends.llamacpp_llm import LlamaCppChatBackend
+from backend.app.core.cancellation import WorkCancelled
 from backend.app.core.cpu import CpuTurns, in_turns
 from backend.app.core.values import ChatMessage, GenerationOptions
-from backend.app.core.worker import WorkCancelled
 from tests.overlap import Overlap
 
 

@@ -8,8 +8,9 @@ from contextlib import aclosing
 
 import pytest
 
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.errors import OverloadedError, StageTimeoutError
-from backend.app.core.worker import ModelWorker, raise_if_cancelled, stage_times
+from backend.app.core.worker import ModelWorker, stage_times
 from tests.overlap import Overlap
 
 

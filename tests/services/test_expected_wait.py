@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.container import Services
-from backend.app.core.admission import Budget, budget, measured_units
+from backend.app.core.backlog import Budget, budget, measured_units
 from backend.app.core.errors import OverloadedError
 from backend.app.core.values import TranscribeOptions
 from backend.app.text.wer import word_error_rate
@@ -48,7 +48,9 @@ def test_a_burst_of_transcriptions_is_admitted_by_the_models_own_service_time(
     data = clip("speech.wav")
     options = TranscribeOptions(language="en")
     worker = stt.worker
-    wait, cost = worker.expected_wait(), worker.times.estimate(worker.typical_units)
+    # Both as the rule reads them: scaled by how late admitted work has been (`slowdown`).
+    wait = worker.expected_wait()
+    cost = worker.times.estimate(worker.typical_units, "stt") * worker.backlog.slowdown
     assert cost > 0
     admit = 2
     limit = wait + cost * (admit + 0.5)  # room for exactly two more, half a call to spare
@@ -87,9 +89,10 @@ def test_a_request_that_would_wait_past_its_budget_gets_a_503_with_when_to_retry
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "overloaded"
         assert "ADMISSION_BUDGETS" in refused.json()["error"]["message"]
-        # The default stt budget is 6 s: it would fit after about 40 s + its own work - 6 s.
-        own = worker.times.estimate(worker.typical_units)
-        assert abs(int(refused.headers["Retry-After"]) - (40 + own - 6)) <= 3
+        # Refused before its body was read: the 40 s ahead pass the 3 s a transcription may wait
+        # (the default stt budget), whatever its own size; it would fit about 37 s later.
+        ahead = worker.expected_wait()
+        assert abs(int(refused.headers["Retry-After"]) - (ahead - 3)) <= 2
         metrics = client.get("/metrics").text
         assert 'voice_dialogue_model_expected_wait_seconds{model="stt"}' in metrics
         assert 'voice_dialogue_model_refusals_total{model="stt",reason="wait"}' in metrics

@@ -13,9 +13,9 @@ import dataclasses
 from backend.app.audio.decode import resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TextToSpeech
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.errors import InvalidInputError
 from backend.app.core.values import DialogueRequest, SynthesisRequest
-from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.chinese import script_language
 from backend.app.text.languages import language_name
 from backend.app.text.segment import join_pieces, split_sentences

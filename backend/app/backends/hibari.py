@@ -17,10 +17,10 @@ import onnxruntime
 from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
-from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.wer import spell_numbers
 from backend.app.text.word_timing import Sound, place_words
 

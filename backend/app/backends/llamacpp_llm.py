@@ -37,12 +37,12 @@ from backend.app.backends.llamacpp_dirs import SOCKET_DIR_PREFIX, remove_stale_d
 from backend.app.backends.llamacpp_tools import run_with_tools
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.streaming import beside
+from backend.app.core.cancellation import cancel_event, raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns, generating
 from backend.app.core.errors import ContextLengthError, InvalidInputError, ModelLoadError
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ModelInfo, ToolCall, ToolSpec
-from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from backend.app.audio.types import Audio
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
 from backend.app.backends.protocols import final_transcription
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns, taking_turn
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment
-from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import join_pieces
 
 SAMPLE_RATE = 16_000

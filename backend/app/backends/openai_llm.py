@@ -12,11 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from backend.app.backends.chat_prompt import COMMON_MARKERS, Markers, engine_messages, engine_tools
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError, UpstreamError
 from backend.app.core.tools import ToolRequest, check_arguments, new_call
 from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ModelInfo, ToolCall
-from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.segment import is_cjk
 
 

@@ -12,10 +12,10 @@ from backend.app.backends import embedded
 from backend.app.backends.chat_prompt import Markers, engine_messages
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
 from backend.app.backends.streaming import beside
+from backend.app.core.cancellation import cancel_event, raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ChatMessage, GenerationOptions, ModelInfo
-from backend.app.core.worker import cancel_event, raise_if_cancelled
 
 if TYPE_CHECKING:
     import torch

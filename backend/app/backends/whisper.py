@@ -12,11 +12,11 @@ from backend.app.audio.types import Audio, Words
 from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles, dir_files, local_dir
 from backend.app.backends.protocols import final_transcription
+from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.config import Settings
 from backend.app.core.cpu import CpuTurns, in_turns, taking_turn
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, TranscribeOptions, Transcription, TranscriptSegment, Word
-from backend.app.core.worker import raise_if_cancelled
 from backend.app.text.chinese import script_language
 from backend.app.text.segment import join_pieces
 from backend.app.text.word_timing import Sound, place_words, words_of

@@ -1,16 +1,12 @@
-"""Admission by expected wait: how long a stage's work takes, and what is already in front of it.
+"""Admission by expected wait: the rule each request meets before any work is done for it.
 
-Each model stage keeps `ServiceTimes`: an exponentially weighted mean of the seconds its calls took,
-per size class (the call's size in the stage's own unit: seconds of audio to transcribe, tokens to
-generate, seconds of speech to synthesise; classes are powers of two). A new call's cost is read
-from its class (scaled to its size), or from the nearest class seen, or from the stage's prior.
-
-`Backlog` keeps the work admitted on a stage and not yet done, each with its expected cost: its
-expected wait is what the calls ahead still need (a running call's cost less the time it has run),
-spread over the stage's parallel slots. A request is admitted when its expected wait plus its own
-cost fits its route group's budget (ADMISSION_BUDGETS); otherwise it is refused at once with 503
-and a Retry-After of when it would fit. Work that belongs to a request admitted as a whole (the
-stages of a spoken turn, the next sentence of a streamed reply) is never refused, but counts.
+A request is admitted when its expected wait on the stages it needs plus its own expected work fits
+its route group's budget (ADMISSION_BUDGETS), and leaves the groups refused lately their fair share
+(core/backlog.py measures both); otherwise it is refused at once with 503 and a Retry-After of when
+it would fit. A stage that is idle takes any request. A spoken turn is admitted or refused as a
+whole, on its three stages (`Gate`). Work that belongs to a request admitted as a whole (the stages
+of a spoken turn, the next sentence of a streamed reply) is never refused, but counts. A request
+that would be refused whatever its size is refused before its body is read (`refuse_early`).
 """
 
 from __future__ import annotations
@@ -19,147 +15,28 @@ import contextvars
 import math
 import re
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from backend.app.core.backlog import (
+    Backlog,
+    Budget,
+    ServiceTimes,
+    budget,
+    next_order,
+    order,
+)
 from backend.app.core.errors import OverloadedError
-
-T = TypeVar("T")
 
 TYPICAL_TURN_S = 3.0
 """Seconds of speech a spoken turn is taken to have when its length is not known yet."""
 
-ALPHA = 0.3
-"""Weight of the newest call in a class's mean: the estimate follows a changed load within ~5 calls."""
+TYPICAL_REPLY_S = 4.0
+"""Seconds of speech a spoken reply is taken to have (its TTS work, counted from its admission)."""
 
-
-@dataclass
-class _Class:
-    seconds: float
-    units: float
-
-
-class ServiceTimes:
-    """A stage's recent service time per size class (thread-safe)."""
-
-    def __init__(self, prior_s: float, alpha: float = ALPHA) -> None:
-        self.prior_s = prior_s
-        self.alpha = alpha
-        self._classes: dict[int, _Class] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def size_class(units: float) -> int:
-        return max(0, math.floor(math.log2(max(units, 0.0) + 1.0)))
-
-    def record(self, units: float, seconds: float) -> None:
-        """A call of `units` took `seconds` (its time on the model, not its wait)."""
-        key = self.size_class(units)
-        with self._lock:
-            seen = self._classes.get(key)
-            if seen is None:
-                self._classes[key] = _Class(seconds, max(units, 1e-6))
-            else:
-                seen.seconds += self.alpha * (seconds - seen.seconds)
-                seen.units += self.alpha * (max(units, 1e-6) - seen.units)
-
-    def estimate(self, units: float) -> float:
-        """Seconds a call of `units` is expected to take."""
-        key = self.size_class(units)
-        with self._lock:
-            if not self._classes:
-                return self.prior_s
-            nearest = min(self._classes, key=lambda k: (abs(k - key), -k))
-            seen = self._classes[nearest]
-        scale = max(units, 1e-6) / seen.units
-        if nearest == key:
-            scale = min(2.0, max(0.5, scale))  # within a class, size moves the cost a little
-        return seen.seconds * scale
-
-
-@dataclass
-class _Entry:
-    cost: float
-    started: float | None = None
-
-
-@dataclass
-class Backlog:
-    """The work admitted on a stage and not yet done, with the expected cost of each call."""
-
-    parallel: int = 1
-    _entries: dict[int, _Entry] = field(default_factory=dict)
-    _next: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, cost: float) -> int:
-        with self._lock:
-            self._next += 1
-            self._entries[self._next] = _Entry(cost)
-            return self._next
-
-    def started(self, key: int) -> None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                entry.started = time.monotonic()
-
-    def done(self, key: int) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def expected_wait(self) -> float:
-        """Seconds a call admitted now would wait before it runs."""
-        now = time.monotonic()
-        with self._lock:
-            left = sum(
-                max(0.0, e.cost - (now - e.started)) if e.started is not None else e.cost
-                for e in self._entries.values()
-            )
-        return left / max(1, self.parallel)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long a request of a route group may expect to take on a stage (its wait and its own
-    work), from ADMISSION_BUDGETS; None: only the queue's length bounds it."""
-
-    group: str
-    seconds: float | None
-
-
-budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("admission_budget", default=None)
-"""Set by the request middleware from the route's group; read when a stage admits work."""
-
-work_units: contextvars.ContextVar[float | None] = contextvars.ContextVar("work_units", default=None)
-"""The size of the call about to be admitted, in its stage's unit (set around the call; None: the
-stage's typical call)."""
-
-_measured: contextvars.ContextVar[list[float | None] | None] = contextvars.ContextVar(
-    "measured", default=None
-)
-
-
-def measured_units(units: float | None) -> None:
-    """Called on the worker thread by a call that learns its size only as it runs (an upload's
-    audio seconds, once decoded): its service time is recorded for that size (None: not at all,
-    for a call whose time says nothing of the model's speed)."""
-    holder = _measured.get()
-    if holder is not None:
-        holder[0] = units
-
-
-def run_measured(units: float, fn: Callable[[], T]) -> tuple[T, float | None]:
-    """`fn()` (on the worker thread), and the size it said it was (`measured_units`), else `units`."""
-    holder: list[float | None] = [units]
-    token = _measured.set(holder)
-    try:
-        return fn(), holder[0]
-    finally:
-        _measured.reset(token)
-
+SPOKEN_CHARS_PER_S = 14.0
+"""About how many characters of English text a second of speech says (for a text's TTS cost)."""
 
 ROUTE_GROUPS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"/conversation(/calls(/.*)?)?|/ws/conversation|/v1/realtime(/.*)?|/phone/.+"), "turn"),
@@ -180,43 +57,127 @@ class Staged(Protocol):
     name: str
     times: ServiceTimes
     backlog: Backlog
+    typical_units: float
 
     def expected_wait(self) -> float: ...
+
+
+def check_alone(stage: Staged, units: float) -> None:
+    """Admit a call of `units` on one stage: refused (503) when the stage has work ahead of it and
+    that wait plus the call's own work would pass the request's budget (`fits`). An idle stage
+    takes any call, however long its own work."""
+    limit = budget.get()
+    if limit is None or not limit.seconds:
+        return
+    wait = stage.expected_wait()
+    if wait <= 0.0:
+        return
+    cost = stage.times.estimate(units) * stage.backlog.slowdown
+    threshold = fits([stage.backlog], wait, cost, limit)
+    if threshold is not None:
+        raise OverloadedError(
+            f"the {stage.name} model has about {wait:.1f} s of work ahead of this request, which "
+            f"would take {cost:.1f} s itself: {_passes(wait, cost, threshold, limit)}; retry later",
+            retry_after_s=retry_after(wait, cost, threshold + cost),
+        )
 
 
 def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
     """Admit work that needs several stages as a whole (a spoken turn: STT, LLM, TTS), each with
     its size: refused (503) when some stage has work ahead of it and the waits plus the work
-    would pass the request's budget. Work that finds every stage idle is always taken."""
+    would pass the request's budget (`fits`). Work that finds every stage idle is always taken."""
     limit = budget.get()
     if limit is None or not limit.seconds:
         return
-    waits = [stage.expected_wait() for stage, _ in stages]
-    if max(waits, default=0.0) <= 0.0:
+    waits = {id(stage.backlog): (stage.expected_wait(), stage.name, stage.backlog) for stage, _ in stages}
+    if max((w for w, _, _ in waits.values()), default=0.0) <= 0.0:
         return
-    wait = sum(waits)
-    cost = sum(stage.times.estimate(units) for stage, units in stages)
-    if wait + cost > limit.seconds:
-        busiest = max(zip(waits, (stage.name for stage, _ in stages), strict=True))[1]
+    wait = sum(w for w, _, _ in waits.values())  # stages sharing the cores share one backlog: once
+    cost = sum(stage.times.estimate(units) * stage.backlog.slowdown for stage, units in stages)
+    threshold = fits([b for _, _, b in waits.values()], wait, cost, limit)
+    if threshold is not None:
+        shared = len(waits) == 1 and len(stages) > 1
+        busiest = "the cores" if shared else f"the {max(waits.values())[1]} model"
         raise OverloadedError(
-            f"a {what} would wait about {wait:.1f} s (most of it for the {busiest} model) and take "
-            f"{wait + cost:.1f} s of the {limit.seconds:g} s it may (ADMISSION_BUDGETS); retry later",
-            retry_after_s=retry_after(wait, cost, limit.seconds),
+            f"a {what} would wait about {wait:.1f} s (most of it for {busiest}) and take {cost:.1f} s "
+            f"itself: {_passes(wait, cost, threshold, limit)}; retry later",
+            retry_after_s=retry_after(wait, cost, threshold + cost),
         )
 
 
-reservations: contextvars.ContextVar[dict[str, tuple[Backlog, int]] | None] = contextvars.ContextVar(
+def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
+    """The refusal a request of the current budget's group would meet whatever its size, known
+    before its body is read: the work ahead of it on `stages` already passes the most wait the
+    group may be admitted behind (its budget, or the fair share of the groups refused lately). A
+    request let through is checked again with its own size by the stages themselves."""
+    limit = budget.get()
+    if limit is None or not limit.seconds or not stages:
+        return None
+    backlogs = list({id(stage.backlog): stage.backlog for stage in stages}.values())
+    wait = sum(backlog.expected_wait() for backlog in backlogs)
+    threshold = min(limit.seconds, sum(backlog.fair_wait(limit.group) for backlog in backlogs))
+    if wait <= max(threshold, 0.0):
+        return None
+    typical = sum(stage.times.estimate(stage.typical_units) * stage.backlog.slowdown for stage in stages)
+    for backlog in backlogs:  # the group still wants in, with a request of the usual size
+        backlog.wanted(limit.group, (limit.seconds - typical) / len(backlogs))
+    return OverloadedError(
+        f"about {wait:.1f} s of work is ahead of this request, more than a {limit.group} request may "
+        f"wait ({threshold:.1f} s: ADMISSION_BUDGETS); retry later",
+        retry_after_s=max(1, math.ceil(wait - threshold)),
+    )
+
+
+def fits(backlogs: Sequence[Backlog], wait: float, cost: float, limit: Budget) -> float | None:
+    """None when `wait` plus `cost` fits the budget and leaves the groups refused lately their
+    fair share (`Backlog.fair_wait`); else the most wait this request could have been admitted
+    behind, and the refusal is noted (the request's group wants in)."""
+    slack = (limit.seconds or 0.0) - cost
+    threshold = min(slack, sum(backlog.fair_wait(limit.group) for backlog in backlogs))
+    if wait <= threshold:
+        for backlog in backlogs:
+            backlog.took(limit.group)
+        return None
+    for backlog in backlogs:  # work on several stages wants each to leave it its part
+        backlog.wanted(limit.group, slack / len(backlogs))
+    return threshold
+
+
+def _passes(wait: float, cost: float, threshold: float, limit: Budget) -> str:
+    if wait + cost > (limit.seconds or 0.0):
+        return f"{wait + cost:.1f} s in all, over the {limit.seconds:g} s a {limit.group} request may take"
+    return (
+        f"requests refused lately with less room in their budgets go first (at most {threshold:.1f} s "
+        "of work ahead)"
+    )
+
+
+@dataclass
+class _Reserved:
+    """A place a request admitted as a whole holds in a stage's backlog (`Gate.enter`)."""
+
+    backlog: Backlog
+    key: int
+    kept: bool
+    """Kept for every call of the request on the stage (given back with its ticket), rather
+    than taken up by its first call."""
+
+
+reservations: contextvars.ContextVar[dict[str, _Reserved] | None] = contextvars.ContextVar(
     "reservations", default=None
 )
-"""The backlog places a request admitted as a whole holds on its stages, by stage name (`Gate.enter`)."""
+"""The backlog places a request admitted as a whole holds on its stages, by stage name."""
 
 
-def take_reservation(stage: str) -> int | None:
-    """The place the current request holds in `stage`'s backlog, for its first call there (once)."""
+def take_reservation(stage: str) -> tuple[int, bool] | None:
+    """The place the current request holds in `stage`'s backlog, and whether its calls there share
+    it (kept) or its first call takes it up (then it is no longer held)."""
     held = reservations.get()
     if not held or stage not in held:
         return None
-    return held.pop(stage)[1]
+    if held[stage].kept:
+        return held[stage].key, True
+    return held.pop(stage).key, False
 
 
 def retry_after(wait_s: float, cost_s: float, limit_s: float) -> int:
@@ -241,11 +202,18 @@ class Gate:
     def inside(self) -> int:
         return self._inside
 
-    def enter(self, stages: Sequence[tuple[Staged, float]] = (), reserve: Sequence[str] = ()) -> Ticket:
+    def enter(
+        self,
+        stages: Sequence[tuple[Staged, float]] = (),
+        reserve: Sequence[str] = (),
+        keep: Sequence[str] = (),
+    ) -> Ticket:
         """A place, if one is free and the `stages` the work needs (each with its size) admit it
         as a whole within the request's budget (`check_whole`); else 503. The stages named in
-        `reserve` get the work's place in their backlog now (`reservations`), so that work
-        admitted after it counts it before it runs."""
+        `reserve` (taken up by the work's first call there) and `keep` (shared by all its calls
+        there, until the ticket is given back) get the work's place in their backlog now
+        (`reservations`), so that work admitted after it counts it before it runs. The work
+        takes a new place in the order of admission (`order`)."""
         with self._lock:
             if self._inside >= self.capacity:
                 raise OverloadedError(
@@ -260,11 +228,14 @@ class Gate:
                 raise
             self._inside += 1
         held = {
-            stage.name: (stage.backlog, stage.backlog.add(stage.times.estimate(units)))
+            stage.name: _Reserved(
+                stage.backlog, stage.backlog.add(stage.times.estimate(units)), stage.name in keep
+            )
             for stage, units in stages
-            if stage.name in reserve
+            if stage.name in reserve or stage.name in keep
         }
         reservations.set(held)
+        order.set(next_order())
         return Ticket(self, held)
 
     def _leave(self) -> None:
@@ -275,15 +246,15 @@ class Gate:
 class Ticket:
     """A place taken at a `Gate`, given back by `release()` (idempotent) or when dropped."""
 
-    def __init__(self, gate: Gate, held: dict[str, tuple[Backlog, int]] | None = None) -> None:
+    def __init__(self, gate: Gate, held: dict[str, _Reserved] | None = None) -> None:
         self._gate: Gate | None = gate
         self._held = held or {}
 
     def release(self) -> None:
         gate, self._gate = self._gate, None
-        while self._held:  # places in the backlogs the work never took up
-            backlog, key = self._held.popitem()[1]
-            backlog.done(key)
+        while self._held:  # places in the backlogs kept, or never taken up
+            reserved = self._held.popitem()[1]
+            reserved.backlog.done(reserved.key, learn=False)
         if gate is not None:
             gate._leave()
 

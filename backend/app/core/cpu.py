@@ -6,54 +6,67 @@ at a barrier after every operation, so one of them waiting for a core stalls the
 on two cores, 64 tokens of the small LLM: 0.7 s alone, 28-92 s while Moonshine transcribed beside
 it without a break, 17-36 s beside Piper (the default Qwen: 5.8 s alone, 80-140 s beside Piper).
 
-So they take turns (`CpuTurns.turn`), one at a time, first come first served, each for one short
-unit of work (a Whisper window, a Moonshine piece, a Piper sentence). The LLM's generation is not
-cut: stopping and resuming it costs a token's step each time (measured: it lost a tenth of the
-turns a minute of two clients). Instead, while it generates, an engine's unit first waits until the
-LLM has had the cores to itself for `slice_s` since the last unit ended: a long synthesis or
-transcription beside a generation then alternates with it instead of starving it. A one-thread
-engine (the default voice, hibari) does not take turns: its short calls beside the LLM cost it
-little (bench/concurrency.py).
+So they take turns (`CpuTurns.turn`), one at a time, each for one short unit of work (a Whisper
+window, a Moonshine piece, a Piper sentence), in the order their requests were admitted
+(core/admission.py: first admitted, first served; units of the same request, or of none, in the
+order they ask). The LLM's generation is not cut: stopping and resuming it costs a token's step
+each time (measured: it lost a tenth of the turns a minute of two clients). Instead, while it
+generates, an engine's unit first waits until the LLM has had the cores to itself for `slice_s`
+since the last unit ended: a long synthesis or transcription beside a generation then alternates
+with it instead of starving it. A unit of work admitted after the generation leaves it
+`LATER_ROOM` times that: work admitted later slows work admitted before it (whose admission did not
+count on it) little, and still goes on beside a long generation rather than wait for its end. A
+one-thread engine (the default voice, hibari) does not take turns: its short calls beside the LLM
+cost it little (bench/concurrency.py).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
-from backend.app.core.worker import WorkCancelled, cancel_event
+from backend.app.core.backlog import next_order, off_cores, order
+from backend.app.core.cancellation import WorkCancelled, cancel_event
 
 T = TypeVar("T")
 _END = object()
+LATER_ROOM = 4.0
+"""How many slices of room a unit leaves a generation admitted before its own work."""
 _POLL_S = 0.05
 """How often a waiting call looks whether its request has gone."""
 
 
 class CpuTurns:
-    """First come, first served turns on the cores for the engines, with room left for the LLM."""
+    """Turns on the cores for the engines in the order of admission, with room left for the LLM."""
 
     def __init__(self, slice_s: float) -> None:
         self.slice_s = slice_s
         self._changed = threading.Condition()
-        self._queue: deque[object] = deque()
+        self._queue: list[tuple[int, int]] = []
+        """Units waiting, as (their work's place in the order of admission, their arrival)."""
+        self._arrivals = itertools.count()
         self._held = False
-        self._generating = 0
+        self._generating: list[int] = []
+        """The places in the order of admission of the generations under way."""
         self._room_since = 0.0
         """Since when the generating LLM has had the cores to itself."""
 
     @contextmanager
     def turn(self, cancelled: threading.Event | None = None) -> Iterator[None]:
-        """Hold the cores for the block (an engine's unit of work), after every unit that asked
-        before, and after the generating LLM's room. A unit whose request goes away while it
-        waits (`cancelled`, else the worker's flag) leaves the line (`WorkCancelled`)."""
-        me = object()
+        """Hold the cores for the block (an engine's unit of work), after every waiting unit of
+        work admitted before its own, and after the generating LLM's room. A unit whose request
+        goes away while it waits (`cancelled`, else the worker's flag) leaves the line
+        (`WorkCancelled`)."""
+        place = order.get()
+        me = (next_order() if place is None else place, next(self._arrivals))
         cancelled = cancelled or cancel_event()
-        with self._changed:
-            self._queue.append(me)
+        with off_cores(), self._changed:
+            bisect.insort(self._queue, me)
             try:
                 while (wait := self._wait_s(me)) > 0:
                     if cancelled is not None and cancelled.is_set():
@@ -63,7 +76,7 @@ class CpuTurns:
                 self._queue.remove(me)
                 self._changed.notify_all()
                 raise
-            self._queue.popleft()
+            self._queue.remove(me)
             self._held = True
         try:
             yield
@@ -73,26 +86,30 @@ class CpuTurns:
                 self._room_since = time.monotonic()
                 self._changed.notify_all()
 
-    def _wait_s(self, me: object) -> float:
+    def _wait_s(self, me: tuple[int, int]) -> float:
         """How long `me` must still wait (0: its turn now). Called holding the condition."""
-        if self._held or self._queue[0] is not me:
+        if self._held or self._queue[0] != me:
             return _POLL_S
         if not self._generating:
             return 0.0
-        return max(0.0, self._room_since + self.slice_s - time.monotonic())
+        room = self.slice_s * (LATER_ROOM if min(self._generating) < me[0] else 1.0)
+        return max(0.0, self._room_since + room - time.monotonic())
 
     @contextmanager
     def generating(self) -> Iterator[None]:
-        """The LLM generates during the block: the engines' units leave it room."""
+        """The LLM generates during the block: the engines' units leave it room (more, for units
+        of work admitted after it)."""
+        place = order.get()
+        mine = next_order() if place is None else place
         with self._changed:
             if not self._generating:
                 self._room_since = time.monotonic()
-            self._generating += 1
+            self._generating.append(mine)
         try:
             yield
         finally:
             with self._changed:
-                self._generating -= 1
+                self._generating.remove(mine)
                 self._changed.notify_all()
 
     def waiting(self) -> int:

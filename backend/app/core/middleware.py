@@ -19,7 +19,6 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.app.core.admission import Budget, budget, route_group
 from backend.app.core.errors import InvalidInputError, error_response_parts
 from backend.app.core.json_guard import check_json_bytes
 from backend.app.core.logs import request_id
@@ -134,27 +133,6 @@ class RequestContextMiddleware:
             access_log.info("%s %s %s", fields["method"], fields["route"], fields["status"], extra=fields)
             request_id.reset(rid_token)
             stage_times.reset(timings_token)
-
-
-class AdmissionBudgetMiddleware:
-    """Sets the request's admission budget (`core/admission.budget`) from its path's route group
-    and ADMISSION_BUDGETS, for the model stages to admit its work by (a WebSocket session's turns
-    inherit their connection's)."""
-
-    def __init__(self, app: ASGIApp, budgets: dict[str, float]) -> None:
-        self.app = app
-        self.budgets = budgets
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        group = route_group(scope["path"]) if scope["type"] in ("http", "websocket") else None
-        if group is None:
-            await self.app(scope, receive, send)
-            return
-        token = budget.set(Budget(group, self.budgets.get(group)))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            budget.reset(token)
 
 
 class _BodyTooLarge(Exception):

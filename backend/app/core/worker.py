@@ -4,10 +4,10 @@ Model inference blocks. Each model gets a single worker thread, so the event loo
 model never runs two inferences at once; at most `queue_size` further calls may wait. One more is
 refused at once with `OverloadedError` (503 + Retry-After) instead of piling up.
 
-Work is cancellable. When the awaiting request goes away (its client disconnected, or the stage ran
-past its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a call already
-running is asked to stop: backends call `raise_if_cancelled()` between units of work (a Whisper
-window, a generated token, a synthesised sentence), so the slot is freed within one unit.
+Queued calls run in the order their work was admitted (core/admission.py), not of arrival. Work is
+cancellable: when the awaiting request goes away (its client disconnected, or the stage ran past
+its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a call already running
+is asked to stop (core/cancellation.py), so the slot is freed within one unit of its work.
 
 A streamed response must be refused before its 200 is sent, yet its work starts only when the
 body is sent. `admit()` takes the slot at once and hands it to that later work (`Admission.stream`),
@@ -22,21 +22,25 @@ import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar, cast
 
-from backend.app.core.admission import (
+from backend.app.core.admission import check_alone, take_reservation
+from backend.app.core.backlog import (
     Backlog,
     ServiceTimes,
+    admitted,
     budget,
-    retry_after,
+    next_order,
+    order,
     run_measured,
-    take_reservation,
     work_units,
 )
+from backend.app.core.cancellation import cancellable, raise_if_cancelled
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.memory import request_trim
+from backend.app.core.ordered import OrderedThreads
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,30 +48,13 @@ E = TypeVar("E")
 
 _END = object()
 
-_cancel_event: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
-    "cancel_event", default=None
-)
+_place = order
+"""On a worker thread: the running call's place in the order of admission (core/cpu.py reads it)."""
 
 stage_times: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
     "stage_times", default=None
 )
 """Per request (set by the request middleware): milliseconds each model worker spent on it."""
-
-
-class WorkCancelled(Exception):
-    """Raised on a worker thread when the request that admitted the work has gone."""
-
-
-def cancel_event() -> threading.Event | None:
-    """The current work's cancellation flag (None outside a worker call), for helper threads."""
-    return _cancel_event.get()
-
-
-def raise_if_cancelled() -> None:
-    """Backends call this between units of work; it raises `WorkCancelled` once asked to stop."""
-    event = _cancel_event.get()
-    if event is not None and event.is_set():
-        raise WorkCancelled
 
 
 class _Job:
@@ -86,14 +73,16 @@ class Admission:
     """A slot taken now for work that starts later; the work it runs keeps the slot until it is
     done. Released by `release()`, or when dropped unused (a response that never started)."""
 
-    def __init__(self, worker: ModelWorker, reserved: int | None = None) -> None:
+    def __init__(self, worker: ModelWorker, reserved: int | None, order: int) -> None:
         self.worker = worker
+        self.order = order
+        """Its place in the order of admission, which its work keeps on the model and the cores."""
         self._held = True
         self._reserved = reserved
-        """Its place in the model's backlog, counted from admission until its work starts."""
+        """Its place in the model's backlog, counted from admission until its work is done."""
 
     def reservation(self) -> int | None:
-        """The backlog entry the work takes over (once: later steps are counted as they start)."""
+        """The backlog entry a single call takes over (once), given back when that call is done."""
         reserved, self._reserved = self._reserved, None
         return reserved
 
@@ -121,15 +110,18 @@ class Admission:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """As `ModelWorker.run`, in this slot."""
         self._take()
-        job = self.worker._start(lambda: fn(*args, **kwargs), key=self.reservation())
+        job = self.worker._start(lambda: fn(*args, **kwargs), key=self.reservation(), order=self.order)
         return cast(T, await self.worker._await(job))
 
     async def step(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one call of work made of several (the segments of a text) in this slot, and keep
-        the slot for the next call; `release()` gives it back after the last."""
+        the slot (and the backlog entry, for the whole work) for the next call; `release()` gives
+        them back after the last."""
         if not self._held:
             raise RuntimeError(f"this {self.worker.name} admission was already used or released")
-        job = self.worker._start(lambda: fn(*args, **kwargs), release=False, key=self.reservation())
+        job = self.worker._start(
+            lambda: fn(*args, **kwargs), release=False, key=self._reserved, kept=True, order=self.order
+        )
         return cast(T, await self.worker._await(job))
 
     def stream(
@@ -154,6 +146,7 @@ class ModelWorker:
         concurrency: int = 1,
         prior_s: float = 1.0,
         typical_units: float = 1.0,
+        share: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -164,11 +157,13 @@ class ModelWorker:
         """The size of a call that does not say (`admission.work_units`), in the stage's unit."""
         self.times = ServiceTimes(prior_s)
         """How long its calls take, per size class (`prior_s` until one has run)."""
-        self.backlog = Backlog(parallel=concurrency)
-        """The work admitted and not yet done, each call with its expected cost."""
+        self.backlog = Backlog(parallel=concurrency * share)
+        """The work admitted and not yet done, each call with its expected cost. `share`: the part
+        of the `concurrency` replicas this server may count on (Ray Serve ingress replicas share
+        the model replicas: each counts 1/n of them)."""
         self.refused: dict[str, int] = {"queue": 0, "wait": 0}
         """Requests refused because the queue was full, or because their expected wait was too long."""
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-worker")
+        self._runner = OrderedThreads(name, concurrency)
         # Re-entrant: an unused `Admission` gives its slot back when it is collected, which can
         # happen on any thread, at any allocation, including one made while the lock is held.
         self._lock = threading.RLock()
@@ -203,75 +198,85 @@ class ModelWorker:
                 f"the {self.name} model is busy ({self._admitted} requests in progress); retry shortly",
                 retry_after_s=max(1, math.ceil(self.expected_wait())),
             )
-        limit = budget.get()
-        if limit is None or not limit.seconds:
-            return
-        wait = self.expected_wait()
-        if wait <= 0.0:
-            return  # an idle model takes any request, however long its own work
-        cost = self.times.estimate(self._units(work_units.get() if units is None else units))
-        if wait + cost > limit.seconds:
+        try:
+            check_alone(self, self._units(work_units.get() if units is None else units))
+        except OverloadedError:
             self.refused["wait"] += 1
-            raise OverloadedError(
-                f"the {self.name} model has about {wait:.1f} s of work ahead of this request, which "
-                f"would take {wait + cost:.1f} s of the {limit.seconds:g} s a {limit.group} request "
-                "may take (ADMISSION_BUDGETS); retry later",
-                retry_after_s=retry_after(wait, cost, limit.seconds),
-            )
+            raise
 
-    def admit(self, reserved: bool = False) -> Admission:
-        """Take a slot now (503 if there is none) for work that starts later. `reserved`: never
-        refused, for a stage of work admitted as a whole elsewhere (a spoken turn, at its `Gate`)."""
-        self._admit(not reserved)
-        return Admission(self, self.backlog.add(self.times.estimate(self._units(work_units.get()))))
+    def admit(self, reserved: bool = False, units: float | None = None) -> Admission:
+        """Take a slot now (503 if there is none) for work that starts later, of `units` in all
+        (else `work_units`, else the typical call's). `reserved`: never refused, for a stage of work
+        admitted as a whole elsewhere (a spoken turn, at its `Gate`), whose place in the order of
+        admission it keeps; otherwise the work takes a new place."""
+        units = work_units.get() if units is None else units
+        self._admit(not reserved, units)
+        place = admitted() if reserved else order.get()
+        return Admission(self, self.backlog.add(self.times.estimate(self._units(units))), place or 0)
 
-    def _admit(self, check: bool) -> None:
+    def _admit(self, check: bool, units: float | None = None) -> None:
         with self._lock:
             if check:
-                self.check()
+                self.check(units)
+                order.set(next_order())  # a new request: after everything admitted before it
             self._admitted += 1
 
     def _submit(self, check: bool, fn: Callable[[], T]) -> _Job:
         self._admit(check)
         return self._start(fn)
 
-    def _start(self, fn: Callable[[], T], release: bool = True, key: int | None = None) -> _Job:
+    def _start(
+        self,
+        fn: Callable[[], T],
+        release: bool = True,
+        key: int | None = None,
+        kept: bool = False,
+        order: int | None = None,
+    ) -> _Job:
         """Run `fn` in a slot already counted; the slot is released when it is done (unless
         `release` is False: a step of an `Admission` that keeps its slot). `key`: its entry in the
-        backlog, reserved at admission (else one is added now)."""
+        backlog, reserved at admission (else the request's reservation, else one is added now),
+        given back when the call is done unless `kept` for the work's later calls. `order`: its
+        work's place in the order of admission (else the current request's)."""
         cancel = threading.Event()
         timings = stage_times.get()
         units = self._units(work_units.get())
+        place = admitted() if order is None else order
+        if key is None and (reservation := take_reservation(self.name)) is not None:
+            key, kept = reservation  # a spoken turn's place, taken at its gate
         if key is None:
-            key = take_reservation(self.name)  # a spoken turn's place, taken at its gate
-        if key is None:
-            key = self.backlog.add(self.times.estimate(units))
+            key, kept = self.backlog.add(self.times.estimate(units)), False
+        entry = key
+        kind = budget.get()
 
         def call() -> T:
-            token = _cancel_event.set(cancel)
+            placed = _place.set(place)
             started = time.perf_counter()
-            self.backlog.started(key)
+            self.backlog.started(entry)
             with self._lock:
                 self._running += 1
             size: float | None = None
+            share = 0.0
             try:
-                raise_if_cancelled()
-                result, size = run_measured(units, fn)
+                with cancellable(cancel):
+                    raise_if_cancelled()
+                    result, size, share = run_measured(units, fn, self.backlog)
                 return result
             finally:
                 with self._lock:
                     self._running -= 1
-                _cancel_event.reset(token)
+                _place.reset(placed)
                 elapsed = time.perf_counter() - started
                 if size is not None:  # a call cut short says nothing of how long one takes
-                    self.times.record(size, elapsed)
+                    self.times.record(size, share, kind.group if kind is not None else "")
                 if timings is not None:
                     timings[self.name] = timings.get(self.name, 0.0) + elapsed * 1000
 
         # The slot is released when the call is done or dropped from the queue, not when the
         # awaiting request goes away: a running call holds the model until it notices `cancel`.
-        future = self._executor.submit(call)
-        future.add_done_callback(lambda _: self.backlog.done(key))
+        future = self._runner.submit(place, call)
+        if not kept:
+            future.add_done_callback(lambda _: self.backlog.done(entry))
         if release:
             future.add_done_callback(self._release)
         return _Job(cast("Future[object]", future), cancel)
@@ -349,7 +354,7 @@ class ModelWorker:
             job = self._submit(True, produce)
         else:
             admission._take()
-            job = self._start(produce, key=admission.reservation())
+            job = self._start(produce, key=admission.reservation(), order=admission.order)
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
             while True:
@@ -379,7 +384,7 @@ class ModelWorker:
             request_trim()  # on a thread of its own, at most once per 10 s
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._runner.shutdown()
 
 
 @dataclass

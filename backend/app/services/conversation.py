@@ -17,7 +17,7 @@ from contextlib import aclosing
 import anyio
 
 from backend.app.audio.encode import AudioFormat
-from backend.app.core.admission import TYPICAL_TURN_S, Gate
+from backend.app.core.admission import TYPICAL_REPLY_S, TYPICAL_TURN_S, Gate
 from backend.app.core.metrics import ServiceMetrics, elapsed_ms
 from backend.app.core.values import ChatMessage, ToolCall, TranscribeOptions
 from backend.app.services.chat import ChatService
@@ -85,8 +85,9 @@ class ConversationService:
         self.history.require_room(with_audio=with_audio)
         if conversation_id:
             self.history.check_room(conversation_id)
-        stages = ((self.stt.worker, audio_s), (self.chat.worker, 1.0), (self.tts.worker, 1.0))
-        return TurnSlot(self.turns.enter(stages, reserve=("stt", "tts")), self.chat.reserve())
+        stages = ((self.stt.worker, audio_s), (self.chat.worker, 1.0), (self.tts.worker, TYPICAL_REPLY_S))
+        ticket = self.turns.enter(stages, reserve=("stt",), keep=("tts",))
+        return TurnSlot(ticket, self.chat.reserve())
 
     @property
     def output_sample_rate(self) -> int:

@@ -9,7 +9,7 @@ from contextlib import aclosing
 from backend.app.audio.decode import decode_audio, resample
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import SpeechToText
-from backend.app.core.admission import measured_units
+from backend.app.core.backlog import measured_units
 from backend.app.core.config import STTSettings
 from backend.app.core.errors import AudioTooLongError, InvalidInputError
 from backend.app.core.metrics import ServiceMetrics

@@ -20,7 +20,7 @@ from backend.app.audio.edit import change_tempo, fade_edges, trim_silence
 from backend.app.audio.types import Audio
 from backend.app.backends.by_language import check_spoken
 from backend.app.backends.protocols import DialogueSpeech, TextToSpeech, WordAligner
-from backend.app.core.admission import measured_units
+from backend.app.core.backlog import measured_units
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import StageTimeoutError
 from backend.app.core.metrics import ServiceMetrics

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from backend.app.backends.protocols import ToolCallingChat
+from backend.app.core.cancellation import WorkCancelled, cancel_event
 from backend.app.core.tools import ToolRequest
 from backend.app.core.values import CallPending, ChatMessage, GenerationOptions, ToolCall
-from backend.app.core.worker import WorkCancelled, cancel_event
 from backend.app.services.mcp_tools import ToolStep
 
 

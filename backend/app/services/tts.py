@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from backend.app.audio.types import Audio
 from backend.app.backends.protocols import TextToSpeech, WordAligner
+from backend.app.core.admission import SPOKEN_CHARS_PER_S
 from backend.app.core.config import TTSSettings
 from backend.app.core.errors import InvalidInputError, NotFoundError, TextTooLongError
 from backend.app.core.metrics import ServiceMetrics
@@ -33,11 +34,26 @@ from backend.app.services.dialogue import (
 )
 from backend.app.services.speech import AsyncQueueSource, Piece, SpeechStream
 from backend.app.services.synthesis import Synthesizer
+from backend.app.text.chinese import HAN
 from backend.app.text.script import Script, parse_script, script_of
 from backend.app.voices.cache import SpeakerCache
 from backend.app.voices.library import VoiceInfo, VoiceLibrary
 
 logger = logging.getLogger(__name__)
+
+
+HAN_PER_S = 4.0
+"""About how many Chinese characters a second of speech says."""
+
+
+def spoken_seconds(texts: Iterable[str]) -> float:
+    """About how many seconds of speech `texts` make at normal speed: the size of their TTS work
+    (core/admission.py), known before any is synthesised."""
+    total = 0.0
+    for text in texts:
+        han = len(HAN.findall(text))
+        total += han / HAN_PER_S + (len(text) - han) / SPOKEN_CHARS_PER_S
+    return total
 
 
 @dataclass(frozen=True)
@@ -194,7 +210,8 @@ class TTSService:
         segments, chosen, cfg = await asyncio.to_thread(
             self._plan, text, voice, speaker_voice_path, cfg_scale, speed
         )
-        admission = self.worker.admit()  # the slot is kept until the last segment
+        # The slot is kept until the last segment; the backlog counts the whole text's speech.
+        admission = self.worker.admit(units=spoken_seconds(segments) / max(speed, 0.25))
         return SpeechStream(
             self.synthesizer(),
             _each([Piece(segment, [segment]) for segment in segments]),
@@ -218,7 +235,7 @@ class TTSService:
         speakers at once speaks it window by window, any other turn by turn."""
         pieces, chosen_cast = await asyncio.to_thread(self._plan_script, script, speakers or {}, speed)
         cfg = self.settings.default_cfg_scale if cfg_scale is None else cfg_scale
-        admission = self.worker.admit()
+        admission = self.worker.admit(units=spoken_seconds(t.text for t in script.turns) / max(speed, 0.25))
         stream = SpeechStream(
             self.synthesizer(),
             _each(pieces),
