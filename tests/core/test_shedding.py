@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from backend.app.core import backlog as backlog_module
-from backend.app.core.admission import refuse_early
+from backend.app.core.admission import Gate, refuse_early
 from backend.app.core.backlog import Backlog, Budget, Share, budget, next_order, order
 from backend.app.core.cpu import CpuTurns
+from backend.app.core.errors import OverloadedError
 from backend.app.core.ordered import OrderedThreads
 from backend.app.core.shedding import EarlyReturnMiddleware
 from backend.app.core.worker import ModelWorker
@@ -222,3 +223,26 @@ def test_a_client_back_before_its_retry_after_gets_its_refusal_at_that_time(
     assert _call(app, ("10.0.0.2", 6000)) == 503 and len(slept) == 1  # another client: at once
     _call(app, ("10.0.0.3", 7000))  # a third client: the oldest remembered is forgotten (clients=2)
     assert _call(app, ("10.0.0.1", 5000)) == 503 and len(slept) == 1
+
+
+def test_idle_stages_go_first_to_a_group_refused_lately_that_needs_them_whole() -> None:
+    stt, chat, tts = (ModelWorker(name, queue_size=8, prior_s=2.0) for name in ("stt", "chat", "tts"))
+    turns = Gate("spoken turns", 4)
+    stages = ((stt, 3.0), (chat, 1.0), (tts, 1.0))
+    try:
+        budget.set(Budget("turn", 5.0))
+        chat.backlog.add(1.0)  # a reply under way: 1 s + 6 s of its own passes the 5 s budget
+        with pytest.raises(OverloadedError):
+            turns.enter(stages)  # refused: the turn now wants in, and has no room to spare
+        budget.set(Budget("tts", 3.0))
+        with pytest.raises(OverloadedError):
+            tts.check(1.0)  # the TTS stage is idle, but kept for the turn
+        budget.set(Budget("turn", 5.0))
+        chat.backlog.done(1)
+        turns.enter(stages).release()  # every stage idle: the turn gets them, however long it is
+        budget.set(Budget("tts", 3.0))
+        tts.check(1.0)  # the turn got in: the others are free again
+    finally:
+        budget.set(None)
+        for worker in (stt, chat, tts):
+            worker.shutdown()

@@ -65,13 +65,11 @@ class Staged(Protocol):
 def check_alone(stage: Staged, units: float) -> None:
     """Admit a call of `units` on one stage: refused (503) when the stage has work ahead of it and
     that wait plus the call's own work would pass the request's budget (`fits`). An idle stage
-    takes any call, however long its own work."""
+    takes any call, however long its own work (unless it is kept for a group refused lately)."""
     limit = budget.get()
     if limit is None or not limit.seconds:
         return
     wait = stage.expected_wait()
-    if wait <= 0.0:
-        return
     cost = stage.times.estimate(units) * stage.backlog.slowdown
     threshold = fits([stage.backlog], wait, cost, limit)
     if threshold is not None:
@@ -85,13 +83,12 @@ def check_alone(stage: Staged, units: float) -> None:
 def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
     """Admit work that needs several stages as a whole (a spoken turn: STT, LLM, TTS), each with
     its size: refused (503) when some stage has work ahead of it and the waits plus the work
-    would pass the request's budget (`fits`). Work that finds every stage idle is always taken."""
+    would pass the request's budget (`fits`). Work that finds every stage idle is taken (unless
+    they are kept for a group refused lately)."""
     limit = budget.get()
     if limit is None or not limit.seconds:
         return
     waits = {id(stage.backlog): (stage.expected_wait(), stage.name, stage.backlog) for stage, _ in stages}
-    if max((w for w, _, _ in waits.values()), default=0.0) <= 0.0:
-        return
     wait = sum(w for w, _, _ in waits.values())  # stages sharing the cores share one backlog: once
     cost = sum(stage.times.estimate(units) * stage.backlog.slowdown for stage, units in stages)
     threshold = fits([b for _, _, b in waits.values()], wait, cost, limit)
@@ -130,11 +127,15 @@ def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
 
 def fits(backlogs: Sequence[Backlog], wait: float, cost: float, limit: Budget) -> float | None:
     """None when `wait` plus `cost` fits the budget and leaves the groups refused lately their
-    fair share (`Backlog.fair_wait`); else the most wait this request could have been admitted
-    behind, and the refusal is noted (the request's group wants in)."""
+    fair share (`Backlog.fair_wait`: every group that wants in is admitted behind the same wait,
+    first come, and idle stages go to the one that needs most room); else the most wait this
+    request could have been admitted behind, and the refusal is noted (its group wants in)."""
     slack = (limit.seconds or 0.0) - cost
-    threshold = min(slack, sum(backlog.fair_wait(limit.group) for backlog in backlogs))
-    if wait <= threshold:
+    others = sum(backlog.fair_wait(limit.group) for backlog in backlogs)
+    threshold = min(slack, others)
+    # Idle stages take any request, however long its own work, unless a group refused lately
+    # needs less room than this request would leave it (it gets the idle stages first).
+    if (wait <= 0.0 and others >= slack) or wait < threshold:
         for backlog in backlogs:
             backlog.took(limit.group)
         return None
