@@ -15,8 +15,10 @@ idle median; nothing over 30 s.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -27,7 +29,17 @@ from typing import Any
 import httpx
 
 from bench import machine
-from bench.common import REPO, free_port, median, percentile, pyplot, start_server, stop_server, table
+from bench.common import (
+    REPO,
+    free_port,
+    median,
+    percentile,
+    pyplot,
+    start_server,
+    stop_server,
+    table,
+    wait_ready,
+)
 
 CLIP = (REPO / "tests" / "data" / "speech.wav").read_bytes()
 SHORT_CLIP_TEXT = "What time is it?"
@@ -113,19 +125,46 @@ def level(
     return result
 
 
-def measure(window_s: float = WINDOW_S) -> dict[str, Any]:
+SERVE = "Ray Serve, 2 TTS replicas"
+
+
+def _serve(root: Path) -> tuple[Any, str, Any]:
+    """The Serve application on this machine (one STT and chat replica, two TTS), ready."""
+    from bench.serve import launch_serve, local_config, stop_serve
+
+    port = free_port()
+    process = launch_serve(local_config(root, port, {"tts": 2}, QUEUE_SIZE="8"), root / "serve.log")
+    wait_ready(process, port)
+    return process, f"http://127.0.0.1:{port}", stop_serve
+
+
+def measure(window_s: float = WINDOW_S, serve: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"window_s": window_s, "runs": {}}
-    for config, overrides in (("expected wait", {}), ("queue length only", QUEUE_ONLY)):
-        port = free_port()
-        process = start_server(port, QUEUE_SIZE="8", **overrides)
-        base = f"http://127.0.0.1:{port}"
+    configs: list[tuple[str, dict[str, str]]] = [("expected wait", {}), ("queue length only", QUEUE_ONLY)]
+    if serve:
+        configs.append((SERVE, {}))
+    for config, overrides in configs:
+        if config == SERVE:
+            if importlib.util.find_spec("ray") is None:
+                continue  # ray[serve] is not installed (requirements-serve.txt)
+            root = Path(tempfile.mkdtemp(prefix="overload-serve-"))
+            process, base, stop = _serve(root)
+        else:
+            port = free_port()
+            process, base, stop = (
+                start_server(port, QUEUE_SIZE="8", **overrides),
+                f"http://127.0.0.1:{port}",
+                stop_server,
+            )
         try:
             with httpx.Client(base_url=base, timeout=120) as http:
                 short = http.post("/tts", json={"text": SHORT_CLIP_TEXT}).content
             mix = requests(short)
             cases = [(n, honour) for n in LEVELS for honour in (True, False)]
-            if config != "expected wait":
+            if config == "queue length only":
                 cases = [(1, True), (50, False)]  # the idle baseline and the issue's case, to compare
+            elif config == SERVE:
+                cases = [(1, True), (50, True), (50, False)]
             for clients, honour in cases:
                 if clients == 1 and not honour:
                     continue  # one client is never refused: the same as honouring
@@ -134,7 +173,7 @@ def measure(window_s: float = WINDOW_S) -> dict[str, Any]:
                 print(f"{config}, {clients} clients, honour={honour}: {summary(result)}", flush=True)
                 time.sleep(2)
         finally:
-            stop_server(process)
+            stop(process)
     return out
 
 
@@ -218,6 +257,12 @@ def section(measured: dict[str, Any], out: Path) -> list[str]:
         ),
         "",
         *(f"- {'met' if met else 'NOT met'}: {goal}" for goal, met in goals),
+        "",
+        f"{SERVE}: the same application on Ray Serve (`serve run`, the ingress and one STT, one chat "
+        "and two TTS replicas, all on this machine's cores). The ingress admits by the same rule, "
+        "counting the TTS work spread over its two replicas; a request it refuses is answered 503 "
+        "with Retry-After through Serve's proxy, which does not retry it (Serve's router only "
+        "queues the calls the ingress admitted until a replica has room).",
         "",
         "![overload](overload.png)",
         "",

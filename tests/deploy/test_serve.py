@@ -7,6 +7,7 @@ a JSON error for bad input. Only the scale and the settings of the shipped confi
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -145,6 +146,31 @@ def test_bad_input_is_a_json_error_not_a_500(serve_url: str) -> None:
     assert 400 <= response.status_code < 500
     assert response.json()["error"]["code"]
     assert httpx.get(f"{serve_url}/health/ready", timeout=10).status_code == 200
+
+
+def test_a_burst_past_the_replicas_is_refused_with_when_to_retry_and_the_rest_served(serve_url: str) -> None:
+    """Thirty long syntheses at once on two TTS replicas: the ingress admits what its budget and
+    queue allow and refuses the rest at once, a 503 with Retry-After that Serve's proxy passes to
+    the client as it is (Serve retries nothing); every admitted one is whole. Counts, not times."""
+    text = " ".join(f"This is sentence number {n} of a long answer read aloud." for n in range(1, 13))
+
+    def synthesise(_: int) -> httpx.Response:
+        return httpx.post(f"{serve_url}/tts", json={"text": text}, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(synthesise, range(30)))
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 503]
+    assert len(served) + len(refused) == 30, sorted({a.status_code for a in answers})
+    assert served and refused
+    for answer in refused:
+        assert answer.json()["error"]["code"] == "overloaded"
+        assert int(answer.headers["Retry-After"]) >= 1
+    for answer in served:
+        audio = decode_audio(answer.content)
+        assert audio.duration > 20  # twelve sentences, whole
+    metrics = httpx.get(f"{serve_url}/metrics", timeout=10).text
+    assert 'voice_dialogue_model_refusals_total{model="tts"' in metrics
 
 
 def test_the_gpu_check_script_against_the_deployment(serve_url: str) -> None:

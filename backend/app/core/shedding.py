@@ -65,8 +65,9 @@ class EarlyReturnMiddleware:
     its last refusal gave, until that time: a client that honours Retry-After never waits here,
     and one that does not is answered at the pace it was asked to keep, rather than at the pace it
     sends, so that what it sends costs the server no more than a patient client's requests (its
-    requests are still admitted at once when there is room). A client is its connection (address
-    and port: one kept-alive connection, or one WebSocket); at most `max_wait_s` is held."""
+    requests are still admitted at once when there is room). The model routes only (those with a
+    route group): a probe polling /health/ready is answered at once. A client is its connection
+    (address and port: one kept-alive connection); at most `max_wait_s` is held."""
 
     def __init__(self, app: ASGIApp, max_wait_s: float = 10.0, clients: int = 4096) -> None:
         self.app = app
@@ -77,7 +78,7 @@ class EarlyReturnMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        if scope["type"] != "http" or not client:
+        if scope["type"] != "http" or not client or route_group(scope["path"]) is None:
             await self.app(scope, receive, send)
             return
         key = (str(client[0]), int(client[1]))
