@@ -22,6 +22,7 @@ UPPER = ("backends", "services", "container", "api", "main")
 MAX_LINES = 400
 LONGER: dict[str, str] = {
     "core/sections.py": "every settings section, a class each: the one place a setting is looked up",
+    "core/worker.py": "one model's queue: its slots, their calls and streams, under one lock and count",
 }
 """Modules allowed past MAX_LINES, each with the seam that makes it one piece. The limit is a
 guide: a split made only to pass it (a mixin, a re-export) is worse than the long file."""

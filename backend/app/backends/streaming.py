@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -16,7 +17,9 @@ def beside(
     waits for that thread, so the model's worker stays busy exactly as long as the model is;
     closing it sets `stop`, which the generation checks at every token. The first failure that
     `generate` recorded in `failures` is raised once the deltas end."""
-    thread = threading.Thread(target=generate, name="llm-generate", daemon=True)
+    # In the caller's context: the generation keeps its place in the order of admission (core/cpu.py).
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(generate,), name="llm-generate", daemon=True)
     thread.start()
     try:
         yield from deltas

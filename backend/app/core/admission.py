@@ -71,7 +71,7 @@ def check_alone(stage: Staged, units: float) -> None:
         return
     wait = stage.expected_wait()
     cost = stage.times.estimate(units) * stage.backlog.slowdown
-    threshold = fits([stage.backlog], wait, cost, limit)
+    threshold = fits([(stage.backlog, wait)], cost, limit)
     if threshold is not None:
         raise OverloadedError(
             f"the {stage.name} model has about {wait:.1f} s of work ahead of this request, which "
@@ -86,38 +86,38 @@ def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
     would pass the request's budget (`fits`). Work that finds every stage idle is taken (unless
     they are kept for a group refused lately)."""
     limit = budget.get()
-    if limit is None or not limit.seconds:
+    if limit is None or not limit.seconds or not stages:
         return
-    waits = {id(stage.backlog): (stage.expected_wait(), stage.name, stage.backlog) for stage, _ in stages}
-    wait = sum(w for w, _, _ in waits.values())  # stages sharing the cores share one backlog: once
+    waits = [(stage.backlog, stage.expected_wait()) for stage, _ in stages]
+    wait = sum(w for _, w in waits)
     cost = sum(stage.times.estimate(units) * stage.backlog.slowdown for stage, units in stages)
-    threshold = fits([b for _, _, b in waits.values()], wait, cost, limit)
+    threshold = fits(waits, cost, limit)
     if threshold is not None:
-        shared = len(waits) == 1 and len(stages) > 1
-        busiest = "the cores" if shared else f"the {max(waits.values())[1]} model"
+        busiest = max(zip((w for _, w in waits), (stage.name for stage, _ in stages), strict=True))[1]
         raise OverloadedError(
-            f"a {what} would wait about {wait:.1f} s (most of it for {busiest}) and take {cost:.1f} s "
-            f"itself: {_passes(wait, cost, threshold, limit)}; retry later",
+            f"a {what} would wait about {wait:.1f} s (most of it for the {busiest} model) and take "
+            f"{cost:.1f} s itself: {_passes(wait, cost, threshold, limit)}; retry later",
             retry_after_s=retry_after(wait, cost, threshold + cost),
         )
 
 
 def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
     """The refusal a request of the current budget's group would meet whatever its size, known
-    before its body is read: the work ahead of it on `stages` already passes the most wait the
-    group may be admitted behind (its budget, or the fair share of the groups refused lately). A
-    request let through is checked again with its own size by the stages themselves."""
+    before its body is read: the work ahead of it on `stages` already passes its budget, or some
+    stage's share for the groups refused lately (`Backlog.fair_wait`). A request let through is
+    checked again with its own size by the stages themselves."""
     limit = budget.get()
     if limit is None or not limit.seconds or not stages:
         return None
-    backlogs = list({id(stage.backlog): stage.backlog for stage in stages}.values())
-    wait = sum(backlog.expected_wait() for backlog in backlogs)
-    threshold = min(limit.seconds, sum(backlog.fair_wait(limit.group) for backlog in backlogs))
-    if wait <= max(threshold, 0.0):
+    waits = [(stage.backlog, stage.expected_wait()) for stage in stages]
+    wait = sum(w for _, w in waits)
+    fair = [backlog.fair_wait(limit.group) for backlog, _ in waits]
+    if wait <= limit.seconds and all(w <= f for (_, w), f in zip(waits, fair, strict=True)):
         return None
     typical = sum(stage.times.estimate(stage.typical_units) * stage.backlog.slowdown for stage in stages)
-    for backlog in backlogs:  # the group still wants in, with a request of the usual size
-        backlog.wanted(limit.group, (limit.seconds - typical) / len(backlogs))
+    for backlog, _ in waits:  # the group still wants in, with a request of the usual size
+        backlog.wanted(limit.group, (limit.seconds - typical) / len(waits))
+    threshold = min(limit.seconds, sum(min(f, limit.seconds) for f in fair))
     return OverloadedError(
         f"about {wait:.1f} s of work is ahead of this request, more than a {limit.group} request may "
         f"wait ({threshold:.1f} s: ADMISSION_BUDGETS); retry later",
@@ -125,23 +125,26 @@ def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
     )
 
 
-def fits(backlogs: Sequence[Backlog], wait: float, cost: float, limit: Budget) -> float | None:
-    """None when `wait` plus `cost` fits the budget and leaves the groups refused lately their
-    fair share (`Backlog.fair_wait`: every group that wants in is admitted behind the same wait,
-    first come, and idle stages go to the one that needs most room); else the most wait this
-    request could have been admitted behind, and the refusal is noted (its group wants in)."""
+def fits(waits: Sequence[tuple[Backlog, float]], cost: float, limit: Budget) -> float | None:
+    """None when the `waits` on the request's stages plus its `cost` fit the budget and leave the
+    groups refused lately their fair share on each stage (`Backlog.fair_wait`: every group that
+    wants in is admitted behind the same wait, first come, and idle stages go to the one that
+    needs most room); else the most wait this request could have been admitted behind, and the
+    refusal is noted (its group wants in, with its room split over its stages)."""
     slack = (limit.seconds or 0.0) - cost
-    others = sum(backlog.fair_wait(limit.group) for backlog in backlogs)
-    threshold = min(slack, others)
+    wait = sum(w for _, w in waits)
+    fair = [backlog.fair_wait(limit.group) for backlog, _ in waits]
+    share = slack / len(waits)
     # Idle stages take any request, however long its own work, unless a group refused lately
     # needs less room than this request would leave it (it gets the idle stages first).
-    if (wait <= 0.0 and others >= slack) or wait < threshold:
-        for backlog in backlogs:
+    idle = wait <= 0.0 and all(f >= share for f in fair)
+    if idle or (wait < slack and all(w < f for (_, w), f in zip(waits, fair, strict=True))):
+        for backlog, _ in waits:
             backlog.took(limit.group)
         return None
-    for backlog in backlogs:  # work on several stages wants each to leave it its part
-        backlog.wanted(limit.group, slack / len(backlogs))
-    return threshold
+    for backlog, _ in waits:
+        backlog.wanted(limit.group, share)
+    return min(slack, sum(min(f, max(slack, 0.0)) for f in fair))
 
 
 def _passes(wait: float, cost: float, threshold: float, limit: Budget) -> str:

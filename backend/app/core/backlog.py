@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -156,7 +156,9 @@ class Backlog:
     _taken: dict[str, float] = field(default_factory=dict)
     """Per route group, when one of its requests was last admitted."""
     """Per route group refused lately: (the most slack of its refused requests, when last refused)."""
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    """Re-entrant: an unused admission gives its place back when it is collected, which can happen
+    on any thread, at any allocation, including one made while the lock is held."""
 
     def add(self, cost: float) -> int:
         """Admitted work expected to cost `cost` s (at the machine's speed alone); its key."""
@@ -210,10 +212,11 @@ class Backlog:
         return len(self._entries)
 
     def _advance(self) -> None:
-        """Move the shared clock on: each running call has had 1/n of the time since (held lock)."""
+        """Move the clock on: each of n running calls has had 1/n of the time since, or all of it
+        while they are no more than the parallel slots (replicas) (held lock)."""
         now = time.monotonic()
-        if self._running:
-            self._clock += (now - self._last) / self._running
+        if self._running:  # calls beyond the parallel slots (replicas) share them
+            self._clock += (now - self._last) / max(1.0, self._running / self.parallel)
         self._last = now
 
     def join(self) -> float:
@@ -258,7 +261,7 @@ class Backlog:
                 for other, (slack, when) in self._wanted.items()
                 if other != group
                 and now - when <= FAIR_S
-                and now - self._taken.get(other, -math.inf) > FAIR_S
+                and self._taken.get(other, -math.inf) < when  # not admitted since
             ]
         return min(slacks, default=math.inf)
 
@@ -279,14 +282,12 @@ work_units: contextvars.ContextVar[float | None] = contextvars.ContextVar("work_
 """The size of the call about to be admitted, in its stage's unit (set around the call; None: the
 stage's typical call)."""
 
-_measured: contextvars.ContextVar[list[float | None] | None] = contextvars.ContextVar(
-    "measured", default=None
-)
+_measured: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("measured", default=None)
 
 
 class Share:
-    """One call's share of the cores: the time it ran, each moment divided among the calls
-    running then on its backlog's stages, less the time it waited for its turn on them
+    """One call's share of its stage: the time it ran, each moment divided among the calls running
+    then on the stage beyond its parallel slots, less the time it waited for its turn on the cores
     (`off_cores`). Calls that overlap slow each other; their shares add up to the time the work
     took, as the backlog counts it."""
 
@@ -332,16 +333,23 @@ def off_cores() -> Iterator[None]:
 def measured_units(units: float | None) -> None:
     """Called on the worker thread by a call that learns its size only as it runs (an upload's
     audio seconds, once decoded): its service time is recorded for that size (None: not at all,
-    for a call whose time says nothing of the model's speed)."""
+    for a call whose time says nothing of the model's speed, until a size is said). Sizes said
+    one after another add up (the segments of one piece)."""
     holder = _measured.get()
-    if holder is not None:
-        holder[0] = units
+    if holder is None:
+        return
+    if units is None:
+        holder[:] = [None, False]
+    elif holder[1] and holder[0] is not None:
+        holder[0] += units
+    else:
+        holder[:] = [units, True]
 
 
 def run_measured(units: float, fn: Callable[[], T], backlog: Backlog) -> tuple[T, float | None, float]:
     """`fn()` (on the worker thread), the size it said it was (`measured_units`, else `units`),
     and its share of the cores (`Share`) in seconds."""
-    holder: list[float | None] = [units]
+    holder: list[Any] = [units, False]  # the size, and whether the call said one
     token = _measured.set(holder)
     share = _current.share = Share(backlog)
     try:

@@ -47,7 +47,8 @@ class OrderedThreads:
             heapq.heappush(self._queue, item)
             if self._idle:
                 self._changed.notify()
-            elif self._started < self.threads:
+            # A woken thread counts as idle until it runs: more calls than idle threads start one.
+            if len(self._queue) > self._idle and self._started < self.threads:
                 self._started += 1
                 name = f"{self.name}-worker_{self._started - 1}"
                 threading.Thread(target=self._serve, name=name, daemon=True).start()

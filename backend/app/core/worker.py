@@ -10,8 +10,7 @@ its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a ca
 is asked to stop (core/cancellation.py), so the slot is freed within one unit of its work.
 
 A streamed response must be refused before its 200 is sent, yet its work starts only when the
-body is sent. `admit()` takes the slot at once and hands it to that later work (`Admission.stream`),
-so no request arriving in between can take it and cut the stream off.
+body is sent: `admit()` takes the slot at once and hands it to that later work (`Admission.stream`).
 """
 
 from __future__ import annotations
@@ -73,10 +72,10 @@ class Admission:
     """A slot taken now for work that starts later; the work it runs keeps the slot until it is
     done. Released by `release()`, or when dropped unused (a response that never started)."""
 
-    def __init__(self, worker: ModelWorker, reserved: int | None, order: int) -> None:
+    def __init__(self, worker: ModelWorker, reserved: int | None, order: int, learn: bool = True) -> None:
         self.worker = worker
-        self.order = order
-        """Its place in the order of admission, which its work keeps on the model and the cores."""
+        self.order = order  # its place in the order of admission, kept on the model and the cores
+        self.learn = learn  # its time says how fast work goes (not a stage of a turn: it waits)
         self._held = True
         self._reserved = reserved
         """Its place in the model's backlog, counted from admission until its work is done."""
@@ -99,7 +98,7 @@ class Admission:
         """Give the slot back if no work has taken it (idempotent)."""
         reserved = self.reservation()
         if reserved is not None:
-            self.worker.backlog.done(reserved)
+            self.worker.backlog.done(reserved, self.learn)
         if self._held:
             self._held = False
             self.worker._release(None)
@@ -110,7 +109,9 @@ class Admission:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """As `ModelWorker.run`, in this slot."""
         self._take()
-        job = self.worker._start(lambda: fn(*args, **kwargs), key=self.reservation(), order=self.order)
+        job = self.worker._start(
+            lambda: fn(*args, **kwargs), key=self.reservation(), order=self.order, learn=self.learn
+        )
         return cast(T, await self.worker._await(job))
 
     async def step(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -122,7 +123,11 @@ class Admission:
         job = self.worker._start(
             lambda: fn(*args, **kwargs), release=False, key=self._reserved, kept=True, order=self.order
         )
-        return cast(T, await self.worker._await(job))
+        try:
+            return cast(T, await self.worker._await(job))
+        except BaseException:
+            self.learn = False  # work cut short says nothing of how fast work goes
+            raise
 
     def stream(
         self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
@@ -153,14 +158,11 @@ class ModelWorker:
         self.name = name
         self.capacity = queue_size + concurrency
         self.timeout_s = timeout_s
-        self.typical_units = typical_units
-        """The size of a call that does not say (`admission.work_units`), in the stage's unit."""
-        self.times = ServiceTimes(prior_s)
-        """How long its calls take, per size class (`prior_s` until one has run)."""
+        self.typical_units = typical_units  # the size of a call that does not say (`work_units`)
+        self.times = ServiceTimes(prior_s)  # its calls' cost per kind and size (`prior_s` at first)
         self.backlog = Backlog(parallel=concurrency * share)
-        """The work admitted and not yet done, each call with its expected cost. `share`: the part
-        of the `concurrency` replicas this server may count on (Ray Serve ingress replicas share
-        the model replicas: each counts 1/n of them)."""
+        """The work admitted and not done, each with its cost; `share`: the part of the replicas
+        this server counts on (Ray Serve ingress replicas share them)."""
         self.refused: dict[str, int] = {"queue": 0, "wait": 0}
         """Requests refused because the queue was full, or because their expected wait was too long."""
         self._runner = OrderedThreads(name, concurrency)
@@ -212,7 +214,8 @@ class ModelWorker:
         units = work_units.get() if units is None else units
         self._admit(not reserved, units)
         place = admitted() if reserved else order.get()
-        return Admission(self, self.backlog.add(self.times.estimate(self._units(units))), place or 0)
+        entry = self.backlog.add(self.times.estimate(self._units(units)))
+        return Admission(self, entry, place or 0, learn=not reserved)
 
     def _admit(self, check: bool, units: float | None = None) -> None:
         with self._lock:
@@ -232,6 +235,7 @@ class ModelWorker:
         key: int | None = None,
         kept: bool = False,
         order: int | None = None,
+        learn: bool = True,
     ) -> _Job:
         """Run `fn` in a slot already counted; the slot is released when it is done (unless
         `release` is False: a step of an `Admission` that keeps its slot). `key`: its entry in the
@@ -275,8 +279,10 @@ class ModelWorker:
         # The slot is released when the call is done or dropped from the queue, not when the
         # awaiting request goes away: a running call holds the model until it notices `cancel`.
         future = self._runner.submit(place, call)
-        if not kept:
-            future.add_done_callback(lambda _: self.backlog.done(entry))
+        if not kept:  # what took its time (a call cut short, or failed) says how fast work goes
+            future.add_done_callback(
+                lambda f: self.backlog.done(entry, learn and not f.cancelled() and f.exception() is None)
+            )
         if release:
             future.add_done_callback(self._release)
         return _Job(cast("Future[object]", future), cancel)
@@ -354,7 +360,9 @@ class ModelWorker:
             job = self._submit(True, produce)
         else:
             admission._take()
-            job = self._start(produce, key=admission.reservation(), order=admission.order)
+            job = self._start(
+                produce, key=admission.reservation(), order=admission.order, learn=admission.learn
+            )
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
             while True:

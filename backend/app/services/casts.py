@@ -14,11 +14,13 @@ import logging
 import re
 from collections.abc import Mapping
 
+from backend.app.core.backlog import measured_units
 from backend.app.core.errors import AppError, InvalidInputError, NotFoundError
 from backend.app.services.dialogue import check_mapping, resolve_voice
 from backend.app.services.tts import TTSService
 from backend.app.storage.protocols import CastStorage
 from backend.app.storage.rows import StoredCast
+from backend.app.voices.library import VoiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +55,18 @@ class CastService:
         )
         clips = [ref.clip for ref in refs if ref.clip is not None]
         if self.tts.backend.supports_cloning and clips:
-            await self.tts.worker.run(lambda: [self.tts.speaker_prompt(clip) for clip in clips])
+            await self.tts.worker.run(lambda: self._prompts(clips))
         labels = {label.strip(): value.strip() for label, value in speakers.items()}
         created = await asyncio.to_thread(self.table.put, name, labels, MAX_CASTS)
         stored = await asyncio.to_thread(self.table.get, name)
         assert stored is not None
         return stored, created
+
+    def _prompts(self, clips: list[VoiceInfo]) -> list[object]:
+        """Each voice clip's prompt, prepared (on the TTS worker): not a synthesis, so its time
+        says nothing of the model's speed."""
+        measured_units(None)
+        return [self.tts.speaker_prompt(clip) for clip in clips]
 
     async def get(self, name: str) -> StoredCast:
         stored = await asyncio.to_thread(self.table.get, check_name(name))

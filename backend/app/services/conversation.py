@@ -68,24 +68,25 @@ class ConversationService:
         voice: str | None,
         conversation_id: str | None = None,
         with_audio: bool = True,
-        audio_s: float = TYPICAL_TURN_S,
+        audio_s: float | None = TYPICAL_TURN_S,
     ) -> TurnSlot:
         """Fail fast, before any work: an unknown voice (404), a full disk (507: the turn and its
-        audio are stored, so refused before any work, not an error event after the audio went
-        out), too many turns in progress or on this conversation (503). A turn is admitted as a
-        whole, at the turn gate (as many turns as the LLM admits requests, QUEUE_SIZE + 1 in one
-        process), and then reserves its stages in order: the LLM slot now (kept for the reply,
-        `ReplyRequest.slot`), its transcription and each TTS piece as follow-ups. So
-        single-stage requests filling one queue cannot starve turns, which need all three: under
-        overload turns are served at the gate's rate, and refused only when it is full. A turn is
-        also refused when the stages' expected waits and its own work (`audio_s` of speech to
-        transcribe, a reply, its first piece) pass the `turn` budget (ADMISSION_BUDGETS)."""
+        audio are stored), too many turns in progress or on this conversation (503). A turn is
+        admitted as a whole at the turn gate (as many as the LLM admits requests), within the
+        `turn` budget (ADMISSION_BUDGETS) on the stages it still needs (`audio_s` of speech to
+        transcribe, None: transcribed already; a reply; its speech unless `with_audio` is False),
+        and holds its places: the LLM slot now (`ReplyRequest.slot`), its transcription and TTS
+        pieces as follow-ups, so single-stage requests filling one queue cannot starve it."""
         if voice:
             self.tts.choose_voice(voice, None)
         self.history.require_room(with_audio=with_audio)
         if conversation_id:
             self.history.check_room(conversation_id)
-        stages = ((self.stt.worker, audio_s), (self.chat.worker, 1.0), (self.tts.worker, TYPICAL_REPLY_S))
+        stages = [(self.chat.worker, 1.0)]
+        if audio_s is not None:
+            stages.insert(0, (self.stt.worker, audio_s))
+        if with_audio:
+            stages.append((self.tts.worker, TYPICAL_REPLY_S))
         ticket = self.turns.enter(stages, reserve=("stt",), keep=("tts",))
         return TurnSlot(ticket, self.chat.reserve())
 
@@ -210,7 +211,7 @@ class ConversationService:
             if words is not None:
                 words = await asyncio.to_thread(self.chat.fit_spoken, words, request.language)
             if slot is None:
-                slot = request.slot = self.check_ready(None, request.conversation_id, request.speak)
+                slot = request.slot = self.check_ready(None, request.conversation_id, request.speak, None)
         except BaseException:
             if slot is not None:
                 slot.release()

@@ -127,6 +127,7 @@ class STTService:
                 yield item
 
     def _decode(self, data: bytes) -> Audio:
+        measured_units(None)  # decoding alone says nothing of the model's speed
         return decode_audio(data, self.backend.sample_rate, self.settings.max_audio_seconds)
 
     def _observed(self, started: float, transcription: Transcription) -> Transcription:

@@ -11,6 +11,7 @@ import numpy as np
 from backend.app.audio.decode import decode_audio
 from backend.app.audio.encode import encode_audio
 from backend.app.audio.types import Audio
+from backend.app.core.backlog import measured_units
 from backend.app.core.config import VoicesSettings
 from backend.app.core.errors import (
     AudioTooLongError,
@@ -112,6 +113,7 @@ class VoiceService:
 
     def _prepare(self, data: bytes) -> bytes:
         """Decode, check and re-encode an upload (on the worker thread)."""
+        measured_units(None)  # not a synthesis: says nothing of the model's speed
         limits = self.clips
         try:
             audio = decode_audio(data, self.sample_rate, limits.max_seconds + 1)
