@@ -37,6 +37,17 @@ class AdmissionBudgetMiddleware:
             budget.reset(token)
 
 
+def plain_request(scope: Scope) -> str | None:
+    """The route group of a plain request for model work (a POST to a model route, a spoken turn's
+    `/conversation`), which its stages admit or refuse as a whole; None for anything else (a
+    WebSocket, the set-up of a WebRTC or phone call, whose sessions admit each turn as it comes,
+    a probe of /health)."""
+    if scope["type"] != "http" or scope.get("method") != "POST":
+        return None
+    group = route_group(scope["path"])
+    return group if group != "turn" or scope["path"] == "/conversation" else None
+
+
 class EarlyRefusalMiddleware:
     """Refuses a request that its model stages could not admit whatever its size (503 with
     Retry-After, `refuse_early(group)`), before its body is read or anything is done for it:
@@ -49,9 +60,8 @@ class EarlyRefusalMiddleware:
         self.refuse_early = refuse_early
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = budget.get() if scope["type"] == "http" and scope.get("method") == "POST" else None
-        plain = limit is not None and (limit.group != "turn" or scope["path"] == "/conversation")
-        refusal = self.refuse_early(limit.group) if plain and limit is not None else None
+        group = plain_request(scope)
+        refusal = self.refuse_early(group) if group is not None else None
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -65,9 +75,10 @@ class EarlyReturnMiddleware:
     its last refusal gave, until that time: a client that honours Retry-After never waits here,
     and one that does not is answered at the pace it was asked to keep, rather than at the pace it
     sends, so that what it sends costs the server no more than a patient client's requests (its
-    requests are still admitted at once when there is room). The model routes only (those with a
-    route group): a probe polling /health/ready is answered at once. A client is its connection
-    (address and port: one kept-alive connection); at most `max_wait_s` is held."""
+    requests are still admitted at once when there is room). Plain requests for model work only
+    (`plain_request`): a probe polling /health/ready, or a call being set up, is answered at once.
+    A client is its connection (address and port: one kept-alive connection); at most
+    `max_wait_s` is held."""
 
     def __init__(self, app: ASGIApp, max_wait_s: float = 10.0, clients: int = 4096) -> None:
         self.app = app
@@ -78,7 +89,7 @@ class EarlyReturnMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        if scope["type"] != "http" or not client or route_group(scope["path"]) is None:
+        if not client or plain_request(scope) is None:
             await self.app(scope, receive, send)
             return
         key = (str(client[0]), int(client[1]))
