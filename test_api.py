@@ -504,7 +504,8 @@ def test_health_answers_while_a_long_synthesis_runs(http: httpx.Client, server: 
 
 
 def test_a_full_queue_answers_503_with_retry_after(server: str) -> None:
-    # QUEUE_SIZE=1: one synthesis runs, one waits, the rest are refused at once.
+    # QUEUE_SIZE=1: one synthesis runs, at most one waits (admission by expected wait may refuse
+    # it too: ADMISSION_BUDGETS), the rest are refused at once, each with when to retry.
     text = "Keep the speech engine busy with this fairly long sentence for a moment. " * 6
     statuses: list[int] = []
     headers: list[httpx.Headers] = []
@@ -522,8 +523,8 @@ def test_a_full_queue_answers_503_with_retry_after(server: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert statuses.count(200) >= 2
-    assert statuses.count(503) >= 1
+    assert 1 <= statuses.count(200) <= 2
+    assert statuses.count(503) >= 3
     assert all(h.get("retry-after") for h, s in zip(headers, statuses, strict=True) if s == 503)
 
 
