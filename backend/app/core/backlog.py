@@ -208,9 +208,6 @@ class Backlog:
             left = self._left(now)
         return left * self.slowdown
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def _advance(self) -> None:
         """Move the clock on: each of n running calls has had 1/n of the time since, or all of it
         while they are no more than the parallel slots (replicas) (held lock)."""
