@@ -82,7 +82,7 @@ class Services:
             "chat": (self.chat.worker,),
             "tts": (self.tts.worker,),
         }.get(group, ())
-        refusal = refuse_early(workers)
+        refusal = refuse_early(workers, whole=group == "turn")
         if refusal is not None:
             if group == "turn":
                 self.conversation.turns.refused += 1

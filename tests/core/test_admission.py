@@ -157,7 +157,7 @@ def test_a_turn_is_refused_as_a_whole_when_its_stages_would_pass_the_budget() ->
     stages = ((stt, 3.0), (llm, 1.0), (tts, 1.0))
     budget.set(Budget("turn", 4.0))
     turns.enter(stages).release()  # every stage idle: taken, however long the turn
-    llm.backlog.add(2.5)  # a reply being generated
+    llm.backlog.started(llm.backlog.add(2.5))  # a reply being generated
     with pytest.raises(OverloadedError) as refused:
         turns.enter(stages)  # 2.5 s wait + 3 s of work > 4 s
     assert refused.value.headers["Retry-After"] == "2" and "chat" in refused.value.message

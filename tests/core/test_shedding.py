@@ -8,6 +8,7 @@ that time. Checked by counts, order and a clock the test moves, never by a timer
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ import pytest
 
 from backend.app.core import backlog as backlog_module
 from backend.app.core.admission import Gate, refuse_early
-from backend.app.core.backlog import Backlog, Budget, Share, budget, next_order, order
+from backend.app.core.backlog import Backlog, Budget, Share, budget
 from backend.app.core.cpu import CpuTurns
 from backend.app.core.errors import OverloadedError
+from backend.app.core.order import next_order, order
 from backend.app.core.ordered import OrderedThreads
 from backend.app.core.shedding import EarlyReturnMiddleware
 from backend.app.core.worker import ModelWorker
@@ -124,19 +126,22 @@ def test_a_calls_cost_is_its_share_of_the_cores_less_its_wait_for_a_turn(clock: 
 
 def test_estimates_scale_by_how_late_admitted_work_has_been(clock: Clock) -> None:
     backlog = Backlog()
-    assert backlog.slowdown == 1.0
+    assert backlog.slowdown() == 1.0
     for _ in range(20):  # each call expected to take 1 s, done in 2 s
         key = backlog.add(1.0)
         backlog.started(key)
         clock.now += 2.0
         backlog.done(key)
-    assert backlog.slowdown == pytest.approx(2.0, rel=0.05)
+    assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
     backlog.add(1.0)
     assert backlog.expected_wait() == pytest.approx(2.0, rel=0.05)
     unused = backlog.add(1.0)
-    clock.now += 30.0
     backlog.done(unused)  # given back unused (never started): says nothing of the pace
-    assert backlog.slowdown == pytest.approx(2.0, rel=0.05)
+    assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
+    clock.now += 10.0  # no news for SLOWDOWN_FADES_S: it fades towards 1
+    assert backlog.slowdown() == pytest.approx(2.0 ** (1 / math.e), rel=0.01)
+    clock.now += 60.0
+    assert backlog.slowdown() == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_group_refused_lately_holds_the_others_to_the_wait_it_could_take(clock: Clock) -> None:
@@ -231,7 +236,7 @@ def test_idle_stages_go_first_to_a_group_refused_lately_that_needs_them_whole() 
     stages = ((stt, 3.0), (chat, 1.0), (tts, 1.0))
     try:
         budget.set(Budget("turn", 5.0))
-        chat.backlog.add(1.0)  # a reply under way: 1 s + 6 s of its own passes the 5 s budget
+        chat.backlog.started(chat.backlog.add(1.0))  # a reply under way: 1 s + 6 s passes 5 s
         with pytest.raises(OverloadedError):
             turns.enter(stages)  # refused: the turn now wants in, and has no room to spare
         budget.set(Budget("tts", 3.0))

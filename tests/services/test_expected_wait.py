@@ -50,7 +50,7 @@ def test_a_burst_of_transcriptions_is_admitted_by_the_models_own_service_time(
     worker = stt.worker
     # Both as the rule reads them: scaled by how late admitted work has been (`slowdown`).
     wait = worker.expected_wait()
-    cost = worker.times.estimate(worker.typical_units, "stt") * worker.backlog.slowdown
+    cost = worker.times.estimate(worker.typical_units, "stt") * worker.backlog.slowdown()
     assert cost > 0
     admit = 2
     limit = wait + cost * (admit + 0.5)  # room for exactly two more, half a call to spare

@@ -19,6 +19,7 @@ from backend.app.backends import embedded
 from backend.app.backends.model_files import ModelFiles
 from backend.app.core.cancellation import raise_if_cancelled
 from backend.app.core.config import Settings
+from backend.app.core.cpu import CpuTurns, giving_way
 from backend.app.core.errors import ModelLoadError
 from backend.app.core.values import ModelInfo, SynthesisRequest
 from backend.app.text.wer import spell_numbers
@@ -40,6 +41,8 @@ class HibariBackend:
     max_dialogue_speakers = 0  # a script is spoken turn by turn
     speakers: tuple[str, ...] = ()
     languages = ("en",)
+    cpu: CpuTurns | None = None
+    """The cores' turns (core/cpu.py): one thread, it takes a turn only to give way to a reply."""
 
     def __init__(self) -> None:
         try:
@@ -79,8 +82,9 @@ class HibariBackend:
             if len(ids) < 3:
                 continue
             feeds = {"ids": np.asarray([ids], np.int64), "speed": np.asarray([request.speed], np.float32)}
-            *outputs, durations = self._session.run(None, feeds)
-            samples = np.asarray(dsp.synth(*(o[0] for o in outputs), rng), dtype=np.float32)
+            with giving_way(self.cpu):
+                *outputs, durations = self._session.run(None, feeds)
+                samples = np.asarray(dsp.synth(*(o[0] for o in outputs), rng), dtype=np.float32)
             spoken = [c for c in phonemes if c in self._tts.vocab]
             units = np.ravel(durations).astype(np.float64)
             per_unit = len(samples) / units.sum() if units.sum() > 0 else 0.0

@@ -19,15 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from backend.app.core.backlog import (
-    Backlog,
-    Budget,
-    ServiceTimes,
-    budget,
-    next_order,
-    order,
-)
+from backend.app.core.backlog import Backlog, Budget, ServiceTimes, budget
 from backend.app.core.errors import OverloadedError
+from backend.app.core.order import next_order, order
 
 TYPICAL_TURN_S = 3.0
 """Seconds of speech a spoken turn is taken to have when its length is not known yet."""
@@ -59,7 +53,7 @@ class Staged(Protocol):
     backlog: Backlog
     typical_units: float
 
-    def expected_wait(self) -> float: ...
+    def expected_wait(self, ahead: bool = False) -> float: ...
 
 
 def check_alone(stage: Staged, units: float) -> None:
@@ -70,7 +64,7 @@ def check_alone(stage: Staged, units: float) -> None:
     if limit is None or not limit.seconds:
         return
     wait = stage.expected_wait()
-    cost = stage.times.estimate(units) * stage.backlog.slowdown
+    cost = stage.times.estimate(units) * stage.backlog.slowdown()
     threshold = fits([(stage.backlog, wait)], cost, limit)
     if threshold is not None:
         raise OverloadedError(
@@ -83,15 +77,17 @@ def check_alone(stage: Staged, units: float) -> None:
 def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
     """Admit work that needs several stages as a whole (a spoken turn: STT, LLM, TTS), each with
     its size: refused (503) when some stage has work ahead of it and the waits plus the work
-    would pass the request's budget (`fits`). Work that finds every stage idle is taken (unless
-    they are kept for a group refused lately)."""
+    would pass the request's budget (`fits`). Such work goes ahead of single-stage requests
+    (core/backlog.py): it waits only for the like of it admitted before, and for calls already
+    running. Work that finds every stage idle is taken (unless they are kept for a group refused
+    lately)."""
     limit = budget.get()
     if limit is None or not limit.seconds or not stages:
         return
-    waits = [(stage.backlog, stage.expected_wait()) for stage, _ in stages]
+    waits = [(stage.backlog, stage.expected_wait(ahead=True)) for stage, _ in stages]
     wait = sum(w for _, w in waits)
-    cost = sum(stage.times.estimate(units) * stage.backlog.slowdown for stage, units in stages)
-    threshold = fits(waits, cost, limit)
+    cost = sum(stage.times.estimate(units) * stage.backlog.slowdown(ahead=True) for stage, units in stages)
+    threshold = fits(waits, cost, limit, [stage.expected_wait() for stage, _ in stages])
     if threshold is not None:
         busiest = max(zip((w for _, w in waits), (stage.name for stage, _ in stages), strict=True))[1]
         raise OverloadedError(
@@ -101,20 +97,23 @@ def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
         )
 
 
-def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
+def refuse_early(stages: Sequence[Staged], whole: bool = False) -> OverloadedError | None:
     """The refusal a request of the current budget's group would meet whatever its size, known
-    before its body is read: the work ahead of it on `stages` already passes its budget, or some
-    stage's share for the groups refused lately (`Backlog.fair_wait`). A request let through is
-    checked again with its own size by the stages themselves."""
+    before its body is read: the work ahead of it on `stages` (`whole`: work admitted as a whole,
+    which goes ahead of single-stage requests) already passes its budget, or some stage's share
+    for the groups refused lately (`Backlog.fair_wait`). A request let through is checked again
+    with its own size by the stages themselves."""
     limit = budget.get()
     if limit is None or not limit.seconds or not stages:
         return None
-    waits = [(stage.backlog, stage.expected_wait()) for stage in stages]
+    waits = [(stage.backlog, stage.expected_wait(ahead=whole)) for stage in stages]
     wait = sum(w for _, w in waits)
     fair = [backlog.fair_wait(limit.group) for backlog, _ in waits]
     if wait <= limit.seconds and all(w <= f for (_, w), f in zip(waits, fair, strict=True)):
         return None
-    typical = sum(stage.times.estimate(stage.typical_units) * stage.backlog.slowdown for stage in stages)
+    typical = sum(
+        stage.times.estimate(stage.typical_units) * stage.backlog.slowdown(ahead=whole) for stage in stages
+    )
     for backlog, _ in waits:  # the group still wants in, with a request of the usual size
         backlog.wanted(limit.group, (limit.seconds - typical) / len(waits))
     threshold = min(limit.seconds, sum(min(f, limit.seconds) for f in fair))
@@ -125,12 +124,20 @@ def refuse_early(stages: Sequence[Staged]) -> OverloadedError | None:
     )
 
 
-def fits(waits: Sequence[tuple[Backlog, float]], cost: float, limit: Budget) -> float | None:
+def fits(
+    waits: Sequence[tuple[Backlog, float]],
+    cost: float,
+    limit: Budget,
+    backlogs: Sequence[float] | None = None,
+) -> float | None:
     """None when the `waits` on the request's stages plus its `cost` fit the budget and leave the
     groups refused lately their fair share on each stage (`Backlog.fair_wait`: every group that
     wants in is admitted behind the same wait, first come, and idle stages go to the one that
     needs most room); else the most wait this request could have been admitted behind, and the
-    refusal is noted (its group wants in, with its room split over its stages)."""
+    refusal is noted (its group wants in, with its room split over its stages). Work that goes
+    ahead (a spoken turn) waits for less than the others on its stages, but adds to their wait:
+    its share is held to each stage's whole backlog (`backlogs`, as a single-stage request would
+    wait), so that the groups refused lately get in too."""
     slack = (limit.seconds or 0.0) - cost
     wait = sum(w for _, w in waits)
     fair = [backlog.fair_wait(limit.group) for backlog, _ in waits]
@@ -138,7 +145,8 @@ def fits(waits: Sequence[tuple[Backlog, float]], cost: float, limit: Budget) -> 
     # Idle stages take any request, however long its own work, unless a group refused lately
     # needs less room than this request would leave it (it gets the idle stages first).
     idle = wait <= 0.0 and all(f >= share for f in fair)
-    if idle or (wait < slack and all(w < f for (_, w), f in zip(waits, fair, strict=True))):
+    held = [w for _, w in waits] if backlogs is None else backlogs
+    if idle or (wait < slack and all(h < f for h, f in zip(held, fair, strict=True))):
         for backlog, _ in waits:
             backlog.took(limit.group)
         return None
@@ -217,7 +225,7 @@ class Gate:
         `reserve` (taken up by the work's first call there) and `keep` (shared by all its calls
         there, until the ticket is given back) get the work's place in their backlog now
         (`reservations`), so that work admitted after it counts it before it runs. The work
-        takes a new place in the order of admission (`order`)."""
+        takes a new place in the order of admission (`order`), ahead of single-stage requests."""
         with self._lock:
             if self._inside >= self.capacity:
                 raise OverloadedError(
@@ -233,13 +241,15 @@ class Gate:
             self._inside += 1
         held = {
             stage.name: _Reserved(
-                stage.backlog, stage.backlog.add(stage.times.estimate(units)), stage.name in keep
+                stage.backlog,
+                stage.backlog.add(stage.times.estimate(units), ahead=True),
+                stage.name in keep,
             )
             for stage, units in stages
             if stage.name in reserve or stage.name in keep
         }
         reservations.set(held)
-        order.set(next_order())
+        order.set(next_order(ahead=True))
         return Ticket(self, held)
 
     def _leave(self) -> None:

@@ -13,15 +13,15 @@ its parallel slots, and scaled by how much longer admitted work has lately taken
 (`Backlog.slowdown`: what the costs leave out, such as the server's own work and other stages
 slowing this one). It also knows which route groups were refused lately (`Backlog.fair_wait`).
 
-Work runs in the order it was admitted (`order`): each request takes a number when it is admitted,
-and its calls carry it to the stages' queues and to the turns on the cores (core/cpu.py), so work
-admitted later does not go ahead of work admitted earlier, which its estimate counted on.
+Work runs in the order it was admitted (core/order.py), except that a spoken turn goes ahead of
+the single-stage work admitted just before it: a turn's expected wait counts only the turns
+admitted before it and the calls already running (`Backlog.expected_wait(ahead=True)`), and each
+kind learns its own slowdown.
 """
 
 from __future__ import annotations
 
 import contextvars
-import itertools
 import math
 import threading
 import time
@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from backend.app.core.order import AHEAD_S
 
 T = TypeVar("T")
 
@@ -97,31 +99,15 @@ SLOWDOWN_ALPHA = 0.3
 
 MAX_SLOWDOWN = 10.0
 
+SLOWDOWN_FADES_S = 10.0
+"""Without news (no work of its kind done), `Backlog.slowdown` fades back to 1 with this time
+constant: a kind of work refused for being late is not refused for ever on old figures."""
+
 FAIR_S = 2.0
 """A group refused within this many seconds still wants in (`Backlog.fair_wait`)."""
 
 OVERRUN = 0.1
 """A call that has run past its estimate is still expected to need this share of it."""
-
-_orders = itertools.count(1)
-
-order: contextvars.ContextVar[int | None] = contextvars.ContextVar("admission_order", default=None)
-"""The current request's place in the order of admission (set when it is admitted; on a worker
-thread, the running call's)."""
-
-
-def next_order() -> int:
-    """A new place in the order of admission, after every one given so far."""
-    return next(_orders)
-
-
-def admitted() -> int:
-    """The current request's place in the order of admission, taken now if it has none."""
-    current = order.get()
-    if current is None:
-        current = next_order()
-        order.set(current)
-    return current
 
 
 @dataclass
@@ -130,12 +116,26 @@ class _Entry:
     added: float
     due: float
     """Seconds from `added` it was expected to be done in: the work ahead of it, and its own."""
+    ahead: bool = False
+    """Work that goes ahead of single-stage requests (`next_order(ahead=True)`)."""
+    step: float = math.inf
+    """The cost of its longest call, for work done in several (the sentences of a text)."""
     started: float | None = None
 
     def left(self, now: float) -> float:
         if self.started is None:
             return self.cost
         return max(self.cost - (now - self.started), OVERRUN * self.cost)
+
+    def before(self, now: float, ahead: bool) -> float:
+        """What of it a call admitted now would wait for: all of it, unless the call goes ahead
+        (`ahead`) of this work (a single-stage request's, admitted in the last `AHEAD_S`), which
+        it then waits for only as long as one of its calls may still run."""
+        if not ahead or self.ahead or now - self.added > AHEAD_S:
+            return self.left(now)
+        if self.started is None:
+            return 0.0
+        return min(self.left(now), self.step)
 
 
 @dataclass
@@ -145,9 +145,12 @@ class Backlog:
     parallel: float = 1.0
     _entries: dict[int, _Entry] = field(default_factory=dict)
     _next: int = 0
-    _took: float = 0.0
-    _due: float = 0.0
-    """Decayed sums of how long admitted work took, and how long it was expected to (`slowdown`)."""
+    _took: dict[bool, float] = field(default_factory=lambda: {False: 0.0, True: 0.0})
+    _due: dict[bool, float] = field(default_factory=lambda: {False: 0.0, True: 0.0})
+    """Decayed sums of how long admitted work took, and how long it was expected to (`slowdown`),
+    for single-stage work (False) and for work that goes ahead (True)."""
+    _learnt: dict[bool, float] = field(default_factory=lambda: {False: 0.0, True: 0.0})
+    """When each kind last learnt from work done."""
     _running: int = 0
     _clock: float = 0.0
     """Seconds of work done, each running call counted for its share: 1/n while n ran at once."""
@@ -160,13 +163,15 @@ class Backlog:
     """Re-entrant: an unused admission gives its place back when it is collected, which can happen
     on any thread, at any allocation, including one made while the lock is held."""
 
-    def add(self, cost: float) -> int:
-        """Admitted work expected to cost `cost` s (at the machine's speed alone); its key."""
+    def add(self, cost: float, ahead: bool = False, step: float | None = None) -> int:
+        """Admitted work expected to cost `cost` s (at the machine's speed alone); its key.
+        `ahead`: work that goes ahead of single-stage requests; `step`: the cost of its longest
+        call, for work done in several calls (default: one call)."""
         now = time.monotonic()
         with self._lock:
             self._next += 1
-            due = self._left(now) + cost
-            self._entries[self._next] = _Entry(cost, now, due)
+            due = self._left(now, ahead) + cost
+            self._entries[self._next] = _Entry(cost, now, due, ahead, cost if step is None else step)
             return self._next
 
     def started(self, key: int) -> None:
@@ -183,30 +188,37 @@ class Backlog:
         with self._lock:
             entry = self._entries.pop(key, None)
             if entry is not None and learn and entry.started is not None:
-                self._took += SLOWDOWN_ALPHA * ((now - entry.added) - self._took)
-                self._due += SLOWDOWN_ALPHA * (entry.due - self._due)
+                lane = entry.ahead
+                self._took[lane] += SLOWDOWN_ALPHA * ((now - entry.added) - self._took[lane])
+                self._due[lane] += SLOWDOWN_ALPHA * (entry.due - self._due[lane])
+                self._learnt[lane] = now
 
-    @property
-    def slowdown(self) -> float:
+    def slowdown(self, ahead: bool = False) -> float:
         """How much longer admitted work has lately taken than expected, from admission to done
-        (1: as expected). The costs are learnt call by call; what they leave out (the server's
-        own work answering requests, other processes on the machine, calls that slow each other
-        more than their shares say) shows here, and scales every estimate made on this backlog."""
+        (1: as expected), for single-stage work or for work that goes ahead (`ahead`). The costs
+        are learnt call by call; what they leave out (the server's own work answering requests,
+        other processes on the machine, calls that slow each other more than their shares say,
+        and for single-stage work, the spoken turns that went ahead of it) shows here, and scales
+        every estimate made on this backlog for that kind of work. It fades back to 1 while no
+        such work is done (`SLOWDOWN_FADES_S`)."""
         with self._lock:
-            if self._due <= 0.0:
+            if self._due[ahead] <= 0.0:
                 return 1.0
-            return min(MAX_SLOWDOWN, max(1.0 / MAX_SLOWDOWN, self._took / self._due))
+            ratio = min(MAX_SLOWDOWN, max(1.0 / MAX_SLOWDOWN, self._took[ahead] / self._due[ahead]))
+            fade = math.exp(-max(0.0, time.monotonic() - self._learnt[ahead]) / SLOWDOWN_FADES_S)
+            return math.pow(ratio, fade)
 
-    def _left(self, now: float) -> float:
-        """The work still to do, in seconds of one slot (held lock)."""
-        return sum(e.left(now) for e in self._entries.values()) / self.parallel
+    def _left(self, now: float, ahead: bool = False) -> float:
+        """The work a call admitted now would wait for, in seconds of one slot (held lock)."""
+        return sum(e.before(now, ahead) for e in self._entries.values()) / self.parallel
 
-    def expected_wait(self) -> float:
-        """Seconds a call admitted now would wait before it runs."""
+    def expected_wait(self, ahead: bool = False) -> float:
+        """Seconds a call admitted now would wait before it runs (`ahead`: a call that goes ahead
+        of single-stage requests)."""
         now = time.monotonic()
         with self._lock:
-            left = self._left(now)
-        return left * self.slowdown
+            left = self._left(now, ahead)
+        return left * self.slowdown(ahead)
 
     def _advance(self) -> None:
         """Move the clock on: each of n running calls has had 1/n of the time since, or all of it

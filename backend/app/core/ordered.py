@@ -86,6 +86,11 @@ class OrderedThreads:
         else:
             future.set_result(result)
 
+    def first_waiting(self) -> int | None:
+        """The priority of the first call waiting for a thread (None: none waits)."""
+        with self._changed:
+            return self._queue[0][0] if self._queue else None
+
     def shutdown(self) -> None:
         with self._changed:
             self._closed = True

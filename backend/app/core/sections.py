@@ -279,11 +279,11 @@ class StorageSettings(Section):
         return raw.strip()
 
 
-DEFAULT_BUDGETS = {"turn": 5.0, "stt": 3.0, "chat": 4.0, "tts": 3.0}
-"""ADMISSION_BUDGETS' defaults, for the embedded models on two cores: a spoken turn (about 1.6 s
-idle) is admitted only while it can be answered within about three idle turns; a single stage's
-request (a short answer, a transcription, a sentence) gets less room, so that under overload the
-stages keep room for turns, which need all three."""
+DEFAULT_BUDGETS = {"turn": 4.0, "stt": 3.0, "chat": 4.0, "tts": 3.0}
+"""ADMISSION_BUDGETS' defaults, for the embedded models on two cores: a spoken turn (1.5-2 s idle)
+is admitted only while it can be answered within two to three idle turns, which it goes ahead of
+single-stage work to keep; a single stage's request (a short answer, a transcription, a sentence)
+gets about as much room."""
 
 
 class LimitsSettings(Section):
@@ -301,7 +301,7 @@ class LimitsSettings(Section):
     first leaves it the cores for this many milliseconds. 0: they run at once."""
     admission_budgets: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     """Per route group (`turn`: a spoken turn, `stt`, `chat`, `tts`), the seconds a request may
-    expect to take on a busy stage, its wait and its own work: `turn=5,stt=3,chat=4,tts=3`. A
+    expect to take on a busy stage, its wait and its own work: `turn=4,stt=3,chat=4,tts=3`. A
     request that would take longer is refused at once (503, Retry-After: when it would fit); on an
     idle stage a request is always taken. A group left out, or 0, is bounded by QUEUE_SIZE only."""
 

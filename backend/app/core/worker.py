@@ -26,19 +26,11 @@ from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar, cast
 
 from backend.app.core.admission import check_alone, take_reservation
-from backend.app.core.backlog import (
-    Backlog,
-    ServiceTimes,
-    admitted,
-    budget,
-    next_order,
-    order,
-    run_measured,
-    work_units,
-)
+from backend.app.core.backlog import Backlog, ServiceTimes, budget, run_measured, work_units
 from backend.app.core.cancellation import cancellable, raise_if_cancelled
 from backend.app.core.errors import OverloadedError, StageTimeoutError
 from backend.app.core.memory import request_trim
+from backend.app.core.order import admitted, goes_ahead, next_order, order, waiting_behind
 from backend.app.core.ordered import OrderedThreads
 
 P = ParamSpec("P")
@@ -186,9 +178,10 @@ class ModelWorker:
     def _units(self, units: float | None) -> float:
         return self.typical_units if units is None else units
 
-    def expected_wait(self) -> float:
-        """Seconds a call admitted now would wait before it runs (the backlog's expected work)."""
-        return self.backlog.expected_wait()
+    def expected_wait(self, ahead: bool = False) -> float:
+        """Seconds a call admitted now would wait before it runs (the backlog's expected work;
+        `ahead`: a call of work that goes ahead of single-stage requests)."""
+        return self.backlog.expected_wait(ahead)
 
     def check(self, units: float | None = None) -> None:
         """Refuse now (503) if a new request would be refused: for work admitted up front. Full
@@ -206,16 +199,20 @@ class ModelWorker:
             self.refused["wait"] += 1
             raise
 
-    def admit(self, reserved: bool = False, units: float | None = None) -> Admission:
+    def admit(
+        self, reserved: bool = False, units: float | None = None, step_units: float | None = None
+    ) -> Admission:
         """Take a slot now (503 if there is none) for work that starts later, of `units` in all
-        (else `work_units`, else the typical call's). `reserved`: never refused, for a stage of work
-        admitted as a whole elsewhere (a spoken turn, at its `Gate`), whose place in the order of
-        admission it keeps; otherwise the work takes a new place."""
+        (else `work_units`, else the typical call's), done in calls of at most `step_units` (else
+        one call). `reserved`: never refused, for a stage of work admitted as a whole elsewhere (a
+        spoken turn, at its `Gate`), whose place in the order of admission it keeps; otherwise the
+        work takes a new place."""
         units = work_units.get() if units is None else units
         self._admit(not reserved, units)
         place = admitted() if reserved else order.get()
-        entry = self.backlog.add(self.times.estimate(self._units(units)))
-        return Admission(self, entry, place or 0, learn=not reserved)
+        step = None if step_units is None else self.times.estimate(step_units)
+        entry = self.backlog.add(self.times.estimate(self._units(units)), goes_ahead(place), step)
+        return Admission(self, entry, next_order() if place is None else place, learn=not reserved)
 
     def _admit(self, check: bool, units: float | None = None) -> None:
         with self._lock:
@@ -249,12 +246,13 @@ class ModelWorker:
         if key is None and (reservation := take_reservation(self.name)) is not None:
             key, kept = reservation  # a spoken turn's place, taken at its gate
         if key is None:
-            key, kept = self.backlog.add(self.times.estimate(units)), False
+            key, kept = self.backlog.add(self.times.estimate(units), goes_ahead(place)), False
         entry = key
         kind = budget.get()
 
         def call() -> T:
             placed = _place.set(place)
+            behind = waiting_behind.set(self._runner.first_waiting)
             started = time.perf_counter()
             self.backlog.started(entry)
             with self._lock:
@@ -270,6 +268,7 @@ class ModelWorker:
                 with self._lock:
                     self._running -= 1
                 _place.reset(placed)
+                waiting_behind.reset(behind)
                 elapsed = time.perf_counter() - started
                 if size is not None:  # a call cut short says nothing of how long one takes
                     self.times.record(size, share, kind.group if kind is not None else "")

@@ -211,7 +211,11 @@ class TTSService:
             self._plan, text, voice, speaker_voice_path, cfg_scale, speed
         )
         # The slot is kept until the last segment; the backlog counts the whole text's speech.
-        admission = self.worker.admit(units=spoken_seconds(segments) / max(speed, 0.25))
+        rate = max(speed, 0.25)
+        admission = self.worker.admit(
+            units=spoken_seconds(segments) / rate,
+            step_units=max((spoken_seconds([s]) for s in segments), default=0.0) / rate,
+        )
         return SpeechStream(
             self.synthesizer(),
             _each([Piece(segment, [segment]) for segment in segments]),
