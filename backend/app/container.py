@@ -247,8 +247,9 @@ def open_storage(settings: Settings) -> tuple[ConversationStorage, ReplyAudioSto
 
 
 def share_cores(engine: object, turns: CpuTurns) -> None:
-    """Give `turns` to each engine, or part of a composite engine (`parts`), that runs a call on
-    every core of this machine's CPU (those with a `cpu` attribute): they take turns."""
+    """Give `turns` to each engine, or part of a composite engine (`parts`), that runs on this
+    machine's CPU and takes turns on its cores (those with a `cpu` attribute: the engines that run
+    a call on every core, and the one-thread voice, which gives way to a spoken turn's reply)."""
     info = getattr(engine, "info", None)
     if hasattr(engine, "cpu") and info is not None and info.device.startswith("cpu"):
         engine.cpu = turns

@@ -7,6 +7,7 @@ never by a timer."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from backend.app.core import backlog as backlog_module
-from backend.app.core.admission import Gate
-from backend.app.core.backlog import Backlog, Budget, budget
+from backend.app.core import order as order_module
+from backend.app.core.admission import Gate, refuse_early, reservations
+from backend.app.core.backlog import FAIR_S, Backlog, Budget, budget
 from backend.app.core.cpu import CpuTurns
 from backend.app.core.errors import OverloadedError
 from backend.app.core.order import AHEAD_S, goes_ahead, next_order, order, urgency, waiting_behind
@@ -28,7 +30,7 @@ class Clock:
     """time.monotonic and time.monotonic_ns for core/backlog.py, moved by the test."""
 
     def __init__(self) -> None:
-        self.now = time.monotonic() + 1e6  # after every place in the order given so far
+        self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
@@ -42,7 +44,18 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(backlog_module.time, "monotonic", fake)
     monkeypatch.setattr(backlog_module.time, "monotonic_ns", fake.ns)
+    monkeypatch.setattr(order_module, "_last_order", [-1, 0])  # places from this clock, restored after
     return fake
+
+
+@pytest.fixture(autouse=True)
+def fresh_request() -> Iterator[None]:
+    """Each test as a new request: no place in the order, no budget, no reservations."""
+    tokens = (order.set(None), budget.set(None), reservations.set(None))
+    yield
+    order.reset(tokens[0])
+    budget.reset(tokens[1])
+    reservations.reset(tokens[2])
 
 
 @pytest.fixture
@@ -53,7 +66,9 @@ def turn_budget() -> Iterator[None]:
 
 
 def _wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + 10  # only so that a regression fails rather than hangs
     while not condition():
+        assert time.monotonic() < deadline, "the condition never came"
         time.sleep(0.001)
 
 
@@ -70,19 +85,47 @@ def test_a_turn_goes_ahead_of_single_stage_work_admitted_lately_not_of_older_wor
 
 def test_a_turns_wait_counts_only_what_it_waits_for(clock: Clock) -> None:
     backlog = Backlog()
-    queued = backlog.add(2.0)  # a /chat admitted, not begun
+    queued = [backlog.add(2.0) for _ in range(3)]  # three /chat admitted, none begun
     backlog.add(1.0, ahead=True)  # a turn admitted before
-    assert backlog.expected_wait() == pytest.approx(3.0)  # single-stage work waits for both
-    assert backlog.expected_wait(ahead=True) == pytest.approx(1.0)  # a turn goes ahead of the /chat
+    assert backlog.expected_wait() == pytest.approx(7.0)  # single-stage work waits for all of it
+    # A turn waits for the turn before it, and for one /chat that may begin before it arrives.
+    assert backlog.expected_wait(ahead=True) == pytest.approx(1.0 + 2.0)
     stream = backlog.add(4.0, step=0.5)  # a long text, spoken sentence by sentence
     backlog.started(stream)
-    assert backlog.expected_wait(ahead=True) == pytest.approx(1.5)  # its one sentence under way
-    backlog.started(queued)
-    assert backlog.expected_wait(ahead=True) == pytest.approx(3.5)  # a call once begun runs on
+    assert backlog.expected_wait(ahead=True) == pytest.approx(1.0 + 0.5 + 2.0)  # one sentence
+    backlog.started(queued[0])
+    assert backlog.expected_wait(ahead=True) == pytest.approx(1.0 + 0.5 + 2.0 + 2.0)  # runs on
     clock.now += AHEAD_S + 0.5
-    fresh = backlog.add(2.0)
-    assert backlog.expected_wait(ahead=True) == pytest.approx(0.2 + 1.0 + 0.4, abs=0.01)
-    del fresh  # admitted just now: a turn goes ahead of it; the others are older than AHEAD_S
+    backlog.add(2.0)  # admitted just now: a turn goes ahead of it, but not of the older ones
+    left = 0.2 + 2.0 + 2.0 + 1.0 + 0.4  # begun ones past their cost: a tenth of it still
+    assert backlog.expected_wait(ahead=True) == pytest.approx(left + 2.0, abs=0.01)
+
+
+def test_a_turns_stage_learns_its_pace_from_when_the_turn_reaches_it(clock: Clock) -> None:
+    backlog = Backlog()
+    reply = backlog.add(1.0, ahead=True)  # admitted with its turn, which transcribes first
+    clock.now += 3.0
+    backlog.reached(reply)  # the turn's reply reaches the LLM
+    backlog.started(reply)
+    clock.now += 1.0
+    backlog.done(reply)
+    assert backlog.slowdown(ahead=True) == pytest.approx(1.0)  # on time, from where it arrived
+
+
+def test_a_slowdown_faded_without_news_is_not_brought_back_by_the_next_call(clock: Clock) -> None:
+    backlog = Backlog()
+    for _ in range(20):  # expected 1 s, took 3 s
+        key = backlog.add(1.0)
+        backlog.started(key)
+        clock.now += 3.0
+        backlog.done(key)
+    assert backlog.slowdown() == pytest.approx(3.0, rel=0.05)
+    clock.now += 100.0  # no news: faded to 1
+    key = backlog.add(1.0)
+    backlog.started(key)
+    clock.now += 1.0  # on time
+    backlog.done(key)
+    assert backlog.slowdown() == pytest.approx(1.0, abs=0.05)
 
 
 def test_turns_and_single_stage_work_learn_their_slowdown_apart(clock: Clock) -> None:
@@ -95,30 +138,58 @@ def test_turns_and_single_stage_work_learn_their_slowdown_apart(clock: Clock) ->
     assert backlog.slowdown(ahead=True) == 1.0  # turns are not made to look slower by it
 
 
-def test_a_turn_is_admitted_past_queued_single_stage_work_that_refuses_more_of_it(
-    turn_budget: None,
-) -> None:
+def test_a_turn_is_admitted_past_queued_single_stage_work_and_leaves_it_its_share(clock: Clock) -> None:
     stt, chat, tts = (ModelWorker(name, queue_size=16, prior_s=0.5) for name in ("stt", "chat", "tts"))
     turns = Gate("spoken turns", 4)
     stages = ((stt, 1.0), (chat, 1.0), (tts, 1.0))
     try:
         for _ in range(8):
             chat.backlog.add(1.0)  # 8 s of /chat admitted, none begun
-        budget.set(Budget("chat", 4.0))
-        with pytest.raises(OverloadedError):
-            chat.check(1.0)  # a /chat would wait 8 s
         budget.set(Budget("turn", 5.0))
-        ticket = turns.enter(stages)  # a turn waits for none of it
+        assert refuse_early([stt, chat, tts], whole=True) is None  # not refused before its body
+        turns.enter(stages).release()  # it waits for one /chat at most: admitted
         assert goes_ahead(order.get())
-        ticket.release()
-        busy = chat.backlog.add(4.5)
-        chat.backlog.started(busy)  # a reply under way: the turn would wait for it
+        budget.set(Budget("chat", 4.0))
+        assert refuse_early([chat]) is not None  # a /chat would wait 8 s
         with pytest.raises(OverloadedError):
-            turns.enter(stages)
+            chat.check(1.0)
+        budget.set(Budget("turn", 5.0))
+        with pytest.raises(OverloadedError) as refused:
+            turns.enter(stages)  # going ahead, it would add to the wait of /chat, refused lately
+        assert "refused lately" in refused.value.message and "goes ahead" in refused.value.message
+        assert int(refused.value.headers["Retry-After"]) >= 4  # until the backlog leaves /chat room
+        clock.now += FAIR_S + 0.1  # /chat has not asked again
+        turns.enter(stages).release()
         assert turns.refused == 1
     finally:
         for worker in (stt, chat, tts):
             worker.shutdown()
+
+
+def test_a_realtime_turns_transcription_goes_ahead_too() -> None:
+    worker = ModelWorker("stt", queue_size=4, prior_s=0.5)
+    try:
+        for group, ahead in (("turn", True), ("stt", False)):
+            budget.set(Budget(group, 4.0))
+            order.set(None)
+            place = asyncio.run(worker.run(order.get))
+            assert goes_ahead(place) is ahead
+    finally:
+        worker.shutdown()
+
+
+def test_a_call_dropped_while_it_waited_holds_nothing_up() -> None:
+    threads = OrderedThreads("test", 1)
+    busy = threading.Event()
+    holder = threads.submit(1, lambda: busy.wait(10))
+    _wait_for(holder.running)
+    dropped, kept = threads.submit(2, lambda: None), threads.submit(9, lambda: None)
+    assert threads.first_waiting() == 2
+    assert dropped.cancel()  # its request went away
+    assert threads.first_waiting() == 9
+    busy.set()
+    kept.result(10)
+    threads.shutdown()
 
 
 def test_a_call_holding_the_thread_a_turn_waits_for_goes_at_the_turns_pace() -> None:

@@ -45,6 +45,14 @@ def route_group(path: str) -> str | None:
     return next((group for pattern, group in ROUTE_GROUPS if pattern.fullmatch(path)), None)
 
 
+def turn_request() -> bool:
+    """Whether the current request is a spoken turn's (its route group is `turn`), whose work goes
+    ahead of single-stage work (core/order.py): admitted whole at a `Gate`, or stage by stage (a
+    realtime session's or a call's transcription of speech as it comes)."""
+    limit = budget.get()
+    return limit is not None and limit.group == "turn"
+
+
 class Staged(Protocol):
     """What admission reads of a stage (`ModelWorker`)."""
 
@@ -63,8 +71,9 @@ def check_alone(stage: Staged, units: float) -> None:
     limit = budget.get()
     if limit is None or not limit.seconds:
         return
-    wait = stage.expected_wait()
-    cost = stage.times.estimate(units) * stage.backlog.slowdown()
+    ahead = turn_request()
+    wait = stage.expected_wait(ahead)
+    cost = stage.times.estimate(units) * stage.backlog.slowdown(ahead)
     threshold = fits([(stage.backlog, wait)], cost, limit)
     if threshold is not None:
         raise OverloadedError(
@@ -78,23 +87,34 @@ def check_whole(stages: Sequence[tuple[Staged, float]], what: str) -> None:
     """Admit work that needs several stages as a whole (a spoken turn: STT, LLM, TTS), each with
     its size: refused (503) when some stage has work ahead of it and the waits plus the work
     would pass the request's budget (`fits`). Such work goes ahead of single-stage requests
-    (core/backlog.py): it waits only for the like of it admitted before, and for calls already
-    running. Work that finds every stage idle is taken (unless they are kept for a group refused
-    lately)."""
+    (core/order.py): it waits only for the like of it admitted before, and for calls already
+    running or about to (`Backlog.expected_wait(ahead=True)`). Work that finds every stage idle is
+    taken (unless they are kept for a group refused lately)."""
     limit = budget.get()
     if limit is None or not limit.seconds or not stages:
         return
     waits = [(stage.backlog, stage.expected_wait(ahead=True)) for stage, _ in stages]
     wait = sum(w for _, w in waits)
     cost = sum(stage.times.estimate(units) * stage.backlog.slowdown(ahead=True) for stage, units in stages)
-    threshold = fits(waits, cost, limit, [stage.expected_wait() for stage, _ in stages])
-    if threshold is not None:
-        busiest = max(zip((w for _, w in waits), (stage.name for stage, _ in stages), strict=True))[1]
+    backlogs = [stage.expected_wait() for stage, _ in stages]
+    threshold = fits(waits, cost, limit, backlogs)
+    if threshold is None:
+        return
+    if wait + cost <= limit.seconds:  # held back for the groups refused lately, by the backlogs
+        held = sum(backlogs)
+        busiest = max(zip(backlogs, (stage.name for stage, _ in stages), strict=True))[1]
         raise OverloadedError(
-            f"a {what} would wait about {wait:.1f} s (most of it for the {busiest} model) and take "
-            f"{cost:.1f} s itself: {_passes(wait, cost, threshold, limit)}; retry later",
-            retry_after_s=retry_after(wait, cost, threshold + cost),
+            f"a {what} goes ahead of the {held:.1f} s of work admitted on its models (most of it for "
+            f"the {busiest} model), and requests refused lately with less room in their budgets go "
+            f"first (at most {threshold:.1f} s of work ahead); retry later",
+            retry_after_s=retry_after(held, cost, threshold + cost),
         )
+    busiest = max(zip((w for _, w in waits), (stage.name for stage, _ in stages), strict=True))[1]
+    raise OverloadedError(
+        f"a {what} would wait about {wait:.1f} s (most of it for the {busiest} model) and take "
+        f"{cost:.1f} s itself: {_passes(wait, cost, threshold, limit)}; retry later",
+        retry_after_s=retry_after(wait, cost, threshold + cost),
+    )
 
 
 def refuse_early(stages: Sequence[Staged], whole: bool = False) -> OverloadedError | None:
@@ -144,8 +164,8 @@ def fits(
     share = slack / len(waits)
     # Idle stages take any request, however long its own work, unless a group refused lately
     # needs less room than this request would leave it (it gets the idle stages first).
-    idle = wait <= 0.0 and all(f >= share for f in fair)
     held = [w for _, w in waits] if backlogs is None else backlogs
+    idle = wait <= 0.0 and sum(held) <= 0.0 and all(f >= share for f in fair)
     if idle or (wait < slack and all(h < f for h, f in zip(held, fair, strict=True))):
         for backlog, _ in waits:
             backlog.took(limit.group)

@@ -100,8 +100,9 @@ SLOWDOWN_ALPHA = 0.3
 MAX_SLOWDOWN = 10.0
 
 SLOWDOWN_FADES_S = 10.0
-"""Without news (no work of its kind done), `Backlog.slowdown` fades back to 1 with this time
-constant: a kind of work refused for being late is not refused for ever on old figures."""
+"""After this long without news (no work of its kind done), `Backlog.slowdown` fades back to 1,
+with this time constant: a kind of work refused for being late is not refused for ever on old
+figures."""
 
 FAIR_S = 2.0
 """A group refused within this many seconds still wants in (`Backlog.fair_wait`)."""
@@ -174,6 +175,17 @@ class Backlog:
             self._entries[self._next] = _Entry(cost, now, due, ahead, cost if step is None else step)
             return self._next
 
+    def reached(self, key: int) -> None:
+        """The work of `key`, admitted earlier as part of a whole (a spoken turn's reply), reaches
+        this stage now: how long it takes from here is what its stage's pace is learnt from, against
+        the wait it finds here and its own cost."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.started is None:
+                entry.added = now
+                entry.due = self._left(now, entry.ahead, without=key) + entry.cost
+
     def started(self, key: int) -> None:
         """The entry's work has begun (its first call, for an entry held across several)."""
         with self._lock:
@@ -189,6 +201,7 @@ class Backlog:
             entry = self._entries.pop(key, None)
             if entry is not None and learn and entry.started is not None:
                 lane = entry.ahead
+                self._took[lane] = self._due[lane] * self.slowdown(lane)  # as faded so far
                 self._took[lane] += SLOWDOWN_ALPHA * ((now - entry.added) - self._took[lane])
                 self._due[lane] += SLOWDOWN_ALPHA * (entry.due - self._due[lane])
                 self._learnt[lane] = now
@@ -199,18 +212,26 @@ class Backlog:
         are learnt call by call; what they leave out (the server's own work answering requests,
         other processes on the machine, calls that slow each other more than their shares say,
         and for single-stage work, the spoken turns that went ahead of it) shows here, and scales
-        every estimate made on this backlog for that kind of work. It fades back to 1 while no
-        such work is done (`SLOWDOWN_FADES_S`)."""
+        every estimate made on this backlog for that kind of work. It fades back to 1 when no
+        such work has been done for a while (`SLOWDOWN_FADES_S`)."""
         with self._lock:
             if self._due[ahead] <= 0.0:
                 return 1.0
             ratio = min(MAX_SLOWDOWN, max(1.0 / MAX_SLOWDOWN, self._took[ahead] / self._due[ahead]))
-            fade = math.exp(-max(0.0, time.monotonic() - self._learnt[ahead]) / SLOWDOWN_FADES_S)
+            silent = time.monotonic() - self._learnt[ahead] - SLOWDOWN_FADES_S
+            fade = math.exp(-max(0.0, silent) / SLOWDOWN_FADES_S)
             return math.pow(ratio, fade)
 
-    def _left(self, now: float, ahead: bool = False) -> float:
-        """The work a call admitted now would wait for, in seconds of one slot (held lock)."""
-        return sum(e.before(now, ahead) for e in self._entries.values()) / self.parallel
+    def _left(self, now: float, ahead: bool = False, without: int | None = None) -> float:
+        """The work a call admitted now would wait for, in seconds of one slot (held lock). A call
+        that goes ahead (`ahead`) also counts one call of the queued single-stage work it goes
+        ahead of: a stage it reaches later (a turn's reply, after its transcription) may have
+        begun one by then."""
+        entries = [e for key, e in self._entries.items() if key != without]
+        left = sum(e.before(now, ahead) for e in entries)
+        if ahead:
+            left += max((min(e.cost, e.step) for e in entries if e.before(now, ahead) == 0.0), default=0.0)
+        return left / self.parallel
 
     def expected_wait(self, ahead: bool = False) -> float:
         """Seconds a call admitted now would wait before it runs (`ahead`: a call that goes ahead

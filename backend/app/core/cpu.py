@@ -71,10 +71,10 @@ class CpuTurns:
         """Since when the generating LLM has had the cores to itself."""
 
     @contextmanager
-    def turn(self, cancelled: threading.Event | None = None, later: float = LATER_ROOM) -> Iterator[None]:
+    def turn(self, cancelled: threading.Event | None = None, giving_way: bool = False) -> Iterator[None]:
         """Hold the cores for the block (an engine's unit of work), after every waiting unit of
-        work admitted before its own, and after the generating LLM's room (`later` slices when
-        the generation's work was admitted before the unit's). A unit whose request
+        work admitted before its own, and after the generating LLM's room (`giving_way`: a
+        one-thread engine's unit, see `giving_way`). A unit whose request
         goes away while it waits (`cancelled`, else the worker's flag) leaves the line
         (`WorkCancelled`)."""
         place = order.get()
@@ -83,7 +83,7 @@ class CpuTurns:
         with off_cores(), self._changed:
             bisect.insort(self._queue, me)
             try:
-                while (wait := self._wait_s(me, later)) > 0:
+                while (wait := self._wait_s(me, giving_way)) > 0:
                     if cancelled is not None and cancelled.is_set():
                         raise WorkCancelled
                     self._changed.wait(min(wait, _POLL_S))
@@ -101,14 +101,17 @@ class CpuTurns:
                 self._room_since = time.monotonic()
                 self._changed.notify_all()
 
-    def _wait_s(self, me: tuple[int, int], later_room: float) -> float:
+    def _wait_s(self, me: tuple[int, int], giving_way: bool) -> float:
         """How long `me` must still wait (0: its turn now). Called holding the condition."""
         if self._held or self._queue[0] != me:
             return _POLL_S
         if not self._generating:
             return 0.0
-        later = self._first_generating() < urgency(me[0])
-        room = self.slice_s * (later_room if later else 1.0)
+        urgent = urgency(me[0])
+        if giving_way and goes_ahead(urgent):
+            return 0.0  # a one-thread unit that now holds up a spoken turn's call: it goes at once
+        later = self._first_generating() < urgent
+        room = self.slice_s * ((GIVING_WAY_ROOM if giving_way else LATER_ROOM) if later else 1.0)
         return max(0.0, self._room_since + room - time.monotonic())
 
     def _first_generating(self) -> int:
@@ -144,7 +147,8 @@ class CpuTurns:
     def giving_way(self) -> Iterator[None]:
         """A unit of a one-thread engine (hibari), which shares the cores with a generation, except
         for single-stage work while a spoken turn's reply is generated (work that goes ahead,
-        core/backlog.py): that takes a turn, and so leaves the reply its room."""
+        core/order.py): that takes a turn, and so leaves the reply its room, unless it comes to
+        hold up a spoken turn's own call (`urgency`), which then goes at once."""
         place = order.get()
         with self._changed:
             behind = (
@@ -152,7 +156,7 @@ class CpuTurns:
                 and bool(self._generating)
                 and goes_ahead(self._first_generating())
             )
-        with self.turn(later=GIVING_WAY_ROOM) if behind else nullcontext():
+        with self.turn(giving_way=True) if behind else nullcontext():
             yield
 
     def waiting(self) -> int:

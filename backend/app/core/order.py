@@ -23,7 +23,7 @@ AHEAD_S = 5.0
 seconds before it (`next_order`), not of older work: a single-stage request is overtaken only by the
 turns admitted in its first seconds of waiting, so its wait stays bounded."""
 
-_last_order = [0, 0]
+_last_order = [-1, 0]
 """The last place given, per kind: single-stage work (0), work that goes ahead (1)."""
 _orders_lock = threading.Lock()
 
@@ -33,10 +33,11 @@ thread, the running call's)."""
 
 
 def next_order(ahead: bool = False) -> int:
-    """A new place in the order of admission: microseconds on the monotonic clock, after every
-    place given so far. For work that goes ahead (`ahead`: a spoken turn), `AHEAD_S` earlier: after
-    every place given so far to such work, and before the single-stage work admitted in the last
-    `AHEAD_S`. Places of work that goes ahead are even, the others odd (`goes_ahead`)."""
+    """A new place in the order of admission, after every place given so far: twice the
+    monotonic clock in microseconds, plus one for single-stage work. For work that goes ahead
+    (`ahead`: a spoken turn), the clock is read `AHEAD_S` earlier: after every place given so far
+    to such work, and before the single-stage work admitted in the last `AHEAD_S`. Places of work
+    that goes ahead are even, the others odd (`goes_ahead`)."""
     now = time.monotonic_ns() // 1000 - (round(AHEAD_S * 1e6) if ahead else 0)
     with _orders_lock:
         place = max(2 * now + (0 if ahead else 1), _last_order[ahead] + 2)

@@ -1,8 +1,9 @@
 """Threads that run queued calls by priority rather than arrival.
 
-A model worker's calls run in the order their work was admitted (core/admission.py), not the order
+A model worker's calls run in the order their work was admitted (core/order.py), not the order
 they reach the queue: a spoken turn's reply, admitted with the turn, goes ahead of a /chat admitted
-after the turn began, because the turn's admission counted on nothing admitted later going first.
+after the turn began, because the turn's admission counted on nothing admitted later going first;
+and a spoken turn goes ahead of the single-stage work admitted just before it.
 """
 
 from __future__ import annotations
@@ -87,8 +88,11 @@ class OrderedThreads:
             future.set_result(result)
 
     def first_waiting(self) -> int | None:
-        """The priority of the first call waiting for a thread (None: none waits)."""
+        """The priority of the first call waiting for a thread (None: none waits); calls dropped
+        while they waited are left out."""
         with self._changed:
+            while self._queue and self._queue[0][2].cancelled():
+                heapq.heappop(self._queue)
             return self._queue[0][0] if self._queue else None
 
     def shutdown(self) -> None:

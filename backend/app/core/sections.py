@@ -298,7 +298,9 @@ class LimitsSettings(Section):
     cpu_slice_ms: int = Field(100, ge=0, le=10_000)
     """The engines that run a call on every core on the CPU (Moonshine, Whisper, Piper) take turns
     on the cores, one piece, window or sentence at a time; while the local LLM generates, each unit
-    first leaves it the cores for this many milliseconds. 0: they run at once."""
+    first leaves it the cores for this many milliseconds (more for work admitted after the
+    generation's, and hibari's single-stage sentences beside a spoken turn's reply take turns too).
+    0: they run at once."""
     admission_budgets: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     """Per route group (`turn`: a spoken turn, `stt`, `chat`, `tts`), the seconds a request may
     expect to take on a busy stage, its wait and its own work: `turn=4,stt=3,chat=4,tts=3`. A

@@ -4,7 +4,8 @@ Model inference blocks. Each model gets a single worker thread, so the event loo
 model never runs two inferences at once; at most `queue_size` further calls may wait. One more is
 refused at once with `OverloadedError` (503 + Retry-After) instead of piling up.
 
-Queued calls run in the order their work was admitted (core/admission.py), not of arrival. Work is
+Queued calls run in the order their work was admitted (core/order.py: a spoken turn's calls go
+ahead of single-stage work admitted just before the turn), not of arrival. Work is
 cancellable: when the awaiting request goes away (its client disconnected, or the stage ran past
 its timeout: `StageTimeoutError`, 504), a call still queued is dropped, and a call already running
 is asked to stop (core/cancellation.py), so the slot is freed within one unit of its work.
@@ -25,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar, cast
 
-from backend.app.core.admission import check_alone, take_reservation
+from backend.app.core.admission import check_alone, take_reservation, turn_request
 from backend.app.core.backlog import Backlog, ServiceTimes, budget, run_measured, work_units
 from backend.app.core.cancellation import cancellable, raise_if_cancelled
 from backend.app.core.errors import OverloadedError, StageTimeoutError
@@ -64,10 +65,13 @@ class Admission:
     """A slot taken now for work that starts later; the work it runs keeps the slot until it is
     done. Released by `release()`, or when dropped unused (a response that never started)."""
 
-    def __init__(self, worker: ModelWorker, reserved: int | None, order: int, learn: bool = True) -> None:
+    def __init__(self, worker: ModelWorker, reserved: int | None, order: int, part: bool = False) -> None:
         self.worker = worker
         self.order = order  # its place in the order of admission, kept on the model and the cores
-        self.learn = learn  # its time says how fast work goes (not a stage of a turn: it waits)
+        self.learn = True  # its time says how fast work goes (not once cut short)
+        self._part = part
+        """A stage of work admitted as a whole elsewhere (a spoken turn's reply), which reaches its
+        stage only when its call starts (`Backlog.reached`)."""
         self._held = True
         self._reserved = reserved
         """Its place in the model's backlog, counted from admission until its work is done."""
@@ -76,6 +80,13 @@ class Admission:
         """The backlog entry a single call takes over (once), given back when that call is done."""
         reserved, self._reserved = self._reserved, None
         return reserved
+
+    def _taken_up(self) -> int | None:
+        """The backlog entry its one call takes over (`reservation`), reached now."""
+        key = self.reservation()
+        if key is not None and self._part:
+            self.worker.backlog.reached(key)
+        return key
 
     @property
     def held(self) -> bool:
@@ -102,7 +113,7 @@ class Admission:
         """As `ModelWorker.run`, in this slot."""
         self._take()
         job = self.worker._start(
-            lambda: fn(*args, **kwargs), key=self.reservation(), order=self.order, learn=self.learn
+            lambda: fn(*args, **kwargs), key=self._taken_up(), order=self.order, learn=self.learn
         )
         return cast(T, await self.worker._await(job))
 
@@ -212,13 +223,14 @@ class ModelWorker:
         place = admitted() if reserved else order.get()
         step = None if step_units is None else self.times.estimate(step_units)
         entry = self.backlog.add(self.times.estimate(self._units(units)), goes_ahead(place), step)
-        return Admission(self, entry, next_order() if place is None else place, learn=not reserved)
+        return Admission(self, entry, next_order() if place is None else place, part=reserved)
 
     def _admit(self, check: bool, units: float | None = None) -> None:
         with self._lock:
             if check:
                 self.check(units)
-                order.set(next_order())  # a new request: after everything admitted before it
+                # A new request: after everything admitted before it (a spoken turn's: ahead).
+                order.set(next_order(ahead=turn_request()))
             self._admitted += 1
 
     def _submit(self, check: bool, fn: Callable[[], T]) -> _Job:
@@ -360,7 +372,7 @@ class ModelWorker:
         else:
             admission._take()
             job = self._start(
-                produce, key=admission.reservation(), order=admission.order, learn=admission.learn
+                produce, key=admission._taken_up(), order=admission.order, learn=admission.learn
             )
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         try:
