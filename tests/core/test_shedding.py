@@ -149,16 +149,16 @@ def test_estimates_scale_by_how_late_admitted_work_has_been(clock: Clock) -> Non
 def test_a_group_refused_lately_holds_the_others_to_the_wait_it_could_take(clock: Clock) -> None:
     backlog = Backlog()
     assert backlog.fair_wait("tts") == float("inf")
-    backlog.wanted("turn", 0.8)
-    backlog.wanted("turn", 0.5)  # its most admissible request counts
+    backlog.wanted("chat", 0.8)
+    backlog.wanted("chat", 0.5)  # its most admissible request counts
     assert backlog.fair_wait("tts") == pytest.approx(0.8)
-    assert backlog.fair_wait("turn") == float("inf")  # a group is not held back by itself
-    backlog.wanted("chat", -1.0)  # a request whose own work passes its budget: no room at all
+    assert backlog.fair_wait("chat") == float("inf")  # a group is not held back by itself
+    backlog.wanted("turn", 0.1)  # spoken turns go ahead of what is admitted: they hold no one back
+    assert backlog.fair_wait("tts") == pytest.approx(0.8)
+    assert backlog.fair_wait("turn") == pytest.approx(0.8)  # but are held back themselves
+    backlog.wanted("stt", -1.0)  # a request whose own work passes its budget: no room at all
     assert backlog.fair_wait("tts") == 0.0
     clock.now += 3.0  # nobody refused since: every group is free again
-    assert backlog.fair_wait("tts") == float("inf")
-    backlog.wanted("turn", 0.8)
-    backlog.took("turn")  # a turn got in: the others are no longer held for it
     assert backlog.fair_wait("tts") == float("inf")
 
 
@@ -166,20 +166,22 @@ def test_a_request_that_no_size_could_fit_is_refused_before_its_body_is_read() -
     stt, chat, tts = (ModelWorker(name, queue_size=8, prior_s=0.5) for name in ("stt", "chat", "tts"))
     try:
         token = budget.set(Budget("turn", 5.0))
-        assert refuse_early((stt, chat, tts)) is None  # idle
-        chat.backlog.add(3.0)
-        tts.backlog.add(1.5)
-        assert refuse_early((stt, chat, tts)) is None  # 4.5 s ahead: a small turn may still fit
-        stt.backlog.add(1.0)
-        refusal = refuse_early((stt, chat, tts))  # 5.5 s ahead: no turn fits 5 s
+        assert refuse_early((stt, chat, tts), whole=True) is None  # idle
+        for worker in (chat, chat, tts):  # work waiting: a turn goes ahead of all but one call
+            worker.backlog.add(1.5)
+        assert refuse_early((stt, chat, tts), whole=True) is None  # 3 s: one call on each
+        chat.backlog.started(1)
+        tts.backlog.started(1)
+        assert refuse_early((stt, chat, tts), whole=True) is None  # 4.5 s: a small turn may fit
+        stt.backlog.started(stt.backlog.add(1.0))
+        refusal = refuse_early((stt, chat, tts), whole=True)  # 5.5 s ahead: no turn fits 5 s
         assert refusal is not None and refusal.status_code == 503
         assert refusal.headers["Retry-After"] == "1" and "ADMISSION_BUDGETS" in refusal.message
-        # The refused turn wants in: each of its stages holds the other groups to its part.
-        assert 0.0 <= chat.backlog.fair_wait("chat") < 5.0 / 3
+        assert chat.backlog.fair_wait("chat") == float("inf")  # the refused turn holds no one back
         budget.reset(token)
-        budget.set(Budget("chat", 4.0))
+        budget.set(Budget("chat", 2.0))
         refusal = refuse_early((chat,))
-        assert refusal is not None  # 3 s ahead, more than a chat may wait while the turn waits
+        assert refusal is not None  # 3 s ahead of a /chat (it goes ahead of none), over its 2 s
         budget.set(Budget("chat", None))
         assert refuse_early((chat,)) is None  # no budget for the group: the queue bounds it
     finally:
@@ -232,7 +234,7 @@ def test_a_client_back_before_its_retry_after_gets_its_refusal_at_that_time(
     assert _call(app, ("10.0.0.1", 5000)) == 503 and len(slept) == 1
 
 
-def test_idle_stages_go_first_to_a_group_refused_lately_that_needs_them_whole() -> None:
+def test_a_turn_refused_lately_holds_no_one_back_and_gets_the_stages_when_idle() -> None:
     stt, chat, tts = (ModelWorker(name, queue_size=8, prior_s=2.0) for name in ("stt", "chat", "tts"))
     turns = Gate("spoken turns", 4)
     stages = ((stt, 3.0), (chat, 1.0), (tts, 1.0))
@@ -242,13 +244,10 @@ def test_idle_stages_go_first_to_a_group_refused_lately_that_needs_them_whole() 
         with pytest.raises(OverloadedError):
             turns.enter(stages)  # refused: the turn now wants in, and has no room to spare
         budget.set(Budget("tts", 3.0))
-        with pytest.raises(OverloadedError):
-            tts.check(1.0)  # the TTS stage is idle, but kept for the turn
+        tts.check(1.0)  # the TTS stage is idle: taken (a turn would go ahead of it anyway)
         budget.set(Budget("turn", 5.0))
         chat.backlog.done(1)
         turns.enter(stages).release()  # every stage idle: the turn gets them, however long it is
-        budget.set(Budget("tts", 3.0))
-        tts.check(1.0)  # the turn got in: the others are free again
     finally:
         budget.set(None)
         for worker in (stt, chat, tts):

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from backend.app.core.backlog import Backlog, Budget, ServiceTimes, budget
 from backend.app.core.errors import OverloadedError
-from backend.app.core.order import next_order, order
+from backend.app.core.order import AHEAD_GROUP, next_order, order
 
 TYPICAL_TURN_S = 3.0
 """Seconds of speech a spoken turn is taken to have when its length is not known yet."""
@@ -50,7 +50,7 @@ def turn_request() -> bool:
     ahead of single-stage work (core/order.py): admitted whole at a `Gate`, or stage by stage (a
     realtime session's or a call's transcription of speech as it comes)."""
     limit = budget.get()
-    return limit is not None and limit.group == "turn"
+    return limit is not None and limit.group == AHEAD_GROUP
 
 
 class Staged(Protocol):

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from backend.app.core.order import AHEAD_S
+from backend.app.core.order import AHEAD_GROUP, AHEAD_S
 
 T = TypeVar("T")
 
@@ -283,13 +283,16 @@ class Backlog:
         least slack (budget less its own work) of the most admissible request each of them sent.
         Without it, clients that never back off keep the backlog as full as the group with most
         room allows, and the others (a spoken turn's budget holds three stages of work) never get
-        in; with it, every group that wants in is admitted behind the same wait, first come."""
+        in; with it, every group that wants in is admitted behind the same wait, first come. Spoken
+        turns hold no one back: they go ahead of the single-stage work admitted before them
+        (core/order.py), so they are held back themselves instead (`admission.fits`)."""
         now = time.monotonic()
         with self._lock:
             slacks = [
                 max(0.0, slack)
                 for other, (slack, when) in self._wanted.items()
                 if other != group
+                and other != AHEAD_GROUP  # turns go ahead: nothing admitted after them waits
                 and now - when <= FAIR_S
                 and self._taken.get(other, -math.inf) < when  # not admitted since
             ]

@@ -18,6 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
+AHEAD_GROUP = "turn"
+"""The route group whose work goes ahead: spoken turns (core/admission.py's ROUTE_GROUPS)."""
+
 AHEAD_S = 5.0
 """Work admitted as a whole (a spoken turn) goes ahead of single-stage work admitted up to this many
 seconds before it (`next_order`), not of older work: a single-stage request is overtaken only by the
