@@ -133,12 +133,15 @@ def test_estimates_scale_by_how_late_admitted_work_has_been(clock: Clock) -> Non
         clock.now += 2.0
         backlog.done(key)
     assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
-    backlog.add(1.0)
+    queued = backlog.add(1.0)
     assert backlog.expected_wait() == pytest.approx(2.0, rel=0.05)
+    clock.now += 100.0  # work under way, however slow: news to come, the factor holds
+    assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
     unused = backlog.add(1.0)
     backlog.done(unused)  # given back unused (never started): says nothing of the pace
+    backlog.done(queued, learn=False)
     assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
-    clock.now += 10.0  # no news for SLOWDOWN_FADES_S: still as learnt
+    clock.now += 10.0  # nothing admitted for SLOWDOWN_FADES_S: still as learnt
     assert backlog.slowdown() == pytest.approx(2.0, rel=0.05)
     clock.now += 10.0  # then it fades towards 1
     assert backlog.slowdown() == pytest.approx(2.0 ** (1 / math.e), rel=0.05)

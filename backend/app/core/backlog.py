@@ -13,10 +13,8 @@ its parallel slots, and scaled by how much longer admitted work has lately taken
 (`Backlog.slowdown`: what the costs leave out, such as the server's own work and other stages
 slowing this one). It also knows which route groups were refused lately (`Backlog.fair_wait`).
 
-Work runs in the order it was admitted (core/order.py), except that a spoken turn goes ahead of
-the single-stage work admitted just before it: a turn's expected wait counts only the turns
-admitted before it and the calls already running (`Backlog.expected_wait(ahead=True)`), and each
-kind learns its own slowdown.
+A spoken turn goes ahead of single-stage work (core/order.py): its expected wait counts only what it
+waits for (`Backlog.expected_wait(ahead=True)`), and each kind learns its own slowdown.
 """
 
 from __future__ import annotations
@@ -100,8 +98,8 @@ SLOWDOWN_ALPHA = 0.3
 MAX_SLOWDOWN = 10.0
 
 SLOWDOWN_FADES_S = 10.0
-"""After this long without news (no work of its kind done), `Backlog.slowdown` fades back to 1,
-with this time constant: a kind of work refused for being late is not refused for ever on old
+"""After this long without news (no work of its kind admitted), `Backlog.slowdown` fades back to
+1, with this time constant: a kind of work refused for being late is not refused for ever on old
 figures."""
 
 FAIR_S = 2.0
@@ -151,15 +149,15 @@ class Backlog:
     """Decayed sums of how long admitted work took, and how long it was expected to (`slowdown`),
     for single-stage work (False) and for work that goes ahead (True)."""
     _learnt: dict[bool, float] = field(default_factory=lambda: {False: 0.0, True: 0.0})
-    """When each kind last learnt from work done."""
+    """When each kind last learnt from work done, or last had nothing admitted (whichever is
+    later): its silence counts from then."""
     _running: int = 0
     _clock: float = 0.0
     """Seconds of work done, each running call counted for its share: 1/n while n ran at once."""
     _last: float = 0.0
     _wanted: dict[str, tuple[float, float]] = field(default_factory=dict)
-    _taken: dict[str, float] = field(default_factory=dict)
-    """Per route group, when one of its requests was last admitted."""
     """Per route group refused lately: (the most slack of its refused requests, when last refused)."""
+    _taken: dict[str, float] = field(default_factory=dict)  # per group, when it was last admitted
     _lock: threading.RLock = field(default_factory=threading.RLock)
     """Re-entrant: an unused admission gives its place back when it is collected, which can happen
     on any thread, at any allocation, including one made while the lock is held."""
@@ -177,8 +175,7 @@ class Backlog:
 
     def reached(self, key: int) -> None:
         """The work of `key`, admitted earlier as part of a whole (a spoken turn's reply), reaches
-        this stage now: how long it takes from here is what its stage's pace is learnt from, against
-        the wait it finds here and its own cost."""
+        this stage now: its pace is learnt from here, against the wait it finds and its cost."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
@@ -205,6 +202,12 @@ class Backlog:
                 self._took[lane] += SLOWDOWN_ALPHA * ((now - entry.added) - self._took[lane])
                 self._due[lane] += SLOWDOWN_ALPHA * (entry.due - self._due[lane])
                 self._learnt[lane] = now
+            if entry is not None and not self._admitted(entry.ahead):
+                self._learnt[entry.ahead] = max(self._learnt[entry.ahead], now)
+
+    def _admitted(self, ahead: bool) -> bool:
+        """Whether work of the kind is admitted and not done (held lock)."""
+        return any(e.ahead == ahead for e in self._entries.values())
 
     def slowdown(self, ahead: bool = False) -> float:
         """How much longer admitted work has lately taken than expected, from admission to done
@@ -213,11 +216,14 @@ class Backlog:
         other processes on the machine, calls that slow each other more than their shares say,
         and for single-stage work, the spoken turns that went ahead of it) shows here, and scales
         every estimate made on this backlog for that kind of work. It fades back to 1 when no
-        such work has been done for a while (`SLOWDOWN_FADES_S`)."""
+        such work has been admitted for a while (`SLOWDOWN_FADES_S`): work under way, however
+        slow, is news to come."""
         with self._lock:
             if self._due[ahead] <= 0.0:
                 return 1.0
             ratio = min(MAX_SLOWDOWN, max(1.0 / MAX_SLOWDOWN, self._took[ahead] / self._due[ahead]))
+            if self._admitted(ahead):
+                return ratio
             silent = time.monotonic() - self._learnt[ahead] - SLOWDOWN_FADES_S
             fade = math.exp(-max(0.0, silent) / SLOWDOWN_FADES_S)
             return math.pow(ratio, fade)
