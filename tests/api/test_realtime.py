@@ -131,7 +131,11 @@ def test_a_spoken_turn_gets_a_transcript_a_reply_and_audio(
         assert ws.receive_json()["type"] == "session_end"
 
     types = [t for i, t in enumerate(got.types) if t != "<audio>" or got.types[i - 1] != "<audio>"]
-    assert types[:3] == ["speech_start", "speech_end", "transcript"], types
+    # A partial transcript (`transcript_delta`) may come while the speech is still being heard,
+    # when the STT model is idle at that moment: a courtesy, not part of the turn's order.
+    turn = [t for t in types if t != "transcript_delta"]
+    assert turn[:3] == ["speech_start", "speech_end", "transcript"], types
+    assert "transcript_delta" not in types[types.index("speech_end") :], types
     assert types[-1] == "turn_end" and "reply_delta" in types
     first_audio = types.index("<audio>")
     assert types[first_audio - 1] == "audio_start" or "audio_start" in types[:first_audio]
