@@ -166,7 +166,7 @@ def fits(
     # needs less room than this request would leave it (it gets the idle stages first).
     held = [w for _, w in waits] if backlogs is None else backlogs
     idle = wait <= 0.0 and sum(held) <= 0.0 and all(f >= share for f in fair)
-    if idle or (wait < slack and all(h < f for h, f in zip(held, fair, strict=True))):
+    if idle or (wait < slack and all(h <= f for h, f in zip(held, fair, strict=True))):
         for backlog, _ in waits:
             backlog.took(limit.group)
         return None
